@@ -1,0 +1,19 @@
+//! edgeopt's one model representation.
+//!
+//! A [`Graph`] is a list of [`Node`]s in topological order over [`Value`]s (named
+//! tensors). Ops are the closed [`Op`] enum; tensors carry a [`DType`], a shape and
+//! optional [`QuantParams`]. Shape inference lives in [`shape`].
+
+pub mod dtype;
+pub mod error;
+pub mod graph;
+pub mod op;
+pub mod shape;
+mod shape_rules;
+pub mod tensor;
+
+pub use dtype::{DType, QuantParams};
+pub use error::{IrError, Result};
+pub use graph::{Dim, Graph, Node, Source, Value, ValueId};
+pub use op::*;
+pub use tensor::{checked_numel, Tensor, TensorData};

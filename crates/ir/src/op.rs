@@ -1,0 +1,425 @@
+//! The closed set of operators, with typed attributes.
+//!
+//! Semantics follow ONNX unless the variant says otherwise. Whether an op runs in float
+//! or in integer arithmetic is decided by the dtypes and quantization parameters of its
+//! tensors, not by the op: a `Conv` whose input, weights and output are i8 with quant
+//! params (bias i32) is the TFLite int8 convolution (fixed-point requantization, see
+//! DESIGN.md), the same `Conv` on f32 tensors is the float one. Attributes that ONNX
+//! passes as constant inputs (Clip bounds, Squeeze axes, Pad pads, Resize scales...) are
+//! folded into attributes by the importers; tensors that may be computed at run time
+//! (Reshape's shape) stay inputs.
+
+use crate::dtype::DType;
+use serde::{Deserialize, Serialize};
+
+/// Where the channel dimension sits in activations of spatial ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Layout {
+    /// ONNX: activations `[N, C, *spatial]`; conv weights `[M, C/group, *kernel]`.
+    Nchw,
+    /// TFLite: activations `[N, *spatial, C]`; conv weights `[M, *kernel, C/group]`
+    /// (depthwise weights are stored `[C*mult, *kernel, 1]` with `group = C`).
+    Nhwc,
+}
+
+/// Activation fused into the producing op (TFLite's `fused_activation_function`).
+/// In integer kernels it narrows the output clamp range, as TFLite does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    Relu6,
+    ReluN1To1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum AutoPad {
+    /// Explicit `pads`.
+    #[default]
+    NotSet,
+    /// Output = ceil(input / stride); extra padding at the end (TFLite `SAME`).
+    SameUpper,
+    /// Output = ceil(input / stride); extra padding at the beginning.
+    SameLower,
+    /// No padding (TFLite `VALID`).
+    Valid,
+}
+
+/// Convolution geometry, for any number of spatial dimensions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvAttrs {
+    pub layout: Layout,
+    /// Spatial kernel size; empty means "take it from the weights".
+    pub kernel_shape: Vec<usize>,
+    /// Per spatial dim; empty means all 1.
+    pub strides: Vec<usize>,
+    /// Per spatial dim; empty means all 1.
+    pub dilations: Vec<usize>,
+    /// ONNX order `[x1_begin, x2_begin, ..., x1_end, x2_end, ...]`; empty means zeros.
+    pub pads: Vec<usize>,
+    pub auto_pad: AutoPad,
+    pub group: usize,
+    pub activation: Activation,
+}
+
+/// Transposed convolution (ONNX ConvTranspose; weights `[C, M/group, *kernel]`, NCHW).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvTransposeAttrs {
+    pub conv: ConvAttrs,
+    pub output_padding: Vec<usize>,
+    /// Explicit output spatial shape; when set, pads are derived from it.
+    pub output_shape: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolAttrs {
+    pub layout: Layout,
+    pub kernel_shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub auto_pad: AutoPad,
+    pub ceil_mode: bool,
+    /// AveragePool only: divide by the full window including padding.
+    pub count_include_pad: bool,
+    pub activation: Activation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BinaryKind {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Pow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CompareKind {
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UnaryKind {
+    Relu,
+    /// min(max(x, 0), 6) (TFLite RELU6).
+    Relu6,
+    Sigmoid,
+    Tanh,
+    HardSwish,
+    Exp,
+    Log,
+    Neg,
+    Abs,
+    Sqrt,
+    Reciprocal,
+    Floor,
+    Ceil,
+    Not,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReduceKind {
+    Mean,
+    Sum,
+    Max,
+    Min,
+    Prod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ResizeMode {
+    Nearest,
+    Linear,
+    Cubic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CoordTransform {
+    HalfPixel,
+    HalfPixelSymmetric,
+    PytorchHalfPixel,
+    AlignCorners,
+    Asymmetric,
+    TfCropAndResize,
+    /// TFLite RESIZE_NEAREST_NEIGHBOR with `half_pixel_centers` (ONNX `tf_half_pixel_for_nn`).
+    TfHalfPixelForNn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NearestMode {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AspectRatioPolicy {
+    Stretch,
+    NotLarger,
+    NotSmaller,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResizeAttrs {
+    pub mode: ResizeMode,
+    pub coord: CoordTransform,
+    pub nearest_mode: NearestMode,
+    pub cubic_coeff_a: f32,
+    pub exclude_outside: bool,
+    pub extrapolation_value: f32,
+    pub antialias: bool,
+    pub keep_aspect_ratio_policy: AspectRatioPolicy,
+    /// Axes that `scales`/`sizes`/`roi` refer to; `None` = all axes.
+    pub axes: Option<Vec<i64>>,
+    /// Exactly one of `scales` and `sizes` is set (folded from constant inputs).
+    pub scales: Option<Vec<f32>>,
+    pub sizes: Option<Vec<usize>>,
+    /// Only for `TfCropAndResize`: `[starts..., ends...]` in normalized coordinates.
+    pub roi: Option<Vec<f32>>,
+}
+
+/// One operator. Inputs and outputs are listed per variant as `inputs -> outputs`;
+/// `[x]` marks an optional input (absent = `None` in `Node::inputs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// x, w, [b] -> y. Float, or TFLite int8 when tensors are quantized (b is i32).
+    Conv(ConvAttrs),
+    /// x, w, [b] -> y.
+    ConvTranspose(ConvTransposeAttrs),
+    /// a, b, [c] -> y = alpha * A' * B' + beta * C.
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    /// a, b -> y (numpy matmul, batched with broadcasting).
+    MatMul,
+    /// TFLite FULLY_CONNECTED: x `[..., K]`, w `[N, K]`, [b `[N]`] -> y `[rows, N]`
+    /// (or `[..., N]` with `keep_num_dims`), rows = numel(x) / K.
+    FullyConnected {
+        activation: Activation,
+        keep_num_dims: bool,
+    },
+    /// a, b -> y with numpy broadcasting.
+    Binary {
+        kind: BinaryKind,
+        activation: Activation,
+    },
+    /// a, b -> bool y with broadcasting.
+    Compare(CompareKind),
+    /// cond, a, b -> y.
+    Where,
+    /// x -> y.
+    Unary(UnaryKind),
+    /// x -> y = clamp(x, min, max); bounds folded from ONNX inputs (None = unbounded).
+    Clip {
+        min: Option<f32>,
+        max: Option<f32>,
+    },
+    LeakyRelu {
+        alpha: f32,
+    },
+    /// y = max(0, min(1, alpha * x + beta)).
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// x -> y. `beta` scales logits (TFLite), 1.0 for ONNX.
+    Softmax {
+        axis: i64,
+        beta: f32,
+    },
+    LogSoftmax {
+        axis: i64,
+    },
+    MaxPool(PoolAttrs),
+    AveragePool(PoolAttrs),
+    /// x `[N, C, *spatial]` -> `[N, C, 1, ...]`.
+    GlobalAveragePool,
+    /// x, scale, bias, mean, var -> y (inference form, channel axis 1).
+    BatchNorm {
+        epsilon: f32,
+    },
+    Flatten {
+        axis: i64,
+    },
+    /// data, shape (i64) -> y.
+    Reshape {
+        allowzero: bool,
+    },
+    /// Empty `perm` reverses the axes.
+    Transpose {
+        perm: Vec<usize>,
+    },
+    /// Empty `axes` removes every dimension of size 1.
+    Squeeze {
+        axes: Vec<i64>,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
+    /// x0, x1, ... -> y.
+    Concat {
+        axis: i64,
+        activation: Activation,
+    },
+    /// data, indices -> y.
+    Gather {
+        axis: i64,
+    },
+    /// `pads` over all axes in ONNX order `[begins..., ends...]` (negative crops);
+    /// `value` is the real pad value (quantized tensors pad with its quantized form).
+    Pad {
+        mode: PadMode,
+        pads: Vec<i64>,
+        value: f32,
+    },
+    /// `axes == None` reduces all axes (unless `noop_with_empty_axes`).
+    Reduce {
+        kind: ReduceKind,
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
+    Resize(ResizeAttrs),
+    Identity,
+    /// x -> i64 shape (kept only when it cannot be folded).
+    Shape,
+    Cast {
+        to: DType,
+    },
+    /// ONNX QuantizeLinear: x, y_scale, [y_zero_point] -> y (round half to even).
+    QuantizeLinear {
+        axis: i64,
+        block_size: i64,
+        saturate: bool,
+        output_dtype: DType,
+    },
+    /// ONNX DequantizeLinear: x, x_scale, [x_zero_point] -> y.
+    DequantizeLinear {
+        axis: i64,
+        block_size: i64,
+    },
+    /// x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, [b] -> y.
+    QLinearConv(ConvAttrs),
+    /// a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp -> y.
+    QLinearMatMul,
+    /// x, w, [x_zp], [w_zp] -> i32 y.
+    ConvInteger(ConvAttrs),
+    /// a, b, [a_zp], [b_zp] -> i32 y.
+    MatMulInteger,
+    /// TFLite QUANTIZE: x (float, or quantized with other params) -> y, using the
+    /// quant params of the input and output tensors.
+    Quantize,
+    /// TFLite DEQUANTIZE: quantized or f16 x -> f32 y, using the input's quant params.
+    Dequantize,
+}
+
+impl Op {
+    /// Short name for messages and profiles (ONNX-style).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::ConvTranspose(_) => "ConvTranspose",
+            Op::Gemm { .. } => "Gemm",
+            Op::MatMul => "MatMul",
+            Op::FullyConnected { .. } => "FullyConnected",
+            Op::Binary { kind, .. } => match kind {
+                BinaryKind::Add => "Add",
+                BinaryKind::Sub => "Sub",
+                BinaryKind::Mul => "Mul",
+                BinaryKind::Div => "Div",
+                BinaryKind::Max => "Max",
+                BinaryKind::Min => "Min",
+                BinaryKind::Pow => "Pow",
+            },
+            Op::Compare(k) => match k {
+                CompareKind::Equal => "Equal",
+                CompareKind::Less => "Less",
+                CompareKind::LessOrEqual => "LessOrEqual",
+                CompareKind::Greater => "Greater",
+                CompareKind::GreaterOrEqual => "GreaterOrEqual",
+            },
+            Op::Where => "Where",
+            Op::Unary(k) => match k {
+                UnaryKind::Relu => "Relu",
+                UnaryKind::Relu6 => "Relu6",
+                UnaryKind::Sigmoid => "Sigmoid",
+                UnaryKind::Tanh => "Tanh",
+                UnaryKind::HardSwish => "HardSwish",
+                UnaryKind::Exp => "Exp",
+                UnaryKind::Log => "Log",
+                UnaryKind::Neg => "Neg",
+                UnaryKind::Abs => "Abs",
+                UnaryKind::Sqrt => "Sqrt",
+                UnaryKind::Reciprocal => "Reciprocal",
+                UnaryKind::Floor => "Floor",
+                UnaryKind::Ceil => "Ceil",
+                UnaryKind::Not => "Not",
+            },
+            Op::Clip { .. } => "Clip",
+            Op::LeakyRelu { .. } => "LeakyRelu",
+            Op::HardSigmoid { .. } => "HardSigmoid",
+            Op::Softmax { .. } => "Softmax",
+            Op::LogSoftmax { .. } => "LogSoftmax",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AveragePool(_) => "AveragePool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Concat { .. } => "Concat",
+            Op::Gather { .. } => "Gather",
+            Op::Pad { .. } => "Pad",
+            Op::Reduce { kind, .. } => match kind {
+                ReduceKind::Mean => "ReduceMean",
+                ReduceKind::Sum => "ReduceSum",
+                ReduceKind::Max => "ReduceMax",
+                ReduceKind::Min => "ReduceMin",
+                ReduceKind::Prod => "ReduceProd",
+            },
+            Op::Resize(_) => "Resize",
+            Op::Identity => "Identity",
+            Op::Shape => "Shape",
+            Op::Cast { .. } => "Cast",
+            Op::QuantizeLinear { .. } => "QuantizeLinear",
+            Op::DequantizeLinear { .. } => "DequantizeLinear",
+            Op::QLinearConv(_) => "QLinearConv",
+            Op::QLinearMatMul => "QLinearMatMul",
+            Op::ConvInteger(_) => "ConvInteger",
+            Op::MatMulInteger => "MatMulInteger",
+            Op::Quantize => "Quantize",
+            Op::Dequantize => "Dequantize",
+        }
+    }
+
+    /// Ops whose output is a pure re-interpretation of input 0's bytes (same data,
+    /// new shape): the memory planner may alias them.
+    pub fn is_reshape_like(&self) -> bool {
+        matches!(
+            self,
+            Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity
+        )
+    }
+}

@@ -1,0 +1,137 @@
+//! Shape (and dtype) inference: one rule per op, used by importers (to annotate),
+//! by the executor (to size outputs) and by the memory planner and profiler.
+//!
+//! Rules work on concrete shapes. Dynamic dimensions of graph inputs (the batch) are
+//! bound first with [`bind_input_shapes`].
+
+use crate::dtype::DType;
+use crate::error::{IrError, Result};
+use crate::graph::{Dim, Graph, Node};
+use crate::tensor::Tensor;
+
+/// What inference knows about one input of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct InputFact<'a> {
+    pub dtype: DType,
+    pub shape: &'a [usize],
+    /// Contents, when the input is a constant (needed by e.g. Reshape's shape input).
+    pub value: Option<&'a Tensor>,
+}
+
+/// Inferred type of one output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFact {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+/// Concrete shapes of the graph inputs: declared shapes with every dynamic dimension
+/// bound to `batch` if it is the leading dimension and to 1 otherwise.
+pub fn bind_input_shapes(graph: &Graph, batch: usize) -> Result<Vec<Vec<usize>>> {
+    graph
+        .inputs
+        .iter()
+        .map(|&i| {
+            let v = &graph.values[i];
+            let shape = v.shape.as_ref().ok_or_else(|| {
+                IrError::Tensor(v.name.clone(), "graph input has no declared shape".into())
+            })?;
+            Ok(shape
+                .iter()
+                .enumerate()
+                .map(|(k, d)| match d {
+                    Dim::Fixed(n) => *n,
+                    Dim::Sym(_) if k == 0 => batch,
+                    Dim::Sym(_) => 1,
+                })
+                .collect())
+        })
+        .collect()
+}
+
+/// Infers the outputs of one node from its inputs. Errors name the node.
+pub fn infer_node(node: &Node, inputs: &[Option<InputFact>]) -> Result<Vec<OutputFact>> {
+    crate::shape_rules::infer(node, inputs).map_err(|msg| node.error(msg))
+}
+
+/// Infers every value's concrete dtype and shape for the given input shapes.
+/// Returns one entry per value (constants included); `None` for values no node produces.
+pub fn infer_graph(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Vec<Option<OutputFact>>> {
+    if input_shapes.len() != graph.inputs.len() {
+        return Err(IrError::Invalid(format!(
+            "graph has {} inputs, {} shapes given",
+            graph.inputs.len(),
+            input_shapes.len()
+        )));
+    }
+    let mut facts: Vec<Option<OutputFact>> = vec![None; graph.values.len()];
+    for (v, f) in graph.values.iter().zip(facts.iter_mut()) {
+        if let Some(t) = &v.data {
+            *f = Some(OutputFact {
+                dtype: t.dtype(),
+                shape: t.shape.clone(),
+            });
+        }
+    }
+    for (&i, s) in graph.inputs.iter().zip(input_shapes) {
+        facts[i] = Some(OutputFact {
+            dtype: graph.values[i].dtype,
+            shape: s.clone(),
+        });
+    }
+    for node in &graph.nodes {
+        let ins: Vec<Option<InputFact>> = node
+            .inputs
+            .iter()
+            .map(|x| {
+                x.and_then(|id| {
+                    facts[id].as_ref().map(|f| InputFact {
+                        dtype: f.dtype,
+                        shape: &f.shape,
+                        value: graph.values[id].data.as_ref(),
+                    })
+                })
+            })
+            .collect();
+        for (k, x) in node.inputs.iter().enumerate() {
+            if let Some(id) = x {
+                if ins[k].is_none() {
+                    return Err(node.error(format!(
+                        "input '{}' has no known shape",
+                        graph.values[*id].name
+                    )));
+                }
+            }
+        }
+        let outs = infer_node(node, &ins)?;
+        if outs.len() < node.outputs.len() {
+            return Err(node.error(format!(
+                "op yields {} outputs, node declares {}",
+                outs.len(),
+                node.outputs.len()
+            )));
+        }
+        for (&o, f) in node.outputs.iter().zip(outs) {
+            facts[o] = Some(f);
+        }
+    }
+    Ok(facts)
+}
+
+/// Runs [`infer_graph`] at batch 1 and writes the inferred dtypes into the graph and
+/// shapes into values that have none declared (importers call this once).
+pub fn annotate(graph: &mut Graph) -> Result<()> {
+    let shapes = bind_input_shapes(graph, 1)?;
+    let facts = infer_graph(graph, &shapes)?;
+    for (v, f) in graph.values.iter_mut().zip(facts) {
+        if let Some(f) = f {
+            if v.data.is_none() {
+                v.dtype = f.dtype;
+                if v.shape.is_none() {
+                    v.shape = Some(f.shape.into_iter().map(Dim::Fixed).collect());
+                }
+            }
+        }
+    }
+    Ok(())
+}

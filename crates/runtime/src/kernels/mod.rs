@@ -1,0 +1,60 @@
+//! Kernels, dispatched per node.
+//!
+//! - [`reference`]: plain, obviously-correct kernels for every op on float tensors and
+//!   for non-quantized integer tensors (data movement, integer arithmetic).
+//! - [`quantized`]: integer kernels for quantized tensors, following the TFLite int8
+//!   specification bit-exactly, plus the ONNX integer ops (QLinearConv, ...).
+//!
+//! A node goes to `quantized` when that module claims it (its tensors carry quant
+//! params), otherwise to `reference`.
+
+pub mod quantized;
+pub mod reference;
+
+use crate::error::{Result, RuntimeError};
+use edgeopt_ir::{DType, Graph, Node, QuantParams, Tensor};
+
+/// What a kernel may know about the node it runs: attributes, and the declared
+/// dtype/quant params of its input and output values.
+pub struct NodeCtx<'a> {
+    pub graph: &'a Graph,
+    pub node: &'a Node,
+}
+
+impl<'a> NodeCtx<'a> {
+    pub fn new(graph: &'a Graph, node: &'a Node) -> Self {
+        NodeCtx { graph, node }
+    }
+
+    /// Quant params of input `i` (None if absent or not quantized).
+    pub fn in_quant(&self, i: usize) -> Option<&'a QuantParams> {
+        self.graph.values[self.node.input(i)?].quant.as_ref()
+    }
+
+    /// Quant params of output `i`.
+    pub fn out_quant(&self, i: usize) -> Option<&'a QuantParams> {
+        self.graph.values[*self.node.outputs.get(i)?].quant.as_ref()
+    }
+
+    /// Declared dtype of output `i`.
+    pub fn out_dtype(&self, i: usize) -> Option<DType> {
+        Some(self.graph.values[*self.node.outputs.get(i)?].dtype)
+    }
+
+    /// An error that names this node.
+    pub fn error(&self, msg: impl Into<String>) -> RuntimeError {
+        RuntimeError::Node {
+            node: self.node.name.clone(),
+            op: self.node.op.name().to_string(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// Runs one node on its inputs (`None` = absent optional input) and returns its outputs.
+pub fn eval_node(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    if let Some(r) = quantized::try_eval(ctx, inputs) {
+        return r;
+    }
+    reference::eval(ctx, inputs)
+}

@@ -1,0 +1,9 @@
+//! edgeopt's executor: kernels, the plain executor, and (see `planner`) a static
+//! memory plan with an executor that proves it.
+
+pub mod error;
+pub mod executor;
+pub mod kernels;
+
+pub use error::{Result, RuntimeError};
+pub use executor::run;
