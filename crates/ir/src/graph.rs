@@ -288,7 +288,9 @@ impl Graph {
         }
         for &o in &self.outputs {
             if o >= nv {
-                return Err(IrError::Invalid(format!("graph output id {o} out of range")));
+                return Err(IrError::Invalid(format!(
+                    "graph output id {o} out of range"
+                )));
             }
             if !available[o] {
                 return Err(IrError::Tensor(

@@ -419,7 +419,11 @@ impl Op {
     pub fn is_reshape_like(&self) -> bool {
         matches!(
             self,
-            Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity
+            Op::Reshape { .. }
+                | Op::Flatten { .. }
+                | Op::Squeeze { .. }
+                | Op::Unsqueeze { .. }
+                | Op::Identity
         )
     }
 }

@@ -99,7 +99,10 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
                 .take()
                 .or_else(|| graph.values[o].data.clone())
                 .ok_or_else(|| {
-                    RuntimeError::Input(format!("output '{}' was not computed", graph.values[o].name))
+                    RuntimeError::Input(format!(
+                        "output '{}' was not computed",
+                        graph.values[o].name
+                    ))
                 })
         })
         .collect()
