@@ -19,10 +19,14 @@ pub struct InputFact<'a> {
 }
 
 /// Inferred type of one output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutputFact {
     pub dtype: DType,
     pub shape: Vec<usize>,
+    /// Contents when they are known without running the model: constants, and small
+    /// integer shape arithmetic (Shape -> Gather -> Concat -> Reshape chains as PyTorch
+    /// exports them), so that Reshape targets computed from shapes can be resolved.
+    pub value: Option<Tensor>,
 }
 
 /// Concrete shapes of the graph inputs: declared shapes with every dynamic dimension
@@ -70,6 +74,7 @@ pub fn infer_graph(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Vec<Opt
             *f = Some(OutputFact {
                 dtype: t.dtype(),
                 shape: t.shape.clone(),
+                value: None, // read from the graph directly, see InputFact below
             });
         }
     }
@@ -77,6 +82,7 @@ pub fn infer_graph(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Vec<Opt
         facts[i] = Some(OutputFact {
             dtype: graph.values[i].dtype,
             shape: s.clone(),
+            value: None,
         });
     }
     for node in &graph.nodes {
@@ -88,7 +94,7 @@ pub fn infer_graph(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Vec<Opt
                     facts[id].as_ref().map(|f| InputFact {
                         dtype: f.dtype,
                         shape: &f.shape,
-                        value: graph.values[id].data.as_ref(),
+                        value: graph.values[id].data.as_ref().or(f.value.as_ref()),
                     })
                 })
             })
