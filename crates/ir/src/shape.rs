@@ -9,6 +9,12 @@ use crate::error::{IrError, Result};
 use crate::graph::{Dim, Graph, Node};
 use crate::tensor::Tensor;
 
+pub use crate::shape_rules::{
+    bcast_strides, broadcast, conv_geometry, conv_transpose_geometry, full_perm, join_layout,
+    matmul_shape, norm_axis, pad_shape, pool_geometry, reduce_axes, reshape_shape, resize_geometry,
+    split_layout, window, ConvGeometry, Window, MAX_TENSOR_BYTES,
+};
+
 /// What inference knows about one input of a node.
 #[derive(Debug, Clone, Copy)]
 pub struct InputFact<'a> {
@@ -54,8 +60,21 @@ pub fn bind_input_shapes(graph: &Graph, batch: usize) -> Result<Vec<Vec<usize>>>
 }
 
 /// Infers the outputs of one node from its inputs. Errors name the node.
+///
+/// Ops whose output dtype is not a function of their inputs (TFLite QUANTIZE) need the
+/// declared output dtypes: use [`infer_node_declared`] for them.
 pub fn infer_node(node: &Node, inputs: &[Option<InputFact>]) -> Result<Vec<OutputFact>> {
-    crate::shape_rules::infer(node, inputs).map_err(|msg| node.error(msg))
+    infer_node_declared(node, inputs, &[])
+}
+
+/// [`infer_node`] with the declared dtypes of the node's outputs (in output order),
+/// which rules use only where the dtype cannot be derived from the inputs.
+pub fn infer_node_declared(
+    node: &Node,
+    inputs: &[Option<InputFact>],
+    declared: &[Option<DType>],
+) -> Result<Vec<OutputFact>> {
+    crate::shape_rules::infer(node, inputs, declared).map_err(|msg| node.error(msg))
 }
 
 /// Infers every value's concrete dtype and shape for the given input shapes.
@@ -79,6 +98,9 @@ pub fn infer_graph(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Vec<Opt
         }
     }
     for (&i, s) in graph.inputs.iter().zip(input_shapes) {
+        if i >= facts.len() {
+            return Err(IrError::Invalid(format!("graph input id {i} out of range")));
+        }
         facts[i] = Some(OutputFact {
             dtype: graph.values[i].dtype,
             shape: s.clone(),
@@ -91,7 +113,7 @@ pub fn infer_graph(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Vec<Opt
             .iter()
             .map(|x| {
                 x.and_then(|id| {
-                    facts[id].as_ref().map(|f| InputFact {
+                    facts.get(id)?.as_ref().map(|f| InputFact {
                         dtype: f.dtype,
                         shape: &f.shape,
                         value: graph.values[id].data.as_ref().or(f.value.as_ref()),
@@ -102,14 +124,17 @@ pub fn infer_graph(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Vec<Opt
         for (k, x) in node.inputs.iter().enumerate() {
             if let Some(id) = x {
                 if ins[k].is_none() {
-                    return Err(node.error(format!(
-                        "input '{}' has no known shape",
-                        graph.values[*id].name
-                    )));
+                    let name = graph.values.get(*id).map_or("?", |v| v.name.as_str());
+                    return Err(node.error(format!("input '{name}' has no known shape")));
                 }
             }
         }
-        let outs = infer_node(node, &ins)?;
+        let declared: Vec<Option<DType>> = node
+            .outputs
+            .iter()
+            .map(|&o| graph.values.get(o).map(|v| v.dtype))
+            .collect();
+        let outs = infer_node_declared(node, &ins, &declared)?;
         if outs.len() < node.outputs.len() {
             return Err(node.error(format!(
                 "op yields {} outputs, node declares {}",
@@ -118,7 +143,10 @@ pub fn infer_graph(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Vec<Opt
             )));
         }
         for (&o, f) in node.outputs.iter().zip(outs) {
-            facts[o] = Some(f);
+            let slot = facts
+                .get_mut(o)
+                .ok_or_else(|| node.error(format!("output id {o} out of range")))?;
+            *slot = Some(f);
         }
     }
     Ok(facts)

@@ -1,0 +1,1295 @@
+//! TFLite model -> IR graph.
+//!
+//! Tensors become values lazily, when an operator or the subgraph's input/output list
+//! first references them, so unused tensors cost nothing and every decoded constant
+//! is used by the graph (the parameter count is the model's). Operators map one to
+//! one onto IR nodes named `<TFLITE_OP>_<index>` (e.g. `CONV_2D_3`); the importer adds
+//! only two kinds of helper nodes, named after the tensor they serve:
+//! - `Dequantize` in front of int8 constants that a float operator consumes directly
+//!   (hybrid models such as `kws_ref_model_float32.tflite`), so float kernels see f32;
+//! - `Transpose` for depthwise weights that are not constants (constant ones are
+//!   transposed in place to the IR's `[C*mult, kh, kw, 1]` layout).
+
+use crate::error::{invalid, unsupported, TfliteError};
+use crate::generated::tflite as fb;
+use crate::tensor::{self, Budget, MAX_RANK};
+use edgeopt_ir::{
+    Activation, AspectRatioPolicy, AutoPad, BinaryKind, ConvAttrs, CoordTransform, DType, Dim,
+    Graph, Layout, NearestMode, Node, Op, PadMode, PoolAttrs, QuantParams, ReduceKind,
+    ResizeAttrs, ResizeMode, Source, Tensor, TensorData, UnaryKind, Value, ValueId,
+};
+use planus::ReadAsRoot;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+type Result<T, E = TfliteError> = std::result::Result<T, E>;
+type Vector<'a, T> = planus::Vector<'a, T>;
+
+/// Imports subgraph 0 of a TFLite model.
+pub fn import(bytes: &[u8]) -> Result<Graph> {
+    let model = read_model(bytes)?;
+    let imp = Importer::new(bytes, model)?;
+    imp.run()
+}
+
+/// Reads and imports a `.tflite` file.
+pub fn import_file(path: impl AsRef<Path>) -> Result<Graph> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| TfliteError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut g = import(&bytes)?;
+    if g.name.is_empty() || g.name == "main" {
+        if let Some(stem) = path.file_stem() {
+            g.name = stem.to_string_lossy().into_owned();
+        }
+    }
+    Ok(g)
+}
+
+/// The TFLite names of subgraph 0's operators in execution order (e.g. `CONV_2D`,
+/// custom ops as `CUSTOM(name)`), read without importing: for `inspect` and tests.
+pub fn operator_names(bytes: &[u8]) -> Result<Vec<String>> {
+    let model = read_model(bytes)?;
+    let sg = subgraph0(&model)?;
+    let codes = model.operator_codes()?;
+    let mut names = Vec::new();
+    if let Some(ops) = sg.operators()? {
+        for (k, op) in ops.iter().enumerate() {
+            let op = op?;
+            let (b, custom) =
+                opcode(codes, &op).map_err(|e| e.context(&format!("operator #{k}")))?;
+            names.push(match custom {
+                Some(c) => format!("CUSTOM({c})"),
+                None => op_name(b),
+            });
+        }
+    }
+    Ok(names)
+}
+
+fn read_model(bytes: &[u8]) -> Result<fb::ModelRef<'_>> {
+    if bytes.len() < 8 {
+        return Err(invalid(format!(
+            "{} bytes is too short for a TFLite model",
+            bytes.len()
+        )));
+    }
+    if &bytes[4..8] != b"TFL3" {
+        return Err(invalid(format!(
+            "file identifier is {:?}, expected \"TFL3\" (not a TFLite model?)",
+            String::from_utf8_lossy(&bytes[4..8])
+        )));
+    }
+    let model = fb::ModelRef::read_as_root(bytes)?;
+    let version = model.version()?;
+    if version != crate::SCHEMA_VERSION {
+        return Err(unsupported(format!(
+            "schema version {version} (this importer reads version {})",
+            crate::SCHEMA_VERSION
+        )));
+    }
+    Ok(model)
+}
+
+fn subgraph0<'a>(model: &fb::ModelRef<'a>) -> Result<fb::SubGraphRef<'a>> {
+    let sgs = model
+        .subgraphs()?
+        .ok_or_else(|| invalid("model has no subgraphs"))?;
+    Ok(sgs
+        .get(0)
+        .ok_or_else(|| invalid("model has no subgraphs"))??)
+}
+
+/// Resolves an operator's builtin code the way TFLite does: the larger of the
+/// deprecated byte-sized code and the extended `builtin_code` field.
+fn opcode<'a>(
+    codes: Option<Vector<'a, planus::Result<fb::OperatorCodeRef<'a>>>>,
+    op: &fb::OperatorRef<'a>,
+) -> Result<(fb::BuiltinOperator, Option<&'a str>)> {
+    let idx = op.opcode_index()?;
+    let codes = codes.ok_or_else(|| invalid("model has no operator codes"))?;
+    let code = codes.get(idx as usize).ok_or_else(|| {
+        invalid(format!(
+            "opcode index {idx} out of range ({} operator codes)",
+            codes.len()
+        ))
+    })??;
+    let deprecated = code.deprecated_builtin_code()? as i32;
+    let extended = match code.builtin_code() {
+        Ok(b) => b as i32,
+        Err(e) => return Err(unsupported(format!("operator code: {e}"))),
+    };
+    let v = deprecated.max(extended);
+    let b = fb::BuiltinOperator::try_from(v)
+        .map_err(|_| unsupported(format!("unknown builtin operator code {v}")))?;
+    let custom = if b == fb::BuiltinOperator::Custom {
+        Some(code.custom_code()?.unwrap_or(""))
+    } else {
+        None
+    };
+    Ok((b, custom))
+}
+
+/// TFLite's name of a builtin operator (`CONV_2D`). Exact for the ops this importer
+/// maps; the rest are derived from the generated enum's names for messages.
+fn op_name(b: fb::BuiltinOperator) -> String {
+    use fb::BuiltinOperator as B;
+    let s = match b {
+        B::Conv2d => "CONV_2D",
+        B::DepthwiseConv2d => "DEPTHWISE_CONV_2D",
+        B::FullyConnected => "FULLY_CONNECTED",
+        B::Add => "ADD",
+        B::Sub => "SUB",
+        B::Mul => "MUL",
+        B::AveragePool2d => "AVERAGE_POOL_2D",
+        B::MaxPool2d => "MAX_POOL_2D",
+        B::Mean => "MEAN",
+        B::Reshape => "RESHAPE",
+        B::Softmax => "SOFTMAX",
+        B::LogSoftmax => "LOG_SOFTMAX",
+        B::Pad => "PAD",
+        B::Padv2 => "PADV2",
+        B::Concatenation => "CONCATENATION",
+        B::Transpose => "TRANSPOSE",
+        B::Quantize => "QUANTIZE",
+        B::Dequantize => "DEQUANTIZE",
+        B::Logistic => "LOGISTIC",
+        B::Tanh => "TANH",
+        B::Relu => "RELU",
+        B::Relu6 => "RELU6",
+        B::ReluN1To1 => "RELU_N1_TO_1",
+        B::HardSwish => "HARD_SWISH",
+        B::ResizeNearestNeighbor => "RESIZE_NEAREST_NEIGHBOR",
+        B::ResizeBilinear => "RESIZE_BILINEAR",
+        B::Custom => "CUSTOM",
+        B::If => "IF",
+        B::While => "WHILE",
+        B::Call => "CALL",
+        B::CallOnce => "CALL_ONCE",
+        other => {
+            // CamelCase -> UPPER_SNAKE (approximate for names with digits).
+            let dbg = format!("{other:?}");
+            let mut out = String::with_capacity(dbg.len() + 4);
+            for (i, c) in dbg.chars().enumerate() {
+                if i > 0 && c.is_ascii_uppercase() {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_uppercase());
+            }
+            return out;
+        }
+    };
+    s.to_string()
+}
+
+/// Ops that run other subgraphs; edgeopt executes subgraph 0 only.
+fn is_control_flow(b: fb::BuiltinOperator) -> bool {
+    use fb::BuiltinOperator as B;
+    matches!(
+        b,
+        B::If
+            | B::While
+            | B::Call
+            | B::CallOnce
+            | B::Delegate
+            | B::StablehloWhile
+            | B::StablehloReduce
+            | B::StablehloReduceWindow
+            | B::StablehloSort
+            | B::StablehloScatter
+            | B::StablehloComposite
+    )
+}
+
+/// How a TFLite tensor is presented to the IR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum View {
+    /// As stored.
+    Plain,
+    /// Depthwise weights `[1, kh, kw, C*mult]` as `[C*mult, kh, kw, 1]`.
+    Depthwise,
+}
+
+/// What the file says about one tensor, checked and decoded.
+struct TensorInfo {
+    name: String,
+    dtype: DType,
+    /// `None` when the rank is unknown.
+    shape: Option<Vec<Dim>>,
+    quant: Option<QuantParams>,
+    data: Option<Tensor>,
+}
+
+struct Importer<'a> {
+    file: &'a [u8],
+    version: u32,
+    codes: Option<Vector<'a, planus::Result<fb::OperatorCodeRef<'a>>>>,
+    buffers: Option<Vector<'a, planus::Result<fb::BufferRef<'a>>>>,
+    tensors: Option<Vector<'a, planus::Result<fb::TensorRef<'a>>>>,
+    sg: fb::SubGraphRef<'a>,
+    graph: Graph,
+    /// (TFLite tensor index, view) -> value.
+    values: HashMap<(usize, View), ValueId>,
+    /// Quantized constant -> its dequantized f32 value (hybrid models).
+    dequantized: HashMap<ValueId, ValueId>,
+    names: HashSet<String>,
+    /// Next numeric suffix to try per base name, so de-duplicating n equal names
+    /// stays linear.
+    suffix: HashMap<String, usize>,
+    budget: Budget,
+}
+
+impl<'a> Importer<'a> {
+    fn new(file: &'a [u8], model: fb::ModelRef<'a>) -> Result<Importer<'a>> {
+        let sg = subgraph0(&model)?;
+        let name = sg.name()?.unwrap_or("").to_string();
+        let mut budget = Budget::for_file(file.len());
+        budget.charge(name.len() as u64)?;
+        Ok(Importer {
+            file,
+            version: model.version()?,
+            codes: model.operator_codes()?,
+            buffers: model.buffers()?,
+            tensors: sg.tensors()?,
+            sg,
+            graph: Graph::new(if name.is_empty() { "main" } else { &name }),
+            values: HashMap::new(),
+            dequantized: HashMap::new(),
+            names: HashSet::new(),
+            suffix: HashMap::new(),
+            budget,
+        })
+    }
+
+    fn run(mut self) -> Result<Graph> {
+        let inputs = read_indices(self.sg.inputs()?, &mut self.budget)?;
+        for &t in &inputs {
+            let v = self
+                .tensor_value(t, View::Plain)
+                .map_err(|e| e.context("subgraph input"))?;
+            if self.graph.values[v].is_const() {
+                return Err(invalid(format!(
+                    "subgraph input '{}' is a constant",
+                    self.graph.values[v].name
+                )));
+            }
+            self.graph.inputs.push(v);
+        }
+        if let Some(ops) = self.sg.operators()? {
+            for (k, op) in ops.iter().enumerate() {
+                let op = op.map_err(|e| TfliteError::from(e).context(&format!("operator #{k}")))?;
+                let (b, custom) = opcode(self.codes, &op)
+                    .map_err(|e| e.context(&format!("operator #{k}")))?;
+                let ctx = format!("operator #{k} ({})", op_name(b));
+                if let Some(c) = custom {
+                    return Err(unsupported(format!("{ctx}: custom operator '{c}'")));
+                }
+                self.operator(k, b, &op).map_err(|e| e.context(&ctx))?;
+            }
+        }
+        let outputs = read_indices(self.sg.outputs()?, &mut self.budget)?;
+        for &t in &outputs {
+            let v = self
+                .tensor_value(t, View::Plain)
+                .map_err(|e| e.context("subgraph output"))?;
+            self.graph.outputs.push(v);
+        }
+        if self.graph.outputs.is_empty() {
+            return Err(invalid("subgraph 0 has no outputs"));
+        }
+        self.graph.source = Source::Tflite {
+            version: self.version,
+        };
+        self.graph.validate()?;
+        let mut graph = self.graph;
+        annotate(&mut graph)?;
+        Ok(graph)
+    }
+
+    // ----- tensors -------------------------------------------------------------
+
+    fn tensor_ref(&self, t: usize) -> Result<fb::TensorRef<'a>> {
+        let tensors = self
+            .tensors
+            .ok_or_else(|| invalid(format!("tensor #{t} referenced but subgraph has no tensors")))?;
+        Ok(tensors.get(t).ok_or_else(|| {
+            invalid(format!(
+                "tensor index {t} out of range ({} tensors)",
+                tensors.len()
+            ))
+        })??)
+    }
+
+    /// The bytes of buffer `b`: inline `data`, or (schema 3c, models over 2 GB) the
+    /// `size` bytes at `offset` from the start of the file.
+    fn buffer_bytes(&self, b: u32) -> Result<&'a [u8]> {
+        let Some(buffers) = self.buffers else {
+            return if b == 0 {
+                Ok(&[])
+            } else {
+                Err(invalid(format!("buffer index {b} but the model has no buffers")))
+            };
+        };
+        let buf = buffers.get(b as usize).ok_or_else(|| {
+            invalid(format!(
+                "buffer index {b} out of range ({} buffers)",
+                buffers.len()
+            ))
+        })??;
+        let data = buf.data()?.unwrap_or(&[]);
+        let offset = buf.offset()?;
+        // TFLite treats offsets 0 and 1 as "no external data".
+        if offset > 1 {
+            if !data.is_empty() {
+                return Err(invalid(format!(
+                    "buffer #{b} has both inline data and an external offset"
+                )));
+            }
+            let size = buf.size()?;
+            let end = offset.checked_add(size).filter(|&e| e <= self.file.len() as u64);
+            let Some(end) = end else {
+                return Err(invalid(format!(
+                    "buffer #{b} at offset {offset} size {size} lies outside the {}-byte file",
+                    self.file.len()
+                )));
+            };
+            return Ok(&self.file[offset as usize..end as usize]);
+        }
+        Ok(data)
+    }
+
+    fn read_tensor(&mut self, t: usize) -> Result<TensorInfo> {
+        let tr = self.tensor_ref(t)?;
+        let name = tr.name()?.unwrap_or("").to_string();
+        let ctx = |e: TfliteError| e.context(&format!("tensor #{t} '{name}'"));
+        self.read_tensor_fields(t, &tr, &name).map_err(ctx)
+    }
+
+    fn read_tensor_fields(
+        &mut self,
+        t: usize,
+        tr: &fb::TensorRef<'a>,
+        name: &str,
+    ) -> Result<TensorInfo> {
+        self.budget.charge(name.len() as u64 * 3 + 256)?;
+        let dtype = tensor::dtype(tr.type_()?)?;
+        if tr.sparsity()?.is_some() {
+            return Err(unsupported("sparse tensors"));
+        }
+        if tr.is_variable()? {
+            return Err(unsupported("variable (stateful) tensors"));
+        }
+        if tr.variant_tensors()?.is_some_and(|v| !v.is_empty()) {
+            return Err(unsupported("variant tensors"));
+        }
+        let raw_shape = tr.shape()?;
+        let has_rank = tr.has_rank()?;
+        let raw = self.buffer_bytes(tr.buffer()?)?;
+        let shape: Option<Vec<Dim>> = match raw_shape {
+            Some(s) if !s.is_empty() => {
+                if s.len() > MAX_RANK {
+                    return Err(invalid(format!("rank {} exceeds {MAX_RANK}", s.len())));
+                }
+                let sig = tr.shape_signature()?;
+                if let Some(sig) = sig {
+                    if !sig.is_empty() && sig.len() != s.len() {
+                        return Err(invalid(format!(
+                            "shape has rank {} but shape_signature rank {}",
+                            s.len(),
+                            sig.len()
+                        )));
+                    }
+                }
+                let mut dims = Vec::with_capacity(s.len());
+                for (i, d) in s.iter().enumerate() {
+                    let dynamic = sig.and_then(|g| g.get(i)).is_some_and(|g| g == -1);
+                    dims.push(match d {
+                        _ if dynamic || d == -1 => {
+                            // The batch (leading) dimension gets a name the executor binds.
+                            Dim::Sym(if i == 0 { "batch".into() } else { String::new() })
+                        }
+                        d if d >= 0 => Dim::Fixed(d as usize),
+                        d => return Err(invalid(format!("negative dimension {d}"))),
+                    });
+                }
+                Some(dims)
+            }
+            // An empty shape is a scalar when the converter says so or the tensor holds
+            // data; old converters left the rank of unknown-shape tensors empty too.
+            _ if has_rank || !raw.is_empty() => Some(Vec::new()),
+            _ => None,
+        };
+        let numel = match &shape {
+            Some(s) => tensor::checked_elements(s)?,
+            None => 1,
+        };
+        let quant = tensor::quant(tr.quantization()?, dtype, shape.as_deref(), &mut self.budget)?;
+        let data = if raw.is_empty() {
+            None
+        } else {
+            let dims = shape.as_deref().unwrap_or(&[]);
+            let fixed: Option<Vec<usize>> = dims.iter().map(Dim::fixed).collect();
+            let Some(fixed) = fixed else {
+                return Err(invalid("constant tensor with a dynamic dimension"));
+            };
+            let expected = tensor::packed_bytes(dtype, numel)?;
+            if raw.len() as u64 != expected {
+                return Err(invalid(format!(
+                    "shape {} of {dtype} needs {expected} bytes, buffer #{} holds {}",
+                    tensor::fmt_dims(dims),
+                    tr.buffer()?,
+                    raw.len()
+                )));
+            }
+            self.budget.charge(numel * tensor::mem_bytes(dtype))?;
+            let data = tensor::decode(dtype, numel as usize, raw)?;
+            Some(Tensor::new(fixed, data)?)
+        };
+        let _ = t;
+        Ok(TensorInfo {
+            name: name.to_string(),
+            dtype,
+            shape,
+            quant,
+            data,
+        })
+    }
+
+    /// A unique value name derived from `base` (TFLite names need not be unique).
+    fn unique_name(&mut self, base: &str, fallback: impl FnOnce() -> String) -> String {
+        let base = if base.is_empty() { fallback() } else { base.to_string() };
+        if self.names.insert(base.clone()) {
+            return base;
+        }
+        let mut k = self.suffix.get(&base).copied().unwrap_or(1);
+        loop {
+            let cand = format!("{base}_{k}");
+            k += 1;
+            if self.names.insert(cand.clone()) {
+                self.suffix.insert(base, k);
+                return cand;
+            }
+        }
+    }
+
+    fn push_value(&mut self, info: TensorInfo, t: usize) -> Result<ValueId> {
+        let name = self.unique_name(&info.name, || format!("tensor_{t}"));
+        self.budget
+            .charge(std::mem::size_of::<Value>() as u64 + name.len() as u64 * 2 + 64)?;
+        let id = self.graph.values.len();
+        self.graph.values.push(Value {
+            name,
+            dtype: info.dtype,
+            shape: info.shape,
+            quant: info.quant,
+            data: info.data,
+        });
+        Ok(id)
+    }
+
+    /// The value for TFLite tensor `t` in view `view`, created on first use.
+    fn tensor_value(&mut self, t: i32, view: View) -> Result<ValueId> {
+        let t = usize::try_from(t).map_err(|_| invalid(format!("tensor index {t}")))?;
+        if let Some(&v) = self.values.get(&(t, view)) {
+            return Ok(v);
+        }
+        let v = match view {
+            View::Plain => {
+                let info = self.read_tensor(t)?;
+                self.push_value(info, t)?
+            }
+            View::Depthwise => self.depthwise_weights(t)?,
+        };
+        self.values.insert((t, view), v);
+        Ok(v)
+    }
+
+    /// Depthwise weights `[1, kh, kw, C*mult]` in the IR layout `[C*mult, kh, kw, 1]`
+    /// (axes permuted by [3, 1, 2, 0]; a per-channel quantization axis 3 becomes 0).
+    fn depthwise_weights(&mut self, t: usize) -> Result<ValueId> {
+        const PERM: [usize; 4] = [3, 1, 2, 0];
+        let info = self.read_tensor(t)?;
+        let shape = info
+            .shape
+            .as_ref()
+            .filter(|s| s.len() == 4 && s[0] == Dim::Fixed(1))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "depthwise weights '{}' must have shape [1, kh, kw, C*mult], got {}",
+                    info.name,
+                    info.shape
+                        .as_deref()
+                        .map_or("unknown".into(), tensor::fmt_dims)
+                ))
+            })?
+            .clone();
+        let new_shape: Vec<Dim> = PERM.iter().map(|&p| shape[p].clone()).collect();
+        let quant = info.quant.as_ref().map(|q| QuantParams {
+            scale: q.scale.clone(),
+            zero_point: q.zero_point.clone(),
+            axis: q.axis.and_then(|a| PERM.iter().position(|&p| p == a)),
+        });
+        if let Some(data) = &info.data {
+            self.budget.charge(data.len() as u64 * tensor::mem_bytes(info.dtype))?;
+            let permuted = tensor::permute(&data.data, &data.shape, &PERM);
+            let fixed: Vec<usize> = PERM.iter().map(|&p| data.shape[p]).collect();
+            let t_new = Tensor::new(fixed, permuted)?;
+            let info = TensorInfo {
+                name: info.name,
+                dtype: info.dtype,
+                shape: Some(new_shape),
+                quant,
+                data: Some(t_new),
+            };
+            return self.push_value(info, t);
+        }
+        // Weights computed at run time: transpose them with a node.
+        let src = self.tensor_value(t as i32, View::Plain)?;
+        let base = format!("{}/ohwi", self.graph.values[src].name);
+        let name = self.unique_name(&base, String::new);
+        self.budget.charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64)?;
+        let out = self.graph.values.len();
+        self.graph.values.push(Value {
+            name: name.clone(),
+            dtype: info.dtype,
+            shape: Some(new_shape),
+            quant,
+            data: None,
+        });
+        self.push_node(
+            name,
+            Op::Transpose {
+                perm: PERM.to_vec(),
+            },
+            vec![Some(src)],
+            out,
+        )?;
+        Ok(out)
+    }
+
+    /// For a float operator, a quantized integer constant input is dequantized by an
+    /// inserted `Dequantize` node (hybrid models keep int8 weights with float
+    /// activations); anything else is returned unchanged.
+    fn float_operand(&mut self, v: ValueId, float_op: bool) -> Result<ValueId> {
+        let val = &self.graph.values[v];
+        if !float_op || !val.is_const() || !val.dtype.is_integer() || val.quant.is_none() {
+            return Ok(v);
+        }
+        if let Some(&d) = self.dequantized.get(&v) {
+            return Ok(d);
+        }
+        let shape = val.shape.clone();
+        let base = format!("{}/dequantized", val.name);
+        let name = self.unique_name(&base, String::new);
+        let n = val.data.as_ref().map_or(0, |t| t.len() as u64);
+        // The f32 copy exists at run time only, but charge its metadata.
+        self.budget
+            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64 + n.min(64))?;
+        let out = self.graph.values.len();
+        self.graph.values.push(Value {
+            name: name.clone(),
+            dtype: DType::F32,
+            shape,
+            quant: None,
+            data: None,
+        });
+        self.push_node(name, Op::Dequantize, vec![Some(v)], out)?;
+        self.dequantized.insert(v, out);
+        Ok(out)
+    }
+
+    fn push_node(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: Vec<Option<ValueId>>,
+        out: ValueId,
+    ) -> Result<()> {
+        self.budget.charge(
+            std::mem::size_of::<Node>() as u64 + name.len() as u64 + inputs.len() as u64 * 16 + 64,
+        )?;
+        self.graph.add_node(name, op, inputs, vec![out]);
+        Ok(())
+    }
+
+    /// Contents of a constant integer tensor (shape operands, axes, paddings...).
+    fn const_ints(&self, v: ValueId, what: &str) -> Result<Vec<i64>> {
+        let val = &self.graph.values[v];
+        let Some(t) = &val.data else {
+            return Err(unsupported(format!(
+                "{what} '{}' is computed at run time; only constants are supported",
+                val.name
+            )));
+        };
+        match &t.data {
+            TensorData::I32(d) => Ok(d.iter().map(|&x| x as i64).collect()),
+            TensorData::I64(d) => Ok(d.clone()),
+            _ => Err(invalid(format!(
+                "{what} '{}' must be int32 or int64, got {}",
+                val.name,
+                t.dtype()
+            ))),
+        }
+    }
+
+    // ----- operators -----------------------------------------------------------
+
+    fn operator(&mut self, k: usize, b: fb::BuiltinOperator, op: &fb::OperatorRef<'a>) -> Result<()> {
+        use fb::BuiltinOperator as B;
+        if is_control_flow(b) {
+            return Err(unsupported(
+                "control-flow operators are not supported (edgeopt imports subgraph 0 only)",
+            ));
+        }
+        let ins = read_indices(op.inputs()?, &mut self.budget)?;
+        let outs = read_indices(op.outputs()?, &mut self.budget)?;
+        if outs.len() != 1 {
+            return Err(invalid(format!("{} outputs, expected 1", outs.len())));
+        }
+        let opts = op.builtin_options()?;
+        let y = self.tensor_value(outs[0], View::Plain)?;
+        if self.graph.values[y].is_const() {
+            return Err(invalid(format!(
+                "output '{}' is a constant tensor",
+                self.graph.values[y].name
+            )));
+        }
+        let float_op = self.graph.values[y].dtype.is_float();
+        let mut cx = OpCx {
+            imp: self,
+            ins: &ins,
+            float_op,
+        };
+        let (op_ir, inputs) = match b {
+            B::Conv2d => cx.conv(opts, false)?,
+            B::DepthwiseConv2d => cx.conv(opts, true)?,
+            B::FullyConnected => cx.fully_connected(opts)?,
+            B::Add | B::Sub | B::Mul => cx.binary(b, opts)?,
+            B::AveragePool2d | B::MaxPool2d => cx.pool(b, opts)?,
+            B::Mean => cx.mean(opts)?,
+            B::Reshape => cx.reshape(opts, y)?,
+            B::Softmax => {
+                cx.arity(1, 1)?;
+                let beta = match opts {
+                    Some(fb::BuiltinOptionsRef::SoftmaxOptions(o)) => o.beta()?,
+                    _ => return Err(invalid("missing SoftmaxOptions")),
+                };
+                if !beta.is_finite() {
+                    return Err(invalid(format!("softmax beta {beta}")));
+                }
+                (Op::Softmax { axis: -1, beta }, vec![Some(cx.req(0)?)])
+            }
+            B::LogSoftmax => {
+                cx.arity(1, 1)?;
+                (Op::LogSoftmax { axis: -1 }, vec![Some(cx.req(0)?)])
+            }
+            B::Pad | B::Padv2 => cx.pad(b)?,
+            B::Concatenation => cx.concat(opts)?,
+            B::Transpose => cx.transpose()?,
+            B::Quantize => {
+                cx.arity(1, 1)?;
+                (Op::Quantize, vec![Some(cx.req_raw(0)?)])
+            }
+            B::Dequantize => {
+                cx.arity(1, 1)?;
+                (Op::Dequantize, vec![Some(cx.req_raw(0)?)])
+            }
+            B::Logistic => cx.unary(UnaryKind::Sigmoid)?,
+            B::Tanh => cx.unary(UnaryKind::Tanh)?,
+            B::Relu => cx.unary(UnaryKind::Relu)?,
+            B::Relu6 => cx.unary(UnaryKind::Relu6)?,
+            B::HardSwish => cx.unary(UnaryKind::HardSwish)?,
+            B::ResizeNearestNeighbor => cx.resize_nearest(opts)?,
+            _ => return Err(unsupported("operator not supported by the importer")),
+        };
+        self.push_node(format!("{}_{k}", op_name(b)), op_ir, inputs, y)
+    }
+}
+
+/// One operator's inputs while it is being converted.
+struct OpCx<'i, 'a> {
+    imp: &'i mut Importer<'a>,
+    ins: &'i [i32],
+    /// The operator computes in float (its output is float): quantized constant
+    /// operands get dequantized (hybrid models).
+    float_op: bool,
+}
+
+impl OpCx<'_, '_> {
+    fn arity(&self, min: usize, max: usize) -> Result<()> {
+        let n = self.ins.len();
+        if n < min || n > max {
+            return Err(invalid(if min == max {
+                format!("{n} inputs, expected {min}")
+            } else {
+                format!("{n} inputs, expected {min} to {max}")
+            }));
+        }
+        Ok(())
+    }
+
+    fn index(&self, i: usize) -> Result<Option<i32>> {
+        match self.ins.get(i).copied() {
+            None | Some(-1) => Ok(None),
+            Some(t) if t >= 0 => Ok(Some(t)),
+            Some(t) => Err(invalid(format!("input {i} has tensor index {t}"))),
+        }
+    }
+
+    /// Required input `i`, as stored (no hybrid dequantization).
+    fn req_raw(&mut self, i: usize) -> Result<ValueId> {
+        let t = self
+            .index(i)?
+            .ok_or_else(|| invalid(format!("required input {i} is missing")))?;
+        self.imp.tensor_value(t, View::Plain)
+    }
+
+    /// Required input `i`, dequantized if the op is float and it is a quantized constant.
+    fn req(&mut self, i: usize) -> Result<ValueId> {
+        let v = self.req_raw(i)?;
+        self.imp.float_operand(v, self.float_op)
+    }
+
+    fn opt(&mut self, i: usize) -> Result<Option<ValueId>> {
+        match self.index(i)? {
+            None => Ok(None),
+            Some(t) => {
+                let v = self.imp.tensor_value(t, View::Plain)?;
+                Ok(Some(self.imp.float_operand(v, self.float_op)?))
+            }
+        }
+    }
+
+    fn fixed_shape(&self, v: ValueId) -> Option<Vec<usize>> {
+        self.imp.graph.values[v].fixed_shape()
+    }
+
+    /// Channels (last dimension) of an NHWC activation, if declared.
+    fn channels(&self, v: ValueId) -> Option<usize> {
+        self.imp.graph.values[v]
+            .shape
+            .as_ref()
+            .and_then(|s| s.last())
+            .and_then(Dim::fixed)
+    }
+
+    fn conv(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>, depthwise: bool) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(2, 3)?;
+        let (padding, sw, sh, dw, dh, act, mult) = match (depthwise, opts) {
+            (false, Some(fb::BuiltinOptionsRef::Conv2DOptions(o))) => (
+                o.padding()?,
+                o.stride_w()?,
+                o.stride_h()?,
+                o.dilation_w_factor()?,
+                o.dilation_h_factor()?,
+                o.fused_activation_function()?,
+                0,
+            ),
+            (true, Some(fb::BuiltinOptionsRef::DepthwiseConv2DOptions(o))) => (
+                o.padding()?,
+                o.stride_w()?,
+                o.stride_h()?,
+                o.dilation_w_factor()?,
+                o.dilation_h_factor()?,
+                o.fused_activation_function()?,
+                o.depth_multiplier()?,
+            ),
+            (false, _) => return Err(invalid("missing Conv2DOptions")),
+            (true, _) => return Err(invalid("missing DepthwiseConv2DOptions")),
+        };
+        let strides = vec![positive(sh, "stride_h")?, positive(sw, "stride_w")?];
+        let dilations = vec![positive(dh, "dilation_h")?, positive(dw, "dilation_w")?];
+        let x = self.req(0)?;
+        let wt = self
+            .index(1)?
+            .ok_or_else(|| invalid("weights input is missing"))?;
+        let view = if depthwise { View::Depthwise } else { View::Plain };
+        let w_raw = self.imp.tensor_value(wt, view)?;
+        let w = self.imp.float_operand(w_raw, self.float_op)?;
+        let b = self.opt(2)?;
+        let ws = self.imp.graph.values[w_raw]
+            .shape
+            .clone()
+            .filter(|s| s.len() == 4)
+            .ok_or_else(|| invalid("weights must be 4-D"))?;
+        let (Some(m), Some(kh), Some(kw), Some(cg)) =
+            (ws[0].fixed(), ws[1].fixed(), ws[2].fixed(), ws[3].fixed())
+        else {
+            return Err(invalid("weights must have a fixed shape"));
+        };
+        if m == 0 || kh == 0 || kw == 0 || cg == 0 {
+            return Err(invalid(format!("empty weights shape [{m}, {kh}, {kw}, {cg}]")));
+        }
+        let group = if depthwise {
+            // group = input channels; the multiplier is output / input channels.
+            let c = match self.channels(x) {
+                Some(c) => c,
+                None if mult > 0 && m % mult as usize == 0 => m / mult as usize,
+                None => return Err(invalid("input channels unknown")),
+            };
+            if c == 0 || m % c != 0 {
+                return Err(invalid(format!(
+                    "depthwise output channels {m} are not a multiple of input channels {c}"
+                )));
+            }
+            c
+        } else {
+            match self.channels(x) {
+                Some(c) if c % cg == 0 && c > 0 => c / cg,
+                Some(c) => {
+                    return Err(invalid(format!(
+                        "input channels {c} are not a multiple of weight channels {cg}"
+                    )))
+                }
+                None => 1,
+            }
+        };
+        if m % group != 0 {
+            return Err(invalid(format!(
+                "output channels {m} are not a multiple of the group count {group}"
+            )));
+        }
+        let attrs = ConvAttrs {
+            layout: Layout::Nhwc,
+            kernel_shape: vec![kh, kw],
+            strides,
+            dilations,
+            pads: Vec::new(),
+            auto_pad: auto_pad(padding),
+            group,
+            activation: activation(act)?,
+        };
+        Ok((Op::Conv(attrs), vec![Some(x), Some(w), b]))
+    }
+
+    fn fully_connected(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(2, 3)?;
+        let (act, keep) = match opts {
+            Some(fb::BuiltinOptionsRef::FullyConnectedOptions(o)) => {
+                if o.weights_format()? != fb::FullyConnectedOptionsWeightsFormat::Default {
+                    return Err(unsupported("shuffled FULLY_CONNECTED weights format"));
+                }
+                (o.fused_activation_function()?, o.keep_num_dims()?)
+            }
+            None => (fb::ActivationFunctionType::None, false),
+            Some(_) => return Err(invalid("builtin options are not FullyConnectedOptions")),
+        };
+        let x = self.req(0)?;
+        let w = self.req(1)?;
+        let b = self.opt(2)?;
+        if let Some(s) = &self.imp.graph.values[w].shape {
+            if s.len() != 2 {
+                return Err(invalid(format!("weights must be 2-D, got {}", tensor::fmt_dims(s))));
+            }
+        }
+        Ok((
+            Op::FullyConnected {
+                activation: activation(act)?,
+                keep_num_dims: keep,
+            },
+            vec![Some(x), Some(w), b],
+        ))
+    }
+
+    fn binary(&mut self, b: fb::BuiltinOperator, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+        use fb::BuiltinOperator as B;
+        self.arity(2, 2)?;
+        let (kind, act) = match (b, opts) {
+            (B::Add, Some(fb::BuiltinOptionsRef::AddOptions(o))) => {
+                (BinaryKind::Add, o.fused_activation_function()?)
+            }
+            (B::Sub, Some(fb::BuiltinOptionsRef::SubOptions(o))) => {
+                (BinaryKind::Sub, o.fused_activation_function()?)
+            }
+            (B::Mul, Some(fb::BuiltinOptionsRef::MulOptions(o))) => {
+                (BinaryKind::Mul, o.fused_activation_function()?)
+            }
+            (_, Some(_)) => return Err(invalid("mismatched builtin options")),
+            (B::Add, None) => (BinaryKind::Add, fb::ActivationFunctionType::None),
+            (B::Sub, None) => (BinaryKind::Sub, fb::ActivationFunctionType::None),
+            (_, None) => (BinaryKind::Mul, fb::ActivationFunctionType::None),
+        };
+        let a = self.req(0)?;
+        let c = self.req(1)?;
+        Ok((
+            Op::Binary {
+                kind,
+                activation: activation(act)?,
+            },
+            vec![Some(a), Some(c)],
+        ))
+    }
+
+    fn pool(&mut self, b: fb::BuiltinOperator, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(1, 1)?;
+        let Some(fb::BuiltinOptionsRef::Pool2DOptions(o)) = opts else {
+            return Err(invalid("missing Pool2DOptions"));
+        };
+        let attrs = PoolAttrs {
+            layout: Layout::Nhwc,
+            kernel_shape: vec![
+                positive(o.filter_height()?, "filter_height")?,
+                positive(o.filter_width()?, "filter_width")?,
+            ],
+            strides: vec![
+                positive(o.stride_h()?, "stride_h")?,
+                positive(o.stride_w()?, "stride_w")?,
+            ],
+            dilations: Vec::new(),
+            pads: Vec::new(),
+            auto_pad: auto_pad(o.padding()?),
+            ceil_mode: false,
+            // TFLite's average pool divides by the number of in-bounds elements.
+            count_include_pad: false,
+            activation: activation(o.fused_activation_function()?)?,
+        };
+        let x = self.req(0)?;
+        let op = if b == fb::BuiltinOperator::MaxPool2d {
+            Op::MaxPool(attrs)
+        } else {
+            Op::AveragePool(attrs)
+        };
+        Ok((op, vec![Some(x)]))
+    }
+
+    fn mean(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(2, 2)?;
+        let keepdims = match opts {
+            Some(fb::BuiltinOptionsRef::ReducerOptions(o)) => o.keep_dims()?,
+            None => false,
+            Some(_) => return Err(invalid("builtin options are not ReducerOptions")),
+        };
+        let x = self.req(0)?;
+        let a = self.req_raw(1)?;
+        let axes = self.imp.const_ints(a, "axes")?;
+        check_axes(&axes, self.rank(x))?;
+        Ok((
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes: Some(axes),
+                keepdims,
+                noop_with_empty_axes: false,
+            },
+            vec![Some(x)],
+        ))
+    }
+
+    fn rank(&self, v: ValueId) -> Option<usize> {
+        self.imp.graph.values[v].shape.as_ref().map(Vec::len)
+    }
+
+    fn reshape(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>, y: ValueId) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(1, 2)?;
+        let x = self.req(0)?;
+        // TFLite takes the shape from the shape tensor when present, else from
+        // ReshapeOptions.new_shape; we fall back to the declared output shape.
+        let mut shape: Option<Vec<i64>> = None;
+        if let Some(t) = self.index(1)? {
+            let s = self.imp.tensor_value(t, View::Plain)?;
+            if !self.imp.graph.values[s].is_const() {
+                let sv = &self.imp.graph.values[s];
+                if sv.dtype != DType::I32 && sv.dtype != DType::I64 {
+                    return Err(invalid(format!("shape tensor has dtype {}", sv.dtype)));
+                }
+                return Err(unsupported("RESHAPE with a shape computed at run time"));
+            }
+            shape = Some(self.imp.const_ints(s, "shape")?);
+        }
+        if shape.is_none() {
+            if let Some(fb::BuiltinOptionsRef::ReshapeOptions(o)) = opts {
+                if let Some(ns) = o.new_shape()? {
+                    if ns.len() > MAX_RANK {
+                        return Err(invalid(format!("new_shape has rank {}", ns.len())));
+                    }
+                    shape = Some(ns.iter().map(i64::from).collect());
+                }
+            }
+        }
+        let shape = match shape {
+            Some(s) => s,
+            None => {
+                let declared = self.imp.graph.values[y]
+                    .shape
+                    .as_ref()
+                    .ok_or_else(|| invalid("no target shape (no shape tensor, new_shape or output shape)"))?;
+                declared
+                    .iter()
+                    .map(|d| d.fixed().map_or(-1, |n| n as i64))
+                    .collect()
+            }
+        };
+        // Legacy converters wrote [0] for a scalar target.
+        let shape = if shape == [0] && self.fixed_shape(x).is_some_and(|s| s.iter().product::<usize>() == 1) {
+            Vec::new()
+        } else {
+            shape
+        };
+        if shape.len() > MAX_RANK {
+            return Err(invalid(format!("target shape has rank {}", shape.len())));
+        }
+        if shape.iter().any(|&d| d < -1) || shape.iter().filter(|&&d| d == -1).count() > 1 {
+            return Err(invalid(format!("target shape {shape:?}")));
+        }
+        let name = format!("{}/shape", self.imp.graph.values[y].name);
+        let name = self.imp.unique_name(&name, String::new);
+        self.imp
+            .budget
+            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64 + 8 * shape.len() as u64)?;
+        let n = shape.len();
+        let s = self.imp.graph.add_const(name, Tensor::from_i64(vec![n], shape)?);
+        // TFLite copies no dimension from the input: a 0 means an empty dimension.
+        Ok((Op::Reshape { allowzero: true }, vec![Some(x), Some(s)]))
+    }
+
+    fn pad(&mut self, b: fb::BuiltinOperator) -> Result<(Op, Vec<Option<ValueId>>)> {
+        if b == fb::BuiltinOperator::Padv2 {
+            self.arity(2, 3)?;
+        } else {
+            self.arity(2, 2)?;
+        }
+        let x = self.req(0)?;
+        let p = self.req_raw(1)?;
+        let pads = self.imp.const_ints(p, "paddings")?;
+        let ps = self.fixed_shape(p).unwrap_or_default();
+        let rank = ps.first().copied().unwrap_or(0);
+        if ps.len() != 2 || ps[1] != 2 || pads.len() != 2 * rank || rank > MAX_RANK {
+            return Err(invalid(format!("paddings must be [rank, 2], got {ps:?}")));
+        }
+        if let Some(r) = self.rank(x) {
+            if r != rank {
+                return Err(invalid(format!("paddings for rank {rank}, input has rank {r}")));
+            }
+        }
+        if pads.iter().any(|&v| v < 0) {
+            return Err(invalid(format!("negative paddings {pads:?}")));
+        }
+        // TFLite [[b0, e0], [b1, e1], ...] -> ONNX [b0, b1, ..., e0, e1, ...].
+        let mut onnx = Vec::with_capacity(2 * rank);
+        onnx.extend((0..rank).map(|i| pads[2 * i]));
+        onnx.extend((0..rank).map(|i| pads[2 * i + 1]));
+        let mut value = 0.0f32;
+        if let Some(t) = self.index(2)? {
+            let c = self.imp.tensor_value(t, View::Plain)?;
+            let cv = &self.imp.graph.values[c];
+            let Some(ct) = &cv.data else {
+                return Err(unsupported("PADV2 with a non-constant pad value"));
+            };
+            if ct.len() != 1 {
+                return Err(invalid("pad value must have one element"));
+            }
+            let raw = ct.data.get_f64(0);
+            // A quantized pad value is stored in its tensor's quantized form.
+            value = match &cv.quant {
+                Some(q) if cv.dtype.is_integer() => {
+                    let (s, z) = q.channel(0);
+                    (s as f64 * (raw - z as f64)) as f32
+                }
+                _ => raw as f32,
+            };
+        }
+        Ok((
+            Op::Pad {
+                mode: PadMode::Constant,
+                pads: onnx,
+                value,
+            },
+            vec![Some(x)],
+        ))
+    }
+
+    fn concat(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+        if self.ins.is_empty() {
+            return Err(invalid("no inputs"));
+        }
+        let Some(fb::BuiltinOptionsRef::ConcatenationOptions(o)) = opts else {
+            return Err(invalid("missing ConcatenationOptions"));
+        };
+        let axis = o.axis()? as i64;
+        let act = activation(o.fused_activation_function()?)?;
+        let mut inputs = Vec::with_capacity(self.ins.len());
+        for i in 0..self.ins.len() {
+            inputs.push(Some(self.req(i)?));
+        }
+        if let Some(r) = self.rank(inputs[0].unwrap_or_default()) {
+            check_axes(&[axis], Some(r))?;
+        }
+        Ok((Op::Concat { axis, activation: act }, inputs))
+    }
+
+    fn transpose(&mut self) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(2, 2)?;
+        let x = self.req(0)?;
+        let p = self.req_raw(1)?;
+        let perm = self.imp.const_ints(p, "perm")?;
+        let n = perm.len();
+        let mut seen = vec![false; n.min(MAX_RANK + 1)];
+        let valid = n <= MAX_RANK
+            && perm.iter().all(|&a| {
+                usize::try_from(a)
+                    .ok()
+                    .filter(|&a| a < n)
+                    .is_some_and(|a| !std::mem::replace(&mut seen[a], true))
+            });
+        if !valid {
+            return Err(invalid(format!("perm {perm:?} is not a permutation")));
+        }
+        if let Some(r) = self.rank(x) {
+            if r != n {
+                return Err(invalid(format!("perm has {n} axes, input has rank {r}")));
+            }
+        }
+        let perm = perm.into_iter().map(|a| a as usize).collect();
+        Ok((Op::Transpose { perm }, vec![Some(x)]))
+    }
+
+    fn unary(&mut self, kind: UnaryKind) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(1, 1)?;
+        Ok((Op::Unary(kind), vec![Some(self.req(0)?)]))
+    }
+
+    fn resize_nearest(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(2, 2)?;
+        let (align, half) = match opts {
+            Some(fb::BuiltinOptionsRef::ResizeNearestNeighborOptions(o)) => {
+                (o.align_corners()?, o.half_pixel_centers()?)
+            }
+            None => (false, false),
+            Some(_) => return Err(invalid("builtin options are not ResizeNearestNeighborOptions")),
+        };
+        let x = self.req(0)?;
+        if let Some(r) = self.rank(x) {
+            if r != 4 {
+                return Err(invalid(format!("input must be 4-D NHWC, has rank {r}")));
+            }
+        }
+        let s = self.req_raw(1)?;
+        let size = self.imp.const_ints(s, "size")?;
+        if size.len() != 2 || size.iter().any(|&d| d <= 0 || d > i32::MAX as i64) {
+            return Err(invalid(format!("size {size:?} must be two positive integers")));
+        }
+        // TFLite: align_corners rounds half away from zero (for these non-negative
+        // coordinates, round-prefer-ceil); otherwise it floors, with or without the
+        // half-pixel offset.
+        let (coord, nearest_mode) = if align {
+            (CoordTransform::AlignCorners, NearestMode::RoundPreferCeil)
+        } else if half {
+            (CoordTransform::TfHalfPixelForNn, NearestMode::Floor)
+        } else {
+            (CoordTransform::Asymmetric, NearestMode::Floor)
+        };
+        let attrs = ResizeAttrs {
+            mode: ResizeMode::Nearest,
+            coord,
+            nearest_mode,
+            cubic_coeff_a: -0.75,
+            exclude_outside: false,
+            extrapolation_value: 0.0,
+            antialias: false,
+            keep_aspect_ratio_policy: AspectRatioPolicy::Stretch,
+            axes: Some(vec![1, 2]),
+            scales: None,
+            sizes: Some(size.iter().map(|&d| d as usize).collect()),
+            roi: None,
+        };
+        Ok((Op::Resize(attrs), vec![Some(x)]))
+    }
+}
+
+fn check_axes(axes: &[i64], rank: Option<usize>) -> Result<()> {
+    if axes.len() > MAX_RANK {
+        return Err(invalid(format!("{} axes", axes.len())));
+    }
+    if let Some(r) = rank {
+        let r = r as i64;
+        if let Some(a) = axes.iter().find(|&&a| a < -r || a >= r.max(1)) {
+            return Err(invalid(format!("axis {a} out of range for rank {r}")));
+        }
+    }
+    Ok(())
+}
+
+fn read_indices(v: Option<Vector<'_, i32>>, budget: &mut Budget) -> Result<Vec<i32>> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    budget.charge(v.len() as u64 * 4)?;
+    Ok(v.iter().collect())
+}
+
+fn positive(v: i32, what: &str) -> Result<usize> {
+    if v >= 1 {
+        Ok(v as usize)
+    } else {
+        Err(invalid(format!("{what} is {v}, must be at least 1")))
+    }
+}
+
+fn auto_pad(p: fb::Padding) -> AutoPad {
+    match p {
+        fb::Padding::Same => AutoPad::SameUpper,
+        fb::Padding::Valid => AutoPad::Valid,
+    }
+}
+
+fn activation(a: fb::ActivationFunctionType) -> Result<Activation> {
+    Ok(match a {
+        fb::ActivationFunctionType::None => Activation::None,
+        fb::ActivationFunctionType::Relu => Activation::Relu,
+        fb::ActivationFunctionType::ReluN1To1 => Activation::ReluN1To1,
+        fb::ActivationFunctionType::Relu6 => Activation::Relu6,
+        other => return Err(unsupported(format!("fused activation {other:?}"))),
+    })
+}
+
+/// Runs the IR's shape inference over the imported graph and checks it against what
+/// the file declares.
+///
+/// TFLite declares every tensor's dtype and shape, so inference adds shapes only
+/// where the rank was unknown; its real use here is the cross-check: a declared
+/// dtype or fixed dimension that contradicts the op rules means the file contradicts
+/// itself (a corrupt or hostile model), and is an error rather than a surprise in
+/// the executor. Dynamic (symbolic) dimensions are not compared: inference binds them
+/// to 1. A rule that is not implemented (yet) is tolerated so that import does not
+/// depend on every rule being present.
+fn annotate(graph: &mut Graph) -> Result<()> {
+    use edgeopt_ir::{shape, IrError};
+    let facts = shape::bind_input_shapes(graph, 1)
+        .and_then(|shapes| shape::infer_graph(graph, &shapes));
+    let facts = match facts {
+        Ok(f) => f,
+        Err(IrError::Node { msg, .. }) if msg.contains("not implemented") => return Ok(()),
+        Err(IrError::Unsupported(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for (v, f) in graph.values.iter_mut().zip(facts) {
+        let Some(f) = f else { continue };
+        if v.data.is_some() {
+            continue;
+        }
+        if v.dtype != f.dtype {
+            return Err(invalid(format!(
+                "tensor '{}' is declared {} but its producer yields {}",
+                v.name, v.dtype, f.dtype
+            )));
+        }
+        match &v.shape {
+            None => v.shape = Some(f.shape.into_iter().map(Dim::Fixed).collect()),
+            Some(declared) => {
+                let agrees = declared.len() == f.shape.len()
+                    && declared
+                        .iter()
+                        .zip(&f.shape)
+                        .all(|(d, &n)| d.fixed().is_none_or(|k| k == n));
+                if !agrees {
+                    return Err(invalid(format!(
+                        "tensor '{}' is declared {} but its producer yields {:?}",
+                        v.name,
+                        tensor::fmt_dims(declared),
+                        f.shape
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! TFLite FULLY_CONNECTED on quantized tensors (per-tensor or per-channel weights).
+
+use super::super::NodeCtx;
+use super::common::*;
+use super::conv::{bias_i32, dot_i16, offset_i16, requantize_rows, weights_i16};
+use crate::error::Result;
+use edgeopt_ir::{Activation, Tensor};
+
+/// x `[..., K]`, w `[N, K]`, optional i32 bias `[N]` -> `[rows, N]` (or `[..., N]` with
+/// `keep_num_dims`): acc = bias + Σ (x - x_zp)(w - w_zp), then the fixed-point output
+/// stage with multiplier `x_scale * w_scale / y_scale` (per output channel when the
+/// weights are per-channel).
+pub fn tflite_fc<T: QInt>(
+    ctx: &NodeCtx,
+    activation: Activation,
+    keep_num_dims: bool,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
+    let x = input(ctx, inputs, 0)?;
+    let w = input(ctx, inputs, 1)?;
+    if w.shape.len() != 2 {
+        return Err(ctx.error(format!("weights must be [N, K], got {:?}", w.shape)));
+    }
+    let (nout, k) = (w.shape[0], w.shape[1]);
+    if k == 0 || x.len() % k != 0 {
+        return Err(ctx.error(format!(
+            "input {:?} does not split into rows of {k}",
+            x.shape
+        )));
+    }
+    let rows = x.len() / k;
+    let xq = per_tensor(ctx, ctx.in_quant(0), "input")?;
+    let yq = per_tensor(ctx, ctx.out_quant(0), "output")?;
+    let (wscales, wzps) = per_channel(ctx, ctx.in_quant(1), nout, "weights")?;
+    let xo = offset_i16(data::<T>(ctx, x, "input")?, xq.zp);
+    let wo = weights_i16(ctx, w, &wzps)?;
+    let bias = bias_i32(ctx, inputs.get(2).copied().flatten(), nout)?;
+    let mut acc = vec![0i32; rows * nout];
+    for (r, out) in acc.chunks_exact_mut(nout.max(1)).enumerate() {
+        let xr = &xo[r * k..(r + 1) * k];
+        for (o, a) in out.iter_mut().enumerate() {
+            *a = bias[o].wrapping_add(dot_i16(xr, &wo[o * k..(o + 1) * k]));
+        }
+    }
+    let stage = OutputStage::new(xq.scale, &wscales, yq, activation_range::<T>(activation, yq));
+    let out = requantize_rows::<T>(&acc, nout, &stage);
+    let shape = if keep_num_dims && !x.shape.is_empty() {
+        let mut s = x.shape.clone();
+        *s.last_mut().unwrap() = nout;
+        s
+    } else {
+        vec![rows, nout]
+    };
+    Ok(vec![make(shape, out)])
+}

@@ -1,0 +1,332 @@
+//! Helpers shared by the reference kernels: dtype-generic element access, broadcasting
+//! index maps, fused activations, and a safe wrapper around the `gemm` crate.
+
+use edgeopt_ir::{Activation, DType, Tensor, TensorData};
+use half::f16;
+
+/// Kernel-internal result: a plain message; `eval` adds the node's name.
+pub type KResult<T> = std::result::Result<T, String>;
+
+/// Element types the generic data-movement kernels handle.
+pub trait Elem: Copy + PartialOrd + Send + Sync + 'static {
+    /// Conversion from a real value (pad values, Clip bounds); saturating for integers.
+    fn from_f64(x: f64) -> Self;
+    /// The smallest value (identity of max).
+    fn lowest() -> Self;
+}
+
+macro_rules! elem_int {
+    ($($t:ty),*) => {$(
+        impl Elem for $t {
+            fn from_f64(x: f64) -> Self { x as $t }
+            fn lowest() -> Self { <$t>::MIN }
+        }
+    )*};
+}
+elem_int!(i8, u8, i16, u16, i32, i64);
+
+impl Elem for f32 {
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn lowest() -> Self {
+        f32::NEG_INFINITY
+    }
+}
+impl Elem for f16 {
+    fn from_f64(x: f64) -> Self {
+        f16::from_f64(x)
+    }
+    fn lowest() -> Self {
+        f16::NEG_INFINITY
+    }
+}
+impl Elem for bool {
+    fn from_f64(x: f64) -> Self {
+        x != 0.0
+    }
+    fn lowest() -> Self {
+        false
+    }
+}
+
+/// `TensorData::V(body)` for the variant of `$data`, with `$v` bound to its `Vec`.
+/// `$body` is generic code that works for every element type.
+macro_rules! map_same {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::F32($v) => TensorData::F32($body),
+            TensorData::F16($v) => TensorData::F16($body),
+            TensorData::I8($v) => TensorData::I8($body),
+            TensorData::U8($v) => TensorData::U8($body),
+            TensorData::I16($v) => TensorData::I16($body),
+            TensorData::U16($v) => TensorData::U16($body),
+            TensorData::I32($v) => TensorData::I32($body),
+            TensorData::I64($v) => TensorData::I64($body),
+            TensorData::Bool($v) => TensorData::Bool($body),
+            TensorData::I4($v) => TensorData::I4($body),
+            TensorData::U4($v) => TensorData::U4($body),
+        }
+    };
+}
+pub(crate) use map_same;
+
+/// Expands `$m!(Variant)` for the `TensorData` variant of dtype `$dt`.
+macro_rules! for_variant {
+    ($dt:expr, $m:ident) => {
+        match $dt {
+            DType::F32 => $m!(F32),
+            DType::F16 => $m!(F16),
+            DType::I8 => $m!(I8),
+            DType::U8 => $m!(U8),
+            DType::I16 => $m!(I16),
+            DType::U16 => $m!(U16),
+            DType::I32 => $m!(I32),
+            DType::I64 => $m!(I64),
+            DType::Bool => $m!(Bool),
+            DType::I4 => $m!(I4),
+            DType::U4 => $m!(U4),
+        }
+    };
+}
+pub(crate) use for_variant;
+
+/// Gathers elements: `out[i] = data[idx[i]]`, or `fill` where `idx[i] == NONE`.
+pub const NONE: usize = usize::MAX;
+
+pub fn take(data: &TensorData, idx: &[usize], fill: f64) -> TensorData {
+    map_same!(data, v => {
+        let f = Elem::from_f64(fill);
+        idx.iter().map(|&i| if i == NONE { f } else { v[i] }).collect()
+    })
+}
+
+/// Row-major strides.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// For every element of `out` (row-major), the flat index into a tensor of shape `input`
+/// broadcast to `out` (numpy rules, right-aligned).
+pub fn bcast_map(input: &[usize], out: &[usize]) -> Vec<usize> {
+    let st = edgeopt_ir::shape::bcast_strides(input, out);
+    let n: usize = out.iter().product();
+    let mut idx = Vec::with_capacity(n);
+    if n == 0 {
+        return idx;
+    }
+    let r = out.len();
+    let mut pos = vec![0usize; r];
+    let mut cur = 0usize;
+    for _ in 0..n {
+        idx.push(cur);
+        // odometer increment
+        for d in (0..r).rev() {
+            pos[d] += 1;
+            cur += st[d];
+            if pos[d] < out[d] {
+                break;
+            }
+            cur -= st[d] * out[d];
+            pos[d] = 0;
+        }
+    }
+    idx
+}
+
+/// Clamp range of a fused activation.
+pub fn act_range(a: Activation) -> (f32, f32) {
+    match a {
+        Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
+        Activation::Relu => (0.0, f32::INFINITY),
+        Activation::Relu6 => (0.0, 6.0),
+        Activation::ReluN1To1 => (-1.0, 1.0),
+    }
+}
+
+/// Applies a fused activation in place.
+pub fn apply_act(y: &mut [f32], a: Activation) {
+    if a == Activation::None {
+        return;
+    }
+    let (lo, hi) = act_range(a);
+    for v in y {
+        *v = v.max(lo).min(hi);
+    }
+}
+
+pub fn f32_tensor(shape: Vec<usize>, v: Vec<f32>) -> KResult<Tensor> {
+    Tensor::new(shape, TensorData::F32(v)).map_err(|e| e.to_string())
+}
+
+pub fn f32_of(t: &Tensor) -> KResult<&[f32]> {
+    t.as_f32().map_err(|e| e.to_string())
+}
+
+/// `c[m×n] (+)= a[m×k] · b[k×n]` with arbitrary row/column strides, single-threaded
+/// (the evaluator parallelizes across samples). Strides are in elements. Panics (a bug,
+/// not bad input) if a stride pattern would read or write outside the slices.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+    c: &mut [f32],
+    c_rs: usize,
+    c_cs: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(m, n, c_rs, c_cs) < c.len(), "sgemm: dst out of bounds");
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    c[i * c_rs + j * c_cs] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    assert!(last(m, k, a_rs, a_cs) < a.len(), "sgemm: lhs out of bounds");
+    assert!(last(k, n, b_rs, b_cs) < b.len(), "sgemm: rhs out of bounds");
+    // SAFETY: every element the kernel touches lies inside the slices (asserted above),
+    // `c` is exclusively borrowed and does not alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            c_cs as isize,
+            c_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Precomputed sliding-window addressing for conv/pool (and, with roles swapped, the
+/// scatter of a transposed conv): for every kernel offset `k` (row-major over the kernel
+/// dims) and every position `p` (row-major over `iter` dims), the flat offset of
+/// coordinate `p*stride - pad_begin + k*dilation` inside `bound` dims, or [`NONE`].
+/// Stored `[k][p]` so that im2col rows are contiguous.
+pub struct WindowTable {
+    pub positions: usize,
+    pub taps: usize,
+    pub offsets: Vec<usize>,
+}
+
+pub fn window_table(
+    iter: &[usize],
+    bound: &[usize],
+    kernel: &[usize],
+    strides: &[usize],
+    dilations: &[usize],
+    pads_begin: &[usize],
+) -> WindowTable {
+    let nd = iter.len();
+    let positions: usize = iter.iter().product();
+    let taps: usize = kernel.iter().product();
+    // Per dim: coordinate of (position o, tap j), or None.
+    let per_dim: Vec<Vec<Option<usize>>> = (0..nd)
+        .map(|d| {
+            let mut v = Vec::with_capacity(iter[d] * kernel[d]);
+            for j in 0..kernel[d] {
+                for o in 0..iter[d] {
+                    let c = (o * strides[d] + j * dilations[d]) as isize - pads_begin[d] as isize;
+                    v.push((c >= 0 && (c as usize) < bound[d]).then_some(c as usize));
+                }
+            }
+            v
+        })
+        .collect();
+    let bstr = strides_of(bound);
+    let mut offsets = Vec::with_capacity(positions * taps);
+    let mut kpos = vec![0usize; nd];
+    for _ in 0..taps {
+        let mut ppos = vec![0usize; nd];
+        for _ in 0..positions {
+            let mut off = 0usize;
+            let mut ok = true;
+            for d in 0..nd {
+                match per_dim[d][kpos[d] * iter[d] + ppos[d]] {
+                    Some(c) => off += c * bstr[d],
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            offsets.push(if ok { off } else { NONE });
+            inc(&mut ppos, iter);
+        }
+        inc(&mut kpos, kernel);
+    }
+    WindowTable {
+        positions,
+        taps,
+        offsets,
+    }
+}
+
+fn strides_of(shape: &[usize]) -> Vec<usize> {
+    strides(shape)
+}
+
+/// Row-major odometer increment.
+pub fn inc(pos: &mut [usize], shape: &[usize]) {
+    for d in (0..shape.len()).rev() {
+        pos[d] += 1;
+        if pos[d] < shape[d] {
+            return;
+        }
+        pos[d] = 0;
+    }
+}
+
+/// Upcasts f16 data to f32 (other dtypes unchanged).
+pub fn upcast(t: &Tensor) -> Tensor {
+    match &t.data {
+        TensorData::F16(v) => Tensor {
+            shape: t.shape.clone(),
+            data: TensorData::F32(v.iter().map(|x| x.to_f32()).collect()),
+        },
+        _ => t.clone(),
+    }
+}
+
+/// Rounds f32 data to f16.
+pub fn downcast(t: Tensor) -> Tensor {
+    match t.data {
+        TensorData::F32(v) => Tensor {
+            shape: t.shape,
+            data: TensorData::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+        },
+        _ => t,
+    }
+}

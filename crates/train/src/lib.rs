@@ -1,0 +1,2 @@
+//! train
+pub use burn;
