@@ -1,3 +1,255 @@
-fn main() {
-    println!("edgeopt");
+//! The `edgeopt` command line.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use edgeopt_cli::bench::{bench, BenchConfig};
+use edgeopt_cli::eval::{evaluate, DataLayout, EvalConfig, InputQuant};
+use edgeopt_cli::inspect::{inspect, render};
+use edgeopt_cli::{load_model, run};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "edgeopt",
+    version,
+    about = "Make trained neural networks fit, and run fast, on IoT devices"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Per-layer table: op, output shape, params, MACs, weight and activation bytes;
+    /// totals; peak arena of the static memory plan vs the naive sum of activations.
+    Inspect {
+        /// Model file (.onnx or .tflite).
+        model: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Batch size bound to a dynamic leading input dimension.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+    },
+    /// Top-1 accuracy on a labelled dataset of .npy arrays.
+    Eval {
+        /// Model file (.onnx or .tflite).
+        model: PathBuf,
+        /// Samples, [N, ...] (.npy or .npy.gz).
+        #[arg(long)]
+        data: PathBuf,
+        /// Class labels, [N] (or one-hot [N, C]).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Multiply the raw values by this first.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f32,
+        /// Subtracted after scaling: one value or one per channel (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "0", allow_negative_numbers = true)]
+        mean: Vec<f32>,
+        /// Divides after the mean: one value or one per channel (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        std: Vec<f32>,
+        /// Layout of the data; it is transposed if the model wants the other one.
+        #[arg(long, value_enum, default_value_t = DataLayout::Nhwc)]
+        layout: DataLayout,
+        /// Quantize the preprocessed values with the model input's quantization
+        /// parameters (the default when the input is quantized).
+        #[arg(long, conflicts_with = "no_input_quant")]
+        input_quant: bool,
+        /// Feed the preprocessed values to an integer input as they are (rounded).
+        #[arg(long)]
+        no_input_quant: bool,
+        /// Evaluate only the first N samples.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the model on .npy inputs and write its outputs as .npy (any batch; arrays
+    /// in the model's own dtypes).
+    Run {
+        /// Model file (.onnx or .tflite).
+        model: PathBuf,
+        /// One per model input, in order.
+        #[arg(long = "input", short = 'i', required = true)]
+        inputs: Vec<PathBuf>,
+        /// One per model output, in order.
+        #[arg(short = 'o', long = "output", required = true)]
+        outputs: Vec<PathBuf>,
+    },
+    /// Batch-1 latency: warm-up, then median and p90 over timed runs.
+    Bench {
+        /// Model file (.onnx or .tflite).
+        model: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Seed of the random input.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn model_name(p: &Path) -> String {
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// Writes the result to stdout. A closed pipe (`edgeopt inspect m.onnx | head`) is not
+/// an error: the reader has what it wanted.
+fn emit(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).context("cannot serialize the result")?;
+    emit(&format!("{s}\n"))
+}
+
+fn main_inner(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect { model, json, batch } => {
+            if batch == 0 {
+                anyhow::bail!("--batch must be at least 1");
+            }
+            let g = load_model(&model)?;
+            let report = inspect(&g, &model_name(&model), batch)?;
+            if json {
+                print_json(&report)?;
+            } else {
+                emit(&render(&report))?;
+            }
+        }
+        Command::Eval {
+            model,
+            data,
+            labels,
+            scale,
+            mean,
+            std,
+            layout,
+            input_quant,
+            no_input_quant,
+            limit,
+            threads,
+            json,
+        } => {
+            let g = load_model(&model)?;
+            let x = edgeopt_npy::read(&data)
+                .with_context(|| format!("cannot read data {}", data.display()))?;
+            let y = edgeopt_npy::read(&labels)
+                .with_context(|| format!("cannot read labels {}", labels.display()))?;
+            let cfg = EvalConfig {
+                scale,
+                mean,
+                std,
+                layout,
+                input_quant: if input_quant {
+                    InputQuant::On
+                } else if no_input_quant {
+                    InputQuant::Off
+                } else {
+                    InputQuant::Auto
+                },
+                limit,
+                threads,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let r = evaluate(&g, &model_name(&model), &x, &y, &cfg)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                emit(&format!(
+                    "{}: top-1 accuracy {:.2}% ({} / {}) in {:.1} s ({:.0} samples/s, {} threads; input: {})\n",
+                    r.model,
+                    r.accuracy,
+                    r.correct,
+                    r.samples,
+                    r.seconds,
+                    r.samples_per_second,
+                    r.threads,
+                    r.preprocessing
+                ))?;
+            }
+        }
+        Command::Run {
+            model,
+            inputs,
+            outputs,
+        } => {
+            let g = load_model(&model)?;
+            let results = run::run_files(&g, &inputs, &outputs)?;
+            for (t, p) in results.iter().zip(&outputs) {
+                let _ = writeln!(std::io::stderr(), "wrote {} {} {:?}", p.display(), t.dtype(), t.shape);
+            }
+        }
+        Command::Bench {
+            model,
+            threads,
+            warmup,
+            runs,
+            seed,
+            json,
+        } => {
+            let g = load_model(&model)?;
+            let cfg = BenchConfig {
+                threads,
+                warmup,
+                runs,
+                seed,
+            };
+            let r = bench(&g, &model_name(&model), &cfg)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                emit(&format!(
+                    "{}: batch-1 latency median {:.3} ms, p90 {:.3} ms (mean {:.3}, min {:.3}, max {:.3}; {} runs after {} warm-up, {} thread{})\n",
+                    r.model,
+                    r.median_ms,
+                    r.p90_ms,
+                    r.mean_ms,
+                    r.min_ms,
+                    r.max_ms,
+                    r.runs,
+                    r.warmup,
+                    r.threads,
+                    if r.threads == 1 { "" } else { "s" }
+                ))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match main_inner(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

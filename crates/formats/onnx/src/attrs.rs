@@ -172,15 +172,6 @@ impl<'a> NodeView<'a> {
         }
     }
 
-    /// Name of input `k` (`None` for absent or empty optional inputs).
-    pub fn input_name(&self, k: usize) -> Option<&'a str> {
-        self.node
-            .input
-            .get(k)
-            .map(|s| s.as_str())
-            .filter(|s| !s.is_empty())
-    }
-
     /// Number of present (non-empty) outputs.
     pub fn present_outputs(&self) -> usize {
         self.node.output.iter().filter(|s| !s.is_empty()).count()

@@ -583,10 +583,9 @@ impl<'a> Importer<'a> {
         let shape = val.shape.clone();
         let base = format!("{}/dequantized", val.name);
         let name = self.unique_name(&base, String::new);
-        let n = val.data.as_ref().map_or(0, |t| t.len() as u64);
-        // The f32 copy exists at run time only, but charge its metadata.
+        // The f32 copy exists at run time only; charge the metadata.
         self.budget
-            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64 + n.min(64))?;
+            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64 + 64)?;
         let out = self.graph.values.len();
         self.graph.values.push(Value {
             name: name.clone(),
@@ -614,13 +613,12 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
-    /// Contents of a constant integer tensor (shape operands, axes, paddings...).
-    fn const_ints(&self, v: ValueId, what: &str) -> Result<Vec<i64>> {
-        let val = &self.graph.values[v];
-        let Some(t) = &val.data else {
+    /// Contents of a constant integer operand (shape, axes, paddings...).
+    fn const_ints(info: &TensorInfo, what: &str) -> Result<Vec<i64>> {
+        let Some(t) = &info.data else {
             return Err(unsupported(format!(
                 "{what} '{}' is computed at run time; only constants are supported",
-                val.name
+                info.name
             )));
         };
         match &t.data {
@@ -628,7 +626,7 @@ impl<'a> Importer<'a> {
             TensorData::I64(d) => Ok(d.clone()),
             _ => Err(invalid(format!(
                 "{what} '{}' must be int32 or int64, got {}",
-                val.name,
+                info.name,
                 t.dtype()
             ))),
         }
@@ -750,6 +748,24 @@ impl OpCx<'_, '_> {
     fn req(&mut self, i: usize) -> Result<ValueId> {
         let v = self.req_raw(i)?;
         self.imp.float_operand(v, self.float_op)
+    }
+
+    /// A constant operand that becomes an attribute (axes, paddings, perm, sizes...):
+    /// read from the file without adding a graph value, so the graph holds no unused
+    /// constants.
+    fn attr_input(&mut self, i: usize, what: &str) -> Result<TensorInfo> {
+        let t = self
+            .index(i)?
+            .ok_or_else(|| invalid(format!("{what} input {i} is missing")))?;
+        let t = usize::try_from(t).map_err(|_| invalid(format!("tensor index {t}")))?;
+        let info = self.imp.read_tensor(t)?;
+        if info.data.is_none() {
+            return Err(unsupported(format!(
+                "{what} '{}' is computed at run time; only constants are supported",
+                info.name
+            )));
+        }
+        Ok(info)
     }
 
     fn opt(&mut self, i: usize) -> Result<Option<ValueId>> {
@@ -962,8 +978,8 @@ impl OpCx<'_, '_> {
             Some(_) => return Err(invalid("builtin options are not ReducerOptions")),
         };
         let x = self.req(0)?;
-        let a = self.req_raw(1)?;
-        let axes = self.imp.const_ints(a, "axes")?;
+        let a = self.attr_input(1, "axes")?;
+        let axes = Importer::const_ints(&a, "axes")?;
         check_axes(&axes, self.rank(x))?;
         Ok((
             Op::Reduce {
@@ -986,16 +1002,11 @@ impl OpCx<'_, '_> {
         // TFLite takes the shape from the shape tensor when present, else from
         // ReshapeOptions.new_shape; we fall back to the declared output shape.
         let mut shape: Option<Vec<i64>> = None;
-        if let Some(t) = self.index(1)? {
-            let s = self.imp.tensor_value(t, View::Plain)?;
-            if !self.imp.graph.values[s].is_const() {
-                let sv = &self.imp.graph.values[s];
-                if sv.dtype != DType::I32 && sv.dtype != DType::I64 {
-                    return Err(invalid(format!("shape tensor has dtype {}", sv.dtype)));
-                }
-                return Err(unsupported("RESHAPE with a shape computed at run time"));
-            }
-            shape = Some(self.imp.const_ints(s, "shape")?);
+        let mut shape_name = None;
+        if self.index(1)?.is_some() {
+            let info = self.attr_input(1, "shape")?;
+            shape = Some(Importer::const_ints(&info, "shape")?);
+            shape_name = Some(info.name);
         }
         if shape.is_none() {
             if let Some(fb::BuiltinOptionsRef::ReshapeOptions(o)) = opts {
@@ -1032,7 +1043,11 @@ impl OpCx<'_, '_> {
         if shape.iter().any(|&d| d < -1) || shape.iter().filter(|&&d| d == -1).count() > 1 {
             return Err(invalid(format!("target shape {shape:?}")));
         }
-        let name = format!("{}/shape", self.imp.graph.values[y].name);
+        // The shape constant keeps the TFLite tensor's name; it is i64 as the IR wants.
+        let name = match shape_name {
+            Some(n) if !n.is_empty() => n,
+            _ => format!("{}/shape", self.imp.graph.values[y].name),
+        };
         let name = self.imp.unique_name(&name, String::new);
         self.imp
             .budget
@@ -1050,9 +1065,9 @@ impl OpCx<'_, '_> {
             self.arity(2, 2)?;
         }
         let x = self.req(0)?;
-        let p = self.req_raw(1)?;
-        let pads = self.imp.const_ints(p, "paddings")?;
-        let ps = self.fixed_shape(p).unwrap_or_default();
+        let p = self.attr_input(1, "paddings")?;
+        let pads = Importer::const_ints(&p, "paddings")?;
+        let ps = p.data.as_ref().map(|t| t.shape.clone()).unwrap_or_default();
         let rank = ps.first().copied().unwrap_or(0);
         if ps.len() != 2 || ps[1] != 2 || pads.len() != 2 * rank || rank > MAX_RANK {
             return Err(invalid(format!("paddings must be [rank, 2], got {ps:?}")));
@@ -1070,9 +1085,8 @@ impl OpCx<'_, '_> {
         onnx.extend((0..rank).map(|i| pads[2 * i]));
         onnx.extend((0..rank).map(|i| pads[2 * i + 1]));
         let mut value = 0.0f32;
-        if let Some(t) = self.index(2)? {
-            let c = self.imp.tensor_value(t, View::Plain)?;
-            let cv = &self.imp.graph.values[c];
+        if self.index(2)?.is_some() {
+            let cv = self.attr_input(2, "constant_values")?;
             let Some(ct) = &cv.data else {
                 return Err(unsupported("PADV2 with a non-constant pad value"));
             };
@@ -1121,8 +1135,8 @@ impl OpCx<'_, '_> {
     fn transpose(&mut self) -> Result<(Op, Vec<Option<ValueId>>)> {
         self.arity(2, 2)?;
         let x = self.req(0)?;
-        let p = self.req_raw(1)?;
-        let perm = self.imp.const_ints(p, "perm")?;
+        let p = self.attr_input(1, "perm")?;
+        let perm = Importer::const_ints(&p, "perm")?;
         let n = perm.len();
         let mut seen = vec![false; n.min(MAX_RANK + 1)];
         let valid = n <= MAX_RANK
@@ -1164,8 +1178,8 @@ impl OpCx<'_, '_> {
                 return Err(invalid(format!("input must be 4-D NHWC, has rank {r}")));
             }
         }
-        let s = self.req_raw(1)?;
-        let size = self.imp.const_ints(s, "size")?;
+        let s = self.attr_input(1, "size")?;
+        let size = Importer::const_ints(&s, "size")?;
         if size.len() != 2 || size.iter().any(|&d| d <= 0 || d > i32::MAX as i64) {
             return Err(invalid(format!("size {size:?} must be two positive integers")));
         }

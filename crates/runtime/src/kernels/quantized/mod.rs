@@ -1,11 +1,200 @@
 //! Integer kernels for quantized tensors (TFLite int8 spec) and ONNX integer ops.
+//!
+//! A node is claimed here when it is an ONNX integer op (QuantizeLinear, QLinearConv,
+//! ...), a TFLite QUANTIZE/DEQUANTIZE of quantized data, or an op whose activation
+//! input is an integer tensor (i8/u8/i16) carrying quantization parameters. Pure data
+//! movement (Reshape, Squeeze, ...) on quantized tensors with unchanged parameters is
+//! left to the reference kernels, which are dtype-generic.
+//!
+//! Layout: `fixedpoint` (gemmlowp/TFLite fixed-point helpers), `common` (quant params,
+//! output stages), one file per op family. Accumulation (`conv::accumulate_nhwc`, the
+//! FC dot loop) is separate from requantization (`common::OutputStage`) so faster
+//! accumulation kernels can be dropped in and stay bit-exact.
+
+pub mod activation;
+pub mod common;
+pub mod conv;
+pub mod elementwise;
+pub mod fc;
+pub mod fixedpoint;
+pub mod movement;
+pub mod onnx;
+pub mod pool;
+pub mod quantize;
 
 use super::NodeCtx;
 use crate::error::Result;
-use edgeopt_ir::Tensor;
+use common::is_qint;
+use edgeopt_ir::{DType, Op, Tensor, UnaryKind};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Which integer arithmetic to reproduce where TFLite's kernels disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numerics {
+    /// LiteRT's builtin CPU kernels (the `ai-edge-litert` interpreter without the
+    /// XNNPACK delegate): e.g. the int8 softmax uses a float exp table.
+    LiteRt,
+    /// TFLite's reference kernels (what TFLite Micro runs): fixed-point everywhere.
+    Reference,
+}
+
+static NUMERICS: AtomicU8 = AtomicU8::new(0);
+
+/// Selects the integer arithmetic for the whole process (default: `LiteRt`).
+pub fn set_numerics(n: Numerics) {
+    NUMERICS.store(
+        match n {
+            Numerics::LiteRt => 0,
+            Numerics::Reference => 1,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// The process-wide integer arithmetic choice.
+pub fn numerics() -> Numerics {
+    match NUMERICS.load(Ordering::Relaxed) {
+        1 => Numerics::Reference,
+        _ => Numerics::LiteRt,
+    }
+}
+
+/// Calls `$f::<T>` with T the activation type of input 0.
+macro_rules! by_type {
+    ($dt:expr, $ctx:expr, $f:ident ( $($arg:expr),* )) => {
+        match $dt {
+            DType::I8 => $f::<i8>($($arg),*),
+            DType::U8 => $f::<u8>($($arg),*),
+            DType::I16 => $f::<i16>($($arg),*),
+            d => Err($ctx.error(format!("no quantized kernel for {d}"))),
+        }
+    };
+}
 
 /// Runs the node if it is a quantized case this module owns; `None` otherwise.
 pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<Tensor>>> {
-    let _ = (ctx, inputs);
-    None
+    let op = &ctx.node.op;
+    // ONNX integer ops are always ours.
+    match op {
+        Op::QuantizeLinear {
+            axis,
+            block_size,
+            output_dtype,
+            ..
+        } => return Some(quantize::quantize_linear(ctx, *axis, *block_size, *output_dtype, inputs)),
+        Op::DequantizeLinear { axis, block_size } => {
+            return Some(quantize::dequantize_linear(ctx, *axis, *block_size, inputs))
+        }
+        Op::QLinearConv(a) => return Some(onnx::qlinear_conv(ctx, a, inputs)),
+        Op::QLinearMatMul => return Some(onnx::qlinear_matmul(ctx, inputs)),
+        Op::ConvInteger(a) => return Some(onnx::conv_integer(ctx, a, inputs)),
+        Op::MatMulInteger => return Some(onnx::matmul_integer(ctx, inputs)),
+        _ => {}
+    }
+    let x = inputs.first().copied().flatten()?;
+    let x_quant = is_qint(x.dtype()) && ctx.in_quant(0).is_some();
+    match op {
+        Op::Quantize => {
+            // Float input needs only the output's params; quantized input needs both.
+            return ctx.out_quant(0).is_some().then(|| quantize::tflite_quantize(ctx, inputs));
+        }
+        Op::Dequantize => return x_quant.then(|| quantize::tflite_dequantize(ctx, inputs)),
+        _ => {}
+    }
+    if !x_quant {
+        return None;
+    }
+    let dt = x.dtype();
+    let num = numerics();
+    Some(match op {
+        Op::Conv(a) => by_type!(dt, ctx, tflite_conv_dispatch(ctx, a, inputs)),
+        Op::FullyConnected {
+            activation,
+            keep_num_dims,
+        } => by_type!(dt, ctx, fc_dispatch(ctx, *activation, *keep_num_dims, inputs)),
+        Op::Binary { kind, activation } => {
+            by_type!(dt, ctx, binary_dispatch(ctx, *kind, *activation, inputs))
+        }
+        Op::AveragePool(a) => by_type!(dt, ctx, pool_dispatch(ctx, a, false, inputs)),
+        Op::MaxPool(a) => by_type!(dt, ctx, pool_dispatch(ctx, a, true, inputs)),
+        Op::Softmax { axis, beta } => by_type!(dt, ctx, softmax_dispatch(ctx, *axis, *beta, num, inputs)),
+        Op::Unary(k) => match k {
+            UnaryKind::Sigmoid | UnaryKind::Tanh => by_type!(dt, ctx, lut_dispatch(ctx, *k, inputs)),
+            UnaryKind::Relu => by_type!(dt, ctx, relu_dispatch(ctx, 0.0, None, inputs)),
+            UnaryKind::Relu6 => by_type!(dt, ctx, relu_dispatch(ctx, 0.0, Some(6.0), inputs)),
+            UnaryKind::HardSwish => by_type!(dt, ctx, hswish_dispatch(ctx, inputs)),
+            k => Err(ctx.error(format!("quantized {k:?} is not supported"))),
+        },
+        Op::Clip { min, max } if min.is_some_and(|m| m == 0.0) => {
+            // Clip(0, 6) / Clip(0, inf) on quantized data are TFLite's RELU6 / RELU.
+            by_type!(dt, ctx, relu_dispatch(ctx, 0.0, *max, inputs))
+        }
+        Op::Pad { mode, pads, value } => by_type!(dt, ctx, pad_dispatch(ctx, *mode, pads, *value, inputs)),
+        Op::Concat { axis, activation } => by_type!(dt, ctx, concat_dispatch(ctx, *axis, *activation, inputs)),
+        Op::Transpose { perm } => by_type!(dt, ctx, transpose_dispatch(ctx, perm, inputs)),
+        Op::Resize(a) => by_type!(dt, ctx, resize_dispatch(ctx, a, inputs)),
+        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity => {
+            // Data movement stays with the reference kernels unless the parameters change.
+            if ctx.in_quant(0) == ctx.out_quant(0) || ctx.out_quant(0).is_none() {
+                return None;
+            }
+            super::reference::eval(ctx, inputs).and_then(|mut outs| {
+                let t = outs.remove(0);
+                let t = by_type!(dt, ctx, requant_dispatch(ctx, t))?;
+                Ok(vec![t])
+            })
+        }
+        Op::LogSoftmax { .. } => Err(ctx.error("quantized LogSoftmax is not supported yet")),
+        Op::Reduce { .. } => Err(ctx.error("quantized Reduce is not supported yet")),
+        // Ops that read a quantized tensor but are not arithmetic on it (Shape,
+        // Gather, Cast, comparisons, ...) fall back to the reference kernels.
+        _ => return None,
+    })
+}
+
+// Thin generic adapters so `by_type!` can name one function per op.
+fn tflite_conv_dispatch<T: common::QInt>(ctx: &NodeCtx, a: &edgeopt_ir::ConvAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    if std::mem::size_of::<T>() != 1 {
+        return Err(ctx.error("16-bit quantized convolution is not supported yet"));
+    }
+    conv::tflite_conv::<T>(ctx, a, inputs)
+}
+fn fc_dispatch<T: common::QInt>(ctx: &NodeCtx, act: edgeopt_ir::Activation, keep: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    if std::mem::size_of::<T>() != 1 {
+        return Err(ctx.error("16-bit quantized fully-connected is not supported yet"));
+    }
+    fc::tflite_fc::<T>(ctx, act, keep, inputs)
+}
+fn binary_dispatch<T: common::QInt>(ctx: &NodeCtx, k: edgeopt_ir::BinaryKind, act: edgeopt_ir::Activation, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    elementwise::tflite_binary::<T>(ctx, k, act, inputs)
+}
+fn pool_dispatch<T: common::QInt>(ctx: &NodeCtx, a: &edgeopt_ir::PoolAttrs, is_max: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    pool::tflite_pool::<T>(ctx, a, is_max, inputs)
+}
+fn softmax_dispatch<T: common::QInt>(ctx: &NodeCtx, axis: i64, beta: f32, num: Numerics, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    activation::softmax::<T>(ctx, axis, beta, num, inputs)
+}
+fn lut_dispatch<T: common::QInt>(ctx: &NodeCtx, k: UnaryKind, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    activation::lut_activation::<T>(ctx, k, inputs)
+}
+fn relu_dispatch<T: common::QInt>(ctx: &NodeCtx, lo: f32, hi: Option<f32>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    activation::relu_x::<T>(ctx, lo, hi, inputs)
+}
+fn hswish_dispatch<T: common::QInt>(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    activation::hard_swish::<T>(ctx, inputs)
+}
+fn pad_dispatch<T: common::QInt>(ctx: &NodeCtx, mode: edgeopt_ir::PadMode, pads: &[i64], value: f32, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    movement::pad::<T>(ctx, mode, pads, value, inputs)
+}
+fn concat_dispatch<T: common::QInt>(ctx: &NodeCtx, axis: i64, act: edgeopt_ir::Activation, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    movement::concat::<T>(ctx, axis, act, inputs)
+}
+fn transpose_dispatch<T: common::QInt>(ctx: &NodeCtx, perm: &[usize], inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    movement::transpose::<T>(ctx, perm, inputs)
+}
+fn resize_dispatch<T: common::QInt>(ctx: &NodeCtx, a: &edgeopt_ir::ResizeAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    movement::resize_nearest::<T>(ctx, a, inputs)
+}
+fn requant_dispatch<T: common::QInt>(ctx: &NodeCtx, t: Tensor) -> Result<Tensor> {
+    movement::requantize_if_needed::<T>(ctx, t)
 }

@@ -226,6 +226,9 @@ pub fn resize_nearest<T: QInt>(ctx: &NodeCtx, a: &ResizeAttrs, inputs: &[Option<
     };
     let mut out_shape = x.shape.clone();
     let mut scales = vec![1.0f32; r];
+    // With explicit sizes (TFLite), source coordinates use `in / out` as TFLite does;
+    // with scales (ONNX), `out / scale`.
+    let mut by_size = false;
     match (&a.sizes, &a.scales) {
         (Some(s), _) => {
             if s.len() != axes.len() {
@@ -235,6 +238,7 @@ pub fn resize_nearest<T: QInt>(ctx: &NodeCtx, a: &ResizeAttrs, inputs: &[Option<
                 out_shape[d] = v;
                 scales[d] = v as f32 / x.shape[d].max(1) as f32;
             }
+            by_size = true;
         }
         (None, Some(s)) => {
             if s.len() != axes.len() {
@@ -272,6 +276,7 @@ pub fn resize_nearest<T: QInt>(ctx: &NodeCtx, a: &ResizeAttrs, inputs: &[Option<
                     0.0
                 }
             }
+            CoordTransform::Asymmetric if by_size => o * (inp_f / outp_f),
             CoordTransform::Asymmetric => o / scales[d],
             CoordTransform::TfHalfPixelForNn => (o + 0.5) * (inp_f / outp_f),
             CoordTransform::HalfPixel | CoordTransform::HalfPixelSymmetric => (o + 0.5) / scales[d] - 0.5,

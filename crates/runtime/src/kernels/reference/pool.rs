@@ -3,7 +3,7 @@
 
 use super::util::{apply_act, f32_of, f32_tensor, map_same, window_table, Elem, KResult, WindowTable, NONE};
 use edgeopt_ir::shape::{pool_geometry, split_layout, OutputFact, Window};
-use edgeopt_ir::{Activation, Layout, PoolAttrs, Tensor, TensorData};
+use edgeopt_ir::{Activation, Layout, PoolAttrs, Tensor};
 
 /// Addressing shared by both pools: (batch, channels, input size, output size,
 /// offset of channel `c` of batch `n` and spatial offset `s`).

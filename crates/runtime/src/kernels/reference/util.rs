@@ -1,7 +1,7 @@
 //! Helpers shared by the reference kernels: dtype-generic element access, broadcasting
 //! index maps, fused activations, and a safe wrapper around the `gemm` crate.
 
-use edgeopt_ir::{Activation, DType, Tensor, TensorData};
+use edgeopt_ir::{Activation, Tensor, TensorData};
 use half::f16;
 
 /// Kernel-internal result: a plain message; `eval` adds the node's name.
@@ -55,17 +55,17 @@ impl Elem for bool {
 macro_rules! map_same {
     ($data:expr, $v:ident => $body:expr) => {
         match $data {
-            TensorData::F32($v) => TensorData::F32($body),
-            TensorData::F16($v) => TensorData::F16($body),
-            TensorData::I8($v) => TensorData::I8($body),
-            TensorData::U8($v) => TensorData::U8($body),
-            TensorData::I16($v) => TensorData::I16($body),
-            TensorData::U16($v) => TensorData::U16($body),
-            TensorData::I32($v) => TensorData::I32($body),
-            TensorData::I64($v) => TensorData::I64($body),
-            TensorData::Bool($v) => TensorData::Bool($body),
-            TensorData::I4($v) => TensorData::I4($body),
-            TensorData::U4($v) => TensorData::U4($body),
+            ::edgeopt_ir::TensorData::F32($v) => ::edgeopt_ir::TensorData::F32($body),
+            ::edgeopt_ir::TensorData::F16($v) => ::edgeopt_ir::TensorData::F16($body),
+            ::edgeopt_ir::TensorData::I8($v) => ::edgeopt_ir::TensorData::I8($body),
+            ::edgeopt_ir::TensorData::U8($v) => ::edgeopt_ir::TensorData::U8($body),
+            ::edgeopt_ir::TensorData::I16($v) => ::edgeopt_ir::TensorData::I16($body),
+            ::edgeopt_ir::TensorData::U16($v) => ::edgeopt_ir::TensorData::U16($body),
+            ::edgeopt_ir::TensorData::I32($v) => ::edgeopt_ir::TensorData::I32($body),
+            ::edgeopt_ir::TensorData::I64($v) => ::edgeopt_ir::TensorData::I64($body),
+            ::edgeopt_ir::TensorData::Bool($v) => ::edgeopt_ir::TensorData::Bool($body),
+            ::edgeopt_ir::TensorData::I4($v) => ::edgeopt_ir::TensorData::I4($body),
+            ::edgeopt_ir::TensorData::U4($v) => ::edgeopt_ir::TensorData::U4($body),
         }
     };
 }
@@ -75,17 +75,17 @@ pub(crate) use map_same;
 macro_rules! for_variant {
     ($dt:expr, $m:ident) => {
         match $dt {
-            DType::F32 => $m!(F32),
-            DType::F16 => $m!(F16),
-            DType::I8 => $m!(I8),
-            DType::U8 => $m!(U8),
-            DType::I16 => $m!(I16),
-            DType::U16 => $m!(U16),
-            DType::I32 => $m!(I32),
-            DType::I64 => $m!(I64),
-            DType::Bool => $m!(Bool),
-            DType::I4 => $m!(I4),
-            DType::U4 => $m!(U4),
+            ::edgeopt_ir::DType::F32 => $m!(F32),
+            ::edgeopt_ir::DType::F16 => $m!(F16),
+            ::edgeopt_ir::DType::I8 => $m!(I8),
+            ::edgeopt_ir::DType::U8 => $m!(U8),
+            ::edgeopt_ir::DType::I16 => $m!(I16),
+            ::edgeopt_ir::DType::U16 => $m!(U16),
+            ::edgeopt_ir::DType::I32 => $m!(I32),
+            ::edgeopt_ir::DType::I64 => $m!(I64),
+            ::edgeopt_ir::DType::Bool => $m!(Bool),
+            ::edgeopt_ir::DType::I4 => $m!(I4),
+            ::edgeopt_ir::DType::U4 => $m!(U4),
         }
     };
 }

@@ -1,0 +1,150 @@
+//! `edgeopt bench`: batch-1 latency on a seeded random input.
+
+use anyhow::{anyhow, bail, Context, Result};
+use edgeopt_ir::{shape::bind_input_shapes, DType, Graph, Tensor, TensorData};
+use half::f16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub threads: usize,
+    pub warmup: usize,
+    pub runs: usize,
+    pub seed: u64,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            threads: 1,
+            warmup: 3,
+            runs: 20,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub threads: usize,
+    pub warmup: usize,
+    pub runs: usize,
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+}
+
+/// A random batch-1 input for every graph input, within the range its values take:
+/// [0, 1) for floats (a normalised signal), the whole range for integer types.
+pub fn random_inputs(graph: &Graph, seed: u64) -> Result<Vec<Tensor>> {
+    let shapes = bind_input_shapes(graph, 1).context("cannot bind the input shapes")?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    graph
+        .inputs
+        .iter()
+        .zip(shapes)
+        .map(|(&id, shape)| {
+            let n = edgeopt_ir::checked_numel(&shape)?;
+            let dtype = graph.values[id].dtype;
+            let int = |rng: &mut StdRng| -> Result<i64> {
+                let (lo, hi) = dtype
+                    .int_range()
+                    .ok_or_else(|| anyhow!("no range for {dtype}"))?;
+                Ok(rng.gen_range(lo..=hi))
+            };
+            let data = match dtype {
+                DType::F32 => TensorData::F32((0..n).map(|_| rng.gen::<f32>()).collect()),
+                DType::F16 => TensorData::F16((0..n).map(|_| f16::from_f32(rng.gen())).collect()),
+                DType::Bool => TensorData::Bool((0..n).map(|_| rng.gen()).collect()),
+                DType::I8 => TensorData::I8((0..n).map(|_| int(&mut rng).map(|v| v as i8)).collect::<Result<_>>()?),
+                DType::U8 => TensorData::U8((0..n).map(|_| int(&mut rng).map(|v| v as u8)).collect::<Result<_>>()?),
+                DType::I16 => TensorData::I16((0..n).map(|_| int(&mut rng).map(|v| v as i16)).collect::<Result<_>>()?),
+                DType::U16 => TensorData::U16((0..n).map(|_| int(&mut rng).map(|v| v as u16)).collect::<Result<_>>()?),
+                DType::I32 => TensorData::I32((0..n).map(|_| int(&mut rng).map(|v| v as i32)).collect::<Result<_>>()?),
+                DType::I64 => TensorData::I64((0..n).map(|_| int(&mut rng)).collect::<Result<_>>()?),
+                DType::I4 => TensorData::I4((0..n).map(|_| int(&mut rng).map(|v| v as i8)).collect::<Result<_>>()?),
+                DType::U4 => TensorData::U4((0..n).map(|_| int(&mut rng).map(|v| v as u8)).collect::<Result<_>>()?),
+            };
+            Ok(Tensor::new(shape, data)?)
+        })
+        .collect()
+}
+
+/// Value at fraction `q` of sorted `v` (nearest rank: the smallest value with at least
+/// `q` of the samples at or below it).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Middle value of sorted `v` (mean of the two middle ones for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Measures batch-1 latency: `warmup` untimed runs, then `runs` timed ones, on a
+/// rayon pool of `threads` threads.
+pub fn bench(graph: &Graph, model_name: &str, cfg: &BenchConfig) -> Result<BenchReport> {
+    if cfg.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if cfg.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let inputs = random_inputs(graph, cfg.seed)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .context("cannot start the thread pool")?;
+    let mut times = pool.install(|| -> Result<Vec<f64>> {
+        for _ in 0..cfg.warmup {
+            edgeopt_runtime::run(graph, &inputs).context("inference failed")?;
+        }
+        let mut times = Vec::with_capacity(cfg.runs);
+        for _ in 0..cfg.runs {
+            let t = Instant::now();
+            let out = edgeopt_runtime::run(graph, &inputs).context("inference failed")?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            drop(out);
+        }
+        Ok(times)
+    })?;
+    times.sort_by(f64::total_cmp);
+    Ok(BenchReport {
+        model: model_name.to_string(),
+        threads: cfg.threads,
+        warmup: cfg.warmup,
+        runs: cfg.runs,
+        median_ms: median(&times),
+        p90_ms: quantile(&times, 0.9),
+        mean_ms: times.iter().sum::<f64>() / times.len() as f64,
+        min_ms: times[0],
+        max_ms: times[times.len() - 1],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles() {
+        let v: Vec<f64> = (1..=10).map(|x| x as f64).collect();
+        assert_eq!(quantile(&v, 0.5), 5.0);
+        assert_eq!(median(&v), 5.5);
+        assert_eq!(median(&v[..9]), 5.0);
+        assert_eq!(quantile(&v, 0.9), 9.0);
+        assert_eq!(quantile(&[3.0], 0.9), 3.0);
+    }
+}

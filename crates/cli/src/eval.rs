@@ -1,0 +1,588 @@
+//! `edgeopt eval`: top-1 accuracy of a classifier on a labelled array dataset.
+//!
+//! Each sample goes through: `x_float = (x * scale - mean[c]) / std[c]` (per channel
+//! `c` of the data's layout), a layout change if the data and the model disagree
+//! (NHWC data into an NCHW model is transposed, and the reverse), then, when the
+//! model's input is quantized, quantization with the input's own scale and zero point
+//! (TFLite rounds half away from zero, ONNX QuantizeLinear half to even). Samples run
+//! at batch 1, in parallel over a rayon pool; the result does not depend on the
+//! number of threads.
+
+use anyhow::{anyhow, bail, Context, Result};
+use edgeopt_ir::{DType, Dim, Graph, Op, QuantParams, Source, Tensor, TensorData, ValueId};
+use half::f16;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Memory order of image data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DataLayout {
+    Nhwc,
+    Nchw,
+}
+
+/// Whether to quantize the preprocessed float values for the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputQuant {
+    /// When the model input is an integer tensor with quantization parameters.
+    Auto,
+    /// Always (error if the input has no quantization parameters).
+    On,
+    /// Never: values are rounded and saturated into the input's dtype as they are.
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    pub scale: f32,
+    /// One value, or one per channel.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub layout: DataLayout,
+    pub input_quant: InputQuant,
+    pub limit: Option<usize>,
+    /// rayon threads (None: all cores).
+    pub threads: Option<usize>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            scale: 1.0,
+            mean: vec![0.0],
+            std: vec![1.0],
+            layout: DataLayout::Nhwc,
+            input_quant: InputQuant::Auto,
+            limit: None,
+            threads: None,
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub model: String,
+    pub samples: usize,
+    pub correct: usize,
+    /// Percent.
+    pub accuracy: f64,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    pub threads: usize,
+    /// How the data was fed: e.g. "transpose NHWC->NCHW, quantize scale 1 zp -128 to i8".
+    pub preprocessing: String,
+    /// Predicted class of every sample.
+    #[serde(skip)]
+    pub predictions: Vec<usize>,
+}
+
+/// How one sample of the data becomes the model's input.
+#[derive(Debug, Clone)]
+struct Prep {
+    /// Sample shape in the data.
+    sample_shape: Vec<usize>,
+    /// Model input shape for one sample (leading batch of 1 included).
+    input_shape: Vec<usize>,
+    /// Data sample axes -> model axes (None: same order, reshaped if needed).
+    perm: Option<Vec<usize>>,
+    /// Size of the data's channel axis and the stride between its elements.
+    channels: usize,
+    channel_stride: usize,
+    scale: f32,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    dtype: DType,
+    quant: Option<(f32, i64)>,
+    half_even: bool,
+    description: String,
+}
+
+/// Quantization parameters of the graph input: its own, or those of the
+/// DequantizeLinear that reads it (ONNX QDQ models carry them there).
+fn input_quant_params(graph: &Graph, input: ValueId) -> Option<QuantParams> {
+    if let Some(q) = &graph.values[input].quant {
+        return Some(q.clone());
+    }
+    graph.nodes.iter().find_map(|n| {
+        if !matches!(n.op, Op::DequantizeLinear { .. }) || n.input(0) != Some(input) {
+            return None;
+        }
+        let scale = graph.const_data(n.input(1)?)?.to_f32_vec();
+        let zp = match n.input(2) {
+            Some(z) => graph.const_data(z)?.to_i64_vec(),
+            None => vec![0],
+        };
+        (scale.len() == 1).then(|| QuantParams::per_tensor(scale[0], zp.first().copied().unwrap_or(0)))
+    })
+}
+
+fn perm_apply(shape: &[usize], perm: &[usize]) -> Vec<usize> {
+    perm.iter().map(|&p| shape[p]).collect()
+}
+
+impl Prep {
+    fn new(graph: &Graph, data_shape: &[usize], cfg: &EvalConfig) -> Result<Prep> {
+        if graph.inputs.len() != 1 {
+            bail!(
+                "eval needs a model with one input, this one has {}",
+                graph.inputs.len()
+            );
+        }
+        if graph.outputs.is_empty() {
+            bail!("the model has no output");
+        }
+        let id = graph.inputs[0];
+        let v = &graph.values[id];
+        let declared = v
+            .shape
+            .as_ref()
+            .ok_or_else(|| anyhow!("model input '{}' has no declared shape", v.name))?;
+        if declared.is_empty() {
+            bail!("model input '{}' is a scalar; eval needs a batch dimension", v.name);
+        }
+        if let Dim::Fixed(b) = declared[0] {
+            if b != 1 {
+                bail!("model input '{}' has a fixed batch of {b}; eval runs batch 1", v.name);
+            }
+        }
+        let sample_shape = data_shape.get(1..).unwrap_or_default().to_vec();
+        let rest = &declared[1..];
+        // Does a data sample of shape `s` fit the model's per-sample dims?
+        let fits = |s: &[usize]| {
+            s.len() == rest.len() && rest.iter().zip(s).all(|(d, &n)| d.fixed().is_none_or(|f| f == n))
+        };
+        // Image data of rank 3 may need a layout change; the model's layout is what its
+        // declared shape accepts: try the data's own order first unless the model is
+        // known to want the other one (TFLite: NHWC; ONNX without a leading Transpose:
+        // NCHW), for shapes such as 3x3x3 that fit both.
+        let (to_other, other_name): (Vec<usize>, &str) = match cfg.layout {
+            DataLayout::Nhwc => (vec![2, 0, 1], "NHWC->NCHW"),
+            DataLayout::Nchw => (vec![1, 2, 0], "NCHW->NHWC"),
+        };
+        let model_wants_other = sample_shape.len() == 3 && {
+            let model_layout = model_input_layout(graph, id);
+            model_layout.is_some_and(|l| l != cfg.layout)
+        };
+        let mut description = Vec::new();
+        let perm = if sample_shape.len() == 3 && model_wants_other && fits(&perm_apply(&sample_shape, &to_other)) {
+            Some(to_other.clone())
+        } else if fits(&sample_shape) {
+            None
+        } else if sample_shape.len() == 3 && fits(&perm_apply(&sample_shape, &to_other)) {
+            Some(to_other.clone())
+        } else {
+            None
+        };
+        let model_sample: Vec<usize> = match &perm {
+            Some(p) => {
+                description.push(format!("transpose {other_name}"));
+                perm_apply(&sample_shape, p)
+            }
+            None if fits(&sample_shape) => sample_shape.clone(),
+            None => {
+                // Same elements, other rank (e.g. 28x28 images into a [1,784] model).
+                let n: usize = sample_shape.iter().product();
+                let fixed: Option<Vec<usize>> = rest.iter().map(|d| d.fixed()).collect();
+                match fixed {
+                    Some(f) if f.iter().product::<usize>() == n && f.len() != sample_shape.len() => {
+                        description.push(format!("reshape to {f:?}"));
+                        f
+                    }
+                    _ => bail!(
+                        "data samples of shape {sample_shape:?} do not fit the model input '{}' [{}]",
+                        v.name,
+                        declared.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                    ),
+                }
+            }
+        };
+        let mut input_shape = vec![1];
+        input_shape.extend(model_sample);
+
+        // Channel axis of the data for mean/std.
+        let (channels, channel_stride) = if sample_shape.is_empty() {
+            (1, 1)
+        } else {
+            match cfg.layout {
+                DataLayout::Nhwc => (*sample_shape.last().unwrap_or(&1), 1),
+                DataLayout::Nchw => (sample_shape[0], sample_shape[1..].iter().product()),
+            }
+        };
+        for (what, v) in [("--mean", &cfg.mean), ("--std", &cfg.std)] {
+            if v.len() != 1 && v.len() != channels {
+                bail!(
+                    "{what} has {} values; give 1 or one per channel ({channels})",
+                    v.len()
+                );
+            }
+        }
+        if cfg.std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+            bail!("--std values must be finite and non-zero");
+        }
+        if cfg.scale != 1.0 || cfg.mean.iter().any(|&m| m != 0.0) || cfg.std.iter().any(|&s| s != 1.0) {
+            description.push(format!(
+                "x*{} - mean {:?} / std {:?}",
+                cfg.scale, cfg.mean, cfg.std
+            ));
+        }
+
+        let dtype = v.dtype;
+        let params = input_quant_params(graph, id);
+        let quant = match (cfg.input_quant, dtype.is_integer(), &params) {
+            (InputQuant::Off, _, _) => None,
+            (_, true, Some(q)) => {
+                if !q.is_per_tensor() {
+                    bail!("model input '{}' is quantized per channel; eval supports per-tensor input quantization", v.name);
+                }
+                let (s, z) = q.channel(0);
+                if !(s > 0.0 && s.is_finite()) {
+                    bail!("model input '{}' has an invalid quantization scale {s}", v.name);
+                }
+                description.push(format!("quantize scale {s} zp {z} to {dtype}"));
+                Some((s, z))
+            }
+            (InputQuant::On, _, _) => bail!(
+                "--input-quant: model input '{}' ({dtype}) has no quantization parameters",
+                v.name
+            ),
+            (InputQuant::Auto, _, _) => None,
+        };
+        if quant.is_none() && dtype != DType::F32 {
+            description.push(format!("cast to {dtype}"));
+        }
+        Ok(Prep {
+            sample_shape,
+            input_shape,
+            perm,
+            channels,
+            channel_stride,
+            scale: cfg.scale,
+            mean: cfg.mean.clone(),
+            std: cfg.std.clone(),
+            dtype,
+            quant,
+            half_even: matches!(graph.source, Source::Onnx { .. }),
+            description: if description.is_empty() {
+                "as is".into()
+            } else {
+                description.join(", ")
+            },
+        })
+    }
+
+    /// The model input for sample `i` of `data`.
+    fn sample(&self, data: &TensorData, i: usize) -> Result<Tensor> {
+        let n: usize = self.sample_shape.iter().product();
+        let base = i * n;
+        let mut x: Vec<f32> = (0..n)
+            .map(|k| {
+                let c = (k / self.channel_stride) % self.channels;
+                let m = self.mean[if self.mean.len() == 1 { 0 } else { c }];
+                let s = self.std[if self.std.len() == 1 { 0 } else { c }];
+                (data.get_f64(base + k) as f32 * self.scale - m) / s
+            })
+            .collect();
+        if let Some(p) = &self.perm {
+            x = transpose(&x, &self.sample_shape, p);
+        }
+        let out = match (self.dtype, self.quant) {
+            (DType::F32, _) => TensorData::F32(x),
+            (DType::F16, _) => TensorData::F16(x.into_iter().map(f16::from_f32).collect()),
+            (dt, q) => {
+                let (lo, hi) = dt
+                    .int_range()
+                    .ok_or_else(|| anyhow!("model input dtype {dt} is not supported by eval"))?;
+                let round = |v: f32| -> f64 {
+                    if self.half_even {
+                        (v as f64).round_ties_even()
+                    } else {
+                        (v as f64).round()
+                    }
+                };
+                let ints: Vec<i64> = x
+                    .into_iter()
+                    .map(|v| {
+                        let r = match q {
+                            Some((s, z)) => round(v / s) + z as f64,
+                            None => round(v),
+                        };
+                        r.clamp(lo as f64, hi as f64) as i64
+                    })
+                    .collect();
+                int_data(dt, ints)?
+            }
+        };
+        Ok(Tensor::new(self.input_shape.clone(), out)?)
+    }
+}
+
+/// The layout the model's 4-D input is in, when the graph tells: TFLite models are
+/// NHWC; an ONNX input read by a `Transpose` to NCHW is NHWC; an ONNX input read by a
+/// convolution or pooling directly uses that op's layout.
+fn model_input_layout(graph: &Graph, input: ValueId) -> Option<DataLayout> {
+    if matches!(graph.source, Source::Tflite { .. }) {
+        return Some(DataLayout::Nhwc);
+    }
+    for n in &graph.nodes {
+        if n.input(0) != Some(input) {
+            continue;
+        }
+        let layout = match &n.op {
+            Op::Transpose { perm } if perm == &[0, 3, 1, 2] => return Some(DataLayout::Nhwc),
+            Op::Conv(a) | Op::QLinearConv(a) | Op::ConvInteger(a) => a.layout,
+            Op::MaxPool(p) | Op::AveragePool(p) => p.layout,
+            _ => continue,
+        };
+        return Some(match layout {
+            edgeopt_ir::Layout::Nchw => DataLayout::Nchw,
+            edgeopt_ir::Layout::Nhwc => DataLayout::Nhwc,
+        });
+    }
+    None
+}
+
+fn transpose(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
+    let out_shape = perm_apply(shape, perm);
+    let rank = shape.len();
+    let mut in_strides = vec![1usize; rank];
+    for a in (0..rank.saturating_sub(1)).rev() {
+        in_strides[a] = in_strides[a + 1] * shape[a + 1];
+    }
+    let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let mut out = Vec::with_capacity(x.len());
+    let mut idx = vec![0usize; rank];
+    for _ in 0..x.len() {
+        let off: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        out.push(x[off]);
+        for a in (0..rank).rev() {
+            idx[a] += 1;
+            if idx[a] < out_shape[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    out
+}
+
+fn int_data(dt: DType, v: Vec<i64>) -> Result<TensorData> {
+    Ok(match dt {
+        DType::I8 => TensorData::I8(v.into_iter().map(|x| x as i8).collect()),
+        DType::U8 => TensorData::U8(v.into_iter().map(|x| x as u8).collect()),
+        DType::I16 => TensorData::I16(v.into_iter().map(|x| x as i16).collect()),
+        DType::U16 => TensorData::U16(v.into_iter().map(|x| x as u16).collect()),
+        DType::I32 => TensorData::I32(v.into_iter().map(|x| x as i32).collect()),
+        DType::I64 => TensorData::I64(v),
+        DType::I4 => TensorData::I4(v.into_iter().map(|x| x as i8).collect()),
+        DType::U4 => TensorData::U4(v.into_iter().map(|x| x as u8).collect()),
+        other => bail!("model input dtype {other} is not supported by eval"),
+    })
+}
+
+/// Index of the largest element (the first one on ties, as numpy's argmax); NaN never
+/// wins.
+pub fn argmax(t: &Tensor) -> usize {
+    let mut best = 0;
+    let mut best_v = f64::NEG_INFINITY;
+    for i in 0..t.len() {
+        let v = t.data.get_f64(i);
+        if v > best_v {
+            best = i;
+            best_v = v;
+        }
+    }
+    best
+}
+
+/// Class labels from `[N]`, `[N, 1]` or one-hot `[N, C]` arrays.
+fn labels_of(labels: &Tensor) -> Result<Vec<usize>> {
+    let to_class = |v: i64| -> Result<usize> {
+        usize::try_from(v).map_err(|_| anyhow!("negative label {v}"))
+    };
+    match labels.shape.as_slice() {
+        [_] | [_, 1] => (0..labels.len())
+            .map(|i| to_class(labels.data.get_i64(i)))
+            .collect(),
+        [n, c] => Ok((0..*n)
+            .map(|i| {
+                let row = Tensor::new(
+                    vec![*c],
+                    TensorData::F32((0..*c).map(|k| labels.data.get_f64(i * c + k) as f32).collect()),
+                )
+                .expect("row has c elements");
+                argmax(&row)
+            })
+            .collect()),
+        s => bail!("labels must have shape [N], [N, 1] or one-hot [N, C], got {s:?}"),
+    }
+}
+
+/// Top-1 accuracy of `graph` on `data` (`[N, ...]`) against `labels`.
+pub fn evaluate(
+    graph: &Graph,
+    model_name: &str,
+    data: &Tensor,
+    labels: &Tensor,
+    cfg: &EvalConfig,
+) -> Result<EvalReport> {
+    if data.shape.is_empty() {
+        bail!("data must have a leading sample dimension, got a scalar");
+    }
+    let labels = labels_of(labels)?;
+    let n_data = data.shape[0];
+    if labels.len() != n_data {
+        bail!("{n_data} samples but {} labels", labels.len());
+    }
+    let n = cfg.limit.map_or(n_data, |l| l.min(n_data));
+    if n == 0 {
+        bail!("no samples to evaluate");
+    }
+    let prep = Prep::new(graph, &data.shape, cfg)?;
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = cfg.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        builder = builder.num_threads(t);
+    }
+    let pool = builder.build().context("cannot start the thread pool")?;
+    let bar = if cfg.progress {
+        let b = ProgressBar::new(n as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_message(format!("eval {model_name}"));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let start = Instant::now();
+    let predictions: Vec<usize> = pool.install(|| {
+        (0..n)
+            .into_par_iter()
+            .map(|i| -> Result<usize> {
+                let x = prep.sample(&data.data, i)?;
+                let outs = edgeopt_runtime::run(graph, &[x])
+                    .with_context(|| format!("inference failed on sample {i}"))?;
+                bar.inc(1);
+                Ok(argmax(&outs[0]))
+            })
+            .collect::<Result<Vec<usize>>>()
+    })?;
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let correct = predictions
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    Ok(EvalReport {
+        model: model_name.to_string(),
+        samples: n,
+        correct,
+        accuracy: 100.0 * correct as f64 / n as f64,
+        seconds,
+        samples_per_second: n as f64 / seconds.max(1e-9),
+        threads: pool.current_num_threads(),
+        preprocessing: prep.description.clone(),
+        predictions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_hwc_to_chw() {
+        // 2x2 image, 3 channels: HWC -> CHW.
+        let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let y = transpose(&x, &[2, 2, 3], &[2, 0, 1]);
+        assert_eq!(y, vec![0., 3., 6., 9., 1., 4., 7., 10., 2., 5., 8., 11.]);
+    }
+
+    #[test]
+    fn argmax_first_on_ties() {
+        let t = Tensor::from_f32(vec![1, 4], vec![0.1, 0.7, 0.7, f32::NAN]).unwrap();
+        assert_eq!(argmax(&t), 1);
+    }
+
+    #[test]
+    fn labels_forms() {
+        let l = Tensor::new(vec![3], TensorData::U8(vec![3, 0, 9])).unwrap();
+        assert_eq!(labels_of(&l).unwrap(), vec![3, 0, 9]);
+        let oh = Tensor::from_f32(vec![2, 3], vec![0., 1., 0., 0., 0., 1.]).unwrap();
+        assert_eq!(labels_of(&oh).unwrap(), vec![1, 2]);
+    }
+
+    fn graph_with_input(dtype: DType, shape: Vec<Dim>, quant: Option<QuantParams>, source: Source) -> Graph {
+        let mut g = Graph::new("g");
+        let x = g.add_value("x", dtype, Some(shape));
+        g.values[x].quant = quant;
+        let y = g.add_value("y", dtype, None);
+        g.add_node("id", Op::Identity, vec![Some(x)], vec![y]);
+        g.inputs = vec![x];
+        g.outputs = vec![y];
+        g.source = source;
+        g
+    }
+
+    #[test]
+    fn prep_quantizes_pixels_like_the_int8_resnet() {
+        // int8 input with scale 1, zp -128: pixel p becomes p - 128.
+        let dims = vec![Dim::Sym("n".into()), Dim::Fixed(2), Dim::Fixed(2), Dim::Fixed(3)];
+        let g = graph_with_input(
+            DType::I8,
+            dims,
+            Some(QuantParams::per_tensor(1.0, -128)),
+            Source::Tflite { version: 3 },
+        );
+        let cfg = EvalConfig::default();
+        let p = Prep::new(&g, &[5, 2, 2, 3], &cfg).unwrap();
+        assert!(p.perm.is_none());
+        let data = TensorData::U8((0..60).map(|v| (v * 4) as u8).collect());
+        let t = p.sample(&data, 1).unwrap();
+        assert_eq!(t.shape, vec![1, 2, 2, 3]);
+        let want: Vec<i8> = (12..24).map(|v| ((v * 4) as i64 - 128) as i8).collect();
+        assert_eq!(t.as_i8().unwrap(), want.as_slice());
+    }
+
+    #[test]
+    fn prep_transposes_and_normalizes() {
+        let dims = vec![Dim::Sym("n".into()), Dim::Fixed(3), Dim::Fixed(2), Dim::Fixed(2)];
+        let g = graph_with_input(DType::F32, dims, None, Source::Built);
+        let cfg = EvalConfig {
+            scale: 0.5,
+            mean: vec![0.0, 1.0, 2.0],
+            std: vec![1.0, 2.0, 4.0],
+            ..Default::default()
+        };
+        let p = Prep::new(&g, &[1, 2, 2, 3], &cfg).unwrap();
+        assert_eq!(p.perm, Some(vec![2, 0, 1]));
+        let data = TensorData::U8((0..12).collect());
+        let t = p.sample(&data, 0).unwrap();
+        assert_eq!(t.shape, vec![1, 3, 2, 2]);
+        let x = t.as_f32().unwrap();
+        // channel 1 (G) of pixel 0 is data[1] = 1: (0.5 - 1) / 2.
+        assert_eq!(x[4], -0.25);
+        // channel 2 of pixel 3 is data[11] = 11: (5.5 - 2) / 4.
+        assert_eq!(x[11], 0.875);
+        // Wrong sizes are errors, not panics.
+        assert!(Prep::new(&g, &[1, 5, 5, 3], &cfg).is_err());
+        let bad = EvalConfig {
+            mean: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        assert!(Prep::new(&g, &[1, 2, 2, 3], &bad).is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! `edgeopt inspect`: per-layer table and totals from the profiler, peak arena from the
+//! memory planner.
+
+use crate::model::describe_source;
+use anyhow::{Context, Result};
+use edgeopt_ir::{shape::bind_input_shapes, Graph};
+use edgeopt_runtime::profile::{profile, ModelProfile};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerInfo {
+    pub name: String,
+    pub op: String,
+    pub output_shapes: Vec<Vec<usize>>,
+    pub output_dtypes: Vec<String>,
+    pub params: u64,
+    pub macs: u64,
+    pub elem_ops: u64,
+    pub weight_bytes: u64,
+    pub activation_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    pub params: u64,
+    pub macs: u64,
+    pub elem_ops: u64,
+    pub weight_bytes: u64,
+    pub activation_bytes: u64,
+    pub input_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// Exact arena the static planner needs for all activations.
+    pub peak_arena_bytes: u64,
+    /// Every activation in its own memory.
+    pub naive_activation_bytes: u64,
+}
+
+/// Everything `inspect` reports (also its `--json` form).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub source: String,
+    pub batch: usize,
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    pub layers: Vec<LayerInfo>,
+    pub totals: Totals,
+    pub memory: Memory,
+}
+
+/// Profiles `graph` at the given batch size.
+pub fn inspect(graph: &Graph, model_name: &str, batch: usize) -> Result<Report> {
+    let shapes = bind_input_shapes(graph, batch).context("cannot bind the input shapes")?;
+    let p: ModelProfile = profile(graph, &shapes).context("cannot profile the model")?;
+    let inputs = graph
+        .inputs
+        .iter()
+        .zip(&p.input_shapes)
+        .map(|(&i, s)| TensorInfo {
+            name: graph.values[i].name.clone(),
+            dtype: graph.values[i].dtype.to_string(),
+            shape: s.clone(),
+        })
+        .collect();
+    // Output shapes at this batch: from the layer that produces them.
+    let outputs = graph
+        .outputs
+        .iter()
+        .map(|&o| {
+            let shape = graph
+                .nodes
+                .iter()
+                .zip(&p.layers)
+                .find_map(|(n, l)| {
+                    let k = n.outputs.iter().position(|&x| x == o)?;
+                    l.output_shapes.get(k).cloned()
+                })
+                .or_else(|| graph.values[o].fixed_shape())
+                .unwrap_or_default();
+            TensorInfo {
+                name: graph.values[o].name.clone(),
+                dtype: graph.values[o].dtype.to_string(),
+                shape,
+            }
+        })
+        .collect();
+    let layers = p
+        .layers
+        .iter()
+        .map(|l| LayerInfo {
+            name: l.name.clone(),
+            op: l.op.to_string(),
+            output_shapes: l.output_shapes.clone(),
+            output_dtypes: l.output_dtypes.iter().map(|d| d.to_string()).collect(),
+            params: l.params,
+            macs: l.macs,
+            elem_ops: l.elem_ops,
+            weight_bytes: l.weight_bytes,
+            activation_bytes: l.activation_bytes,
+        })
+        .collect();
+    Ok(Report {
+        model: model_name.to_string(),
+        source: describe_source(graph),
+        batch,
+        inputs,
+        outputs,
+        layers,
+        totals: Totals {
+            params: p.total_params,
+            macs: p.total_macs,
+            elem_ops: p.total_elem_ops,
+            weight_bytes: p.total_weight_bytes,
+            activation_bytes: p.total_activation_bytes,
+            input_bytes: p.input_bytes,
+        },
+        memory: Memory {
+            peak_arena_bytes: p.peak_arena_bytes,
+            naive_activation_bytes: p.naive_activation_bytes,
+        },
+    })
+}
+
+/// `1234567` -> `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in B / KiB / MiB / GiB with one decimal.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn shape_str(s: &[usize]) -> String {
+    let parts: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(","))
+}
+
+/// Long names (TFLite and tf2onnx join every fused op's name with ';') are cut to fit
+/// the table; `--json` has them whole.
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(width - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The human-readable table.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let ins: Vec<String> = r
+        .inputs
+        .iter()
+        .map(|t| format!("{} {} {}", t.name, t.dtype, shape_str(&t.shape)))
+        .collect();
+    let outs: Vec<String> = r
+        .outputs
+        .iter()
+        .map(|t| format!("{} {} {}", t.name, t.dtype, shape_str(&t.shape)))
+        .collect();
+    let _ = writeln!(o, "model:   {} ({})", r.model, r.source);
+    let _ = writeln!(o, "inputs:  {}", ins.join(", "));
+    let _ = writeln!(o, "outputs: {}", outs.join(", "));
+    let _ = writeln!(o, "batch:   {}", r.batch);
+    let _ = writeln!(o);
+    const NAME: usize = 36;
+    let _ = writeln!(
+        o,
+        "{:>4}  {:<NAME$}  {:<18}  {:<16}  {:>9}  {:>13}  {:>10}  {:>10}",
+        "#", "name", "op", "output", "params", "MACs", "weights B", "act B"
+    );
+    for (i, l) in r.layers.iter().enumerate() {
+        let out = l
+            .output_shapes
+            .iter()
+            .map(|s| shape_str(s))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            o,
+            "{:>4}  {:<NAME$}  {:<18}  {:<16}  {:>9}  {:>13}  {:>10}  {:>10}",
+            i,
+            clip(&l.name, NAME),
+            clip(&l.op, 18),
+            out,
+            thousands(l.params),
+            thousands(l.macs),
+            thousands(l.weight_bytes),
+            thousands(l.activation_bytes)
+        );
+    }
+    let t = &r.totals;
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "total:   {} layers, {} params ({} of weights), {} MACs, {} element ops",
+        r.layers.len(),
+        thousands(t.params),
+        human_bytes(t.weight_bytes),
+        thousands(t.macs),
+        thousands(t.elem_ops)
+    );
+    let _ = writeln!(
+        o,
+        "activations: {} in layer outputs + {} of inputs",
+        human_bytes(t.activation_bytes),
+        human_bytes(t.input_bytes)
+    );
+    let m = &r.memory;
+    let ratio = if m.peak_arena_bytes > 0 {
+        format!(
+            ", {:.1}x smaller",
+            m.naive_activation_bytes as f64 / m.peak_arena_bytes as f64
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        o,
+        "peak arena: {} ({} B, static plan) vs naive sum of activations {} ({} B){ratio}",
+        human_bytes(m.peak_arena_bytes),
+        thousands(m.peak_arena_bytes),
+        human_bytes(m.naive_activation_bytes),
+        thousands(m.naive_activation_bytes),
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(12501632), "12,501,632");
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("abc", 4), "abc");
+    }
+}

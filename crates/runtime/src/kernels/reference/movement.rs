@@ -1,0 +1,164 @@
+//! Data movement on every dtype: Reshape/Flatten/Squeeze/Unsqueeze/Identity (same data,
+//! new shape), Transpose, Concat, Gather, Pad, Shape.
+
+use super::util::{apply_act, for_variant, inc, map_same, strides, take, KResult, NONE};
+use edgeopt_ir::shape::{full_perm, norm_axis, OutputFact};
+use edgeopt_ir::{Activation, PadMode, Tensor, TensorData};
+
+pub fn reshape(x: &Tensor, out: &OutputFact) -> KResult<Tensor> {
+    x.clone().reshaped(out.shape.clone()).map_err(|e| e.to_string())
+}
+
+pub fn shape(x: &Tensor) -> Tensor {
+    Tensor {
+        shape: vec![x.rank()],
+        data: TensorData::I64(x.shape.iter().map(|&d| d as i64).collect()),
+    }
+}
+
+pub fn transpose(x: &Tensor, perm: &[usize], out: &OutputFact) -> KResult<Tensor> {
+    let perm = full_perm(perm, x.rank())?;
+    let st = strides(&x.shape);
+    // Input stride of each output axis; walk the output in order.
+    let ost: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
+    let n = x.len();
+    let mut idx = Vec::with_capacity(n);
+    let mut pos = vec![0usize; out.shape.len()];
+    let mut cur = 0usize;
+    for _ in 0..n {
+        idx.push(cur);
+        for d in (0..pos.len()).rev() {
+            pos[d] += 1;
+            cur += ost[d];
+            if pos[d] < out.shape[d] {
+                break;
+            }
+            cur -= ost[d] * out.shape[d];
+            pos[d] = 0;
+        }
+    }
+    Tensor::new(out.shape.clone(), take(&x.data, &idx, 0.0)).map_err(|e| e.to_string())
+}
+
+pub fn concat(inputs: &[Option<&Tensor>], axis: i64, act: Activation, out: &OutputFact) -> KResult<Tensor> {
+    let xs: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+    let a = norm_axis(axis, out.shape.len())?;
+    let outer: usize = out.shape[..a].iter().product();
+    let chunks: Vec<usize> = xs.iter().map(|x| x.shape[a..].iter().product()).collect();
+    let total: usize = out.shape.iter().product();
+    macro_rules! go {
+        ($V:ident) => {{
+            let parts = xs
+                .iter()
+                .map(|t| match &t.data {
+                    TensorData::$V(v) => Ok(&v[..]),
+                    d => Err(format!("Concat inputs differ in dtype: {}", d.dtype())),
+                })
+                .collect::<KResult<Vec<_>>>()?;
+            let mut v = Vec::with_capacity(total);
+            for o in 0..outer {
+                for (p, &c) in parts.iter().zip(&chunks) {
+                    v.extend_from_slice(&p[o * c..(o + 1) * c]);
+                }
+            }
+            TensorData::$V(v)
+        }};
+    }
+    let dt = xs.first().ok_or("Concat has no inputs")?.dtype();
+    let mut data = for_variant!(dt, go);
+    if act != Activation::None {
+        match &mut data {
+            TensorData::F32(v) => apply_act(v, act),
+            _ => return Err("fused activation on a non-float Concat".into()),
+        }
+    }
+    Tensor::new(out.shape.clone(), data).map_err(|e| e.to_string())
+}
+
+pub fn gather(d: &Tensor, i: &Tensor, axis: i64, out: &OutputFact) -> KResult<Tensor> {
+    if !i.dtype().is_integer() {
+        return Err(format!("indices must be integers, got {}", i.dtype()));
+    }
+    let a = norm_axis(axis, d.rank())?;
+    let outer: usize = d.shape[..a].iter().product();
+    let inner: usize = d.shape[a + 1..].iter().product();
+    let dim = d.shape[a];
+    let idx: Vec<usize> = i
+        .to_i64_vec()
+        .into_iter()
+        .map(|ix| {
+            let j = if ix < 0 { ix + dim as i64 } else { ix };
+            if j < 0 || j >= dim as i64 {
+                Err(format!("index {ix} out of range for axis {a} of size {dim}"))
+            } else {
+                Ok(j as usize)
+            }
+        })
+        .collect::<KResult<_>>()?;
+    let data = map_same!(&d.data, v => {
+        let mut o = Vec::with_capacity(outer * idx.len() * inner);
+        for b in 0..outer {
+            for &j in &idx {
+                let s = (b * dim + j) * inner;
+                o.extend_from_slice(&v[s..s + inner]);
+            }
+        }
+        o
+    });
+    Tensor::new(out.shape.clone(), data).map_err(|e| e.to_string())
+}
+
+/// Source coordinate along one axis for output coordinate `o` (`begin` may be negative:
+/// cropping), or None for a constant-padded position.
+fn pad_src(o: usize, begin: i64, d: usize, mode: PadMode) -> Option<usize> {
+    let i = o as i64 - begin;
+    let n = d as i64;
+    if (0..n).contains(&i) {
+        return Some(i as usize);
+    }
+    if n == 0 {
+        return None;
+    }
+    match mode {
+        PadMode::Constant => None,
+        PadMode::Edge => Some(i.clamp(0, n - 1) as usize),
+        PadMode::Wrap => Some(i.rem_euclid(n) as usize),
+        PadMode::Reflect => {
+            if n == 1 {
+                return Some(0);
+            }
+            let p = 2 * (n - 1);
+            let m = i.rem_euclid(p);
+            Some(if m >= n { p - m } else { m } as usize)
+        }
+    }
+}
+
+pub fn pad(x: &Tensor, mode: PadMode, pads: &[i64], value: f32, out: &OutputFact) -> KResult<Tensor> {
+    let r = x.rank();
+    if mode != PadMode::Constant && x.is_empty() && !out.shape.iter().any(|&d| d == 0) {
+        return Err(format!("{mode:?} padding of an empty tensor"));
+    }
+    let per_axis: Vec<Vec<Option<usize>>> = (0..r)
+        .map(|a| (0..out.shape[a]).map(|o| pad_src(o, pads[a], x.shape[a], mode)).collect())
+        .collect();
+    let st = strides(&x.shape);
+    let n: usize = out.shape.iter().product();
+    let mut idx = Vec::with_capacity(n);
+    let mut pos = vec![0usize; r];
+    for _ in 0..n {
+        let mut off = 0usize;
+        for a in 0..r {
+            match per_axis[a][pos[a]] {
+                Some(s) => off += s * st[a],
+                None => {
+                    off = NONE;
+                    break;
+                }
+            }
+        }
+        idx.push(off);
+        inc(&mut pos, &out.shape);
+    }
+    Tensor::new(out.shape.clone(), take(&x.data, &idx, value as f64)).map_err(|e| e.to_string())
+}
