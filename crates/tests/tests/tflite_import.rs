@@ -98,21 +98,31 @@ fn expected_quant(t: &Json, perm: Option<&[usize]>) -> Option<QuantParams> {
 fn mlperf_tiny_tflite_models_import() {
     let Some(paths) = models() else { return };
     for path in &paths {
-        let g = edgeopt_tflite::import_file(path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let g =
+            edgeopt_tflite::import_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         g.validate()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(matches!(g.source, Source::Tflite { version: 3 }));
         assert!(!g.nodes.is_empty() && !g.inputs.is_empty() && !g.outputs.is_empty());
         // Every value carries a dtype and a declared shape (TFLite declares them all).
         for v in &g.values {
-            assert!(v.shape.is_some(), "{}: '{}' has no shape", path.display(), v.name);
+            assert!(
+                v.shape.is_some(),
+                "{}: '{}' has no shape",
+                path.display(),
+                v.name
+            );
         }
         // No constant is left unused (the parameter count is the model's).
         let consumers = g.consumers();
         for (i, v) in g.values.iter().enumerate() {
             if v.is_const() {
-                assert!(!consumers[i].is_empty(), "{}: unused constant '{}'", path.display(), v.name);
+                assert!(
+                    !consumers[i].is_empty(),
+                    "{}: unused constant '{}'",
+                    path.display(),
+                    v.name
+                );
             }
         }
     }
@@ -143,7 +153,11 @@ fn check_against_oracle(path: &Path) {
         .iter()
         .map(|x| x.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(edgeopt_tflite::operator_names(&bytes).unwrap(), ops, "{file}");
+    assert_eq!(
+        edgeopt_tflite::operator_names(&bytes).unwrap(),
+        ops,
+        "{file}"
+    );
     // One IR node per operator, named <OP>_<index>, plus only helper nodes
     // (named after a tensor, containing '/').
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -189,10 +203,15 @@ fn check_against_oracle(path: &Path) {
         let node = by_index[&k];
         let ins = ints(&o["op_inputs"][k]);
         let outs = ints(&o["op_outputs"][k]);
-        assert_eq!(g.values[node.outputs[0]].name, tensors[&outs[0]]["name"].as_str().unwrap());
+        assert_eq!(
+            g.values[node.outputs[0]].name,
+            tensors[&outs[0]]["name"].as_str().unwrap()
+        );
         match op.as_str() {
             "CONV_2D" | "DEPTHWISE_CONV_2D" => {
-                let Op::Conv(a) = &node.op else { panic!("{file}: {op} -> {}", node.op.name()) };
+                let Op::Conv(a) = &node.op else {
+                    panic!("{file}: {op} -> {}", node.op.name())
+                };
                 assert_eq!(a.layout, Layout::Nhwc);
                 let x = &tensors[&ins[0]];
                 let w = &tensors[&ins[1]];
@@ -208,13 +227,21 @@ fn check_against_oracle(path: &Path) {
             }
             "FULLY_CONNECTED" => assert!(matches!(node.op, Op::FullyConnected { .. })),
             "ADD" => assert_eq!(node.op.name(), "Add"),
-            "AVERAGE_POOL_2D" => assert!(matches!(&node.op, Op::AveragePool(p) if p.layout == Layout::Nhwc)),
+            "AVERAGE_POOL_2D" => {
+                assert!(matches!(&node.op, Op::AveragePool(p) if p.layout == Layout::Nhwc))
+            }
             "RESHAPE" => {
                 assert!(matches!(node.op, Op::Reshape { .. }));
                 // The target shape is an i64 constant input holding the model's values.
-                let s = g.const_data(node.input(1).unwrap()).expect("constant shape");
+                let s = g
+                    .const_data(node.input(1).unwrap())
+                    .expect("constant shape");
                 let sig = ints(&tensors[&outs[0]]["shape_signature"]);
-                assert_eq!(s.as_i64().unwrap(), sig.as_slice(), "{file}: reshape target");
+                assert_eq!(
+                    s.as_i64().unwrap(),
+                    sig.as_slice(),
+                    "{file}: reshape target"
+                );
             }
             "SOFTMAX" => assert!(matches!(node.op, Op::Softmax { axis: -1, beta } if beta == 1.0)),
             "LOGISTIC" => assert_eq!(node.op, Op::Unary(UnaryKind::Sigmoid)),
@@ -229,9 +256,22 @@ fn check_against_oracle(path: &Path) {
         for (t, &v) in d.iter().zip(ids.iter()) {
             let val = &g.values[v];
             assert_eq!(val.name, t["name"].as_str().unwrap());
-            assert_eq!(val.dtype, dtype_of(t["dtype"].as_str().unwrap()), "{file}: {}", val.name);
-            assert_eq!(shape_of(&g, v), expected_shape(&ints(&t["shape_signature"])));
-            assert_eq!(val.quant, expected_quant(t, None), "{file}: {key} '{}'", val.name);
+            assert_eq!(
+                val.dtype,
+                dtype_of(t["dtype"].as_str().unwrap()),
+                "{file}: {}",
+                val.name
+            );
+            assert_eq!(
+                shape_of(&g, v),
+                expected_shape(&ints(&t["shape_signature"]))
+            );
+            assert_eq!(
+                val.quant,
+                expected_quant(t, None),
+                "{file}: {key} '{}'",
+                val.name
+            );
             if let Some(q) = &val.quant {
                 // LiteRT's (scale, zero_point) pair for per-tensor quantization.
                 assert_eq!(q.scale[0], t["scale"].as_f64().unwrap() as f32);
@@ -249,7 +289,8 @@ fn check_against_oracle(path: &Path) {
         let dw = dw_weights.contains(&idx);
         let perm = dw.then_some(&DW_PERM[..]);
         let dtype = dtype_of(t["dtype"].as_str().unwrap());
-        let is_reshape_shape = t["const_count"].is_number() && val.dtype == DType::I64 && dtype == DType::I32;
+        let is_reshape_shape =
+            t["const_count"].is_number() && val.dtype == DType::I64 && dtype == DType::I32;
         if !is_reshape_shape {
             assert_eq!(val.dtype, dtype, "{file}: '{}'", val.name);
         }
@@ -259,12 +300,24 @@ fn check_against_oracle(path: &Path) {
         }
         assert_eq!(shape_of(&g, v), want, "{file}: '{}' shape", val.name);
         if !is_reshape_shape {
-            assert_eq!(val.quant, expected_quant(t, perm), "{file}: '{}' quant", val.name);
+            assert_eq!(
+                val.quant,
+                expected_quant(t, perm),
+                "{file}: '{}' quant",
+                val.name
+            );
         }
         match t["const_count"].as_u64() {
-            None => assert!(!val.is_const(), "{file}: '{}' should not be constant", val.name),
+            None => assert!(
+                !val.is_const(),
+                "{file}: '{}' should not be constant",
+                val.name
+            ),
             Some(n) => {
-                let data = val.data.as_ref().unwrap_or_else(|| panic!("{file}: '{}' not constant", val.name));
+                let data = val
+                    .data
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{file}: '{}' not constant", val.name));
                 assert_eq!(data.len() as u64, n);
                 const_elems += data.len();
                 let (mut sum, mut abs) = (0f64, 0f64);
@@ -276,8 +329,16 @@ fn check_against_oracle(path: &Path) {
                 let want_sum = t["const_sum"].as_f64().unwrap();
                 let want_abs = t["const_abs_sum"].as_f64().unwrap();
                 let tol = 1e-9 * want_abs.max(1.0);
-                assert!((sum - want_sum).abs() <= tol, "{file}: '{}' sum {sum} vs {want_sum}", val.name);
-                assert!((abs - want_abs).abs() <= tol, "{file}: '{}' abs sum", val.name);
+                assert!(
+                    (sum - want_sum).abs() <= tol,
+                    "{file}: '{}' sum {sum} vs {want_sum}",
+                    val.name
+                );
+                assert!(
+                    (abs - want_abs).abs() <= tol,
+                    "{file}: '{}' abs sum",
+                    val.name
+                );
             }
         }
     }
@@ -301,7 +362,11 @@ fn check_against_oracle(path: &Path) {
         }
     }
     if file == "kws_ref_model_float32.tflite" {
-        let deq = g.nodes.iter().filter(|n| matches!(n.op, Op::Dequantize)).count();
+        let deq = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Dequantize))
+            .count();
         let int8_consts = tensors
             .values()
             .filter(|t| t["dtype"] == "int8" && t["const_count"].is_number())

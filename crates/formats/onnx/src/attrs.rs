@@ -73,10 +73,10 @@ impl<'a> NodeView<'a> {
     pub fn i_opt(&self, name: &str) -> Result<Option<i64>> {
         match self.typed(name, A_INT, "an int")? {
             None => Ok(None),
-            Some(a) => a
-                .i
-                .map(Some)
-                .ok_or_else(|| self.err(format!("attribute '{name}' has no int value"))),
+            Some(a) => {
+                a.i.map(Some)
+                    .ok_or_else(|| self.err(format!("attribute '{name}' has no int value")))
+            }
         }
     }
 
@@ -87,10 +87,10 @@ impl<'a> NodeView<'a> {
     pub fn f_opt(&self, name: &str) -> Result<Option<f32>> {
         match self.typed(name, A_FLOAT, "a float")? {
             None => Ok(None),
-            Some(a) => a
-                .f
-                .map(Some)
-                .ok_or_else(|| self.err(format!("attribute '{name}' has no float value"))),
+            Some(a) => {
+                a.f.map(Some)
+                    .ok_or_else(|| self.err(format!("attribute '{name}' has no float value")))
+            }
         }
     }
 
@@ -125,11 +125,11 @@ impl<'a> NodeView<'a> {
     pub fn t(&self, name: &str) -> Result<Option<&'a TensorProto>> {
         match self.typed(name, A_TENSOR, "a tensor")? {
             None => Ok(None),
-            Some(a) => a
-                .t
-                .as_ref()
-                .map(Some)
-                .ok_or_else(|| self.err(format!("attribute '{name}' has no tensor value"))),
+            Some(a) => {
+                a.t.as_ref()
+                    .map(Some)
+                    .ok_or_else(|| self.err(format!("attribute '{name}' has no tensor value")))
+            }
         }
     }
 

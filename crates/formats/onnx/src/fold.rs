@@ -36,7 +36,9 @@ pub fn eval(
         "Size" => {
             let s = static_shape?;
             let n = checked_numel(s).ok()?;
-            Ok(vec![Tensor::new(vec![], TensorData::I64(vec![n as i64])).ok()?])
+            Ok(vec![
+                Tensor::new(vec![], TensorData::I64(vec![n as i64])).ok()?
+            ])
         }
         _ => {
             // Every present input must be a constant from here on.
@@ -66,7 +68,9 @@ pub fn eval(
                     unsqueeze(v, first?, &axes).map(|t| vec![t])
                 }
                 "Transpose" => transpose(v, first?).map(|t| vec![t]),
-                "Gather" => gather(v, first?, ins.get(1).copied().flatten()?, limit)?.map(|t| vec![t]),
+                "Gather" => {
+                    gather(v, first?, ins.get(1).copied().flatten()?, limit)?.map(|t| vec![t])
+                }
                 "Concat" => {
                     let parts: Option<Vec<&Tensor>> = ins.iter().copied().collect();
                     concat(v, &parts?)?.map(|t| vec![t])
@@ -98,7 +102,11 @@ pub fn eval(
                 },
                 "Neg" => neg(first?)?.map(|t| vec![t]),
                 "Where" => {
-                    let (c, a, b) = (first?, ins.get(1).copied().flatten()?, ins.get(2).copied().flatten()?);
+                    let (c, a, b) = (
+                        first?,
+                        ins.get(1).copied().flatten()?,
+                        ins.get(2).copied().flatten()?,
+                    );
                     select(v, c, a, b)?.map(|t| vec![t])
                 }
                 _ => return None,
@@ -322,7 +330,13 @@ fn unsqueeze(v: &NodeView, t: &Tensor, axes: &[i64]) -> Result<Tensor> {
     let mut src = t.shape.iter();
     let shape = ins
         .iter()
-        .map(|&one| if one { 1 } else { src.next().copied().unwrap_or(1) })
+        .map(|&one| {
+            if one {
+                1
+            } else {
+                src.next().copied().unwrap_or(1)
+            }
+        })
         .collect();
     with_shape(t, shape)
 }
@@ -396,7 +410,11 @@ fn transpose(v: &NodeView, t: &Tensor) -> Result<Tensor> {
         Some(p) => p.iter().map(|&x| x as usize).collect(),
     };
     let mut seen = vec![false; r];
-    if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+    if perm.len() != r
+        || perm
+            .iter()
+            .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
+    {
         return Err(v.err(format!("perm {perm:?} is not a permutation of rank {r}")));
     }
     let st = strides(&t.shape);
@@ -430,7 +448,9 @@ fn gather(v: &NodeView, data: &Tensor, indices: &Tensor, limit: usize) -> Option
         for &i in &ix {
             let j = if i < 0 { i + dim as i64 } else { i };
             if j < 0 || j >= dim as i64 {
-                return Err(v.err(format!("index {i} is out of range for a dimension of {dim}")));
+                return Err(v.err(format!(
+                    "index {i} is out of range for a dimension of {dim}"
+                )));
             }
             src.push(j as usize);
         }
@@ -459,7 +479,10 @@ fn concat(v: &NodeView, parts: &[&Tensor]) -> Option<Result<Tensor>> {
         out_shape[axis] = 0;
         for p in parts {
             let same = p.rank() == r
-                && p.shape.iter().enumerate().all(|(k, &d)| k == axis || d == first.shape[k]);
+                && p.shape
+                    .iter()
+                    .enumerate()
+                    .all(|(k, &d)| k == axis || d == first.shape[k]);
             if !same {
                 return Err(v.err(format!(
                     "inputs of shapes {:?} and {:?} cannot be concatenated on axis {axis}",
@@ -537,7 +560,11 @@ fn slice(v: &NodeView, ins: &[Option<&Tensor>], opset: i64) -> Option<Result<Ten
                 en = en.clamp(-1, d - 1);
             }
             let n = if s > 0 {
-                if en > st { (en - st + s - 1) / s } else { 0 }
+                if en > st {
+                    (en - st + s - 1) / s
+                } else {
+                    0
+                }
             } else if st > en {
                 (st - en + (-s) - 1) / (-s)
             } else {
@@ -565,8 +592,16 @@ fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let x = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-            let y = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            let x = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let y = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
             match (x, y) {
                 (x, y) if x == y => Some(x),
                 (1, y) => Some(y),
@@ -610,10 +645,14 @@ fn expand(v: &NodeView, t: &Tensor, shape: &Tensor) -> Option<Result<Tensor>> {
     }
     let target: Vec<usize> = target.iter().map(|&d| d as usize).collect();
     let Some(out) = broadcast(&t.shape, &target) else {
-        return Some(Err(v.err(format!("cannot expand {:?} to {target:?}", t.shape))));
+        return Some(Err(
+            v.err(format!("cannot expand {:?} to {target:?}", t.shape))
+        ));
     };
     if checked_numel(&out).ok()? > MAX_GENERATED {
-        return Some(Err(v.err(format!("expanding to {out:?} is too large to fold"))));
+        return Some(Err(
+            v.err(format!("expanding to {out:?} is too large to fold"))
+        ));
     }
     let idx = broadcast_index(&out, &t.shape);
     Some(Tensor::new(out, take(&t.data, &idx)).map_err(Into::into))
@@ -664,7 +703,8 @@ fn range(v: &NodeView, ins: &[Option<&Tensor>]) -> Option<Result<Tensor>> {
             }
             let n = n as usize;
             // ORT accumulates start + i * delta.
-            Tensor::from_f32(vec![n], (0..n).map(|i| s + i as f32 * d).collect()).map_err(Into::into)
+            Tensor::from_f32(vec![n], (0..n).map(|i| s + i as f32 * d).collect())
+                .map_err(Into::into)
         }
         (a, b, c) if a.dtype() == b.dtype() && b.dtype() == c.dtype() && is_int(s) => {
             let (s0, l0, d0) = (a.get_i64(0), b.get_i64(0), c.get_i64(0));
@@ -680,7 +720,9 @@ fn range(v: &NodeView, ins: &[Option<&Tensor>]) -> Option<Result<Tensor>> {
             if n > MAX_GENERATED as i128 {
                 return Some(Err(too_big()));
             }
-            let vals: Vec<i64> = (0..n as i64).map(|i| s0.wrapping_add(i.wrapping_mul(d0))).collect();
+            let vals: Vec<i64> = (0..n as i64)
+                .map(|i| s0.wrapping_add(i.wrapping_mul(d0)))
+                .collect();
             let t = Tensor::from_i64(vec![n as usize], vals).map(|t| cast(&t, a.dtype()));
             t.map_err(Into::into)
         }

@@ -47,8 +47,75 @@ pub fn import_file(path: impl AsRef<Path>) -> Result<Graph> {
 
 /// Imports a serialized ONNX `ModelProto`.
 pub fn import(bytes: &[u8]) -> Result<Graph> {
+    import_with(bytes, &ImportOptions::default())
+}
+
+/// Options of [`import_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Graph inputs to freeze: each named input becomes a constant with this value
+    /// (dtype and rank must match its declaration). Needed when a model takes an
+    /// operand the IR keeps as an attribute (Pad's pads, Resize's scales, axes...) as
+    /// a graph input; see [`constant_operand_inputs`].
+    pub constant_inputs: Vec<(String, Tensor)>,
+}
+
+/// Imports a serialized ONNX `ModelProto` with options.
+pub fn import_with(bytes: &[u8], opts: &ImportOptions) -> Result<Graph> {
     let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
-    import_model(&model, bytes.len())
+    import_model(&model, bytes.len(), opts)
+}
+
+/// Operands that the IR folds into attributes: (op type, input positions).
+const ATTRIBUTE_OPERANDS: &[(&str, &[usize])] = &[
+    ("Pad", &[1, 2, 3]),
+    ("Squeeze", &[1]),
+    ("Unsqueeze", &[1]),
+    ("ReduceMean", &[1]),
+    ("ReduceSum", &[1]),
+    ("ReduceMax", &[1]),
+    ("ReduceMin", &[1]),
+    ("ReduceProd", &[1]),
+    ("Resize", &[1, 2, 3]),
+];
+
+/// Graph inputs (position among the model's non-initializer inputs, name) that feed
+/// operands the IR keeps as attributes, so must be constants at import: bind them with
+/// [`ImportOptions::constant_inputs`]. (The ONNX backend tests pass e.g. Pad's pads
+/// this way.)
+pub fn constant_operand_inputs(bytes: &[u8]) -> Result<Vec<(usize, String)>> {
+    let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
+    let Some(gp) = &model.graph else {
+        return Ok(Vec::new());
+    };
+    let inits: std::collections::HashSet<&str> = gp
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    let inputs: Vec<&str> = gp
+        .input
+        .iter()
+        .filter_map(|v| v.name.as_deref())
+        .filter(|n| !inits.contains(n))
+        .collect();
+    let mut out = Vec::new();
+    for n in &gp.node {
+        let op = n.op_type.as_deref().unwrap_or("");
+        let Some((_, pos)) = ATTRIBUTE_OPERANDS.iter().find(|(o, _)| *o == op) else {
+            continue;
+        };
+        for &k in *pos {
+            let Some(name) = n.input.get(k) else { continue };
+            if let Some(i) = inputs.iter().position(|x| x == name) {
+                if !out.iter().any(|(j, _)| *j == i) {
+                    out.push((i, name.clone()));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The `ai.onnx` opset a model imports.
@@ -70,7 +137,11 @@ fn model_opset(model: &ModelProto) -> Result<i64> {
     Ok(opset)
 }
 
-pub(crate) fn import_model(model: &ModelProto, file_len: usize) -> Result<Graph> {
+pub(crate) fn import_model(
+    model: &ModelProto,
+    file_len: usize,
+    opts: &ImportOptions,
+) -> Result<Graph> {
     let opset = model_opset(model)?;
     let gp = model
         .graph
@@ -116,8 +187,26 @@ pub(crate) fn import_model(model: &ModelProto, file_len: usize) -> Result<Graph>
             continue;
         }
         let (dtype, shape) = value_type(vi)?;
+        if let Some((_, t)) = opts.constant_inputs.iter().find(|(n, _)| n == name) {
+            let rank_ok = shape.as_ref().is_none_or(|s| s.len() == t.rank());
+            if t.dtype() != dtype || !rank_ok {
+                return Err(tensor_err(
+                    name,
+                    format!(
+                        "declared {dtype} {shape:?}, the value given is {} {:?}",
+                        t.dtype(),
+                        t.shape
+                    ),
+                ));
+            }
+            im.add_const(name, t.clone())?;
+            continue;
+        }
         let shape = shape.ok_or_else(|| {
-            tensor_err(name, "graph input has no shape (a rank is needed to run it)")
+            tensor_err(
+                name,
+                "graph input has no shape (a rank is needed to run it)",
+            )
         })?;
         let id = im.new_value(name, dtype, Some(shape))?;
         im.g.inputs.push(id);
@@ -152,7 +241,10 @@ pub(crate) fn import_model(model: &ModelProto, file_len: usize) -> Result<Graph>
     for vi in &gp.output {
         let name = vi.name.as_deref().unwrap_or("");
         let id = *im.names.get(name).ok_or_else(|| {
-            tensor_err(name, "graph output is not produced by any node or initializer")
+            tensor_err(
+                name,
+                "graph output is not produced by any node or initializer",
+            )
         })?;
         let (dtype, shape) = value_type(vi)?;
         let v = &mut im.g.values[id];
@@ -171,9 +263,16 @@ pub(crate) fn import_model(model: &ModelProto, file_len: usize) -> Result<Graph>
     }
     let mut g = im.g;
     if ANNOTATE {
-        let before = g.clone();
-        if edgeopt_ir::shape::annotate(&mut g).is_err() {
-            g = before;
+        // annotate() infers every value before writing any, so on failure the graph
+        // is unchanged and keeps the importer's own dtypes. A panicking shape rule must
+        // not take the import down either.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            edgeopt_ir::shape::annotate(&mut g)
+        }));
+        if r.is_err() {
+            return Err(OnnxError::Model(
+                "shape inference failed with an internal error (a panic in a shape rule)".into(),
+            ));
         }
     }
     g.validate()?;
@@ -185,7 +284,12 @@ fn value_type(vi: &ValueInfoProto) -> Result<(DType, Option<Vec<Dim>>)> {
     let name = vi.name.as_deref().unwrap_or("");
     let tt = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(tt)) => tt,
-        Some(_) => return Err(tensor_err(name, "only tensor-typed graph inputs/outputs are supported")),
+        Some(_) => {
+            return Err(tensor_err(
+                name,
+                "only tensor-typed graph inputs/outputs are supported",
+            ))
+        }
         None => return Err(tensor_err(name, "has no type")),
     };
     let dtype = dtype_from_onnx(tt.elem_type.unwrap_or(0)).map_err(|m| tensor_err(name, m))?;
@@ -286,7 +390,12 @@ impl Importer {
         Ok(id)
     }
 
-    pub fn new_value(&mut self, name: &str, dtype: DType, shape: Option<Vec<Dim>>) -> Result<ValueId> {
+    pub fn new_value(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: Option<Vec<Dim>>,
+    ) -> Result<ValueId> {
         self.claim_name(name)?;
         let id = self.g.add_value(name, dtype, shape);
         self.names.insert(name.to_string(), id);
@@ -336,7 +445,13 @@ impl Importer {
                     a.shape
                         .iter()
                         .zip(&b.shape)
-                        .map(|(&x, &y)| if x == y { Dim::Fixed(x) } else { Dim::Sym(String::new()) })
+                        .map(|(&x, &y)| {
+                            if x == y {
+                                Dim::Fixed(x)
+                            } else {
+                                Dim::Sym(String::new())
+                            }
+                        })
                         .collect(),
                 );
             }
@@ -370,8 +485,16 @@ impl Importer {
             };
             let dtype = v.dtype;
             let (a, b) = (bind(BIND_A), bind(BIND_B));
-            self.facts_a[id] = Some(OutputFact { dtype, shape: a, value: None });
-            self.facts_b[id] = Some(OutputFact { dtype, shape: b, value: None });
+            self.facts_a[id] = Some(OutputFact {
+                dtype,
+                shape: a,
+                value: None,
+            });
+            self.facts_b[id] = Some(OutputFact {
+                dtype,
+                shape: b,
+                value: None,
+            });
         }
     }
 
@@ -397,11 +520,15 @@ impl Importer {
                 if n.is_empty() {
                     Ok(None)
                 } else {
-                    self.names.get(n.as_str()).copied().map(Some).ok_or_else(|| {
-                        v.err(format!(
+                    self.names
+                        .get(n.as_str())
+                        .copied()
+                        .map(Some)
+                        .ok_or_else(|| {
+                            v.err(format!(
                             "input '{n}' is not produced by any node, initializer or graph input"
                         ))
-                    })
+                        })
                 }
             })
             .collect()
@@ -414,8 +541,14 @@ impl Importer {
             return Ok(()); // nothing reads it
         }
         // Fold when every input is constant (or for Shape, when the shape is static).
-        let consts: Vec<Option<&Tensor>> = ins.iter().map(|x| x.and_then(|id| self.const_of(id))).collect();
-        let all_const = ins.iter().zip(&consts).all(|(i, c)| i.is_none() || c.is_some());
+        let consts: Vec<Option<&Tensor>> = ins
+            .iter()
+            .map(|x| x.and_then(|id| self.const_of(id)))
+            .collect();
+        let all_const = ins
+            .iter()
+            .zip(&consts)
+            .all(|(i, c)| i.is_none() || c.is_some());
         let static_in = match (v.op_type, ins.first()) {
             ("Shape" | "Size", Some(Some(id))) => self.fixed_shape(*id),
             _ => None,
@@ -464,10 +597,18 @@ impl Importer {
                         Some(id) => {
                             let value = self.g.values.get(*id)?;
                             if let Some(t) = &value.data {
-                                Some(InputFact { dtype: t.dtype(), shape: &t.shape, value: Some(t) })
+                                Some(InputFact {
+                                    dtype: t.dtype(),
+                                    shape: &t.shape,
+                                    value: Some(t),
+                                })
                             } else {
                                 let f = facts.get(*id)?.as_ref()?;
-                                Some(InputFact { dtype: f.dtype, shape: &f.shape, value: f.value.as_ref() })
+                                Some(InputFact {
+                                    dtype: f.dtype,
+                                    shape: &f.shape,
+                                    value: f.value.as_ref(),
+                                })
                             }
                         }
                     });
@@ -480,8 +621,15 @@ impl Importer {
             let (a, b) = (run(&self.facts_a), run(&self.facts_b));
             let foldable = matches!(
                 node.op,
-                Op::Shape | Op::Gather { .. } | Op::Concat { .. } | Op::Unsqueeze { .. } | Op::Squeeze { .. }
-                    | Op::Cast { .. } | Op::Binary { .. } | Op::Reshape { .. } | Op::Identity
+                Op::Shape
+                    | Op::Gather { .. }
+                    | Op::Concat { .. }
+                    | Op::Unsqueeze { .. }
+                    | Op::Squeeze { .. }
+                    | Op::Cast { .. }
+                    | Op::Binary { .. }
+                    | Op::Reshape { .. }
+                    | Op::Identity
                     | Op::Flatten { .. }
             );
             let mut folded = false;
@@ -490,9 +638,20 @@ impl Importer {
                     .outputs
                     .iter()
                     .enumerate()
-                    .map(|(i, _)| match (a.get(i).and_then(|f| f.value.as_ref()), b.get(i).and_then(|f| f.value.as_ref())) {
-                        (Some(x), Some(y)) if x == y && matches!(x.dtype(), DType::I64 | DType::I32) && x.len() <= 64 => Some(x.clone()),
-                        _ => None,
+                    .map(|(i, _)| {
+                        match (
+                            a.get(i).and_then(|f| f.value.as_ref()),
+                            b.get(i).and_then(|f| f.value.as_ref()),
+                        ) {
+                            (Some(x), Some(y))
+                                if x == y
+                                    && matches!(x.dtype(), DType::I64 | DType::I32)
+                                    && x.len() <= 64 =>
+                            {
+                                Some(x.clone())
+                            }
+                            _ => None,
+                        }
                     })
                     .collect();
                 if let (true, Some(vals)) = (foldable, same) {

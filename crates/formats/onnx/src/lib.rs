@@ -26,7 +26,9 @@ pub mod proto {
 pub use edgeopt_ir::Graph;
 pub use error::{OnnxError, Result};
 pub use export::{export, export_file};
-pub use import::{import, import_file, MAX_OPSET, MIN_OPSET};
+pub use import::{
+    constant_operand_inputs, import, import_file, import_with, ImportOptions, MAX_OPSET, MIN_OPSET,
+};
 pub use tensor::{
     dtype_from_onnx, dtype_to_onnx, read_tensor_proto, tensor_from_proto, tensor_to_proto,
 };

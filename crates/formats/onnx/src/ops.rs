@@ -10,16 +10,77 @@ use edgeopt_ir::*;
 
 /// ONNX op types the importer handles (some only when they can be folded to constants).
 const KNOWN: &[&str] = &[
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
-    "Sum", "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Floor",
-    "Ceil", "Not", "HardSwish", "Clip", "LeakyRelu", "HardSigmoid", "Softmax", "LogSoftmax",
-    "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape",
-    "Transpose", "Squeeze", "Unsqueeze", "Concat", "Gather", "Pad", "ReduceMean", "ReduceSum",
-    "ReduceMax", "ReduceMin", "ReduceProd", "Resize", "Identity", "Dropout", "Constant", "Shape",
-    "Size", "Cast", "CastLike", "QuantizeLinear", "DequantizeLinear", "QLinearConv",
-    "QLinearMatMul", "ConvInteger", "MatMulInteger", "Equal", "Less", "LessOrEqual", "Greater",
-    "GreaterOrEqual", "Where", // folded only:
-    "Slice", "ConstantOfShape", "Range", "Expand",
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Sum",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Log",
+    "Neg",
+    "Abs",
+    "Sqrt",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Not",
+    "HardSwish",
+    "Clip",
+    "LeakyRelu",
+    "HardSigmoid",
+    "Softmax",
+    "LogSoftmax",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "BatchNormalization",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Concat",
+    "Gather",
+    "Pad",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "Resize",
+    "Identity",
+    "Dropout",
+    "Constant",
+    "Shape",
+    "Size",
+    "Cast",
+    "CastLike",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "Where", // folded only:
+    "Slice",
+    "ConstantOfShape",
+    "Range",
+    "Expand",
 ];
 
 pub fn is_known(op_type: &str) -> bool {
@@ -48,7 +109,13 @@ fn max_outputs(v: &NodeView, n: usize, what: &str) -> Result<()> {
 }
 
 /// Adds the IR node for `v` with output 0 named as the ONNX output 0.
-fn emit(im: &mut Importer, v: &NodeView, op: Op, inputs: Vec<Option<ValueId>>, dtype: DType) -> Result<()> {
+fn emit(
+    im: &mut Importer,
+    v: &NodeView,
+    op: Op,
+    inputs: Vec<Option<ValueId>>,
+    dtype: DType,
+) -> Result<()> {
     let name = v
         .node
         .output
@@ -61,7 +128,13 @@ fn emit(im: &mut Importer, v: &NodeView, op: Op, inputs: Vec<Option<ValueId>>, d
 }
 
 /// Adds an intermediate IR node (for ops that need several) and returns its output.
-fn emit_tmp(im: &mut Importer, v: &NodeView, op: Op, inputs: Vec<Option<ValueId>>, dtype: DType) -> Result<ValueId> {
+fn emit_tmp(
+    im: &mut Importer,
+    v: &NodeView,
+    op: Op,
+    inputs: Vec<Option<ValueId>>,
+    dtype: DType,
+) -> Result<ValueId> {
     let base = v.node.output.first().cloned().unwrap_or_default();
     let out = im.fresh_value(&base, dtype)?;
     im.g.add_node(format!("{}/{}", v.name, op.name()), op, inputs, vec![out]);
@@ -69,7 +142,13 @@ fn emit_tmp(im: &mut Importer, v: &NodeView, op: Op, inputs: Vec<Option<ValueId>
 }
 
 /// A constant input folded into an attribute; an error if it is computed at run time.
-fn const_input<'a>(im: &'a Importer, v: &NodeView, ins: &[Option<ValueId>], k: usize, what: &str) -> Result<Option<&'a Tensor>> {
+fn const_input<'a>(
+    im: &'a Importer,
+    v: &NodeView,
+    ins: &[Option<ValueId>],
+    k: usize,
+    what: &str,
+) -> Result<Option<&'a Tensor>> {
     match opt(ins, k) {
         None => Ok(None),
         Some(id) => im.const_of(id).map(Some).ok_or_else(|| {
@@ -81,7 +160,13 @@ fn const_input<'a>(im: &'a Importer, v: &NodeView, ins: &[Option<ValueId>], k: u
 }
 
 /// Integer values of a constant input (axes, pads, sizes).
-fn const_ints(im: &Importer, v: &NodeView, ins: &[Option<ValueId>], k: usize, what: &str) -> Result<Option<Vec<i64>>> {
+fn const_ints(
+    im: &Importer,
+    v: &NodeView,
+    ins: &[Option<ValueId>],
+    k: usize,
+    what: &str,
+) -> Result<Option<Vec<i64>>> {
     match const_input(im, v, ins, k, what)? {
         None => Ok(None),
         Some(t) if matches!(t.dtype(), DType::I64 | DType::I32) => {
@@ -107,7 +192,9 @@ fn auto_pad(v: &NodeView) -> Result<AutoPad> {
 
 fn check_pads(v: &NodeView, pads: &[usize]) -> Result<()> {
     if pads.len() % 2 != 0 {
-        return Err(v.err(format!("pads {pads:?} must hold a begin and an end per axis")));
+        return Err(v.err(format!(
+            "pads {pads:?} must hold a begin and an end per axis"
+        )));
     }
     Ok(())
 }
@@ -398,10 +485,22 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
 }
 
 /// Max/Min/Sum over any number of inputs as a chain of binary ops.
-fn variadic(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>], kind: BinaryKind) -> Result<()> {
+fn variadic(
+    im: &mut Importer,
+    v: &NodeView,
+    ins: &[Option<ValueId>],
+    kind: BinaryKind,
+) -> Result<()> {
     let present: Vec<ValueId> = ins.iter().flatten().copied().collect();
-    let dt = im.dtype(*present.first().ok_or_else(|| v.err("needs at least one input"))?);
-    let op = Op::Binary { kind, activation: Activation::None };
+    let dt = im.dtype(
+        *present
+            .first()
+            .ok_or_else(|| v.err("needs at least one input"))?,
+    );
+    let op = Op::Binary {
+        kind,
+        activation: Activation::None,
+    };
     match present.len() {
         1 => emit(im, v, Op::Identity, vec![Some(present[0])], dt),
         n => {
@@ -435,13 +534,20 @@ fn clip(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> 
         Node(ValueId),
     }
     let bound = |im: &Importer, k: usize, is_min: bool| -> Result<Bound> {
-        let Some(id) = opt(ins, k) else { return Ok(Bound::None) };
-        let Some(t) = im.const_of(id) else { return Ok(Bound::Node(id)) };
+        let Some(id) = opt(ins, k) else {
+            return Ok(Bound::None);
+        };
+        let Some(t) = im.const_of(id) else {
+            return Ok(Bound::Node(id));
+        };
         if t.dtype() != dt {
             return Err(v.err(format!("bound {k} is {}, the input is {dt}", t.dtype())));
         }
         if t.len() != 1 {
-            return Err(v.err(format!("bound {k} must be a scalar, got shape {:?}", t.shape)));
+            return Err(v.err(format!(
+                "bound {k} must be a scalar, got shape {:?}",
+                t.shape
+            )));
         }
         if dt.is_float() {
             return Ok(Bound::Attr(t.data.get_f64(0) as f32));
@@ -471,7 +577,10 @@ fn clip(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> 
             })
         };
         let (l, h) = (id_of(im, &lo)?, id_of(im, &hi)?);
-        let bin = |kind| Op::Binary { kind, activation: Activation::None };
+        let bin = |kind| Op::Binary {
+            kind,
+            activation: Activation::None,
+        };
         return match (l, h) {
             (Some(l), Some(h)) => {
                 let t = emit_tmp(im, v, bin(BinaryKind::Max), vec![Some(x), Some(l)], dt)?;
@@ -486,7 +595,16 @@ fn clip(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> 
         Bound::Attr(f) => Some(*f),
         _ => None,
     };
-    emit(im, v, Op::Clip { min: attr(&lo), max: attr(&hi) }, vec![Some(x)], dt)
+    emit(
+        im,
+        v,
+        Op::Clip {
+            min: attr(&lo),
+            max: attr(&hi),
+        },
+        vec![Some(x)],
+        dt,
+    )
 }
 
 fn cast(t: &Tensor, to: DType) -> Tensor {
@@ -500,7 +618,13 @@ fn softmax(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<(
     let x = req(v, ins, 0)?;
     let dt = im.dtype(x);
     let log = v.op_type == "LogSoftmax";
-    let make = |axis: i64| if log { Op::LogSoftmax { axis } } else { Op::Softmax { axis, beta: 1.0 } };
+    let make = |axis: i64| {
+        if log {
+            Op::LogSoftmax { axis }
+        } else {
+            Op::Softmax { axis, beta: 1.0 }
+        }
+    };
     if im.opset >= 13 {
         return emit(im, v, make(v.i("axis", -1)?), vec![Some(x)], dt);
     }
@@ -524,7 +648,13 @@ fn softmax(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<(
         }
         None => emit_tmp(im, v, Op::Shape, vec![Some(x)], DType::I64)?,
     };
-    emit(im, v, Op::Reshape { allowzero: false }, vec![Some(sm), Some(shape)], dt)
+    emit(
+        im,
+        v,
+        Op::Reshape { allowzero: false },
+        vec![Some(sm), Some(shape)],
+        dt,
+    )
 }
 
 fn pad(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
@@ -571,7 +701,9 @@ fn pad(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
         }
     };
     if pads.len() % 2 != 0 {
-        return Err(v.err(format!("pads {pads:?} must hold a begin and an end per axis")));
+        return Err(v.err(format!(
+            "pads {pads:?} must hold a begin and an end per axis"
+        )));
     }
     emit(im, v, Op::Pad { mode, pads, value }, vec![Some(x)], dt)
 }
@@ -638,7 +770,11 @@ fn resize(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()
     };
     // Opset 10: (X, scales). Opset 11+: (X, roi, scales, sizes); an empty tensor stands
     // for an absent input.
-    let (roi_k, scales_k, sizes_k) = if im.opset < 11 { (None, 1, None) } else { (Some(1), 2, Some(3)) };
+    let (roi_k, scales_k, sizes_k) = if im.opset < 11 {
+        (None, 1, None)
+    } else {
+        (Some(1), 2, Some(3))
+    };
     let floats = |im: &Importer, k: usize, what: &str| -> Result<Option<Vec<f32>>> {
         Ok(const_input(im, v, ins, k, what)?
             .filter(|t| !t.is_empty())

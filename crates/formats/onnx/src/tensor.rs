@@ -317,8 +317,11 @@ mod tests {
             Tensor::new(vec![3], TensorData::U4(vec![0, 15, 9])).unwrap(),
             Tensor::new(vec![2], TensorData::Bool(vec![true, false])).unwrap(),
             Tensor::new(vec![1], TensorData::I64(vec![i64::MIN])).unwrap(),
-            Tensor::new(vec![2], TensorData::F16(vec![f16::from_f32(1.5), f16::NEG_INFINITY]))
-                .unwrap(),
+            Tensor::new(
+                vec![2],
+                TensorData::F16(vec![f16::from_f32(1.5), f16::NEG_INFINITY]),
+            )
+            .unwrap(),
             Tensor::new(vec![0, 4], TensorData::U16(vec![])).unwrap(),
         ];
         for t in cases {

@@ -15,8 +15,8 @@ use crate::generated::tflite as fb;
 use crate::tensor::{self, Budget, MAX_RANK};
 use edgeopt_ir::{
     Activation, AspectRatioPolicy, AutoPad, BinaryKind, ConvAttrs, CoordTransform, DType, Dim,
-    Graph, Layout, NearestMode, Node, Op, PadMode, PoolAttrs, QuantParams, ReduceKind,
-    ResizeAttrs, ResizeMode, Source, Tensor, TensorData, UnaryKind, Value, ValueId,
+    Graph, Layout, NearestMode, Node, Op, PadMode, PoolAttrs, QuantParams, ReduceKind, ResizeAttrs,
+    ResizeMode, Source, Tensor, TensorData, UnaryKind, Value, ValueId,
 };
 use planus::ReadAsRoot;
 use std::collections::{HashMap, HashSet};
@@ -280,8 +280,8 @@ impl<'a> Importer<'a> {
         if let Some(ops) = self.sg.operators()? {
             for (k, op) in ops.iter().enumerate() {
                 let op = op.map_err(|e| TfliteError::from(e).context(&format!("operator #{k}")))?;
-                let (b, custom) = opcode(self.codes, &op)
-                    .map_err(|e| e.context(&format!("operator #{k}")))?;
+                let (b, custom) =
+                    opcode(self.codes, &op).map_err(|e| e.context(&format!("operator #{k}")))?;
                 let ctx = format!("operator #{k} ({})", op_name(b));
                 if let Some(c) = custom {
                     return Err(unsupported(format!("{ctx}: custom operator '{c}'")));
@@ -311,9 +311,11 @@ impl<'a> Importer<'a> {
     // ----- tensors -------------------------------------------------------------
 
     fn tensor_ref(&self, t: usize) -> Result<fb::TensorRef<'a>> {
-        let tensors = self
-            .tensors
-            .ok_or_else(|| invalid(format!("tensor #{t} referenced but subgraph has no tensors")))?;
+        let tensors = self.tensors.ok_or_else(|| {
+            invalid(format!(
+                "tensor #{t} referenced but subgraph has no tensors"
+            ))
+        })?;
         Ok(tensors.get(t).ok_or_else(|| {
             invalid(format!(
                 "tensor index {t} out of range ({} tensors)",
@@ -329,7 +331,9 @@ impl<'a> Importer<'a> {
             return if b == 0 {
                 Ok(&[])
             } else {
-                Err(invalid(format!("buffer index {b} but the model has no buffers")))
+                Err(invalid(format!(
+                    "buffer index {b} but the model has no buffers"
+                )))
             };
         };
         let buf = buffers.get(b as usize).ok_or_else(|| {
@@ -348,7 +352,9 @@ impl<'a> Importer<'a> {
                 )));
             }
             let size = buf.size()?;
-            let end = offset.checked_add(size).filter(|&e| e <= self.file.len() as u64);
+            let end = offset
+                .checked_add(size)
+                .filter(|&e| e <= self.file.len() as u64);
             let Some(end) = end else {
                 return Err(invalid(format!(
                     "buffer #{b} at offset {offset} size {size} lies outside the {}-byte file",
@@ -408,7 +414,11 @@ impl<'a> Importer<'a> {
                     dims.push(match d {
                         _ if dynamic || d == -1 => {
                             // The batch (leading) dimension gets a name the executor binds.
-                            Dim::Sym(if i == 0 { "batch".into() } else { String::new() })
+                            Dim::Sym(if i == 0 {
+                                "batch".into()
+                            } else {
+                                String::new()
+                            })
                         }
                         d if d >= 0 => Dim::Fixed(d as usize),
                         d => return Err(invalid(format!("negative dimension {d}"))),
@@ -425,7 +435,12 @@ impl<'a> Importer<'a> {
             Some(s) => tensor::checked_elements(s)?,
             None => 1,
         };
-        let quant = tensor::quant(tr.quantization()?, dtype, shape.as_deref(), &mut self.budget)?;
+        let quant = tensor::quant(
+            tr.quantization()?,
+            dtype,
+            shape.as_deref(),
+            &mut self.budget,
+        )?;
         let data = if raw.is_empty() {
             None
         } else {
@@ -459,7 +474,11 @@ impl<'a> Importer<'a> {
 
     /// A unique value name derived from `base` (TFLite names need not be unique).
     fn unique_name(&mut self, base: &str, fallback: impl FnOnce() -> String) -> String {
-        let base = if base.is_empty() { fallback() } else { base.to_string() };
+        let base = if base.is_empty() {
+            fallback()
+        } else {
+            base.to_string()
+        };
         if self.names.insert(base.clone()) {
             return base;
         }
@@ -532,7 +551,8 @@ impl<'a> Importer<'a> {
             axis: q.axis.and_then(|a| PERM.iter().position(|&p| p == a)),
         });
         if let Some(data) = &info.data {
-            self.budget.charge(data.len() as u64 * tensor::mem_bytes(info.dtype))?;
+            self.budget
+                .charge(data.len() as u64 * tensor::mem_bytes(info.dtype))?;
             let permuted = tensor::permute(&data.data, &data.shape, &PERM);
             let fixed: Vec<usize> = PERM.iter().map(|&p| data.shape[p]).collect();
             let t_new = Tensor::new(fixed, permuted)?;
@@ -549,7 +569,8 @@ impl<'a> Importer<'a> {
         let src = self.tensor_value(t as i32, View::Plain)?;
         let base = format!("{}/ohwi", self.graph.values[src].name);
         let name = self.unique_name(&base, String::new);
-        self.budget.charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64)?;
+        self.budget
+            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64)?;
         let out = self.graph.values.len();
         self.graph.values.push(Value {
             name: name.clone(),
@@ -634,7 +655,12 @@ impl<'a> Importer<'a> {
 
     // ----- operators -----------------------------------------------------------
 
-    fn operator(&mut self, k: usize, b: fb::BuiltinOperator, op: &fb::OperatorRef<'a>) -> Result<()> {
+    fn operator(
+        &mut self,
+        k: usize,
+        b: fb::BuiltinOperator,
+        op: &fb::OperatorRef<'a>,
+    ) -> Result<()> {
         use fb::BuiltinOperator as B;
         if is_control_flow(b) {
             return Err(unsupported(
@@ -791,7 +817,11 @@ impl OpCx<'_, '_> {
             .and_then(Dim::fixed)
     }
 
-    fn conv(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>, depthwise: bool) -> Result<(Op, Vec<Option<ValueId>>)> {
+    fn conv(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+        depthwise: bool,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
         self.arity(2, 3)?;
         let (padding, sw, sh, dw, dh, act, mult) = match (depthwise, opts) {
             (false, Some(fb::BuiltinOptionsRef::Conv2DOptions(o))) => (
@@ -821,7 +851,11 @@ impl OpCx<'_, '_> {
         let wt = self
             .index(1)?
             .ok_or_else(|| invalid("weights input is missing"))?;
-        let view = if depthwise { View::Depthwise } else { View::Plain };
+        let view = if depthwise {
+            View::Depthwise
+        } else {
+            View::Plain
+        };
         let w_raw = self.imp.tensor_value(wt, view)?;
         let w = self.imp.float_operand(w_raw, self.float_op)?;
         let b = self.opt(2)?;
@@ -836,7 +870,9 @@ impl OpCx<'_, '_> {
             return Err(invalid("weights must have a fixed shape"));
         };
         if m == 0 || kh == 0 || kw == 0 || cg == 0 {
-            return Err(invalid(format!("empty weights shape [{m}, {kh}, {kw}, {cg}]")));
+            return Err(invalid(format!(
+                "empty weights shape [{m}, {kh}, {kw}, {cg}]"
+            )));
         }
         let group = if depthwise {
             // group = input channels; the multiplier is output / input channels.
@@ -880,7 +916,10 @@ impl OpCx<'_, '_> {
         Ok((Op::Conv(attrs), vec![Some(x), Some(w), b]))
     }
 
-    fn fully_connected(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+    fn fully_connected(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
         self.arity(2, 3)?;
         let (act, keep) = match opts {
             Some(fb::BuiltinOptionsRef::FullyConnectedOptions(o)) => {
@@ -897,7 +936,10 @@ impl OpCx<'_, '_> {
         let b = self.opt(2)?;
         if let Some(s) = &self.imp.graph.values[w].shape {
             if s.len() != 2 {
-                return Err(invalid(format!("weights must be 2-D, got {}", tensor::fmt_dims(s))));
+                return Err(invalid(format!(
+                    "weights must be 2-D, got {}",
+                    tensor::fmt_dims(s)
+                )));
             }
         }
         Ok((
@@ -909,7 +951,11 @@ impl OpCx<'_, '_> {
         ))
     }
 
-    fn binary(&mut self, b: fb::BuiltinOperator, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+    fn binary(
+        &mut self,
+        b: fb::BuiltinOperator,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
         use fb::BuiltinOperator as B;
         self.arity(2, 2)?;
         let (kind, act) = match (b, opts) {
@@ -938,7 +984,11 @@ impl OpCx<'_, '_> {
         ))
     }
 
-    fn pool(&mut self, b: fb::BuiltinOperator, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+    fn pool(
+        &mut self,
+        b: fb::BuiltinOperator,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
         self.arity(1, 1)?;
         let Some(fb::BuiltinOptionsRef::Pool2DOptions(o)) = opts else {
             return Err(invalid("missing Pool2DOptions"));
@@ -970,7 +1020,10 @@ impl OpCx<'_, '_> {
         Ok((op, vec![Some(x)]))
     }
 
-    fn mean(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+    fn mean(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
         self.arity(2, 2)?;
         let keepdims = match opts {
             Some(fb::BuiltinOptionsRef::ReducerOptions(o)) => o.keep_dims()?,
@@ -996,7 +1049,11 @@ impl OpCx<'_, '_> {
         self.imp.graph.values[v].shape.as_ref().map(Vec::len)
     }
 
-    fn reshape(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>, y: ValueId) -> Result<(Op, Vec<Option<ValueId>>)> {
+    fn reshape(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+        y: ValueId,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
         self.arity(1, 2)?;
         let x = self.req(0)?;
         // TFLite takes the shape from the shape tensor when present, else from
@@ -1021,10 +1078,9 @@ impl OpCx<'_, '_> {
         let shape = match shape {
             Some(s) => s,
             None => {
-                let declared = self.imp.graph.values[y]
-                    .shape
-                    .as_ref()
-                    .ok_or_else(|| invalid("no target shape (no shape tensor, new_shape or output shape)"))?;
+                let declared = self.imp.graph.values[y].shape.as_ref().ok_or_else(|| {
+                    invalid("no target shape (no shape tensor, new_shape or output shape)")
+                })?;
                 declared
                     .iter()
                     .map(|d| d.fixed().map_or(-1, |n| n as i64))
@@ -1032,7 +1088,11 @@ impl OpCx<'_, '_> {
             }
         };
         // Legacy converters wrote [0] for a scalar target.
-        let shape = if shape == [0] && self.fixed_shape(x).is_some_and(|s| s.iter().product::<usize>() == 1) {
+        let shape = if shape == [0]
+            && self
+                .fixed_shape(x)
+                .is_some_and(|s| s.iter().product::<usize>() == 1)
+        {
             Vec::new()
         } else {
             shape
@@ -1049,11 +1109,14 @@ impl OpCx<'_, '_> {
             _ => format!("{}/shape", self.imp.graph.values[y].name),
         };
         let name = self.imp.unique_name(&name, String::new);
-        self.imp
-            .budget
-            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64 + 8 * shape.len() as u64)?;
+        self.imp.budget.charge(
+            std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64 + 8 * shape.len() as u64,
+        )?;
         let n = shape.len();
-        let s = self.imp.graph.add_const(name, Tensor::from_i64(vec![n], shape)?);
+        let s = self
+            .imp
+            .graph
+            .add_const(name, Tensor::from_i64(vec![n], shape)?);
         // TFLite copies no dimension from the input: a 0 means an empty dimension.
         Ok((Op::Reshape { allowzero: true }, vec![Some(x), Some(s)]))
     }
@@ -1074,7 +1137,9 @@ impl OpCx<'_, '_> {
         }
         if let Some(r) = self.rank(x) {
             if r != rank {
-                return Err(invalid(format!("paddings for rank {rank}, input has rank {r}")));
+                return Err(invalid(format!(
+                    "paddings for rank {rank}, input has rank {r}"
+                )));
             }
         }
         if pads.iter().any(|&v| v < 0) {
@@ -1113,7 +1178,10 @@ impl OpCx<'_, '_> {
         ))
     }
 
-    fn concat(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+    fn concat(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
         if self.ins.is_empty() {
             return Err(invalid("no inputs"));
         }
@@ -1129,7 +1197,13 @@ impl OpCx<'_, '_> {
         if let Some(r) = self.rank(inputs[0].unwrap_or_default()) {
             check_axes(&[axis], Some(r))?;
         }
-        Ok((Op::Concat { axis, activation: act }, inputs))
+        Ok((
+            Op::Concat {
+                axis,
+                activation: act,
+            },
+            inputs,
+        ))
     }
 
     fn transpose(&mut self) -> Result<(Op, Vec<Option<ValueId>>)> {
@@ -1163,14 +1237,21 @@ impl OpCx<'_, '_> {
         Ok((Op::Unary(kind), vec![Some(self.req(0)?)]))
     }
 
-    fn resize_nearest(&mut self, opts: Option<fb::BuiltinOptionsRef<'_>>) -> Result<(Op, Vec<Option<ValueId>>)> {
+    fn resize_nearest(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
         self.arity(2, 2)?;
         let (align, half) = match opts {
             Some(fb::BuiltinOptionsRef::ResizeNearestNeighborOptions(o)) => {
                 (o.align_corners()?, o.half_pixel_centers()?)
             }
             None => (false, false),
-            Some(_) => return Err(invalid("builtin options are not ResizeNearestNeighborOptions")),
+            Some(_) => {
+                return Err(invalid(
+                    "builtin options are not ResizeNearestNeighborOptions",
+                ))
+            }
         };
         let x = self.req(0)?;
         if let Some(r) = self.rank(x) {
@@ -1181,7 +1262,9 @@ impl OpCx<'_, '_> {
         let s = self.attr_input(1, "size")?;
         let size = Importer::const_ints(&s, "size")?;
         if size.len() != 2 || size.iter().any(|&d| d <= 0 || d > i32::MAX as i64) {
-            return Err(invalid(format!("size {size:?} must be two positive integers")));
+            return Err(invalid(format!(
+                "size {size:?} must be two positive integers"
+            )));
         }
         // TFLite: align_corners rounds half away from zero (for these non-negative
         // coordinates, round-prefer-ceil); otherwise it floors, with or without the
@@ -1267,8 +1350,8 @@ fn activation(a: fb::ActivationFunctionType) -> Result<Activation> {
 /// depend on every rule being present.
 fn annotate(graph: &mut Graph) -> Result<()> {
     use edgeopt_ir::{shape, IrError};
-    let facts = shape::bind_input_shapes(graph, 1)
-        .and_then(|shapes| shape::infer_graph(graph, &shapes));
+    let facts =
+        shape::bind_input_shapes(graph, 1).and_then(|shapes| shape::infer_graph(graph, &shapes));
     let facts = match facts {
         Ok(f) => f,
         Err(IrError::Node { msg, .. }) if msg.contains("not implemented") => return Ok(()),

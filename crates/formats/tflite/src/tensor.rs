@@ -198,7 +198,9 @@ pub(crate) fn quant(
     let mut scales = Vec::with_capacity(n);
     for s in scale.iter() {
         if !(s.is_finite() && s > 0.0) {
-            return Err(invalid(format!("quantization scale {s} is not a positive number")));
+            return Err(invalid(format!(
+                "quantization scale {s} is not a positive number"
+            )));
         }
         scales.push(s);
     }
