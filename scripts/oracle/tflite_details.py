@@ -12,7 +12,8 @@ Output:
                         scale/zero_point and the per-channel arrays],
    "tensors": [every tensor of subgraph 0 from get_tensor_details(), plus
                "const_count"/"const_sum"/"const_abs_sum" of the values of constant
-               tensors (read with the flatbuffers reader in ai_edge_litert's
+               tensors and "const_values" (all of them, for constants of at most
+               64 elements) (read with the flatbuffers reader in ai_edge_litert's
                schema_py_generated; null for non-constants)]}
 
 Used by crates/tests/tests/tflite_import.rs; needs numpy and ai-edge-litert.
@@ -54,8 +55,10 @@ def const_stats(model, sg, index):
     if data is None or len(data) == 0 or t.type not in NP_TYPES:
         return None
     v = np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=NP_TYPES[t.type])
+    small = [float(x) for x in v] if v.size <= 64 else None
     v = v.astype(np.float64)
-    return {"count": int(v.size), "sum": float(v.sum()), "abs_sum": float(np.abs(v).sum())}
+    return {"count": int(v.size), "sum": float(v.sum()), "abs_sum": float(np.abs(v).sum()),
+            "values": small}
 
 
 def main():
@@ -78,6 +81,7 @@ def main():
         e["const_count"] = None if s is None else s["count"]
         e["const_sum"] = None if s is None else s["sum"]
         e["const_abs_sum"] = None if s is None else s["abs_sum"]
+        e["const_values"] = None if s is None else s["values"]
         tensors.append(e)
     ops = it._get_ops_details()
     out = {

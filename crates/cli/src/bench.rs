@@ -52,24 +52,17 @@ pub fn random_inputs(graph: &Graph, seed: u64) -> Result<Vec<Tensor>> {
         .map(|(&id, shape)| {
             let n = edgeopt_ir::checked_numel(&shape)?;
             let dtype = graph.values[id].dtype;
-            let int = |rng: &mut StdRng| -> Result<i64> {
-                let (lo, hi) = dtype
-                    .int_range()
-                    .ok_or_else(|| anyhow!("no range for {dtype}"))?;
-                Ok(rng.gen_range(lo..=hi))
-            };
             let data = match dtype {
                 DType::F32 => TensorData::F32((0..n).map(|_| rng.gen::<f32>()).collect()),
                 DType::F16 => TensorData::F16((0..n).map(|_| f16::from_f32(rng.gen())).collect()),
                 DType::Bool => TensorData::Bool((0..n).map(|_| rng.gen()).collect()),
-                DType::I8 => TensorData::I8((0..n).map(|_| int(&mut rng).map(|v| v as i8)).collect::<Result<_>>()?),
-                DType::U8 => TensorData::U8((0..n).map(|_| int(&mut rng).map(|v| v as u8)).collect::<Result<_>>()?),
-                DType::I16 => TensorData::I16((0..n).map(|_| int(&mut rng).map(|v| v as i16)).collect::<Result<_>>()?),
-                DType::U16 => TensorData::U16((0..n).map(|_| int(&mut rng).map(|v| v as u16)).collect::<Result<_>>()?),
-                DType::I32 => TensorData::I32((0..n).map(|_| int(&mut rng).map(|v| v as i32)).collect::<Result<_>>()?),
-                DType::I64 => TensorData::I64((0..n).map(|_| int(&mut rng)).collect::<Result<_>>()?),
-                DType::I4 => TensorData::I4((0..n).map(|_| int(&mut rng).map(|v| v as i8)).collect::<Result<_>>()?),
-                DType::U4 => TensorData::U4((0..n).map(|_| int(&mut rng).map(|v| v as u8)).collect::<Result<_>>()?),
+                int => {
+                    let (lo, hi) = int
+                        .int_range()
+                        .ok_or_else(|| anyhow!("no value range for {int}"))?;
+                    let v: Vec<i64> = (0..n).map(|_| rng.gen_range(lo..=hi)).collect();
+                    crate::eval::int_data(int, v)?
+                }
             };
             Ok(Tensor::new(shape, data)?)
         })

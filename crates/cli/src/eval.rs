@@ -105,7 +105,7 @@ struct Prep {
 
 /// Quantization parameters of the graph input: its own, or those of the
 /// DequantizeLinear that reads it (ONNX QDQ models carry them there).
-fn input_quant_params(graph: &Graph, input: ValueId) -> Option<QuantParams> {
+pub fn input_quant_params(graph: &Graph, input: ValueId) -> Option<QuantParams> {
     if let Some(q) = &graph.values[input].quant {
         return Some(q.clone());
     }
@@ -118,7 +118,8 @@ fn input_quant_params(graph: &Graph, input: ValueId) -> Option<QuantParams> {
             Some(z) => graph.const_data(z)?.to_i64_vec(),
             None => vec![0],
         };
-        (scale.len() == 1).then(|| QuantParams::per_tensor(scale[0], zp.first().copied().unwrap_or(0)))
+        (scale.len() == 1)
+            .then(|| QuantParams::per_tensor(scale[0], zp.first().copied().unwrap_or(0)))
     })
 }
 
@@ -144,18 +145,28 @@ impl Prep {
             .as_ref()
             .ok_or_else(|| anyhow!("model input '{}' has no declared shape", v.name))?;
         if declared.is_empty() {
-            bail!("model input '{}' is a scalar; eval needs a batch dimension", v.name);
+            bail!(
+                "model input '{}' is a scalar; eval needs a batch dimension",
+                v.name
+            );
         }
         if let Dim::Fixed(b) = declared[0] {
             if b != 1 {
-                bail!("model input '{}' has a fixed batch of {b}; eval runs batch 1", v.name);
+                bail!(
+                    "model input '{}' has a fixed batch of {b}; eval runs batch 1",
+                    v.name
+                );
             }
         }
         let sample_shape = data_shape.get(1..).unwrap_or_default().to_vec();
         let rest = &declared[1..];
         // Does a data sample of shape `s` fit the model's per-sample dims?
         let fits = |s: &[usize]| {
-            s.len() == rest.len() && rest.iter().zip(s).all(|(d, &n)| d.fixed().is_none_or(|f| f == n))
+            s.len() == rest.len()
+                && rest
+                    .iter()
+                    .zip(s)
+                    .all(|(d, &n)| d.fixed().is_none_or(|f| f == n))
         };
         // Image data of rank 3 may need a layout change; the model's layout is what its
         // declared shape accepts: try the data's own order first unless the model is
@@ -170,7 +181,10 @@ impl Prep {
             model_layout.is_some_and(|l| l != cfg.layout)
         };
         let mut description = Vec::new();
-        let perm = if sample_shape.len() == 3 && model_wants_other && fits(&perm_apply(&sample_shape, &to_other)) {
+        let perm = if sample_shape.len() == 3
+            && model_wants_other
+            && fits(&perm_apply(&sample_shape, &to_other))
+        {
             Some(to_other.clone())
         } else if fits(&sample_shape) {
             None
@@ -225,7 +239,10 @@ impl Prep {
         if cfg.std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
             bail!("--std values must be finite and non-zero");
         }
-        if cfg.scale != 1.0 || cfg.mean.iter().any(|&m| m != 0.0) || cfg.std.iter().any(|&s| s != 1.0) {
+        if cfg.scale != 1.0
+            || cfg.mean.iter().any(|&m| m != 0.0)
+            || cfg.std.iter().any(|&s| s != 1.0)
+        {
             description.push(format!(
                 "x*{} - mean {:?} / std {:?}",
                 cfg.scale, cfg.mean, cfg.std
@@ -242,7 +259,10 @@ impl Prep {
                 }
                 let (s, z) = q.channel(0);
                 if !(s > 0.0 && s.is_finite()) {
-                    bail!("model input '{}' has an invalid quantization scale {s}", v.name);
+                    bail!(
+                        "model input '{}' has an invalid quantization scale {s}",
+                        v.name
+                    );
                 }
                 description.push(format!("quantize scale {s} zp {z} to {dtype}"));
                 Some((s, z))
@@ -371,7 +391,8 @@ fn transpose(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
     out
 }
 
-fn int_data(dt: DType, v: Vec<i64>) -> Result<TensorData> {
+/// Integer tensor data of `dt` from values already in its range.
+pub(crate) fn int_data(dt: DType, v: Vec<i64>) -> Result<TensorData> {
     Ok(match dt {
         DType::I8 => TensorData::I8(v.into_iter().map(|x| x as i8).collect()),
         DType::U8 => TensorData::U8(v.into_iter().map(|x| x as u8).collect()),
@@ -402,9 +423,8 @@ pub fn argmax(t: &Tensor) -> usize {
 
 /// Class labels from `[N]`, `[N, 1]` or one-hot `[N, C]` arrays.
 fn labels_of(labels: &Tensor) -> Result<Vec<usize>> {
-    let to_class = |v: i64| -> Result<usize> {
-        usize::try_from(v).map_err(|_| anyhow!("negative label {v}"))
-    };
+    let to_class =
+        |v: i64| -> Result<usize> { usize::try_from(v).map_err(|_| anyhow!("negative label {v}")) };
     match labels.shape.as_slice() {
         [_] | [_, 1] => (0..labels.len())
             .map(|i| to_class(labels.data.get_i64(i)))
@@ -413,7 +433,11 @@ fn labels_of(labels: &Tensor) -> Result<Vec<usize>> {
             .map(|i| {
                 let row = Tensor::new(
                     vec![*c],
-                    TensorData::F32((0..*c).map(|k| labels.data.get_f64(i * c + k) as f32).collect()),
+                    TensorData::F32(
+                        (0..*c)
+                            .map(|k| labels.data.get_f64(i * c + k) as f32)
+                            .collect(),
+                    ),
                 )
                 .expect("row has c elements");
                 argmax(&row)
@@ -421,6 +445,45 @@ fn labels_of(labels: &Tensor) -> Result<Vec<usize>> {
             .collect()),
         s => bail!("labels must have shape [N], [N, 1] or one-hot [N, C], got {s:?}"),
     }
+}
+
+/// The model input for samples `samples` of `data`, preprocessed as [`evaluate`] does,
+/// stacked into one batch.
+pub fn prepare(
+    graph: &Graph,
+    data: &Tensor,
+    samples: std::ops::Range<usize>,
+    cfg: &EvalConfig,
+) -> Result<Tensor> {
+    let n_data = data.shape.first().copied().unwrap_or(0);
+    if samples.start >= samples.end || samples.end > n_data {
+        bail!("samples {samples:?} out of range for {n_data} samples");
+    }
+    let prep = Prep::new(graph, &data.shape, cfg)?;
+    let mut parts = samples.clone().map(|i| prep.sample(&data.data, i));
+    let first = parts.next().expect("non-empty range")?;
+    let mut shape = first.shape.clone();
+    shape[0] = samples.len();
+    let mut all = first.data;
+    for t in parts {
+        let t = t?;
+        match (&mut all, t.data) {
+            (TensorData::F32(a), TensorData::F32(b)) => a.extend(b),
+            (TensorData::F16(a), TensorData::F16(b)) => a.extend(b),
+            (TensorData::I8(a), TensorData::I8(b)) | (TensorData::I4(a), TensorData::I4(b)) => {
+                a.extend(b)
+            }
+            (TensorData::U8(a), TensorData::U8(b)) | (TensorData::U4(a), TensorData::U4(b)) => {
+                a.extend(b)
+            }
+            (TensorData::I16(a), TensorData::I16(b)) => a.extend(b),
+            (TensorData::U16(a), TensorData::U16(b)) => a.extend(b),
+            (TensorData::I32(a), TensorData::I32(b)) => a.extend(b),
+            (TensorData::I64(a), TensorData::I64(b)) => a.extend(b),
+            _ => bail!("samples prepared with different dtypes"),
+        }
+    }
+    Ok(Tensor::new(shape, all)?)
 }
 
 /// Top-1 accuracy of `graph` on `data` (`[N, ...]`) against `labels`.
@@ -455,11 +518,9 @@ pub fn evaluate(
     let bar = if cfg.progress {
         let b = ProgressBar::new(n as u64);
         b.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
         );
         b.set_message(format!("eval {model_name}"));
         b
@@ -525,7 +586,12 @@ mod tests {
         assert_eq!(labels_of(&oh).unwrap(), vec![1, 2]);
     }
 
-    fn graph_with_input(dtype: DType, shape: Vec<Dim>, quant: Option<QuantParams>, source: Source) -> Graph {
+    fn graph_with_input(
+        dtype: DType,
+        shape: Vec<Dim>,
+        quant: Option<QuantParams>,
+        source: Source,
+    ) -> Graph {
         let mut g = Graph::new("g");
         let x = g.add_value("x", dtype, Some(shape));
         g.values[x].quant = quant;
@@ -540,7 +606,12 @@ mod tests {
     #[test]
     fn prep_quantizes_pixels_like_the_int8_resnet() {
         // int8 input with scale 1, zp -128: pixel p becomes p - 128.
-        let dims = vec![Dim::Sym("n".into()), Dim::Fixed(2), Dim::Fixed(2), Dim::Fixed(3)];
+        let dims = vec![
+            Dim::Sym("n".into()),
+            Dim::Fixed(2),
+            Dim::Fixed(2),
+            Dim::Fixed(3),
+        ];
         let g = graph_with_input(
             DType::I8,
             dims,
@@ -559,7 +630,12 @@ mod tests {
 
     #[test]
     fn prep_transposes_and_normalizes() {
-        let dims = vec![Dim::Sym("n".into()), Dim::Fixed(3), Dim::Fixed(2), Dim::Fixed(2)];
+        let dims = vec![
+            Dim::Sym("n".into()),
+            Dim::Fixed(3),
+            Dim::Fixed(2),
+            Dim::Fixed(2),
+        ];
         let g = graph_with_input(DType::F32, dims, None, Source::Built);
         let cfg = EvalConfig {
             scale: 0.5,

@@ -49,7 +49,12 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         scale: f32,
         /// Subtracted after scaling: one value or one per channel (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "0", allow_negative_numbers = true)]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0",
+            allow_negative_numbers = true
+        )]
         mean: Vec<f32>,
         /// Divides after the mean: one value or one per channel (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "1")]
@@ -202,7 +207,13 @@ fn main_inner(cli: Cli) -> Result<()> {
             let g = load_model(&model)?;
             let results = run::run_files(&g, &inputs, &outputs)?;
             for (t, p) in results.iter().zip(&outputs) {
-                let _ = writeln!(std::io::stderr(), "wrote {} {} {:?}", p.display(), t.dtype(), t.shape);
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "wrote {} {} {:?}",
+                    p.display(),
+                    t.dtype(),
+                    t.shape
+                );
             }
         }
         Command::Bench {

@@ -1118,7 +1118,8 @@ pub fn pool_geometry(p: &PoolAttrs, x: &[usize]) -> R<(Vec<usize>, Window)> {
 /// Transposed-convolution geometry: output shape, and the window of the equivalent
 /// scatter (input index `i` writes output positions `i*stride - pad_begin + j*dilation`).
 /// Weights are `[C, M/group, *kernel]` (Nchw) or `[C, *kernel, M/group]` (Nhwc).
-/// Pads follow onnxruntime when derived from `output_shape` or `auto_pad`.
+/// Pads derived from `output_shape` or `auto_pad` follow the ONNX reference (odd total
+/// padding: the extra one at the end, except SAME_LOWER).
 pub fn conv_transpose_geometry(
     a: &ConvTransposeAttrs,
     x: &[usize],
@@ -1223,7 +1224,9 @@ pub fn conv_transpose_geometry(
         };
         if let Some(t) = target {
             let total = full.saturating_sub(t);
-            if c_attrs.auto_pad == AutoPad::SameUpper {
+            // As the ONNX reference and onnxruntime 1.32: SAME_LOWER puts the odd pad
+            // at the beginning, SAME_UPPER (and explicit output_shape) at the end.
+            if c_attrs.auto_pad == AutoPad::SameLower {
                 (pb[i], pe[i]) = (total - total / 2, total / 2);
             } else {
                 (pb[i], pe[i]) = (total / 2, total - total / 2);

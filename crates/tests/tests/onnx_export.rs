@@ -21,7 +21,9 @@ fn inputs_for(data: &Path, model: &str, dtype: DType) -> Tensor {
     if model.starts_with("pretrainedResnet") {
         // CIFAR-10 test images (class-sorted: take three classes), raw 0..255 NHWC.
         let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).expect("cifar10");
-        let TensorData::U8(px) = &x.data else { panic!("cifar10 is u8") };
+        let TensorData::U8(px) = &x.data else {
+            panic!("cifar10 is u8")
+        };
         let img = 32 * 32 * 3;
         let picks: Vec<u8> = [0usize, 4000, 9000]
             .iter()
@@ -31,7 +33,10 @@ fn inputs_for(data: &Path, model: &str, dtype: DType) -> Tensor {
         return match dtype {
             DType::F32 => Tensor::from_f32(shape, picks.iter().map(|&p| p as f32).collect()),
             // The int8 model takes pixel - 128 (scale 1, zero point -128).
-            DType::I8 => Tensor::new(shape, TensorData::I8(picks.iter().map(|&p| (p as i16 - 128) as i8).collect())),
+            DType::I8 => Tensor::new(
+                shape,
+                TensorData::I8(picks.iter().map(|&p| (p as i16 - 128) as i8).collect()),
+            ),
             d => panic!("unexpected input dtype {d}"),
         }
         .unwrap();
@@ -40,13 +45,21 @@ fn inputs_for(data: &Path, model: &str, dtype: DType) -> Tensor {
         // The real AD feature sample: float32 (40, 640) log-mel slices.
         let p = data.join("mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin");
         let bytes = std::fs::read(&p).expect("AD sample");
-        let f: Vec<f32> = bytes.chunks_exact(4).take(n * 640).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let f: Vec<f32> = bytes
+            .chunks_exact(4)
+            .take(n * 640)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         return match dtype {
             DType::F32 => Tensor::from_f32(vec![n, 640], f),
             // Input quantization of ad01_int8 (PROVENANCE.md): scale 0.391015, zp 89.
             DType::I8 => Tensor::new(
                 vec![n, 640],
-                TensorData::I8(f.iter().map(|&x| ((x / 0.391015).round() + 89.0).clamp(-128.0, 127.0) as i8).collect()),
+                TensorData::I8(
+                    f.iter()
+                        .map(|&x| ((x / 0.391015).round() + 89.0).clamp(-128.0, 127.0) as i8)
+                        .collect(),
+                ),
             ),
             d => panic!("unexpected input dtype {d}"),
         }
@@ -57,8 +70,14 @@ fn inputs_for(data: &Path, model: &str, dtype: DType) -> Tensor {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let len = n * 49 * 10;
     match dtype {
-        DType::F32 => Tensor::from_f32(vec![n, 49, 10, 1], (0..len).map(|_| rng.gen_range(-100.0..20.0)).collect()),
-        DType::I8 => Tensor::new(vec![n, 49, 10, 1], TensorData::I8((0..len).map(|_| rng.gen_range(-128..=127)).collect())),
+        DType::F32 => Tensor::from_f32(
+            vec![n, 49, 10, 1],
+            (0..len).map(|_| rng.gen_range(-100.0..20.0)).collect(),
+        ),
+        DType::I8 => Tensor::new(
+            vec![n, 49, 10, 1],
+            TensorData::I8((0..len).map(|_| rng.gen_range(-128..=127)).collect()),
+        ),
         d => panic!("unexpected input dtype {d}"),
     }
     .unwrap()
@@ -98,7 +117,11 @@ fn argmax_rows(t: &Tensor) -> Vec<usize> {
     (0..n)
         .map(|r| {
             (0..row)
-                .max_by(|&a, &b| t.data.get_f64(r * row + a).total_cmp(&t.data.get_f64(r * row + b)))
+                .max_by(|&a, &b| {
+                    t.data
+                        .get_f64(r * row + a)
+                        .total_cmp(&t.data.get_f64(r * row + b))
+                })
                 .unwrap_or(0)
         })
         .collect()
@@ -115,9 +138,15 @@ fn assert_same_structure(what: &str, a: &Graph, b: &Graph) {
     assert_eq!(a.nodes.len(), b.nodes.len(), "{what}: node counts differ");
     for (x, y) in a.nodes.iter().zip(&b.nodes) {
         assert_eq!(x.op, y.op, "{what}: node '{}' op differs", x.name);
-        let (xi, yi) = (names(a, x.inputs.iter().copied()), names(b, y.inputs.iter().copied()));
+        let (xi, yi) = (
+            names(a, x.inputs.iter().copied()),
+            names(b, y.inputs.iter().copied()),
+        );
         assert_eq!(xi, yi, "{what}: node '{}' inputs differ", x.name);
-        let (xo, yo) = (names(a, x.outputs.iter().map(|&o| Some(o))), names(b, y.outputs.iter().map(|&o| Some(o))));
+        let (xo, yo) = (
+            names(a, x.outputs.iter().map(|&o| Some(o))),
+            names(b, y.outputs.iter().map(|&o| Some(o))),
+        );
         assert_eq!(xo, yo, "{what}: node '{}' outputs differ", x.name);
         for (i, j) in x.inputs.iter().zip(&y.inputs) {
             if let (Some(i), Some(j)) = (i, j) {
@@ -129,8 +158,12 @@ fn assert_same_structure(what: &str, a: &Graph, b: &Graph) {
     }
     for (ia, ib) in [(&a.inputs, &b.inputs), (&a.outputs, &b.outputs)] {
         let (va, vb): (Vec<_>, Vec<_>) = (
-            ia.iter().map(|&i| (&a.values[i].name, a.values[i].dtype, &a.values[i].shape)).collect(),
-            ib.iter().map(|&i| (&b.values[i].name, b.values[i].dtype, &b.values[i].shape)).collect(),
+            ia.iter()
+                .map(|&i| (&a.values[i].name, a.values[i].dtype, &a.values[i].shape))
+                .collect(),
+            ib.iter()
+                .map(|&i| (&b.values[i].name, b.values[i].dtype, &b.values[i].shape))
+                .collect(),
         );
         assert_eq!(va, vb, "{what}: graph inputs/outputs differ");
     }
@@ -138,14 +171,24 @@ fn assert_same_structure(what: &str, a: &Graph, b: &Graph) {
 
 #[test]
 fn onnx_models_round_trip_through_export() {
-    let Some(data) = edgeopt_testkit::data_dir() else { return };
+    let Some(data) = edgeopt_testkit::data_dir() else {
+        return;
+    };
     if !edgeopt_testkit::oracle_available() {
         return;
     }
     let dir = data.join(ONNX_DIR);
-    let mut models: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut models: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     models.sort();
-    assert_eq!(models.len(), 6, "expected the six MLPerf Tiny ONNX models in {}", dir.display());
+    assert_eq!(
+        models.len(),
+        6,
+        "expected the six MLPerf Tiny ONNX models in {}",
+        dir.display()
+    );
     let scratch = edgeopt_testkit::scratch_dir("onnx_export");
     for model in &models {
         let stem = model.file_stem().unwrap().to_string_lossy().to_string();
@@ -161,12 +204,20 @@ fn onnx_models_round_trip_through_export() {
         assert_eq!(want.len(), got.len(), "{stem}: output counts differ");
         for (k, (w, o)) in want.iter().zip(&got).enumerate() {
             let d = max_diff(&format!("{stem} output {k}"), o, w);
-            println!("{stem}: output {k} {:?} {}: max |exported - original| = {d:e}", o.shape, o.dtype());
+            println!(
+                "{stem}: output {k} {:?} {}: max |exported - original| = {d:e}",
+                o.shape,
+                o.dtype()
+            );
             // The same ops on the same constants: onnxruntime computes the same numbers.
-            assert!(d <= if o.dtype().is_float() { 1e-5 } else { 0.0 }, "{stem}: output {k} differs by {d}");
+            assert!(
+                d <= if o.dtype().is_float() { 1e-5 } else { 0.0 },
+                "{stem}: output {k} differs by {d}"
+            );
         }
 
-        let back = edgeopt_onnx::import_file(&exported).unwrap_or_else(|e| panic!("{stem}: re-import: {e}"));
+        let back = edgeopt_onnx::import_file(&exported)
+            .unwrap_or_else(|e| panic!("{stem}: re-import: {e}"));
         assert_same_structure(&stem, &g, &back);
     }
 }
@@ -185,17 +236,37 @@ enum Kind {
 
 /// (tflite path under TFLITE_DIR, kind)
 const TFLITE_MODELS: &[(&str, Kind)] = &[
-    ("image_classification/trained_models/pretrainedResnet.tflite", Kind::Float),
-    ("keyword_spotting/trained_models/kws_ref_model_float32.tflite", Kind::Hybrid),
-    ("anomaly_detection/trained_models/ad01_fp32.tflite", Kind::Float),
-    ("image_classification/trained_models/pretrainedResnet_quant.tflite", Kind::Int8),
-    ("keyword_spotting/trained_models/kws_ref_model.tflite", Kind::Int8),
-    ("anomaly_detection/trained_models/ad01_int8.tflite", Kind::Int8),
+    (
+        "image_classification/trained_models/pretrainedResnet.tflite",
+        Kind::Float,
+    ),
+    (
+        "keyword_spotting/trained_models/kws_ref_model_float32.tflite",
+        Kind::Hybrid,
+    ),
+    (
+        "anomaly_detection/trained_models/ad01_fp32.tflite",
+        Kind::Float,
+    ),
+    (
+        "image_classification/trained_models/pretrainedResnet_quant.tflite",
+        Kind::Int8,
+    ),
+    (
+        "keyword_spotting/trained_models/kws_ref_model.tflite",
+        Kind::Int8,
+    ),
+    (
+        "anomaly_detection/trained_models/ad01_int8.tflite",
+        Kind::Int8,
+    ),
 ];
 
 #[test]
 fn tflite_models_export_to_onnx() {
-    let Some(data) = edgeopt_testkit::data_dir() else { return };
+    let Some(data) = edgeopt_testkit::data_dir() else {
+        return;
+    };
     if !edgeopt_testkit::oracle_available() {
         return;
     }
@@ -204,7 +275,8 @@ fn tflite_models_export_to_onnx() {
     for &(rel, kind) in TFLITE_MODELS {
         let path = data.join(TFLITE_DIR).join(rel);
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        let g = edgeopt_tflite::import_file(&path).unwrap_or_else(|e| panic!("{stem}: tflite import: {e}"));
+        let g = edgeopt_tflite::import_file(&path)
+            .unwrap_or_else(|e| panic!("{stem}: tflite import: {e}"));
         let exported = scratch.join(format!("{stem}.onnx"));
         edgeopt_onnx::export_file(&g, &exported).unwrap_or_else(|e| panic!("{stem}: export: {e}"));
         let x = inputs_for(&data, &stem, g.values[g.inputs[0]].dtype);
@@ -217,7 +289,10 @@ fn tflite_models_export_to_onnx() {
         edgeopt_npy::write(&xin, &x).unwrap();
         edgeopt_testkit::run_oracle("litert_run.py", &[&path, &xin, &yout]);
         let want = edgeopt_npy::read(&yout).unwrap();
-        let got = got[0].clone().reshaped(want.shape.clone()).unwrap_or_else(|_| got[0].clone());
+        let got = got[0]
+            .clone()
+            .reshaped(want.shape.clone())
+            .unwrap_or_else(|_| got[0].clone());
         let d = max_diff(&stem, &got, &want);
         println!("{stem}: max |onnxruntime(export) - LiteRT| = {d:e}");
         let ok = match kind {
@@ -232,14 +307,17 @@ fn tflite_models_export_to_onnx() {
                 let w0 = w[0].clone().reshaped(want.shape.clone()).unwrap();
                 let d_ref = max_diff(&stem, &w0, &want);
                 println!("{stem}: max |onnxruntime(tf2onnx conversion) - LiteRT| = {d_ref:e}");
-                let same_class = stem.starts_with("ad01") || argmax_rows(&got) == argmax_rows(&want);
+                let same_class =
+                    stem.starts_with("ad01") || argmax_rows(&got) == argmax_rows(&want);
                 d <= d_ref + 2.0 && same_class
             }
             Kind::Hybrid => {
                 let conv = data.join(ONNX_DIR).join(format!("{stem}.onnx"));
                 let w = ort_run(&conv, std::slice::from_ref(&x), &work);
                 let d2 = max_diff(&stem, &got, &w[0]);
-                println!("{stem}: max |onnxruntime(export) - onnxruntime(tf2onnx conversion)| = {d2:e}");
+                println!(
+                    "{stem}: max |onnxruntime(export) - onnxruntime(tf2onnx conversion)| = {d2:e}"
+                );
                 d2 <= 1e-5
             }
         };

@@ -113,6 +113,28 @@ fn mlperf_tiny_tflite_models_import() {
                 v.name
             );
         }
+        // Shape inference runs over the whole graph at batch 1 and 4, and the inferred
+        // output shapes agree with the declared ones (dynamic batch bound).
+        for batch in [1, 4] {
+            let shapes = edgeopt_ir::shape::bind_input_shapes(&g, batch).unwrap();
+            let facts = edgeopt_ir::shape::infer_graph(&g, &shapes)
+                .unwrap_or_else(|e| panic!("{}: batch {batch}: {e}", path.display()));
+            for &o in &g.outputs {
+                let f = facts[o].as_ref().expect("output inferred");
+                let declared = g.values[o].shape.as_ref().unwrap();
+                let want: Vec<usize> = declared
+                    .iter()
+                    .map(|d| d.fixed().unwrap_or(batch))
+                    .collect();
+                assert_eq!(
+                    f.shape,
+                    want,
+                    "{}: output shape at batch {batch}",
+                    path.display()
+                );
+                assert_eq!(f.dtype, g.values[o].dtype);
+            }
+        }
         // No constant is left unused (the parameter count is the model's).
         let consumers = g.consumers();
         for (i, v) in g.values.iter().enumerate() {

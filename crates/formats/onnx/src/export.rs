@@ -13,12 +13,12 @@
 //!   only get the DequantizeLinear on their weights.
 
 use crate::error::{OnnxError, Result};
+use crate::fold::cast;
 use crate::proto::{
     attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
     ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto,
 };
-use crate::fold::cast;
 use crate::tensor::{dtype_to_onnx, tensor_to_proto};
 use edgeopt_ir::*;
 use prost::Message;
@@ -74,7 +74,10 @@ fn required_opset(g: &Graph) -> i64 {
     let mut v = 13;
     for n in &g.nodes {
         let need = match &n.op {
-            Op::Pad { mode: PadMode::Wrap, .. } => 19,
+            Op::Pad {
+                mode: PadMode::Wrap,
+                ..
+            } => 19,
             Op::AveragePool(p) if p.dilations.iter().any(|&d| d != 1) => 19,
             Op::Resize(r) => {
                 if r.coord == CoordTransform::HalfPixelSymmetric {
@@ -89,14 +92,17 @@ fn required_opset(g: &Graph) -> i64 {
                 }
             }
             Op::Reshape { allowzero: true } => 14,
-            Op::QuantizeLinear { block_size, output_dtype, .. } => {
-                if *block_size != 0
-                    || matches!(output_dtype, DType::I4 | DType::U4 | DType::I16 | DType::U16)
-                {
-                    21
-                } else {
-                    13
-                }
+            Op::QuantizeLinear {
+                block_size,
+                output_dtype,
+                ..
+            } if *block_size != 0
+                || matches!(
+                    output_dtype,
+                    DType::I4 | DType::U4 | DType::I16 | DType::U16
+                ) =>
+            {
+                21
             }
             Op::DequantizeLinear { block_size, .. } if *block_size != 0 => 21,
             _ => 13,
@@ -145,7 +151,11 @@ fn export_model(g: &Graph) -> Result<ModelProto> {
     }
     let graph = GraphProto {
         node: ex.nodes,
-        name: Some(if g.name.is_empty() { "edgeopt".into() } else { g.name.clone() }),
+        name: Some(if g.name.is_empty() {
+            "edgeopt".into()
+        } else {
+            g.name.clone()
+        }),
         initializer: ex.inits,
         input: inputs,
         output: outputs,
@@ -200,16 +210,28 @@ fn attr(name: &str, ty: AttributeType) -> AttributeProto {
     }
 }
 fn a_i(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { i: Some(i), ..attr(name, AttributeType::Int) }
+    AttributeProto {
+        i: Some(i),
+        ..attr(name, AttributeType::Int)
+    }
 }
 fn a_f(name: &str, f: f32) -> AttributeProto {
-    AttributeProto { f: Some(f), ..attr(name, AttributeType::Float) }
+    AttributeProto {
+        f: Some(f),
+        ..attr(name, AttributeType::Float)
+    }
 }
 fn a_s(name: &str, s: &str) -> AttributeProto {
-    AttributeProto { s: Some(s.as_bytes().to_vec()), ..attr(name, AttributeType::String) }
+    AttributeProto {
+        s: Some(s.as_bytes().to_vec()),
+        ..attr(name, AttributeType::String)
+    }
 }
 fn a_ints(name: &str, v: impl IntoIterator<Item = i64>) -> AttributeProto {
-    AttributeProto { ints: v.into_iter().collect(), ..attr(name, AttributeType::Ints) }
+    AttributeProto {
+        ints: v.into_iter().collect(),
+        ..attr(name, AttributeType::Ints)
+    }
 }
 fn usizes(v: &[usize]) -> Vec<i64> {
     v.iter().map(|&x| x as i64).collect()
@@ -265,7 +287,14 @@ impl Ex<'_> {
         Ok(self.constant(base, &t))
     }
 
-    fn push(&mut self, name: &str, op: &str, inputs: Vec<String>, outputs: Vec<String>, attrs: Vec<AttributeProto>) {
+    fn push(
+        &mut self,
+        name: &str,
+        op: &str,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        attrs: Vec<AttributeProto>,
+    ) {
         // onnxruntime rejects repeated node names.
         let mut unique = name.to_string();
         let mut k = 1;
@@ -285,12 +314,23 @@ impl Ex<'_> {
     }
 
     /// `op` from `input` into a fresh value; returns its name.
-    fn step(&mut self, node: &str, op: &str, inputs: Vec<String>, attrs: Vec<AttributeProto>) -> String {
+    fn step(
+        &mut self,
+        node: &str,
+        op: &str,
+        inputs: Vec<String>,
+        attrs: Vec<AttributeProto>,
+    ) -> String {
         let out = self.fresh(&format!("{node}_{op}"));
-        self.push(&format!("{node}/{op}"), op, inputs, vec![out.clone()], attrs);
+        self.push(
+            &format!("{node}/{op}"),
+            op,
+            inputs,
+            vec![out.clone()],
+            attrs,
+        );
         out
     }
-
 }
 
 /// Permutation NHWC -> NCHW (`[0, r-1, 1, ..., r-2]`) for rank `r`.
@@ -317,7 +357,9 @@ fn to_nhwc(r: usize) -> Vec<usize> {
 fn permute(t: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let r = t.rank();
     if perm.len() != r {
-        return Err(OnnxError::Model(format!("cannot permute rank {r} by {perm:?}")));
+        return Err(OnnxError::Model(format!(
+            "cannot permute rank {r} by {perm:?}"
+        )));
     }
     let mut st = vec![1usize; r];
     for i in (0..r.saturating_sub(1)).rev() {
@@ -412,9 +454,16 @@ fn is_quantized(v: &Value) -> bool {
 impl Ex<'_> {
     /// Scale and zero-point initializers for `q` (zero point in dtype `dt`), plus the
     /// `axis` attribute when per channel.
-    fn qparams(&mut self, base: &str, q: &QuantParams, dt: DType) -> Result<(String, String, Vec<AttributeProto>)> {
+    fn qparams(
+        &mut self,
+        base: &str,
+        q: &QuantParams,
+        dt: DType,
+    ) -> Result<(String, String, Vec<AttributeProto>)> {
         if q.scale.is_empty() {
-            return Err(OnnxError::Model(format!("'{base}': quantization without a scale")));
+            return Err(OnnxError::Model(format!(
+                "'{base}': quantization without a scale"
+            )));
         }
         let per_axis = !q.is_per_tensor();
         let n = if per_axis { q.scale.len() } else { 1 };
@@ -433,7 +482,11 @@ impl Ex<'_> {
 
     /// DequantizeLinear of a quantized value (or of a quantized tensor `t` standing in
     /// for it, e.g. permuted weights), once per value.
-    fn dequantize(&mut self, id: ValueId, replaced: Option<(Tensor, QuantParams)>) -> Result<String> {
+    fn dequantize(
+        &mut self,
+        id: ValueId,
+        replaced: Option<(Tensor, QuantParams)>,
+    ) -> Result<String> {
         if replaced.is_none() {
             if let Some(n) = self.dequantized.get(&id) {
                 return Ok(n.clone());
@@ -482,11 +535,23 @@ impl Ex<'_> {
             };
         }
         let x = self.operand(id, wrap)?;
-        Ok(self.step(node, "Transpose", vec![x], vec![a_ints("perm", usizes(&perm))]))
+        Ok(self.step(
+            node,
+            "Transpose",
+            vec![x],
+            vec![a_ints("perm", usizes(&perm))],
+        ))
     }
 
     /// Fused activation on `x` (float unless the tensor is a plain integer one).
-    fn activation(&mut self, node: &str, x: String, act: Activation, dt: DType, out: String) -> Result<()> {
+    fn activation(
+        &mut self,
+        node: &str,
+        x: String,
+        act: Activation,
+        dt: DType,
+        out: String,
+    ) -> Result<()> {
         let bounds = |lo: f32, hi: f32| (lo, hi);
         let (lo, hi) = match act {
             Activation::None => {
@@ -502,22 +567,46 @@ impl Ex<'_> {
         };
         let lo = self.constant(&format!("{node}_min"), &cast(&Tensor::scalar_f32(lo), dt));
         let hi = self.constant(&format!("{node}_max"), &cast(&Tensor::scalar_f32(hi), dt));
-        self.push(&format!("{node}/Clip"), "Clip", vec![x, lo, hi], vec![out], vec![]);
+        self.push(
+            &format!("{node}/Clip"),
+            "Clip",
+            vec![x, lo, hi],
+            vec![out],
+            vec![],
+        );
         Ok(())
     }
 
     /// After an NCHW op wrote `y`: the fused activation, then (for NHWC graphs of rank
     /// `nhwc`) the transpose back, ending in `out`. Nothing when `y` already is `out`.
-    fn post(&mut self, node: &str, y: String, act: Activation, nhwc: Option<usize>, dt: DType, out: String) -> Result<()> {
+    fn post(
+        &mut self,
+        node: &str,
+        y: String,
+        act: Activation,
+        nhwc: Option<usize>,
+        dt: DType,
+        out: String,
+    ) -> Result<()> {
         let mut cur = y;
         if act != Activation::None {
-            let t = if nhwc.is_some() { self.fresh(&format!("{node}_act")) } else { out.clone() };
+            let t = if nhwc.is_some() {
+                self.fresh(&format!("{node}_act"))
+            } else {
+                out.clone()
+            };
             self.activation(node, cur, act, dt, t.clone())?;
             cur = t;
         }
         if let Some(rank) = nhwc {
             let perm = vec![a_ints("perm", usizes(&to_nhwc(rank)))];
-            self.push(&format!("{node}/Transpose"), "Transpose", vec![cur], vec![out], perm);
+            self.push(
+                &format!("{node}/Transpose"),
+                "Transpose",
+                vec![cur],
+                vec![out],
+                perm,
+            );
         }
         Ok(())
     }
@@ -543,24 +632,33 @@ impl Ex<'_> {
         let mut outs = Vec::new();
         for &o in &n.outputs {
             let v = &g.values[o];
-            outs.push(if wrap && is_quantized(v) { self.fresh(&v.name) } else { v.name.clone() });
+            outs.push(if wrap && is_quantized(v) {
+                self.fresh(&v.name)
+            } else {
+                v.name.clone()
+            });
         }
-        self.op(n, &outs, wrap)
-            .map_err(|e| match e {
-                OnnxError::Model(m) => OnnxError::Node {
-                    node: n.name.clone(),
-                    op: n.op.name().to_string(),
-                    msg: m,
-                },
-                e => e,
-            })?;
+        self.op(n, &outs, wrap).map_err(|e| match e {
+            OnnxError::Model(m) => OnnxError::Node {
+                node: n.name.clone(),
+                op: n.op.name().to_string(),
+                msg: m,
+            },
+            e => e,
+        })?;
         if wrap {
             for (&o, f) in n.outputs.iter().zip(&outs) {
                 let v = &g.values[o];
                 if let (true, Some(q)) = (is_quantized(v), &v.quant) {
                     let (s, z, attrs) = self.qparams(&v.name, q, v.dtype)?;
                     let name = v.name.clone();
-                    self.push(&format!("{}/QuantizeLinear", n.name), "QuantizeLinear", vec![f.clone(), s, z], vec![name], attrs);
+                    self.push(
+                        &format!("{}/QuantizeLinear", n.name),
+                        "QuantizeLinear",
+                        vec![f.clone(), s, z],
+                        vec![name],
+                        attrs,
+                    );
                 }
             }
         }
@@ -571,7 +669,10 @@ impl Ex<'_> {
     fn op(&mut self, n: &Node, outs: &[String], wrap: bool) -> Result<()> {
         let g = self.g;
         let name = n.name.clone();
-        let out = outs.first().cloned().ok_or_else(|| OnnxError::Model("node has no output".into()))?;
+        let out = outs
+            .first()
+            .cloned()
+            .ok_or_else(|| OnnxError::Model("node has no output".into()))?;
         // Inputs in order ("" for absent optional ones).
         // NHWC convolution weights are read (permuted) by the Conv case itself.
         let nhwc_weights = matches!(&n.op, Op::Conv(c) if c.layout == Layout::Nhwc);
@@ -586,7 +687,11 @@ impl Ex<'_> {
         let inp = |k: usize| ins.get(k).cloned().unwrap_or_default();
         let out_dt = |k: usize| {
             let v = &g.values[n.outputs[k]];
-            if wrap && is_quantized(v) { DType::F32 } else { v.dtype }
+            if wrap && is_quantized(v) {
+                DType::F32
+            } else {
+                v.dtype
+            }
         };
         let trim = |mut v: Vec<String>| {
             while v.last().is_some_and(|s| s.is_empty()) {
@@ -606,18 +711,32 @@ impl Ex<'_> {
                 };
                 let nhwc = c.layout == Layout::Nhwc;
                 if nhwc && onnx_op != "Conv" {
-                    return Err(OnnxError::Model("NHWC integer convolution cannot be exported".into()));
+                    return Err(OnnxError::Model(
+                        "NHWC integer convolution cannot be exported".into(),
+                    ));
                 }
                 let mut cins = trim(ins.clone());
                 let rank = c.kernel_shape.len().max(
                     n.input(1)
-                        .and_then(|w| g.values[w].shape.as_ref().map(|s| s.len().saturating_sub(2)))
+                        .and_then(|w| {
+                            g.values[w]
+                                .shape
+                                .as_ref()
+                                .map(|s| s.len().saturating_sub(2))
+                        })
                         .unwrap_or(2),
                 ) + 2;
                 if nhwc {
-                    let x = self.step(&name, "Transpose", vec![inp(0)], vec![a_ints("perm", usizes(&to_nchw(rank)))]);
+                    let x = self.step(
+                        &name,
+                        "Transpose",
+                        vec![inp(0)],
+                        vec![a_ints("perm", usizes(&to_nchw(rank)))],
+                    );
                     cins[0] = x;
-                    let w = n.input(1).ok_or_else(|| OnnxError::Model("missing weights".into()))?;
+                    let w = n
+                        .input(1)
+                        .ok_or_else(|| OnnxError::Model("missing weights".into()))?;
                     cins[1] = self.weights_nchw(&name, w, wrap)?;
                 }
                 let mut attrs = conv_attrs(c, true);
@@ -625,13 +744,19 @@ impl Ex<'_> {
                     attrs.retain(|a| a.name.as_deref() != Some("kernel_shape"));
                 }
                 let post = nhwc || c.activation != Activation::None;
-                let y = if post { self.fresh(&format!("{name}_conv")) } else { out.clone() };
+                let y = if post {
+                    self.fresh(&format!("{name}_conv"))
+                } else {
+                    out.clone()
+                };
                 self.push(&name, onnx_op, cins, vec![y.clone()], attrs);
                 self.post(&name, y, c.activation, nhwc.then_some(rank), out_dt(0), out)?;
             }
             Op::ConvTranspose(c) => {
                 if c.conv.layout == Layout::Nhwc {
-                    return Err(OnnxError::Model("NHWC ConvTranspose cannot be exported".into()));
+                    return Err(OnnxError::Model(
+                        "NHWC ConvTranspose cannot be exported".into(),
+                    ));
                 }
                 let mut attrs = conv_attrs(&c.conv, true);
                 if !c.output_padding.is_empty() {
@@ -644,33 +769,64 @@ impl Ex<'_> {
                     simple(self, "ConvTranspose", attrs);
                 } else {
                     let y = self.fresh(&format!("{name}_convt"));
-                    self.push(&name, "ConvTranspose", trim(ins.clone()), vec![y.clone()], attrs);
+                    self.push(
+                        &name,
+                        "ConvTranspose",
+                        trim(ins.clone()),
+                        vec![y.clone()],
+                        attrs,
+                    );
                     self.activation(&name, y, c.conv.activation, out_dt(0), out)?;
                 }
             }
-            Op::Gemm { alpha, beta, trans_a, trans_b } => simple(
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => simple(
                 self,
                 "Gemm",
-                vec![a_f("alpha", *alpha), a_f("beta", *beta), a_i("transA", *trans_a as i64), a_i("transB", *trans_b as i64)],
+                vec![
+                    a_f("alpha", *alpha),
+                    a_f("beta", *beta),
+                    a_i("transA", *trans_a as i64),
+                    a_i("transB", *trans_b as i64),
+                ],
             ),
             Op::MatMul => simple(self, "MatMul", vec![]),
             Op::QLinearMatMul => simple(self, "QLinearMatMul", vec![]),
             Op::MatMulInteger => simple(self, "MatMulInteger", vec![]),
-            Op::FullyConnected { activation, keep_num_dims } => {
+            Op::FullyConnected {
+                activation,
+                keep_num_dims,
+            } => {
                 let (x, w, b) = (inp(0), inp(1), inp(2));
                 let wv = n.input(1).map(|i| &g.values[i]);
                 let k = wv
                     .and_then(|v| v.fixed_shape())
                     .and_then(|s| s.get(1).copied())
-                    .ok_or_else(|| OnnxError::Model("FullyConnected weights need a static [N, K] shape".into()))?;
-                let y = if *activation == Activation::None { out.clone() } else { self.fresh(&format!("{name}_fc")) };
+                    .ok_or_else(|| {
+                        OnnxError::Model("FullyConnected weights need a static [N, K] shape".into())
+                    })?;
+                let y = if *activation == Activation::None {
+                    out.clone()
+                } else {
+                    self.fresh(&format!("{name}_fc"))
+                };
                 if *keep_num_dims {
                     let wt = self.step(&name, "Transpose", vec![w], vec![a_ints("perm", [1, 0])]);
                     if b.is_empty() {
                         self.push(&name, "MatMul", vec![x, wt], vec![y.clone()], vec![]);
                     } else {
                         let m = self.step(&name, "MatMul", vec![x, wt], vec![]);
-                        self.push(&format!("{name}/Add"), "Add", vec![m, b], vec![y.clone()], vec![]);
+                        self.push(
+                            &format!("{name}/Add"),
+                            "Add",
+                            vec![m, b],
+                            vec![y.clone()],
+                            vec![],
+                        );
                     }
                 } else {
                     let shape = self.i64s(&format!("{name}_rows"), &[-1, k as i64])?;
@@ -716,7 +872,9 @@ impl Ex<'_> {
             Op::Where => simple(self, "Where", vec![]),
             Op::Unary(k) => {
                 let op = match k {
-                    UnaryKind::Relu6 => return self.activation(&name, inp(0), Activation::Relu6, out_dt(0), out),
+                    UnaryKind::Relu6 => {
+                        return self.activation(&name, inp(0), Activation::Relu6, out_dt(0), out)
+                    }
                     UnaryKind::Relu => "Relu",
                     UnaryKind::Sigmoid => "Sigmoid",
                     UnaryKind::Tanh => "Tanh",
@@ -736,24 +894,41 @@ impl Ex<'_> {
             Op::Clip { min, max } => {
                 let dt = out_dt(0);
                 let lo = match min {
-                    Some(m) => self.constant(&format!("{name}_min"), &cast(&Tensor::scalar_f32(*m), dt)),
+                    Some(m) => {
+                        self.constant(&format!("{name}_min"), &cast(&Tensor::scalar_f32(*m), dt))
+                    }
                     None => String::new(),
                 };
                 let hi = match max {
-                    Some(m) => self.constant(&format!("{name}_max"), &cast(&Tensor::scalar_f32(*m), dt)),
+                    Some(m) => {
+                        self.constant(&format!("{name}_max"), &cast(&Tensor::scalar_f32(*m), dt))
+                    }
                     None => String::new(),
                 };
                 self.push(&name, "Clip", trim(vec![inp(0), lo, hi]), vec![out], vec![]);
             }
             Op::LeakyRelu { alpha } => simple(self, "LeakyRelu", vec![a_f("alpha", *alpha)]),
-            Op::HardSigmoid { alpha, beta } => simple(self, "HardSigmoid", vec![a_f("alpha", *alpha), a_f("beta", *beta)]),
+            Op::HardSigmoid { alpha, beta } => simple(
+                self,
+                "HardSigmoid",
+                vec![a_f("alpha", *alpha), a_f("beta", *beta)],
+            ),
             Op::Softmax { axis, beta } => {
                 let mut x = inp(0);
                 if *beta != 1.0 {
-                    let b = self.constant(&format!("{name}_beta"), &cast(&Tensor::scalar_f32(*beta), out_dt(0)));
+                    let b = self.constant(
+                        &format!("{name}_beta"),
+                        &cast(&Tensor::scalar_f32(*beta), out_dt(0)),
+                    );
                     x = self.step(&name, "Mul", vec![x, b], vec![]);
                 }
-                self.push(&name, "Softmax", vec![x], vec![out], vec![a_i("axis", *axis)]);
+                self.push(
+                    &name,
+                    "Softmax",
+                    vec![x],
+                    vec![out],
+                    vec![a_i("axis", *axis)],
+                );
             }
             Op::LogSoftmax { axis } => simple(self, "LogSoftmax", vec![a_i("axis", *axis)]),
             Op::MaxPool(p) | Op::AveragePool(p) => {
@@ -762,28 +937,51 @@ impl Ex<'_> {
                 let nhwc = p.layout == Layout::Nhwc;
                 let rank = p.kernel_shape.len() + 2;
                 let x = if nhwc {
-                    self.step(&name, "Transpose", vec![inp(0)], vec![a_ints("perm", usizes(&to_nchw(rank)))])
+                    self.step(
+                        &name,
+                        "Transpose",
+                        vec![inp(0)],
+                        vec![a_ints("perm", usizes(&to_nchw(rank)))],
+                    )
                 } else {
                     inp(0)
                 };
                 let post = nhwc || p.activation != Activation::None;
-                let y = if post { self.fresh(&format!("{name}_pool")) } else { out.clone() };
+                let y = if post {
+                    self.fresh(&format!("{name}_pool"))
+                } else {
+                    out.clone()
+                };
                 self.push(&name, op, vec![x], vec![y.clone()], pool_attrs(p, average));
                 self.post(&name, y, p.activation, nhwc.then_some(rank), out_dt(0), out)?;
             }
             Op::GlobalAveragePool => simple(self, "GlobalAveragePool", vec![]),
-            Op::BatchNorm { epsilon } => simple(self, "BatchNormalization", vec![a_f("epsilon", *epsilon)]),
+            Op::BatchNorm { epsilon } => {
+                simple(self, "BatchNormalization", vec![a_f("epsilon", *epsilon)])
+            }
             Op::Flatten { axis } => simple(self, "Flatten", vec![a_i("axis", *axis)]),
             Op::Reshape { allowzero } => {
-                let attrs = if *allowzero { vec![a_i("allowzero", 1)] } else { vec![] };
+                let attrs = if *allowzero {
+                    vec![a_i("allowzero", 1)]
+                } else {
+                    vec![]
+                };
                 simple(self, "Reshape", attrs);
             }
             Op::Transpose { perm } => {
-                let attrs = if perm.is_empty() { vec![] } else { vec![a_ints("perm", usizes(perm))] };
+                let attrs = if perm.is_empty() {
+                    vec![]
+                } else {
+                    vec![a_ints("perm", usizes(perm))]
+                };
                 simple(self, "Transpose", attrs);
             }
             Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
-                let op = if matches!(n.op, Op::Squeeze { .. }) { "Squeeze" } else { "Unsqueeze" };
+                let op = if matches!(n.op, Op::Squeeze { .. }) {
+                    "Squeeze"
+                } else {
+                    "Unsqueeze"
+                };
                 let mut i = vec![inp(0)];
                 if !axes.is_empty() {
                     i.push(self.i64s(&format!("{name}_axes"), axes)?);
@@ -809,11 +1007,19 @@ impl Ex<'_> {
                 let p = self.i64s(&format!("{name}_pads"), pads)?;
                 let mut i = vec![inp(0), p];
                 if *mode == PadMode::Constant && *value != 0.0 {
-                    i.push(self.constant(&format!("{name}_value"), &cast(&Tensor::scalar_f32(*value), out_dt(0))));
+                    i.push(self.constant(
+                        &format!("{name}_value"),
+                        &cast(&Tensor::scalar_f32(*value), out_dt(0)),
+                    ));
                 }
                 self.push(&name, "Pad", i, vec![out], vec![a_s("mode", m)]);
             }
-            Op::Reduce { kind, axes, keepdims, noop_with_empty_axes } => {
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims,
+                noop_with_empty_axes,
+            } => {
                 let op = match kind {
                     ReduceKind::Mean => "ReduceMean",
                     ReduceKind::Sum => "ReduceSum",
@@ -840,7 +1046,12 @@ impl Ex<'_> {
             Op::Identity => simple(self, "Identity", vec![]),
             Op::Shape => simple(self, "Shape", vec![]),
             Op::Cast { to } => simple(self, "Cast", vec![a_i("to", dtype_to_onnx(*to) as i64)]),
-            Op::QuantizeLinear { axis, block_size, saturate: _, output_dtype } => {
+            Op::QuantizeLinear {
+                axis,
+                block_size,
+                saturate: _,
+                output_dtype,
+            } => {
                 let mut attrs = vec![a_i("axis", *axis)];
                 if *block_size != 0 {
                     attrs.push(a_i("block_size", *block_size));
@@ -848,7 +1059,10 @@ impl Ex<'_> {
                 let mut i = trim(ins.clone());
                 if i.len() < 3 && *output_dtype != DType::U8 {
                     // No zero point: give one of the output type.
-                    let z = self.constant(&format!("{name}_zero_point"), &cast(&Tensor::scalar_f32(0.0), *output_dtype));
+                    let z = self.constant(
+                        &format!("{name}_zero_point"),
+                        &cast(&Tensor::scalar_f32(0.0), *output_dtype),
+                    );
                     i.truncate(2);
                     i.push(z);
                 }
@@ -865,17 +1079,33 @@ impl Ex<'_> {
                 // TFLite QUANTIZE: float (or quantized, requantize) -> quantized output.
                 let o = n.outputs[0];
                 let ov = &g.values[o];
-                let q = ov.quant.clone().ok_or_else(|| OnnxError::Model("Quantize output has no quantization parameters".into()))?;
-                let src = n.input(0).ok_or_else(|| OnnxError::Model("missing input".into()))?;
-                let x = if is_quantized(&g.values[src]) { self.dequantize(src, None)? } else { inp(0) };
+                let q = ov.quant.clone().ok_or_else(|| {
+                    OnnxError::Model("Quantize output has no quantization parameters".into())
+                })?;
+                let src = n
+                    .input(0)
+                    .ok_or_else(|| OnnxError::Model("missing input".into()))?;
+                let x = if is_quantized(&g.values[src]) {
+                    self.dequantize(src, None)?
+                } else {
+                    inp(0)
+                };
                 let (s, z, attrs) = self.qparams(&ov.name, &q, ov.dtype)?;
                 self.push(&name, "QuantizeLinear", vec![x, s, z], vec![out], attrs);
             }
             Op::Dequantize => {
-                let src = n.input(0).ok_or_else(|| OnnxError::Model("missing input".into()))?;
+                let src = n
+                    .input(0)
+                    .ok_or_else(|| OnnxError::Model("missing input".into()))?;
                 let sv = &g.values[src];
                 if sv.dtype.is_float() {
-                    self.push(&name, "Cast", vec![inp(0)], vec![out], vec![a_i("to", dtype_to_onnx(out_dt(0)) as i64)]);
+                    self.push(
+                        &name,
+                        "Cast",
+                        vec![inp(0)],
+                        vec![out],
+                        vec![a_i("to", dtype_to_onnx(out_dt(0)) as i64)],
+                    );
                 } else {
                     let x = self.dequantize(src, None)?;
                     self.push(&name, "Identity", vec![x], vec![out], vec![]);
@@ -896,23 +1126,30 @@ impl Ex<'_> {
             CoordTransform::TfCropAndResize => "tf_crop_and_resize",
             CoordTransform::TfHalfPixelForNn => {
                 return Err(OnnxError::Model(
-                    "tf_half_pixel_for_nn exists only in opsets 11-12 and cannot be exported".into(),
+                    "tf_half_pixel_for_nn exists only in opsets 11-12 and cannot be exported"
+                        .into(),
                 ))
             }
         };
         let mut attrs = vec![
-            a_s("mode", match r.mode {
-                ResizeMode::Nearest => "nearest",
-                ResizeMode::Linear => "linear",
-                ResizeMode::Cubic => "cubic",
-            }),
+            a_s(
+                "mode",
+                match r.mode {
+                    ResizeMode::Nearest => "nearest",
+                    ResizeMode::Linear => "linear",
+                    ResizeMode::Cubic => "cubic",
+                },
+            ),
             a_s("coordinate_transformation_mode", coord),
-            a_s("nearest_mode", match r.nearest_mode {
-                NearestMode::RoundPreferFloor => "round_prefer_floor",
-                NearestMode::RoundPreferCeil => "round_prefer_ceil",
-                NearestMode::Floor => "floor",
-                NearestMode::Ceil => "ceil",
-            }),
+            a_s(
+                "nearest_mode",
+                match r.nearest_mode {
+                    NearestMode::RoundPreferFloor => "round_prefer_floor",
+                    NearestMode::RoundPreferCeil => "round_prefer_ceil",
+                    NearestMode::Floor => "floor",
+                    NearestMode::Ceil => "ceil",
+                },
+            ),
             a_f("cubic_coeff_a", r.cubic_coeff_a),
             a_i("exclude_outside", r.exclude_outside as i64),
             a_f("extrapolation_value", r.extrapolation_value),
@@ -925,16 +1162,26 @@ impl Ex<'_> {
         }
         match r.keep_aspect_ratio_policy {
             AspectRatioPolicy::Stretch => {}
-            AspectRatioPolicy::NotLarger => attrs.push(a_s("keep_aspect_ratio_policy", "not_larger")),
-            AspectRatioPolicy::NotSmaller => attrs.push(a_s("keep_aspect_ratio_policy", "not_smaller")),
+            AspectRatioPolicy::NotLarger => {
+                attrs.push(a_s("keep_aspect_ratio_policy", "not_larger"))
+            }
+            AspectRatioPolicy::NotSmaller => {
+                attrs.push(a_s("keep_aspect_ratio_policy", "not_smaller"))
+            }
         }
         let roi = match &r.roi {
-            Some(v) => self.constant(&format!("{name}_roi"), &Tensor::from_f32(vec![v.len()], v.clone())?),
+            Some(v) => self.constant(
+                &format!("{name}_roi"),
+                &Tensor::from_f32(vec![v.len()], v.clone())?,
+            ),
             None => String::new(),
         };
         let mut i = vec![x, roi];
         if let Some(s) = &r.scales {
-            i.push(self.constant(&format!("{name}_scales"), &Tensor::from_f32(vec![s.len()], s.clone())?));
+            i.push(self.constant(
+                &format!("{name}_scales"),
+                &Tensor::from_f32(vec![s.len()], s.clone())?,
+            ));
         } else if let Some(s) = &r.sizes {
             i.push(String::new());
             let v: Vec<i64> = s.iter().map(|&d| d as i64).collect();

@@ -789,14 +789,14 @@ fn compare(op: &str, a: &Tensor, b: &Tensor) -> Option<Result<Tensor>> {
                 Some(a.data.get_i64(i).cmp(&b.data.get_i64(j)))
             };
             use std::cmp::Ordering::*;
-            match (op, ord) {
-                ("Equal", Some(Equal)) => true,
-                ("Less", Some(Less)) => true,
-                ("Greater", Some(Greater)) => true,
-                ("LessOrEqual", Some(Less | Equal)) => true,
-                ("GreaterOrEqual", Some(Greater | Equal)) => true,
-                _ => false,
-            }
+            matches!(
+                (op, ord),
+                ("Equal", Some(Equal))
+                    | ("Less", Some(Less))
+                    | ("Greater", Some(Greater))
+                    | ("LessOrEqual", Some(Less | Equal))
+                    | ("GreaterOrEqual", Some(Greater | Equal))
+            )
         })
         .collect();
     Some(Tensor::new(out, TensorData::Bool(v)).map_err(Into::into))

@@ -191,7 +191,7 @@ fn auto_pad(v: &NodeView) -> Result<AutoPad> {
 }
 
 fn check_pads(v: &NodeView, pads: &[usize]) -> Result<()> {
-    if pads.len() % 2 != 0 {
+    if pads.len() & 1 == 1 {
         return Err(v.err(format!(
             "pads {pads:?} must hold a begin and an end per axis"
         )));
@@ -700,7 +700,7 @@ fn pad(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
             full
         }
     };
-    if pads.len() % 2 != 0 {
+    if pads.len() & 1 == 1 {
         return Err(v.err(format!(
             "pads {pads:?} must hold a begin and an end per axis"
         )));

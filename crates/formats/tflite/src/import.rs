@@ -1390,3 +1390,218 @@ fn annotate(graph: &mut Graph) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{finish_model, schema};
+    use crate::fixtures::all_ops_model;
+
+    #[test]
+    fn all_ops_model_imports() {
+        let bytes = finish_model(&all_ops_model());
+        let g = import(&bytes).unwrap();
+        g.validate().unwrap();
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.op.name()).collect();
+        for op in [
+            "Pad",
+            "Conv",
+            "MaxPool",
+            "Resize",
+            "Concat",
+            "AveragePool",
+            "Transpose",
+            "ReduceMean",
+            "FullyConnected",
+            "Sigmoid",
+            "Tanh",
+            "HardSwish",
+            "Relu",
+            "Relu6",
+            "Sub",
+            "Mul",
+            "Add",
+            "Reshape",
+            "Softmax",
+            "LogSoftmax",
+            "Quantize",
+            "Dequantize",
+        ] {
+            assert!(names.contains(&op), "{op} missing from {names:?}");
+        }
+        assert_eq!(g.outputs.len(), 4);
+        // Depthwise weights are stored [C*mult, kh, kw, 1] with group = C.
+        let dw = g
+            .nodes
+            .iter()
+            .find(|n| n.name.starts_with("DEPTHWISE_CONV_2D"))
+            .unwrap();
+        let Op::Conv(a) = &dw.op else { panic!() };
+        assert_eq!(a.group, 8);
+        let w = g.const_data(dw.input(1).unwrap()).unwrap();
+        assert_eq!(w.shape, vec![16, 3, 3, 1]);
+        // PADV2's value and PAD's paddings became attributes (ONNX order).
+        let pads: Vec<&Op> = g
+            .nodes
+            .iter()
+            .map(|n| &n.op)
+            .filter(|o| matches!(o, Op::Pad { .. }))
+            .collect();
+        assert_eq!(
+            pads[0],
+            &Op::Pad {
+                mode: PadMode::Constant,
+                pads: vec![0, 1, 1, 0, 0, 1, 1, 0],
+                value: 0.0
+            }
+        );
+        assert_eq!(
+            pads[1],
+            &Op::Pad {
+                mode: PadMode::Constant,
+                pads: vec![0, 0, 2, 0, 0, 1, 0, 0],
+                value: 0.5
+            }
+        );
+        // No unused constants: perm/axes/size/paddings are attributes, not values.
+        let consumers = g.consumers();
+        for (i, v) in g.values.iter().enumerate() {
+            assert!(
+                !v.is_const() || !consumers[i].is_empty(),
+                "unused constant {}",
+                v.name
+            );
+        }
+        assert!(matches!(g.source, Source::Tflite { version: 3 }));
+    }
+
+    #[test]
+    fn rejects_non_tflite_and_truncated_input() {
+        assert!(import(b"").is_err());
+        assert!(import(b"12345678").is_err());
+        let bytes = finish_model(&all_ops_model());
+        for cut in [8, 12, 64, bytes.len() / 2, bytes.len() - 1] {
+            assert!(import(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn duplicate_tensor_names_are_made_unique() {
+        let mut model = all_ops_model();
+        for t in model.subgraphs.as_mut().unwrap()[0]
+            .tensors
+            .as_mut()
+            .unwrap()
+        {
+            t.name = Some("same".into());
+        }
+        let g = import(&finish_model(&model)).unwrap();
+        g.validate().unwrap();
+        assert!(g.find_value("same").is_some() && g.find_value("same_1").is_some());
+    }
+
+    #[test]
+    fn buffer_size_must_match_shape() {
+        let mut model = all_ops_model();
+        let bufs = model.buffers.as_mut().unwrap();
+        let b = bufs
+            .iter_mut()
+            .find(|b| b.data.as_ref().is_some_and(|d| d.len() > 100))
+            .unwrap();
+        b.data.as_mut().unwrap().pop();
+        let err = import(&finish_model(&model)).unwrap_err().to_string();
+        assert!(err.contains("needs") && err.contains("bytes"), "{err}");
+    }
+
+    #[test]
+    fn external_buffers_are_read_from_the_file() {
+        // Schema 3c: a buffer's data may sit outside the flatbuffer at `offset`.
+        let model = all_ops_model();
+        let inline = import(&finish_model(&model)).unwrap();
+        let mut model = model;
+        let bufs = model.buffers.as_mut().unwrap();
+        let (i, data) = bufs
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| b.data.clone().filter(|d| d.len() > 100).map(|d| (i, d)))
+            .unwrap();
+        // Lay out: flatbuffer, then the data; the offset must be known before
+        // serializing, so serialize twice (the size does not depend on the value).
+        bufs[i] = schema::Buffer {
+            data: None,
+            offset: 2,
+            size: data.len() as u64,
+        };
+        let probe = finish_model(&model).len() as u64;
+        model.buffers.as_mut().unwrap()[i].offset = probe;
+        let mut bytes = finish_model(&model);
+        assert_eq!(bytes.len() as u64, probe);
+        bytes.extend_from_slice(&data);
+        let external = import(&bytes).unwrap();
+        assert_eq!(external.values.len(), inline.values.len());
+        for (a, b) in external.values.iter().zip(&inline.values) {
+            assert_eq!(a.data, b.data, "{}", a.name);
+        }
+        // Pointing past the end of the file is an error, not a panic.
+        bytes.truncate(bytes.len() - 1);
+        assert!(import(&bytes).is_err());
+    }
+
+    #[test]
+    fn control_flow_and_unknown_ops_are_rejected_clearly() {
+        let mut model = all_ops_model();
+        model.operator_codes.as_mut().unwrap()[0].builtin_code = schema::BuiltinOperator::While;
+        model.operator_codes.as_mut().unwrap()[0].deprecated_builtin_code =
+            schema::BuiltinOperator::While as i8;
+        let err = import(&finish_model(&model)).unwrap_err().to_string();
+        assert!(
+            err.contains("control-flow") && err.contains("WHILE"),
+            "{err}"
+        );
+        model.operator_codes.as_mut().unwrap()[0].builtin_code = schema::BuiltinOperator::Svdf;
+        model.operator_codes.as_mut().unwrap()[0].deprecated_builtin_code =
+            schema::BuiltinOperator::Svdf as i8;
+        let err = import(&finish_model(&model)).unwrap_err().to_string();
+        assert!(
+            err.contains("SVDF") && err.contains("not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hybrid_int8_weights_get_a_dequantize() {
+        // Replace the FC weights by int8 with a per-tensor scale: a hybrid model.
+        let mut model = all_ops_model();
+        let sg = &mut model.subgraphs.as_mut().unwrap()[0];
+        let t = sg
+            .tensors
+            .as_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|t| t.name.as_deref() == Some("fc/w"))
+            .unwrap();
+        t.type_ = schema::TensorType::Int8;
+        t.quantization = Some(Box::new(schema::QuantizationParameters {
+            scale: Some(vec![0.01]),
+            zero_point: Some(vec![0]),
+            ..Default::default()
+        }));
+        let b = t.buffer as usize;
+        model.buffers.as_mut().unwrap()[b].data = Some((0..320).map(|i| (i % 200) as u8).collect());
+        let g = import(&finish_model(&model)).unwrap();
+        let fc = g
+            .nodes
+            .iter()
+            .find(|n| n.name.starts_with("FULLY_CONNECTED"))
+            .unwrap();
+        let w = fc.input(1).unwrap();
+        assert_eq!(g.values[w].dtype, DType::F32);
+        assert_eq!(g.values[w].name, "fc/w/dequantized");
+        let producer = g.producers()[w].unwrap();
+        assert_eq!(g.nodes[producer].op, Op::Dequantize);
+        assert_eq!(
+            g.values[g.nodes[producer].input(0).unwrap()].quant,
+            Some(QuantParams::per_tensor(0.01, 0))
+        );
+    }
+}

@@ -2,7 +2,7 @@
 //! types, output stages (accumulator -> quantized value) and fused activation ranges.
 
 use super::super::NodeCtx;
-use super::fixedpoint::{multiply_by_quantized_multiplier, quantize_multiplier};
+use super::fixedpoint::{multiply_by_quantized_multiplier, quantize_multiplier, srdhm};
 use crate::error::{Result, RuntimeError};
 use edgeopt_ir::{Activation, DType, QuantParams, Tensor, TensorData};
 
@@ -140,9 +140,23 @@ pub fn activation_range<T: QInt>(act: Activation, out: Affine) -> (i32, i32) {
     }
 }
 
-/// Accumulator -> quantized output, per output channel: TFLite's fixed-point
-/// requantization (`MultiplyByQuantizedMultiplier`, double rounding), output offset,
-/// and the (fused activation) clamp.
+/// How the final right shift of the fixed-point requantization rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rounding {
+    /// TFLite's `MultiplyByQuantizedMultiplier`: `RoundingDivideByPOT`, ties away
+    /// from zero (reference kernels, depthwise conv, add, ...).
+    TiesAway,
+    /// ruy's `RoundingRightShift` after the same doubling high multiply: ties round
+    /// up (toward +inf). LiteRT's builtin CONV_2D and FULLY_CONNECTED go through ruy.
+    TiesUp,
+    /// One rounding of the exact product, `(x * m + 2^(30 - shift)) >> (31 - shift)`
+    /// (TFLite's `TFLITE_SINGLE_ROUNDING` formula): what LiteRT's reference
+    /// FULLY_CONNECTED produces.
+    Single,
+}
+
+/// Accumulator -> quantized output, per output channel: fixed-point requantization
+/// (multiplier and shift), output offset, and the (fused activation) clamp.
 #[derive(Debug, Clone)]
 pub struct OutputStage {
     pub multiplier: Vec<i32>,
@@ -150,6 +164,7 @@ pub struct OutputStage {
     pub out_zp: i32,
     pub min: i32,
     pub max: i32,
+    pub rounding: Rounding,
 }
 
 impl OutputStage {
@@ -166,13 +181,36 @@ impl OutputStage {
             out_zp: out.zp,
             min: range.0,
             max: range.1,
+            rounding: Rounding::TiesAway,
         }
+    }
+
+    pub fn with_rounding(mut self, r: Rounding) -> OutputStage {
+        self.rounding = r;
+        self
     }
 
     #[inline(always)]
     pub fn apply(&self, acc: i32, c: usize) -> i32 {
-        let v = multiply_by_quantized_multiplier(acc, self.multiplier[c], self.shift[c]) + self.out_zp;
-        v.clamp(self.min, self.max)
+        let (m, shift) = (self.multiplier[c], self.shift[c]);
+        let v = match self.rounding {
+            Rounding::TiesAway => multiply_by_quantized_multiplier(acc, m, shift),
+            Rounding::TiesUp => {
+                let left = shift.max(0);
+                let right = (-shift).clamp(0, 31);
+                let hi = srdhm(acc.wrapping_mul(1i32.wrapping_shl(left as u32)), m) as i64;
+                if right == 0 {
+                    hi as i32
+                } else {
+                    ((hi + (1i64 << (right - 1))) >> right) as i32
+                }
+            }
+            Rounding::Single => {
+                let total = (31 - shift).clamp(1, 62);
+                ((acc as i64 * m as i64 + (1i64 << (total - 1))) >> total) as i32
+            }
+        };
+        (v + self.out_zp).clamp(self.min, self.max)
     }
 }
 

@@ -381,7 +381,7 @@ pub fn nhwc_to_nchw<E: Copy + Default>(v: &[E], n: usize, c: usize, hw: usize) -
 
 /// The TFLite int8/uint8 CONV_2D and DEPTHWISE_CONV_2D kernel (`Layout::Nhwc`,
 /// per-channel or per-tensor weights, i32 bias, fixed-point requantization).
-pub fn tflite_conv<T: QInt>(ctx: &NodeCtx, a: &ConvAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn tflite_conv<T: QInt>(ctx: &NodeCtx, a: &ConvAttrs, num: super::Numerics, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let w = input(ctx, inputs, 1)?;
     if a.layout != Layout::Nhwc {
@@ -397,6 +397,14 @@ pub fn tflite_conv<T: QInt>(ctx: &NodeCtx, a: &ConvAttrs, inputs: &[Option<&Tens
     let bias = bias_i32(ctx, inputs.get(2).copied().flatten(), g.m)?;
     let acc = accumulate_nhwc(&g, &xo, &wo, &bias);
     let stage = OutputStage::new(xq.scale, &wscales, yq, activation_range::<T>(a.activation, yq));
+    // LiteRT's builtin CONV_2D runs through ruy (ties-up final shift); its depthwise
+    // kernel and TFLite's reference kernels use TFLite's own rounding.
+    let rounding = if num == super::Numerics::LiteRt && !(g.cg() == 1 && g.group > 1) {
+        Rounding::TiesUp
+    } else {
+        Rounding::TiesAway
+    };
+    let stage = stage.with_rounding(rounding);
     let m = g.m;
     let out = requantize_rows::<T>(&acc, m, &stage);
     let shape = if x.shape.len() == 4 {

@@ -14,6 +14,7 @@ pub fn tflite_fc<T: QInt>(
     ctx: &NodeCtx,
     activation: Activation,
     keep_num_dims: bool,
+    num: super::Numerics,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
@@ -43,6 +44,12 @@ pub fn tflite_fc<T: QInt>(
         }
     }
     let stage = OutputStage::new(xq.scale, &wscales, yq, activation_range::<T>(activation, yq));
+    // LiteRT's builtin FULLY_CONNECTED runs through ruy (ties-up final shift); its
+    // reference kernel rounds once (found by comparing with LiteRT layer by layer).
+    let stage = stage.with_rounding(match num {
+        super::Numerics::LiteRt => Rounding::TiesUp,
+        super::Numerics::Reference => Rounding::Single,
+    });
     let out = requantize_rows::<T>(&acc, nout, &stage);
     let shape = if keep_num_dims && !x.shape.is_empty() {
         let mut s = x.shape.clone();

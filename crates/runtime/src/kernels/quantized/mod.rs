@@ -157,13 +157,13 @@ fn tflite_conv_dispatch<T: common::QInt>(ctx: &NodeCtx, a: &edgeopt_ir::ConvAttr
     if std::mem::size_of::<T>() != 1 {
         return Err(ctx.error("16-bit quantized convolution is not supported yet"));
     }
-    conv::tflite_conv::<T>(ctx, a, inputs)
+    conv::tflite_conv::<T>(ctx, a, numerics(), inputs)
 }
 fn fc_dispatch<T: common::QInt>(ctx: &NodeCtx, act: edgeopt_ir::Activation, keep: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     if std::mem::size_of::<T>() != 1 {
         return Err(ctx.error("16-bit quantized fully-connected is not supported yet"));
     }
-    fc::tflite_fc::<T>(ctx, act, keep, inputs)
+    fc::tflite_fc::<T>(ctx, act, keep, numerics(), inputs)
 }
 fn binary_dispatch<T: common::QInt>(ctx: &NodeCtx, k: edgeopt_ir::BinaryKind, act: edgeopt_ir::Activation, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     elementwise::tflite_binary::<T>(ctx, k, act, inputs)

@@ -1,0 +1,258 @@
+//! The `edgeopt` binary: bad input ends in `error: ...` and a non-zero exit, never a
+//! panic; `run` writes its outputs atomically; the `--json` outputs parse.
+
+use edgeopt_ir::{Tensor, TensorData};
+use edgeopt_testkit as tk;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const RESNET_TFLITE: &str =
+    "mlperf-tiny/benchmark/training/image_classification/trained_models/pretrainedResnet.tflite";
+const RESNET_ONNX: &str = "mlperf-tiny/onnx/tf2onnx_from_tflite/pretrainedResnet.onnx";
+
+fn edgeopt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeopt"))
+        .args(args)
+        .output()
+        .expect("run edgeopt")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// Exit code 1, one `error:` line naming the problem, no panic.
+fn assert_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(stderr.starts_with("error: "), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+}
+
+#[test]
+fn missing_file() {
+    for m in ["/nonexistent/model.onnx", "/nonexistent/model.tflite"] {
+        assert_error(&edgeopt(&["inspect", m]), "no such model file");
+        assert_error(&edgeopt(&["bench", m]), "no such model file");
+    }
+}
+
+#[test]
+fn wrong_extension() {
+    let dir = tk::scratch_dir("cli_wrong_ext");
+    let f = dir.join("model.pb");
+    std::fs::write(&f, b"not a model").unwrap();
+    assert_error(&edgeopt(&["inspect", p(&f)]), "unknown model format '.pb'");
+    let g = dir.join("model");
+    std::fs::write(&g, b"not a model").unwrap();
+    assert_error(&edgeopt(&["inspect", p(&g)]), "expected a .onnx or .tflite");
+}
+
+#[test]
+fn garbage_and_truncated_models() {
+    let dir = tk::scratch_dir("cli_truncated");
+    for (name, bytes) in [
+        ("empty.onnx", vec![]),
+        ("empty.tflite", vec![]),
+        ("junk.onnx", vec![0xffu8; 100]),
+        ("junk.tflite", vec![0xffu8; 100]),
+    ] {
+        let f = dir.join(name);
+        std::fs::write(&f, bytes).unwrap();
+        assert_error(&edgeopt(&["inspect", p(&f)]), "cannot load");
+    }
+    let Some(data) = tk::data_dir() else { return };
+    for rel in [RESNET_TFLITE, RESNET_ONNX] {
+        let bytes = std::fs::read(data.join(rel)).unwrap();
+        let ext = Path::new(rel).extension().unwrap().to_str().unwrap();
+        for frac in [2, 3, 10] {
+            let f = dir.join(format!("cut_{frac}.{ext}"));
+            std::fs::write(&f, &bytes[..bytes.len() / frac]).unwrap();
+            assert_error(&edgeopt(&["inspect", p(&f)]), "cannot load");
+        }
+    }
+}
+
+#[test]
+fn bad_arguments() {
+    // clap's own errors: exit code 2, no panic.
+    let out = edgeopt(&["inspect"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = edgeopt(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let Some(data) = tk::data_dir() else { return };
+    let m = data.join(RESNET_TFLITE);
+    assert_error(&edgeopt(&["inspect", p(&m), "--batch", "0"]), "--batch");
+    assert_error(&edgeopt(&["bench", p(&m), "--runs", "0"]), "--runs");
+    let labels = data.join("cifar10/test_y.npy");
+    let x = data.join("cifar10/test_x.npy");
+    // Data and labels swapped: samples have no image shape.
+    assert_error(
+        &edgeopt(&["eval", p(&m), "--data", p(&labels), "--labels", p(&labels)]),
+        "do not fit the model input",
+    );
+    assert_error(
+        &edgeopt(&[
+            "eval",
+            p(&m),
+            "--data",
+            p(&x),
+            "--labels",
+            p(&labels),
+            "--mean",
+            "1,2",
+        ]),
+        "--mean",
+    );
+}
+
+fn write_npy(path: &Path, t: &Tensor) {
+    edgeopt_npy::write(path, t).unwrap();
+}
+
+#[test]
+fn run_checks_inputs_and_writes_atomically() {
+    let Some(data) = tk::data_dir() else { return };
+    let dir = tk::scratch_dir("cli_run");
+    let m = data.join(RESNET_TFLITE);
+    let out_path = dir.join("out.npy");
+
+    // Wrong shape, wrong dtype, wrong count: errors, and no output file.
+    let small = dir.join("small.npy");
+    write_npy(
+        &small,
+        &Tensor::from_f32(vec![1, 16, 16, 3], vec![0.0; 768]).unwrap(),
+    );
+    assert_error(
+        &edgeopt(&["run", p(&m), "--input", p(&small), "-o", p(&out_path)]),
+        "shape",
+    );
+    let bytes = dir.join("u8.npy");
+    write_npy(
+        &bytes,
+        &Tensor::new(vec![1, 32, 32, 3], TensorData::U8(vec![0; 3072])).unwrap(),
+    );
+    assert_error(
+        &edgeopt(&["run", p(&m), "--input", p(&bytes), "-o", p(&out_path)]),
+        "u8",
+    );
+    assert_error(
+        &edgeopt(&[
+            "run",
+            p(&m),
+            "--input",
+            p(&bytes),
+            "--input",
+            p(&bytes),
+            "-o",
+            p(&out_path),
+        ]),
+        "--input given",
+    );
+    assert_error(
+        &edgeopt(&[
+            "run",
+            p(&m),
+            "--input",
+            p(&dir.join("none.npy")),
+            "-o",
+            p(&out_path),
+        ]),
+        "cannot read input",
+    );
+    assert!(!out_path.exists());
+
+    // A real image: the written output equals the library's run, and nothing but the
+    // output is left in the folder (the temporary file was renamed).
+    let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
+    let TensorData::U8(px) = &x.data else {
+        panic!("cifar is u8")
+    };
+    let img = Tensor::from_f32(
+        vec![1, 32, 32, 3],
+        px[..3072].iter().map(|&b| b as f32).collect(),
+    )
+    .unwrap();
+    let img_path = dir.join("img.npy");
+    write_npy(&img_path, &img);
+    let out = edgeopt(&["run", p(&m), "--input", p(&img_path), "-o", p(&out_path)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = edgeopt_npy::read(&out_path).unwrap();
+    let g = edgeopt_cli::load_model(&m).unwrap();
+    let want = edgeopt_runtime::run(&g, &[img]).unwrap();
+    assert_eq!(got, want[0]);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["img.npy", "out.npy", "small.npy", "u8.npy"]);
+
+    // Unwritable destination: an error, and no partial file.
+    let bad: PathBuf = dir.join("no_such_dir").join("out.npy");
+    assert_error(
+        &edgeopt(&["run", p(&m), "--input", p(&img_path), "-o", p(&bad)]),
+        "cannot write",
+    );
+    assert!(!bad.exists());
+}
+
+#[test]
+fn json_outputs() {
+    let Some(data) = tk::data_dir() else { return };
+    let m = data.join(RESNET_TFLITE);
+    let out = edgeopt(&["inspect", p(&m), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["totals"]["macs"].as_u64().unwrap() > 0);
+    assert!(v["memory"]["peak_arena_bytes"].as_u64().unwrap() > 0);
+    assert!(!v["layers"].as_array().unwrap().is_empty());
+
+    let out = edgeopt(&["inspect", p(&m)]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("peak arena"), "{text}");
+
+    let x = data.join("cifar10/test_x.npy");
+    let y = data.join("cifar10/test_y.npy");
+    let out = edgeopt(&[
+        "eval",
+        p(&m),
+        "--data",
+        p(&x),
+        "--labels",
+        p(&y),
+        "--limit",
+        "20",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["samples"].as_u64(), Some(20));
+    assert!(v["accuracy"].as_f64().unwrap() >= 0.0);
+
+    let out = edgeopt(&["bench", p(&m), "--warmup", "1", "--runs", "3", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["p90_ms"].as_f64().unwrap() >= v["median_ms"].as_f64().unwrap());
+}

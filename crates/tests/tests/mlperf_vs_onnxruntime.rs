@@ -1,0 +1,188 @@
+//! All six MLPerf Tiny models load from .tflite and from .onnx, and edgeopt's outputs
+//! match onnxruntime's on real inputs:
+//! - fp32 models (from either file): within 1e-4 absolute of onnxruntime on the .onnx;
+//! - int8 QDQ .onnx models: onnxruntime fuses QDQ into its own integer kernels, so the
+//!   two may differ by rounding; we require at most 1 quantization step of the output
+//!   and the same top-1 class (the bit-exact int8 check is against LiteRT, in
+//!   tflite_int8_bitexact.rs).
+//!
+//! Inputs: 20 CIFAR-10 test images (every 500th, so every class appears) for IC, the 40
+//! real log-mel slices of the AD sample, and seeded random MFCC-range values for KWS.
+
+use edgeopt_ir::{Graph, Tensor, TensorData};
+use edgeopt_testkit as tk;
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+
+const TM: &str = "mlperf-tiny/benchmark/training";
+const OX: &str = "mlperf-tiny/onnx/tf2onnx_from_tflite";
+
+fn cifar_images(data: &Path, n: usize) -> Tensor {
+    let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
+    let TensorData::U8(v) = &x.data else { panic!("cifar test_x is not u8") };
+    let per = 32 * 32 * 3;
+    let step = x.shape[0] / n;
+    let mut out = Vec::with_capacity(n * per);
+    for k in 0..n {
+        out.extend(v[k * step * per..(k * step + 1) * per].iter().map(|&b| b as f32));
+    }
+    Tensor::from_f32(vec![n, 32, 32, 3], out).unwrap()
+}
+
+fn ad_slices(data: &Path) -> Tensor {
+    let p = data.join("mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin");
+    let bytes = std::fs::read(p).unwrap();
+    let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(v.len(), 40 * 640, "AD sample is float32 (40, 640)");
+    Tensor::from_f32(vec![40, 640], v).unwrap()
+}
+
+/// Seeded values spread over the KWS int8 model's input range (scale 0.584703, zp 83
+/// per the PROVENANCE: [-123.4, 25.7]).
+fn kws_features(n: usize) -> Tensor {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let v = (0..n * 49 * 10).map(|_| rng.gen_range(-123.0f32..25.0)).collect();
+    Tensor::from_f32(vec![n, 49, 10, 1], v).unwrap()
+}
+
+/// onnxruntime's outputs for a batch (the first output only).
+fn ort(model: &Path, x: &Tensor, name: &str) -> Tensor {
+    let dir = tk::scratch_dir(&format!("mlperf_ort_{name}"));
+    let xin = dir.join("x.npy");
+    edgeopt_npy::write(&xin, x).unwrap();
+    tk::run_oracle("onnx_run.py", &[model, &xin, &dir]);
+    edgeopt_npy::read(&dir.join("output_0.npy")).unwrap()
+}
+
+/// Runs `g` on each sample of `x` (batch 1, as TFLite models declare) and stacks.
+fn run_per_sample(g: &Graph, x: &Tensor) -> Vec<Vec<f32>> {
+    let n = x.shape[0];
+    let per = x.len() / n;
+    let mut sample_shape = x.shape.clone();
+    sample_shape[0] = 1;
+    let xs = x.to_f32_vec();
+    (0..n)
+        .map(|i| {
+            let t = Tensor::from_f32(sample_shape.clone(), xs[i * per..(i + 1) * per].to_vec()).unwrap();
+            let out = edgeopt_runtime::run(g, &[t]).unwrap_or_else(|e| panic!("{}: {e}", g.name));
+            out[0].to_f32_vec()
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn check_fp32(tflite: &str, onnx: &str, inputs: impl Fn(&Path) -> Tensor) {
+    let Some(data) = tk::data_dir() else { return };
+    if !tk::oracle_available() {
+        return;
+    }
+    let x = inputs(&data);
+    let onnx_path: PathBuf = data.join(OX).join(onnx);
+    let reference = ort(&onnx_path, &x, onnx);
+    let n = x.shape[0];
+    let per_out = reference.len() / n;
+    let want = reference.to_f32_vec();
+
+    let g_onnx = edgeopt_onnx::import_file(&onnx_path).unwrap();
+    let got_onnx = edgeopt_runtime::run(&g_onnx, &[x.clone()]).unwrap();
+    assert_eq!(got_onnx[0].shape, reference.shape, "{onnx}: output shape");
+    let d_onnx = max_abs_diff(&got_onnx[0].to_f32_vec(), &want);
+
+    let g_tfl = edgeopt_tflite::import_file(&data.join(TM).join(tflite)).unwrap();
+    let got_tfl: Vec<f32> = run_per_sample(&g_tfl, &x).concat();
+    assert_eq!(got_tfl.len(), n * per_out, "{tflite}: output size");
+    let d_tfl = max_abs_diff(&got_tfl, &want);
+    eprintln!("{tflite}: max |edgeopt - onnxruntime| = {d_tfl:e} (.tflite), {d_onnx:e} (.onnx) over {n} samples");
+    assert!(d_onnx <= 1e-4, "{onnx}: max abs diff {d_onnx} > 1e-4");
+    assert!(d_tfl <= 1e-4, "{tflite}: max abs diff {d_tfl} > 1e-4");
+}
+
+#[test]
+fn resnet8_fp32_matches_onnxruntime() {
+    check_fp32(
+        "image_classification/trained_models/pretrainedResnet.tflite",
+        "pretrainedResnet.onnx",
+        |d| cifar_images(d, 20),
+    );
+}
+
+#[test]
+fn kws_fp32_hybrid_matches_onnxruntime() {
+    check_fp32(
+        "keyword_spotting/trained_models/kws_ref_model_float32.tflite",
+        "kws_ref_model_float32.onnx",
+        |_| kws_features(20),
+    );
+}
+
+#[test]
+fn ad_fp32_matches_onnxruntime() {
+    check_fp32("anomaly_detection/trained_models/ad01_fp32.tflite", "ad01_fp32.onnx", ad_slices);
+}
+
+/// Quantizes a float batch with the graph input's quant params (TFLite rounding).
+fn quantize_input(g: &Graph, x: &Tensor) -> Tensor {
+    let v = g.value(g.inputs[0]);
+    let q = v.quant.as_ref().expect("int8 model input has quant params");
+    let (s, zp) = q.channel(0);
+    let data: Vec<i8> = x
+        .to_f32_vec()
+        .iter()
+        .map(|&f| ((f / s).round() as i64 + zp).clamp(-128, 127) as i8)
+        .collect();
+    Tensor::new(x.shape.clone(), TensorData::I8(data)).unwrap()
+}
+
+fn check_int8_onnx(onnx: &str, tflite: &str, inputs: impl Fn(&Path) -> Tensor) {
+    let Some(data) = tk::data_dir() else { return };
+    if !tk::oracle_available() {
+        return;
+    }
+    // The .onnx QDQ conversion keeps the int8 input/output; take the input quant params
+    // from the .tflite original (the ONNX graph's first DequantizeLinear holds the same).
+    let g_tfl = edgeopt_tflite::import_file(&data.join(TM).join(tflite)).unwrap();
+    let out_q = g_tfl.value(g_tfl.outputs[0]).quant.clone().expect("int8 output quant");
+    let x = quantize_input(&g_tfl, &inputs(&data));
+    let onnx_path = data.join(OX).join(onnx);
+    let reference = ort(&onnx_path, &x, onnx);
+    let g = edgeopt_onnx::import_file(&onnx_path).unwrap();
+    let got = edgeopt_runtime::run(&g, &[x.clone()]).unwrap();
+    assert_eq!(got[0].shape, reference.shape, "{onnx}: output shape");
+    let (a, b) = (got[0].to_i64_vec(), reference.to_i64_vec());
+    let max_steps = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).max().unwrap_or(0);
+    let n = x.shape[0];
+    let per = a.len() / n;
+    let argmax = |v: &[i64]| v.iter().enumerate().max_by_key(|(i, &x)| (x, std::cmp::Reverse(*i))).unwrap().0;
+    let same_top1 = (0..n).filter(|&i| argmax(&a[i * per..(i + 1) * per]) == argmax(&b[i * per..(i + 1) * per])).count();
+    eprintln!(
+        "{onnx}: max |edgeopt - onnxruntime| = {max_steps} steps of {} over {n} samples; same top-1 {same_top1}/{n}",
+        out_q.scale[0]
+    );
+    assert!(max_steps <= 1, "{onnx}: outputs differ by {max_steps} quantization steps");
+    if per > 1 && per < 100 {
+        assert_eq!(same_top1, n, "{onnx}: top-1 differs");
+    }
+}
+
+#[test]
+fn resnet8_int8_onnx_matches_onnxruntime() {
+    check_int8_onnx(
+        "pretrainedResnet_quant.onnx",
+        "image_classification/trained_models/pretrainedResnet_quant.tflite",
+        |d| cifar_images(d, 20),
+    );
+}
+
+#[test]
+fn kws_int8_onnx_matches_onnxruntime() {
+    check_int8_onnx("kws_ref_model.onnx", "keyword_spotting/trained_models/kws_ref_model.tflite", |_| kws_features(20));
+}
+
+#[test]
+fn ad_int8_onnx_matches_onnxruntime() {
+    check_int8_onnx("ad01_int8.onnx", "anomaly_detection/trained_models/ad01_int8.tflite", ad_slices);
+}
