@@ -104,23 +104,44 @@ struct Prep {
 }
 
 /// Quantization parameters of the graph input: its own, or those of the
-/// DequantizeLinear that reads it (ONNX QDQ models carry them there).
+/// DequantizeLinear that reads it (ONNX QDQ models carry them there), looking through
+/// layout ops in between (tf2onnx puts a Transpose to NCHW first).
 pub fn input_quant_params(graph: &Graph, input: ValueId) -> Option<QuantParams> {
     if let Some(q) = &graph.values[input].quant {
         return Some(q.clone());
     }
-    graph.nodes.iter().find_map(|n| {
-        if !matches!(n.op, Op::DequantizeLinear { .. }) || n.input(0) != Some(input) {
+    let mut frontier = vec![input];
+    // Bounded walk: each step moves to a node later in topological order.
+    for _ in 0..8 {
+        let mut next = Vec::new();
+        for n in &graph.nodes {
+            let Some(x) = n.input(0) else { continue };
+            if !frontier.contains(&x) {
+                continue;
+            }
+            match &n.op {
+                Op::DequantizeLinear { .. } => {
+                    let scale = graph.const_data(n.input(1)?)?.to_f32_vec();
+                    let zp = match n.input(2) {
+                        Some(z) => graph.const_data(z)?.to_i64_vec(),
+                        None => vec![0],
+                    };
+                    return (scale.len() == 1).then(|| {
+                        QuantParams::per_tensor(scale[0], zp.first().copied().unwrap_or(0))
+                    });
+                }
+                op if op.is_reshape_like() || matches!(op, Op::Transpose { .. }) => {
+                    next.extend(n.outputs.iter().copied());
+                }
+                _ => {}
+            }
+        }
+        if next.is_empty() {
             return None;
         }
-        let scale = graph.const_data(n.input(1)?)?.to_f32_vec();
-        let zp = match n.input(2) {
-            Some(z) => graph.const_data(z)?.to_i64_vec(),
-            None => vec![0],
-        };
-        (scale.len() == 1)
-            .then(|| QuantParams::per_tensor(scale[0], zp.first().copied().unwrap_or(0)))
-    })
+        frontier = next;
+    }
+    None
 }
 
 fn perm_apply(shape: &[usize], perm: &[usize]) -> Vec<usize> {
@@ -626,6 +647,59 @@ mod tests {
         assert_eq!(t.shape, vec![1, 2, 2, 3]);
         let want: Vec<i8> = (12..24).map(|v| ((v * 4) as i64 - 128) as i8).collect();
         assert_eq!(t.as_i8().unwrap(), want.as_slice());
+    }
+
+    #[test]
+    fn quant_params_found_behind_a_transpose() {
+        // tf2onnx int8 models: input -> Transpose -> DequantizeLinear(scale, zp).
+        let mut g = Graph::new("qdq");
+        let dims = vec![
+            Dim::Sym("n".into()),
+            Dim::Fixed(2),
+            Dim::Fixed(2),
+            Dim::Fixed(3),
+        ];
+        let x = g.add_value("x", DType::I8, Some(dims));
+        let t = g.add_value("t", DType::I8, None);
+        let s = g.add_const("s", Tensor::scalar_f32(0.5));
+        let z = g.add_const("z", Tensor::new(vec![], TensorData::I8(vec![-3])).unwrap());
+        let y = g.add_value("y", DType::F32, None);
+        g.add_node(
+            "tr",
+            Op::Transpose {
+                perm: vec![0, 3, 1, 2],
+            },
+            vec![Some(x)],
+            vec![t],
+        );
+        g.add_node(
+            "dq",
+            Op::DequantizeLinear {
+                axis: 1,
+                block_size: 0,
+            },
+            vec![Some(t), Some(s), Some(z)],
+            vec![y],
+        );
+        g.inputs = vec![x];
+        g.outputs = vec![y];
+        g.source = Source::Onnx {
+            opset: 13,
+            producer: String::new(),
+        };
+        assert_eq!(
+            input_quant_params(&g, x),
+            Some(QuantParams::per_tensor(0.5, -3))
+        );
+        // The data is NHWC like the model input: no transpose here, and ONNX rounds
+        // half to even: 2.5 / 0.5 = 5 -> 5 - 3 = 2; 0.25 / 0.5 = 0.5 -> 0 - 3.
+        let p = Prep::new(&g, &[1, 2, 2, 3], &EvalConfig::default()).unwrap();
+        assert!(p.perm.is_none());
+        let mut d = vec![0.0f32; 12];
+        d[0] = 2.5;
+        d[1] = 0.25;
+        let t = p.sample(&TensorData::F32(d), 0).unwrap();
+        assert_eq!(&t.as_i8().unwrap()[..3], &[2, -3, -3]);
     }
 
     #[test]

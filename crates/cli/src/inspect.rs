@@ -2,7 +2,7 @@
 //! memory planner.
 
 use crate::model::describe_source;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use edgeopt_ir::{shape::bind_input_shapes, Graph};
 use edgeopt_runtime::profile::{profile, ModelProfile};
 use serde::Serialize;
@@ -61,6 +61,18 @@ pub struct Report {
 
 /// Profiles `graph` at the given batch size.
 pub fn inspect(graph: &Graph, model_name: &str, batch: usize) -> Result<Report> {
+    // A batch other than 1 needs an input whose leading dimension is dynamic;
+    // otherwise the report would silently describe batch 1.
+    let dynamic = graph.inputs.iter().any(|&i| {
+        graph.values[i]
+            .shape
+            .as_ref()
+            .and_then(|s| s.first())
+            .is_some_and(|d| d.fixed().is_none())
+    });
+    if batch != 1 && !dynamic {
+        bail!("--batch {batch}: the model's inputs have a fixed batch dimension");
+    }
     let shapes = bind_input_shapes(graph, batch).context("cannot bind the input shapes")?;
     let p: ModelProfile = profile(graph, &shapes).context("cannot profile the model")?;
     let inputs = graph

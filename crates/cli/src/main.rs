@@ -90,6 +90,9 @@ enum Command {
         /// One per model output, in order.
         #[arg(short = 'o', long = "output", required = true)]
         outputs: Vec<PathBuf>,
+        /// Run inside one buffer laid out by the static memory planner (same outputs).
+        #[arg(long)]
+        arena: bool,
     },
     /// Batch-1 latency: warm-up, then median and p90 over timed runs.
     Bench {
@@ -203,9 +206,10 @@ fn main_inner(cli: Cli) -> Result<()> {
             model,
             inputs,
             outputs,
+            arena,
         } => {
             let g = load_model(&model)?;
-            let results = run::run_files(&g, &inputs, &outputs)?;
+            let results = run::run_files(&g, &inputs, &outputs, arena)?;
             for (t, p) in results.iter().zip(&outputs) {
                 let _ = writeln!(
                     std::io::stderr(),

@@ -7,8 +7,14 @@ use std::path::PathBuf;
 
 /// Runs `graph` on the arrays in `inputs` (one file per graph input, in order) and
 /// writes its outputs to `outputs` (one file per graph output). Nothing is written
-/// unless the whole run succeeds, and each file is written atomically.
-pub fn run_files(graph: &Graph, inputs: &[PathBuf], outputs: &[PathBuf]) -> Result<Vec<Tensor>> {
+/// unless the whole run succeeds, and each file is written atomically. With `arena`,
+/// every activation lives in one buffer laid out by the static memory planner.
+pub fn run_files(
+    graph: &Graph,
+    inputs: &[PathBuf],
+    outputs: &[PathBuf],
+    arena: bool,
+) -> Result<Vec<Tensor>> {
     if inputs.len() != graph.inputs.len() {
         bail!(
             "the model has {} input(s) ({}), {} --input given",
@@ -29,7 +35,12 @@ pub fn run_files(graph: &Graph, inputs: &[PathBuf], outputs: &[PathBuf]) -> Resu
         .iter()
         .map(|p| edgeopt_npy::read(p).with_context(|| format!("cannot read input {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
-    let results = edgeopt_runtime::run(graph, &tensors).context("inference failed")?;
+    let results = if arena {
+        edgeopt_runtime::arena::run_in_arena(graph, &tensors)
+    } else {
+        edgeopt_runtime::run(graph, &tensors)
+    }
+    .context("inference failed")?;
     for (t, p) in results.iter().zip(outputs) {
         edgeopt_npy::write(p, t).with_context(|| format!("cannot write {}", p.display()))?;
     }

@@ -85,6 +85,7 @@ fn bad_arguments() {
     let m = data.join(RESNET_TFLITE);
     assert_error(&edgeopt(&["inspect", p(&m), "--batch", "0"]), "--batch");
     assert_error(&edgeopt(&["bench", p(&m), "--runs", "0"]), "--runs");
+    assert_error(&edgeopt(&["inspect", p(&m), "--batch", "2"]), "fixed batch");
     let labels = data.join("cifar10/test_y.npy");
     let x = data.join("cifar10/test_x.npy");
     // Data and labels swapped: samples have no image shape.
@@ -186,12 +187,32 @@ fn run_checks_inputs_and_writes_atomically() {
     let g = edgeopt_cli::load_model(&m).unwrap();
     let want = edgeopt_runtime::run(&g, &[img]).unwrap();
     assert_eq!(got, want[0]);
+    // The same inside the planned arena.
+    let arena_path = dir.join("out_arena.npy");
+    let out = edgeopt(&[
+        "run",
+        p(&m),
+        "--arena",
+        "-i",
+        p(&img_path),
+        "-o",
+        p(&arena_path),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(edgeopt_npy::read(&arena_path).unwrap(), want[0]);
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, vec!["img.npy", "out.npy", "small.npy", "u8.npy"]);
+    assert_eq!(
+        names,
+        vec!["img.npy", "out.npy", "out_arena.npy", "small.npy", "u8.npy"]
+    );
 
     // Unwritable destination: an error, and no partial file.
     let bad: PathBuf = dir.join("no_such_dir").join("out.npy");

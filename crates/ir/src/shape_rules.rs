@@ -903,6 +903,20 @@ pub fn window(
     auto_pad: AutoPad,
     ceil_mode: bool,
 ) -> R<Window> {
+    window_impl(input, kernel, strides, dilations, pads, auto_pad, ceil_mode, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn window_impl(
+    input: &[usize],
+    kernel: &[usize],
+    strides: &[usize],
+    dilations: &[usize],
+    pads: &[usize],
+    auto_pad: AutoPad,
+    ceil_mode: bool,
+    pool: bool,
+) -> R<Window> {
     let n = input.len();
     if kernel.len() != n {
         return Err(format!(
@@ -947,22 +961,30 @@ pub fn window(
                     .checked_add(pb[i])
                     .and_then(|x| x.checked_add(pe[i]))
                     .ok_or("pads overflow")?;
-                if padded < dk {
+                // Signed: with ceil_mode a window may start inside the input and run
+                // past its end even when the padded input is shorter than the kernel
+                // (onnxruntime accepts this).
+                let span = padded as i64 - dk as i64;
+                let si = s as i64;
+                // Pools divide truncating toward zero like onnxruntime's integer
+                // arithmetic (a window may hang past the end by less than a stride);
+                // convolutions need the kernel inside the padded input.
+                let mut o = if ceil_mode {
+                    span.div_euclid(si) + i64::from(span.rem_euclid(si) != 0)
+                } else {
+                    span / si
+                } + 1;
+                if (span < 0 && !ceil_mode && !pool) || o < 1 {
                     return Err(format!(
                         "spatial dim {i}: padded input {padded} is smaller than the (dilated) kernel {dk}"
                     ));
                 }
-                let span = padded - dk;
-                let mut o = if ceil_mode {
-                    span.div_ceil(s)
-                } else {
-                    span / s
-                } + 1;
                 // ONNX/PyTorch: the last window must start inside the input or the
                 // begin padding, not in the end padding.
-                if ceil_mode && (o - 1) * s >= input[i] + pb[i] {
+                if ceil_mode && o > 1 && (o - 1) * si >= (input[i] + pb[i]) as i64 {
                     o -= 1;
                 }
+                let o = o as usize;
                 output[i] = o;
             }
         }
@@ -1103,14 +1125,41 @@ pub fn pool_geometry(p: &PoolAttrs, x: &[usize]) -> R<(Vec<usize>, Window)> {
     if p.kernel_shape.is_empty() {
         return Err("kernel_shape is required".into());
     }
-    let w = window(
+    let nd = sp.len();
+    if p.kernel_shape.len() != nd {
+        return Err(format!(
+            "kernel_shape {:?} has {} dims for {nd} spatial dims",
+            p.kernel_shape,
+            p.kernel_shape.len()
+        ));
+    }
+    let (pads, auto_pad) = match p.auto_pad {
+        // As onnxruntime (and TFLite, which has no dilated pools): SAME pads come from
+        // the *undilated* kernel, the output size then from the dilated one.
+        AutoPad::SameUpper | AutoPad::SameLower => {
+            let strides = per_dim(&p.strides, nd, "strides")?;
+            let (mut pb, mut pe) = (Vec::with_capacity(nd), Vec::with_capacity(nd));
+            for i in 0..nd {
+                let legacy = sp[i].div_ceil(strides[i]);
+                let need = ((legacy.max(1) - 1) * strides[i] + p.kernel_shape[i]).saturating_sub(sp[i]);
+                let head = if p.auto_pad == AutoPad::SameUpper { need / 2 } else { need.div_ceil(2) };
+                pb.push(head);
+                pe.push(need - head);
+            }
+            pb.extend(pe);
+            (pb, AutoPad::NotSet)
+        }
+        a => (p.pads.clone(), a),
+    };
+    let w = window_impl(
         &sp,
         &p.kernel_shape,
         &p.strides,
         &p.dilations,
-        &p.pads,
-        p.auto_pad,
+        &pads,
+        auto_pad,
         p.ceil_mode,
+        true,
     )?;
     Ok((join_layout(n, c, &w.output, p.layout), w))
 }

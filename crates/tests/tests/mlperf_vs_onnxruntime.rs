@@ -1,6 +1,10 @@
 //! All six MLPerf Tiny models load from .tflite and from .onnx, and edgeopt's outputs
 //! match onnxruntime's on real inputs:
-//! - fp32 models (from either file): within 1e-4 absolute of onnxruntime on the .onnx;
+//! - fp32 models (from either file): within 1e-4 (absolute) of onnxruntime on the .onnx;
+//!   where onnxruntime itself is further than that from the exact answer (the AD
+//!   autoencoder reconstructs log-mel values down to -62 through ten 640-wide layers:
+//!   onnxruntime is 2.2e-3 from a float64 evaluation, LiteRT 4.9e-3), edgeopt must be
+//!   at least as close to the float64 answer as onnxruntime is;
 //! - int8 QDQ .onnx models: onnxruntime fuses QDQ into its own integer kernels, so the
 //!   two may differ by rounding; we require at most 1 quantization step of the output
 //!   and the same top-1 class (the bit-exact int8 check is against LiteRT, in
@@ -75,6 +79,15 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// The float64 answer (onnx reference evaluator on a widened copy of the model).
+fn exact(model: &Path, x: &Tensor, name: &str) -> Vec<f32> {
+    let dir = tk::scratch_dir(&format!("mlperf_f64_{name}"));
+    let xin = dir.join("x.npy");
+    edgeopt_npy::write(&xin, x).unwrap();
+    tk::run_oracle("onnx_run_f64.py", &[model, &xin, &dir]);
+    edgeopt_npy::read(&dir.join("output_0.npy")).unwrap().to_f32_vec()
+}
+
 fn check_fp32(tflite: &str, onnx: &str, inputs: impl Fn(&Path) -> Tensor) {
     let Some(data) = tk::data_dir() else { return };
     if !tk::oracle_available() {
@@ -97,8 +110,17 @@ fn check_fp32(tflite: &str, onnx: &str, inputs: impl Fn(&Path) -> Tensor) {
     assert_eq!(got_tfl.len(), n * per_out, "{tflite}: output size");
     let d_tfl = max_abs_diff(&got_tfl, &want);
     eprintln!("{tflite}: max |edgeopt - onnxruntime| = {d_tfl:e} (.tflite), {d_onnx:e} (.onnx) over {n} samples");
-    assert!(d_onnx <= 1e-4, "{onnx}: max abs diff {d_onnx} > 1e-4");
-    assert!(d_tfl <= 1e-4, "{tflite}: max abs diff {d_tfl} > 1e-4");
+    if d_onnx <= 1e-4 && d_tfl <= 1e-4 {
+        return;
+    }
+    // Beyond 1e-4: measure everyone against the float64 answer.
+    let truth = exact(&onnx_path, &x, onnx);
+    let e_ort = max_abs_diff(&want, &truth);
+    let e_onnx = max_abs_diff(&got_onnx[0].to_f32_vec(), &truth);
+    let e_tfl = max_abs_diff(&got_tfl, &truth);
+    eprintln!("{tflite}: max |x - float64| = {e_ort:e} onnxruntime, {e_tfl:e} edgeopt (.tflite), {e_onnx:e} edgeopt (.onnx)");
+    assert!(e_onnx <= e_ort.max(1e-4), "{onnx}: error {e_onnx} vs float64 exceeds onnxruntime's {e_ort}");
+    assert!(e_tfl <= e_ort.max(1e-4), "{tflite}: error {e_tfl} vs float64 exceeds onnxruntime's {e_ort}");
 }
 
 #[test]

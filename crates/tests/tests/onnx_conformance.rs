@@ -230,3 +230,74 @@ fn onnx_node_tests() {
         failed.join("\n")
     );
 }
+
+/// Runs `model` in onnxruntime (scripts/oracle/onnx_run.py) on one input.
+fn ort_run(model: &Path, x: &Tensor, dir: &Path) -> Vec<Tensor> {
+    let xin = dir.join("x.npy");
+    edgeopt_npy::write(&xin, x).unwrap();
+    let out = dir.join("out");
+    let _ = std::fs::remove_dir_all(&out);
+    let names = edgeopt_testkit::run_oracle("onnx_run.py", &[model, &xin, &out]);
+    (0..names.lines().count())
+        .map(|k| edgeopt_npy::read(&out.join(format!("output_{k}.npy"))).unwrap())
+        .collect()
+}
+
+/// Small models built by scripts/oracle/onnx_make_models.py for paths the node tests
+/// do not cover (PyTorch-style shape chains with a dynamic batch, opset 10/11
+/// attribute forms, pre-13 Softmax semantics), run at two batch sizes in edgeopt and
+/// in onnxruntime.
+#[test]
+fn hand_built_models_match_onnxruntime() {
+    use rand::{Rng, SeedableRng};
+    if edgeopt_testkit::data_dir().is_none() || !edgeopt_testkit::oracle_available() {
+        return;
+    }
+    let dir = edgeopt_testkit::scratch_dir("onnx_hand_built");
+    let list = edgeopt_testkit::run_oracle("onnx_make_models.py", &[&dir]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut failures = Vec::new();
+    for name in list.lines() {
+        let path = dir.join(format!("{name}.onnx"));
+        let g = edgeopt_onnx::import_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let shapes = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, edgeopt_ir::Op::Shape))
+            .count();
+        match name {
+            // Everything but the batch is static: one Shape stays (its Gather of the
+            // batch too), the channel count sliced from it is folded.
+            "shape_chain_dynamic" => assert_eq!(shapes, 1, "{name}: {:#?}", g.nodes),
+            "shape_chain_static" => assert_eq!(shapes, 0, "{name}: the shape chain should fold"),
+            _ => {}
+        }
+        let input = &g.values[g.inputs[0]];
+        for batch in [1, 3] {
+            let shape: Vec<usize> = input
+                .shape
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|d| d.fixed().unwrap_or(batch))
+                .collect();
+            let n: usize = shape.iter().product();
+            let x = Tensor::from_f32(shape, (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect())
+                .unwrap();
+            let want = ort_run(&path, &x, &dir);
+            let got = match edgeopt_runtime::run(&g, std::slice::from_ref(&x)) {
+                Ok(o) => o,
+                Err(e) => {
+                    failures.push(format!("{name} batch {batch}: run: {e}"));
+                    continue;
+                }
+            };
+            for (k, (o, w)) in got.iter().zip(&want).enumerate() {
+                if let Err(e) = compare(k, o, w) {
+                    failures.push(format!("{name} batch {batch}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -5,8 +5,10 @@
 //! flatbuffers reader): the operator list, the input/output details, every tensor's
 //! dtype, shape and quantization parameters, and checksums of every constant.
 
-use edgeopt_ir::{DType, Dim, Graph, Layout, Op, QuantParams, Source, UnaryKind};
-use edgeopt_testkit::{data_dir, oracle_available, run_oracle};
+use edgeopt_ir::{
+    DType, Dim, Graph, Layout, Op, PadMode, QuantParams, ReduceKind, Source, UnaryKind,
+};
+use edgeopt_testkit::{data_dir, oracle_available, run_oracle, scratch_dir};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -219,8 +221,22 @@ fn check_against_oracle(path: &Path) {
             .unwrap_or_else(|| panic!("{file}: tensor '{name}' not in the graph"))
     };
 
-    // Depthwise weights are stored transposed; remember them.
+    let const_values = |t: i64| -> Vec<f64> {
+        tensors[&t]["const_values"]
+            .as_array()
+            .expect("small constant")
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let const_ints = |t: i64| -> Vec<i64> { const_values(t).iter().map(|&x| x as i64).collect() };
+
+    // Depthwise weights are stored transposed; remember them. Constant operands that
+    // become attributes (paddings, perm, axes, sizes) are not graph values; the
+    // reshape target becomes an i64 constant.
     let mut dw_weights = Vec::new();
+    let mut attr_tensors = Vec::new();
+    let mut reshape_shapes = Vec::new();
     for (k, op) in ops.iter().enumerate() {
         let node = by_index[&k];
         let ins = ints(&o["op_inputs"][k]);
@@ -264,10 +280,78 @@ fn check_against_oracle(path: &Path) {
                     sig.as_slice(),
                     "{file}: reshape target"
                 );
+                if ins.len() > 1 {
+                    assert_eq!(const_ints(ins[1]), sig);
+                    reshape_shapes.push(ins[1]);
+                }
             }
             "SOFTMAX" => assert!(matches!(node.op, Op::Softmax { axis: -1, beta } if beta == 1.0)),
+            "LOG_SOFTMAX" => assert_eq!(node.op, Op::LogSoftmax { axis: -1 }),
             "LOGISTIC" => assert_eq!(node.op, Op::Unary(UnaryKind::Sigmoid)),
-            _ => {}
+            "TANH" => assert_eq!(node.op, Op::Unary(UnaryKind::Tanh)),
+            "RELU" => assert_eq!(node.op, Op::Unary(UnaryKind::Relu)),
+            "RELU6" => assert_eq!(node.op, Op::Unary(UnaryKind::Relu6)),
+            "HARD_SWISH" => assert_eq!(node.op, Op::Unary(UnaryKind::HardSwish)),
+            "SUB" => assert_eq!(node.op.name(), "Sub"),
+            "MUL" => assert_eq!(node.op.name(), "Mul"),
+            "QUANTIZE" => assert_eq!(node.op, Op::Quantize),
+            "DEQUANTIZE" => assert_eq!(node.op, Op::Dequantize),
+            "CONCATENATION" => assert!(matches!(node.op, Op::Concat { .. })),
+            "MAX_POOL_2D" => {
+                assert!(matches!(&node.op, Op::MaxPool(p) if p.layout == Layout::Nhwc))
+            }
+            "PAD" | "PADV2" => {
+                let p = const_ints(ins[1]);
+                let r = p.len() / 2;
+                let mut onnx: Vec<i64> = (0..r).map(|i| p[2 * i]).collect();
+                onnx.extend((0..r).map(|i| p[2 * i + 1]));
+                let value = if op == "PADV2" {
+                    const_values(ins[2])[0] as f32
+                } else {
+                    0.0
+                };
+                assert_eq!(
+                    node.op,
+                    Op::Pad {
+                        mode: PadMode::Constant,
+                        pads: onnx,
+                        value
+                    },
+                    "{file}"
+                );
+                attr_tensors.extend(&ins[1..]);
+            }
+            "TRANSPOSE" => {
+                let perm: Vec<usize> = const_ints(ins[1]).iter().map(|&a| a as usize).collect();
+                assert_eq!(node.op, Op::Transpose { perm });
+                attr_tensors.push(ins[1]);
+            }
+            "MEAN" => {
+                let Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes,
+                    keepdims,
+                    ..
+                } = &node.op
+                else {
+                    panic!("{file}: MEAN -> {}", node.op.name())
+                };
+                assert_eq!(axes.as_deref(), Some(const_ints(ins[1]).as_slice()));
+                let in_rank = ints(&tensors[&ins[0]]["shape"]).len();
+                let out_rank = ints(&tensors[&outs[0]]["shape"]).len();
+                assert_eq!(*keepdims, in_rank == out_rank);
+                attr_tensors.push(ins[1]);
+            }
+            "RESIZE_NEAREST_NEIGHBOR" => {
+                let Op::Resize(a) = &node.op else {
+                    panic!("{file}: resize")
+                };
+                let size: Vec<usize> = const_ints(ins[1]).iter().map(|&d| d as usize).collect();
+                assert_eq!(a.sizes.as_ref(), Some(&size));
+                assert_eq!(a.axes.as_deref(), Some(&[1i64, 2][..]));
+                attr_tensors.push(ins[1]);
+            }
+            other => panic!("{file}: the test does not know {other}"),
         }
     }
 
@@ -306,14 +390,18 @@ fn check_against_oracle(path: &Path) {
     const DW_PERM: [usize; 4] = [3, 1, 2, 0];
     let mut const_elems = 0usize;
     for (&idx, t) in &tensors {
+        if attr_tensors.contains(&idx) {
+            continue;
+        }
         let v = value_of(t);
         let val = &g.values[v];
         let dw = dw_weights.contains(&idx);
         let perm = dw.then_some(&DW_PERM[..]);
         let dtype = dtype_of(t["dtype"].as_str().unwrap());
-        let is_reshape_shape =
-            t["const_count"].is_number() && val.dtype == DType::I64 && dtype == DType::I32;
-        if !is_reshape_shape {
+        let is_reshape_shape = reshape_shapes.contains(&idx);
+        if is_reshape_shape {
+            assert_eq!(val.dtype, DType::I64, "{file}: '{}'", val.name);
+        } else {
             assert_eq!(val.dtype, dtype, "{file}: '{}'", val.name);
         }
         let mut want = expected_shape(&ints(&t["shape_signature"]));
@@ -396,4 +484,18 @@ fn check_against_oracle(path: &Path) {
         assert!(int8_consts > 0, "the hybrid model has int8 weights");
         assert_eq!(deq, int8_consts, "one Dequantize per int8 weight tensor");
     }
+}
+
+/// The synthetic model with every op the importer maps, checked the same way: LiteRT
+/// must accept it (allocate_tensors runs every op's shape checks) and the import must
+/// agree with LiteRT tensor by tensor.
+#[test]
+fn all_ops_model_matches_litert() {
+    if !oracle_available() {
+        return;
+    }
+    let bytes = edgeopt_tflite::finish_model(&edgeopt_tflite::fixtures::all_ops_model());
+    let path = scratch_dir("tflite_all_ops").join("all_ops.tflite");
+    std::fs::write(&path, &bytes).unwrap();
+    check_against_oracle(&path);
 }

@@ -66,7 +66,6 @@ macro_rules! zip_t {
     };
 }
 
-pub(crate) use with_t;
 
 fn arr<const D: usize>(shape: &[usize]) -> [usize; D] {
     let mut a = [0usize; D];
@@ -121,7 +120,7 @@ impl DynTensor {
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         let data = with_t!(self, t => t.to_data());
         data.convert::<f32>()
-            .into_vec::<f32>()
+            .try_into_vec::<f32>()
             .map_err(|e| bad(format!("reading tensor data: {e:?}")))
     }
 

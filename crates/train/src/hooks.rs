@@ -82,7 +82,7 @@ impl FakeQuant {
                     )));
                 }
                 // max |x| over every axis but `axis`, kept broadcastable.
-                let mut m = xd.abs();
+                let mut m = xd.clone().abs();
                 for a in 0..dims.len() {
                     if a != axis {
                         m = m.max_dim(a);
@@ -96,7 +96,7 @@ impl FakeQuant {
                 let amax = match self.range {
                     Some((lo, hi)) => lo.abs().max(hi.abs()),
                     None => {
-                        let v = xd.abs().reshape(&[dims.iter().product()])?;
+                        let v = xd.clone().abs().reshape(&[dims.iter().product()])?;
                         v.max_dim(0).to_vec()?[0]
                     }
                 };

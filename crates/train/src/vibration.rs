@@ -61,7 +61,7 @@ pub fn window(class: usize, rng: &mut StdRng) -> Vec<f32> {
         *t = th;
     }
     // Harmonic helper: amplitude per axis of harmonic order k with a random phase.
-    let mut add_harmonic = |out: &mut [f32], k: f32, amp: [f32; AXES], quad: bool, rng: &mut StdRng| {
+    let add_harmonic = |out: &mut [f32], k: f32, amp: [f32; AXES], quad: bool, rng: &mut StdRng| {
         let ph: f32 = rng.gen_range(0.0..2.0 * PI);
         for a in 0..AXES {
             // Radial x/y in quadrature for rotating forces.

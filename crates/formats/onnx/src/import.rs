@@ -559,10 +559,77 @@ impl Importer {
                 return self.bind_folded(v, outs);
             }
         }
+        // Shape arithmetic on values known under both bindings (e.g. Gather of the
+        // Shape of an input with a dynamic batch): equal results do not depend on the
+        // dynamic dimensions and are folded; different ones stay nodes, but their
+        // per-binding values feed the analysis of the nodes that read them.
+        let per_binding = [
+            self.eval_bound(v, &ins, true),
+            self.eval_bound(v, &ins, false),
+        ];
+        if let [Some(a), Some(b)] = &per_binding {
+            if a == b {
+                return self.bind_folded(v, a.clone());
+            }
+        }
         let first_new = self.g.nodes.len();
         ops::convert(self, v, &ins)?;
         self.analyse(first_new);
+        if let [Some(a), Some(b)] = per_binding {
+            // Only when the node became exactly one IR node with the same outputs.
+            if self.g.nodes.len() == first_new + 1 {
+                let outs = self.g.nodes[first_new].outputs.clone();
+                for ((&o, ta), tb) in outs.iter().zip(a).zip(b) {
+                    for (facts, t) in [(&mut self.facts_a, ta), (&mut self.facts_b, tb)] {
+                        if let Some(Some(f)) = facts.get_mut(o) {
+                            if f.value.is_none() && f.shape == t.shape && f.dtype == t.dtype() {
+                                f.value = Some(t);
+                            }
+                        } else if let Some(slot) = facts.get_mut(o) {
+                            *slot = Some(OutputFact {
+                                dtype: t.dtype(),
+                                shape: t.shape.clone(),
+                                value: Some(t),
+                            });
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Evaluates `v` with the values its inputs take under binding A (`a`) or B, when
+    /// they are all known and small (shape arithmetic).
+    fn eval_bound(&self, v: &NodeView, ins: &[Option<ValueId>], a: bool) -> Option<Vec<Tensor>> {
+        const SMALL: usize = 1024;
+        let facts = if a { &self.facts_a } else { &self.facts_b };
+        let shape_op = matches!(v.op_type, "Shape" | "Size");
+        let mut vals = Vec::with_capacity(ins.len());
+        let mut static_shape = None;
+        for (k, x) in ins.iter().enumerate() {
+            let Some(id) = x else {
+                vals.push(None);
+                continue;
+            };
+            if let Some(t) = self.const_of(*id) {
+                vals.push(Some(t));
+                continue;
+            }
+            let f = facts.get(*id)?.as_ref()?;
+            if shape_op && k == 0 {
+                static_shape = Some(f.shape.as_slice());
+                vals.push(None);
+                continue;
+            }
+            let t = f.value.as_ref().filter(|t| t.len() <= SMALL)?;
+            vals.push(Some(t));
+        }
+        if shape_op && static_shape.is_none() {
+            return None;
+        }
+        let outs = fold::eval(v, &vals, static_shape, self.opset)?.ok()?;
+        outs.iter().all(|t| t.len() <= SMALL).then_some(outs)
     }
 
     /// Binds the node's outputs to folded constants.

@@ -801,6 +801,18 @@ fn resize(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()
             return Err(v.err(format!("invalid scales {s:?}")));
         }
     }
+    // Opset 10 has no nearest_mode: like Upsample, onnxruntime truncates when
+    // upsampling and rounds up when downsampling (measured with onnxruntime 1.32).
+    let nearest_mode = match (&scales, im.opset < 11 && mode == ResizeMode::Nearest) {
+        (Some(s), true) if s.iter().all(|&f| f >= 1.0) => NearestMode::Floor,
+        (Some(s), true) if s.iter().all(|&f| f <= 1.0) => NearestMode::Ceil,
+        (_, true) => {
+            return Err(
+                v.err("opset-10 nearest Resize that both up- and downsamples is not supported")
+            )
+        }
+        _ => nearest_mode,
+    };
     let roi = match (coord, roi_k) {
         (CoordTransform::TfCropAndResize, Some(k)) => floats(im, k, "roi")?,
         _ => None,

@@ -29,6 +29,18 @@ fn mlperf_tiny_models_import() {
             ops
         );
         assert!(g.nodes.iter().all(|n| !matches!(n.op, Op::Shape)));
+        // Shape inference ran: every value has a shape.
+        for v in &g.values {
+            assert!(
+                v.shape.is_some(),
+                "{}: value '{}' has no shape",
+                p.display(),
+                v.name
+            );
+        }
+        let mut again = g.clone();
+        edgeopt_ir::shape::annotate(&mut again).unwrap();
+        assert_eq!(again, g, "annotate changed dtypes or shapes");
         for &i in &g.inputs {
             eprintln!(
                 "  in {} {} {:?}",

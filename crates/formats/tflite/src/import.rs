@@ -69,6 +69,13 @@ pub fn operator_names(bytes: &[u8]) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Decodes the whole flatbuffer into the owned schema types (`schema::Model`), e.g.
+/// to edit a model and write it back with [`crate::finish_model`].
+pub fn decode_model(bytes: &[u8]) -> Result<crate::schema::Model> {
+    let model = read_model(bytes)?;
+    Ok(crate::schema::Model::try_from(model)?)
+}
+
 fn read_model(bytes: &[u8]) -> Result<fb::ModelRef<'_>> {
     if bytes.len() < 8 {
         return Err(invalid(format!(
@@ -1394,8 +1401,8 @@ fn annotate(graph: &mut Graph) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{finish_model, schema};
     use crate::fixtures::all_ops_model;
+    use crate::{finish_model, schema};
 
     #[test]
     fn all_ops_model_imports() {

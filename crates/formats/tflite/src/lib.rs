@@ -34,7 +34,7 @@ mod tensor;
 mod write;
 
 pub use error::TfliteError;
-pub use import::{import, import_file, operator_names};
+pub use import::{decode_model, import, import_file, operator_names};
 pub use write::finish_model;
 
 /// The flatbuffer types generated from `schema/schema.fbs`: `*Ref` types read a

@@ -12,7 +12,13 @@ use edgeopt_ir::{Tensor, UnaryKind};
 /// (gemmlowp fixed-point exp and reciprocal); `Numerics::LiteRt` is the builtin
 /// optimized kernel LiteRT runs on x86: a 256-entry float table of exp values,
 /// a float sum, and float rescaling.
-pub fn softmax<T: QInt>(ctx: &NodeCtx, axis: i64, beta: f32, num: Numerics, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn softmax<T: QInt>(
+    ctx: &NodeCtx,
+    axis: i64,
+    beta: f32,
+    num: Numerics,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let rank = x.shape.len();
     if rank == 0 || norm_axis(ctx, axis, rank)? != rank - 1 {
@@ -62,7 +68,9 @@ pub fn softmax<T: QInt>(ctx: &NodeCtx, axis: i64, beta: f32, num: Numerics, inpu
             const SCALED_DIFF_INTEGER_BITS: i32 = 5;
             const ACCUMULATION_INTEGER_BITS: i32 = 12;
             let max_real = ((1i64 << 31) - 1) as f64;
-            let real = (beta as f64 * qx.scale as f64 * (1i64 << (31 - SCALED_DIFF_INTEGER_BITS)) as f64).min(max_real);
+            let real =
+                (beta as f64 * qx.scale as f64 * (1i64 << (31 - SCALED_DIFF_INTEGER_BITS)) as f64)
+                    .min(max_real);
             let (input_multiplier, input_left_shift) = quantize_multiplier(real);
             let diff_min = -calculate_input_radius(SCALED_DIFF_INTEGER_BITS, input_left_shift, 31);
             let out_bits = (std::mem::size_of::<T>() * 8) as i32;
@@ -71,21 +79,30 @@ pub fn softmax<T: QInt>(ctx: &NodeCtx, axis: i64, beta: f32, num: Numerics, inpu
                 let exp_of = |v: i32| -> Option<i32> {
                     let diff = v - max_in_row;
                     (diff >= diff_min).then(|| {
-                        let rescaled = multiply_by_quantized_multiplier_greater_than_one(diff, input_multiplier, input_left_shift);
+                        let rescaled = multiply_by_quantized_multiplier_greater_than_one(
+                            diff,
+                            input_multiplier,
+                            input_left_shift,
+                        );
                         exp_on_negative_values(rescaled, SCALED_DIFF_INTEGER_BITS)
                     })
                 };
                 let mut sum_of_exps: i32 = 0;
                 for v in row {
                     if let Some(e) = exp_of(v.to_i32()) {
-                        sum_of_exps = sum_of_exps.wrapping_add(rounding_divide_by_pot(e, ACCUMULATION_INTEGER_BITS));
+                        sum_of_exps = sum_of_exps
+                            .wrapping_add(rounding_divide_by_pot(e, ACCUMULATION_INTEGER_BITS));
                     }
                 }
-                let (shifted_scale, num_bits_over_unit) = get_reciprocal(sum_of_exps, ACCUMULATION_INTEGER_BITS);
+                let (shifted_scale, num_bits_over_unit) =
+                    get_reciprocal(sum_of_exps, ACCUMULATION_INTEGER_BITS);
                 for (o, v) in orow.iter_mut().zip(row) {
                     *o = match exp_of(v.to_i32()) {
                         Some(e) => {
-                            let unsat = rounding_divide_by_pot(srdhm(shifted_scale, e), (num_bits_over_unit + 31 - out_bits).clamp(0, 31));
+                            let unsat = rounding_divide_by_pot(
+                                srdhm(shifted_scale, e),
+                                (num_bits_over_unit + 31 - out_bits).clamp(0, 31),
+                            );
                             T::from_i32((unsat + T::MIN).clamp(T::MIN, T::MAX))
                         }
                         None => T::from_i32(T::MIN),
@@ -114,7 +131,11 @@ fn lut_8bit<T: QInt>(qx: Affine, qy: Affine, f: impl Fn(f32) -> f32) -> [i32; 25
 
 /// LOGISTIC / TANH on 8-bit tensors (both the reference and optimized TFLite kernels
 /// use the same float-built lookup table).
-pub fn lut_activation<T: QInt>(ctx: &NodeCtx, kind: UnaryKind, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn lut_activation<T: QInt>(
+    ctx: &NodeCtx,
+    kind: UnaryKind,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let qx = per_tensor(ctx, ctx.in_quant(0), "input")?;
     let qy = per_tensor(ctx, ctx.out_quant(0), "output")?;
@@ -127,13 +148,21 @@ pub fn lut_activation<T: QInt>(ctx: &NodeCtx, kind: UnaryKind, inputs: &[Option<
         _ => return Err(ctx.error(format!("no lookup table for {kind:?}"))),
     };
     let xv = data::<T>(ctx, x, "input")?;
-    let out = xv.iter().map(|v| T::from_i32(table[(v.to_i32() - T::MIN) as usize])).collect();
+    let out = xv
+        .iter()
+        .map(|v| T::from_i32(table[(v.to_i32() - T::MIN) as usize]))
+        .collect();
     Ok(vec![make(x.shape.clone(), out)])
 }
 
 /// RELU / RELU6 (`QuantizedReluX`): requantize with `input_scale / output_scale`
 /// (a float division, as in TFLite's ReluPrepare) and clamp to the activation range.
-pub fn relu_x<T: QInt>(ctx: &NodeCtx, act_min: f32, act_max: Option<f32>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn relu_x<T: QInt>(
+    ctx: &NodeCtx,
+    act_min: f32,
+    act_max: Option<f32>,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let qx = per_tensor(ctx, ctx.in_quant(0), "input")?;
     let qy = per_tensor(ctx, ctx.out_quant(0), "output")?;

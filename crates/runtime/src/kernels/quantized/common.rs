@@ -71,13 +71,7 @@ pub fn input<'t>(ctx: &NodeCtx, inputs: &[Option<&'t Tensor>], i: usize) -> Resu
 
 /// Integer data of `t` as `T`.
 pub fn data<'t, T: QInt>(ctx: &NodeCtx, t: &'t Tensor, what: &str) -> Result<&'t [T]> {
-    T::slice(t).ok_or_else(|| {
-        ctx.error(format!(
-            "{what} must be {}, got {}",
-            T::DTYPE,
-            t.dtype()
-        ))
-    })
+    T::slice(t).ok_or_else(|| ctx.error(format!("{what} must be {}, got {}", T::DTYPE, t.dtype())))
 }
 
 /// Per-tensor params from optional quant params; errors when absent or per-axis.
@@ -94,7 +88,8 @@ pub fn per_tensor(ctx: &NodeCtx, q: Option<&QuantParams>, what: &str) -> Result<
         return Err(ctx.error(format!("{what} has invalid scale {scale}")));
     }
     let zp = q.zero_point.first().copied().unwrap_or(0);
-    let zp = i32::try_from(zp).map_err(|_| ctx.error(format!("{what} zero point {zp} out of range")))?;
+    let zp =
+        i32::try_from(zp).map_err(|_| ctx.error(format!("{what} zero point {zp} out of range")))?;
     Ok(Affine { scale, zp })
 }
 
@@ -120,7 +115,8 @@ pub fn per_channel(
         if !(s.is_finite() && s > 0.0) {
             return Err(ctx.error(format!("{what} has invalid scale {s} (channel {c})")));
         }
-        let z = i32::try_from(z).map_err(|_| ctx.error(format!("{what} zero point {z} out of range")))?;
+        let z = i32::try_from(z)
+            .map_err(|_| ctx.error(format!("{what} zero point {z} out of range")))?;
         scales.push(s);
         zps.push(z);
     }

@@ -47,16 +47,22 @@ pub fn window_axes(
         if v.is_empty() {
             return Ok(1);
         }
-        let x = *v
-            .get(i)
-            .ok_or_else(|| ctx.error(format!("{what} has {} entries for {n} spatial dims", v.len())))?;
+        let x = *v.get(i).ok_or_else(|| {
+            ctx.error(format!(
+                "{what} has {} entries for {n} spatial dims",
+                v.len()
+            ))
+        })?;
         if x == 0 {
             return Err(ctx.error(format!("{what} must be positive")));
         }
         Ok(x)
     };
     if !pads.is_empty() && pads.len() != 2 * n {
-        return Err(ctx.error(format!("pads has {} entries for {n} spatial dims", pads.len())));
+        return Err(ctx.error(format!(
+            "pads has {} entries for {n} spatial dims",
+            pads.len()
+        )));
     }
     let mut axes = Vec::with_capacity(n);
     for i in 0..n {
@@ -83,12 +89,18 @@ pub fn window_axes(
             }
             AutoPad::Valid => {
                 if inp < eff {
-                    return Err(ctx.error(format!("input size {inp} smaller than kernel extent {eff}")));
+                    return Err(
+                        ctx.error(format!("input size {inp} smaller than kernel extent {eff}"))
+                    );
                 }
                 (0, (inp - eff) / stride + 1)
             }
             AutoPad::NotSet => {
-                let (pb, pe) = if pads.is_empty() { (0, 0) } else { (pads[i], pads[i + n]) };
+                let (pb, pe) = if pads.is_empty() {
+                    (0, 0)
+                } else {
+                    (pads[i], pads[i + n])
+                };
                 let padded = inp + pb + pe;
                 if padded < eff {
                     return Err(ctx.error(format!(
@@ -148,7 +160,12 @@ impl ConvGeom {
 /// Builds the geometry from the node's attributes. `x_shape` is NHWC (or NCHW when
 /// `layout` says so), weights are `[M, kh, kw, C/g]` for NHWC and `[M, C/g, kh, kw]`
 /// for NCHW.
-pub fn conv_geom(ctx: &NodeCtx, a: &ConvAttrs, x_shape: &[usize], w_shape: &[usize]) -> Result<ConvGeom> {
+pub fn conv_geom(
+    ctx: &NodeCtx,
+    a: &ConvAttrs,
+    x_shape: &[usize],
+    w_shape: &[usize],
+) -> Result<ConvGeom> {
     let rank = x_shape.len();
     if !(rank == 3 || rank == 4) || w_shape.len() != rank {
         return Err(ctx.error(format!(
@@ -175,7 +192,16 @@ pub fn conv_geom(ctx: &NodeCtx, a: &ConvAttrs, x_shape: &[usize], w_shape: &[usi
             "channels {c}, output channels {m}, group {group} and weights {w_shape:?} disagree"
         )));
     }
-    let axes = window_axes(ctx, &spatial, &kernel, &a.strides, &a.dilations, &a.pads, a.auto_pad, false)?;
+    let axes = window_axes(
+        ctx,
+        &spatial,
+        &kernel,
+        &a.strides,
+        &a.dilations,
+        &a.pads,
+        a.auto_pad,
+        false,
+    )?;
     let one = Axis {
         input: 1,
         kernel: 1,
@@ -184,8 +210,19 @@ pub fn conv_geom(ctx: &NodeCtx, a: &ConvAttrs, x_shape: &[usize], w_shape: &[usi
         pad_begin: 0,
         output: 1,
     };
-    let (h, w) = if axes.len() == 1 { (one, axes[0]) } else { (axes[0], axes[1]) };
-    Ok(ConvGeom { n, c, m, group, h, w })
+    let (h, w) = if axes.len() == 1 {
+        (one, axes[0])
+    } else {
+        (axes[0], axes[1])
+    };
+    Ok(ConvGeom {
+        n,
+        c,
+        m,
+        group,
+        h,
+        w,
+    })
 }
 
 #[inline(always)]
@@ -215,7 +252,8 @@ pub fn accumulate_nhwc(g: &ConvGeom, x: &[i16], w: &[i16], bias: &[i32]) -> Vec<
                 for grp in 0..g.group {
                     fill_patch(g, x, n, oy, ox, grp * cg, cg, &mut patch);
                     for oc in grp * mg..(grp + 1) * mg {
-                        out[oc] = bias[oc].wrapping_add(dot_i16(&patch, &w[oc * k_len..(oc + 1) * k_len]));
+                        out[oc] = bias[oc]
+                            .wrapping_add(dot_i16(&patch, &w[oc * k_len..(oc + 1) * k_len]));
                     }
                 }
             }
@@ -228,7 +266,16 @@ pub fn accumulate_nhwc(g: &ConvGeom, x: &[i16], w: &[i16], bias: &[i32]) -> Vec<
 /// in (ky, kx, c) order; positions in the padding are 0.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn fill_patch(g: &ConvGeom, x: &[i16], n: usize, oy: usize, ox: usize, c0: usize, cg: usize, patch: &mut [i16]) {
+fn fill_patch(
+    g: &ConvGeom,
+    x: &[i16],
+    n: usize,
+    oy: usize,
+    ox: usize,
+    c0: usize,
+    cg: usize,
+    patch: &mut [i16],
+) {
     let (ih, iw) = (g.h.input as isize, g.w.input as isize);
     let mut k = 0;
     for ky in 0..g.h.kernel {
@@ -269,12 +316,14 @@ fn depthwise(g: &ConvGeom, x: &[i16], w: &[i16], bias: &[i32], acc: &mut [i32]) 
                 let out = &mut acc[pix * m..(pix + 1) * m];
                 out.copy_from_slice(bias);
                 for ky in 0..kh {
-                    let iy = (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
+                    let iy =
+                        (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
                     if iy < 0 || iy >= ih {
                         continue;
                     }
                     for kx in 0..kw {
-                        let ix = (ox * g.w.stride + kx * g.w.dilation) as isize - g.w.pad_begin as isize;
+                        let ix =
+                            (ox * g.w.stride + kx * g.w.dilation) as isize - g.w.pad_begin as isize;
                         if ix < 0 || ix >= iw {
                             continue;
                         }
@@ -309,7 +358,7 @@ pub fn offset_i16<T: QInt>(v: &[T], zp: i32) -> Vec<i16> {
 /// Weights `[M, ...]` with a per-output-channel zero point subtracted, as i16.
 pub fn weights_i16(ctx: &NodeCtx, w: &Tensor, zps: &[i32]) -> Result<Vec<i16>> {
     let m = zps.len();
-    let per = if m == 0 { 0 } else { w.len() / m };
+    let per = w.len().checked_div(m).unwrap_or(0);
     if per * m != w.len() {
         return Err(ctx.error("weights do not split into output channels"));
     }
@@ -318,7 +367,10 @@ pub fn weights_i16(ctx: &NodeCtx, w: &Tensor, zps: &[i32]) -> Result<Vec<i16>> {
         for (oc, &zp) in zps.iter().enumerate() {
             for i in oc * per..(oc + 1) * per {
                 let v = get(i) - zp;
-                out.push(i16::try_from(v).map_err(|_| ctx.error("weight minus zero point exceeds 16 bits"))?);
+                out.push(
+                    i16::try_from(v)
+                        .map_err(|_| ctx.error("weight minus zero point exceeds 16 bits"))?,
+                );
             }
         }
         Ok(out)
@@ -328,7 +380,10 @@ pub fn weights_i16(ctx: &NodeCtx, w: &Tensor, zps: &[i32]) -> Result<Vec<i16>> {
         edgeopt_ir::TensorData::U8(v) => conv(&|i| v[i] as i32),
         edgeopt_ir::TensorData::I4(v) => conv(&|i| v[i] as i32),
         edgeopt_ir::TensorData::U4(v) => conv(&|i| v[i] as i32),
-        d => Err(ctx.error(format!("integer conv weights must be 8-bit, got {}", d.dtype()))),
+        d => Err(ctx.error(format!(
+            "integer conv weights must be 8-bit, got {}",
+            d.dtype()
+        ))),
     }
 }
 
@@ -338,7 +393,10 @@ pub fn bias_i32(ctx: &NodeCtx, b: Option<&Tensor>, m: usize) -> Result<Vec<i32>>
         None => Ok(vec![0; m]),
         Some(t) => {
             if t.len() != m {
-                return Err(ctx.error(format!("bias has {} elements for {m} output channels", t.len())));
+                return Err(ctx.error(format!(
+                    "bias has {} elements for {m} output channels",
+                    t.len()
+                )));
             }
             match &t.data {
                 edgeopt_ir::TensorData::I32(v) => Ok(v.clone()),
@@ -381,7 +439,12 @@ pub fn nhwc_to_nchw<E: Copy + Default>(v: &[E], n: usize, c: usize, hw: usize) -
 
 /// The TFLite int8/uint8 CONV_2D and DEPTHWISE_CONV_2D kernel (`Layout::Nhwc`,
 /// per-channel or per-tensor weights, i32 bias, fixed-point requantization).
-pub fn tflite_conv<T: QInt>(ctx: &NodeCtx, a: &ConvAttrs, num: super::Numerics, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn tflite_conv<T: QInt>(
+    ctx: &NodeCtx,
+    a: &ConvAttrs,
+    num: super::Numerics,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let w = input(ctx, inputs, 1)?;
     if a.layout != Layout::Nhwc {
@@ -396,7 +459,12 @@ pub fn tflite_conv<T: QInt>(ctx: &NodeCtx, a: &ConvAttrs, num: super::Numerics, 
     let wo = weights_i16(ctx, w, &wzps)?;
     let bias = bias_i32(ctx, inputs.get(2).copied().flatten(), g.m)?;
     let acc = accumulate_nhwc(&g, &xo, &wo, &bias);
-    let stage = OutputStage::new(xq.scale, &wscales, yq, activation_range::<T>(a.activation, yq));
+    let stage = OutputStage::new(
+        xq.scale,
+        &wscales,
+        yq,
+        activation_range::<T>(a.activation, yq),
+    );
     // LiteRT's builtin CONV_2D runs through ruy (ties-up final shift); its depthwise
     // kernel and TFLite's reference kernels use TFLite's own rounding.
     let rounding = if num == super::Numerics::LiteRt && !(g.cg() == 1 && g.group > 1) {
@@ -419,7 +487,11 @@ pub fn tflite_conv<T: QInt>(ctx: &NodeCtx, a: &ConvAttrs, num: super::Numerics, 
 pub fn requantize_rows<T: QInt>(acc: &[i32], m: usize, stage: &OutputStage) -> Vec<T> {
     let mut out = Vec::with_capacity(acc.len());
     for row in acc.chunks_exact(m.max(1)) {
-        out.extend(row.iter().enumerate().map(|(c, &v)| T::from_i32(stage.apply(v, c))));
+        out.extend(
+            row.iter()
+                .enumerate()
+                .map(|(c, &v)| T::from_i32(stage.apply(v, c))),
+        );
     }
     out
 }

@@ -11,8 +11,16 @@ pub fn broadcast_shape(ctx: &NodeCtx, a: &[usize], b: &[usize]) -> Result<Vec<us
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -38,7 +46,12 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 }
 
 /// Calls `f(out_index, a_index, b_index)` for every output element, in order.
-pub fn for_each_broadcast(a: &[usize], b: &[usize], out: &[usize], mut f: impl FnMut(usize, usize, usize)) {
+pub fn for_each_broadcast(
+    a: &[usize],
+    b: &[usize],
+    out: &[usize],
+    mut f: impl FnMut(usize, usize, usize),
+) {
     let n: usize = out.iter().product();
     if n == 0 {
         return;
@@ -94,7 +107,11 @@ pub fn tflite_binary<T: QInt>(
     match kind {
         BinaryKind::Add | BinaryKind::Sub => {
             // int16 uses left_shift 15 so that 65535 << 15 still fits in 32 bits.
-            let left_shift = if T::DTYPE == edgeopt_ir::DType::I16 { 15 } else { 20 };
+            let left_shift = if T::DTYPE == edgeopt_ir::DType::I16 {
+                15
+            } else {
+                20
+            };
             let twice_max = (2.0f32 * qa.scale.max(qb.scale)) as f64;
             let (m1, s1) = quantize_multiplier_smaller_than_one_exp(qa.scale as f64 / twice_max);
             let (m2, s2) = quantize_multiplier_smaller_than_one_exp(qb.scale as f64 / twice_max);
@@ -123,7 +140,9 @@ pub fn tflite_binary<T: QInt>(
         BinaryKind::Max | BinaryKind::Min => {
             // TFLite MAXIMUM/MINIMUM require identical quant params: a raw comparison.
             if qa != qy || qb != qy {
-                return Err(ctx.error("quantized Max/Min need identical input and output quantization"));
+                return Err(
+                    ctx.error("quantized Max/Min need identical input and output quantization")
+                );
             }
             let is_max = kind == BinaryKind::Max;
             for_each_broadcast(&a.shape, &b.shape, &shape, |i, ia, ib| {

@@ -43,7 +43,12 @@ pub fn tflite_fc<T: QInt>(
             *a = bias[o].wrapping_add(dot_i16(xr, &wo[o * k..(o + 1) * k]));
         }
     }
-    let stage = OutputStage::new(xq.scale, &wscales, yq, activation_range::<T>(activation, yq));
+    let stage = OutputStage::new(
+        xq.scale,
+        &wscales,
+        yq,
+        activation_range::<T>(activation, yq),
+    );
     // LiteRT's builtin FULLY_CONNECTED runs through ruy (ties-up final shift); its
     // reference kernel rounds once (found by comparing with LiteRT layer by layer).
     let stage = stage.with_rounding(match num {

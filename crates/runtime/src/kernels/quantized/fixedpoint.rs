@@ -79,7 +79,10 @@ pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
 pub fn multiply_by_quantized_multiplier(x: i32, m: i32, shift: i32) -> i32 {
     let left = if shift > 0 { shift } else { 0 };
     let right = if shift > 0 { 0 } else { -shift };
-    rounding_divide_by_pot(srdhm(x.wrapping_mul(1i32.wrapping_shl(left as u32)), m), right.min(31))
+    rounding_divide_by_pot(
+        srdhm(x.wrapping_mul(1i32.wrapping_shl(left as u32)), m),
+        right.min(31),
+    )
 }
 
 /// TFLite `MultiplyByQuantizedMultiplierSmallerThanOneExp`: `shift <= 0`.
@@ -99,7 +102,11 @@ pub fn multiply_by_quantized_multiplier_greater_than_one(x: i32, m: i32, shift: 
 pub fn multiply_by_quantized_multiplier_i64(x: i64, m: i32, shift: i32) -> i32 {
     // Inputs are clamped to 48 bits as in TFLite so the product fits in 64 bits.
     let x = x.clamp(-(1i64 << 47), (1i64 << 47) - 1);
-    let reduced_multiplier: i32 = if m < i32::MAX { (m + (1 << 15)) >> 16 } else { 0x7fff };
+    let reduced_multiplier: i32 = if m < i32::MAX {
+        (m + (1 << 15)) >> 16
+    } else {
+        0x7fff
+    };
     let total_shift = 15 - shift;
     let x = x * reduced_multiplier as i64 + (1i64 << (total_shift - 1));
     (x >> total_shift) as i32
@@ -222,7 +229,8 @@ pub fn exp_on_negative_values(a: i32, integer_bits: i32) -> i32 {
     let mask = one_quarter - 1;
     let a_mod_quarter_minus_one_quarter = (a & mask).wrapping_sub(one_quarter);
     // Rescale to Q0.31.
-    let rescaled = saturating_rounding_multiply_by_pot(a_mod_quarter_minus_one_quarter, integer_bits);
+    let rescaled =
+        saturating_rounding_multiply_by_pot(a_mod_quarter_minus_one_quarter, integer_bits);
     let mut result = exp_on_interval_between_negative_one_quarter_and_0_excl(rescaled);
     let remainder = a_mod_quarter_minus_one_quarter.wrapping_sub(a);
     // exp(-2^k) constants in Q0.31, for k = -2 .. 4.
@@ -295,8 +303,13 @@ pub fn get_reciprocal(x: i32, x_integer_digits: i32) -> (i32, i32) {
 }
 
 /// TFLite `CalculateInputRadius`.
-pub fn calculate_input_radius(input_integer_bits: i32, input_left_shift: i32, total_signed_bits: i32) -> i32 {
-    let max_input_rescaled = 1.0 * ((1i64 << input_integer_bits) - 1) as f64
+pub fn calculate_input_radius(
+    input_integer_bits: i32,
+    input_left_shift: i32,
+    total_signed_bits: i32,
+) -> i32 {
+    let max_input_rescaled = 1.0
+        * ((1i64 << input_integer_bits) - 1) as f64
         * (1i64 << (total_signed_bits - input_integer_bits)) as f64
         / 2f64.powi(input_left_shift);
     // Round down, as TFLite does (floor of the exact value).
@@ -386,7 +399,11 @@ mod tests {
         for _ in 0..200_000 {
             let m: i32 = rng.gen_range((1 << 30)..i32::MAX);
             let shift: i32 = rng.gen_range(-31..=8);
-            let bound = if shift > 0 { i32::MAX >> shift } else { i32::MAX };
+            let bound = if shift > 0 {
+                i32::MAX >> shift
+            } else {
+                i32::MAX
+            };
             let x: i32 = match rng.gen_range(0..3) {
                 0 => rng.gen_range(-1000..1000),
                 1 => rng.gen_range(-(1 << 20)..(1 << 20)),

@@ -81,7 +81,15 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
             block_size,
             output_dtype,
             ..
-        } => return Some(quantize::quantize_linear(ctx, *axis, *block_size, *output_dtype, inputs)),
+        } => {
+            return Some(quantize::quantize_linear(
+                ctx,
+                *axis,
+                *block_size,
+                *output_dtype,
+                inputs,
+            ))
+        }
         Op::DequantizeLinear { axis, block_size } => {
             return Some(quantize::dequantize_linear(ctx, *axis, *block_size, inputs))
         }
@@ -96,7 +104,10 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
     match op {
         Op::Quantize => {
             // Float input needs only the output's params; quantized input needs both.
-            return ctx.out_quant(0).is_some().then(|| quantize::tflite_quantize(ctx, inputs));
+            return ctx
+                .out_quant(0)
+                .is_some()
+                .then(|| quantize::tflite_quantize(ctx, inputs));
         }
         Op::Dequantize => return x_quant.then(|| quantize::tflite_dequantize(ctx, inputs)),
         _ => {}
@@ -111,15 +122,23 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
         Op::FullyConnected {
             activation,
             keep_num_dims,
-        } => by_type!(dt, ctx, fc_dispatch(ctx, *activation, *keep_num_dims, inputs)),
+        } => by_type!(
+            dt,
+            ctx,
+            fc_dispatch(ctx, *activation, *keep_num_dims, inputs)
+        ),
         Op::Binary { kind, activation } => {
             by_type!(dt, ctx, binary_dispatch(ctx, *kind, *activation, inputs))
         }
         Op::AveragePool(a) => by_type!(dt, ctx, pool_dispatch(ctx, a, false, inputs)),
         Op::MaxPool(a) => by_type!(dt, ctx, pool_dispatch(ctx, a, true, inputs)),
-        Op::Softmax { axis, beta } => by_type!(dt, ctx, softmax_dispatch(ctx, *axis, *beta, num, inputs)),
+        Op::Softmax { axis, beta } => {
+            by_type!(dt, ctx, softmax_dispatch(ctx, *axis, *beta, num, inputs))
+        }
         Op::Unary(k) => match k {
-            UnaryKind::Sigmoid | UnaryKind::Tanh => by_type!(dt, ctx, lut_dispatch(ctx, *k, inputs)),
+            UnaryKind::Sigmoid | UnaryKind::Tanh => {
+                by_type!(dt, ctx, lut_dispatch(ctx, *k, inputs))
+            }
             UnaryKind::Relu => by_type!(dt, ctx, relu_dispatch(ctx, 0.0, None, inputs)),
             UnaryKind::Relu6 => by_type!(dt, ctx, relu_dispatch(ctx, 0.0, Some(6.0), inputs)),
             UnaryKind::HardSwish => by_type!(dt, ctx, hswish_dispatch(ctx, inputs)),
@@ -129,11 +148,19 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
             // Clip(0, 6) / Clip(0, inf) on quantized data are TFLite's RELU6 / RELU.
             by_type!(dt, ctx, relu_dispatch(ctx, 0.0, *max, inputs))
         }
-        Op::Pad { mode, pads, value } => by_type!(dt, ctx, pad_dispatch(ctx, *mode, pads, *value, inputs)),
-        Op::Concat { axis, activation } => by_type!(dt, ctx, concat_dispatch(ctx, *axis, *activation, inputs)),
+        Op::Pad { mode, pads, value } => {
+            by_type!(dt, ctx, pad_dispatch(ctx, *mode, pads, *value, inputs))
+        }
+        Op::Concat { axis, activation } => {
+            by_type!(dt, ctx, concat_dispatch(ctx, *axis, *activation, inputs))
+        }
         Op::Transpose { perm } => by_type!(dt, ctx, transpose_dispatch(ctx, perm, inputs)),
         Op::Resize(a) => by_type!(dt, ctx, resize_dispatch(ctx, a, inputs)),
-        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity => {
+        Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Identity => {
             // Data movement stays with the reference kernels unless the parameters change.
             if ctx.in_quant(0) == ctx.out_quant(0) || ctx.out_quant(0).is_none() {
                 return None;
@@ -153,46 +180,102 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
 }
 
 // Thin generic adapters so `by_type!` can name one function per op.
-fn tflite_conv_dispatch<T: common::QInt>(ctx: &NodeCtx, a: &edgeopt_ir::ConvAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn tflite_conv_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    a: &edgeopt_ir::ConvAttrs,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     if std::mem::size_of::<T>() != 1 {
         return Err(ctx.error("16-bit quantized convolution is not supported yet"));
     }
     conv::tflite_conv::<T>(ctx, a, numerics(), inputs)
 }
-fn fc_dispatch<T: common::QInt>(ctx: &NodeCtx, act: edgeopt_ir::Activation, keep: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn fc_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    act: edgeopt_ir::Activation,
+    keep: bool,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     if std::mem::size_of::<T>() != 1 {
         return Err(ctx.error("16-bit quantized fully-connected is not supported yet"));
     }
     fc::tflite_fc::<T>(ctx, act, keep, numerics(), inputs)
 }
-fn binary_dispatch<T: common::QInt>(ctx: &NodeCtx, k: edgeopt_ir::BinaryKind, act: edgeopt_ir::Activation, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn binary_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    k: edgeopt_ir::BinaryKind,
+    act: edgeopt_ir::Activation,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     elementwise::tflite_binary::<T>(ctx, k, act, inputs)
 }
-fn pool_dispatch<T: common::QInt>(ctx: &NodeCtx, a: &edgeopt_ir::PoolAttrs, is_max: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn pool_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    a: &edgeopt_ir::PoolAttrs,
+    is_max: bool,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     pool::tflite_pool::<T>(ctx, a, is_max, inputs)
 }
-fn softmax_dispatch<T: common::QInt>(ctx: &NodeCtx, axis: i64, beta: f32, num: Numerics, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn softmax_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    axis: i64,
+    beta: f32,
+    num: Numerics,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     activation::softmax::<T>(ctx, axis, beta, num, inputs)
 }
-fn lut_dispatch<T: common::QInt>(ctx: &NodeCtx, k: UnaryKind, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn lut_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    k: UnaryKind,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     activation::lut_activation::<T>(ctx, k, inputs)
 }
-fn relu_dispatch<T: common::QInt>(ctx: &NodeCtx, lo: f32, hi: Option<f32>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn relu_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    lo: f32,
+    hi: Option<f32>,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     activation::relu_x::<T>(ctx, lo, hi, inputs)
 }
-fn hswish_dispatch<T: common::QInt>(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn hswish_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     activation::hard_swish::<T>(ctx, inputs)
 }
-fn pad_dispatch<T: common::QInt>(ctx: &NodeCtx, mode: edgeopt_ir::PadMode, pads: &[i64], value: f32, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn pad_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    mode: edgeopt_ir::PadMode,
+    pads: &[i64],
+    value: f32,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     movement::pad::<T>(ctx, mode, pads, value, inputs)
 }
-fn concat_dispatch<T: common::QInt>(ctx: &NodeCtx, axis: i64, act: edgeopt_ir::Activation, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn concat_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    axis: i64,
+    act: edgeopt_ir::Activation,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     movement::concat::<T>(ctx, axis, act, inputs)
 }
-fn transpose_dispatch<T: common::QInt>(ctx: &NodeCtx, perm: &[usize], inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn transpose_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    perm: &[usize],
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     movement::transpose::<T>(ctx, perm, inputs)
 }
-fn resize_dispatch<T: common::QInt>(ctx: &NodeCtx, a: &edgeopt_ir::ResizeAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+fn resize_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    a: &edgeopt_ir::ResizeAttrs,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     movement::resize_nearest::<T>(ctx, a, inputs)
 }
 fn requant_dispatch<T: common::QInt>(ctx: &NodeCtx, t: Tensor) -> Result<Tensor> {

@@ -7,7 +7,9 @@ use super::super::NodeCtx;
 use super::common::*;
 use super::quantize::requantize_values;
 use crate::error::Result;
-use edgeopt_ir::{Activation, CoordTransform, NearestMode, PadMode, ResizeAttrs, ResizeMode, Tensor};
+use edgeopt_ir::{
+    Activation, CoordTransform, NearestMode, PadMode, ResizeAttrs, ResizeMode, Tensor,
+};
 
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
@@ -30,7 +32,11 @@ fn gather_by_axis<T: Copy>(
     let ist = strides(in_shape);
     // Per axis, per output coordinate: source offset contribution.
     let tables: Vec<Vec<Option<usize>>> = (0..r)
-        .map(|d| (0..out_shape[d]).map(|o| map(d, o).map(|i| i * ist[d])).collect())
+        .map(|d| {
+            (0..out_shape[d])
+                .map(|o| map(d, o).map(|i| i * ist[d]))
+                .collect()
+        })
         .collect();
     let n: usize = out_shape.iter().product();
     let mut out = Vec::with_capacity(n);
@@ -62,7 +68,13 @@ fn gather_by_axis<T: Copy>(
 
 /// PAD / PADV2 / MIRROR_PAD on quantized data. The pad value is the real `value`
 /// quantized with the output's parameters (0.0 -> the zero point).
-pub fn pad<T: QInt>(ctx: &NodeCtx, mode: PadMode, pads: &[i64], value: f32, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn pad<T: QInt>(
+    ctx: &NodeCtx,
+    mode: PadMode,
+    pads: &[i64],
+    value: f32,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let qx = per_tensor(ctx, ctx.in_quant(0), "input")?;
     let qy = per_tensor(ctx, ctx.out_quant(0), "output")?;
@@ -83,7 +95,12 @@ pub fn pad<T: QInt>(ctx: &NodeCtx, mode: PadMode, pads: &[i64], value: f32, inpu
     }
     numel(ctx, &out_shape)?;
     let fill = T::from_i32((qy.zp + (value / qy.scale).round() as i32).clamp(T::MIN, T::MAX));
-    if mode != PadMode::Constant && x.shape.iter().zip(&out_shape).any(|(&i, &o)| i == 0 && o > 0) {
+    if mode != PadMode::Constant
+        && x.shape
+            .iter()
+            .zip(&out_shape)
+            .any(|(&i, &o)| i == 0 && o > 0)
+    {
         return Err(ctx.error("cannot reflect/edge-pad an empty axis"));
     }
     let xv = data::<T>(ctx, x, "input")?;
@@ -113,9 +130,16 @@ pub fn pad<T: QInt>(ctx: &NodeCtx, mode: PadMode, pads: &[i64], value: f32, inpu
 
 /// CONCATENATION: inputs with other parameters than the output are rescaled as
 /// TFLite's `ConcatenationWithScaling` does (float scale and bias, round half away).
-pub fn concat<T: QInt>(ctx: &NodeCtx, axis: i64, activation: Activation, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn concat<T: QInt>(
+    ctx: &NodeCtx,
+    axis: i64,
+    activation: Activation,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let xs: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
-    let first = xs.first().ok_or_else(|| ctx.error("Concat needs at least one input"))?;
+    let first = xs
+        .first()
+        .ok_or_else(|| ctx.error("Concat needs at least one input"))?;
     let r = first.shape.len();
     let ax = norm_axis(ctx, axis, r)?;
     let qy = per_tensor(ctx, ctx.out_quant(0), "output")?;
@@ -124,7 +148,10 @@ pub fn concat<T: QInt>(ctx: &NodeCtx, axis: i64, activation: Activation, inputs:
     out_shape[ax] = 0;
     for t in &xs {
         if t.shape.len() != r || (0..r).any(|d| d != ax && t.shape[d] != first.shape[d]) {
-            return Err(ctx.error(format!("cannot concatenate {:?} and {:?} on axis {ax}", first.shape, t.shape)));
+            return Err(ctx.error(format!(
+                "cannot concatenate {:?} and {:?} on axis {ax}",
+                first.shape, t.shape
+            )));
         }
         out_shape[ax] += t.shape[ax];
     }
@@ -138,7 +165,11 @@ pub fn concat<T: QInt>(ctx: &NodeCtx, axis: i64, activation: Activation, inputs:
         let qx = per_tensor(ctx, ctx.in_quant(k), "input")?;
         let v = data::<T>(ctx, t, "input")?;
         if qx == qy {
-            parts.push(v.iter().map(|e| T::from_i32(e.to_i32().clamp(amin, amax))).collect());
+            parts.push(
+                v.iter()
+                    .map(|e| T::from_i32(e.to_i32().clamp(amin, amax)))
+                    .collect(),
+            );
         } else {
             let inverse_output_scale = 1.0f32 / qy.scale;
             let scale = qx.scale * inverse_output_scale;
@@ -165,12 +196,24 @@ pub fn concat<T: QInt>(ctx: &NodeCtx, axis: i64, activation: Activation, inputs:
 
 /// TRANSPOSE (empty `perm` reverses the axes), then requantization if the output's
 /// parameters differ.
-pub fn transpose<T: QInt>(ctx: &NodeCtx, perm: &[usize], inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn transpose<T: QInt>(
+    ctx: &NodeCtx,
+    perm: &[usize],
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let r = x.shape.len();
-    let perm: Vec<usize> = if perm.is_empty() { (0..r).rev().collect() } else { perm.to_vec() };
+    let perm: Vec<usize> = if perm.is_empty() {
+        (0..r).rev().collect()
+    } else {
+        perm.to_vec()
+    };
     let mut seen = vec![false; r];
-    if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+    if perm.len() != r
+        || perm
+            .iter()
+            .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
+    {
         return Err(ctx.error(format!("perm {perm:?} is not a permutation of rank {r}")));
     }
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
@@ -214,7 +257,11 @@ pub fn requantize_if_needed<T: QInt>(ctx: &NodeCtx, t: Tensor) -> Result<Tensor>
 
 /// RESIZE nearest on quantized data (pure data movement, f32 coordinate arithmetic as
 /// in TFLite's kernel).
-pub fn resize_nearest<T: QInt>(ctx: &NodeCtx, a: &ResizeAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn resize_nearest<T: QInt>(
+    ctx: &NodeCtx,
+    a: &ResizeAttrs,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     if a.mode != ResizeMode::Nearest {
         return Err(ctx.error("quantized Resize supports nearest mode only"));
@@ -222,7 +269,10 @@ pub fn resize_nearest<T: QInt>(ctx: &NodeCtx, a: &ResizeAttrs, inputs: &[Option<
     let r = x.shape.len();
     let axes: Vec<usize> = match &a.axes {
         None => (0..r).collect(),
-        Some(ax) => ax.iter().map(|&v| norm_axis(ctx, v, r)).collect::<Result<_>>()?,
+        Some(ax) => ax
+            .iter()
+            .map(|&v| norm_axis(ctx, v, r))
+            .collect::<Result<_>>()?,
     };
     let mut out_shape = x.shape.clone();
     let mut scales = vec![1.0f32; r];
@@ -279,7 +329,9 @@ pub fn resize_nearest<T: QInt>(ctx: &NodeCtx, a: &ResizeAttrs, inputs: &[Option<
             CoordTransform::Asymmetric if by_size => o * (inp_f / outp_f),
             CoordTransform::Asymmetric => o / scales[d],
             CoordTransform::TfHalfPixelForNn => (o + 0.5) * (inp_f / outp_f),
-            CoordTransform::HalfPixel | CoordTransform::HalfPixelSymmetric => (o + 0.5) / scales[d] - 0.5,
+            CoordTransform::HalfPixel | CoordTransform::HalfPixelSymmetric => {
+                (o + 0.5) / scales[d] - 0.5
+            }
             CoordTransform::PytorchHalfPixel => {
                 if outp > 1 {
                     (o + 0.5) / scales[d] - 0.5

@@ -46,7 +46,11 @@ fn sub_i16(ctx: &NodeCtx, v: &[i32], zp: &[i32], inner: usize) -> Result<Vec<i16
     v.iter()
         .enumerate()
         .map(|(i, &e)| {
-            let z = if zp.len() == 1 { zp[0] } else { zp[(i / inner) % zp.len()] };
+            let z = if zp.len() == 1 {
+                zp[0]
+            } else {
+                zp[(i / inner) % zp.len()]
+            };
             i16::try_from(e - z).map_err(|_| ctx.error("operand minus zero point exceeds 16 bits"))
         })
         .collect()
@@ -125,7 +129,11 @@ fn opt<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
 }
 
 /// QLinearConv: x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, [B].
-pub fn qlinear_conv(ctx: &NodeCtx, a: &ConvAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn qlinear_conv(
+    ctx: &NodeCtx,
+    a: &ConvAttrs,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let x_scale = floats(ctx, input(ctx, inputs, 1)?, "x_scale")?;
     let x_zp = zero_points(ctx, opt(inputs, 2), "x_zero_point")?;
@@ -143,7 +151,9 @@ pub fn qlinear_conv(ctx: &NodeCtx, a: &ConvAttrs, inputs: &[Option<&Tensor>]) ->
         return Err(ctx.error("w_scale must be a scalar or per output channel"));
     }
     let out_dtype = y_zp_t.map(|t| t.dtype()).unwrap_or(x.dtype());
-    let (lo, hi) = out_dtype.int_range().ok_or_else(|| ctx.error("bad output type"))?;
+    let (lo, hi) = out_dtype
+        .int_range()
+        .ok_or_else(|| ctx.error("bad output type"))?;
     let scales: Vec<f32> = (0..g.m)
         .map(|c| x_scale[0] * w_scale[if w_scale.len() == 1 { 0 } else { c }] / y_scale[0])
         .collect();
@@ -157,7 +167,11 @@ pub fn qlinear_conv(ctx: &NodeCtx, a: &ConvAttrs, inputs: &[Option<&Tensor>]) ->
 }
 
 /// ConvInteger: x, w, [x_zp], [w_zp] -> i32.
-pub fn conv_integer(ctx: &NodeCtx, a: &ConvAttrs, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn conv_integer(
+    ctx: &NodeCtx,
+    a: &ConvAttrs,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let w = input(ctx, inputs, 1)?;
     let x_zp = zero_points(ctx, opt(inputs, 2), "x_zero_point")?;
@@ -168,12 +182,26 @@ pub fn conv_integer(ctx: &NodeCtx, a: &ConvAttrs, inputs: &[Option<&Tensor>]) ->
 
 /// numpy matmul of i32 operands with batch broadcasting; 1-D operands are promoted
 /// and the added dimension removed from the result, as numpy does.
-fn matmul_i32(ctx: &NodeCtx, a: &[i32], ash: &[usize], b: &[i32], bsh: &[usize]) -> Result<(Vec<i32>, Vec<usize>)> {
+fn matmul_i32(
+    ctx: &NodeCtx,
+    a: &[i32],
+    ash: &[usize],
+    b: &[i32],
+    bsh: &[usize],
+) -> Result<(Vec<i32>, Vec<usize>)> {
     if ash.is_empty() || bsh.is_empty() {
         return Err(ctx.error("matmul operands must have rank >= 1"));
     }
-    let a2: Vec<usize> = if ash.len() == 1 { vec![1, ash[0]] } else { ash.to_vec() };
-    let b2: Vec<usize> = if bsh.len() == 1 { vec![bsh[0], 1] } else { bsh.to_vec() };
+    let a2: Vec<usize> = if ash.len() == 1 {
+        vec![1, ash[0]]
+    } else {
+        ash.to_vec()
+    };
+    let b2: Vec<usize> = if bsh.len() == 1 {
+        vec![bsh[0], 1]
+    } else {
+        bsh.to_vec()
+    };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
@@ -200,7 +228,10 @@ fn matmul_i32(ctx: &NodeCtx, a: &[i32], ash: &[usize], b: &[i32], bsh: &[usize])
             let ar = &am[i * k..(i + 1) * k];
             for j in 0..n {
                 let br = &bt[j * k..(j + 1) * k];
-                out[idx] = ar.iter().zip(br).fold(0i32, |s, (&x, &y)| s.wrapping_add(x.wrapping_mul(y)));
+                out[idx] = ar
+                    .iter()
+                    .zip(br)
+                    .fold(0i32, |s, (&x, &y)| s.wrapping_add(x.wrapping_mul(y)));
                 idx += 1;
             }
         }
@@ -217,20 +248,37 @@ fn matmul_i32(ctx: &NodeCtx, a: &[i32], ash: &[usize], b: &[i32], bsh: &[usize])
 
 /// Subtracts zero points: scalar, or per row of A (`axis_from_end = 2`: dim M) / per
 /// column of B (`axis_from_end = 1`: dim N).
-fn sub_zp_matrix(ctx: &NodeCtx, v: &mut [i32], shape: &[usize], zp: &[i32], per_row: bool) -> Result<()> {
+fn sub_zp_matrix(
+    ctx: &NodeCtx,
+    v: &mut [i32],
+    shape: &[usize],
+    zp: &[i32],
+    per_row: bool,
+) -> Result<()> {
     if zp.len() == 1 {
         v.iter_mut().for_each(|e| *e -= zp[0]);
         return Ok(());
     }
     let r = shape.len();
-    let (rows, cols) = if r >= 2 { (shape[r - 2], shape[r - 1]) } else { (1, shape[0]) };
+    let (rows, cols) = if r >= 2 {
+        (shape[r - 2], shape[r - 1])
+    } else {
+        (1, shape[0])
+    };
     let want = if per_row { rows } else { cols };
     if zp.len() != want {
-        return Err(ctx.error(format!("zero point of length {} does not match {want}", zp.len())));
+        return Err(ctx.error(format!(
+            "zero point of length {} does not match {want}",
+            zp.len()
+        )));
     }
     for (i, e) in v.iter_mut().enumerate() {
         let within = i % (rows * cols);
-        let k = if per_row { within / cols } else { within % cols };
+        let k = if per_row {
+            within / cols
+        } else {
+            within % cols
+        };
         *e -= zp[k];
     }
     Ok(())
@@ -242,8 +290,20 @@ pub fn matmul_integer(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<T
     let b = input(ctx, inputs, 1)?;
     let mut av = int_values(ctx, a, "A")?;
     let mut bv = int_values(ctx, b, "B")?;
-    sub_zp_matrix(ctx, &mut av, &a.shape, &zero_points(ctx, opt(inputs, 2), "a_zero_point")?, true)?;
-    sub_zp_matrix(ctx, &mut bv, &b.shape, &zero_points(ctx, opt(inputs, 3), "b_zero_point")?, false)?;
+    sub_zp_matrix(
+        ctx,
+        &mut av,
+        &a.shape,
+        &zero_points(ctx, opt(inputs, 2), "a_zero_point")?,
+        true,
+    )?;
+    sub_zp_matrix(
+        ctx,
+        &mut bv,
+        &b.shape,
+        &zero_points(ctx, opt(inputs, 3), "b_zero_point")?,
+        false,
+    )?;
     let (out, shape) = matmul_i32(ctx, &av, &a.shape, &bv, &b.shape)?;
     Ok(vec![Tensor::new(shape, TensorData::I32(out))?])
 }
@@ -262,11 +322,25 @@ pub fn qlinear_matmul(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<T
     }
     let mut av = int_values(ctx, a, "a")?;
     let mut bv = int_values(ctx, b, "b")?;
-    sub_zp_matrix(ctx, &mut av, &a.shape, &zero_points(ctx, opt(inputs, 2), "a_zero_point")?, true)?;
-    sub_zp_matrix(ctx, &mut bv, &b.shape, &zero_points(ctx, opt(inputs, 5), "b_zero_point")?, false)?;
+    sub_zp_matrix(
+        ctx,
+        &mut av,
+        &a.shape,
+        &zero_points(ctx, opt(inputs, 2), "a_zero_point")?,
+        true,
+    )?;
+    sub_zp_matrix(
+        ctx,
+        &mut bv,
+        &b.shape,
+        &zero_points(ctx, opt(inputs, 5), "b_zero_point")?,
+        false,
+    )?;
     let (acc, shape) = matmul_i32(ctx, &av, &a.shape, &bv, &b.shape)?;
     let out_dtype = y_zp_t.map(|t| t.dtype()).unwrap_or(a.dtype());
-    let (lo, hi) = out_dtype.int_range().ok_or_else(|| ctx.error("bad output type"))?;
+    let (lo, hi) = out_dtype
+        .int_range()
+        .ok_or_else(|| ctx.error("bad output type"))?;
     // The reference computes the combined scale in the scales' own precision.
     let f16 = matches!(input(ctx, inputs, 1)?.data, TensorData::F16(_));
     let scale = if f16 {
@@ -275,6 +349,9 @@ pub fn qlinear_matmul(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<T
     } else {
         a_scale[0] * b_scale[0] / y_scale[0]
     };
-    let out: Vec<i64> = acc.iter().map(|&v| requant_onnx(v, scale, y_zp[0], lo, hi)).collect();
+    let out: Vec<i64> = acc
+        .iter()
+        .map(|&v| requant_onnx(v, scale, y_zp[0], lo, hi))
+        .collect();
     Ok(vec![typed_output(ctx, out_dtype, shape, out)?])
 }

@@ -11,7 +11,12 @@ use super::fixedpoint::rounding_div_away;
 use crate::error::Result;
 use edgeopt_ir::{Layout, PoolAttrs, Tensor};
 
-pub fn tflite_pool<T: QInt>(ctx: &NodeCtx, a: &PoolAttrs, is_max: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn tflite_pool<T: QInt>(
+    ctx: &NodeCtx,
+    a: &PoolAttrs,
+    is_max: bool,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     if a.layout != Layout::Nhwc || x.shape.len() != 4 {
         return Err(ctx.error(format!(
@@ -30,7 +35,16 @@ pub fn tflite_pool<T: QInt>(ctx: &NodeCtx, a: &PoolAttrs, is_max: bool, inputs: 
     if a.dilations.iter().any(|&d| d != 1) {
         return Err(ctx.error("quantized pooling with dilation is not supported"));
     }
-    let axes = window_axes(ctx, &[h, w], &a.kernel_shape, &a.strides, &a.dilations, &a.pads, a.auto_pad, a.ceil_mode)?;
+    let axes = window_axes(
+        ctx,
+        &[h, w],
+        &a.kernel_shape,
+        &a.strides,
+        &a.dilations,
+        &a.pads,
+        a.auto_pad,
+        a.ceil_mode,
+    )?;
     let (ay, ax) = (axes[0], axes[1]);
     let (min, max) = activation_range::<T>(a.activation, qy);
     let xv = data::<T>(ctx, x, "input")?;
@@ -69,7 +83,11 @@ pub fn tflite_pool<T: QInt>(ctx: &NodeCtx, a: &PoolAttrs, is_max: bool, inputs: 
                 }
                 // The divisor counts only in-bounds elements (TFLite excludes padding).
                 out.extend(acc.iter().map(|&a| {
-                    let v = if is_max { a } else { rounding_div_away(a, count) };
+                    let v = if is_max {
+                        a
+                    } else {
+                        rounding_div_away(a, count)
+                    };
                     T::from_i32(v.clamp(min, max))
                 }));
             }

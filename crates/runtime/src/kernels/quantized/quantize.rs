@@ -32,8 +32,12 @@ fn channel_layout(shape: &[usize], axis: Option<usize>) -> (usize, usize) {
 /// f32 as `AffineQuantize` does), or quantized -> quantized (requantization).
 pub fn tflite_quantize(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
-    let out_dtype = ctx.out_dtype(0).ok_or_else(|| ctx.error("missing output"))?;
-    let oq = ctx.out_quant(0).ok_or_else(|| ctx.error("output has no quantization parameters"))?;
+    let out_dtype = ctx
+        .out_dtype(0)
+        .ok_or_else(|| ctx.error("missing output"))?;
+    let oq = ctx
+        .out_quant(0)
+        .ok_or_else(|| ctx.error("output has no quantization parameters"))?;
     match &x.data {
         TensorData::F32(v) => {
             let (inner, dim) = channel_layout(&x.shape, oq.axis.filter(|_| oq.scale.len() > 1));
@@ -50,9 +54,24 @@ pub fn tflite_quantize(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<
                 ((val / s).round() as i32).saturating_add(z).clamp(lo, hi)
             };
             let out = match out_dtype {
-                DType::I8 => TensorData::I8(v.iter().enumerate().map(|(i, &e)| q(i, e, -128, 127) as i8).collect()),
-                DType::U8 => TensorData::U8(v.iter().enumerate().map(|(i, &e)| q(i, e, 0, 255) as u8).collect()),
-                DType::I16 => TensorData::I16(v.iter().enumerate().map(|(i, &e)| q(i, e, -32768, 32767) as i16).collect()),
+                DType::I8 => TensorData::I8(
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, &e)| q(i, e, -128, 127) as i8)
+                        .collect(),
+                ),
+                DType::U8 => TensorData::U8(
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, &e)| q(i, e, 0, 255) as u8)
+                        .collect(),
+                ),
+                DType::I16 => TensorData::I16(
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, &e)| q(i, e, -32768, 32767) as i16)
+                        .collect(),
+                ),
                 d => return Err(ctx.error(format!("cannot quantize to {d}"))),
             };
             Ok(vec![Tensor::new(x.shape.clone(), out)?])
@@ -66,7 +85,9 @@ pub fn tflite_quantize(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<
                     match out_dtype {
                         DType::I8 => make(x.shape.clone(), requantize_values::<$it, i8>(v, qx, qy)),
                         DType::U8 => make(x.shape.clone(), requantize_values::<$it, u8>(v, qx, qy)),
-                        DType::I16 => make(x.shape.clone(), requantize_values::<$it, i16>(v, qx, qy)),
+                        DType::I16 => {
+                            make(x.shape.clone(), requantize_values::<$it, i16>(v, qx, qy))
+                        }
                         d => return Err(ctx.error(format!("cannot requantize to {d}"))),
                     }
                 }};
@@ -86,15 +107,19 @@ pub fn tflite_quantize(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<
 /// which equals the f32 product since both factors are exact).
 pub fn tflite_dequantize(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
-    let q = ctx.in_quant(0).ok_or_else(|| ctx.error("input has no quantization parameters"))?;
+    let q = ctx
+        .in_quant(0)
+        .ok_or_else(|| ctx.error("input has no quantization parameters"))?;
     let (inner, dim) = channel_layout(&x.shape, q.axis.filter(|_| q.scale.len() > 1));
     if dim > 1 && q.scale.len() != dim {
         return Err(ctx.error("per-axis scales do not match the quantized axis"));
     }
-    let params: Vec<(f64, i64)> = (0..dim).map(|c| {
-        let (s, z) = q.channel(c);
-        (s as f64, z)
-    }).collect();
+    let params: Vec<(f64, i64)> = (0..dim)
+        .map(|c| {
+            let (s, z) = q.channel(c);
+            (s as f64, z)
+        })
+        .collect();
     let out: Vec<f32> = (0..x.len())
         .map(|i| {
             let (s, z) = params[(i / inner) % dim];
@@ -115,10 +140,23 @@ struct OnnxLayout {
 }
 
 impl OnnxLayout {
-    fn new(ctx: &NodeCtx, x_shape: &[usize], scale_shape: &[usize], axis: i64, block_size: i64) -> Result<OnnxLayout> {
+    fn new(
+        ctx: &NodeCtx,
+        x_shape: &[usize],
+        scale_shape: &[usize],
+        axis: i64,
+        block_size: i64,
+    ) -> Result<OnnxLayout> {
         let scale_n: usize = scale_shape.iter().product();
         if scale_shape.is_empty() || (scale_n == 1 && block_size <= 0) {
-            return Ok(OnnxLayout { inner: 1, dim: 1, block: 1, scale_dim: 1, per_tensor: true, blocked: false });
+            return Ok(OnnxLayout {
+                inner: 1,
+                dim: 1,
+                block: 1,
+                scale_dim: 1,
+                per_tensor: true,
+                blocked: false,
+            });
         }
         let r = x_shape.len();
         let ax = norm_axis(ctx, axis, r)?;
@@ -183,13 +221,21 @@ fn scale_values(ctx: &NodeCtx, t: &Tensor) -> Result<Vec<f32>> {
 
 /// ONNX QuantizeLinear: `saturate(round_half_even(x / scale) + zp)`, the division in
 /// f32 (the input's precision), as the ONNX reference implementation does.
-pub fn quantize_linear(ctx: &NodeCtx, axis: i64, block_size: i64, output_dtype: DType, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn quantize_linear(
+    ctx: &NodeCtx,
+    axis: i64,
+    block_size: i64,
+    output_dtype: DType,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let s = input(ctx, inputs, 1)?;
     let zp = inputs.get(2).copied().flatten();
     let dtype = zp.map(|z| z.dtype()).unwrap_or(output_dtype);
     let (lo, hi) = match dtype {
-        DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I4 | DType::U4 | DType::I32 => dtype.int_range().unwrap(),
+        DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I4 | DType::U4 | DType::I32 => {
+            dtype.int_range().unwrap()
+        }
         d => return Err(ctx.error(format!("QuantizeLinear to {d} is not supported"))),
     };
     let layout = OnnxLayout::new(ctx, &x.shape, &s.shape, axis, block_size)?;
@@ -207,7 +253,12 @@ pub fn quantize_linear(ctx: &NodeCtx, axis: i64, block_size: i64, output_dtype: 
         TensorData::F32(v) => v.clone(),
         TensorData::F16(v) => v.iter().map(|h| h.to_f32()).collect(),
         TensorData::I32(v) => v.iter().map(|&e| e as f32).collect(),
-        d => return Err(ctx.error(format!("QuantizeLinear input must be float, got {}", d.dtype()))),
+        d => {
+            return Err(ctx.error(format!(
+                "QuantizeLinear input must be float, got {}",
+                d.dtype()
+            )))
+        }
     };
     let f16_input = x.dtype() == DType::F16;
     let vals: Vec<i64> = xf
@@ -238,12 +289,20 @@ pub fn quantize_linear(ctx: &NodeCtx, axis: i64, block_size: i64, output_dtype: 
 }
 
 /// ONNX DequantizeLinear: `(x - zp) * scale`, output in the scale's float type.
-pub fn dequantize_linear(ctx: &NodeCtx, axis: i64, block_size: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn dequantize_linear(
+    ctx: &NodeCtx,
+    axis: i64,
+    block_size: i64,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let s = input(ctx, inputs, 1)?;
     let zp = inputs.get(2).copied().flatten();
     if !x.dtype().is_integer() {
-        return Err(ctx.error(format!("DequantizeLinear of {} is not supported", x.dtype())));
+        return Err(ctx.error(format!(
+            "DequantizeLinear of {} is not supported",
+            x.dtype()
+        )));
     }
     let layout = OnnxLayout::new(ctx, &x.shape, &s.shape, axis, block_size)?;
     let scales = scale_values(ctx, s)?;

@@ -78,7 +78,11 @@ pub fn conv_f32(
     let depthwise = cg == 1 && groups > 1;
     match a.layout {
         Layout::Nchw => {
-            let mut cols = if identity_window || depthwise { Vec::new() } else { vec![0.0f32; kk * p_out] };
+            let mut cols = if identity_window || depthwise {
+                Vec::new()
+            } else {
+                vec![0.0f32; kk * p_out]
+            };
             for ni in 0..n {
                 let xb = &x[ni * c * s_in..(ni + 1) * c * s_in];
                 let yb = &mut y[ni * m * p_out..(ni + 1) * m * p_out];
@@ -117,7 +121,8 @@ pub fn conv_f32(
                                 let plane = &xg[ci * s_in..(ci + 1) * s_in];
                                 for k in 0..taps {
                                     let row = &t.offsets[k * p_out..(k + 1) * p_out];
-                                    let dst = &mut cols[(ci * taps + k) * p_out..(ci * taps + k + 1) * p_out];
+                                    let dst = &mut cols
+                                        [(ci * taps + k) * p_out..(ci * taps + k + 1) * p_out];
                                     for (d, &off) in dst.iter_mut().zip(row) {
                                         *d = if off == NONE { 0.0 } else { plane[off] };
                                     }
@@ -143,8 +148,16 @@ pub fn conv_f32(
             }
         }
         Layout::Nhwc => {
-            let mut cols = if identity_window || depthwise { Vec::new() } else { vec![0.0f32; p_out * kk] };
-            let mut plane_out = if depthwise { vec![0.0f32; p_out] } else { Vec::new() };
+            let mut cols = if identity_window || depthwise {
+                Vec::new()
+            } else {
+                vec![0.0f32; p_out * kk]
+            };
+            let mut plane_out = if depthwise {
+                vec![0.0f32; p_out]
+            } else {
+                Vec::new()
+            };
             for ni in 0..n {
                 let xb = &x[ni * s_in * c..(ni + 1) * s_in * c];
                 let yb = &mut y[ni * p_out * m..(ni + 1) * p_out * m];
@@ -188,7 +201,9 @@ pub fn conv_f32(
                                     if off == NONE {
                                         dst.iter_mut().for_each(|v| *v = 0.0);
                                     } else {
-                                        dst.copy_from_slice(&xb[off * c + gi * cg..off * c + (gi + 1) * cg]);
+                                        dst.copy_from_slice(
+                                            &xb[off * c + gi * cg..off * c + (gi + 1) * cg],
+                                        );
                                     }
                                 }
                             }
@@ -197,7 +212,21 @@ pub fn conv_f32(
                     };
                     let wg = &w[gi * mg * kk..(gi + 1) * mg * kk];
                     // y[p, gi*mg + j] = sum_q lhs[p, q] * wg[j, q]
-                    sgemm(p_out, mg, kk, lhs, l_rs, 1, wg, 1, kk, &mut yb[gi * mg..], m, 1, false);
+                    sgemm(
+                        p_out,
+                        mg,
+                        kk,
+                        lhs,
+                        l_rs,
+                        1,
+                        wg,
+                        1,
+                        kk,
+                        &mut yb[gi * mg..],
+                        m,
+                        1,
+                        false,
+                    );
                 }
             }
             if let Some(b) = bias {
@@ -335,7 +364,9 @@ pub fn conv_transpose(
             let xg = &xd[(ni * c + gi * cg) * p_in..(ni * c + (gi + 1) * cg) * p_in];
             let wg = &wd[gi * cg * mgk..(gi + 1) * cg * mgk];
             // cols[(j, k), p] = sum_ci wg[ci, (j, k)] * xg[ci, p]
-            sgemm(mgk, p_in, cg, wg, 1, mgk, xg, p_in, 1, &mut cols, p_in, 1, false);
+            sgemm(
+                mgk, p_in, cg, wg, 1, mgk, xg, p_in, 1, &mut cols, p_in, 1, false,
+            );
             for j in 0..mg {
                 let yp = &mut y[(ni * m + gi * mg + j) * p_out..(ni * m + gi * mg + j + 1) * p_out];
                 for k in 0..taps {

@@ -54,7 +54,13 @@ fn from_ints(dtype: DType, shape: Vec<usize>, v: Vec<i64>) -> KResult<Tensor> {
     Tensor::new(shape, data).map_err(|e| e.to_string())
 }
 
-pub fn binary(kind: BinaryKind, act: Activation, a: &Tensor, b: &Tensor, out: &OutputFact) -> KResult<Tensor> {
+pub fn binary(
+    kind: BinaryKind,
+    act: Activation,
+    a: &Tensor,
+    b: &Tensor,
+    out: &OutputFact,
+) -> KResult<Tensor> {
     let shape = out.shape.clone();
     match (&a.data, &b.data) {
         (TensorData::F32(x), TensorData::F32(y)) => {
@@ -78,7 +84,9 @@ pub fn binary(kind: BinaryKind, act: Activation, a: &Tensor, b: &Tensor, out: &O
         _ if kind == BinaryKind::Pow && a.dtype().is_integer() => {
             let x = ints(a);
             let y: Vec<f64> = (0..b.len()).map(|i| b.data.get_f64(i)).collect();
-            let v = bcast_apply(&x, &a.shape, &y, &b.shape, &shape, |p, q| (p as f64).powf(q) as i64);
+            let v = bcast_apply(&x, &a.shape, &y, &b.shape, &shape, |p, q| {
+                (p as f64).powf(q) as i64
+            });
             from_ints(a.dtype(), shape, v)
         }
         _ if a.dtype().is_integer() && a.dtype() == b.dtype() => {
@@ -91,12 +99,20 @@ pub fn binary(kind: BinaryKind, act: Activation, a: &Tensor, b: &Tensor, out: &O
                 return Err("integer division by zero".into());
             }
             let v = match kind {
-                BinaryKind::Add => bcast_apply(&x, &a.shape, &y, &b.shape, &shape, i64::wrapping_add),
-                BinaryKind::Sub => bcast_apply(&x, &a.shape, &y, &b.shape, &shape, i64::wrapping_sub),
-                BinaryKind::Mul => bcast_apply(&x, &a.shape, &y, &b.shape, &shape, i64::wrapping_mul),
+                BinaryKind::Add => {
+                    bcast_apply(&x, &a.shape, &y, &b.shape, &shape, i64::wrapping_add)
+                }
+                BinaryKind::Sub => {
+                    bcast_apply(&x, &a.shape, &y, &b.shape, &shape, i64::wrapping_sub)
+                }
+                BinaryKind::Mul => {
+                    bcast_apply(&x, &a.shape, &y, &b.shape, &shape, i64::wrapping_mul)
+                }
                 // Truncating division, as onnxruntime and the ONNX reference (cast of
                 // the true quotient) do.
-                BinaryKind::Div => bcast_apply(&x, &a.shape, &y, &b.shape, &shape, i64::wrapping_div),
+                BinaryKind::Div => {
+                    bcast_apply(&x, &a.shape, &y, &b.shape, &shape, i64::wrapping_div)
+                }
                 BinaryKind::Max => bcast_apply(&x, &a.shape, &y, &b.shape, &shape, i64::max),
                 BinaryKind::Min => bcast_apply(&x, &a.shape, &y, &b.shape, &shape, i64::min),
                 BinaryKind::Pow => unreachable!("handled above"),
@@ -126,7 +142,9 @@ pub fn compare(kind: CompareKind, a: &Tensor, b: &Tensor, out: &OutputFact) -> K
         let x = a.to_f32_vec();
         let y = b.to_f32_vec();
         // NaN compares false for everything (IEEE), including Equal.
-        bcast_apply(&x, &a.shape, &y, &b.shape, &out.shape, |p, q| p.partial_cmp(&q).is_some_and(f))
+        bcast_apply(&x, &a.shape, &y, &b.shape, &out.shape, |p, q| {
+            p.partial_cmp(&q).is_some_and(f)
+        })
     } else {
         let x = ints(a);
         let y = ints(b);
@@ -145,7 +163,11 @@ pub fn where_op(c: &Tensor, a: &Tensor, b: &Tensor, out: &OutputFact) -> KResult
     macro_rules! go {
         ($V:ident) => {{
             let (TensorData::$V(x), TensorData::$V(y)) = (&a.data, &b.data) else {
-                return Err(format!("inputs 1 and 2 differ in dtype: {} and {}", a.dtype(), b.dtype()));
+                return Err(format!(
+                    "inputs 1 and 2 differ in dtype: {} and {}",
+                    a.dtype(),
+                    b.dtype()
+                ));
             };
             TensorData::$V(
                 ic.iter()
@@ -169,8 +191,11 @@ pub fn unary(kind: UnaryKind, x: &Tensor) -> KResult<Tensor> {
         let TensorData::Bool(v) = &x.data else {
             return Err(format!("Not needs bool input, got {}", x.dtype()));
         };
-        return Tensor::new(x.shape.clone(), TensorData::Bool(v.iter().map(|b| !b).collect()))
-            .map_err(|e| e.to_string());
+        return Tensor::new(
+            x.shape.clone(),
+            TensorData::Bool(v.iter().map(|b| !b).collect()),
+        )
+        .map_err(|e| e.to_string());
     }
     if x.dtype().is_integer() {
         let f: fn(i64) -> i64 = match kind {
@@ -178,9 +203,18 @@ pub fn unary(kind: UnaryKind, x: &Tensor) -> KResult<Tensor> {
             UnaryKind::Relu6 => |e| e.clamp(0, 6),
             UnaryKind::Neg => i64::wrapping_neg,
             UnaryKind::Abs => i64::wrapping_abs,
-            _ => return Err(format!("{kind:?} is not defined on {} without quantization parameters", x.dtype())),
+            _ => {
+                return Err(format!(
+                    "{kind:?} is not defined on {} without quantization parameters",
+                    x.dtype()
+                ))
+            }
         };
-        return from_ints(x.dtype(), x.shape.clone(), ints(x).into_iter().map(f).collect());
+        return from_ints(
+            x.dtype(),
+            x.shape.clone(),
+            ints(x).into_iter().map(f).collect(),
+        );
     }
     let f: fn(f32) -> f32 = match kind {
         UnaryKind::Relu => |e| if e < 0.0 { 0.0 } else { e },

@@ -52,8 +52,16 @@ pub fn gemm_op(
 
 pub fn matmul(a: &Tensor, b: &Tensor, out: &OutputFact) -> KResult<Tensor> {
     need_f32(&[a, b])?;
-    let a2: Vec<usize> = if a.rank() == 1 { vec![1, a.shape[0]] } else { a.shape.clone() };
-    let b2: Vec<usize> = if b.rank() == 1 { vec![b.shape[0], 1] } else { b.shape.clone() };
+    let a2: Vec<usize> = if a.rank() == 1 {
+        vec![1, a.shape[0]]
+    } else {
+        a.shape.clone()
+    };
+    let b2: Vec<usize> = if b.rank() == 1 {
+        vec![b.shape[0], 1]
+    } else {
+        b.shape.clone()
+    };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let n = b2[b2.len() - 1];
     let ab = &a2[..a2.len() - 2];
@@ -101,7 +109,21 @@ pub fn fully_connected(
         }
     }
     // y[r, j] += sum_q x[r, q] * w[j, q]
-    sgemm(rows, n, k, f32_of(x)?, k, 1, f32_of(w)?, 1, k, &mut y, n, 1, b.is_some());
+    sgemm(
+        rows,
+        n,
+        k,
+        f32_of(x)?,
+        k,
+        1,
+        f32_of(w)?,
+        1,
+        k,
+        &mut y,
+        n,
+        1,
+        b.is_some(),
+    );
     apply_act(&mut y, act);
     f32_tensor(out.shape.clone(), y)
 }

@@ -37,7 +37,9 @@ pub fn eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             })
         })
         .collect();
-    let declared: Vec<Option<DType>> = (0..ctx.node.outputs.len()).map(|i| ctx.out_dtype(i)).collect();
+    let declared: Vec<Option<DType>> = (0..ctx.node.outputs.len())
+        .map(|i| ctx.out_dtype(i))
+        .collect();
     let outs = infer_node_declared(ctx.node, &facts, &declared)?;
     // Small integer results (shape arithmetic) are already computed by the rules.
     if !outs.is_empty() && outs.iter().all(|o| o.value.is_some()) {
@@ -50,7 +52,11 @@ pub fn eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let wide_outs: Vec<OutputFact> = outs
             .iter()
             .map(|o| OutputFact {
-                dtype: if o.dtype == DType::F16 { DType::F32 } else { o.dtype },
+                dtype: if o.dtype == DType::F16 {
+                    DType::F32
+                } else {
+                    o.dtype
+                },
                 shape: o.shape.clone(),
                 value: None,
             })
@@ -58,7 +64,13 @@ pub fn eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         eval_op(op, &refs, &wide_outs).map(|ts| {
             ts.into_iter()
                 .zip(&outs)
-                .map(|(t, o)| if o.dtype == DType::F16 { util::downcast(t) } else { t })
+                .map(|(t, o)| {
+                    if o.dtype == DType::F16 {
+                        util::downcast(t)
+                    } else {
+                        t
+                    }
+                })
                 .collect()
         })
     } else {

@@ -6,7 +6,9 @@ use edgeopt_ir::shape::{full_perm, norm_axis, OutputFact};
 use edgeopt_ir::{Activation, PadMode, Tensor, TensorData};
 
 pub fn reshape(x: &Tensor, out: &OutputFact) -> KResult<Tensor> {
-    x.clone().reshaped(out.shape.clone()).map_err(|e| e.to_string())
+    x.clone()
+        .reshaped(out.shape.clone())
+        .map_err(|e| e.to_string())
 }
 
 pub fn shape(x: &Tensor) -> Tensor {
@@ -40,7 +42,12 @@ pub fn transpose(x: &Tensor, perm: &[usize], out: &OutputFact) -> KResult<Tensor
     Tensor::new(out.shape.clone(), take(&x.data, &idx, 0.0)).map_err(|e| e.to_string())
 }
 
-pub fn concat(inputs: &[Option<&Tensor>], axis: i64, act: Activation, out: &OutputFact) -> KResult<Tensor> {
+pub fn concat(
+    inputs: &[Option<&Tensor>],
+    axis: i64,
+    act: Activation,
+    out: &OutputFact,
+) -> KResult<Tensor> {
     let xs: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
     let a = norm_axis(axis, out.shape.len())?;
     let outer: usize = out.shape[..a].iter().product();
@@ -89,7 +96,9 @@ pub fn gather(d: &Tensor, i: &Tensor, axis: i64, out: &OutputFact) -> KResult<Te
         .map(|ix| {
             let j = if ix < 0 { ix + dim as i64 } else { ix };
             if j < 0 || j >= dim as i64 {
-                Err(format!("index {ix} out of range for axis {a} of size {dim}"))
+                Err(format!(
+                    "index {ix} out of range for axis {a} of size {dim}"
+                ))
             } else {
                 Ok(j as usize)
             }
@@ -134,13 +143,23 @@ fn pad_src(o: usize, begin: i64, d: usize, mode: PadMode) -> Option<usize> {
     }
 }
 
-pub fn pad(x: &Tensor, mode: PadMode, pads: &[i64], value: f32, out: &OutputFact) -> KResult<Tensor> {
+pub fn pad(
+    x: &Tensor,
+    mode: PadMode,
+    pads: &[i64],
+    value: f32,
+    out: &OutputFact,
+) -> KResult<Tensor> {
     let r = x.rank();
-    if mode != PadMode::Constant && x.is_empty() && !out.shape.iter().any(|&d| d == 0) {
+    if mode != PadMode::Constant && x.is_empty() && !out.shape.contains(&0) {
         return Err(format!("{mode:?} padding of an empty tensor"));
     }
     let per_axis: Vec<Vec<Option<usize>>> = (0..r)
-        .map(|a| (0..out.shape[a]).map(|o| pad_src(o, pads[a], x.shape[a], mode)).collect())
+        .map(|a| {
+            (0..out.shape[a])
+                .map(|o| pad_src(o, pads[a], x.shape[a], mode))
+                .collect()
+        })
         .collect();
     let st = strides(&x.shape);
     let n: usize = out.shape.iter().product();

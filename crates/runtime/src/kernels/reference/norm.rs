@@ -21,7 +21,11 @@ pub fn batch_norm(inputs: &[Option<&Tensor>], eps: f32) -> KResult<Tensor> {
     let a: Vec<f32> = (0..c).map(|k| scale[k] / (var[k] + eps).sqrt()).collect();
     let b: Vec<f32> = (0..c).map(|k| bias[k] - mean[k] * a[k]).collect();
     let mut y = vec![0.0f32; xs.len()];
-    for (blk, (yo, xo)) in y.chunks_exact_mut(inner.max(1)).zip(xs.chunks_exact(inner.max(1))).enumerate() {
+    for (blk, (yo, xo)) in y
+        .chunks_exact_mut(inner.max(1))
+        .zip(xs.chunks_exact(inner.max(1)))
+        .enumerate()
+    {
         let k = blk % c;
         for (d, &s) in yo.iter_mut().zip(xo) {
             *d = s * a[k] + b[k];

@@ -1,7 +1,9 @@
 //! Max and average pooling (any spatial rank, both layouts, dilations, pads, ceil mode)
 //! and global average pooling. MaxPool works on every ordered dtype (e.g. uint8).
 
-use super::util::{apply_act, f32_of, f32_tensor, map_same, window_table, Elem, KResult, WindowTable, NONE};
+use super::util::{
+    apply_act, f32_of, f32_tensor, map_same, window_table, Elem, KResult, WindowTable, NONE,
+};
 use edgeopt_ir::shape::{pool_geometry, split_layout, OutputFact, Window};
 use edgeopt_ir::{Activation, Layout, PoolAttrs, Tensor};
 
@@ -33,7 +35,14 @@ impl Planes {
 fn setup(p: &PoolAttrs, x: &Tensor) -> KResult<(Planes, Window, WindowTable)> {
     let (_, w) = pool_geometry(p, &x.shape)?;
     let (n, c, _) = split_layout(&x.shape, p.layout)?;
-    let t = window_table(&w.output, &w.input, &w.kernel, &w.strides, &w.dilations, &w.pads_begin);
+    let t = window_table(
+        &w.output,
+        &w.input,
+        &w.kernel,
+        &w.strides,
+        &w.dilations,
+        &w.pads_begin,
+    );
     let planes = Planes {
         n,
         c,
@@ -107,12 +116,18 @@ pub fn avg_pool(p: &PoolAttrs, x: &Tensor, out: &OutputFact) -> KResult<Tensor> 
     let ostr = super::util::strides(&w.output);
     let mut y = vec![0.0f32; pl.n * pl.c * pl.p_out];
     for pi in 0..pl.p_out {
-        let padded_count: usize = (0..nd).map(|d| per_dim[d][(pi / ostr[d]) % w.output[d]]).product();
+        let padded_count: usize = (0..nd)
+            .map(|d| per_dim[d][(pi / ostr[d]) % w.output[d]])
+            .product();
         let valid: Vec<usize> = (0..t.taps)
             .map(|k| t.offsets[k * t.positions + pi])
             .filter(|&o| o != NONE)
             .collect();
-        let div = if p.count_include_pad { padded_count } else { valid.len() };
+        let div = if p.count_include_pad {
+            padded_count
+        } else {
+            valid.len()
+        };
         for n in 0..pl.n {
             for c in 0..pl.c {
                 let s: f32 = valid.iter().map(|&o| xs[pl.x_at(n, c, o)]).sum();

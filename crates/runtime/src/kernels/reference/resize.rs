@@ -9,7 +9,14 @@ use edgeopt_ir::shape::{norm_axis, resize_geometry, OutputFact};
 use edgeopt_ir::{CoordTransform, NearestMode, ResizeAttrs, ResizeMode, Tensor};
 
 /// Input coordinate of output coordinate `o` along one axis.
-fn orig_coord(ct: CoordTransform, o: usize, scale: f32, out_len: usize, in_len: usize, roi: (f32, f32)) -> f32 {
+fn orig_coord(
+    ct: CoordTransform,
+    o: usize,
+    scale: f32,
+    out_len: usize,
+    in_len: usize,
+    roi: (f32, f32),
+) -> f32 {
     let x = o as f32;
     let (lo, li) = (out_len as f32, in_len as f32);
     match ct {
@@ -18,7 +25,9 @@ fn orig_coord(ct: CoordTransform, o: usize, scale: f32, out_len: usize, in_len: 
             let adjustment = lo / (scale * li);
             let center = li / 2.0;
             let offset = center * (1.0 - adjustment);
-            offset + (x + 0.5) / scale - 0.5
+            // onnxruntime sums this part in double precision; nearest rounding ties
+            // depend on it.
+            (offset as f64 + (x as f64 + 0.5) / scale as f64 - 0.5) as f32
         }
         CoordTransform::PytorchHalfPixel => {
             if out_len > 1 {
@@ -96,7 +105,11 @@ fn taps(a: &ResizeAttrs, x: f32, scale: f32, in_len: usize) -> Vec<(usize, f32)>
         }
         (ResizeMode::Linear, true) => {
             let s = (-1.0 / scale).floor() as i64 + 1;
-            (s, 2 - s, Box::new(move |d: f32| (1.0 - (d * scale).abs()).clamp(0.0, 1.0)))
+            (
+                s,
+                2 - s,
+                Box::new(move |d: f32| (1.0 - (d * scale).abs()).clamp(0.0, 1.0)),
+            )
         }
         (ResizeMode::Cubic, true) => {
             let s = (-2.0 / scale).floor() as i64 + 1;
@@ -105,7 +118,9 @@ fn taps(a: &ResizeAttrs, x: f32, scale: f32, in_len: usize) -> Vec<(usize, f32)>
         }
         (ResizeMode::Nearest, _) => unreachable!("nearest has no taps"),
     };
-    let mut t: Vec<(i64, f32)> = (start..end).map(|j| (xi + j, filt(j as f32 - ratio))).collect();
+    let mut t: Vec<(i64, f32)> = (start..end)
+        .map(|j| (xi + j, filt(j as f32 - ratio)))
+        .collect();
     if a.exclude_outside {
         for (i, w) in &mut t {
             if *i < 0 || *i > last {
@@ -119,7 +134,12 @@ fn taps(a: &ResizeAttrs, x: f32, scale: f32, in_len: usize) -> Vec<(usize, f32)>
     let norm = aa || a.exclude_outside;
     t.into_iter()
         .filter(|&(_, w)| w != 0.0)
-        .map(|(i, w)| (i.clamp(0, last.max(0)) as usize, if norm && sum != 0.0 { w / sum } else { w }))
+        .map(|(i, w)| {
+            (
+                i.clamp(0, last.max(0)) as usize,
+                if norm && sum != 0.0 { w / sum } else { w },
+            )
+        })
         .collect()
 }
 
@@ -130,7 +150,10 @@ pub fn resize(a: &ResizeAttrs, x: &Tensor, out: &OutputFact) -> KResult<Tensor> 
     let mut roi = vec![(0.0f32, 1.0f32); r];
     if let (CoordTransform::TfCropAndResize, Some(v)) = (a.coord, &a.roi) {
         let axes: Vec<usize> = match &a.axes {
-            Some(ax) if v.len() != 2 * r => ax.iter().map(|&q| norm_axis(q, r)).collect::<Result<_, _>>()?,
+            Some(ax) if v.len() != 2 * r => ax
+                .iter()
+                .map(|&q| norm_axis(q, r))
+                .collect::<Result<_, _>>()?,
             _ => (0..r).collect(),
         };
         let k = axes.len();
@@ -144,7 +167,11 @@ pub fn resize(a: &ResizeAttrs, x: &Tensor, out: &OutputFact) -> KResult<Tensor> 
     let extrap = a.coord == CoordTransform::TfCropAndResize;
     // Per axis, per output coordinate: input coordinate, and whether it lies outside.
     let coords: Vec<Vec<f32>> = (0..r)
-        .map(|d| (0..oshape[d]).map(|o| orig_coord(a.coord, o, scales[d], oshape[d], x.shape[d], roi[d])).collect())
+        .map(|d| {
+            (0..oshape[d])
+                .map(|o| orig_coord(a.coord, o, scales[d], oshape[d], x.shape[d], roi[d]))
+                .collect()
+        })
         .collect();
     let outside = |d: usize, c: f32| extrap && (c < 0.0 || c > x.shape[d] as f32 - 1.0);
     if a.mode == ResizeMode::Nearest {
@@ -152,7 +179,13 @@ pub fn resize(a: &ResizeAttrs, x: &Tensor, out: &OutputFact) -> KResult<Tensor> 
             .map(|d| {
                 coords[d]
                     .iter()
-                    .map(|&c| if outside(d, c) { NONE } else { nearest_index(c, a.nearest_mode, x.shape[d]) })
+                    .map(|&c| {
+                        if outside(d, c) {
+                            NONE
+                        } else {
+                            nearest_index(c, a.nearest_mode, x.shape[d])
+                        }
+                    })
                     .collect()
             })
             .collect();
@@ -173,19 +206,29 @@ pub fn resize(a: &ResizeAttrs, x: &Tensor, out: &OutputFact) -> KResult<Tensor> 
             idx.push(off);
             inc(&mut pos, &oshape);
         }
-        return Tensor::new(out.shape.clone(), take(&x.data, &idx, a.extrapolation_value as f64))
-            .map_err(|e| e.to_string());
+        return Tensor::new(
+            out.shape.clone(),
+            take(&x.data, &idx, a.extrapolation_value as f64),
+        )
+        .map_err(|e| e.to_string());
     }
     let mut cur = f32_of(x)?.to_vec();
     let mut shape = x.shape.clone();
     for d in 0..r {
-        let identity = oshape[d] == x.shape[d] && coords[d].iter().enumerate().all(|(o, &c)| c == o as f32);
+        let identity =
+            oshape[d] == x.shape[d] && coords[d].iter().enumerate().all(|(o, &c)| c == o as f32);
         if identity {
             continue;
         }
         let t: Vec<Vec<(usize, f32)>> = coords[d]
             .iter()
-            .map(|&c| if outside(d, c) || x.shape[d] == 0 { vec![] } else { taps(a, c, scales[d], x.shape[d]) })
+            .map(|&c| {
+                if outside(d, c) || x.shape[d] == 0 {
+                    vec![]
+                } else {
+                    taps(a, c, scales[d], x.shape[d])
+                }
+            })
             .collect();
         let outer: usize = shape[..d].iter().product();
         let inner: usize = shape[d + 1..].iter().product();

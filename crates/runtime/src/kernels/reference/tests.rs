@@ -12,7 +12,10 @@ fn rand_vec(rng: &mut impl Rng, n: usize) -> Vec<f32> {
 }
 
 fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
 }
 
 #[test]
@@ -21,7 +24,11 @@ fn fast_conv_matches_naive() {
     let mut checked = 0;
     for case in 0..400 {
         let nd = 1 + case % 3;
-        let layout = if rng.gen_bool(0.5) { Layout::Nchw } else { Layout::Nhwc };
+        let layout = if rng.gen_bool(0.5) {
+            Layout::Nchw
+        } else {
+            Layout::Nhwc
+        };
         let group_kind = rng.gen_range(0..3); // 0: dense, 1: grouped, 2: depthwise
         let base_c = rng.gen_range(1..4);
         let (group, cg, mg) = match group_kind {
@@ -52,7 +59,11 @@ fn fast_conv_matches_naive() {
             pads,
             auto_pad,
             group,
-            activation: if rng.gen_bool(0.3) { Activation::Relu } else { Activation::None },
+            activation: if rng.gen_bool(0.3) {
+                Activation::Relu
+            } else {
+                Activation::None
+            },
         };
         let x_shape = edgeopt_ir::shape::join_layout(n, c, &sp, layout);
         let w_shape = edgeopt_ir::shape::join_layout(m, cg, &k, layout);
@@ -65,7 +76,10 @@ fn fast_conv_matches_naive() {
         let slow = conv_naive(&a, &x_shape, &x, &w_shape, &w, b.as_deref());
         match (fast, slow) {
             (Ok(f), Ok(s)) => {
-                assert!(close(&f, &s, 1e-5), "case {case}: {a:?} x{x_shape:?} w{w_shape:?}");
+                assert!(
+                    close(&f, &s, 1e-5),
+                    "case {case}: {a:?} x{x_shape:?} w{w_shape:?}"
+                );
                 checked += 1;
             }
             (Err(_), Err(_)) => {} // geometry rejected (kernel larger than input)
@@ -113,15 +127,40 @@ fn run1(op: Op, inputs: Vec<Tensor>, out_dtype: DType) -> crate::Result<Tensor> 
 fn integer_arithmetic_wraps() {
     let a = Tensor::new(vec![3], TensorData::U8(vec![200, 10, 7])).unwrap();
     let b = Tensor::new(vec![3], TensorData::U8(vec![100, 20, 2])).unwrap();
-    let add = Op::Binary { kind: BinaryKind::Add, activation: Activation::None };
-    let sub = Op::Binary { kind: BinaryKind::Sub, activation: Activation::None };
-    let div = Op::Binary { kind: BinaryKind::Div, activation: Activation::None };
-    assert_eq!(run1(add, vec![a.clone(), b.clone()], DType::U8).unwrap().data, TensorData::U8(vec![44, 30, 9]));
-    assert_eq!(run1(sub, vec![a.clone(), b.clone()], DType::U8).unwrap().data, TensorData::U8(vec![100, 246, 5]));
-    assert_eq!(run1(div, vec![a, b], DType::U8).unwrap().data, TensorData::U8(vec![2, 0, 3]));
+    let add = Op::Binary {
+        kind: BinaryKind::Add,
+        activation: Activation::None,
+    };
+    let sub = Op::Binary {
+        kind: BinaryKind::Sub,
+        activation: Activation::None,
+    };
+    let div = Op::Binary {
+        kind: BinaryKind::Div,
+        activation: Activation::None,
+    };
+    assert_eq!(
+        run1(add, vec![a.clone(), b.clone()], DType::U8)
+            .unwrap()
+            .data,
+        TensorData::U8(vec![44, 30, 9])
+    );
+    assert_eq!(
+        run1(sub, vec![a.clone(), b.clone()], DType::U8)
+            .unwrap()
+            .data,
+        TensorData::U8(vec![100, 246, 5])
+    );
+    assert_eq!(
+        run1(div, vec![a, b], DType::U8).unwrap().data,
+        TensorData::U8(vec![2, 0, 3])
+    );
     let z = Tensor::new(vec![1], TensorData::I32(vec![0])).unwrap();
     let one = Tensor::new(vec![1], TensorData::I32(vec![1])).unwrap();
-    let div = Op::Binary { kind: BinaryKind::Div, activation: Activation::None };
+    let div = Op::Binary {
+        kind: BinaryKind::Div,
+        activation: Activation::None,
+    };
     let e = run1(div, vec![one, z], DType::I32).unwrap_err().to_string();
     assert!(e.contains("division by zero"), "{e}");
 }
@@ -129,7 +168,15 @@ fn integer_arithmetic_wraps() {
 #[test]
 fn clip_int8_and_maxpool_uint8() {
     let x = Tensor::new(vec![4], TensorData::I8(vec![-128, -5, 5, 127])).unwrap();
-    let y = run1(Op::Clip { min: Some(-10.0), max: Some(10.0) }, vec![x], DType::I8).unwrap();
+    let y = run1(
+        Op::Clip {
+            min: Some(-10.0),
+            max: Some(10.0),
+        },
+        vec![x],
+        DType::I8,
+    )
+    .unwrap();
     assert_eq!(y.data, TensorData::I8(vec![-10, -5, 5, 10]));
     let x = Tensor::new(vec![1, 1, 2, 2], TensorData::U8(vec![1, 250, 3, 4])).unwrap();
     let p = PoolAttrs {
@@ -149,7 +196,10 @@ fn clip_int8_and_maxpool_uint8() {
 
 #[test]
 fn broadcast_map_right_aligned() {
-    assert_eq!(bcast_map(&[3, 1], &[2, 3, 2]), [0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]);
+    assert_eq!(
+        bcast_map(&[3, 1], &[2, 3, 2]),
+        [0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]
+    );
     assert_eq!(bcast_map(&[2], &[2, 2]), [0, 1, 0, 1]);
 }
 
@@ -157,7 +207,12 @@ fn broadcast_map_right_aligned() {
 fn where_and_less_on_int64() {
     let a = Tensor::from_i64(vec![3], vec![1, 5, -3]).unwrap();
     let b = Tensor::from_i64(vec![1], vec![2]).unwrap();
-    let less = run1(Op::Compare(CompareKind::Less), vec![a.clone(), b.clone()], DType::Bool).unwrap();
+    let less = run1(
+        Op::Compare(CompareKind::Less),
+        vec![a.clone(), b.clone()],
+        DType::Bool,
+    )
+    .unwrap();
     assert_eq!(less.data, TensorData::Bool(vec![true, false, true]));
     let w = run1(Op::Where, vec![less, a, b], DType::I64).unwrap();
     assert_eq!(w.data, TensorData::I64(vec![1, 2, -3]));
@@ -166,22 +221,57 @@ fn where_and_less_on_int64() {
 #[test]
 fn pad_modes_and_crop() {
     let x = Tensor::from_f32(vec![1, 3], vec![1.0, 2.0, 3.0]).unwrap();
-    let pad = |mode, pads: Vec<i64>| Op::Pad { mode, pads, value: 9.0 };
-    let r = |mode, pads| run1(pad(mode, pads), vec![x.clone()], DType::F32).unwrap().to_f32_vec();
-    assert_eq!(r(PadMode::Constant, vec![0, 2, 0, -1]), [9.0, 9.0, 1.0, 2.0]);
-    assert_eq!(r(PadMode::Reflect, vec![0, 2, 0, 2]), [3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]);
-    assert_eq!(r(PadMode::Edge, vec![0, 1, 0, 2]), [1.0, 1.0, 2.0, 3.0, 3.0, 3.0]);
-    assert_eq!(r(PadMode::Wrap, vec![0, 2, 0, 1]), [2.0, 3.0, 1.0, 2.0, 3.0, 1.0]);
+    let pad = |mode, pads: Vec<i64>| Op::Pad {
+        mode,
+        pads,
+        value: 9.0,
+    };
+    let r = |mode, pads| {
+        run1(pad(mode, pads), vec![x.clone()], DType::F32)
+            .unwrap()
+            .to_f32_vec()
+    };
+    assert_eq!(
+        r(PadMode::Constant, vec![0, 2, 0, -1]),
+        [9.0, 9.0, 1.0, 2.0]
+    );
+    assert_eq!(
+        r(PadMode::Reflect, vec![0, 2, 0, 2]),
+        [3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]
+    );
+    assert_eq!(
+        r(PadMode::Edge, vec![0, 1, 0, 2]),
+        [1.0, 1.0, 2.0, 3.0, 3.0, 3.0]
+    );
+    assert_eq!(
+        r(PadMode::Wrap, vec![0, 2, 0, 1]),
+        [2.0, 3.0, 1.0, 2.0, 3.0, 1.0]
+    );
 }
 
 #[test]
 fn softmax_any_axis_and_beta() {
     let x = Tensor::from_f32(vec![2, 2], vec![0.0, 0.0, 1.0, 3.0]).unwrap();
-    let y = run1(Op::Softmax { axis: 0, beta: 1.0 }, vec![x.clone()], DType::F32).unwrap().to_f32_vec();
+    let y = run1(
+        Op::Softmax { axis: 0, beta: 1.0 },
+        vec![x.clone()],
+        DType::F32,
+    )
+    .unwrap()
+    .to_f32_vec();
     let e = |v: f32| v.exp();
     let (a, b) = (1.0 / (1.0 + e(1.0)), 1.0 / (1.0 + e(3.0)));
     assert!(close(&y, &[a, b, 1.0 - a, 1.0 - b], 1e-6), "{y:?}");
-    let y = run1(Op::Softmax { axis: -1, beta: 0.5 }, vec![x], DType::F32).unwrap().to_f32_vec();
+    let y = run1(
+        Op::Softmax {
+            axis: -1,
+            beta: 0.5,
+        },
+        vec![x],
+        DType::F32,
+    )
+    .unwrap()
+    .to_f32_vec();
     let c = 1.0 / (1.0 + e(1.0));
     assert!(close(&y, &[0.5, 0.5, c, 1.0 - c], 1e-6), "{y:?}");
 }
@@ -189,14 +279,23 @@ fn softmax_any_axis_and_beta() {
 #[test]
 fn f16_is_computed_in_f32() {
     use half::f16;
-    let x = Tensor::new(vec![2], TensorData::F16(vec![f16::from_f32(-1.0), f16::from_f32(2.0)])).unwrap();
+    let x = Tensor::new(
+        vec![2],
+        TensorData::F16(vec![f16::from_f32(-1.0), f16::from_f32(2.0)]),
+    )
+    .unwrap();
     let y = run1(Op::Unary(UnaryKind::Relu), vec![x], DType::F16).unwrap();
-    assert_eq!(y.data, TensorData::F16(vec![f16::from_f32(0.0), f16::from_f32(2.0)]));
+    assert_eq!(
+        y.data,
+        TensorData::F16(vec![f16::from_f32(0.0), f16::from_f32(2.0)])
+    );
 }
 
 #[test]
 fn quantized_ops_are_refused_clearly() {
     let x = Tensor::from_f32(vec![1], vec![1.0]).unwrap();
-    let e = run1(Op::Dequantize, vec![x], DType::F32).unwrap_err().to_string();
+    let e = run1(Op::Dequantize, vec![x], DType::F32)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("quantized"), "{e}");
 }

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Random single-op ONNX models and their onnxruntime outputs (oracle for the
+reference kernels: crates/tests/tests/reference_vs_onnxruntime.rs).
+
+usage: ref_random_models.py OUT_DIR [SEED]
+
+Writes, for each case NAME: NAME.onnx (one float graph input `x`, every other operand a
+constant initializer so importers fold it), NAME_x.npy (the input) and NAME_y.npy
+(onnxruntime's output, one thread). Prints one NAME per line. Geometries are drawn
+with a fixed seed over what the reference kernels support: Conv / ConvTranspose /
+MaxPool / AveragePool in 1-D, 2-D and 3-D with strides, dilations, pads, auto_pad,
+groups and ceil_mode; Resize in every mode and coordinate transform (scales or sizes,
+axes, aspect-ratio policies, antialias, exclude_outside, cubic_coeff_a); Gemm, MatMul
+with broadcasting; Softmax/LogSoftmax, ReduceMean/Sum/Max, Pad in every mode.
+Cases onnxruntime itself rejects are skipped (not printed).
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+OPSET = 19
+
+
+def model(node, inits, x_shape):
+    g = h.make_graph(
+        [node],
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, list(x_shape))],
+        [h.make_tensor_value_info("y", T.FLOAT, None)],
+        [nh.from_array(np.asarray(a), n) for n, a in inits],
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", OPSET)])
+    m.ir_version = 9
+    return m
+
+
+def spatial_case(rng, kind):
+    nd = int(rng.integers(1, 4))
+    sp = [int(rng.integers(3, 9 if nd < 3 else 6)) for _ in range(nd)]
+    k = [int(rng.integers(1, 4)) for _ in range(nd)]
+    s = [int(rng.integers(1, 3)) for _ in range(nd)]
+    d = [int(rng.integers(1, 3)) for _ in range(nd)]
+    pads = [int(rng.integers(0, 3)) for _ in range(2 * nd)]
+    # ONNX pools need pad < kernel extent; keep pads small enough for every op.
+    pads = [min(p, k[i % nd] - 1) for i, p in enumerate(pads)]
+    auto_pad = str(rng.choice(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
+    attrs = dict(kernel_shape=k, strides=s)
+    if auto_pad == "NOTSET":
+        attrs["pads"] = pads
+    else:
+        attrs["auto_pad"] = auto_pad
+    n = int(rng.integers(1, 3))
+    if kind in ("Conv", "ConvTranspose"):
+        group = int(rng.choice([1, 1, 2, 3]))
+        cg = int(rng.integers(1, 4))
+        mg = int(rng.integers(1, 4))
+        c = group * cg
+        attrs["dilations"] = d
+        attrs["group"] = group
+        if kind == "Conv":
+            w = rng.standard_normal([mg * group, cg] + k).astype(np.float32)
+        else:
+            w = rng.standard_normal([c, mg] + k).astype(np.float32)
+            if rng.random() < 0.4:
+                attrs["output_padding"] = [int(rng.integers(0, min(si, di))) for si, di in zip(s, d)]
+        b = rng.standard_normal([mg * group]).astype(np.float32)
+        x_shape = [n, c] + sp
+        inputs = ["x", "w"] + (["b"] if rng.random() < 0.6 else [])
+        inits = [("w", w), ("b", b)][: len(inputs) - 1]
+        return model(h.make_node(kind, inputs, ["y"], **attrs), inits, x_shape), x_shape
+    c = int(rng.integers(1, 4))
+    x_shape = [n, c] + sp
+    attrs["dilations"] = d
+    if rng.random() < 0.4:
+        attrs["ceil_mode"] = 1
+    if kind == "AveragePool" and rng.random() < 0.5:
+        attrs["count_include_pad"] = 1
+    return model(h.make_node(kind, ["x"], ["y"], **attrs), [], x_shape), x_shape
+
+
+def resize_case(rng):
+    mode = str(rng.choice(["nearest", "linear", "cubic"]))
+    # onnxruntime runs cubic only on 4-D inputs.
+    r = 4 if mode == "cubic" else int(rng.integers(3, 5))
+    x_shape = [int(rng.integers(1, 3)), int(rng.integers(1, 3))] + [int(rng.integers(2, 7)) for _ in range(r - 2)]
+    coord = str(rng.choice(["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+                            "asymmetric", "tf_crop_and_resize"]))
+    attrs = dict(mode=mode, coordinate_transformation_mode=coord)
+    if mode == "nearest":
+        attrs["nearest_mode"] = str(rng.choice(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]))
+    if mode == "cubic":
+        attrs["cubic_coeff_a"] = float(rng.choice([-0.75, -0.5]))
+        attrs["exclude_outside"] = int(rng.integers(0, 2))
+    if mode != "nearest" and rng.random() < 0.3:
+        attrs["antialias"] = 1
+    axes = list(range(2, r)) if rng.random() < 0.5 else None
+    na = len(axes) if axes else r
+    ax_list = axes if axes else list(range(r))
+    inits = []
+    roi_name = ""
+    if coord == "tf_crop_and_resize":
+        starts = [float(rng.uniform(-0.2, 0.4)) if a >= 2 else 0.0 for a in ax_list]
+        ends = [float(rng.uniform(0.6, 1.2)) if a >= 2 else 1.0 for a in ax_list]
+        inits.append(("roi", np.array(starts + ends, np.float32)))
+        roi_name = "roi"
+        attrs["extrapolation_value"] = float(rng.choice([0.0, -1.5]))
+    if axes:
+        attrs["axes"] = axes
+    if rng.random() < 0.5:
+        scales = [1.0 if a < 2 else float(rng.choice([0.5, 0.6, 0.75, 1.5, 2.0, 2.5, 3.0])) for a in ax_list]
+        inits.append(("scales", np.array(scales, np.float32)))
+        ins = ["x", roi_name, "scales"]
+    else:
+        sizes = [x_shape[a] if a < 2 else int(rng.integers(1, 12)) for a in ax_list]
+        inits.append(("sizes", np.array(sizes, np.int64)))
+        ins = ["x", roi_name, "", "sizes"]
+        if axes and rng.random() < 0.5:
+            attrs["keep_aspect_ratio_policy"] = str(rng.choice(["not_larger", "not_smaller"]))
+    del na
+    return model(h.make_node("Resize", ins, ["y"], **attrs), inits, x_shape), x_shape
+
+
+def crop_with_unit_scale(m, x_shape, y_shape):
+    """onnxruntime skips the coordinate transform on axes whose size does not change,
+    which ignores tf_crop_and_resize's roi there (the ONNX definition crops)."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in m.graph.node[0].attribute}
+    if attrs.get("coordinate_transformation_mode") != b"tf_crop_and_resize":
+        return False
+    return any(a == b for a, b in zip(x_shape[2:], y_shape[2:]))
+
+
+def misc_case(rng, i):
+    kind = ["Gemm", "MatMul", "Softmax", "LogSoftmax", "Reduce", "Pad"][i % 6]
+    if kind == "Gemm":
+        m, k, n = (int(rng.integers(1, 7)) for _ in range(3))
+        ta, tb = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+        x_shape = [k, m] if ta else [m, k]
+        b = rng.standard_normal([n, k] if tb else [k, n]).astype(np.float32)
+        c_shape = [[n], [1, n], [m, 1], [m, n], []][int(rng.integers(0, 5))]
+        c = rng.standard_normal(c_shape).astype(np.float32)
+        node = h.make_node("Gemm", ["x", "b", "c"], ["y"], transA=ta, transB=tb,
+                           alpha=float(rng.choice([1.0, 0.5])), beta=float(rng.choice([1.0, 2.0])))
+        return model(node, [("b", b), ("c", c)], x_shape), x_shape
+    if kind == "MatMul":
+        shapes = [([3], [3, 4]), ([2, 3, 4], [4]), ([2, 1, 3, 4], [5, 4, 2]), ([4, 3], [2, 3, 6]), ([1, 2, 5], [3, 1, 5, 2])]
+        a, b = shapes[int(rng.integers(0, len(shapes)))]
+        w = rng.standard_normal(b).astype(np.float32)
+        return model(h.make_node("MatMul", ["x", "w"], ["y"]), [("w", w)], a), a
+    x_shape = [int(rng.integers(1, 5)) for _ in range(int(rng.integers(1, 5)))]
+    r = len(x_shape)
+    if kind in ("Softmax", "LogSoftmax"):
+        axis = int(rng.integers(-r, r))
+        return model(h.make_node(kind, ["x"], ["y"], axis=axis), [], x_shape), x_shape
+    if kind == "Reduce":
+        op = str(rng.choice(["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"]))
+        axes = sorted(set(int(a) for a in rng.integers(-r, r, size=int(rng.integers(0, r + 1)))))
+        axes = [a for a in axes if (a % r) not in [(b % r) for b in axes if b != a]]
+        keep = int(rng.integers(0, 2))
+        if not keep and (not axes or len(axes) == r):
+            # onnxruntime 1.32 returns shape [1] here; ONNX (and edgeopt) a scalar.
+            keep = 1
+        ins = ["x", "axes"] if axes else ["x"]
+        inits = [("axes", np.array(axes, np.int64))] if axes else []
+        if op in ("ReduceMean", "ReduceMax", "ReduceMin") and OPSET < 18:
+            raise ValueError
+        return model(h.make_node(op, ins, ["y"], keepdims=keep), inits, x_shape), x_shape
+    mode = str(rng.choice(["constant", "reflect", "edge", "wrap"]))
+    pads = [int(rng.integers(-1 if mode == "constant" else 0, 3)) for _ in range(2 * r)]
+    if mode == "reflect":
+        pads = [min(p, x_shape[i % r] - 1) for i, p in enumerate(pads)]
+    pads = [p if x_shape[i % r] + p > 0 else 0 for i, p in enumerate(pads)]
+    inits = [("pads", np.array(pads, np.int64)), ("v", np.array(1.25, np.float32))]
+    return model(h.make_node("Pad", ["x", "pads", "v"], ["y"], mode=mode), inits, x_shape), x_shape
+
+
+def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit(__doc__)
+    out = sys.argv[1]
+    rng = np.random.default_rng(int(sys.argv[2]) if len(sys.argv) == 3 else 0)
+    os.makedirs(out, exist_ok=True)
+    ort.set_default_logger_severity(4)  # rejected geometries are expected; stay quiet
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    cases = []
+    for kind, count in [("Conv", 60), ("ConvTranspose", 40), ("MaxPool", 40), ("AveragePool", 40),
+                        ("Resize", 120), ("Misc", 60)]:
+        for i in range(count):
+            try:
+                if kind == "Resize":
+                    m, xs = resize_case(rng)
+                elif kind == "Misc":
+                    m, xs = misc_case(rng, i)
+                else:
+                    m, xs = spatial_case(rng, kind)
+            except ValueError:
+                continue
+            x = rng.standard_normal(xs).astype(np.float32)
+            try:
+                sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+                y = sess.run(None, {"x": x})[0]
+            except Exception:
+                continue  # a geometry onnxruntime rejects (e.g. kernel larger than input)
+            if y.size == 0:
+                continue
+            if kind == "Resize" and crop_with_unit_scale(m, xs, y.shape):
+                continue
+            name = f"{kind.lower()}_{i:03d}"
+            onnx.save(m, os.path.join(out, name + ".onnx"))
+            np.save(os.path.join(out, name + "_x.npy"), x)
+            np.save(os.path.join(out, name + "_y.npy"), np.ascontiguousarray(y))
+            cases.append(name)
+    print("\n".join(cases))
+
+
+if __name__ == "__main__":
+    main()
