@@ -8,6 +8,7 @@ Output:
   {"version": schema version,
    "ops": [op names of subgraph 0 in execution order, from the LiteRT interpreter],
    "op_inputs"/"op_outputs": [tensor indices of each op (-1 = absent)],
+   "op_options": [each op's builtin options, flatbuffers field names, or null],
    "inputs"/"outputs": [LiteRT get_input_details()/get_output_details(), with
                         scale/zero_point and the per-channel arrays],
    "tensors": [every tensor of subgraph 0 from get_tensor_details(), plus
@@ -61,6 +62,20 @@ def const_stats(model, sg, index):
             "values": small}
 
 
+def options(op):
+    """An operator's builtin options as a dict (flatbuffers field names), or None."""
+    o = op.builtinOptions
+    if o is None:
+        return None
+    out = {}
+    for k, v in vars(o).items():
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        if isinstance(v, (bool, int, float, list)) or v is None:
+            out[k] = v
+    return out
+
+
 def main():
     path = sys.argv[1]
     raw = open(path, "rb").read()
@@ -89,6 +104,7 @@ def main():
         "ops": [o["op_name"] for o in ops],
         "op_inputs": [[int(i) for i in o["inputs"]] for o in ops],
         "op_outputs": [[int(i) for i in o["outputs"]] for o in ops],
+        "op_options": [options(op) for op in sg.operators],
         "inputs": [detail(d) for d in it.get_input_details()],
         "outputs": [detail(d) for d in it.get_output_details()],
         "tensors": tensors,

@@ -26,6 +26,8 @@ pub struct LayerInfo {
     pub elem_ops: u64,
     pub weight_bytes: u64,
     pub activation_bytes: u64,
+    /// Computed from constants only; folded before inference, not in the totals.
+    pub folded: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +46,8 @@ pub struct Memory {
     pub peak_arena_bytes: u64,
     /// Every activation in its own memory.
     pub naive_activation_bytes: u64,
+    /// Values computed from constants only (kept beside the weights, not in the arena).
+    pub folded_bytes: u64,
 }
 
 /// Everything `inspect` reports (also its `--json` form).
@@ -120,6 +124,7 @@ pub fn inspect(graph: &Graph, model_name: &str, batch: usize) -> Result<Report> 
             elem_ops: l.elem_ops,
             weight_bytes: l.weight_bytes,
             activation_bytes: l.activation_bytes,
+            folded: l.folded,
         })
         .collect();
     Ok(Report {
@@ -140,6 +145,7 @@ pub fn inspect(graph: &Graph, model_name: &str, batch: usize) -> Result<Report> 
         memory: Memory {
             peak_arena_bytes: p.peak_arena_bytes,
             naive_activation_bytes: p.naive_activation_bytes,
+            folded_bytes: p.folded_bytes,
         },
     })
 }
@@ -226,7 +232,11 @@ pub fn render(r: &Report) -> String {
             "{:>4}  {:<NAME$}  {:<18}  {:<16}  {:>9}  {:>13}  {:>10}  {:>10}",
             i,
             clip(&l.name, NAME),
-            clip(&l.op, 18),
+            if l.folded {
+                format!("{}*", clip(&l.op, 17))
+            } else {
+                clip(&l.op, 18)
+            },
             out,
             thousands(l.params),
             thousands(l.macs),
@@ -252,6 +262,14 @@ pub fn render(r: &Report) -> String {
         human_bytes(t.input_bytes)
     );
     let m = &r.memory;
+    if r.layers.iter().any(|l| l.folded) {
+        let _ = writeln!(
+            o,
+            "* computed from constants only: folded before inference ({} kept beside the \
+             weights), not counted in the run-time totals or the arena",
+            human_bytes(m.folded_bytes)
+        );
+    }
     let ratio = if m.peak_arena_bytes > 0 {
         format!(
             ", {:.1}x smaller",

@@ -903,7 +903,9 @@ pub fn window(
     auto_pad: AutoPad,
     ceil_mode: bool,
 ) -> R<Window> {
-    window_impl(input, kernel, strides, dilations, pads, auto_pad, ceil_mode, false)
+    window_impl(
+        input, kernel, strides, dilations, pads, auto_pad, ceil_mode, false,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1141,8 +1143,13 @@ pub fn pool_geometry(p: &PoolAttrs, x: &[usize]) -> R<(Vec<usize>, Window)> {
             let (mut pb, mut pe) = (Vec::with_capacity(nd), Vec::with_capacity(nd));
             for i in 0..nd {
                 let legacy = sp[i].div_ceil(strides[i]);
-                let need = ((legacy.max(1) - 1) * strides[i] + p.kernel_shape[i]).saturating_sub(sp[i]);
-                let head = if p.auto_pad == AutoPad::SameUpper { need / 2 } else { need.div_ceil(2) };
+                let need =
+                    ((legacy.max(1) - 1) * strides[i] + p.kernel_shape[i]).saturating_sub(sp[i]);
+                let head = if p.auto_pad == AutoPad::SameUpper {
+                    need / 2
+                } else {
+                    need.div_ceil(2)
+                };
                 pb.push(head);
                 pe.push(need - head);
             }

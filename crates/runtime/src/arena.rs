@@ -13,7 +13,9 @@
 //! two per byte (low nibble first), bool as one byte. Constants are read from the graph
 //! (flash), not from the arena. Kernel-internal temporaries (im2col buffers,
 //! accumulators, the decoded copies of the inputs made here) live outside the arena:
-//! the plan covers tensors, not kernel scratch.
+//! the plan covers tensors, not kernel scratch. Values the plan folds (computed from
+//! constants only, see [`crate::planner::PlanOptions::fold_constants`]) are computed
+//! once before the first node and kept beside the constants, outside the arena.
 
 use crate::error::{Result, RuntimeError};
 use crate::executor::check_inputs;
@@ -53,7 +55,38 @@ pub fn run_with_plan(graph: &Graph, plan: &MemoryPlan, inputs: &[Tensor]) -> Res
             store(&mut arena, plan, graph, id, t)?;
         }
     }
-    for node in &graph.nodes {
+    // Values computed from constants only: once, up front, kept beside the weights.
+    let is_folded = |node: &edgeopt_ir::Node| {
+        !node.outputs.is_empty()
+            && node
+                .outputs
+                .iter()
+                .all(|&o| plan.folded.get(o) == Some(&true))
+    };
+    let mut folded: Vec<Option<Tensor>> = vec![None; graph.values.len()];
+    for node in graph.nodes.iter().filter(|n| is_folded(n)) {
+        let ctx = NodeCtx::new(graph, node);
+        let ins: Vec<Option<&Tensor>> = node
+            .inputs
+            .iter()
+            .map(|x| x.and_then(|id| graph.const_data(id).or(folded[id].as_ref())))
+            .collect();
+        if ins
+            .iter()
+            .zip(&node.inputs)
+            .any(|(t, x)| x.is_some() && t.is_none())
+        {
+            return Err(ctx.error("folded node reads a value that is not constant"));
+        }
+        let outs = eval_node(&ctx, &ins)?;
+        if outs.len() < node.outputs.len() {
+            return Err(ctx.error("kernel returned too few outputs"));
+        }
+        for (&o, t) in node.outputs.iter().zip(outs) {
+            folded[o] = Some(t);
+        }
+    }
+    for node in graph.nodes.iter().filter(|n| !is_folded(n)) {
         let ctx = NodeCtx::new(graph, node);
         let mut owned: Vec<Option<Tensor>> = Vec::with_capacity(node.inputs.len());
         for x in &node.inputs {
@@ -68,7 +101,10 @@ pub fn run_with_plan(graph: &Graph, plan: &MemoryPlan, inputs: &[Tensor]) -> Res
             .inputs
             .iter()
             .zip(&owned)
-            .map(|(x, o)| o.as_ref().or_else(|| x.and_then(|id| graph.const_data(id))))
+            .map(|(x, o)| {
+                o.as_ref()
+                    .or_else(|| x.and_then(|id| graph.const_data(id).or(folded[id].as_ref())))
+            })
             .collect();
         for (k, x) in node.inputs.iter().enumerate() {
             if let (Some(id), None) = (x, ins[k]) {
@@ -95,7 +131,8 @@ pub fn run_with_plan(graph: &Graph, plan: &MemoryPlan, inputs: &[Tensor]) -> Res
             if plan.offsets[o].is_some() {
                 load(&arena, plan, graph, o)
             } else {
-                graph.values[o].data.clone().ok_or_else(|| {
+                let known = graph.values[o].data.clone().or_else(|| folded[o].clone());
+                known.ok_or_else(|| {
                     RuntimeError::Input(format!(
                         "output '{}' was not computed",
                         graph.values[o].name
@@ -207,6 +244,106 @@ pub fn decode(dtype: DType, n: usize, src: &[u8]) -> TensorData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::planner::plan_for_batch;
+    use edgeopt_ir::{
+        Activation, AutoPad, BinaryKind, ConvAttrs, Dim, Layout, Op, UnaryKind, ValueId,
+    };
+    use rand::{Rng, SeedableRng};
+
+    fn conv(group: usize) -> Op {
+        Op::Conv(ConvAttrs {
+            layout: Layout::Nchw,
+            kernel_shape: vec![],
+            strides: vec![],
+            dilations: vec![],
+            pads: vec![1, 1, 1, 1],
+            auto_pad: AutoPad::NotSet,
+            group,
+            activation: Activation::None,
+        })
+    }
+
+    /// Conv(3->8) -> Relu -> depthwise Conv -> Add(residual) -> Reshape -> FC(512->10),
+    /// dynamic batch, random weights.
+    fn net() -> Graph {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut rand_t = |shape: Vec<usize>| {
+            let n = shape.iter().product();
+            Tensor::from_f32(shape, (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()).unwrap()
+        };
+        let mut g = Graph::new("net");
+        let batch = Dim::Sym("n".into());
+        let x = g.add_value(
+            "x",
+            DType::F32,
+            Some(vec![batch, Dim::Fixed(3), Dim::Fixed(8), Dim::Fixed(8)]),
+        );
+        let w1 = g.add_const("w1", rand_t(vec![8, 3, 3, 3]));
+        let b1 = g.add_const("b1", rand_t(vec![8]));
+        let wd = g.add_const("wd", rand_t(vec![8, 1, 3, 3]));
+        let shape = g.add_const("shape", Tensor::from_i64(vec![2], vec![-1, 512]).unwrap());
+        let wf = g.add_const("wf", rand_t(vec![10, 512]));
+        let bf = g.add_const("bf", rand_t(vec![10]));
+        let v = |g: &mut Graph, name: &str| -> ValueId { g.add_value(name, DType::F32, None) };
+        let (a, r, d, s, f, y) = (
+            v(&mut g, "a"),
+            v(&mut g, "r"),
+            v(&mut g, "d"),
+            v(&mut g, "s"),
+            v(&mut g, "f"),
+            v(&mut g, "y"),
+        );
+        g.inputs = vec![x];
+        g.add_node("conv", conv(1), vec![Some(x), Some(w1), Some(b1)], vec![a]);
+        g.add_node("relu", Op::Unary(UnaryKind::Relu), vec![Some(a)], vec![r]);
+        g.add_node("dw", conv(8), vec![Some(r), Some(wd), None], vec![d]);
+        let add = Op::Binary {
+            kind: BinaryKind::Add,
+            activation: Activation::None,
+        };
+        g.add_node("add", add, vec![Some(d), Some(r)], vec![s]);
+        let reshape = Op::Reshape { allowzero: false };
+        g.add_node("flat", reshape, vec![Some(s), Some(shape)], vec![f]);
+        let fc = Op::FullyConnected {
+            activation: Activation::None,
+            keep_num_dims: false,
+        };
+        g.add_node("fc", fc, vec![Some(f), Some(wf), Some(bf)], vec![y]);
+        g.outputs = vec![y];
+        g
+    }
+
+    #[test]
+    fn arena_run_equals_plain_run() {
+        let g = net();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for batch in [1, 3] {
+            let n = batch * 3 * 64;
+            let x = Tensor::from_f32(
+                vec![batch, 3, 8, 8],
+                (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect(),
+            )
+            .unwrap();
+            let plan = plan_for_batch(&g, batch).unwrap();
+            plan.check().unwrap();
+            // relu in place over conv's output, the reshape aliases the add's output.
+            assert!(plan.shared_with.iter().flatten().count() >= 2);
+            assert!(plan.arena_bytes < plan.naive_bytes);
+            let plain = crate::run(&g, std::slice::from_ref(&x)).unwrap();
+            let arena = run_with_plan(&g, &plan, std::slice::from_ref(&x)).unwrap();
+            assert_eq!(plain, arena);
+            assert_eq!(run_in_arena(&g, &[x]).unwrap(), plain);
+        }
+    }
+
+    #[test]
+    fn plan_for_other_shapes_is_rejected() {
+        let g = net();
+        let plan = plan_for_batch(&g, 1).unwrap();
+        let x = Tensor::zeros(DType::F32, vec![2, 3, 8, 8]).unwrap();
+        let e = run_with_plan(&g, &plan, &[x]).unwrap_err().to_string();
+        assert!(e.contains("made for input shape"), "{e}");
+    }
 
     #[test]
     fn encode_decode_round_trip() {

@@ -23,6 +23,10 @@
 //!    offset that does not overlap any already-placed buffer whose lifetime intersects
 //!    its own (the strategy of TensorFlow Lite Micro's `GreedyMemoryPlanner`).
 //!
+//! Values computed from constants only (the `DequantizeLinear` of int8 weights in ONNX
+//! QDQ models) are, by default, treated as constants too: computed once and kept with
+//! the weights, as a deployment folds them ([`PlanOptions::fold_constants`]).
+//!
 //! Two lifetimes that touch at a step conflict: a node's inputs and outputs are live
 //! together while it runs, so an output never lands on an input except through the
 //! explicit in-place rule above. [`MemoryPlan::check`] verifies the result.
@@ -77,11 +81,15 @@ pub struct Buffer {
     pub values: Vec<ValueId>,
 }
 
-/// Which reuse rules the planner may apply (both on by default).
+/// Which rules the planner may apply (all on by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanOptions {
     pub alias_reshapes: bool,
     pub in_place: bool,
+    /// Treat values computed from constants only (e.g. the `DequantizeLinear` of int8
+    /// weights in ONNX QDQ models) as constants: computed once before inference and
+    /// kept with the weights, not in the arena. A deployment folds them at build time.
+    pub fold_constants: bool,
 }
 
 impl Default for PlanOptions {
@@ -89,6 +97,7 @@ impl Default for PlanOptions {
         PlanOptions {
             alias_reshapes: true,
             in_place: true,
+            fold_constants: true,
         }
     }
 }
@@ -117,6 +126,11 @@ pub struct MemoryPlan {
     pub input_shapes: Vec<Vec<usize>>,
     /// Sum of the bytes of every activation, each in its own memory (no reuse).
     pub naive_bytes: usize,
+    /// Values computed from constants only (see [`PlanOptions::fold_constants`]):
+    /// outside the arena, computed once.
+    pub folded: Vec<bool>,
+    /// Bytes of the folded values.
+    pub folded_bytes: usize,
     /// Number of node steps (`graph.nodes.len()`); graph outputs live until it.
     pub steps: usize,
 }
@@ -200,6 +214,32 @@ pub fn plan_from_facts(
         .collect();
     let dtypes: Vec<Option<DType>> = facts.iter().map(|f| f.as_ref().map(|f| f.dtype)).collect();
 
+    // Values that depend on constants only (a node with at least one input, all of
+    // them constant or themselves folded).
+    let mut folded = vec![false; nv];
+    let mut folded_bytes = 0usize;
+    if options.fold_constants {
+        for n in &graph.nodes {
+            let mut ins = n.present_inputs().peekable();
+            let from_consts = ins.peek().is_some()
+                && ins.all(|i| i < nv && (graph.values[i].is_const() || folded[i]));
+            if from_consts {
+                for &o in &n.outputs {
+                    if o < nv && !graph.values[o].is_const() && !folded[o] {
+                        folded[o] = true;
+                        let f = facts[o]
+                            .as_ref()
+                            .ok_or_else(|| ir_err(&graph.values[o].name, "no inferred shape"))?;
+                        folded_bytes =
+                            folded_bytes
+                                .checked_add(tensor_bytes(f.dtype, &f.shape)?)
+                                .ok_or_else(|| ir_err(&graph.values[o].name, "size overflows"))?;
+                    }
+                }
+            }
+        }
+    }
+
     // Which values are activations (in the arena) and their sizes.
     let mut in_arena = vec![false; nv];
     for &i in &graph.inputs {
@@ -209,7 +249,7 @@ pub fn plan_from_facts(
     }
     for n in &graph.nodes {
         for &o in &n.outputs {
-            if o < nv && !graph.values[o].is_const() {
+            if o < nv && !graph.values[o].is_const() && !folded[o] {
                 in_arena[o] = true;
             }
         }
@@ -322,6 +362,8 @@ pub fn plan_from_facts(
         dtypes,
         input_shapes,
         naive_bytes,
+        folded,
+        folded_bytes,
         steps,
     };
     debug_assert!(
@@ -588,6 +630,7 @@ mod tests {
         let none = PlanOptions {
             alias_reshapes: false,
             in_place: false,
+            fold_constants: false,
         };
         let q = plan_from_facts(&g, &declared_facts(&g), none).unwrap();
         q.check().unwrap();
@@ -702,6 +745,54 @@ mod tests {
         p.buffers[bb].offset = p.buffers[ba].offset;
         p.offsets[2] = p.offsets[1];
         assert!(p.check().unwrap_err().contains("overlap"));
+    }
+
+    #[test]
+    fn values_from_constants_are_folded() {
+        // y = x * Dequantize(w_i8): the dequantized weights are not an activation.
+        let mut g = Graph::new("qdq");
+        let x = f32_value(&mut g, "x", &[4]);
+        let w = g.add_const(
+            "w",
+            Tensor::new(vec![4], edgeopt_ir::TensorData::I8(vec![1, 2, 3, 4])).unwrap(),
+        );
+        let s = g.add_const("s", Tensor::scalar_f32(0.5));
+        let wf = f32_value(&mut g, "wf", &[4]);
+        let y = f32_value(&mut g, "y", &[4]);
+        g.inputs = vec![x];
+        g.add_node(
+            "dq",
+            Op::DequantizeLinear {
+                axis: 1,
+                block_size: 0,
+            },
+            vec![Some(w), Some(s), None],
+            vec![wf],
+        );
+        g.add_node(
+            "mul",
+            Op::Binary {
+                kind: BinaryKind::Mul,
+                activation: Activation::None,
+            },
+            vec![Some(x), Some(wf)],
+            vec![y],
+        );
+        g.outputs = vec![y];
+        let p = plan_from_facts(&g, &declared_facts(&g), PlanOptions::default()).unwrap();
+        p.check().unwrap();
+        assert!(p.folded[wf]);
+        assert_eq!(p.offsets[wf], None);
+        assert_eq!(p.folded_bytes, 16);
+        assert_eq!(p.naive_bytes, 32);
+        assert_eq!(p.arena_bytes, 16, "y is computed in place over x");
+        let unfolded = PlanOptions {
+            fold_constants: false,
+            ..Default::default()
+        };
+        let q = plan_from_facts(&g, &declared_facts(&g), unfolded).unwrap();
+        assert_eq!(q.naive_bytes, 48);
+        assert!(q.offsets[wf].is_some());
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!   kernel_elems`; Gemm/MatMul/FullyConnected `M × N × K` (per batch). Bias additions
 //!   and element-wise ops count no MACs; their element work is in `elem_ops`.
 //! - activation bytes: the bytes of the node's outputs.
+//! - nodes that compute from constants only (the `DequantizeLinear` of int8 weights in
+//!   QDQ models) are marked `folded`: a deployment computes them at build time, so the
+//!   run-time totals (MACs, element ops, activations) leave them out.
 
 use crate::error::Result;
 use crate::planner::{plan_from_facts, tensor_bytes, PlanOptions};
@@ -31,6 +34,10 @@ pub struct LayerProfile {
     pub elem_ops: u64,
     pub weight_bytes: u64,
     pub activation_bytes: u64,
+    /// Computed from constants only: folded before inference (see
+    /// [`crate::planner::PlanOptions::fold_constants`]); its MACs, element ops and
+    /// output bytes are left out of the run-time totals.
+    pub folded: bool,
 }
 
 /// Profile of a whole graph.
@@ -50,6 +57,8 @@ pub struct ModelProfile {
     pub peak_arena_bytes: u64,
     /// Every activation (inputs included) in its own memory, no reuse.
     pub naive_activation_bytes: u64,
+    /// Bytes of the values folded from constants (kept beside the weights).
+    pub folded_bytes: u64,
 }
 
 /// Profiles the graph for its declared inputs, dynamic leading dims bound to `batch`.
@@ -86,6 +95,11 @@ pub fn profile(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<ModelProfil
                 output_dtypes.push(f.dtype);
             }
         }
+        let folded = !node.outputs.is_empty()
+            && node
+                .outputs
+                .iter()
+                .all(|&o| plan.folded.get(o) == Some(&true));
         layers.push(LayerProfile {
             name: node.name.clone(),
             op: node.op.name(),
@@ -96,6 +110,7 @@ pub fn profile(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<ModelProfil
             elem_ops: node_elem_ops(node, &facts),
             weight_bytes,
             activation_bytes,
+            folded,
         });
     }
     let mut input_bytes = 0u64;
@@ -104,16 +119,16 @@ pub fn profile(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<ModelProfil
             input_bytes += tensor_bytes(f.dtype, &f.shape)? as u64;
         }
     }
+    // Run-time totals leave out what is folded at build time.
+    let run_time = || layers.iter().filter(|l| !l.folded);
     Ok(ModelProfile {
         input_shapes: input_shapes.to_vec(),
         total_params: layers.iter().map(|l| l.params).sum(),
-        total_macs: layers.iter().map(|l| l.macs).fold(0, u64::saturating_add),
-        total_elem_ops: layers
-            .iter()
-            .map(|l| l.elem_ops)
-            .fold(0, u64::saturating_add),
+        total_macs: run_time().map(|l| l.macs).fold(0, u64::saturating_add),
+        total_elem_ops: run_time().map(|l| l.elem_ops).fold(0, u64::saturating_add),
         total_weight_bytes: layers.iter().map(|l| l.weight_bytes).sum(),
-        total_activation_bytes: layers.iter().map(|l| l.activation_bytes).sum(),
+        total_activation_bytes: run_time().map(|l| l.activation_bytes).sum(),
+        folded_bytes: plan.folded_bytes as u64,
         layers,
         input_bytes,
         peak_arena_bytes: plan.arena_bytes as u64,

@@ -106,7 +106,7 @@ fn resnet8_int8_tflite_equals_litert() {
     let xin = dir.join("x.npy");
     edgeopt_npy::write(&xin, &input).unwrap();
     let model: PathBuf = data.join(&rel);
-    let mut oracle = |resolver: &str| {
+    let oracle = |resolver: &str| {
         let out = dir.join(format!("y_{resolver}.npy"));
         tk::run_oracle(
             "litert_run.py",
@@ -168,13 +168,14 @@ fn resnet8_int8_onnx_vs_onnxruntime() {
     );
     // onnxruntime fuses the QDQ pairs into its own integer kernels, edgeopt runs the
     // graph as written (dequantize, float op, quantize): the two round differently in
-    // rare ties, so the predictions may differ on a handful of images.
+    // rare ties, so the predictions may differ on a handful of images (2 of 10,000
+    // when this test was written: 8706 vs 8707 correct). Allow 0.1% / 0.05 pt.
     assert!(
-        differ <= 20,
+        differ <= 10,
         "{rel}: {differ} predictions differ from onnxruntime"
     );
     assert!(
-        r.correct.abs_diff(ort_correct) <= 10,
+        r.correct.abs_diff(ort_correct) <= 5,
         "{rel}: {} correct vs onnxruntime's {ort_correct}",
         r.correct
     );

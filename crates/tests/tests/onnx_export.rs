@@ -327,3 +327,151 @@ fn tflite_models_export_to_onnx() {
     }
     assert!(failures.is_empty(), "{failures:?}");
 }
+
+/// `dir/<prefix>_<i>.pb` for i = 0.. while they exist.
+/// (Err for tensors of types the IR lacks, e.g. float8.)
+fn read_pbs(dir: &Path, prefix: &str) -> Result<Vec<Tensor>, edgeopt_onnx::OnnxError> {
+    let mut v = Vec::new();
+    loop {
+        let p = dir.join(format!("{prefix}_{}.pb", v.len()));
+        let Ok(bytes) = std::fs::read(&p) else {
+            return Ok(v);
+        };
+        v.push(edgeopt_onnx::read_tensor_proto(&bytes)?);
+    }
+}
+
+/// Every backend node-test model that imports also exports: onnxruntime runs the
+/// export with the outputs it gives for the original, and re-importing the export
+/// gives the same graph. (Operands the IR keeps as attributes, which these tests pass
+/// as graph inputs, are frozen to their test values before import, and the original
+/// gets them as inputs.)
+#[test]
+fn node_test_models_round_trip_through_export() {
+    let Some(data) = edgeopt_testkit::data_dir() else {
+        return;
+    };
+    if !edgeopt_testkit::oracle_available() {
+        return;
+    }
+    let root = data.join("onnx-node-tests/node");
+    let scratch = edgeopt_testkit::scratch_dir("onnx_export_node_tests");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    let mut jobs = Vec::new();
+    let mut cases = Vec::new();
+    let mut failures = Vec::new();
+    let (mut not_imported, mut no_npy) = (0, 0);
+    for d in &dirs {
+        let name = d.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(d.join("model.onnx")).unwrap();
+        let Ok(mut inputs) = read_pbs(&d.join("test_data_set_0"), "input") else {
+            not_imported += 1; // float8 test data
+            continue;
+        };
+        let all_inputs = inputs.clone();
+        let mut opts = edgeopt_onnx::ImportOptions::default();
+        for (i, input) in edgeopt_onnx::constant_operand_inputs(&bytes)
+            .unwrap()
+            .into_iter()
+            .rev()
+        {
+            opts.constant_inputs.push((input, inputs.remove(i)));
+        }
+        let Ok(g) = edgeopt_onnx::import_with(&bytes, &opts) else {
+            not_imported += 1; // float8, training mode, MaxPool indices: see onnx_conformance.rs
+            continue;
+        };
+        let work = scratch.join(&name);
+        std::fs::create_dir_all(&work).unwrap();
+        let exported = work.join("exported.onnx");
+        if let Err(e) = edgeopt_onnx::export_file(&g, &exported) {
+            failures.push(format!("{name}: export: {e}"));
+            continue;
+        }
+        match edgeopt_onnx::import_file(&exported) {
+            Ok(back) => {
+                if let Err(e) = std::panic::catch_unwind(|| assert_same_structure(&name, &g, &back))
+                {
+                    failures.push(format!(
+                        "{name}: re-import differs: {:?}",
+                        e.downcast_ref::<String>()
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{name}: re-import: {e}")),
+        }
+        // .npy cannot hold 4-bit tensors: those few run only through the importer.
+        if all_inputs
+            .iter()
+            .any(|t| matches!(t.dtype(), DType::I4 | DType::U4))
+        {
+            no_npy += 1;
+            continue;
+        }
+        let write_all = |ts: &[Tensor], tag: &str| -> Vec<String> {
+            ts.iter()
+                .enumerate()
+                .map(|(k, t)| {
+                    let p = work.join(format!("{tag}_{k}.npy"));
+                    edgeopt_npy::write(&p, t).unwrap();
+                    p.display().to_string()
+                })
+                .collect()
+        };
+        let (orig_in, exp_in) = (write_all(&all_inputs, "orig"), write_all(&inputs, "exp"));
+        let (orig_out, exp_out) = (work.join("orig_out"), work.join("exp_out"));
+        jobs.push(serde_json::json!({"model": d.join("model.onnx").display().to_string(), "inputs": orig_in, "out_dir": orig_out.display().to_string()}));
+        jobs.push(serde_json::json!({"model": exported.display().to_string(), "inputs": exp_in, "out_dir": exp_out.display().to_string()}));
+        cases.push((name, orig_out, exp_out));
+    }
+    let job_file = scratch.join("jobs.json");
+    std::fs::write(&job_file, serde_json::to_vec(&jobs).unwrap()).unwrap();
+    edgeopt_testkit::run_oracle("onnx_run_many.py", &[&job_file]);
+    let (mut same, mut ort_cannot) = (0, 0);
+    for (name, orig_out, exp_out) in &cases {
+        if orig_out.join("error.txt").exists() {
+            ort_cannot += 1; // onnxruntime cannot run the original either
+            continue;
+        }
+        if let Ok(e) = std::fs::read_to_string(exp_out.join("error.txt")) {
+            failures.push(format!("{name}: onnxruntime rejects the export: {e}"));
+            continue;
+        }
+        let mut k = 0;
+        while let Ok(want) = edgeopt_npy::read(&orig_out.join(format!("output_{k}.npy"))) {
+            match edgeopt_npy::read(&exp_out.join(format!("output_{k}.npy"))) {
+                Err(e) => failures.push(format!("{name}: output {k}: {e}")),
+                Ok(got) => {
+                    let ok = got.dtype() == want.dtype()
+                        && got.shape == want.shape
+                        && (0..want.len()).all(|i| {
+                            let (g, w) = (got.data.get_f64(i), want.data.get_f64(i));
+                            g == w
+                                || (g.is_nan() && w.is_nan())
+                                || (want.dtype().is_float()
+                                    && (g - w).abs() <= 1e-5 + 1e-3 * w.abs())
+                        });
+                    if !ok {
+                        failures.push(format!("{name}: output {k} differs from the original's"));
+                    }
+                }
+            }
+            k += 1;
+        }
+        same += 1;
+    }
+    println!(
+        "node tests: {same} exported and matched onnxruntime on the original, {} failed, {ort_cannot} not runnable in onnxruntime's Python API, {no_npy} with 4-bit inputs (import/export/re-import only), {not_imported} not importable",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

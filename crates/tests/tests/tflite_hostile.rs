@@ -607,7 +607,7 @@ fn random_type(rng: &mut StdRng) -> fb::TensorType {
     *pick(rng, &fb::TensorType::ENUM_VALUES).unwrap()
 }
 
-const OPS: [Bop; 28] = [
+const OPS: [Bop; 37] = [
     Bop::Conv2d,
     Bop::DepthwiseConv2d,
     Bop::FullyConnected,
@@ -632,6 +632,15 @@ const OPS: [Bop; 28] = [
     Bop::Relu6,
     Bop::HardSwish,
     Bop::ResizeNearestNeighbor,
+    Bop::ResizeBilinear,
+    Bop::Div,
+    Bop::Maximum,
+    Bop::Minimum,
+    Bop::LeakyRelu,
+    Bop::ReluN1To1,
+    Bop::Squeeze,
+    Bop::ExpandDims,
+    Bop::Gather,
     Bop::While,
     Bop::Custom,
     Bop::Svdf,
@@ -646,7 +655,7 @@ fn random_options(rng: &mut StdRng) -> Option<fb::BuiltinOptions> {
         fb::Padding::Valid
     };
     let act = *pick(rng, &fb::ActivationFunctionType::ENUM_VALUES).unwrap();
-    Some(match rng.gen_range(0..11) {
+    Some(match rng.gen_range(0..16) {
         0 => return None,
         1 => O::Conv2DOptions(Box::new(fb::Conv2DOptions {
             padding: pad,
@@ -696,6 +705,20 @@ fn random_options(rng: &mut StdRng) -> Option<fb::BuiltinOptions> {
             quantized_bias_type: random_type(rng),
         })),
         9 => O::ResizeNearestNeighborOptions(Box::new(fb::ResizeNearestNeighborOptions {
+            align_corners: rng.gen(),
+            half_pixel_centers: rng.gen(),
+        })),
+        11 => O::LeakyReluOptions(Box::new(fb::LeakyReluOptions {
+            alpha: *pick(rng, &[f32::NAN, 0.0, -1.0, 1e30, f32::INFINITY]).unwrap(),
+        })),
+        12 => O::SqueezeOptions(Box::new(fb::SqueezeOptions {
+            squeeze_dims: Some((0..rng.gen_range(0..10)).map(|_| weird(rng)).collect()),
+        })),
+        13 => O::GatherOptions(Box::new(fb::GatherOptions {
+            axis: weird(rng),
+            batch_dims: if rng.gen_bool(0.5) { 0 } else { weird(rng) },
+        })),
+        14 => O::ResizeBilinearOptions(Box::new(fb::ResizeBilinearOptions {
             align_corners: rng.gen(),
             half_pixel_centers: rng.gen(),
         })),
@@ -1048,11 +1071,15 @@ fn mutated_tflite_files_never_panic_or_overallocate() {
             (name, std::fs::read(&p).unwrap())
         })
         .collect();
-    // Plus the synthetic model that uses every op the importer maps, so that every
+    // Plus the synthetic models that use every op the importer maps, so that every
     // op's conversion sees corrupted input too.
     files.push((
         "all_ops (synthetic)".into(),
         edgeopt_tflite::finish_model(&edgeopt_tflite::fixtures::all_ops_model()),
+    ));
+    files.push((
+        "extra_ops (synthetic)".into(),
+        edgeopt_tflite::finish_model(&edgeopt_tflite::fixtures::extra_ops_model()),
     ));
     // The unmutated files import (so mutations start from valid models), and the walker
     // found their structure.

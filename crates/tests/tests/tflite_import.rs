@@ -6,7 +6,8 @@
 //! dtype, shape and quantization parameters, and checksums of every constant.
 
 use edgeopt_ir::{
-    DType, Dim, Graph, Layout, Op, PadMode, QuantParams, ReduceKind, Source, UnaryKind,
+    Activation, AutoPad, CoordTransform, DType, Dim, Graph, Layout, Op, PadMode, QuantParams,
+    ReduceKind, ResizeMode, Source, UnaryKind,
 };
 use edgeopt_testkit::{data_dir, oracle_available, run_oracle, scratch_dir};
 use serde_json::Value as Json;
@@ -245,12 +246,41 @@ fn check_against_oracle(path: &Path) {
             g.values[node.outputs[0]].name,
             tensors[&outs[0]]["name"].as_str().unwrap()
         );
+        // The operator's builtin options as the flatbuffers reader sees them.
+        let opt = &o["op_options"][k];
+        let oi = |f: &str| {
+            opt[f]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{file}: {op}.{f}"))
+        };
+        let act = || match opt["fusedActivationFunction"].as_i64() {
+            None | Some(0) => Activation::None,
+            Some(1) => Activation::Relu,
+            Some(2) => Activation::ReluN1To1,
+            Some(3) => Activation::Relu6,
+            Some(a) => panic!("{file}: activation {a}"),
+        };
+        let pad = || {
+            if oi("padding") == 0 {
+                AutoPad::SameUpper
+            } else {
+                AutoPad::Valid
+            }
+        };
         match op.as_str() {
             "CONV_2D" | "DEPTHWISE_CONV_2D" => {
                 let Op::Conv(a) = &node.op else {
                     panic!("{file}: {op} -> {}", node.op.name())
                 };
                 assert_eq!(a.layout, Layout::Nhwc);
+                assert_eq!(a.strides, [oi("strideH") as usize, oi("strideW") as usize]);
+                let dil = [
+                    oi("dilationHFactor") as usize,
+                    oi("dilationWFactor") as usize,
+                ];
+                assert_eq!(a.dilations, dil);
+                assert_eq!(a.auto_pad, pad());
+                assert_eq!(a.activation, act(), "{file}: #{k}");
                 let x = &tensors[&ins[0]];
                 let w = &tensors[&ins[1]];
                 let c = *ints(&x["shape"]).last().unwrap() as usize;
@@ -263,10 +293,51 @@ fn check_against_oracle(path: &Path) {
                     assert_eq!(a.group, c / ws[3] as usize);
                 }
             }
-            "FULLY_CONNECTED" => assert!(matches!(node.op, Op::FullyConnected { .. })),
-            "ADD" => assert_eq!(node.op.name(), "Add"),
-            "AVERAGE_POOL_2D" => {
-                assert!(matches!(&node.op, Op::AveragePool(p) if p.layout == Layout::Nhwc))
+            "FULLY_CONNECTED" => {
+                let keep_num_dims = opt["keepNumDims"].as_bool().unwrap();
+                let want = Op::FullyConnected {
+                    activation: act(),
+                    keep_num_dims,
+                };
+                assert_eq!(node.op, want, "{file}: #{k}");
+            }
+            "ADD" | "SUB" | "MUL" | "DIV" => {
+                let Op::Binary { activation, .. } = node.op else {
+                    panic!("{file}: {op}")
+                };
+                let name = match op.as_str() {
+                    "ADD" => "Add",
+                    "SUB" => "Sub",
+                    "MUL" => "Mul",
+                    _ => "Div",
+                };
+                assert_eq!(node.op.name(), name);
+                assert_eq!(activation, act(), "{file}: #{k}");
+            }
+            "AVERAGE_POOL_2D" | "MAX_POOL_2D" => {
+                let (Op::AveragePool(p) | Op::MaxPool(p)) = &node.op else {
+                    panic!("{file}: {op}")
+                };
+                assert_eq!(
+                    node.op.name(),
+                    if op == "MAX_POOL_2D" {
+                        "MaxPool"
+                    } else {
+                        "AveragePool"
+                    }
+                );
+                assert_eq!(p.layout, Layout::Nhwc);
+                assert_eq!(
+                    p.kernel_shape,
+                    [oi("filterHeight") as usize, oi("filterWidth") as usize]
+                );
+                assert_eq!(p.strides, [oi("strideH") as usize, oi("strideW") as usize]);
+                assert_eq!(p.auto_pad, pad());
+                assert_eq!(p.activation, act());
+                assert!(
+                    !p.count_include_pad,
+                    "TFLite averages over in-bounds elements"
+                );
             }
             "RESHAPE" => {
                 assert!(matches!(node.op, Op::Reshape { .. }));
@@ -285,20 +356,27 @@ fn check_against_oracle(path: &Path) {
                     reshape_shapes.push(ins[1]);
                 }
             }
-            "SOFTMAX" => assert!(matches!(node.op, Op::Softmax { axis: -1, beta } if beta == 1.0)),
+            "SOFTMAX" => {
+                let beta = opt["beta"].as_f64().unwrap() as f32;
+                assert_eq!(node.op, Op::Softmax { axis: -1, beta });
+            }
             "LOG_SOFTMAX" => assert_eq!(node.op, Op::LogSoftmax { axis: -1 }),
             "LOGISTIC" => assert_eq!(node.op, Op::Unary(UnaryKind::Sigmoid)),
             "TANH" => assert_eq!(node.op, Op::Unary(UnaryKind::Tanh)),
             "RELU" => assert_eq!(node.op, Op::Unary(UnaryKind::Relu)),
             "RELU6" => assert_eq!(node.op, Op::Unary(UnaryKind::Relu6)),
             "HARD_SWISH" => assert_eq!(node.op, Op::Unary(UnaryKind::HardSwish)),
-            "SUB" => assert_eq!(node.op.name(), "Sub"),
-            "MUL" => assert_eq!(node.op.name(), "Mul"),
+
             "QUANTIZE" => assert_eq!(node.op, Op::Quantize),
             "DEQUANTIZE" => assert_eq!(node.op, Op::Dequantize),
-            "CONCATENATION" => assert!(matches!(node.op, Op::Concat { .. })),
-            "MAX_POOL_2D" => {
-                assert!(matches!(&node.op, Op::MaxPool(p) if p.layout == Layout::Nhwc))
+            "CONCATENATION" => {
+                assert_eq!(
+                    node.op,
+                    Op::Concat {
+                        axis: oi("axis"),
+                        activation: act()
+                    }
+                )
             }
             "PAD" | "PADV2" => {
                 let p = const_ints(ins[1]);
@@ -337,20 +415,62 @@ fn check_against_oracle(path: &Path) {
                     panic!("{file}: MEAN -> {}", node.op.name())
                 };
                 assert_eq!(axes.as_deref(), Some(const_ints(ins[1]).as_slice()));
-                let in_rank = ints(&tensors[&ins[0]]["shape"]).len();
-                let out_rank = ints(&tensors[&outs[0]]["shape"]).len();
-                assert_eq!(*keepdims, in_rank == out_rank);
+                assert_eq!(*keepdims, opt["keepDims"].as_bool().unwrap());
                 attr_tensors.push(ins[1]);
             }
-            "RESIZE_NEAREST_NEIGHBOR" => {
+            "RESIZE_NEAREST_NEIGHBOR" | "RESIZE_BILINEAR" => {
                 let Op::Resize(a) = &node.op else {
                     panic!("{file}: resize")
                 };
+                let mode = if op == "RESIZE_BILINEAR" {
+                    ResizeMode::Linear
+                } else {
+                    ResizeMode::Nearest
+                };
+                assert_eq!(a.mode, mode);
                 let size: Vec<usize> = const_ints(ins[1]).iter().map(|&d| d as usize).collect();
                 assert_eq!(a.sizes.as_ref(), Some(&size));
                 assert_eq!(a.axes.as_deref(), Some(&[1i64, 2][..]));
+                let align = opt["alignCorners"].as_bool().unwrap();
+                let half = opt["halfPixelCenters"].as_bool().unwrap();
+                let coord = match (align, half, a.mode) {
+                    (true, _, _) => CoordTransform::AlignCorners,
+                    (false, true, ResizeMode::Linear) => CoordTransform::HalfPixel,
+                    (false, true, _) => CoordTransform::TfHalfPixelForNn,
+                    (false, false, _) => CoordTransform::Asymmetric,
+                };
+                assert_eq!(a.coord, coord);
                 attr_tensors.push(ins[1]);
             }
+            "MAXIMUM" => assert_eq!(node.op.name(), "Max"),
+            "MINIMUM" => assert_eq!(node.op.name(), "Min"),
+            "LEAKY_RELU" => {
+                let alpha = opt["alpha"].as_f64().unwrap() as f32;
+                assert_eq!(node.op, Op::LeakyRelu { alpha });
+            }
+            "RELU_N1_TO_1" => assert_eq!(
+                node.op,
+                Op::Clip {
+                    min: Some(-1.0),
+                    max: Some(1.0)
+                }
+            ),
+            "SQUEEZE" => assert_eq!(
+                node.op,
+                Op::Squeeze {
+                    axes: ints(&opt["squeezeDims"])
+                }
+            ),
+            "EXPAND_DIMS" => {
+                assert_eq!(
+                    node.op,
+                    Op::Unsqueeze {
+                        axes: const_ints(ins[1])
+                    }
+                );
+                attr_tensors.push(ins[1]);
+            }
+            "GATHER" => assert_eq!(node.op, Op::Gather { axis: oi("axis") }),
             other => panic!("{file}: the test does not know {other}"),
         }
     }
@@ -496,6 +616,18 @@ fn all_ops_model_matches_litert() {
     }
     let bytes = edgeopt_tflite::finish_model(&edgeopt_tflite::fixtures::all_ops_model());
     let path = scratch_dir("tflite_all_ops").join("all_ops.tflite");
+    std::fs::write(&path, &bytes).unwrap();
+    check_against_oracle(&path);
+}
+
+/// The synthetic model with the ops imported beyond the MLPerf Tiny set.
+#[test]
+fn extra_ops_model_matches_litert() {
+    if !oracle_available() {
+        return;
+    }
+    let bytes = edgeopt_tflite::finish_model(&edgeopt_tflite::fixtures::extra_ops_model());
+    let path = scratch_dir("tflite_extra_ops").join("extra_ops.tflite");
     std::fs::write(&path, &bytes).unwrap();
     check_against_oracle(&path);
 }

@@ -105,6 +105,33 @@ fn required_opset(g: &Graph) -> i64 {
                 21
             }
             Op::DequantizeLinear { block_size, .. } if *block_size != 0 => 21,
+            // 16- and 4-bit inputs of DequantizeLinear and float16 scales of
+            // QLinearMatMul arrived in opset 21.
+            Op::DequantizeLinear { .. }
+                if n.input(0).is_some_and(|x| {
+                    matches!(
+                        g.values[x].dtype,
+                        DType::I16 | DType::U16 | DType::I4 | DType::U4
+                    )
+                }) =>
+            {
+                21
+            }
+            Op::QLinearMatMul if n.input(1).is_some_and(|s| g.values[s].dtype == DType::F16) => 21,
+            // 8- and 16-bit integer arithmetic arrived in opset 14, HardSwish too.
+            Op::Binary {
+                kind: BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div,
+                ..
+            } if n.input(0).is_some_and(|x| {
+                matches!(
+                    g.values[x].dtype,
+                    DType::I8 | DType::U8 | DType::I16 | DType::U16
+                )
+            }) =>
+            {
+                14
+            }
+            Op::Unary(UnaryKind::HardSwish) => 14,
             _ => 13,
         };
         v = v.max(need);
@@ -1058,13 +1085,17 @@ impl Ex<'_> {
                 }
                 let mut i = trim(ins.clone());
                 if i.len() < 3 && *output_dtype != DType::U8 {
-                    // No zero point: give one of the output type.
-                    let z = self.constant(
-                        &format!("{name}_zero_point"),
-                        &cast(&Tensor::scalar_f32(0.0), *output_dtype),
-                    );
-                    i.truncate(2);
-                    i.push(z);
+                    if self.opset >= 21 {
+                        attrs.push(a_i("output_dtype", dtype_to_onnx(*output_dtype) as i64));
+                    } else {
+                        // Before opset 21 the zero point's type is the output type.
+                        let z = self.constant(
+                            &format!("{name}_zero_point"),
+                            &cast(&Tensor::scalar_f32(0.0), *output_dtype),
+                        );
+                        i.truncate(2);
+                        i.push(z);
+                    }
                 }
                 self.push(&name, "QuantizeLinear", i, vec![out], attrs);
             }

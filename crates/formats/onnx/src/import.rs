@@ -541,9 +541,18 @@ impl Importer {
             return Ok(()); // nothing reads it
         }
         // Fold when every input is constant (or for Shape, when the shape is static).
+        // CastLike only needs the dtype of its second input.
+        let like = match (v.op_type, ins.get(1)) {
+            ("CastLike", Some(Some(id))) => Some(Tensor::zeros(self.dtype(*id), vec![0])?),
+            _ => None,
+        };
         let consts: Vec<Option<&Tensor>> = ins
             .iter()
-            .map(|x| x.and_then(|id| self.const_of(id)))
+            .enumerate()
+            .map(|(k, x)| match (&like, k) {
+                (Some(t), 1) => Some(t),
+                _ => x.and_then(|id| self.const_of(id)),
+            })
             .collect();
         let all_const = ins
             .iter()

@@ -397,3 +397,96 @@ pub fn all_ops_model() -> s::Model {
 
     m.finish(&[x], &[sm, ls, dq, pv])
 }
+
+/// A float model with the ops imported beyond the MLPerf Tiny set: RESIZE_BILINEAR,
+/// DIV, MAXIMUM, MINIMUM, LEAKY_RELU, RELU_N1_TO_1, EXPAND_DIMS, SQUEEZE, GATHER.
+/// Input `x` `[N, 6, 6, 3]`; outputs the gathered `[N, 12, 12, 2]` and `[N, 12, 12, 3]`.
+pub fn extra_ops_model() -> s::Model {
+    use s::BuiltinOptions as O;
+    let mut m = ModelBuilder::new();
+    let x = m.activation("x", &[1, 6, 6, 3]);
+
+    let size = m.constant_i32("size", &[2], &[12, 12]);
+    let rb = m.activation("resize_bilinear", &[1, 12, 12, 3]);
+    let ro = s::ResizeBilinearOptions {
+        align_corners: false,
+        half_pixel_centers: true,
+    };
+    m.op(
+        B::ResizeBilinear,
+        &[x, size],
+        &[rb],
+        Some(O::ResizeBilinearOptions(Box::new(ro))),
+    );
+
+    let divisor = m.constant_f32("divisor", &[3], &[2.0, 4.0, 8.0]);
+    let dv = m.activation("div", &[1, 12, 12, 3]);
+    m.op(
+        B::Div,
+        &[rb, divisor],
+        &[dv],
+        Some(O::DivOptions(Box::default())),
+    );
+
+    let lo = m.constant_f32("lo", &[1], &[-0.1]);
+    let mx = m.activation("maximum", &[1, 12, 12, 3]);
+    m.op(
+        B::Maximum,
+        &[dv, lo],
+        &[mx],
+        Some(O::MaximumMinimumOptions(Box::default())),
+    );
+    let hi = m.constant_f32("hi", &[1], &[0.9]);
+    let mi = m.activation("minimum", &[1, 12, 12, 3]);
+    m.op(
+        B::Minimum,
+        &[mx, hi],
+        &[mi],
+        Some(O::MaximumMinimumOptions(Box::default())),
+    );
+
+    let lr = m.activation("leaky_relu", &[1, 12, 12, 3]);
+    let lo_opts = s::LeakyReluOptions { alpha: 0.2 };
+    m.op(
+        B::LeakyRelu,
+        &[mi],
+        &[lr],
+        Some(O::LeakyReluOptions(Box::new(lo_opts))),
+    );
+    let rn = m.activation("relu_n1_to_1", &[1, 12, 12, 3]);
+    m.op(B::ReluN1To1, &[lr], &[rn], None);
+
+    let axis = m.constant_i32("axis", &[1], &[0]);
+    let ed = m.activation("expand_dims", &[1, 1, 12, 12, 3]);
+    m.op(
+        B::ExpandDims,
+        &[rn, axis],
+        &[ed],
+        Some(O::ExpandDimsOptions(Box::default())),
+    );
+    let sq = m.activation("squeeze", &[1, 12, 12, 3]);
+    let so = s::SqueezeOptions {
+        squeeze_dims: Some(vec![0]),
+    };
+    m.op(
+        B::Squeeze,
+        &[ed],
+        &[sq],
+        Some(O::SqueezeOptions(Box::new(so))),
+    );
+
+    let indices = m.constant_i32("indices", &[2], &[2, 0]);
+    let ga = m.activation("gather", &[1, 12, 12, 2]);
+    let go = s::GatherOptions {
+        axis: 3,
+        batch_dims: 0,
+    };
+    m.op(
+        B::Gather,
+        &[sq, indices],
+        &[ga],
+        Some(O::GatherOptions(Box::new(go))),
+    );
+
+    m.finish(&[x], &[ga, rn])
+}

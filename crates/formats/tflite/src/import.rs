@@ -1,5 +1,15 @@
 //! TFLite model -> IR graph.
 //!
+//! Builtin ops: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, DIV,
+//! MAXIMUM, MINIMUM, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, RESHAPE, SQUEEZE,
+//! EXPAND_DIMS, SOFTMAX, LOG_SOFTMAX, PAD, PADV2, CONCATENATION, TRANSPOSE, GATHER,
+//! QUANTIZE, DEQUANTIZE, LOGISTIC, TANH, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU,
+//! HARD_SWISH, RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR; fused activations NONE,
+//! RELU, RELU_N1_TO_1, RELU6. Constant operands that the IR keeps as attributes
+//! (paddings, perm, axes, sizes) are read from the file and do not become values;
+//! RESHAPE's target becomes an i64 constant input. Control-flow ops (IF, WHILE,
+//! CALL...) and custom ops are rejected with a clear error: only subgraph 0 runs.
+//!
 //! Tensors become values lazily, when an operator or the subgraph's input/output list
 //! first references them, so unused tensors cost nothing and every decoded constant
 //! is used by the graph (the parameter count is the model's). Operators map one to
@@ -170,6 +180,13 @@ fn op_name(b: fb::BuiltinOperator) -> String {
         B::HardSwish => "HARD_SWISH",
         B::ResizeNearestNeighbor => "RESIZE_NEAREST_NEIGHBOR",
         B::ResizeBilinear => "RESIZE_BILINEAR",
+        B::Div => "DIV",
+        B::Maximum => "MAXIMUM",
+        B::Minimum => "MINIMUM",
+        B::Squeeze => "SQUEEZE",
+        B::ExpandDims => "EXPAND_DIMS",
+        B::LeakyRelu => "LEAKY_RELU",
+        B::Gather => "GATHER",
         B::Custom => "CUSTOM",
         B::If => "IF",
         B::While => "WHILE",
@@ -732,7 +749,33 @@ impl<'a> Importer<'a> {
             B::Relu => cx.unary(UnaryKind::Relu)?,
             B::Relu6 => cx.unary(UnaryKind::Relu6)?,
             B::HardSwish => cx.unary(UnaryKind::HardSwish)?,
-            B::ResizeNearestNeighbor => cx.resize_nearest(opts)?,
+            B::ResizeNearestNeighbor => cx.resize(opts, false)?,
+            // Beyond the ops of the MLPerf Tiny models, a few common ones whose IR op
+            // has the same semantics.
+            B::ResizeBilinear => cx.resize(opts, true)?,
+            B::Div | B::Maximum | B::Minimum => cx.binary(b, opts)?,
+            B::ReluN1To1 => {
+                cx.arity(1, 1)?;
+                let op = Op::Clip {
+                    min: Some(-1.0),
+                    max: Some(1.0),
+                };
+                (op, vec![Some(cx.req(0)?)])
+            }
+            B::LeakyRelu => {
+                cx.arity(1, 1)?;
+                let alpha = match opts {
+                    Some(fb::BuiltinOptionsRef::LeakyReluOptions(o)) => o.alpha()?,
+                    _ => return Err(invalid("missing LeakyReluOptions")),
+                };
+                if !alpha.is_finite() {
+                    return Err(invalid(format!("leaky relu alpha {alpha}")));
+                }
+                (Op::LeakyRelu { alpha }, vec![Some(cx.req(0)?)])
+            }
+            B::Squeeze => cx.squeeze(opts)?,
+            B::ExpandDims => cx.expand_dims()?,
+            B::Gather => cx.gather(opts)?,
             _ => return Err(unsupported("operator not supported by the importer")),
         };
         self.push_node(format!("{}_{k}", op_name(b)), op_ir, inputs, y)
@@ -975,10 +1018,29 @@ impl OpCx<'_, '_> {
             (B::Mul, Some(fb::BuiltinOptionsRef::MulOptions(o))) => {
                 (BinaryKind::Mul, o.fused_activation_function()?)
             }
+            (B::Div, Some(fb::BuiltinOptionsRef::DivOptions(o))) => {
+                (BinaryKind::Div, o.fused_activation_function()?)
+            }
+            (B::Maximum | B::Minimum, Some(fb::BuiltinOptionsRef::MaximumMinimumOptions(_))) => (
+                if b == B::Maximum {
+                    BinaryKind::Max
+                } else {
+                    BinaryKind::Min
+                },
+                fb::ActivationFunctionType::None,
+            ),
             (_, Some(_)) => return Err(invalid("mismatched builtin options")),
-            (B::Add, None) => (BinaryKind::Add, fb::ActivationFunctionType::None),
-            (B::Sub, None) => (BinaryKind::Sub, fb::ActivationFunctionType::None),
-            (_, None) => (BinaryKind::Mul, fb::ActivationFunctionType::None),
+            (b, None) => {
+                let kind = match b {
+                    B::Add => BinaryKind::Add,
+                    B::Sub => BinaryKind::Sub,
+                    B::Mul => BinaryKind::Mul,
+                    B::Div => BinaryKind::Div,
+                    B::Maximum => BinaryKind::Max,
+                    _ => BinaryKind::Min,
+                };
+                (kind, fb::ActivationFunctionType::None)
+            }
         };
         let a = self.req(0)?;
         let c = self.req(1)?;
@@ -1244,22 +1306,29 @@ impl OpCx<'_, '_> {
         Ok((Op::Unary(kind), vec![Some(self.req(0)?)]))
     }
 
-    fn resize_nearest(
+    /// RESIZE_NEAREST_NEIGHBOR, or RESIZE_BILINEAR when `bilinear`.
+    fn resize(
         &mut self,
         opts: Option<fb::BuiltinOptionsRef<'_>>,
+        bilinear: bool,
     ) -> Result<(Op, Vec<Option<ValueId>>)> {
         self.arity(2, 2)?;
-        let (align, half) = match opts {
-            Some(fb::BuiltinOptionsRef::ResizeNearestNeighborOptions(o)) => {
+        let (align, half) = match (bilinear, opts) {
+            (false, Some(fb::BuiltinOptionsRef::ResizeNearestNeighborOptions(o))) => {
                 (o.align_corners()?, o.half_pixel_centers()?)
             }
-            None => (false, false),
-            Some(_) => {
-                return Err(invalid(
-                    "builtin options are not ResizeNearestNeighborOptions",
-                ))
+            (true, Some(fb::BuiltinOptionsRef::ResizeBilinearOptions(o))) => {
+                (o.align_corners()?, o.half_pixel_centers()?)
             }
+            (_, None) => (false, false),
+            (_, Some(_)) => return Err(invalid("mismatched builtin options")),
         };
+        if align && half {
+            // TensorFlow rejects this combination; its meaning is not defined.
+            return Err(unsupported(
+                "align_corners together with half_pixel_centers",
+            ));
+        }
         let x = self.req(0)?;
         if let Some(r) = self.rank(x) {
             if r != 4 {
@@ -1276,15 +1345,23 @@ impl OpCx<'_, '_> {
         // TFLite: align_corners rounds half away from zero (for these non-negative
         // coordinates, round-prefer-ceil); otherwise it floors, with or without the
         // half-pixel offset.
+        // Bilinear: TF's half-pixel source coordinate (out + 0.5) / scale - 0.5 is
+        // ONNX's half_pixel.
         let (coord, nearest_mode) = if align {
             (CoordTransform::AlignCorners, NearestMode::RoundPreferCeil)
+        } else if half && bilinear {
+            (CoordTransform::HalfPixel, NearestMode::Floor)
         } else if half {
             (CoordTransform::TfHalfPixelForNn, NearestMode::Floor)
         } else {
             (CoordTransform::Asymmetric, NearestMode::Floor)
         };
         let attrs = ResizeAttrs {
-            mode: ResizeMode::Nearest,
+            mode: if bilinear {
+                ResizeMode::Linear
+            } else {
+                ResizeMode::Nearest
+            },
             coord,
             nearest_mode,
             cubic_coeff_a: -0.75,
@@ -1298,6 +1375,68 @@ impl OpCx<'_, '_> {
             roi: None,
         };
         Ok((Op::Resize(attrs), vec![Some(x)]))
+    }
+}
+
+impl OpCx<'_, '_> {
+    fn squeeze(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(1, 1)?;
+        let axes: Vec<i64> = match opts {
+            Some(fb::BuiltinOptionsRef::SqueezeOptions(o)) => match o.squeeze_dims()? {
+                Some(d) if d.len() > MAX_RANK => {
+                    return Err(invalid(format!("{} squeeze_dims", d.len())))
+                }
+                Some(d) => d.iter().map(i64::from).collect(),
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+            Some(_) => return Err(invalid("builtin options are not SqueezeOptions")),
+        };
+        let x = self.req(0)?;
+        check_axes(&axes, self.rank(x))?;
+        // Empty squeeze_dims removes every size-1 dimension, as the IR's empty axes.
+        Ok((Op::Squeeze { axes }, vec![Some(x)]))
+    }
+
+    fn expand_dims(&mut self) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(2, 2)?;
+        let x = self.req(0)?;
+        let a = self.attr_input(1, "axis")?;
+        let axis = Importer::const_ints(&a, "axis")?;
+        if axis.len() != 1 {
+            return Err(invalid(format!(
+                "axis must have one element, has {}",
+                axis.len()
+            )));
+        }
+        // TFLite's negative axis counts from the end of the output (input rank + 1),
+        // as ONNX Unsqueeze does.
+        check_axes(&axis, self.rank(x).map(|r| r + 1))?;
+        Ok((Op::Unsqueeze { axes: axis }, vec![Some(x)]))
+    }
+
+    fn gather(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(2, 2)?;
+        let axis = match opts {
+            Some(fb::BuiltinOptionsRef::GatherOptions(o)) => {
+                if o.batch_dims()? != 0 {
+                    return Err(unsupported("GATHER with batch_dims"));
+                }
+                o.axis()? as i64
+            }
+            None => 0,
+            Some(_) => return Err(invalid("builtin options are not GatherOptions")),
+        };
+        let x = self.req(0)?;
+        let idx = self.req_raw(1)?;
+        check_axes(&[axis], self.rank(x))?;
+        Ok((Op::Gather { axis }, vec![Some(x), Some(idx)]))
     }
 }
 
@@ -1480,6 +1619,36 @@ mod tests {
             );
         }
         assert!(matches!(g.source, Source::Tflite { version: 3 }));
+    }
+
+    #[test]
+    fn extra_ops_model_imports() {
+        let g = import(&finish_model(&crate::fixtures::extra_ops_model())).unwrap();
+        g.validate().unwrap();
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.op.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "Resize",
+                "Div",
+                "Max",
+                "Min",
+                "LeakyRelu",
+                "Clip",
+                "Unsqueeze",
+                "Squeeze",
+                "Gather"
+            ]
+        );
+        let Op::Resize(r) = &g.nodes[0].op else {
+            panic!()
+        };
+        assert_eq!(
+            (r.mode, r.coord),
+            (ResizeMode::Linear, CoordTransform::HalfPixel)
+        );
+        assert_eq!(g.nodes[6].op, Op::Unsqueeze { axes: vec![0] });
+        assert_eq!(g.nodes[8].op, Op::Gather { axis: 3 });
     }
 
     #[test]

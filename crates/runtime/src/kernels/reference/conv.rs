@@ -72,9 +72,10 @@ pub fn conv_f32(
             &win.strides,
             &win.dilations,
             &win.pads_begin,
-        ))
+        )?)
     };
     let kk = cg * taps; // reduction length
+    super::util::check_scratch(kk, p_out)?;
     let depthwise = cg == 1 && groups > 1;
     match a.layout {
         Layout::Nchw => {
@@ -354,9 +355,10 @@ pub fn conv_transpose(
         &win.strides,
         &win.dilations,
         &win.pads_begin,
-    );
+    )?;
     let _ = nd;
     let mgk = mg * taps;
+    super::util::check_scratch(mgk, p_in)?;
     let mut cols = vec![0.0f32; mgk * p_in];
     let mut y = vec![0.0f32; n * m * p_out];
     for ni in 0..n {

@@ -42,7 +42,7 @@ fn setup(p: &PoolAttrs, x: &Tensor) -> KResult<(Planes, Window, WindowTable)> {
         &w.strides,
         &w.dilations,
         &w.pads_begin,
-    );
+    )?;
     let planes = Planes {
         n,
         c,

@@ -146,6 +146,12 @@ fn taps(a: &ResizeAttrs, x: f32, scale: f32, in_len: usize) -> Vec<(usize, f32)>
 pub fn resize(a: &ResizeAttrs, x: &Tensor, out: &OutputFact) -> KResult<Tensor> {
     let (oshape, scales) = resize_geometry(a, &x.shape)?;
     let r = x.rank();
+    if x.is_empty() && oshape.iter().all(|&d| d > 0) {
+        return Err(format!(
+            "cannot resize the empty tensor {:?} to {oshape:?}",
+            x.shape
+        ));
+    }
     // ROI per axis (only tf_crop_and_resize reads it).
     let mut roi = vec![(0.0f32, 1.0f32); r];
     if let (CoordTransform::TfCropAndResize, Some(v)) = (a.coord, &a.roi) {

@@ -248,10 +248,11 @@ pub fn window_table(
     strides: &[usize],
     dilations: &[usize],
     pads_begin: &[usize],
-) -> WindowTable {
+) -> KResult<WindowTable> {
     let nd = iter.len();
     let positions: usize = iter.iter().product();
     let taps: usize = kernel.iter().product();
+    check_scratch(positions, taps)?;
     // Per dim: coordinate of (position o, tap j), or None.
     let per_dim: Vec<Vec<Option<usize>>> = (0..nd)
         .map(|d| {
@@ -287,10 +288,23 @@ pub fn window_table(
         }
         inc(&mut kpos, kernel);
     }
-    WindowTable {
+    Ok(WindowTable {
         positions,
         taps,
         offsets,
+    })
+}
+
+/// Largest scratch buffer (elements) a kernel allocates for addressing or im2col: far
+/// beyond any real model, but a corrupt one (huge kernel over a huge output) must get
+/// an error, not an aborted allocation.
+const MAX_SCRATCH: usize = 1 << 31;
+
+/// Checks that an `a × b` scratch buffer stays under [`MAX_SCRATCH`] elements.
+pub fn check_scratch(a: usize, b: usize) -> KResult<()> {
+    match a.checked_mul(b) {
+        Some(n) if n <= MAX_SCRATCH => Ok(()),
+        _ => Err(format!("scratch buffer of {a} x {b} elements is too large")),
     }
 }
 
