@@ -79,21 +79,3 @@ fn random_single_op_models_match_onnxruntime() {
     );
 }
 
-#[test]
-#[ignore]
-fn ad_debug() {
-    let data = edgeopt_testkit::data_dir().unwrap();
-    let p = data.join("mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin");
-    let bytes = std::fs::read(p).unwrap();
-    let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    let x = Tensor::from_f32(vec![40, 640], v.clone()).unwrap();
-    let g = edgeopt_onnx::import_file(data.join("mlperf-tiny/onnx/tf2onnx_from_tflite/ad01_fp32.onnx")).unwrap();
-    let y = edgeopt_runtime::run(&g, &[x]).unwrap();
-    edgeopt_npy::write(std::path::Path::new("/tmp/ad_batch.npy"), &y[0]).unwrap();
-    let mut all = Vec::new();
-    for i in 0..40 {
-        let xi = Tensor::from_f32(vec![1, 640], v[i * 640..(i + 1) * 640].to_vec()).unwrap();
-        all.extend(edgeopt_runtime::run(&g, &[xi]).unwrap()[0].to_f32_vec());
-    }
-    edgeopt_npy::write(std::path::Path::new("/tmp/ad_single.npy"), &Tensor::from_f32(vec![40, 640], all).unwrap()).unwrap();
-}

@@ -1,7 +1,7 @@
 //! Gemm, MatMul (numpy batched broadcasting) and TFLite FullyConnected on f32, all on
-//! the `gemm` crate.
+//! the `gemm` crate, accumulating in f64 (see [`super::util::sgemm_f64acc`]).
 
-use super::util::{apply_act, bcast_map, f32_of, f32_tensor, sgemm, KResult};
+use super::util::{apply_act, bcast_map, f32_of, f32_tensor, sgemm_f64acc as sgemm, KResult};
 use edgeopt_ir::shape::OutputFact;
 use edgeopt_ir::{Activation, DType, Tensor};
 

@@ -230,6 +230,77 @@ pub fn sgemm(
     }
 }
 
+/// [`sgemm`] with float64 accumulation: operands are widened, multiplied by the f64
+/// kernel, and the result rounded once to f32. Used for fully connected layers
+/// (MatMul, Gemm, FullyConnected), where models such as the MLPerf AD autoencoder chain
+/// ten 640-wide products whose f32 summation error the next layers amplify; the cost is
+/// small there (no im2col, the weights are read once per call).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_f64acc(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+    c: &mut [f32],
+    c_rs: usize,
+    c_cs: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(m, n, c_rs, c_cs) < c.len(), "sgemm_f64acc: dst out of bounds");
+    let mut dst = vec![0.0f64; m * n];
+    if accumulate {
+        for i in 0..m {
+            for j in 0..n {
+                dst[i * n + j] = c[i * c_rs + j * c_cs] as f64;
+            }
+        }
+    }
+    if k > 0 {
+        assert!(last(m, k, a_rs, a_cs) < a.len(), "sgemm_f64acc: lhs out of bounds");
+        assert!(last(k, n, b_rs, b_cs) < b.len(), "sgemm_f64acc: rhs out of bounds");
+        let aw: Vec<f64> = (0..m * k).map(|q| a[(q / k) * a_rs + (q % k) * a_cs] as f64).collect();
+        let bw: Vec<f64> = (0..k * n).map(|q| b[(q / n) * b_rs + (q % n) * b_cs] as f64).collect();
+        // SAFETY: the packed buffers are contiguous row-major m×k, k×n and m×n.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                aw.as_ptr(),
+                1,
+                k as isize,
+                bw.as_ptr(),
+                1,
+                n as isize,
+                1.0f64,
+                1.0f64,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+    for i in 0..m {
+        for j in 0..n {
+            c[i * c_rs + j * c_cs] = dst[i * n + j] as f32;
+        }
+    }
+}
+
 /// Precomputed sliding-window addressing for conv/pool (and, with roles swapped, the
 /// scatter of a transposed conv): for every kernel offset `k` (row-major over the kernel
 /// dims) and every position `p` (row-major over `iter` dims), the flat offset of
