@@ -292,6 +292,23 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgeopt_ir::{DType, Dim, Op, UnaryKind};
+
+    #[test]
+    fn batch_needs_a_dynamic_input() {
+        let mut g = Graph::new("g");
+        let x = g.add_value("x", DType::F32, Some(vec![Dim::Fixed(1), Dim::Fixed(4)]));
+        let y = g.add_value("y", DType::F32, None);
+        g.add_node("relu", Op::Unary(UnaryKind::Relu), vec![Some(x)], vec![y]);
+        g.inputs = vec![x];
+        g.outputs = vec![y];
+        let e = inspect(&g, "g", 2).unwrap_err().to_string();
+        assert!(e.contains("fixed batch"), "{e}");
+        let r = inspect(&g, "g", 1).unwrap();
+        assert_eq!(r.outputs[0].shape, vec![1, 4]);
+        assert_eq!(r.memory.peak_arena_bytes, 16, "relu in place over x");
+        assert_eq!(r.memory.naive_activation_bytes, 32);
+    }
 
     #[test]
     fn formatting() {

@@ -85,7 +85,6 @@ fn bad_arguments() {
     let m = data.join(RESNET_TFLITE);
     assert_error(&edgeopt(&["inspect", p(&m), "--batch", "0"]), "--batch");
     assert_error(&edgeopt(&["bench", p(&m), "--runs", "0"]), "--runs");
-    assert_error(&edgeopt(&["inspect", p(&m), "--batch", "2"]), "fixed batch");
     let labels = data.join("cifar10/test_y.npy");
     let x = data.join("cifar10/test_x.npy");
     // Data and labels swapped: samples have no image shape.
@@ -237,6 +236,16 @@ fn json_outputs() {
     assert!(v["totals"]["macs"].as_u64().unwrap() > 0);
     assert!(v["memory"]["peak_arena_bytes"].as_u64().unwrap() > 0);
     assert!(!v["layers"].as_array().unwrap().is_empty());
+
+    // The TFLite model's batch is dynamic (shape_signature -1).
+    let out = edgeopt(&["inspect", p(&m), "--json", "--batch", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outputs"][0]["shape"], serde_json::json!([2, 10]));
 
     let out = edgeopt(&["inspect", p(&m)]);
     assert!(out.status.success());

@@ -11,10 +11,16 @@ use edgeopt_train::{cpu, Model};
 use edgeopt_zoo::{ArchSpec, BuildOptions};
 
 fn run(seed: u64) -> Vec<Vec<f32>> {
-    let data = generate(VibrationConfig { per_class: 40, seed: 7 });
+    let data = generate(VibrationConfig {
+        per_class: 40,
+        seed: 7,
+    });
     let g = ArchSpec::parse("cnn1d", "widths=8:16,kernel=5,length=512")
         .unwrap()
-        .build(BuildOptions { seed, softmax: false })
+        .build(BuildOptions {
+            seed,
+            softmax: false,
+        })
         .unwrap();
     let mut model = Model::new(g, &cpu()).unwrap();
     let norm = Normalize::fit(&data, 1.0);
@@ -22,14 +28,34 @@ fn run(seed: u64) -> Vec<Vec<f32>> {
     cfg.seed = seed;
     cfg.batch_size = 16;
     cfg.optim = OptimConfig {
-        kind: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        kind: OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
         weight_decay: 1e-4,
         clip_norm: Some(1.0),
         clip_value: None,
     };
-    cfg.augment = Augment { time_shift: 16, noise_std: 0.05, ..Default::default() };
-    fit(&mut model, &Objective::Classification { label_smoothing: 0.1 }, &data, None, &norm, &cfg).unwrap();
-    (0..model.params.len()).map(|i| model.param(i).to_vec().unwrap()).collect()
+    cfg.augment = Augment {
+        time_shift: 16,
+        noise_std: 0.05,
+        ..Default::default()
+    };
+    fit(
+        &mut model,
+        &Objective::Classification {
+            label_smoothing: 0.1,
+        },
+        &data,
+        None,
+        &norm,
+        &cfg,
+    )
+    .unwrap();
+    (0..model.params.len())
+        .map(|i| model.param(i).to_vec().unwrap())
+        .collect()
 }
 
 #[test]

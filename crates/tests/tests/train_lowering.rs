@@ -23,7 +23,11 @@ fn compare(g: &Graph, x: Tensor) -> (f32, f32) {
     }
     let want = edgeopt_runtime::run(&gl, &[x.clone()]).unwrap()[0].to_f32_vec();
     assert_eq!(want.len(), logits.len());
-    let dl = want.iter().zip(&logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let dl = want
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     // And the probabilities the original graph outputs.
     let probs = edgeopt_runtime::run(g, &[x]).unwrap()[0].to_f32_vec();
     let classes = *out.outputs[0].dims().last().unwrap();
@@ -36,7 +40,11 @@ fn compare(g: &Graph, x: Tensor) -> (f32, f32) {
             e.into_iter().map(move |v| v / s)
         })
         .collect();
-    let dp = probs.iter().zip(&mine).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let dp = probs
+        .iter()
+        .zip(&mine)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     (dl, dp)
 }
 
@@ -56,7 +64,11 @@ fn cifar_batch(n: usize) -> Option<Tensor> {
 
 #[test]
 fn resnet8_onnx_lowering_matches_executor() {
-    let Some(p) = edgeopt_testkit::data_file("mlperf-tiny/onnx/tf2onnx_from_tflite/pretrainedResnet.onnx") else { return };
+    let Some(p) =
+        edgeopt_testkit::data_file("mlperf-tiny/onnx/tf2onnx_from_tflite/pretrainedResnet.onnx")
+    else {
+        return;
+    };
     let g = edgeopt_onnx::import_file(&p).unwrap();
     let x = cifar_batch(10).unwrap();
     let (dl, dp) = compare(&g, x);

@@ -11,12 +11,17 @@ use edgeopt_zoo::{ArchSpec, BuildOptions};
 
 #[test]
 fn lenet300100_one_epoch_mnist() {
-    let Some(dir) = edgeopt_testkit::data_dir() else { return };
+    let Some(dir) = edgeopt_testkit::data_dir() else {
+        return;
+    };
     edgeopt_train::cli::set_threads(Some(2));
     let files = find_dataset(&dir.join("mnist")).unwrap();
     let g = ArchSpec::parse("lenet300100", "")
         .unwrap()
-        .build(BuildOptions { seed: 1, softmax: false })
+        .build(BuildOptions {
+            seed: 1,
+            softmax: false,
+        })
         .unwrap();
     let mut model = Model::new(g, &cpu()).unwrap();
     let shape = model.input_shape(0).unwrap();
@@ -29,7 +34,9 @@ fn lenet300100_one_epoch_mnist() {
     let mut cfg = TrainConfig::new(1, 0.05);
     cfg.seed = 1;
     cfg.optim.weight_decay = 1e-4;
-    let obj = Objective::Classification { label_smoothing: 0.0 };
+    let obj = Objective::Classification {
+        label_smoothing: 0.0,
+    };
     let t0 = std::time::Instant::now();
     let report = fit(&mut model, &obj, &train, None, &norm, &cfg).unwrap();
     let secs = t0.elapsed().as_secs_f32();

@@ -14,7 +14,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    Train(edgeopt_train::TrainArgs),
+    Train(Box<edgeopt_train::TrainArgs>),
     Demo(edgeopt_train::DemoArgs),
 }
 

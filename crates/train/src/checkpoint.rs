@@ -56,7 +56,10 @@ fn cerr(path: &Path, msg: impl Into<String>) -> TrainError {
 }
 
 impl Checkpoint {
-    pub fn new(mut header: Header, named: Vec<(String, &DynTensor)>) -> Result<Checkpoint, TrainError> {
+    pub fn new(
+        mut header: Header,
+        named: Vec<(String, &DynTensor)>,
+    ) -> Result<Checkpoint, TrainError> {
         header.entries.clear();
         let mut tensors = Vec::with_capacity(named.len());
         for (name, t) in named {
@@ -92,7 +95,8 @@ impl Checkpoint {
             let mut w = std::io::BufWriter::new(f);
             let io = |e: std::io::Error| cerr(&tmp, e.to_string());
             w.write_all(MAGIC).map_err(io)?;
-            w.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+            w.write_all(&(header.len() as u64).to_le_bytes())
+                .map_err(io)?;
             w.write_all(&header).map_err(io)?;
             for t in &self.tensors {
                 let mut buf = Vec::with_capacity(t.len() * 4);
@@ -141,7 +145,10 @@ impl Checkpoint {
         if need != file_len - 21 - hlen {
             return Err(cerr(
                 path,
-                format!("data size {} does not match the header ({need})", file_len - 21 - hlen),
+                format!(
+                    "data size {} does not match the header ({need})",
+                    file_len - 21 - hlen
+                ),
             ));
         }
         let mut tensors = Vec::with_capacity(header.entries.len());

@@ -131,12 +131,13 @@ pub struct TrainArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
+    // Defaults are also spelled out in `Default` below (used by tests).
     /// Where to write the trained model.
     #[arg(short, long, default_value = "edgeopt-demo.onnx")]
     pub output: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 8)]
     pub epochs: usize,
     /// Training windows per class (validation and test add 25% and 50% of it).
     #[arg(long, default_value_t = 600)]
@@ -147,20 +148,42 @@ pub struct DemoArgs {
     pub quiet: bool,
 }
 
+impl Default for DemoArgs {
+    fn default() -> Self {
+        DemoArgs {
+            output: PathBuf::from("edgeopt-demo.onnx"),
+            seed: 42,
+            epochs: 8,
+            per_class: 600,
+            threads: None,
+            quiet: true,
+        }
+    }
+}
+
 /// Sets the worker-thread count of burn's CPU backend (rayon's global pool). Only the
 /// first call in a process takes effect.
 pub fn set_threads(n: Option<usize>) {
     if let Some(n) = n {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global();
     }
 }
 
 /// Imports .onnx or .tflite.
 pub fn import_model(path: &Path) -> anyhow::Result<Graph> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match ext.as_str() {
-        "onnx" => edgeopt_onnx::import_file(path).with_context(|| format!("importing {}", path.display())),
-        "tflite" => edgeopt_tflite::import_file(path).with_context(|| format!("importing {}", path.display())),
+        "onnx" => {
+            edgeopt_onnx::import_file(path).with_context(|| format!("importing {}", path.display()))
+        }
+        "tflite" => edgeopt_tflite::import_file(path)
+            .with_context(|| format!("importing {}", path.display())),
         _ => bail!("{}: expected a .onnx or .tflite model", path.display()),
     }
 }
@@ -173,7 +196,12 @@ fn copy_weights(dst: &mut Graph, src: &Graph) -> anyhow::Result<usize> {
         if let (Some(d), Some(&si)) = (&v.data, idx.get(v.name.as_str())) {
             if let Some(s) = &src.values[si].data {
                 if s.shape != d.shape {
-                    bail!("--init: '{}' has shape {:?}, the architecture {:?}", v.name, s.shape, d.shape);
+                    bail!(
+                        "--init: '{}' has shape {:?}, the architecture {:?}",
+                        v.name,
+                        s.shape,
+                        d.shape
+                    );
                 }
                 v.data = Some(Tensor::from_f32(s.shape.clone(), s.to_f32_vec())?);
                 n += 1;
@@ -188,7 +216,11 @@ fn copy_weights(dst: &mut Graph, src: &Graph) -> anyhow::Result<usize> {
 
 fn parse_list(s: &str) -> anyhow::Result<Vec<f32>> {
     s.split(':')
-        .map(|x| x.trim().parse::<f32>().with_context(|| format!("'{x}' is not a number")))
+        .map(|x| {
+            x.trim()
+                .parse::<f32>()
+                .with_context(|| format!("'{x}' is not a number"))
+        })
         .collect()
 }
 
@@ -206,7 +238,9 @@ pub fn normalization(spec: &str, d: &Dataset) -> anyhow::Result<Normalize> {
         s => {
             let mut n = Normalize::identity();
             for part in s.split(',') {
-                let (k, v) = part.split_once('=').with_context(|| format!("--normalize: '{part}'"))?;
+                let (k, v) = part
+                    .split_once('=')
+                    .with_context(|| format!("--normalize: '{part}'"))?;
                 match k.trim() {
                     "scale" => n.scale = v.trim().parse()?,
                     "mean" => n.mean = parse_list(v)?,
@@ -225,7 +259,9 @@ pub fn normalization(spec: &str, d: &Dataset) -> anyhow::Result<Normalize> {
 fn parse_augment(items: &[String]) -> anyhow::Result<Augment> {
     let mut a = Augment::default();
     for it in items.iter().filter(|s| !s.trim().is_empty()) {
-        let (k, v) = it.split_once('=').map_or((it.as_str(), None), |(k, v)| (k, Some(v)));
+        let (k, v) = it
+            .split_once('=')
+            .map_or((it.as_str(), None), |(k, v)| (k, Some(v)));
         match k.trim() {
             "crop" => a.crop_pad = v.map_or(Ok(4), |v| v.parse())?,
             "flip" => a.hflip = true,
@@ -239,14 +275,20 @@ fn parse_augment(items: &[String]) -> anyhow::Result<Augment> {
 
 /// Inserts the input normalization into the graph: `x * (scale / std) - mean / std`
 /// per channel, so the exported model takes raw inputs.
-pub fn embed_normalization(g: &mut Graph, norm: &Normalize, channel_axis: Option<usize>) -> anyhow::Result<()> {
+pub fn embed_normalization(
+    g: &mut Graph,
+    norm: &Normalize,
+    channel_axis: Option<usize>,
+) -> anyhow::Result<()> {
     if *norm == Normalize::identity() {
         return Ok(());
     }
     let input = *g.inputs.first().context("model has no input")?;
     let rank = g.values[input].shape.as_ref().map_or(2, |s| s.len());
     let c = norm.mean.len().max(norm.std.len());
-    let mul: Vec<f32> = (0..c).map(|i| norm.scale / norm.std[i.min(norm.std.len() - 1)]).collect();
+    let mul: Vec<f32> = (0..c)
+        .map(|i| norm.scale / norm.std[i.min(norm.std.len() - 1)])
+        .collect();
     let add: Vec<f32> = (0..c)
         .map(|i| -norm.mean[i.min(norm.mean.len() - 1)] / norm.std[i.min(norm.std.len() - 1)])
         .collect();
@@ -257,17 +299,35 @@ pub fn embed_normalization(g: &mut Graph, norm: &Normalize, channel_axis: Option
         shape[ax] = c;
     }
     let raw_name = format!("{}_raw", g.values[input].name);
-    let raw = g.add_value(raw_name, g.values[input].dtype, g.values[input].shape.clone());
+    let raw = g.add_value(
+        raw_name,
+        g.values[input].dtype,
+        g.values[input].shape.clone(),
+    );
     let mid_shape = g.values[input].shape.clone();
-    let mid = g.add_value(format!("{}_scaled", g.values[input].name), g.values[input].dtype, mid_shape);
+    let mid = g.add_value(
+        format!("{}_scaled", g.values[input].name),
+        g.values[input].dtype,
+        mid_shape,
+    );
     let wm = g.add_const("input_norm.mul", Tensor::from_f32(shape.clone(), mul)?);
     let wa = g.add_const("input_norm.add", Tensor::from_f32(shape, add)?);
     let bin = |kind| Op::Binary {
         kind,
         activation: Activation::None,
     };
-    g.add_node("input_norm_mul", bin(BinaryKind::Mul), vec![Some(raw), Some(wm)], vec![mid]);
-    g.add_node("input_norm_add", bin(BinaryKind::Add), vec![Some(mid), Some(wa)], vec![input]);
+    g.add_node(
+        "input_norm_mul",
+        bin(BinaryKind::Mul),
+        vec![Some(raw), Some(wm)],
+        vec![mid],
+    );
+    g.add_node(
+        "input_norm_add",
+        bin(BinaryKind::Add),
+        vec![Some(mid), Some(wa)],
+        vec![input],
+    );
     // The new nodes must run first: rotate them to the front.
     let k = g.nodes.len();
     g.nodes.rotate_right(2);
@@ -279,7 +339,12 @@ pub fn embed_normalization(g: &mut Graph, norm: &Normalize, channel_axis: Option
 
 fn fmt_eval(e: &Eval) -> String {
     match e.accuracy {
-        Some(a) => format!("loss {:.4}, accuracy {:.2}% ({} samples)", e.loss, 100.0 * a, e.samples),
+        Some(a) => format!(
+            "loss {:.4}, accuracy {:.2}% ({} samples)",
+            e.loss,
+            100.0 * a,
+            e.samples
+        ),
         None => format!("loss {:.5} ({} samples)", e.loss, e.samples),
     }
 }
@@ -292,7 +357,12 @@ fn load_data(a: &TrainArgs, shape: &[usize]) -> anyhow::Result<(Dataset, Option<
             let (xt, yt) = data::read_csv(x, a.label_col.as_deref(), &a.csv_drop)?;
             return Ok(Dataset::from_arrays(xt, yt, shape)?);
         }
-        let y = y.with_context(|| format!("{}: labels file missing (--train-y / --test-y)", x.display()))?;
+        let y = y.with_context(|| {
+            format!(
+                "{}: labels file missing (--train-y / --test-y)",
+                x.display()
+            )
+        })?;
         Ok(data::load_pair(x, y, shape)?)
     };
     let (mut train, mut test) = (None, None);
@@ -321,7 +391,10 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
     let mut graph = match (&a.arch, &a.init) {
         (Some(arch), init) => {
             let spec = ArchSpec::parse(arch, &a.arch_args)?;
-            let mut g = spec.build(BuildOptions { seed: a.seed, softmax: false })?;
+            let mut g = spec.build(BuildOptions {
+                seed: a.seed,
+                softmax: false,
+            })?;
             if let Some(p) = init {
                 let src = import_model(p)?;
                 let n = copy_weights(&mut g, &src)?;
@@ -382,9 +455,16 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
         },
         o => bail!("--optimizer {o}: expected sgd or adamw"),
     };
-    let lr = a.lr.unwrap_or(if matches!(kind, OptimizerKind::Sgd { .. }) { 0.05 } else { 2e-3 });
+    let lr =
+        a.lr.unwrap_or(if matches!(kind, OptimizerKind::Sgd { .. }) {
+            0.05
+        } else {
+            2e-3
+        });
     let steps_per_epoch = (train.len() / a.batch_size.max(1)).max(1);
-    let steps_per_epoch = a.max_batches.map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
+    let steps_per_epoch = a
+        .max_batches
+        .map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
     let cfg = TrainConfig {
         epochs: a.epochs,
         batch_size: a.batch_size,
@@ -415,6 +495,7 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
         progress: !a.quiet,
         checkpoint: a.checkpoint.clone(),
         resume: a.resume,
+        stop_after: None,
     };
     if !a.quiet {
         eprintln!(
@@ -422,7 +503,8 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
             model.graph().name,
             model.trainable_count(),
             train.len(),
-            val.as_ref().map_or(String::new(), |v| format!(", validating on {}", v.len()))
+            val.as_ref()
+                .map_or(String::new(), |v| format!(", validating on {}", v.len()))
         );
     }
     let report = trainer::fit(&mut model, &objective, &train, val.as_ref(), &norm, &cfg)?;
@@ -438,7 +520,8 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
     if !a.no_embed_normalization {
         embed_normalization(&mut out, &norm, train.channel_axis)?;
     }
-    edgeopt_onnx::export_file(&out, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    edgeopt_onnx::export_file(&out, &a.output)
+        .with_context(|| format!("writing {}", a.output.display()))?;
     println!("wrote {}", a.output.display());
     if let Some(p) = &a.report {
         write_report(p, &report, test_eval.as_ref())?;
@@ -494,9 +577,18 @@ pub fn run_demo(a: &DemoArgs) -> Result<DemoResult, TrainError> {
     let t0 = std::time::Instant::now();
     let pc = a.per_class.max(4);
     // Three independent generator streams: train, validation, held-out test.
-    let train = generate(VibrationConfig { per_class: pc, seed: a.seed });
-    let val = generate(VibrationConfig { per_class: (pc / 4).max(1), seed: a.seed.wrapping_add(1) });
-    let test = generate(VibrationConfig { per_class: (pc / 2).max(1), seed: a.seed.wrapping_add(2) });
+    let train = generate(VibrationConfig {
+        per_class: pc,
+        seed: a.seed,
+    });
+    let val = generate(VibrationConfig {
+        per_class: (pc / 4).max(1),
+        seed: a.seed.wrapping_add(1),
+    });
+    let test = generate(VibrationConfig {
+        per_class: (pc / 2).max(1),
+        seed: a.seed.wrapping_add(2),
+    });
     let spec = ArchSpec::Cnn1d(edgeopt_zoo::Cnn1dConfig {
         channels: AXES,
         length: LEN,
@@ -506,7 +598,10 @@ pub fn run_demo(a: &DemoArgs) -> Result<DemoResult, TrainError> {
         classes: CLASSES.len(),
     });
     let graph = spec
-        .build(BuildOptions { seed: a.seed, softmax: false })
+        .build(BuildOptions {
+            seed: a.seed,
+            softmax: false,
+        })
         .map_err(|e| TrainError::Config(e.to_string()))?;
     let mut model = Model::new(graph, &crate::cpu())?;
     let norm = Normalize::fit(&train, 1.0);
@@ -529,11 +624,14 @@ pub fn run_demo(a: &DemoArgs) -> Result<DemoResult, TrainError> {
         ..Augment::default()
     };
     cfg.progress = !a.quiet;
-    let objective = Objective::Classification { label_smoothing: 0.05 };
+    let objective = Objective::Classification {
+        label_smoothing: 0.05,
+    };
     let report = trainer::fit(&mut model, &objective, &train, Some(&val), &norm, &cfg)?;
     let test_eval = trainer::evaluate(&model, &objective, &test, &norm, 256)?;
     let mut graph = model.to_graph()?;
-    embed_normalization(&mut graph, &norm, Some(0)).map_err(|e| TrainError::Config(e.to_string()))?;
+    embed_normalization(&mut graph, &norm, Some(0))
+        .map_err(|e| TrainError::Config(e.to_string()))?;
     // Cross-check: the exported graph on edgeopt's executor (raw inputs).
     let runtime_accuracy = runtime_accuracy(&graph, &test).ok();
     Ok(DemoResult {
@@ -555,7 +653,13 @@ pub fn runtime_accuracy(graph: &Graph, d: &Dataset) -> anyhow::Result<f32> {
     let chunk = 256;
     for start in (0..d.len()).step_by(chunk) {
         let n = chunk.min(d.len() - start);
-        let b = data::make_batch(d, &(start..start + n).collect::<Vec<_>>(), &Normalize::identity(), &Augment::default(), None);
+        let b = data::make_batch(
+            d,
+            &(start..start + n).collect::<Vec<_>>(),
+            &Normalize::identity(),
+            &Augment::default(),
+            None,
+        );
         let mut shape = vec![n];
         shape.extend(&d.shape);
         debug_assert_eq!(b.x.len(), n * per);
@@ -582,7 +686,10 @@ pub fn demo_command(a: &DemoArgs) -> anyhow::Result<()> {
     let r = run_demo(a)?;
     println!("held-out test: {}", fmt_eval(&r.test));
     if let Some(acc) = r.runtime_accuracy {
-        println!("exported model on edgeopt's executor: accuracy {:.2}%", 100.0 * acc);
+        println!(
+            "exported model on edgeopt's executor: accuracy {:.2}%",
+            100.0 * acc
+        );
     }
     match edgeopt_runtime::profile::profile_batch(&r.graph, 1) {
         Ok(p) => {
@@ -601,9 +708,13 @@ pub fn demo_command(a: &DemoArgs) -> anyhow::Result<()> {
                 Err(e) => println!("tensor arena: unavailable ({e})"),
             }
         }
-        Err(e) => println!("profile unavailable: {e} ({} parameters)", r.graph.param_count()),
+        Err(e) => println!(
+            "profile unavailable: {e} ({} parameters)",
+            r.graph.param_count()
+        ),
     }
-    edgeopt_onnx::export_file(&r.graph, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    edgeopt_onnx::export_file(&r.graph, &a.output)
+        .with_context(|| format!("writing {}", a.output.display()))?;
     println!("wrote {} in {:.1} s total", a.output.display(), r.seconds);
     Ok(())
 }

@@ -169,7 +169,14 @@ impl Dataset {
         {
             (hwc_to_chw(samples, n, &file_shape), Some(0))
         } else {
-            (samples, if model_shape.len() >= 2 { Some(0) } else { None })
+            (
+                samples,
+                if model_shape.len() >= 2 {
+                    Some(0)
+                } else {
+                    None
+                },
+            )
         };
         let d = Dataset {
             x: samples,
@@ -187,13 +194,27 @@ impl Dataset {
     pub fn subset(&self, idx: &[usize]) -> Dataset {
         let per = self.sample_len();
         let x = match &self.x {
-            Samples::U8(v) => Samples::U8(idx.iter().flat_map(|&i| &v[i * per..(i + 1) * per]).copied().collect()),
-            Samples::F32(v) => Samples::F32(idx.iter().flat_map(|&i| &v[i * per..(i + 1) * per]).copied().collect()),
+            Samples::U8(v) => Samples::U8(
+                idx.iter()
+                    .flat_map(|&i| &v[i * per..(i + 1) * per])
+                    .copied()
+                    .collect(),
+            ),
+            Samples::F32(v) => Samples::F32(
+                idx.iter()
+                    .flat_map(|&i| &v[i * per..(i + 1) * per])
+                    .copied()
+                    .collect(),
+            ),
         };
         let y = match &self.y {
             Targets::Classes(c) => Targets::Classes(idx.iter().map(|&i| c[i]).collect()),
             Targets::Values { data, dim } => Targets::Values {
-                data: idx.iter().flat_map(|&i| &data[i * dim..(i + 1) * dim]).copied().collect(),
+                data: idx
+                    .iter()
+                    .flat_map(|&i| &data[i * dim..(i + 1) * dim])
+                    .copied()
+                    .collect(),
                 dim: *dim,
             },
         };
@@ -209,7 +230,9 @@ impl Dataset {
     /// validation.
     pub fn split(&self, frac: f32, seed: u64) -> Result<(Dataset, Dataset)> {
         if !(0.0..1.0).contains(&frac) {
-            return Err(TrainError::Config(format!("validation fraction {frac} not in [0, 1)")));
+            return Err(TrainError::Config(format!(
+                "validation fraction {frac} not in [0, 1)"
+            )));
         }
         let mut idx: Vec<usize> = (0..self.len()).collect();
         idx.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5EED_5B17));
@@ -291,7 +314,9 @@ impl Normalize {
                 cnt[c] += 1;
             }
         }
-        let mean: Vec<f32> = (0..nc).map(|c| (sum[c] / cnt[c].max(1) as f64) as f32).collect();
+        let mean: Vec<f32> = (0..nc)
+            .map(|c| (sum[c] / cnt[c].max(1) as f64) as f32)
+            .collect();
         let std: Vec<f32> = (0..nc)
             .map(|c| {
                 let m = sum[c] / cnt[c].max(1) as f64;
@@ -350,7 +375,11 @@ fn fill_sample(d: &Dataset, row: usize, aug: &Augment, rng: Option<&mut StdRng>,
     if s.len() == 3 && (aug.crop_pad > 0 || aug.hflip) {
         // Image: find (H, W) axes from the channel axis.
         let ca = d.channel_axis.unwrap_or(0);
-        let (h, w, c) = if ca == 0 { (s[1], s[2], s[0]) } else { (s[0], s[1], s[2]) };
+        let (h, w, c) = if ca == 0 {
+            (s[1], s[2], s[0])
+        } else {
+            (s[0], s[1], s[2])
+        };
         let p = aug.crop_pad as isize;
         let dy = if p > 0 { rng.gen_range(-p..=p) } else { 0 };
         let dx = if p > 0 { rng.gen_range(-p..=p) } else { 0 };
@@ -364,10 +393,18 @@ fn fill_sample(d: &Dataset, row: usize, aug: &Augment, rng: Option<&mut StdRng>,
                         0.0
                     } else {
                         let (sy, sx) = (sy as usize, sx as usize);
-                        let si = if ca == 0 { (ch * h + sy) * w + sx } else { (sy * w + sx) * c + ch };
+                        let si = if ca == 0 {
+                            (ch * h + sy) * w + sx
+                        } else {
+                            (sy * w + sx) * c + ch
+                        };
                         d.x.get(base + si)
                     };
-                    let di = if ca == 0 { (ch * h + y) * w + x } else { (y * w + x) * c + ch };
+                    let di = if ca == 0 {
+                        (ch * h + y) * w + x
+                    } else {
+                        (y * w + x) * c + ch
+                    };
                     out[di] = v;
                 }
             }
@@ -397,7 +434,13 @@ pub fn gauss(rng: &mut StdRng) -> f32 {
 }
 
 /// Assembles rows `idx` into a batch. `aug_seed` enables augmentation.
-pub fn make_batch(d: &Dataset, idx: &[usize], norm: &Normalize, aug: &Augment, aug_seed: Option<u64>) -> Batch {
+pub fn make_batch(
+    d: &Dataset,
+    idx: &[usize],
+    norm: &Normalize,
+    aug: &Augment,
+    aug_seed: Option<u64>,
+) -> Batch {
     let per = d.sample_len();
     let mut x = vec![0f32; idx.len() * per];
     let mut rng = aug_seed.map(StdRng::seed_from_u64);
@@ -423,7 +466,11 @@ pub fn make_batch(d: &Dataset, idx: &[usize], norm: &Normalize, aug: &Augment, a
     let y = match &d.y {
         Targets::Classes(c) => Targets::Classes(idx.iter().map(|&i| c[i]).collect()),
         Targets::Values { data, dim } => Targets::Values {
-            data: idx.iter().flat_map(|&i| &data[i * dim..(i + 1) * dim]).copied().collect(),
+            data: idx
+                .iter()
+                .flat_map(|&i| &data[i * dim..(i + 1) * dim])
+                .copied()
+                .collect(),
             dim: *dim,
         },
     };
@@ -466,7 +513,11 @@ impl Loader {
         let handle = std::thread::spawn(move || {
             for (b, idx) in chunks.into_iter().enumerate() {
                 let seed = shuffle_seed.map(|s| s.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b as u64);
-                let aug_ref = if seed.is_some() { &aug } else { &Augment::default() };
+                let aug_ref = if seed.is_some() {
+                    &aug
+                } else {
+                    &Augment::default()
+                };
                 let bt = make_batch(&d, &idx, &norm, aug_ref, seed);
                 if tx.send(bt).is_err() {
                     return; // consumer stopped early
@@ -542,7 +593,8 @@ pub fn read_idx(path: &Path) -> Result<Tensor> {
     let mut shape = Vec::with_capacity(nd);
     for _ in 0..nd {
         let mut b = [0u8; 4];
-        r.read_exact(&mut b).map_err(|e| derr(format!("{name}: {e}")))?;
+        r.read_exact(&mut b)
+            .map_err(|e| derr(format!("{name}: {e}")))?;
         shape.push(u32::from_be_bytes(b) as usize);
     }
     let n = edgeopt_ir::checked_numel(&shape).map_err(|e| derr(format!("{name}: {e}")))?;
@@ -564,9 +616,24 @@ pub fn read_idx(path: &Path) -> Result<Tensor> {
     let data = match kind {
         "u8" => TensorData::U8(bytes),
         "i8" => TensorData::I8(bytes.into_iter().map(|b| b as i8).collect()),
-        "i16" => TensorData::I16(bytes.chunks(2).map(|c| i16::from_be_bytes([c[0], c[1]])).collect()),
-        "i32" => TensorData::I32(bytes.chunks(4).map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        "f32" => TensorData::F32(bytes.chunks(4).map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        "i16" => TensorData::I16(
+            bytes
+                .chunks(2)
+                .map(|c| i16::from_be_bytes([c[0], c[1]]))
+                .collect(),
+        ),
+        "i32" => TensorData::I32(
+            bytes
+                .chunks(4)
+                .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        "f32" => TensorData::F32(
+            bytes
+                .chunks(4)
+                .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
         _ => TensorData::F32(
             bytes
                 .chunks(8)
@@ -601,7 +668,11 @@ pub fn read_csv(path: &Path, label: Option<&str>, drop: &[String]) -> Result<(Te
             ncols = cells.len();
         }
         if cells.len() != ncols {
-            return Err(derr(format!("{name}:{}: {} columns, expected {ncols}", ln + 1, cells.len())));
+            return Err(derr(format!(
+                "{name}:{}: {} columns, expected {ncols}",
+                ln + 1,
+                cells.len()
+            )));
         }
         rows.push(
             cells
@@ -626,7 +697,9 @@ pub fn read_csv(path: &Path, label: Option<&str>, drop: &[String]) -> Result<(Te
     };
     let lab = match label {
         Some(l) => col(l)?,
-        None => ncols.checked_sub(1).ok_or_else(|| derr(format!("{name}: empty")))?,
+        None => ncols
+            .checked_sub(1)
+            .ok_or_else(|| derr(format!("{name}: empty")))?,
     };
     let mut skip = vec![false; ncols];
     skip[lab] = true;
@@ -649,7 +722,10 @@ pub fn read_csv(path: &Path, label: Option<&str>, drop: &[String]) -> Result<(Te
         }
         let l = row[lab];
         if !l.is_finite() || l < 0.0 || l.fract() != 0.0 {
-            return Err(derr(format!("{name}: row {}: label {l} is not a class index", i + 1)));
+            return Err(derr(format!(
+                "{name}: row {}: label {l} is not a class index",
+                i + 1
+            )));
         }
         y.push(l as i64);
     }
@@ -702,7 +778,11 @@ pub fn find_dataset(dir: &Path) -> Result<DatasetFiles> {
     if train.is_none() {
         let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("train")))
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("train"))
+            })
             .collect();
         subs.sort();
         train = subs.iter().find_map(|s| pair(s, "train"));
@@ -716,7 +796,8 @@ pub fn find_dataset(dir: &Path) -> Result<DatasetFiles> {
     if train.is_none() {
         train = idx_pair("train-images-idx3-ubyte", "train-labels-idx1-ubyte");
     }
-    let test = pair(dir, "test").or_else(|| idx_pair("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"));
+    let test =
+        pair(dir, "test").or_else(|| idx_pair("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"));
     if train.is_none() && test.is_none() {
         return Err(derr(format!(
             "{}: no train_x/train_y or test_x/test_y arrays found",
@@ -753,7 +834,11 @@ mod tests {
             TensorData::U8((0..n * per).map(|i| (i % 251) as u8).collect()),
         )
         .unwrap();
-        let y = Tensor::new(vec![n], TensorData::U8((0..n).map(|i| (i % 3) as u8).collect())).unwrap();
+        let y = Tensor::new(
+            vec![n],
+            TensorData::U8((0..n).map(|i| (i % 3) as u8).collect()),
+        )
+        .unwrap();
         Dataset::from_arrays(x, y, shape).unwrap()
     }
 
@@ -771,16 +856,34 @@ mod tests {
     #[test]
     fn batches_are_deterministic_and_complete() {
         let d = Arc::new(tiny(&[1, 4, 4], 10));
-        let aug = Augment { crop_pad: 1, hflip: true, ..Default::default() };
+        let aug = Augment {
+            crop_pad: 1,
+            hflip: true,
+            ..Default::default()
+        };
         let run = || {
-            Loader::new(d.clone(), 4, Normalize::identity(), aug.clone(), Some(3), false, 2)
-                .map(|b| (b.x, b.y))
-                .collect::<Vec<_>>()
+            Loader::new(
+                d.clone(),
+                4,
+                Normalize::identity(),
+                aug.clone(),
+                Some(3),
+                false,
+                2,
+            )
+            .map(|b| (b.x, b.y))
+            .collect::<Vec<_>>()
         };
         let a = run();
         assert_eq!(a.len(), 3);
         assert_eq!(a, run());
-        let total: usize = a.iter().map(|(_, y)| match y { Targets::Classes(c) => c.len(), _ => 0 }).sum();
+        let total: usize = a
+            .iter()
+            .map(|(_, y)| match y {
+                Targets::Classes(c) => c.len(),
+                _ => 0,
+            })
+            .sum();
         assert_eq!(total, 10);
     }
 

@@ -66,7 +66,6 @@ macro_rules! zip_t {
     };
 }
 
-
 fn arr<const D: usize>(shape: &[usize]) -> [usize; D] {
     let mut a = [0usize; D];
     a.copy_from_slice(shape);
@@ -87,6 +86,9 @@ pub fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
     Ok(a as usize)
 }
 
+// `add`/`sub`/`mul`/`div`/`neg` return `Result` (shapes are checked at run time), so
+// they cannot be the std operator traits.
+#[allow(clippy::should_implement_trait)]
 impl DynTensor {
     /// A tensor from row-major f32 data.
     pub fn from_vec(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<DynTensor> {
@@ -98,7 +100,11 @@ impl DynTensor {
             )));
         }
         // Rank-0 scalars become rank 1 so every op has a typed tensor.
-        let shape: Vec<usize> = if shape.is_empty() { vec![1] } else { shape.to_vec() };
+        let shape: Vec<usize> = if shape.is_empty() {
+            vec![1]
+        } else {
+            shape.to_vec()
+        };
         let td = TensorData::new(data, shape.clone());
         Ok(match shape.len() {
             1 => DynTensor::R1(Tensor::from_data(td, device)),
@@ -160,7 +166,11 @@ impl DynTensor {
         if shape == self.dims().as_slice() {
             return Ok(self);
         }
-        let shape: Vec<usize> = if shape.is_empty() { vec![1] } else { shape.to_vec() };
+        let shape: Vec<usize> = if shape.is_empty() {
+            vec![1]
+        } else {
+            shape.to_vec()
+        };
         Ok(match shape.len() {
             1 => DynTensor::R1(self.into_rank(arr::<1>(&shape))),
             2 => DynTensor::R2(self.into_rank(arr::<2>(&shape))),
@@ -211,7 +221,11 @@ impl DynTensor {
     pub fn permute(self, perm: &[usize]) -> Result<DynTensor> {
         let r = self.rank();
         let mut seen = vec![false; r];
-        if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+        if perm.len() != r
+            || perm
+                .iter()
+                .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
+        {
             return Err(bad(format!("bad permutation {perm:?} for rank {r}")));
         }
         Ok(match self {

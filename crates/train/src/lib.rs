@@ -21,9 +21,9 @@ pub mod trainer;
 pub mod vibration;
 
 pub use burn;
+pub use cli::{demo_command, train_command, DemoArgs, TrainArgs};
 pub use dyn_tensor::DynTensor;
 pub use hooks::{FakeQuant, Hooks, LossTerm};
-pub use cli::{demo_command, train_command, DemoArgs, TrainArgs};
 pub use model::{Mode, Model, ParamInfo, ParamRole};
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,12 @@ use crate::TrainError;
 use burn::tensor::{activation, Device, Tensor, TensorData};
 
 /// Smoothed one-hot targets `(1 - eps) * onehot + eps / classes`.
-fn smoothed_targets(labels: &[u32], classes: usize, eps: f32, device: &Device) -> Result<Tensor<2>> {
+fn smoothed_targets(
+    labels: &[u32],
+    classes: usize,
+    eps: f32,
+    device: &Device,
+) -> Result<Tensor<2>> {
     let mut t = vec![eps / classes as f32; labels.len() * classes];
     for (i, &l) in labels.iter().enumerate() {
         let l = l as usize;
@@ -34,7 +39,9 @@ pub fn cross_entropy(logits: Tensor<2>, labels: &[u32], eps: f32) -> Result<Tens
         )));
     }
     if !(0.0..1.0).contains(&eps) {
-        return Err(TrainError::Config(format!("label smoothing {eps} not in [0, 1)")));
+        return Err(TrainError::Config(format!(
+            "label smoothing {eps} not in [0, 1)"
+        )));
     }
     let targets = smoothed_targets(labels, k, eps, &logits.device())?;
     let logp = activation::log_softmax(logits, 1);
@@ -72,7 +79,7 @@ pub fn distillation(
             teacher.dims()
         )));
     }
-    if !(temperature > 0.0) || !(0.0..=1.0).contains(&alpha) {
+    if temperature.is_nan() || temperature <= 0.0 || !(0.0..=1.0).contains(&alpha) {
         return Err(TrainError::Config(format!(
             "distillation needs T > 0 and alpha in [0, 1], got T={temperature} alpha={alpha}"
         )));

@@ -39,7 +39,9 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamRole {
     /// Conv / dense weight; `out_axis` is its output-channel axis.
-    Weight { out_axis: usize },
+    Weight {
+        out_axis: usize,
+    },
     Bias,
     BnScale,
     BnShift,
@@ -108,7 +110,7 @@ pub struct ForwardOut {
 }
 
 enum StateUpdate {
-    Buffer(usize, DynTensor),
+    Buffer(usize, Box<DynTensor>),
     ActRange(ValueId, (f32, f32)),
 }
 
@@ -214,17 +216,23 @@ impl Model {
                     add(slot(2), ParamRole::Bias);
                 }
                 Op::Gemm { trans_b, .. } => {
-                    add(slot(1), ParamRole::Weight {
-                        out_axis: if *trans_b { 0 } else { 1 },
-                    });
+                    add(
+                        slot(1),
+                        ParamRole::Weight {
+                            out_axis: if *trans_b { 0 } else { 1 },
+                        },
+                    );
                     add(slot(2), ParamRole::Bias);
                 }
                 Op::MatMul => {
                     if let Some(v) = slot(1) {
                         let r = graph.values[v].data.as_ref().map_or(2, |t| t.rank());
-                        add(Some(v), ParamRole::Weight {
-                            out_axis: r.saturating_sub(1),
-                        });
+                        add(
+                            Some(v),
+                            ParamRole::Weight {
+                                out_axis: r.saturating_sub(1),
+                            },
+                        );
                     }
                 }
                 Op::BatchNorm { .. } => {
@@ -258,7 +266,10 @@ impl Model {
                         .input(1)
                         .ok_or_else(|| err(node, "missing shape input"))?;
                     let t = graph.values[s].data.as_ref().ok_or_else(|| {
-                        err(node, "shape is computed at run time; fold it to a constant first")
+                        err(
+                            node,
+                            "shape is computed at run time; fold it to a constant first",
+                        )
                     })?;
                     r.reshape = Some(t.to_i64_vec());
                 }
@@ -415,7 +426,9 @@ impl Model {
             .chain(self.hooks.weight_quant.keys())
         {
             if !pnames.contains(n.as_str()) {
-                return Err(TrainError::Config(format!("hook names unknown parameter '{n}'")));
+                return Err(TrainError::Config(format!(
+                    "hook names unknown parameter '{n}'"
+                )));
             }
         }
         for (n, m) in &self.hooks.masks {
@@ -429,7 +442,9 @@ impl Model {
         }
         for n in self.hooks.act_quant.keys().chain(self.hooks.taps.iter()) {
             if self.graph.find_value(n).is_none() {
-                return Err(TrainError::Config(format!("hook names unknown value '{n}'")));
+                return Err(TrainError::Config(format!(
+                    "hook names unknown value '{n}'"
+                )));
             }
         }
         Ok(())
@@ -450,7 +465,12 @@ impl Model {
 
     /// Runs the graph. `autodiff` puts trainable parameters on the autodiff device as
     /// gradient-requiring leaves (`inputs` must then be autodiff tensors too).
-    pub fn forward(&self, inputs: Vec<DynTensor>, mode: Mode, autodiff: bool) -> Result<ForwardOut> {
+    pub fn forward(
+        &self,
+        inputs: Vec<DynTensor>,
+        mode: Mode,
+        autodiff: bool,
+    ) -> Result<ForwardOut> {
         if inputs.len() != self.graph.inputs.len() {
             return Err(TrainError::Config(format!(
                 "model has {} inputs, {} given",
@@ -518,10 +538,14 @@ impl Model {
                             Some(t.clone())
                         } else if let Some(&pi) = self.param_of.get(id) {
                             Some(eff[pi].clone())
-                        } else if let Some(c) = self.consts.get(id) {
-                            Some(if autodiff { c.clone().autodiff() } else { c.clone() })
                         } else {
-                            None
+                            self.consts.get(id).map(|c| {
+                                if autodiff {
+                                    c.clone().autodiff()
+                                } else {
+                                    c.clone()
+                                }
+                            })
                         }
                     }
                 });
@@ -607,7 +631,7 @@ impl Model {
     pub fn commit(&mut self, out: &mut ForwardOut) {
         for u in out.updates.drain(..) {
             match u {
-                StateUpdate::Buffer(i, t) => self.state[i] = t,
+                StateUpdate::Buffer(i, t) => self.state[i] = *t,
                 StateUpdate::ActRange(id, r) => {
                     self.act_ranges.insert(id, r);
                 }
@@ -706,7 +730,10 @@ impl Model {
                 }
                 activation(y, *act)
             }
-            Op::Binary { kind, activation: act } => {
+            Op::Binary {
+                kind,
+                activation: act,
+            } => {
                 let (a, b) = (input(0)?, input(1)?);
                 let y = match kind {
                     BinaryKind::Add => a.add(b)?,
@@ -775,13 +802,15 @@ impl Model {
                     // Elements per channel, for the unbiased running variance.
                     let per_channel = (x.numel() / dims[1].max(1)).max(2) as f32;
                     let (y, bm, bv) = bn_train(x, gamma, beta, *epsilon as f64)?;
-                    for (slot, batch, unbias) in [(3, bm, 1.0), (4, bv, per_channel / (per_channel - 1.0))] {
+                    for (slot, batch, unbias) in
+                        [(3, bm, 1.0), (4, bv, per_channel / (per_channel - 1.0))]
+                    {
                         let id = node.input(slot).ok_or_else(|| err(node, "missing stats"))?;
                         if let Some(&pi) = self.param_of.get(&id) {
                             let old = self.state[pi].clone().r1()?;
                             let b = batch.clone().inner().mul_scalar(unbias);
                             let new = old.mul_scalar(1.0 - BN_MOMENTUM) + b.mul_scalar(BN_MOMENTUM);
-                            updates.push(StateUpdate::Buffer(pi, DynTensor::R1(new)));
+                            updates.push(StateUpdate::Buffer(pi, Box::new(DynTensor::R1(new))));
                         }
                     }
                     y
@@ -792,7 +821,11 @@ impl Model {
             Op::Flatten { axis } => {
                 let x = input(0)?;
                 let d = x.dims();
-                let a = if *axis < 0 { *axis + d.len() as i64 } else { *axis };
+                let a = if *axis < 0 {
+                    *axis + d.len() as i64
+                } else {
+                    *axis
+                };
                 if a < 0 || a as usize > d.len() {
                     return Err(err(node, format!("axis {axis} for rank {}", d.len())));
                 }
@@ -807,8 +840,7 @@ impl Model {
                     .reshape
                     .as_ref()
                     .ok_or_else(|| err(node, "unresolved shape"))?;
-                let s = reshape_target(&x.dims(), target, *allowzero)
-                    .map_err(|m| err(node, m))?;
+                let s = reshape_target(&x.dims(), target, *allowzero).map_err(|m| err(node, m))?;
                 x.reshape(&s)?
             }
             Op::Transpose { perm } => {
@@ -855,13 +887,20 @@ impl Model {
                 }
                 x.reshape(&s)?
             }
-            Op::Concat { axis, activation: act } => {
+            Op::Concat {
+                axis,
+                activation: act,
+            } => {
                 let parts: Vec<DynTensor> = ins.iter().flatten().cloned().collect();
                 let r = parts.first().map_or(1, |p| p.rank());
                 let ax = norm_axis(*axis, r)?;
                 activation(DynTensor::cat(parts, ax)?, *act)
             }
-            Op::Pad { mode: pm, pads, value } => pad(input(0)?, *pm, pads, *value)?,
+            Op::Pad {
+                mode: pm,
+                pads,
+                value,
+            } => pad(input(0)?, *pm, pads, *value)?,
             Op::Reduce {
                 kind,
                 axes,
@@ -871,9 +910,10 @@ impl Model {
                 let mut x = input(0)?;
                 let d = x.dims();
                 let ax: Vec<usize> = match axes {
-                    Some(a) if !a.is_empty() => {
-                        a.iter().map(|&a| norm_axis(a, d.len())).collect::<Result<_>>()?
-                    }
+                    Some(a) if !a.is_empty() => a
+                        .iter()
+                        .map(|&a| norm_axis(a, d.len()))
+                        .collect::<Result<_>>()?,
                     _ if *noop_with_empty_axes => return Ok(x),
                     _ => (0..d.len()).collect(),
                 };
@@ -939,7 +979,7 @@ pub fn reshape_target(
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {target:?}"));
         }
         out[i] = n / known;
@@ -1037,7 +1077,9 @@ fn conv(x: DynTensor, w: DynTensor, b: Option<DynTensor>, a: &ConvAttrs) -> Resu
     let strides = or_ones(&a.strides, nd);
     let dil = or_ones(&a.dilations, nd);
     if strides.len() != nd || dil.len() != nd {
-        return Err(TrainError::Lowering("conv strides/dilations rank mismatch".into()));
+        return Err(TrainError::Lowering(
+            "conv strides/dilations rank mismatch".into(),
+        ));
     }
     let pads = spatial_pads(a.auto_pad, &a.pads, &xd[2..], &wd[2..], &strides, &dil)?;
     let b = b.map(|b| b.r1()).transpose()?;
@@ -1082,10 +1124,29 @@ fn pool(x: DynTensor, p: &PoolAttrs, max: bool) -> Result<DynTensor> {
     if !max && dil.iter().any(|&d| d != 1) {
         return Err(TrainError::Lowering("dilated average pooling".into()));
     }
-    let pads = spatial_pads(p.auto_pad, &p.pads, &xd[2..], &p.kernel_shape, &strides, &dil)?;
+    let pads = spatial_pads(
+        p.auto_pad,
+        &p.pads,
+        &xd[2..],
+        &p.kernel_shape,
+        &strides,
+        &dil,
+    )?;
     // TFLite's SAME average pool never counts padding; ONNX says so by attribute.
     let include = p.count_include_pad;
     let k = &p.kernel_shape;
+    if max
+        && k == &strides
+        && dil.iter().all(|&d| d == 1)
+        && pads.iter().all(|&(a, b)| a == 0 && b == 0)
+        && !p.ceil_mode
+    {
+        // Non-overlapping windows (the common 2x2/2 case): a reshape and max over the
+        // window axes. Same result; burn's generic pooling kernel is several times
+        // slower here and dominated the training profile.
+        let y = max_pool_tiled(x, k)?;
+        return if nhwc { y.permute(&to_cl(r)) } else { Ok(y) };
+    }
     let y = match (nd, max) {
         (1, true) => DynTensor::R3(max_pool1d(
             x.r3()?,
@@ -1127,6 +1188,37 @@ fn pool(x: DynTensor, p: &PoolAttrs, max: bool) -> Result<DynTensor> {
     }
 }
 
+/// Max pooling with kernel == stride, no padding (floor mode) over `[N, C, *s]`.
+fn max_pool_tiled(x: DynTensor, k: &[usize]) -> Result<DynTensor> {
+    let d = x.dims();
+    let nd = d.len() - 2;
+    let mut x = x;
+    // Drop the tail that floor mode ignores.
+    for i in 0..nd {
+        let keep = d[2 + i] / k[i] * k[i];
+        if keep == 0 {
+            return Err(TrainError::Lowering(format!(
+                "pool kernel {k:?} larger than input {d:?}"
+            )));
+        }
+        if keep != d[2 + i] {
+            x = x.narrow(2 + i, 0, keep);
+        }
+    }
+    let mut split = vec![d[0], d[1]];
+    let mut out = vec![d[0], d[1]];
+    for i in 0..nd {
+        split.push(d[2 + i] / k[i]);
+        split.push(k[i]);
+        out.push(d[2 + i] / k[i]);
+    }
+    let mut y = x.reshape(&split)?;
+    for i in 0..nd {
+        y = y.max_dim(3 + 2 * i);
+    }
+    y.reshape(&out)
+}
+
 fn matmul(a: DynTensor, b: DynTensor) -> Result<DynTensor> {
     if a.rank() < 2 || b.rank() < 2 {
         return Err(TrainError::Lowering(
@@ -1165,9 +1257,7 @@ fn matmul(a: DynTensor, b: DynTensor) -> Result<DynTensor> {
 fn pad(x: DynTensor, mode: PadMode, pads: &[i64], value: f32) -> Result<DynTensor> {
     let r = x.rank();
     if pads.len() != 2 * r {
-        return Err(TrainError::Lowering(format!(
-            "pads {pads:?} for rank {r}"
-        )));
+        return Err(TrainError::Lowering(format!("pads {pads:?} for rank {r}")));
     }
     let pos: Vec<(usize, usize)> = (0..r)
         .map(|i| (pads[i].max(0) as usize, pads[i + r].max(0) as usize))
@@ -1189,7 +1279,9 @@ fn pad(x: DynTensor, mode: PadMode, pads: &[i64], value: f32) -> Result<DynTenso
         if b + e > 0 {
             let len = y.dims()[i];
             if b + e > len {
-                return Err(TrainError::Lowering(format!("crop {b}+{e} of length {len}")));
+                return Err(TrainError::Lowering(format!(
+                    "crop {b}+{e} of length {len}"
+                )));
             }
             y = y.narrow(i, b, len - b - e);
         }

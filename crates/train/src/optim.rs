@@ -22,9 +22,14 @@ pub enum OptimizerKind {
 pub enum ScheduleKind {
     Constant,
     /// Multiply by `gamma` every `every` epochs.
-    Step { every: usize, gamma: f32 },
+    Step {
+        every: usize,
+        gamma: f32,
+    },
     /// Cosine from the base rate to `min_lr` over the run (after warm-up).
-    Cosine { min_lr: f32 },
+    Cosine {
+        min_lr: f32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -51,7 +56,10 @@ impl Schedule {
             ScheduleKind::Cosine { min_lr } => {
                 let span = total.saturating_sub(self.warmup_steps).max(1);
                 let t = (step - self.warmup_steps) as f32 / span as f32;
-                min_lr + 0.5 * (self.base_lr - min_lr) * (1.0 + (std::f32::consts::PI * t.min(1.0)).cos())
+                min_lr
+                    + 0.5
+                        * (self.base_lr - min_lr)
+                        * (1.0 + (std::f32::consts::PI * t.min(1.0)).cos())
             }
         }
     }
@@ -79,12 +87,16 @@ impl Optimizer {
     pub fn new(cfg: OptimConfig, n_params: usize) -> Result<Self> {
         match cfg.kind {
             OptimizerKind::Sgd { momentum, .. } if !(0.0..1.0).contains(&momentum) => {
-                return Err(TrainError::Config(format!("momentum {momentum} not in [0, 1)")));
+                return Err(TrainError::Config(format!(
+                    "momentum {momentum} not in [0, 1)"
+                )));
             }
             OptimizerKind::AdamW { beta1, beta2, eps }
                 if !(0.0..1.0).contains(&beta1) || !(0.0..1.0).contains(&beta2) || eps <= 0.0 =>
             {
-                return Err(TrainError::Config("AdamW betas must be in [0, 1), eps > 0".into()));
+                return Err(TrainError::Config(
+                    "AdamW betas must be in [0, 1), eps > 0".into(),
+                ));
             }
             _ => {}
         }
@@ -102,7 +114,12 @@ impl Optimizer {
     /// Applies one update with learning rate `lr`. `grads[i]` is the gradient of
     /// parameter `i` (plain device), `None` for frozen parameters and buffers.
     /// Returns the global gradient norm before clipping.
-    pub fn step(&mut self, model: &mut Model, grads: Vec<Option<DynTensor>>, lr: f32) -> Result<f32> {
+    pub fn step(
+        &mut self,
+        model: &mut Model,
+        grads: Vec<Option<DynTensor>>,
+        lr: f32,
+    ) -> Result<f32> {
         if grads.len() != model.params.len() {
             return Err(TrainError::Config("gradient count mismatch".into()));
         }

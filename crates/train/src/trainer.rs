@@ -58,6 +58,11 @@ pub struct TrainConfig {
     pub checkpoint: Option<PathBuf>,
     #[serde(skip)]
     pub resume: bool,
+    /// Return after this many epochs in this call (time slicing; with a checkpoint
+    /// a later call with `resume` continues). Not part of the configuration
+    /// fingerprint.
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
 }
 
 impl TrainConfig {
@@ -88,6 +93,7 @@ impl TrainConfig {
             progress: false,
             checkpoint: None,
             resume: false,
+            stop_after: None,
         }
     }
 }
@@ -180,7 +186,13 @@ fn batch_loss(
 }
 
 /// Loss and accuracy of `model` on `data` in eval mode.
-pub fn evaluate(model: &Model, objective: &Objective, data: &Dataset, norm: &Normalize, batch: usize) -> Result<Eval> {
+pub fn evaluate(
+    model: &Model,
+    objective: &Objective,
+    data: &Dataset,
+    norm: &Normalize,
+    batch: usize,
+) -> Result<Eval> {
     let d = Arc::new(data.clone());
     let loader = Loader::new(d, batch, norm.clone(), Augment::default(), None, false, 2);
     let (mut loss_sum, mut correct, mut n) = (0f64, 0usize, 0usize);
@@ -202,7 +214,9 @@ pub fn evaluate(model: &Model, objective: &Objective, data: &Dataset, norm: &Nor
     }
     Ok(Eval {
         loss: (loss_sum / n as f64) as f32,
-        accuracy: objective.is_classification().then(|| correct as f32 / n as f32),
+        accuracy: objective
+            .is_classification()
+            .then(|| correct as f32 / n as f32),
         samples: n,
     })
 }
@@ -210,7 +224,15 @@ pub fn evaluate(model: &Model, objective: &Objective, data: &Dataset, norm: &Nor
 /// Runs the model over `data` in eval mode and returns the flattened outputs
 /// (`[N, K]` row-major) for every sample.
 pub fn predict(model: &Model, data: &Dataset, norm: &Normalize, batch: usize) -> Result<Vec<f32>> {
-    let loader = Loader::new(Arc::new(data.clone()), batch, norm.clone(), Augment::default(), None, false, 2);
+    let loader = Loader::new(
+        Arc::new(data.clone()),
+        batch,
+        norm.clone(),
+        Augment::default(),
+        None,
+        false,
+        2,
+    );
     let mut all = Vec::new();
     for b in loader {
         let x = DynTensor::from_vec(b.x, &b.shape, model.device())?;
@@ -259,7 +281,11 @@ fn save_checkpoint(
         best_epoch: p.best_epoch,
         bad_epochs: p.bad,
         fingerprint: fingerprint.to_string(),
-        act_ranges: model.act_ranges.iter().map(|(&k, &(a, b))| (k, a, b)).collect(),
+        act_ranges: model
+            .act_ranges
+            .iter()
+            .map(|(&k, &(a, b))| (k, a, b))
+            .collect(),
         history: serde_json::to_string(&p.history).unwrap_or_default(),
         entries: vec![],
     };
@@ -276,13 +302,17 @@ pub fn fit(
     cfg: &TrainConfig,
 ) -> Result<TrainReport> {
     if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(TrainError::Config("epochs and batch size must be > 0".into()));
+        return Err(TrainError::Config(
+            "epochs and batch size must be > 0".into(),
+        ));
     }
     if train.is_empty() {
         return Err(TrainError::Data("training set is empty".into()));
     }
     if cfg.patience.is_some() && val.is_none() {
-        return Err(TrainError::Config("early stopping needs a validation set".into()));
+        return Err(TrainError::Config(
+            "early stopping needs a validation set".into(),
+        ));
     }
     model.check_hooks()?;
     model.apply_masks()?;
@@ -291,7 +321,11 @@ pub fn fit(
     let full_batches = {
         let b = train.len().div_ceil(cfg.batch_size);
         // drop_last removes a short tail batch
-        let b = if train.len() % cfg.batch_size != 0 && b > 1 { b - 1 } else { b };
+        let b = if !train.len().is_multiple_of(cfg.batch_size) && b > 1 {
+            b - 1
+        } else {
+            b
+        };
         cfg.max_batches.map_or(b, |m| m.min(b))
     };
     let total_steps = full_batches * cfg.epochs;
@@ -336,7 +370,12 @@ pub fn fit(
                 best_params = Some(best);
             }
             opt.steps = ck.header.opt_steps;
-            model.act_ranges = ck.header.act_ranges.iter().map(|&(k, a, b)| (k, (a, b))).collect();
+            model.act_ranges = ck
+                .header
+                .act_ranges
+                .iter()
+                .map(|&(k, a, b)| (k, (a, b)))
+                .collect();
             p = Progress {
                 epoch: ck.header.epoch,
                 step: ck.header.step,
@@ -350,7 +389,12 @@ pub fn fit(
     }
     let ad = model.device().clone().autodiff();
     let mut stopped_early = false;
+    let mut ran = 0;
     while p.epoch < cfg.epochs {
+        if cfg.stop_after.is_some_and(|n| ran >= n) {
+            break;
+        }
+        ran += 1;
         if let (Some(pat), true) = (cfg.patience, p.bad > 0) {
             if p.bad >= pat {
                 stopped_early = true;
@@ -359,7 +403,10 @@ pub fn fit(
         }
         let epoch = p.epoch;
         let t0 = Instant::now();
-        let seed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64 + 1);
+        let seed = cfg
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(epoch as u64 + 1);
         let loader = Loader::new(
             train_arc.clone(),
             cfg.batch_size,
@@ -427,7 +474,10 @@ pub fn fit(
                 } else {
                     String::new()
                 };
-                bar.set_message(format!("loss {:.4}{acc} {rate:.0} samples/s", loss_sum / seen as f64));
+                bar.set_message(format!(
+                    "loss {:.4}{acc} {rate:.0} samples/s",
+                    loss_sum / seen as f64
+                ));
                 bar.inc(1);
             }
         }
@@ -436,7 +486,13 @@ pub fn fit(
         }
         let secs = t0.elapsed().as_secs_f32();
         let v = match val {
-            Some(v) => Some(evaluate(model, objective, v, norm, cfg.batch_size.max(256))?),
+            Some(v) => Some(evaluate(
+                model,
+                objective,
+                v,
+                norm,
+                cfg.batch_size.max(256),
+            )?),
             None => None,
         };
         let log = EpochLog {
@@ -462,7 +518,11 @@ pub fn fit(
                 p.best_epoch = Some(epoch + 1);
                 p.bad = 0;
                 if cfg.patience.is_some() {
-                    best_params = Some((0..model.params.len()).map(|i| model.param(i).clone()).collect());
+                    best_params = Some(
+                        (0..model.params.len())
+                            .map(|i| model.param(i).clone())
+                            .collect(),
+                    );
                 }
             } else {
                 p.bad += 1;
@@ -474,7 +534,8 @@ pub fn fit(
             save_checkpoint(path, model, &opt, &best_params, &p, &fingerprint)?;
         }
     }
-    if let (Some(best), Some(_)) = (&best_params, cfg.patience) {
+    let finished = stopped_early || p.epoch >= cfg.epochs;
+    if let (Some(best), Some(_), true) = (&best_params, cfg.patience, finished) {
         for (i, t) in best.iter().enumerate() {
             model.set_param(i, t.clone())?;
         }

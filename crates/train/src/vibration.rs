@@ -21,7 +21,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::f32::consts::PI;
 
-pub const CLASSES: [&str; 5] = ["healthy", "imbalance", "misalignment", "bearing", "looseness"];
+pub const CLASSES: [&str; 5] = [
+    "healthy",
+    "imbalance",
+    "misalignment",
+    "bearing",
+    "looseness",
+];
 /// Sample rate (Hz).
 pub const FS: f32 = 2048.0;
 /// Samples per window (0.25 s).
@@ -47,8 +53,8 @@ pub fn window(class: usize, rng: &mut StdRng) -> Vec<f32> {
     let f0 = rpm / 60.0;
     // Linear speed drift of up to ±2% over the window.
     let drift: f32 = rng.gen_range(-0.02..0.02);
-    let severity: f32 = rng.gen_range(0.35..1.0);
-    let noise: f32 = rng.gen_range(0.03..0.12);
+    let severity: f32 = rng.gen_range(0.2..1.0);
+    let noise: f32 = rng.gen_range(0.04..0.2);
     let gains: [f32; AXES] = std::array::from_fn(|_| rng.gen_range(0.85..1.15));
     let mains_phase: f32 = rng.gen_range(0.0..2.0 * PI);
     let mains_amp: f32 = rng.gen_range(0.0..0.05);
@@ -65,25 +71,35 @@ pub fn window(class: usize, rng: &mut StdRng) -> Vec<f32> {
         let ph: f32 = rng.gen_range(0.0..2.0 * PI);
         for a in 0..AXES {
             // Radial x/y in quadrature for rotating forces.
-            let extra = if quad && a == 1 { PI / 2.0 } else { rng.gen_range(-0.3..0.3) };
+            let extra = if quad && a == 1 {
+                PI / 2.0
+            } else {
+                rng.gen_range(-0.3..0.3)
+            };
             for i in 0..LEN {
                 out[a * LEN + i] += amp[a] * (k * theta[i] + ph + extra).sin();
             }
         }
     };
     // Residual unbalance and misalignment every real machine has.
-    let base = rng.gen_range(0.05..0.15);
+    let base = rng.gen_range(0.05..0.2);
     add_harmonic(&mut out, 1.0, [base, base, base * 0.3], true, rng);
-    add_harmonic(&mut out, 2.0, [base * 0.3, base * 0.3, base * 0.2], false, rng);
+    add_harmonic(
+        &mut out,
+        2.0,
+        [base * 0.3, base * 0.3, base * 0.2],
+        false,
+        rng,
+    );
     let speed2 = (f0 / 35.0).powi(2);
     match class {
         0 => {}
         1 => {
-            let a = severity * 0.9 * speed2 + 0.2;
+            let a = severity * 0.9 * speed2 + 0.15;
             add_harmonic(&mut out, 1.0, [a, a, a * 0.15], true, rng);
         }
         2 => {
-            let a = severity * 0.6 + 0.15;
+            let a = severity * 0.6 + 0.1;
             add_harmonic(&mut out, 1.0, [a * 0.5, a * 0.5, a * 1.2], false, rng);
             add_harmonic(&mut out, 2.0, [a, a, a * 0.9], false, rng);
             add_harmonic(&mut out, 3.0, [a * 0.3, a * 0.3, a * 0.3], false, rng);
@@ -95,7 +111,7 @@ pub fn window(class: usize, rng: &mut StdRng) -> Vec<f32> {
             let fr: f32 = rng.gen_range(550.0..850.0);
             let zeta: f32 = rng.gen_range(0.03..0.08);
             let decay = zeta * 2.0 * PI * fr / FS;
-            let amp = severity * 1.2 + 0.3;
+            let amp = severity * 1.2 + 0.2;
             // Impacts happen each time the count of defect periods passes the next
             // (jittered) integer, starting at a random phase.
             let mut next_impact: f32 = rng.gen_range(0.0..1.0);
@@ -107,7 +123,11 @@ pub fn window(class: usize, rng: &mut StdRng) -> Vec<f32> {
                 let revs = (theta[i] - th0) / (2.0 * PI);
                 if revs * ratio >= next_impact {
                     // Inner-race impacts are modulated by the load zone (1x).
-                    let m = if inner { 0.6 + 0.4 * (theta[i]).cos() } else { 1.0 };
+                    let m = if inner {
+                        0.6 + 0.4 * (theta[i]).cos()
+                    } else {
+                        1.0
+                    };
                     // Jitter (slip) of 1-2% between impacts.
                     let jitter: f32 = rng.gen_range(-0.02..0.02);
                     for a in 0..AXES {
@@ -124,9 +144,15 @@ pub fn window(class: usize, rng: &mut StdRng) -> Vec<f32> {
             }
         }
         4 => {
-            let a = severity * 0.5 + 0.15;
+            let a = severity * 0.5 + 0.1;
             for k in 1..=8 {
-                add_harmonic(&mut out, k as f32, [a / k as f32 * 1.5, a / k as f32, a * 0.2 / k as f32], false, rng);
+                add_harmonic(
+                    &mut out,
+                    k as f32,
+                    [a / k as f32 * 1.5, a / k as f32, a * 0.2 / k as f32],
+                    false,
+                    rng,
+                );
             }
             for k in [0.5f32, 1.5, 2.5] {
                 add_harmonic(&mut out, k, [a * 0.4, a * 0.3, a * 0.1], false, rng);
@@ -187,9 +213,17 @@ mod tests {
 
     #[test]
     fn generation_is_seeded() {
-        let a = generate(VibrationConfig { per_class: 3, seed: 5 });
-        let b = generate(VibrationConfig { per_class: 3, seed: 5 });
-        let (Samples::F32(xa), Samples::F32(xb)) = (&a.x, &b.x) else { panic!() };
+        let a = generate(VibrationConfig {
+            per_class: 3,
+            seed: 5,
+        });
+        let b = generate(VibrationConfig {
+            per_class: 3,
+            seed: 5,
+        });
+        let (Samples::F32(xa), Samples::F32(xb)) = (&a.x, &b.x) else {
+            panic!()
+        };
         assert_eq!(xa, xb);
         assert_eq!(a.len(), 15);
         assert!(xa.iter().all(|v| v.is_finite()));
@@ -203,7 +237,10 @@ mod tests {
             let mut e = 0.0;
             for _ in 0..10 {
                 let w = window(c, &mut rng);
-                e += (550..850).step_by(25).map(|f| power(&w[..LEN], f as f32)).sum::<f32>();
+                e += (550..850)
+                    .step_by(25)
+                    .map(|f| power(&w[..LEN], f as f32))
+                    .sum::<f32>();
             }
             e
         };

@@ -146,12 +146,17 @@ impl Builder {
     pub fn conv(&mut self, x: ValueId, spec: ConvSpec) -> Result<ValueId, ZooError> {
         let xs = self.shape(x).to_vec();
         if xs.len() < 2 {
-            return Err(ZooError::Config(format!("conv needs [C, *spatial], got {xs:?}")));
+            return Err(ZooError::Config(format!(
+                "conv needs [C, *spatial], got {xs:?}"
+            )));
         }
         let cin = xs[0];
         let spatial = &xs[1..];
         let nd = spatial.len();
-        if spec.group == 0 || cin % spec.group != 0 || spec.out_channels % spec.group != 0 {
+        if spec.group == 0
+            || !cin.is_multiple_of(spec.group)
+            || !spec.out_channels.is_multiple_of(spec.group)
+        {
             return Err(ZooError::Config(format!(
                 "group {} must divide in {cin} and out {} channels",
                 spec.group, spec.out_channels
@@ -169,7 +174,9 @@ impl Builder {
         let ks = per_dim(&spec.kernel, "kernel")?;
         let ss = per_dim(&spec.stride, "stride")?;
         if ks.contains(&0) || ss.contains(&0) || spec.out_channels == 0 {
-            return Err(ZooError::Config("kernel, stride and width must be > 0".into()));
+            return Err(ZooError::Config(
+                "kernel, stride and width must be > 0".into(),
+            ));
         }
         let mut pads_begin = vec![0; nd];
         let mut pads_end = vec![0; nd];
@@ -299,7 +306,13 @@ impl Builder {
         Ok(y)
     }
 
-    fn pool(&mut self, x: ValueId, k: usize, stride: usize, max: bool) -> Result<ValueId, ZooError> {
+    fn pool(
+        &mut self,
+        x: ValueId,
+        k: usize,
+        stride: usize,
+        max: bool,
+    ) -> Result<ValueId, ZooError> {
         let xs = self.shape(x).to_vec();
         let nd = xs.len() - 1;
         let mut out = vec![xs[0]];

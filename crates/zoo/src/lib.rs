@@ -441,12 +441,18 @@ fn check_nonzero(what: &str, v: &[usize]) -> Result<(), ZooError> {
     }
     // Keep builders from being asked for absurd sizes (an allocation bomb).
     if v.iter().any(|&d| d > 1 << 16) {
-        return Err(ZooError::Config(format!("{what} {v:?} is implausibly large")));
+        return Err(ZooError::Config(format!(
+            "{what} {v:?} is implausibly large"
+        )));
     }
     Ok(())
 }
 
-fn finish_classifier(mut b: Builder, logits: ValueId, opts: BuildOptions) -> Result<Graph, ZooError> {
+fn finish_classifier(
+    mut b: Builder,
+    logits: ValueId,
+    opts: BuildOptions,
+) -> Result<Graph, ZooError> {
     b.rename(logits, "logits");
     let out = if opts.softmax {
         let p = b.softmax(logits);
@@ -537,7 +543,10 @@ pub fn resnet(c: &ResnetConfig, opts: BuildOptions) -> Result<Graph, ZooError> {
 
 pub fn dscnn(c: &DsCnnConfig, opts: BuildOptions) -> Result<Graph, ZooError> {
     check_nonzero("input", &c.input)?;
-    check_nonzero("width/blocks/kernel/classes", &[c.width, c.kernel, c.classes])?;
+    check_nonzero(
+        "width/blocks/kernel/classes",
+        &[c.width, c.kernel, c.classes],
+    )?;
     if c.input.len() != 3 {
         return Err(ZooError::Config(format!(
             "dscnn input must be [1, frames, coefficients], got {:?}",
@@ -552,13 +561,16 @@ pub fn dscnn(c: &DsCnnConfig, opts: BuildOptions) -> Result<Graph, ZooError> {
     let mut h = conv_bn(
         &mut b,
         x,
-        ConvSpec::new(c.width, 1)
-            .kernel_dims(&[kh, kw])
-            .stride(2),
+        ConvSpec::new(c.width, 1).kernel_dims(&[kh, kw]).stride(2),
         true,
     )?;
     for _ in 0..c.blocks {
-        h = conv_bn(&mut b, h, ConvSpec::new(c.width, c.kernel).group(c.width), true)?;
+        h = conv_bn(
+            &mut b,
+            h,
+            ConvSpec::new(c.width, c.kernel).group(c.width),
+            true,
+        )?;
         h = conv_bn(&mut b, h, ConvSpec::new(c.width, 1), true)?;
     }
     h = b.global_avg_pool(h);
@@ -568,12 +580,10 @@ pub fn dscnn(c: &DsCnnConfig, opts: BuildOptions) -> Result<Graph, ZooError> {
 }
 
 pub fn mobilenet_v1(c: &MobileNetConfig, opts: BuildOptions) -> Result<Graph, ZooError> {
-    check_nonzero("resolution/in_channels/kernel/classes", &[
-        c.resolution,
-        c.in_channels,
-        c.kernel,
-        c.classes,
-    ])?;
+    check_nonzero(
+        "resolution/in_channels/kernel/classes",
+        &[c.resolution, c.in_channels, c.kernel, c.classes],
+    )?;
     if !(c.alpha.is_finite() && c.alpha > 0.0 && c.alpha <= 4.0) {
         return Err(ZooError::Config(format!("alpha {} not in (0, 4]", c.alpha)));
     }
@@ -587,12 +597,17 @@ pub fn mobilenet_v1(c: &MobileNetConfig, opts: BuildOptions) -> Result<Graph, Zo
         Ok(b.relu6(h))
     };
     let mut h = conv_bn6(&mut b, x, ConvSpec::new(ch(32), 3).stride(2).no_bias())?;
-    let mut plan: Vec<(usize, usize)> = vec![(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)];
+    let mut plan: Vec<(usize, usize)> =
+        vec![(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)];
     plan.extend(std::iter::repeat_n((512, 1), c.repeats));
     plan.extend([(1024, 2), (1024, 1)]);
     for (f, s) in plan {
         let cin = b.shape(h)[0];
-        h = conv_bn6(&mut b, h, ConvSpec::new(cin, c.kernel).stride(s).group(cin).no_bias())?;
+        h = conv_bn6(
+            &mut b,
+            h,
+            ConvSpec::new(cin, c.kernel).stride(s).group(cin).no_bias(),
+        )?;
         h = conv_bn6(&mut b, h, ConvSpec::new(ch(f), 1).no_bias())?;
     }
     h = b.global_avg_pool(h);
@@ -602,7 +617,10 @@ pub fn mobilenet_v1(c: &MobileNetConfig, opts: BuildOptions) -> Result<Graph, Zo
 }
 
 pub fn cnn1d(c: &Cnn1dConfig, opts: BuildOptions) -> Result<Graph, ZooError> {
-    check_nonzero("channels/length/kernel/classes", &[c.channels, c.length, c.kernel, c.classes])?;
+    check_nonzero(
+        "channels/length/kernel/classes",
+        &[c.channels, c.length, c.kernel, c.classes],
+    )?;
     check_nonzero("widths", &c.widths)?;
     check_nonzero("expansion", &[c.expansion])?;
     let mut b = Builder::new("cnn1d", opts.seed);
@@ -631,7 +649,10 @@ pub fn cnn1d(c: &Cnn1dConfig, opts: BuildOptions) -> Result<Graph, ZooError> {
 }
 
 pub fn autoencoder(c: &AutoencoderConfig, opts: BuildOptions) -> Result<Graph, ZooError> {
-    check_nonzero("input/hidden/bottleneck", &[c.input, c.hidden, c.bottleneck])?;
+    check_nonzero(
+        "input/hidden/bottleneck",
+        &[c.input, c.hidden, c.bottleneck],
+    )?;
     let mut b = Builder::new("autoencoder", opts.seed);
     let x = b.input("input", &[c.input]);
     let mut h = x;
@@ -673,7 +694,10 @@ mod tests {
     fn known_parameter_counts() {
         let o = BuildOptions::default();
         // LeNet-300-100: 784*300+300 + 300*100+100 + 100*10+10.
-        let g = ArchSpec::parse("lenet300100", "").unwrap().build(o).unwrap();
+        let g = ArchSpec::parse("lenet300100", "")
+            .unwrap()
+            .build(o)
+            .unwrap();
         assert_eq!(weights(&g), 266_610);
         // LeNet-5 (Caffe): 20*25+20 + 50*20*25+50 + 800*500+500 + 500*10+10.
         let g = ArchSpec::parse("lenet5", "").unwrap().build(o).unwrap();
@@ -686,10 +710,16 @@ mod tests {
         assert_eq!(weights(&g), 77_706);
         let g = ArchSpec::parse("dscnn", "").unwrap().build(o).unwrap();
         assert_eq!(weights(&g), 22_604);
-        let g = ArchSpec::parse("autoencoder", "").unwrap().build(o).unwrap();
+        let g = ArchSpec::parse("autoencoder", "")
+            .unwrap()
+            .build(o)
+            .unwrap();
         assert_eq!(weights(&g), 265_864);
         // MobileNetV1 1.0/224: "4.2 million" parameters (Howard et al. 2017, Table 8).
-        let g = ArchSpec::parse("mobilenetv1", "").unwrap().build(o).unwrap();
+        let g = ArchSpec::parse("mobilenetv1", "")
+            .unwrap()
+            .build(o)
+            .unwrap();
         let w = weights(&g);
         assert!((4_150_000..4_250_000).contains(&w), "{w}");
     }
@@ -697,9 +727,18 @@ mod tests {
     #[test]
     fn all_archs_build_and_validate() {
         for name in ARCH_NAMES {
-            let args = if *name == "mobilenetv1" { "alpha=0.25,resolution=96" } else { "" };
+            let args = if *name == "mobilenetv1" {
+                "alpha=0.25,resolution=96"
+            } else {
+                ""
+            };
             let spec = ArchSpec::parse(name, args).unwrap();
-            let g = spec.build(BuildOptions { seed: 1, softmax: true }).unwrap();
+            let g = spec
+                .build(BuildOptions {
+                    seed: 1,
+                    softmax: true,
+                })
+                .unwrap();
             g.validate().unwrap();
             assert_eq!(g.inputs.len(), 1);
             assert_eq!(g.outputs.len(), 1);
@@ -709,9 +748,24 @@ mod tests {
     #[test]
     fn seeded_builds_are_reproducible() {
         let s = ArchSpec::parse("cnn1d", "expansion=2,widths=8:16:16").unwrap();
-        let a = s.build(BuildOptions { seed: 7, softmax: false }).unwrap();
-        let b = s.build(BuildOptions { seed: 7, softmax: false }).unwrap();
-        let c = s.build(BuildOptions { seed: 8, softmax: false }).unwrap();
+        let a = s
+            .build(BuildOptions {
+                seed: 7,
+                softmax: false,
+            })
+            .unwrap();
+        let b = s
+            .build(BuildOptions {
+                seed: 7,
+                softmax: false,
+            })
+            .unwrap();
+        let c = s
+            .build(BuildOptions {
+                seed: 8,
+                softmax: false,
+            })
+            .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -721,8 +775,14 @@ mod tests {
         assert!(ArchSpec::parse("resnet8", "widths=16:x").is_err());
         assert!(ArchSpec::parse("resnet8", "depth=3").is_err());
         assert!(ArchSpec::parse("nope", "").is_err());
-        assert!(ArchSpec::parse("lenet5", "kernel=0").unwrap().build(BuildOptions::default()).is_err());
-        assert!(ArchSpec::parse("lenet5", "kernel=40").unwrap().build(BuildOptions::default()).is_err());
+        assert!(ArchSpec::parse("lenet5", "kernel=0")
+            .unwrap()
+            .build(BuildOptions::default())
+            .is_err());
+        assert!(ArchSpec::parse("lenet5", "kernel=40")
+            .unwrap()
+            .build(BuildOptions::default())
+            .is_err());
         assert!(ArchSpec::parse("mobilenetv1", "alpha=-1").is_err());
     }
 }

@@ -1,0 +1,217 @@
+//! Hook points and training-loop features: masks keep pruned weights at zero, frozen
+//! parameters do not move, fake-quant puts weights on the integer grid while training
+//! still updates them (STE), taps and extra losses work, BatchNorm statistics update
+//! only in train mode, checkpoints resume bit-exactly, early stopping restores the
+//! best weights.
+
+use edgeopt_train::data::{Dataset, Normalize};
+use edgeopt_train::hooks::{FakeQuant, L1Penalty};
+use edgeopt_train::trainer::{fit, Objective, TrainConfig};
+use edgeopt_train::vibration::{generate, VibrationConfig};
+use edgeopt_train::{cpu, DynTensor, Mode, Model, ParamRole};
+use edgeopt_zoo::{ArchSpec, BuildOptions};
+
+fn setup() -> (Model, Dataset, Normalize) {
+    edgeopt_train::cli::set_threads(Some(2));
+    let data = generate(VibrationConfig {
+        per_class: 24,
+        seed: 11,
+    });
+    let g = ArchSpec::parse("cnn1d", "widths=8:8,kernel=5")
+        .unwrap()
+        .build(BuildOptions {
+            seed: 1,
+            softmax: false,
+        })
+        .unwrap();
+    let model = Model::new(g, &cpu()).unwrap();
+    let norm = Normalize::fit(&data, 1.0);
+    (model, data, norm)
+}
+
+fn cfg(epochs: usize) -> TrainConfig {
+    let mut c = TrainConfig::new(epochs, 0.02);
+    c.batch_size = 20;
+    c.seed = 5;
+    c
+}
+
+const CE: Objective = Objective::Classification {
+    label_smoothing: 0.0,
+};
+
+fn weights(m: &Model, i: usize) -> Vec<f32> {
+    m.param(i).to_vec().unwrap()
+}
+
+fn first_weight(m: &Model) -> usize {
+    m.params
+        .iter()
+        .position(|p| matches!(p.role, ParamRole::Weight { .. }))
+        .unwrap()
+}
+
+#[test]
+fn masks_and_frozen_parameters() {
+    let (mut m, data, norm) = setup();
+    let w = first_weight(&m);
+    let name = m.params[w].name.clone();
+    let shape = m.params[w].shape.clone();
+    let n: usize = shape.iter().product();
+    let mask: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+    m.hooks.mask(
+        name,
+        edgeopt_ir::Tensor::from_f32(shape, mask.clone()).unwrap(),
+    );
+    let frozen = m
+        .params
+        .iter()
+        .position(|p| p.role == ParamRole::Bias)
+        .unwrap();
+    let fname = m.params[frozen].name.clone();
+    m.hooks.freeze(fname);
+    let before_w = weights(&m, w);
+    let before_f = weights(&m, frozen);
+    fit(&mut m, &CE, &data, None, &norm, &cfg(2)).unwrap();
+    let after_w = weights(&m, w);
+    for i in 0..n {
+        if mask[i] == 0.0 {
+            assert_eq!(after_w[i], 0.0, "pruned weight {i} revived");
+        }
+    }
+    assert!(
+        (0..n).any(|i| mask[i] == 1.0 && after_w[i] != before_w[i]),
+        "kept weights did not train"
+    );
+    assert_eq!(weights(&m, frozen), before_f, "frozen parameter moved");
+}
+
+#[test]
+fn fake_quant_ste_taps_and_extra_loss() {
+    let (mut m, data, norm) = setup();
+    let w = first_weight(&m);
+    let name = m.params[w].name.clone();
+    let fq = FakeQuant {
+        bits: 4,
+        ..FakeQuant::int8_weights()
+    };
+    m.hooks.quantize_weight(name.clone(), fq);
+    // Quantize and tap the first conv's output activation.
+    let conv_out = m.graph().nodes[0].outputs[0];
+    let vname = m.graph().values[conv_out].name.clone();
+    m.hooks
+        .quantize_activation(vname.clone(), FakeQuant::int8_activations());
+    m.hooks.tap(vname.clone());
+    m.hooks.add_loss(Box::new(L1Penalty {
+        params: vec![name.clone()],
+        weight: 1e-3,
+    }));
+    let before = weights(&m, w);
+    fit(&mut m, &CE, &data, None, &norm, &cfg(1)).unwrap();
+    assert_ne!(weights(&m, w), before, "STE passed no gradient");
+    assert!(
+        m.act_ranges.contains_key(&conv_out),
+        "activation observer not updated"
+    );
+    // The effective weights of the forward pass lie on a 4-bit grid per channel.
+    let x = DynTensor::from_vec(vec![0.1; 3 * 512], &[1, 3, 512], m.device()).unwrap();
+    let out = m.forward(vec![x], Mode::Eval, false).unwrap();
+    assert!(out.taps.contains_key(&vname));
+    let eff = out
+        .params
+        .get(&name)
+        .expect("effective params exposed with extra losses");
+    let v = eff.to_vec().unwrap();
+    let per = v.len() / m.params[w].shape[0];
+    for ch in v.chunks(per) {
+        let mut levels: Vec<i64> = ch.iter().map(|x| (x * 1e5).round() as i64).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        assert!(
+            levels.len() <= 15,
+            "{} levels for a 4-bit narrow grid",
+            levels.len()
+        );
+    }
+}
+
+#[test]
+fn batchnorm_statistics_follow_the_mode() {
+    let (mut m, data, norm) = setup();
+    let mean = m
+        .params
+        .iter()
+        .position(|p| p.role == ParamRole::BnMean)
+        .unwrap();
+    let before = weights(&m, mean);
+    m.bn_frozen = true;
+    fit(&mut m, &CE, &data, None, &norm, &cfg(1)).unwrap();
+    assert_eq!(weights(&m, mean), before, "frozen BN statistics changed");
+    m.bn_frozen = false;
+    fit(&mut m, &CE, &data, None, &norm, &cfg(1)).unwrap();
+    assert_ne!(
+        weights(&m, mean),
+        before,
+        "BN running mean not updated in train mode"
+    );
+}
+
+#[test]
+fn checkpoint_resume_is_bit_exact() {
+    let dir = edgeopt_testkit::scratch_dir("train_resume");
+    let ck = dir.join("run.ckpt");
+    let (mut a, data, norm) = setup();
+    fit(&mut a, &CE, &data, None, &norm, &cfg(3)).unwrap();
+    // Same run, interrupted after one epoch and resumed in a fresh process state.
+    let (mut b, _, _) = setup();
+    let mut c1 = cfg(3);
+    c1.checkpoint = Some(ck.clone());
+    c1.stop_after = Some(1);
+    fit(&mut b, &CE, &data, None, &norm, &c1).unwrap();
+    assert!(ck.exists());
+    let (mut b2, _, _) = setup();
+    let mut c2 = cfg(3);
+    c2.checkpoint = Some(ck.clone());
+    c2.resume = true;
+    let r = fit(&mut b2, &CE, &data, None, &norm, &c2).unwrap();
+    assert_eq!(r.resumed_from, Some(1));
+    assert_eq!(r.epochs.len(), 3);
+    for i in 0..a.params.len() {
+        assert_eq!(
+            weights(&a, i),
+            weights(&b2, i),
+            "parameter {} differs after resume",
+            a.params[i].name
+        );
+    }
+    // A different configuration refuses the checkpoint.
+    let mut c3 = cfg(4);
+    c3.checkpoint = Some(ck.clone());
+    c3.resume = true;
+    let (mut b3, _, _) = setup();
+    assert!(fit(&mut b3, &CE, &data, None, &norm, &c3).is_err());
+    // A truncated checkpoint is an error, not a panic.
+    let bytes = std::fs::read(&ck).unwrap();
+    std::fs::write(&ck, &bytes[..bytes.len() / 2]).unwrap();
+    let (mut b4, _, _) = setup();
+    assert!(fit(&mut b4, &CE, &data, None, &norm, &c2).is_err());
+}
+
+#[test]
+fn early_stopping_restores_best() {
+    let (mut m, data, norm) = setup();
+    let (train, val) = data.split(0.3, 1).unwrap();
+    let mut c = cfg(6);
+    // A learning rate this high makes validation worse after the first epochs.
+    c.schedule.base_lr = 0.5;
+    c.patience = Some(1);
+    let r = fit(&mut m, &CE, &train, Some(&val), &norm, &c).unwrap();
+    let best = r.best_epoch.unwrap();
+    let e = edgeopt_train::trainer::evaluate(&m, &CE, &val, &norm, 64).unwrap();
+    let best_acc = r.epochs[best - 1].val_accuracy.unwrap();
+    assert_eq!(
+        e.accuracy.unwrap(),
+        best_acc,
+        "weights are not the best epoch's"
+    );
+}
