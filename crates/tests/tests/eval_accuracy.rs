@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 const IC: &str = "mlperf-tiny/benchmark/training/image_classification/trained_models";
 const OX: &str = "mlperf-tiny/onnx/tf2onnx_from_tflite";
 
-fn eval(data: &Path, rel: &str) -> (EvalReport, Tensor, Tensor) {
+/// edgeopt's evaluation, the labels, and (`with_inputs`) every image's model input as
+/// eval fed it, for the oracles.
+fn eval(data: &Path, rel: &str, with_inputs: bool) -> (EvalReport, Option<Tensor>, Tensor) {
     let g = edgeopt_cli::load_model(&data.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e:#}"));
     let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
     let y = edgeopt_npy::read(&data.join("cifar10/test_y.npy")).unwrap();
@@ -36,8 +38,7 @@ fn eval(data: &Path, rel: &str) -> (EvalReport, Tensor, Tensor) {
         r.accuracy, r.correct, r.samples, r.seconds, r.threads
     );
     assert_eq!(r.samples, 10000);
-    // The model input for every image, as eval fed it (for the oracles).
-    let input = prepare(&g, &x, 0..10000, &EvalConfig::default()).unwrap();
+    let input = with_inputs.then(|| prepare(&g, &x, 0..10000, &EvalConfig::default()).unwrap());
     (r, input, y)
 }
 
@@ -74,7 +75,7 @@ fn same_predictions(rel: &str, ours: &[usize], oracle: &[usize]) {
 
 fn check_fp32(rel: &str, expected_correct: usize) {
     let Some(data) = tk::data_dir() else { return };
-    let (r, _, _) = eval(&data, rel);
+    let (r, _, _) = eval(&data, rel, false);
     assert_eq!(
         r.correct,
         expected_correct,
@@ -101,7 +102,8 @@ fn resnet8_int8_tflite_equals_litert() {
         return;
     }
     let rel = format!("{IC}/pretrainedResnet_quant.tflite");
-    let (r, input, y) = eval(&data, &rel);
+    let (r, input, y) = eval(&data, &rel, true);
+    let input = input.expect("inputs requested");
     let dir = tk::scratch_dir("eval_int8_tflite");
     let xin = dir.join("x.npy");
     edgeopt_npy::write(&xin, &input).unwrap();
@@ -138,7 +140,8 @@ fn resnet8_int8_onnx_vs_onnxruntime() {
         return;
     }
     let rel = format!("{OX}/pretrainedResnet_quant.onnx");
-    let (r, input, y) = eval(&data, &rel);
+    let (r, input, y) = eval(&data, &rel, true);
+    let input = input.expect("inputs requested");
     let dir = tk::scratch_dir("eval_int8_onnx");
     // Batches of 1000 keep onnxruntime's activations around 1 GB.
     let mut ort = Vec::with_capacity(10000);

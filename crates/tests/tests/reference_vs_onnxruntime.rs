@@ -78,4 +78,3 @@ fn random_single_op_models_match_onnxruntime() {
         failures.join("\n")
     );
 }
-

@@ -99,6 +99,9 @@ pub struct TrainArgs {
     pub temperature: f32,
     #[arg(long, default_value_t = 0.9)]
     pub alpha: f32,
+    /// Train to reconstruct the input (autoencoders; labels are ignored).
+    #[arg(long)]
+    pub reconstruct: bool,
     /// Keep BatchNorm statistics fixed while training (fine-tuning).
     #[arg(long)]
     pub freeze_bn: bool,
@@ -357,6 +360,13 @@ fn load_data(a: &TrainArgs, shape: &[usize]) -> anyhow::Result<(Dataset, Option<
             let (xt, yt) = data::read_csv(x, a.label_col.as_deref(), &a.csv_drop)?;
             return Ok(Dataset::from_arrays(xt, yt, shape)?);
         }
+        if a.reconstruct && y.is_none() {
+            // Autoencoders need no labels: targets are the inputs.
+            let xt = data::read_array(x)?;
+            let n = xt.shape.first().copied().unwrap_or(0);
+            let yt = Tensor::new(vec![n], edgeopt_ir::TensorData::U8(vec![0; n]))?;
+            return Ok(Dataset::from_arrays(xt, yt, shape)?);
+        }
         let y = y.with_context(|| {
             format!(
                 "{}: labels file missing (--train-y / --test-y)",
@@ -416,7 +426,11 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
     let shape = model
         .input_shape(0)
         .context("the model input needs a fixed shape (besides the batch)")?;
-    let (mut train, test) = load_data(a, &shape)?;
+    let (mut train, mut test) = load_data(a, &shape)?;
+    if a.reconstruct {
+        train = train.reconstruct();
+        test = test.map(Dataset::reconstruct);
+    }
     if let Some(n) = a.max_train {
         train = train.sample(n, a.seed);
     }

@@ -53,6 +53,9 @@ pub enum Targets {
     Classes(Vec<u32>),
     /// Regression / reconstruction targets, `dim` values per sample.
     Values { data: Vec<f32>, dim: usize },
+    /// The (normalized, un-noised) input itself: autoencoders. Batches carry it as
+    /// `Values`.
+    Input,
 }
 
 /// A labelled dataset in a model's input layout.
@@ -71,7 +74,14 @@ impl Dataset {
         match &self.y {
             Targets::Classes(c) => c.len(),
             Targets::Values { data, dim } => data.len() / (*dim).max(1),
+            Targets::Input => self.x.len() / self.sample_len().max(1),
         }
+    }
+
+    /// Makes the targets the inputs themselves (autoencoder training).
+    pub fn reconstruct(mut self) -> Dataset {
+        self.y = Targets::Input;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -217,6 +227,7 @@ impl Dataset {
                     .collect(),
                 dim: *dim,
             },
+            Targets::Input => Targets::Input,
         };
         Dataset {
             x,
@@ -444,6 +455,7 @@ pub fn make_batch(
     let per = d.sample_len();
     let mut x = vec![0f32; idx.len() * per];
     let mut rng = aug_seed.map(StdRng::seed_from_u64);
+    let mut clean = Vec::new();
     for (k, &row) in idx.iter().enumerate() {
         let out = &mut x[k * per..(k + 1) * per];
         fill_sample(d, row, aug, rng.as_mut(), out);
@@ -454,6 +466,9 @@ pub fn make_batch(
                 norm.std[c.min(norm.std.len() - 1)],
             );
             *v = (*v * norm.scale - m) / s;
+        }
+        if d.y == Targets::Input {
+            clean.extend_from_slice(out);
         }
         if let Some(r) = rng.as_mut() {
             if aug.noise_std > 0.0 {
@@ -472,6 +487,10 @@ pub fn make_batch(
                 .copied()
                 .collect(),
             dim: *dim,
+        },
+        Targets::Input => Targets::Values {
+            data: clean,
+            dim: per,
         },
     };
     let mut shape = vec![idx.len()];

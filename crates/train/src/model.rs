@@ -169,12 +169,87 @@ pub fn supported(op: &Op) -> bool {
     }
 }
 
+/// Evaluates, with edgeopt's reference kernels, every node whose inputs are all
+/// constants (e.g. DequantizeLinear of int8 weights in hybrid models, weight
+/// transposes) and replaces it by its outputs as constants. Returns how many nodes
+/// were folded. Float results become ordinary (trainable) weights.
+pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
+    let mut folded = 0;
+    let mut keep = Vec::with_capacity(graph.nodes.len());
+    let nodes = std::mem::take(&mut graph.nodes);
+    for node in nodes {
+        let all_const = node.present_inputs().all(|v| graph.values[v].data.is_some())
+            && node.present_inputs().next().is_some()
+            && !node.outputs.iter().any(|o| graph.outputs.contains(o));
+        if !all_const {
+            keep.push(node);
+            continue;
+        }
+        let ins: Vec<Option<&edgeopt_ir::Tensor>> = node
+            .inputs
+            .iter()
+            .map(|x| x.and_then(|v| graph.values[v].data.as_ref()))
+            .collect();
+        let outs = edgeopt_runtime::kernels::eval_node(
+            &edgeopt_runtime::kernels::NodeCtx::new(graph, &node),
+            &ins,
+        )
+        .map_err(|e| err(&node, format!("constant folding: {e}")))?;
+        for (&o, t) in node.outputs.iter().zip(outs) {
+            let v = &mut graph.values[o];
+            v.dtype = t.dtype();
+            v.shape = Some(t.shape.iter().map(|&d| edgeopt_ir::Dim::Fixed(d)).collect());
+            v.data = Some(t);
+        }
+        folded += 1;
+    }
+    graph.nodes = keep;
+    if folded > 0 {
+        compact(graph);
+    }
+    Ok(folded)
+}
+
+/// Drops values nothing refers to any more (the folded nodes' former inputs, such as
+/// int8 weights and their scales) and renumbers the rest.
+fn compact(graph: &mut Graph) {
+    let mut used = vec![false; graph.values.len()];
+    for &v in graph.inputs.iter().chain(&graph.outputs) {
+        used[v] = true;
+    }
+    for n in &graph.nodes {
+        for v in n.present_inputs().chain(n.outputs.iter().copied()) {
+            used[v] = true;
+        }
+    }
+    let mut map = vec![usize::MAX; graph.values.len()];
+    let old = std::mem::take(&mut graph.values);
+    for (i, v) in old.into_iter().enumerate() {
+        if used[i] {
+            map[i] = graph.values.len();
+            graph.values.push(v);
+        }
+    }
+    for v in graph.inputs.iter_mut().chain(graph.outputs.iter_mut()) {
+        *v = map[*v];
+    }
+    for n in &mut graph.nodes {
+        for x in n.inputs.iter_mut().flatten() {
+            *x = map[*x];
+        }
+        for o in &mut n.outputs {
+            *o = map[*o];
+        }
+    }
+}
+
 impl Model {
     /// Lowers `graph` onto `device` (the plain device; training moves to its autodiff
-    /// decorator). Fails, naming the node, on ops outside the trainable subset,
+    /// decorator), after [`fold_constants`]. Fails, naming the node, on ops outside the trainable subset,
     /// non-float activations, or constants it cannot resolve.
-    pub fn new(graph: Graph, device: &Device) -> Result<Model> {
+    pub fn new(mut graph: Graph, device: &Device) -> Result<Model> {
         graph.validate().map_err(TrainError::Ir)?;
+        fold_constants(&mut graph)?;
         for &i in &graph.inputs {
             if graph.values[i].dtype != DType::F32 {
                 return Err(TrainError::Lowering(format!(

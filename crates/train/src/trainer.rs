@@ -140,7 +140,7 @@ fn targets_tensor(y: &Targets, n: usize, device: &burn::tensor::Device) -> Resul
             TensorData::new(data.clone(), [n, *dim]),
             device,
         )),
-        Targets::Classes(_) => Err(TrainError::Config(
+        _ => Err(TrainError::Config(
             "regression needs float targets, the dataset has class labels".into(),
         )),
     }

@@ -255,7 +255,10 @@ pub fn sgemm_f64acc(
         return;
     }
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(last(m, n, c_rs, c_cs) < c.len(), "sgemm_f64acc: dst out of bounds");
+    assert!(
+        last(m, n, c_rs, c_cs) < c.len(),
+        "sgemm_f64acc: dst out of bounds"
+    );
     let mut dst = vec![0.0f64; m * n];
     if accumulate {
         for i in 0..m {
@@ -265,10 +268,20 @@ pub fn sgemm_f64acc(
         }
     }
     if k > 0 {
-        assert!(last(m, k, a_rs, a_cs) < a.len(), "sgemm_f64acc: lhs out of bounds");
-        assert!(last(k, n, b_rs, b_cs) < b.len(), "sgemm_f64acc: rhs out of bounds");
-        let aw: Vec<f64> = (0..m * k).map(|q| a[(q / k) * a_rs + (q % k) * a_cs] as f64).collect();
-        let bw: Vec<f64> = (0..k * n).map(|q| b[(q / n) * b_rs + (q % n) * b_cs] as f64).collect();
+        assert!(
+            last(m, k, a_rs, a_cs) < a.len(),
+            "sgemm_f64acc: lhs out of bounds"
+        );
+        assert!(
+            last(k, n, b_rs, b_cs) < b.len(),
+            "sgemm_f64acc: rhs out of bounds"
+        );
+        let aw: Vec<f64> = (0..m * k)
+            .map(|q| a[(q / k) * a_rs + (q % k) * a_cs] as f64)
+            .collect();
+        let bw: Vec<f64> = (0..k * n)
+            .map(|q| b[(q / n) * b_rs + (q % n) * b_cs] as f64)
+            .collect();
         // SAFETY: the packed buffers are contiguous row-major m×k, k×n and m×n.
         unsafe {
             gemm::gemm(
