@@ -31,9 +31,14 @@ fn lenet300100_one_epoch_mnist() {
     let test = load_pair(&sx, &sy, &shape).unwrap();
     assert_eq!((train.len(), test.len()), (60_000, 10_000));
     let norm = normalization("standard", &train).unwrap();
+    // SGD, Nesterov momentum 0.9, lr 0.05 cosine, batch 32 (the same as
+    // `edgeopt train --arch lenet300100 --epochs 1 --batch-size 32 --nesterov
+    // --weight-decay 0 --seed 1`).
     let mut cfg = TrainConfig::new(1, 0.05);
     cfg.seed = 1;
-    cfg.optim.weight_decay = 1e-4;
+    cfg.batch_size = 32;
+    cfg.optim.weight_decay = 0.0;
+    cfg.optim.kind = edgeopt_train::optim::OptimizerKind::Sgd { momentum: 0.9, nesterov: true };
     let obj = Objective::Classification {
         label_smoothing: 0.0,
     };

@@ -165,9 +165,11 @@ impl Dataset {
         let (samples, channel_axis) = if file_shape == model_shape {
             // Rank-3 samples: channels first unless the last dim looks like channels
             // (a TFLite-style NHWC model input such as [32, 32, 3]).
+            // Rank-1 samples (tabular features, spectra): each feature is its own
+            // "channel", normalized separately.
             let ca = match model_shape.len() {
                 3 if model_shape[2] <= 4 && model_shape[0] > 4 => Some(2),
-                2 | 3 => Some(0),
+                1..=3 => Some(0),
                 _ => None,
             };
             (samples, ca)
@@ -181,7 +183,7 @@ impl Dataset {
         } else {
             (
                 samples,
-                if model_shape.len() >= 2 {
+                if model_shape.len() <= 3 {
                     Some(0)
                 } else {
                     None
@@ -332,7 +334,14 @@ impl Normalize {
             .map(|c| {
                 let m = sum[c] / cnt[c].max(1) as f64;
                 let var = sq[c] / cnt[c].max(1) as f64 - m * m;
-                (var.max(0.0).sqrt() as f32).max(1e-6)
+                // Constant features keep their scale (scikit-learn's rule), instead
+                // of being blown up by a near-zero deviation.
+                let sd = var.max(0.0).sqrt() as f32;
+                if sd < 1e-6 {
+                    1.0
+                } else {
+                    sd
+                }
             })
             .collect();
         Normalize { scale, mean, std }
