@@ -67,10 +67,18 @@ def cpu_model():
     return platform.processor()
 
 
+def loadavg():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def run(binary, args, tmp):
     out = os.path.join(tmp, "model.onnx")
     rep = os.path.join(tmp, "report.json")
     cmd = [binary, "train", *args, *COMMON, "--report", rep, "-o", out]
+    load_before = loadavg()
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - t0
@@ -87,6 +95,10 @@ def run(binary, args, tmp):
         "final_train_loss": epochs[-1]["train_loss"],
         "test_accuracy": r["test"]["accuracy"] if r.get("test") else None,
         "wall_seconds": round(wall, 1),
+        # 1-minute load average before and after: other processes on the machine
+        # slow the run down; compare numbers only between quiet runs.
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
     }
 
 
@@ -127,12 +139,13 @@ def main():
         f.write(f"# edgeopt training ({date})\n\n")
         f.write(f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores. "
                 f"Engine: {meta['engine']}. {meta['note']}.\n\n")
-        f.write("| run | epochs | samples/s | epoch time (s) | test accuracy |\n|---|---|---|---|---|\n")
+        f.write("| run | epochs | samples/s | epoch time (s) | test accuracy | load avg |\n|---|---|---|---|---|---|\n")
         for r in results:
             acc = "" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.2f}%"
             sps = ", ".join(str(x) for x in r["samples_per_sec"][:3]) + (" ..." if r["epochs"] > 3 else "")
             ep = ", ".join(str(x) for x in r["epoch_seconds"][:3]) + (" ..." if r["epochs"] > 3 else "")
-            f.write(f"| {r['name']} | {r['epochs']} | {sps} | {ep} | {acc} |\n")
+            la = f"{r['loadavg_before']:.1f} / {r['loadavg_after']:.1f}" if r["loadavg_before"] is not None else ""
+            f.write(f"| {r['name']} | {r['epochs']} | {sps} | {ep} | {acc} | {la} |\n")
         f.write("\nCommands (`$DATA` = ../shared/data):\n\n")
         for r in results:
             f.write(f"- {r['name']}: `{r['command']}`\n")

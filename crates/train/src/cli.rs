@@ -84,9 +84,10 @@ pub struct TrainArgs {
     /// Augmentations, comma-separated: crop[=pad], flip, shift[=samples], noise[=std].
     #[arg(long, value_delimiter = ',')]
     pub augment: Vec<String>,
-    /// Input normalization: standard (per-channel mean/std of x/255 for u8 data, of x
-    /// otherwise), unit (x/255), raw, or scale=S,mean=M1:M2..,std=S1:S2...
-    #[arg(long, default_value = "standard")]
+    /// Input normalization: auto (the one embedded in an --init model exported by
+    /// edgeopt, else standard), standard (per-channel mean/std of x/255 for u8 data, of
+    /// x otherwise), unit (x/255), raw, or scale=S,mean=M1:M2..,std=S1:S2...
+    #[arg(long, default_value = "auto")]
     pub normalize: String,
     /// Keep the normalization out of the exported model (by default it is embedded as
     /// Mul/Add nodes so the model takes raw inputs).
@@ -398,7 +399,10 @@ fn load_data(a: &TrainArgs, shape: &[usize]) -> anyhow::Result<(Dataset, Option<
 /// `edgeopt train`.
 pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
     set_threads(a.threads);
-    let mut graph = match (&a.arch, &a.init) {
+    // Models exported by edgeopt carry their input normalization; training works on
+    // normalized data, so it is stripped here (and reused, and re-embedded on export).
+    let mut embedded = None;
+    let graph = match (&a.arch, &a.init) {
         (Some(arch), init) => {
             let spec = ArchSpec::parse(arch, &a.arch_args)?;
             let mut g = spec.build(BuildOptions {
@@ -406,7 +410,8 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
                 softmax: false,
             })?;
             if let Some(p) = init {
-                let src = import_model(p)?;
+                let mut src = import_model(p)?;
+                embedded = strip_embedded_normalization(&mut src);
                 let n = copy_weights(&mut g, &src)?;
                 if !a.quiet {
                     eprintln!("initialized {n} parameters from {}", p.display());
@@ -414,12 +419,13 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
             }
             g
         }
-        (None, Some(p)) => import_model(p)?,
+        (None, Some(p)) => {
+            let mut g = import_model(p)?;
+            embedded = strip_embedded_normalization(&mut g);
+            g
+        }
         (None, None) => bail!("give --arch (model zoo) or --init (a model to fine-tune)"),
     };
-    // Models exported by edgeopt carry the input normalization; training works on
-    // normalized data, so strip it if present (it is re-embedded on export).
-    strip_embedded_normalization(&mut graph);
     let device = crate::cpu();
     let mut model = Model::new(graph, &device)?;
     model.bn_frozen = a.freeze_bn;
@@ -434,7 +440,12 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
     if let Some(n) = a.max_train {
         train = train.sample(n, a.seed);
     }
-    let norm = normalization(&a.normalize, &train)?;
+    let norm = match (a.normalize.as_str(), embedded) {
+        // Weights trained on a normalization keep it.
+        ("auto", Some(n)) => n,
+        ("auto", None) => normalization("standard", &train)?,
+        (spec, _) => normalization(spec, &train)?,
+    };
     let (train, val) = if a.val_split > 0.0 {
         let (t, v) = train.split(a.val_split, a.seed)?;
         (t, Some(v))
@@ -545,28 +556,38 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
 
 /// Removes a leading `input_norm_mul` / `input_norm_add` pair written by
 /// [`embed_normalization`].
-fn strip_embedded_normalization(g: &mut Graph) {
-    let (Some(m), Some(ad)) = (
-        g.nodes.iter().position(|n| n.name == "input_norm_mul"),
-        g.nodes.iter().position(|n| n.name == "input_norm_add"),
-    ) else {
-        return;
-    };
+fn strip_embedded_normalization(g: &mut Graph) -> Option<Normalize> {
+    let m = g.nodes.iter().position(|n| n.name == "input_norm_mul")?;
+    let ad = g.nodes.iter().position(|n| n.name == "input_norm_add")?;
     let raw = g.nodes[m].input(0);
     let out = g.nodes[ad].outputs.first().copied();
+    // x_norm = x * mul + add  ==  (x - mean) / std  with std = 1/mul, mean = -add/mul.
+    let mul = g.const_data(g.nodes[m].input(1)?)?.to_f32_vec();
+    let add = g.const_data(g.nodes[ad].input(1)?)?.to_f32_vec();
+    if mul.len() != add.len() || mul.iter().any(|&v| v == 0.0 || !v.is_finite()) {
+        return None;
+    }
+    let norm = Normalize {
+        scale: 1.0,
+        mean: add.iter().zip(&mul).map(|(a, m)| -a / m).collect(),
+        std: mul.iter().map(|m| 1.0 / m).collect(),
+    };
     if let (Some(raw), Some(out)) = (raw, out) {
         if g.inputs.first() == Some(&raw) {
             g.inputs[0] = out;
             let (a, b) = (m.max(ad), m.min(ad));
             g.nodes.remove(a);
             g.nodes.remove(b);
-            let _ = raw;
             let shape = g.values[raw].shape.clone();
             if g.values[out].shape.is_none() {
                 g.values[out].shape = shape;
             }
+            // Drop the raw input and the normalization constants.
+            crate::model::compact(g);
+            return Some(norm);
         }
     }
+    None
 }
 
 fn write_report(p: &Path, r: &TrainReport, test: Option<&Eval>) -> anyhow::Result<()> {
@@ -731,4 +752,22 @@ pub fn demo_command(a: &DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", a.output.display()))?;
     println!("wrote {} in {:.1} s total", a.output.display(), r.seconds);
     Ok(())
+}
+
+#[derive(clap::Parser)]
+struct TrainArgsParser {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+/// Parses `edgeopt train` arguments (without the program and subcommand names), for
+/// tests and for other components that drive training by its CLI arguments.
+pub fn parse_train_args<I, S>(args: I) -> anyhow::Result<TrainArgs>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser;
+    let it = std::iter::once(std::ffi::OsString::from("train")).chain(args.into_iter().map(Into::into));
+    Ok(TrainArgsParser::try_parse_from(it)?.args)
 }

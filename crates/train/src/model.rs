@@ -212,7 +212,7 @@ pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
 
 /// Drops values nothing refers to any more (the folded nodes' former inputs, such as
 /// int8 weights and their scales) and renumbers the rest.
-fn compact(graph: &mut Graph) {
+pub(crate) fn compact(graph: &mut Graph) {
     let mut used = vec![false; graph.values.len()];
     for &v in graph.inputs.iter().chain(&graph.outputs) {
         used[v] = true;
