@@ -115,7 +115,7 @@ def main():
     meta = {
         "date": date,
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
-        "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ") if os.path.exists("/proc/cpuinfo") else "",
+        "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].split(":", 1)[1].strip() if os.path.exists("/proc/cpuinfo") else "",
         "threads": 1, "batch": 1, "runs": a.runs, "warmup": a.warmup,
         "onnxruntime": ort.__version__,
     }
