@@ -578,10 +578,9 @@ fn strip_embedded_normalization(g: &mut Graph) -> Option<Normalize> {
             let (a, b) = (m.max(ad), m.min(ad));
             g.nodes.remove(a);
             g.nodes.remove(b);
-            let shape = g.values[raw].shape.clone();
-            if g.values[out].shape.is_none() {
-                g.values[out].shape = shape;
-            }
+            // The new input takes the raw input's declared shape (with its symbolic
+            // batch; importers annotate intermediates at batch 1).
+            g.values[out].shape = g.values[raw].shape.clone();
             // Drop the raw input and the normalization constants.
             crate::model::compact(g);
             return Some(norm);
