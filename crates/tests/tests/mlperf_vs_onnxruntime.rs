@@ -23,12 +23,18 @@ const OX: &str = "mlperf-tiny/onnx/tf2onnx_from_tflite";
 
 fn cifar_images(data: &Path, n: usize) -> Tensor {
     let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
-    let TensorData::U8(v) = &x.data else { panic!("cifar test_x is not u8") };
+    let TensorData::U8(v) = &x.data else {
+        panic!("cifar test_x is not u8")
+    };
     let per = 32 * 32 * 3;
     let step = x.shape[0] / n;
     let mut out = Vec::with_capacity(n * per);
     for k in 0..n {
-        out.extend(v[k * step * per..(k * step + 1) * per].iter().map(|&b| b as f32));
+        out.extend(
+            v[k * step * per..(k * step + 1) * per]
+                .iter()
+                .map(|&b| b as f32),
+        );
     }
     Tensor::from_f32(vec![n, 32, 32, 3], out).unwrap()
 }
@@ -36,7 +42,10 @@ fn cifar_images(data: &Path, n: usize) -> Tensor {
 fn ad_slices(data: &Path) -> Tensor {
     let p = data.join("mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin");
     let bytes = std::fs::read(p).unwrap();
-    let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(v.len(), 40 * 640, "AD sample is float32 (40, 640)");
     Tensor::from_f32(vec![40, 640], v).unwrap()
 }
@@ -45,7 +54,9 @@ fn ad_slices(data: &Path) -> Tensor {
 /// per the PROVENANCE: [-123.4, 25.7]).
 fn kws_features(n: usize) -> Tensor {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let v = (0..n * 49 * 10).map(|_| rng.gen_range(-123.0f32..25.0)).collect();
+    let v = (0..n * 49 * 10)
+        .map(|_| rng.gen_range(-123.0f32..25.0))
+        .collect();
     Tensor::from_f32(vec![n, 49, 10, 1], v).unwrap()
 }
 
@@ -67,7 +78,8 @@ fn run_per_sample(g: &Graph, x: &Tensor) -> Vec<Vec<f32>> {
     let xs = x.to_f32_vec();
     (0..n)
         .map(|i| {
-            let t = Tensor::from_f32(sample_shape.clone(), xs[i * per..(i + 1) * per].to_vec()).unwrap();
+            let t = Tensor::from_f32(sample_shape.clone(), xs[i * per..(i + 1) * per].to_vec())
+                .unwrap();
             let out = edgeopt_runtime::run(g, &[t]).unwrap_or_else(|e| panic!("{}: {e}", g.name));
             out[0].to_f32_vec()
         })
@@ -76,7 +88,10 @@ fn run_per_sample(g: &Graph, x: &Tensor) -> Vec<Vec<f32>> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// The float64 answer (onnx reference evaluator on a widened copy of the model).
@@ -85,7 +100,9 @@ fn exact(model: &Path, x: &Tensor, name: &str) -> Vec<f32> {
     let xin = dir.join("x.npy");
     edgeopt_npy::write(&xin, x).unwrap();
     tk::run_oracle("onnx_run_f64.py", &[model, &xin, &dir]);
-    edgeopt_npy::read(&dir.join("output_0.npy")).unwrap().to_f32_vec()
+    edgeopt_npy::read(&dir.join("output_0.npy"))
+        .unwrap()
+        .to_f32_vec()
 }
 
 fn check_fp32(tflite: &str, onnx: &str, inputs: impl Fn(&Path) -> Tensor) {
@@ -101,11 +118,11 @@ fn check_fp32(tflite: &str, onnx: &str, inputs: impl Fn(&Path) -> Tensor) {
     let want = reference.to_f32_vec();
 
     let g_onnx = edgeopt_onnx::import_file(&onnx_path).unwrap();
-    let got_onnx = edgeopt_runtime::run(&g_onnx, &[x.clone()]).unwrap();
+    let got_onnx = edgeopt_runtime::run(&g_onnx, std::slice::from_ref(&x)).unwrap();
     assert_eq!(got_onnx[0].shape, reference.shape, "{onnx}: output shape");
     let d_onnx = max_abs_diff(&got_onnx[0].to_f32_vec(), &want);
 
-    let g_tfl = edgeopt_tflite::import_file(&data.join(TM).join(tflite)).unwrap();
+    let g_tfl = edgeopt_tflite::import_file(data.join(TM).join(tflite)).unwrap();
     let got_tfl: Vec<f32> = run_per_sample(&g_tfl, &x).concat();
     assert_eq!(got_tfl.len(), n * per_out, "{tflite}: output size");
     let d_tfl = max_abs_diff(&got_tfl, &want);
@@ -119,8 +136,14 @@ fn check_fp32(tflite: &str, onnx: &str, inputs: impl Fn(&Path) -> Tensor) {
     let e_onnx = max_abs_diff(&got_onnx[0].to_f32_vec(), &truth);
     let e_tfl = max_abs_diff(&got_tfl, &truth);
     eprintln!("{tflite}: max |x - float64| = {e_ort:e} onnxruntime, {e_tfl:e} edgeopt (.tflite), {e_onnx:e} edgeopt (.onnx)");
-    assert!(e_onnx <= e_ort.max(1e-4), "{onnx}: error {e_onnx} vs float64 exceeds onnxruntime's {e_ort}");
-    assert!(e_tfl <= e_ort.max(1e-4), "{tflite}: error {e_tfl} vs float64 exceeds onnxruntime's {e_ort}");
+    assert!(
+        e_onnx <= e_ort.max(1e-4),
+        "{onnx}: error {e_onnx} vs float64 exceeds onnxruntime's {e_ort}"
+    );
+    assert!(
+        e_tfl <= e_ort.max(1e-4),
+        "{tflite}: error {e_tfl} vs float64 exceeds onnxruntime's {e_ort}"
+    );
 }
 
 #[test]
@@ -143,7 +166,11 @@ fn kws_fp32_hybrid_matches_onnxruntime() {
 
 #[test]
 fn ad_fp32_matches_onnxruntime() {
-    check_fp32("anomaly_detection/trained_models/ad01_fp32.tflite", "ad01_fp32.onnx", ad_slices);
+    check_fp32(
+        "anomaly_detection/trained_models/ad01_fp32.tflite",
+        "ad01_fp32.onnx",
+        ad_slices,
+    );
 }
 
 /// Quantizes a float batch with the graph input's quant params (TFLite rounding).
@@ -166,25 +193,45 @@ fn check_int8_onnx(onnx: &str, tflite: &str, inputs: impl Fn(&Path) -> Tensor) {
     }
     // The .onnx QDQ conversion keeps the int8 input/output; take the input quant params
     // from the .tflite original (the ONNX graph's first DequantizeLinear holds the same).
-    let g_tfl = edgeopt_tflite::import_file(&data.join(TM).join(tflite)).unwrap();
-    let out_q = g_tfl.value(g_tfl.outputs[0]).quant.clone().expect("int8 output quant");
+    let g_tfl = edgeopt_tflite::import_file(data.join(TM).join(tflite)).unwrap();
+    let out_q = g_tfl
+        .value(g_tfl.outputs[0])
+        .quant
+        .clone()
+        .expect("int8 output quant");
     let x = quantize_input(&g_tfl, &inputs(&data));
     let onnx_path = data.join(OX).join(onnx);
     let reference = ort(&onnx_path, &x, onnx);
     let g = edgeopt_onnx::import_file(&onnx_path).unwrap();
-    let got = edgeopt_runtime::run(&g, &[x.clone()]).unwrap();
+    let got = edgeopt_runtime::run(&g, std::slice::from_ref(&x)).unwrap();
     assert_eq!(got[0].shape, reference.shape, "{onnx}: output shape");
     let (a, b) = (got[0].to_i64_vec(), reference.to_i64_vec());
-    let max_steps = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).max().unwrap_or(0);
+    let max_steps = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .max()
+        .unwrap_or(0);
     let n = x.shape[0];
     let per = a.len() / n;
-    let argmax = |v: &[i64]| v.iter().enumerate().max_by_key(|(i, &x)| (x, std::cmp::Reverse(*i))).unwrap().0;
-    let same_top1 = (0..n).filter(|&i| argmax(&a[i * per..(i + 1) * per]) == argmax(&b[i * per..(i + 1) * per])).count();
+    let argmax = |v: &[i64]| {
+        v.iter()
+            .enumerate()
+            .max_by_key(|(i, &x)| (x, std::cmp::Reverse(*i)))
+            .unwrap()
+            .0
+    };
+    let same_top1 = (0..n)
+        .filter(|&i| argmax(&a[i * per..(i + 1) * per]) == argmax(&b[i * per..(i + 1) * per]))
+        .count();
     eprintln!(
         "{onnx}: max |edgeopt - onnxruntime| = {max_steps} steps of {} over {n} samples; same top-1 {same_top1}/{n}",
         out_q.scale[0]
     );
-    assert!(max_steps <= 1, "{onnx}: outputs differ by {max_steps} quantization steps");
+    assert!(
+        max_steps <= 1,
+        "{onnx}: outputs differ by {max_steps} quantization steps"
+    );
     if per > 1 && per < 100 {
         assert_eq!(same_top1, n, "{onnx}: top-1 differs");
     }
@@ -201,10 +248,18 @@ fn resnet8_int8_onnx_matches_onnxruntime() {
 
 #[test]
 fn kws_int8_onnx_matches_onnxruntime() {
-    check_int8_onnx("kws_ref_model.onnx", "keyword_spotting/trained_models/kws_ref_model.tflite", |_| kws_features(20));
+    check_int8_onnx(
+        "kws_ref_model.onnx",
+        "keyword_spotting/trained_models/kws_ref_model.tflite",
+        |_| kws_features(20),
+    );
 }
 
 #[test]
 fn ad_int8_onnx_matches_onnxruntime() {
-    check_int8_onnx("ad01_int8.onnx", "anomaly_detection/trained_models/ad01_int8.tflite", ad_slices);
+    check_int8_onnx(
+        "ad01_int8.onnx",
+        "anomaly_detection/trained_models/ad01_int8.tflite",
+        ad_slices,
+    );
 }

@@ -224,9 +224,15 @@ fn autoencoder_regression_reduces_reconstruction_error() {
     let n = 512;
     let mut x = Vec::with_capacity(n * 64);
     for i in 0..n {
-        let z: Vec<f32> = (0..4).map(|k| ((i * (k + 3) * 7919) % 97) as f32 / 48.0 - 1.0).collect();
+        let z: Vec<f32> = (0..4)
+            .map(|k| ((i * (k + 3) * 7919) % 97) as f32 / 48.0 - 1.0)
+            .collect();
         for j in 0..64 {
-            x.push((0..4).map(|k| z[k] * ((j * (k + 1)) as f32 * 0.1).sin()).sum());
+            x.push(
+                (0..4)
+                    .map(|k| z[k] * ((j * (k + 1)) as f32 * 0.1).sin())
+                    .sum(),
+            );
         }
     }
     let xt = Tensor::from_f32(vec![n, 64], x).unwrap();
@@ -234,14 +240,21 @@ fn autoencoder_regression_reduces_reconstruction_error() {
     let data = Dataset::from_arrays(xt, yt, &[64]).unwrap().reconstruct();
     let g = ArchSpec::parse("autoencoder", "input=64,hidden=32,depth=1,bottleneck=8")
         .unwrap()
-        .build(BuildOptions { seed: 2, softmax: false })
+        .build(BuildOptions {
+            seed: 2,
+            softmax: false,
+        })
         .unwrap();
     let mut m = Model::new(g, &cpu()).unwrap();
     let norm = Normalize::fit(&data, 1.0);
     let obj = Objective::Regression;
     let before = evaluate(&m, &obj, &data, &norm, 128).unwrap().loss;
     let mut c = TrainConfig::new(15, 3e-3);
-    c.optim.kind = edgeopt_train::optim::OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    c.optim.kind = edgeopt_train::optim::OptimizerKind::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
     c.batch_size = 32;
     fit(&mut m, &obj, &data, None, &norm, &c).unwrap();
     let after = evaluate(&m, &obj, &data, &norm, 128).unwrap().loss;
@@ -253,20 +266,117 @@ fn distillation_trains_a_student() {
     use edgeopt_train::trainer::evaluate;
     let (mut teacher, data, norm) = setup();
     fit(&mut teacher, &CE, &data, None, &norm, &cfg(3)).unwrap();
-    let teacher_acc = evaluate(&teacher, &CE, &data, &norm, 64).unwrap().accuracy.unwrap();
+    let teacher_acc = evaluate(&teacher, &CE, &data, &norm, 64)
+        .unwrap()
+        .accuracy
+        .unwrap();
     let student_g = ArchSpec::parse("cnn1d", "widths=6,kernel=5")
         .unwrap()
-        .build(BuildOptions { seed: 9, softmax: false })
+        .build(BuildOptions {
+            seed: 9,
+            softmax: false,
+        })
         .unwrap();
     let mut student = Model::new(student_g, &cpu()).unwrap();
-    let obj = Objective::Distillation { teacher: Box::new(teacher), temperature: 4.0, alpha: 0.7 };
-    let before = evaluate(&student, &CE, &data, &norm, 64).unwrap().accuracy.unwrap();
+    let obj = Objective::Distillation {
+        teacher: Box::new(teacher),
+        temperature: 4.0,
+        alpha: 0.7,
+    };
+    let before = evaluate(&student, &CE, &data, &norm, 64)
+        .unwrap()
+        .accuracy
+        .unwrap();
     let mut c = cfg(10);
-    c.optim.kind = edgeopt_train::optim::OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    c.optim.kind = edgeopt_train::optim::OptimizerKind::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
     c.schedule.base_lr = 5e-3;
     let r = fit(&mut student, &obj, &data, None, &norm, &c).unwrap();
     assert!(r.epochs.iter().all(|e| e.train_loss.is_finite()));
-    let after = evaluate(&student, &CE, &data, &norm, 64).unwrap().accuracy.unwrap();
+    let after = evaluate(&student, &CE, &data, &norm, 64)
+        .unwrap()
+        .accuracy
+        .unwrap();
     eprintln!("teacher {teacher_acc}, student {before} -> {after}");
-    assert!(after > before + 0.3, "student accuracy {before} -> {after} (teacher {teacher_acc})");
+    assert!(
+        after > before + 0.3,
+        "student accuracy {before} -> {after} (teacher {teacher_acc})"
+    );
+}
+
+#[test]
+fn activation_statistics_per_channel() {
+    let (mut m, data, norm) = setup();
+    let conv_out = m.graph().nodes[0].outputs[0];
+    let name = m.graph().values[conv_out].name.clone();
+    let s = edgeopt_train::trainer::channel_activation_means(&mut m, &data, &norm, 32, &[&name])
+        .unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        s[0].len(),
+        8,
+        "one mean per output channel of the first conv"
+    );
+    assert!(s[0].iter().all(|v| v.is_finite() && *v > 0.0));
+    assert!(m.hooks.taps.is_empty(), "taps restored");
+    assert!(
+        edgeopt_train::trainer::channel_activation_means(&mut m, &data, &norm, 32, &["nope"])
+            .is_err()
+    );
+}
+
+#[test]
+fn malformed_graphs_are_errors_not_panics() {
+    use edgeopt_ir::*;
+    let conv = |strides: Vec<usize>, k: usize| {
+        let mut g = Graph::new("bad");
+        let x = g.add_value(
+            "x",
+            DType::F32,
+            Some(vec![
+                Dim::Sym("N".into()),
+                Dim::Fixed(2),
+                Dim::Fixed(4),
+                Dim::Fixed(4),
+            ]),
+        );
+        g.inputs.push(x);
+        let w = g.add_const(
+            "w",
+            Tensor::from_f32(vec![3, 2, k, k], vec![0.1; 6 * k * k]).unwrap(),
+        );
+        let y = g.add_value("y", DType::F32, None);
+        let attrs = ConvAttrs {
+            layout: Layout::Nchw,
+            kernel_shape: vec![],
+            strides,
+            dilations: vec![],
+            pads: vec![],
+            auto_pad: AutoPad::NotSet,
+            group: 1,
+            activation: Activation::None,
+        };
+        g.add_node("c", Op::Conv(attrs), vec![Some(x), Some(w), None], vec![y]);
+        g.outputs.push(y);
+        g
+    };
+    let x = || DynTensor::from_vec(vec![0.5; 2 * 32], &[2, 2, 4, 4], &cpu()).unwrap();
+    for g in [conv(vec![0, 0], 3), conv(vec![1, 1], 5), conv(vec![1], 3)] {
+        let m = Model::new(g, &cpu()).unwrap();
+        assert!(m.forward(vec![x()], Mode::Eval, false).is_err());
+    }
+    // Wrong input shape at run time.
+    let m = Model::new(conv(vec![1, 1], 3), &cpu()).unwrap();
+    let bad = DynTensor::from_vec(vec![0.5; 3 * 16], &[1, 3, 4, 4], &cpu()).unwrap();
+    assert!(m.forward(vec![bad], Mode::Eval, false).is_err());
+    // An op outside the trainable subset is rejected at lowering time.
+    let mut g = conv(vec![1, 1], 3);
+    let y = g.outputs[0];
+    let z = g.add_value("z", DType::F32, None);
+    g.add_node("f", Op::Unary(UnaryKind::Floor), vec![Some(y)], vec![z]);
+    g.outputs[0] = z;
+    assert!(Model::new(g, &cpu()).is_err());
 }

@@ -21,7 +21,7 @@ fn compare(g: &Graph, x: Tensor) -> (f32, f32) {
             gl.outputs[0] = gl.nodes[p].input(0).unwrap();
         }
     }
-    let want = edgeopt_runtime::run(&gl, &[x.clone()]).unwrap()[0].to_f32_vec();
+    let want = edgeopt_runtime::run(&gl, std::slice::from_ref(&x)).unwrap()[0].to_f32_vec();
     assert_eq!(want.len(), logits.len());
     let dl = want
         .iter()
@@ -94,7 +94,11 @@ fn seeded(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let n = shape.iter().product();
-    Tensor::from_f32(shape.to_vec(), (0..n).map(|_| rng.gen_range(lo..hi)).collect()).unwrap()
+    Tensor::from_f32(
+        shape.to_vec(),
+        (0..n).map(|_| rng.gen_range(lo..hi)).collect(),
+    )
+    .unwrap()
 }
 
 /// Max |burn - executor| on the graph's own output.
@@ -113,7 +117,10 @@ fn compare_outputs(g: &Graph, x: Tensor) -> f32 {
     let want = edgeopt_runtime::run(&gl, &[x]).unwrap()[0].to_f32_vec();
     let got = out.outputs[0].to_vec().unwrap();
     assert_eq!(want.len(), got.len());
-    want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+    want.iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
 }
 
 fn ad_input(n: usize) -> Option<Tensor> {
@@ -121,13 +128,19 @@ fn ad_input(n: usize) -> Option<Tensor> {
         "mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin",
     )?;
     let b = std::fs::read(p).unwrap();
-    let v: Vec<f32> = b.chunks_exact(4).take(n * 640).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let v: Vec<f32> = b
+        .chunks_exact(4)
+        .take(n * 640)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Some(Tensor::from_f32(vec![n, 640], v).unwrap())
 }
 
 #[test]
 fn dscnn_and_autoencoder_lowering_matches_executor() {
-    let Some(dir) = edgeopt_testkit::data_dir() else { return };
+    let Some(dir) = edgeopt_testkit::data_dir() else {
+        return;
+    };
     let m = dir.join("mlperf-tiny");
     let onnx = m.join("onnx/tf2onnx_from_tflite");
     let tfl = m.join("benchmark/training");
@@ -135,7 +148,10 @@ fn dscnn_and_autoencoder_lowering_matches_executor() {
     let kws_x = seeded(&[4, 49, 10, 1], -30.0, 30.0, 1);
     for g in [
         edgeopt_onnx::import_file(onnx.join("kws_ref_model_float32.onnx")).unwrap(),
-        edgeopt_tflite::import_file(tfl.join("keyword_spotting/trained_models/kws_ref_model_float32.tflite")).unwrap(),
+        edgeopt_tflite::import_file(
+            tfl.join("keyword_spotting/trained_models/kws_ref_model_float32.tflite"),
+        )
+        .unwrap(),
     ] {
         let d = compare_outputs(&g, kws_x.clone());
         eprintln!("DS-CNN ({:?}): max |diff| {d:e}", g.source);
@@ -144,7 +160,8 @@ fn dscnn_and_autoencoder_lowering_matches_executor() {
     let ad_x = ad_input(8).unwrap();
     for g in [
         edgeopt_onnx::import_file(onnx.join("ad01_fp32.onnx")).unwrap(),
-        edgeopt_tflite::import_file(tfl.join("anomaly_detection/trained_models/ad01_fp32.tflite")).unwrap(),
+        edgeopt_tflite::import_file(tfl.join("anomaly_detection/trained_models/ad01_fp32.tflite"))
+            .unwrap(),
     ] {
         let d = compare_outputs(&g, ad_x.clone());
         eprintln!("AD autoencoder ({:?}): max |diff| {d:e}", g.source);

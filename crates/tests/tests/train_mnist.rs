@@ -38,7 +38,10 @@ fn lenet300100_one_epoch_mnist() {
     cfg.seed = 1;
     cfg.batch_size = 32;
     cfg.optim.weight_decay = 0.0;
-    cfg.optim.kind = edgeopt_train::optim::OptimizerKind::Sgd { momentum: 0.9, nesterov: true };
+    cfg.optim.kind = edgeopt_train::optim::OptimizerKind::Sgd {
+        momentum: 0.9,
+        nesterov: true,
+    };
     let obj = Objective::Classification {
         label_smoothing: 0.0,
     };

@@ -31,10 +31,13 @@ pub struct TrainArgs {
     /// Explicit training inputs / labels (.npy, .npy.gz, idx[.gz]) or a .csv[.gz].
     #[arg(long)]
     pub train_x: Option<PathBuf>,
+    /// Training labels: integer class indices, or float regression targets.
     #[arg(long)]
     pub train_y: Option<PathBuf>,
+    /// Test inputs, evaluated after training.
     #[arg(long)]
     pub test_x: Option<PathBuf>,
+    /// Test labels.
     #[arg(long)]
     pub test_y: Option<PathBuf>,
     /// CSV label column (name or index; default: the last column).
@@ -43,8 +46,10 @@ pub struct TrainArgs {
     /// CSV columns to ignore (names or indices, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub csv_drop: Vec<String>,
+    /// Passes over the training set.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
+    /// Samples per optimizer step.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Base learning rate (default: 0.05 for SGD, 0.002 for AdamW).
@@ -53,10 +58,13 @@ pub struct TrainArgs {
     /// sgd (momentum) or adamw.
     #[arg(long, default_value = "sgd")]
     pub optimizer: String,
+    /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
+    /// Nesterov momentum (SGD).
     #[arg(long)]
     pub nesterov: bool,
+    /// Weight decay on conv/dense weights (L2 for SGD, decoupled for AdamW).
     #[arg(long, default_value_t = 5e-4)]
     pub weight_decay: f32,
     /// cosine, step or constant.
@@ -70,6 +78,7 @@ pub struct TrainArgs {
     /// Linear learning-rate warm-up, in epochs (fractions allowed).
     #[arg(long, default_value_t = 0.0)]
     pub warmup_epochs: f32,
+    /// Label smoothing of the cross-entropy (0 = none).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f32,
     /// Clip the global gradient norm to this value.
@@ -96,8 +105,10 @@ pub struct TrainArgs {
     /// Knowledge distillation from this teacher model (.onnx/.tflite).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
+    /// Distillation temperature.
     #[arg(long, default_value_t = 4.0)]
     pub temperature: f32,
+    /// Weight of the soft (teacher) loss; 1 - alpha weighs the hard labels.
     #[arg(long, default_value_t = 0.9)]
     pub alpha: f32,
     /// Train to reconstruct the input (autoencoders; labels are ignored).
@@ -112,6 +123,7 @@ pub struct TrainArgs {
     /// Stop every epoch after this many batches.
     #[arg(long)]
     pub max_batches: Option<usize>,
+    /// Seed of initialization, shuffling, augmentation and splits.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Worker threads (default: all cores).
@@ -126,6 +138,7 @@ pub struct TrainArgs {
     /// Write the training report (per-epoch logs, test metrics) as JSON.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// No progress bar or per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
     /// Output model (.onnx).
@@ -139,15 +152,19 @@ pub struct DemoArgs {
     /// Where to write the trained model.
     #[arg(short, long, default_value = "edgeopt-demo.onnx")]
     pub output: PathBuf,
+    /// Seed of the generated data, initialization and training.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Training epochs.
     #[arg(long, default_value_t = 8)]
     pub epochs: usize,
     /// Training windows per class (validation and test add 25% and 50% of it).
     #[arg(long, default_value_t = 600)]
     pub per_class: usize,
+    /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// No progress output.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -767,6 +784,7 @@ where
     S: Into<std::ffi::OsString> + Clone,
 {
     use clap::Parser;
-    let it = std::iter::once(std::ffi::OsString::from("train")).chain(args.into_iter().map(Into::into));
+    let it =
+        std::iter::once(std::ffi::OsString::from("train")).chain(args.into_iter().map(Into::into));
     Ok(TrainArgsParser::try_parse_from(it)?.args)
 }

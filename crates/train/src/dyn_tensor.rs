@@ -404,6 +404,13 @@ impl DynTensor {
         if parts.iter().any(|p| p.rank() != r) || axis >= r {
             return Err(bad("concat parts differ in rank"));
         }
+        let d0 = parts[0].dims();
+        for p in &parts {
+            let d = p.dims();
+            if (0..r).any(|i| i != axis && d[i] != d0[i]) {
+                return Err(bad(format!("concat of {d0:?} and {d:?} along axis {axis}")));
+            }
+        }
         macro_rules! cat_r {
             ($v:ident, $n:literal) => {{
                 let ts: Vec<Tensor<$n>> = parts

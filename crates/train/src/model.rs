@@ -178,7 +178,9 @@ pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
     let mut keep = Vec::with_capacity(graph.nodes.len());
     let nodes = std::mem::take(&mut graph.nodes);
     for node in nodes {
-        let all_const = node.present_inputs().all(|v| graph.values[v].data.is_some())
+        let all_const = node
+            .present_inputs()
+            .all(|v| graph.values[v].data.is_some())
             && node.present_inputs().next().is_some()
             && !node.outputs.iter().any(|o| graph.outputs.contains(o));
         if !all_const {
@@ -789,7 +791,7 @@ impl Model {
                 let w = input(1)?.r2()?;
                 let [n, k] = w.dims();
                 let xd = x.dims();
-                if x.numel() % k != 0 {
+                if k == 0 || n == 0 || !x.numel().is_multiple_of(k) {
                     return Err(err(node, format!("input {xd:?} not divisible by K={k}")));
                 }
                 let rows = x.numel() / k;
@@ -1118,6 +1120,25 @@ fn spatial_pads(
     })
 }
 
+/// The (dilated) window must fit the padded input, or burn's kernels assert.
+fn check_window(
+    input: &[usize],
+    k: &[usize],
+    dil: &[usize],
+    pads: &[(usize, usize)],
+) -> Result<()> {
+    for i in 0..input.len() {
+        let eff = (k[i] - 1) * dil[i] + 1;
+        if input[i] + pads[i].0 + pads[i].1 < eff {
+            return Err(TrainError::Lowering(format!(
+                "window {eff} larger than padded input {} on spatial axis {i}",
+                input[i] + pads[i].0 + pads[i].1
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn or_ones(v: &[usize], nd: usize) -> Vec<usize> {
     if v.is_empty() {
         vec![1; nd]
@@ -1156,7 +1177,14 @@ fn conv(x: DynTensor, w: DynTensor, b: Option<DynTensor>, a: &ConvAttrs) -> Resu
             "conv strides/dilations rank mismatch".into(),
         ));
     }
+    // burn asserts on these; a malformed model must be an error instead.
+    if strides.contains(&0) || dil.contains(&0) || wd.contains(&0) || xd.contains(&0) {
+        return Err(TrainError::Lowering(format!(
+            "conv with a zero stride, dilation or dimension (input {xd:?}, weights {wd:?})"
+        )));
+    }
     let pads = spatial_pads(a.auto_pad, &a.pads, &xd[2..], &wd[2..], &strides, &dil)?;
+    check_window(&xd[2..], &wd[2..], &dil, &pads)?;
     let b = b.map(|b| b.r1()).transpose()?;
     let y = if nd == 1 {
         let o = ConvOptions::new_with_padding([strides[0]], [pads[0]], [dil[0]], group);
@@ -1196,6 +1224,18 @@ fn pool(x: DynTensor, p: &PoolAttrs, max: bool) -> Result<DynTensor> {
     }
     let strides = or_ones(&p.strides, nd);
     let dil = or_ones(&p.dilations, nd);
+    if strides.len() != nd
+        || dil.len() != nd
+        || strides.contains(&0)
+        || dil.contains(&0)
+        || p.kernel_shape.contains(&0)
+        || xd.contains(&0)
+    {
+        return Err(TrainError::Lowering(format!(
+            "pool kernel {:?} strides {strides:?} dilations {dil:?} on input {xd:?}",
+            p.kernel_shape
+        )));
+    }
     if !max && dil.iter().any(|&d| d != 1) {
         return Err(TrainError::Lowering("dilated average pooling".into()));
     }
@@ -1343,6 +1383,20 @@ fn pad(x: DynTensor, mode: PadMode, pads: &[i64], value: f32) -> Result<DynTenso
         PadMode::Edge => BurnPad::Edge,
         PadMode::Wrap => return Err(TrainError::Lowering("wrap padding".into())),
     };
+    let d = x.dims();
+    for (i, &(b, e)) in pos.iter().enumerate() {
+        let bad = match mode {
+            PadMode::Reflect => b.max(e) >= d[i],
+            PadMode::Edge => (b + e > 0) && d[i] == 0,
+            _ => false,
+        };
+        if bad {
+            return Err(TrainError::Lowering(format!(
+                "{mode:?} padding {b}+{e} of an axis of length {}",
+                d[i]
+            )));
+        }
+    }
     let mut y = if pos.iter().any(|&(a, b)| a + b > 0) {
         x.pad(&pos, m)
     } else {

@@ -203,3 +203,36 @@ impl Optimizer {
         Ok(norm)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        let s = Schedule {
+            kind: ScheduleKind::Cosine { min_lr: 0.0 },
+            base_lr: 1.0,
+            warmup_steps: 10,
+        };
+        // Linear warm-up reaches the base rate at the end of warm-up.
+        assert!((s.lr(0, 110, 10) - 0.1).abs() < 1e-6);
+        assert!((s.lr(9, 110, 10) - 1.0).abs() < 1e-6);
+        // Cosine: base at the start, half-way at the middle, ~0 at the end.
+        assert!((s.lr(10, 110, 10) - 1.0).abs() < 1e-6);
+        assert!((s.lr(60, 110, 10) - 0.5).abs() < 1e-6);
+        assert!(s.lr(109, 110, 10) < 1e-3);
+        let st = Schedule {
+            kind: ScheduleKind::Step {
+                every: 2,
+                gamma: 0.1,
+            },
+            base_lr: 1.0,
+            warmup_steps: 0,
+        };
+        // 10 steps per epoch: epochs 0-1 at 1.0, 2-3 at 0.1, 4 at 0.01.
+        assert_eq!(st.lr(19, 100, 10), 1.0);
+        assert!((st.lr(20, 100, 10) - 0.1).abs() < 1e-7);
+        assert!((st.lr(45, 100, 10) - 0.01).abs() < 1e-8);
+    }
+}

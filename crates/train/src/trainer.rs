@@ -49,9 +49,12 @@ pub struct TrainConfig {
     pub augment: Augment,
     /// Stop each epoch after this many batches (quick runs / CI subsampling).
     pub max_batches: Option<usize>,
-    /// Batches assembled ahead by the loader thread.
+    /// Batches assembled ahead by the loader thread (no effect on results, so not
+    /// part of the checkpoint fingerprint).
+    #[serde(skip)]
     pub prefetch: usize,
     /// Show a progress bar (loss, accuracy, samples/s, ETA) on stderr.
+    #[serde(skip)]
     pub progress: bool,
     /// Per-epoch checkpoint file; with `resume`, continue from it if it exists.
     #[serde(skip)]
@@ -565,4 +568,69 @@ pub fn format_log(l: &EpochLog) -> String {
     }
     s += &format!("  {:.1}s  {:.0} samples/s", l.seconds, l.samples_per_sec);
     s
+}
+
+/// Per-channel mean absolute activation (channel axis 1) of the named values over
+/// `data`, in eval mode: the statistic activation-based pruning ranks channels by.
+/// Returns one vector per name, in the order given.
+pub fn channel_activation_means(
+    model: &mut Model,
+    data: &Dataset,
+    norm: &Normalize,
+    batch: usize,
+    names: &[&str],
+) -> Result<Vec<Vec<f32>>> {
+    let saved = std::mem::take(&mut model.hooks.taps);
+    for n in names {
+        model.hooks.taps.insert(n.to_string());
+    }
+    let run = (|| {
+        model.check_hooks()?;
+        let loader = Loader::new(
+            Arc::new(data.clone()),
+            batch,
+            norm.clone(),
+            Augment::default(),
+            None,
+            false,
+            2,
+        );
+        let mut sums: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        let mut counts = vec![0usize; names.len()];
+        for b in loader {
+            let x = DynTensor::from_vec(b.x, &b.shape, model.device())?;
+            let out = model.forward(vec![x], Mode::Eval, false)?;
+            for (k, n) in names.iter().enumerate() {
+                let t = out
+                    .taps
+                    .get(*n)
+                    .ok_or_else(|| TrainError::Config(format!("no activation '{n}'")))?;
+                let d = t.dims();
+                if d.len() < 2 {
+                    return Err(TrainError::Config(format!("'{n}' has no channel axis")));
+                }
+                let c = d[1];
+                let inner: usize = d[2..].iter().product();
+                let v = t.to_vec()?;
+                if sums[k].is_empty() {
+                    sums[k] = vec![0.0; c];
+                }
+                for (i, x) in v.iter().enumerate() {
+                    sums[k][(i / inner) % c] += x.abs() as f64;
+                }
+                counts[k] += d[0] * inner;
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .zip(counts)
+            .map(|(s, n)| {
+                s.into_iter()
+                    .map(|x| (x / n.max(1) as f64) as f32)
+                    .collect()
+            })
+            .collect())
+    })();
+    model.hooks.taps = saved;
+    run
 }

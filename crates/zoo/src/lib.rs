@@ -472,7 +472,11 @@ pub fn mlp(c: &MlpConfig, opts: BuildOptions) -> Result<Graph, ZooError> {
     if c.hidden.contains(&0) {
         return Err(ZooError::Config("hidden widths must be > 0".into()));
     }
-    let name = if *c == MlpConfig::default() { "lenet300100" } else { "mlp" };
+    let name = if *c == MlpConfig::default() {
+        "lenet300100"
+    } else {
+        "mlp"
+    };
     let mut b = Builder::new(name, opts.seed);
     let x = b.input("input", &c.input);
     let mut h = b.flatten(x);

@@ -133,7 +133,7 @@ fn decode(descr: &str, dtype: DType, raw: &[u8]) -> TensorData {
     match (descr.trim_start_matches(['<', '|', '=']), dtype) {
         ("f8", _) => TensorData::F32(chunks::<8, _>(raw, |b| f64::from_le_bytes(b) as f32)),
         ("f4", _) => TensorData::F32(chunks::<4, _>(raw, f32::from_le_bytes)),
-        ("f2", _) => TensorData::F16(chunks::<2, _>(raw, |b| half::f16::from_le_bytes(b))),
+        ("f2", _) => TensorData::F16(chunks::<2, _>(raw, half::f16::from_le_bytes)),
         ("i1", _) => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
         ("u1", _) => TensorData::U8(raw.to_vec()),
         ("b1", _) => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
