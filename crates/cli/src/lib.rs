@@ -3,6 +3,7 @@
 //! `run` ([`run`]) and `bench` ([`bench`]).
 
 pub mod bench;
+pub mod compile;
 pub mod eval;
 pub mod inspect;
 pub mod model;

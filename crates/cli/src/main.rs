@@ -100,6 +100,9 @@ enum Command {
         #[arg(long)]
         arena: bool,
     },
+    /// Self-contained C for a microcontroller (model.h, model.c, int8 kernels): reports
+    /// flash and RAM against the target and refuses a model that does not fit.
+    Compile(edgeopt_cli::compile::CompileArgs),
     /// Batch-1 latency: warm-up, then median and p90 over timed runs.
     Bench {
         /// Model file (.onnx or .tflite).
@@ -226,6 +229,12 @@ fn main_inner(cli: Cli) -> Result<()> {
                     t.dtype(),
                     t.shape
                 );
+            }
+        }
+        Command::Compile(args) => {
+            let fp = edgeopt_cli::compile::compile_command(&args)?;
+            if args.json {
+                print_json(&fp)?;
             }
         }
         Command::Bench {

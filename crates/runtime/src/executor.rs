@@ -1,8 +1,10 @@
 //! The plain executor: runs a graph node by node, freeing each intermediate after its
-//! last use, on any batch size.
+//! last use, on any batch size; and [`Session`], which prepares a graph once (packed
+//! weights, output stages, reused buffers) for repeated runs.
 
 use crate::error::{Result, RuntimeError};
-use crate::kernels::{eval_node, NodeCtx};
+use crate::kernels::fast::{self, Kernels, Prepared};
+use crate::kernels::{eval_node, eval_node_with, NodeCtx};
 use edgeopt_ir::{Graph, Tensor};
 
 /// Checks that `inputs` fit the graph's declared inputs (count, dtype, fixed dims).
@@ -104,6 +106,138 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
                         graph.values[o].name
                     ))
                 })
+        })
+        .collect()
+}
+
+/// A graph prepared for repeated inference: every node with a fast kernel has its
+/// weights packed and its output stage computed once, and every intermediate tensor
+/// keeps its allocation from one run to the next (a steady-state run of a model whose
+/// nodes all have fast kernels allocates only its outputs).
+///
+/// Memory: intermediates are not freed between nodes (their buffers are what is
+/// reused), so a session holds every activation of the graph at once; for the small
+/// models this targets that is a few hundred kB. Use [`run`] or the arena executor
+/// for minimal memory.
+pub struct Session<'g> {
+    graph: &'g Graph,
+    kernels: Kernels,
+    prepared: Vec<Option<Box<dyn Prepared>>>,
+    slots: Vec<Option<Tensor>>,
+}
+
+impl<'g> Session<'g> {
+    /// Prepares `graph` with the process default kernels ([`fast::default_kernels`]).
+    pub fn new(graph: &'g Graph) -> Session<'g> {
+        Session::with_kernels(graph, fast::default_kernels())
+    }
+
+    /// Prepares `graph` for the given kernel choice. Integer arithmetic follows the
+    /// process-wide [`crate::kernels::quantized::numerics`] at preparation time.
+    pub fn with_kernels(graph: &'g Graph, kernels: Kernels) -> Session<'g> {
+        let prepared = graph
+            .nodes
+            .iter()
+            .map(|node| {
+                let Kernels::Fast(isa) = kernels else {
+                    return None;
+                };
+                let consts: Vec<Option<&Tensor>> = node
+                    .inputs
+                    .iter()
+                    .map(|x| x.and_then(|id| graph.values[id].data.as_ref()))
+                    .collect();
+                fast::prepare(&NodeCtx::new(graph, node), &consts, isa)
+            })
+            .collect();
+        Session {
+            graph,
+            kernels,
+            prepared,
+            slots: vec![None; graph.values.len()],
+        }
+    }
+
+    /// Number of nodes that run on a prepared fast kernel.
+    pub fn fast_nodes(&self) -> usize {
+        self.prepared.iter().filter(|p| p.is_some()).count()
+    }
+
+    /// Runs the graph on `inputs` (one per graph input, in order); same results as
+    /// [`run`].
+    pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let graph = self.graph;
+        check_inputs(graph, inputs)?;
+        for (&id, t) in graph.inputs.iter().zip(inputs) {
+            match &mut self.slots[id] {
+                Some(s) if s.dtype() == t.dtype() && s.len() == t.len() => {
+                    s.shape.clone_from(&t.shape);
+                    s.data.clone_from(&t.data);
+                }
+                s => *s = Some(t.clone()),
+            }
+        }
+        for (k, node) in graph.nodes.iter().enumerate() {
+            let ctx = NodeCtx::new(graph, node);
+            if let (Some(p), [o]) = (&mut self.prepared[k], node.outputs.as_slice()) {
+                // The output's previous tensor is taken out so the inputs can borrow
+                // the other slots (a node never reads its own output).
+                let mut out = self.slots[*o].take();
+                let r = {
+                    let ins = gather(graph, node, &self.slots)?;
+                    p.run(&ctx, &ins, &mut out)
+                };
+                self.slots[*o] = out;
+                r?;
+                continue;
+            }
+            let outs = {
+                let ins = gather(graph, node, &self.slots)?;
+                eval_node_with(&ctx, &ins, self.kernels)?
+            };
+            if outs.len() < node.outputs.len() {
+                return Err(ctx.error("kernel returned too few outputs"));
+            }
+            for (&o, t) in node.outputs.iter().zip(outs) {
+                self.slots[o] = Some(t);
+            }
+        }
+        graph
+            .outputs
+            .iter()
+            .map(|&o| {
+                self.slots[o]
+                    .clone()
+                    .or_else(|| graph.values[o].data.clone())
+                    .ok_or_else(|| {
+                        RuntimeError::Input(format!(
+                            "output '{}' was not computed",
+                            graph.values[o].name
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
+/// The input tensors of `node`: computed values from `slots`, constants from the graph.
+fn gather<'a>(
+    graph: &'a Graph,
+    node: &'a edgeopt_ir::Node,
+    slots: &'a [Option<Tensor>],
+) -> Result<Vec<Option<&'a Tensor>>> {
+    node.inputs
+        .iter()
+        .map(|x| match x {
+            None => Ok(None),
+            Some(id) => slots[*id]
+                .as_ref()
+                .or(graph.values[*id].data.as_ref())
+                .map(Some)
+                .ok_or_else(|| {
+                    NodeCtx::new(graph, node)
+                        .error(format!("input '{}' has no value", graph.values[*id].name))
+                }),
         })
         .collect()
 }

@@ -28,6 +28,161 @@ pub struct FakeQuant {
     /// Fixed real range `(min, max)`; `None` = observed: the current tensor's range for
     /// weights, an exponential moving average of batch ranges for activations.
     pub range: Option<(f32, f32)>,
+    /// Weights only: quantize on this exact grid, computed on the host with the same
+    /// arithmetic as the integer graph's weight quantizer ([`quantize_weights`]);
+    /// `bits` and `symmetric` are then ignored. `None` = the `bits`-bit grid above.
+    pub grid: Option<WeightGrid>,
+    /// With `grid`: one scale per block of this many consecutive elements of a channel
+    /// (in storage order); `None` = one scale per channel (or per tensor).
+    pub group: Option<usize>,
+}
+
+/// Weight grids for quantization-aware training that the integer graph reproduces
+/// exactly (the QAT side of `edgeopt_compress::quant::WeightFormat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightGrid {
+    /// Symmetric narrow range `[-qmax, qmax]` (int8: 127, int4: 7), scale = max|w| /
+    /// qmax per block: the TFLite weight rule.
+    Int { qmax: i32 },
+    /// `{-a, 0, +a}` per block, Ternary Weight Networks (Li et al. 2016): threshold
+    /// `t = 0.7 * mean|w|`, `a = mean |w|` over `|w| > t`. For a given threshold this
+    /// `a` is exactly the scale that minimizes the L2 error, and 0.7 * mean|w| is TWN's
+    /// closed-form approximation of the error-minimizing threshold (exact for uniform
+    /// and close for Gaussian weights), so it costs one pass instead of a search, which
+    /// matters because QAT re-quantizes every weight at every step.
+    Ternary,
+    /// `{-a, +a}` per block, `a = mean|w|` (XNOR-Net: the L2-optimal scale for
+    /// `sign(w)`); `w >= 0` maps to `+a`, so a zero weight stays representable as a
+    /// binary code.
+    Binary,
+}
+
+/// Quantizes `data` (shape `shape`) onto `grid` and returns the dequantized values.
+/// `axis` = the output-channel axis (one scale per channel; `None` = one per tensor);
+/// `group` splits each channel's elements, in storage order, into blocks of that many
+/// consecutive elements with their own scale (the last block may be shorter).
+///
+/// Rounding is `f32::round` (half away from zero), as TFLite's converter. The result
+/// is a fixed point of the quantizer: quantizing it again gives it back (the largest
+/// magnitude of an int block lands exactly on `qmax`; a ternary or binary block's
+/// nonzero magnitudes all equal `a`), so weights written back on this grid are
+/// reproduced exactly by any max-abs, TWN or mean-abs weight quantizer.
+pub fn quantize_weights(
+    data: &[f32],
+    shape: &[usize],
+    grid: WeightGrid,
+    axis: Option<usize>,
+    group: Option<usize>,
+) -> Result<Vec<f32>> {
+    let n: usize = shape.iter().product();
+    if n != data.len() {
+        return Err(TrainError::Config(format!(
+            "weight quantizer: {} values for shape {shape:?}",
+            data.len()
+        )));
+    }
+    if let WeightGrid::Int { qmax } = grid {
+        if !(1..=32767).contains(&qmax) {
+            return Err(TrainError::Config(format!(
+                "weight quantizer: qmax {qmax} not in 1..=32767"
+            )));
+        }
+    }
+    if group == Some(0) {
+        return Err(TrainError::Config("weight quantizer: group size 0".into()));
+    }
+    let (outer, ch, inner) = match axis {
+        Some(a) if a < shape.len() => (
+            shape[..a].iter().product::<usize>(),
+            shape[a],
+            shape[a + 1..].iter().product::<usize>(),
+        ),
+        Some(a) => {
+            return Err(TrainError::Config(format!(
+                "weight quantizer: axis {a} out of range for {shape:?}"
+            )))
+        }
+        None => (1, 1, n),
+    };
+    let mut out = vec![0f32; n];
+    let mut idx: Vec<usize> = Vec::with_capacity(outer * inner);
+    let mut block: Vec<f32> = Vec::new();
+    for c in 0..ch {
+        idx.clear();
+        for o in 0..outer {
+            let base = (o * ch + c) * inner;
+            idx.extend(base..base + inner);
+        }
+        let g = group.unwrap_or(idx.len().max(1));
+        for chunk in idx.chunks(g) {
+            block.clear();
+            block.extend(chunk.iter().map(|&i| data[i]));
+            quantize_block(&mut block, grid);
+            for (&i, &q) in chunk.iter().zip(&block) {
+                out[i] = q;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Quantizes one block that shares a scale, in place.
+fn quantize_block(w: &mut [f32], grid: WeightGrid) {
+    if w.is_empty() {
+        return;
+    }
+    match grid {
+        WeightGrid::Int { qmax } => {
+            let m = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if m == 0.0 || !m.is_finite() {
+                w.iter_mut().for_each(|v| *v = 0.0);
+                return;
+            }
+            let s = m / qmax as f32;
+            let q = qmax as f32;
+            for v in w.iter_mut() {
+                *v = (*v / s).round().clamp(-q, q) * s;
+            }
+        }
+        WeightGrid::Ternary => {
+            // Sums in f64: blocks can hold hundreds of thousands of weights.
+            let mean = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64;
+            let t = (0.7 * mean) as f32;
+            let (mut s, mut k) = (0f64, 0usize);
+            for v in w.iter() {
+                if v.abs() > t {
+                    s += v.abs() as f64;
+                    k += 1;
+                }
+            }
+            let a = if k == 0 { 0.0 } else { (s / k as f64) as f32 };
+            for v in w.iter_mut() {
+                *v = if v.abs() > t { a.copysign(*v) } else { 0.0 };
+            }
+        }
+        WeightGrid::Binary => {
+            let a = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64) as f32;
+            for v in w.iter_mut() {
+                *v = if *v >= 0.0 { a } else { -a };
+            }
+        }
+    }
+}
+
+/// TFLite's asymmetric activation parameters on the signed `bits`-bit grid:
+/// `(scale, zero_point, qmin, qmax)`. The range is widened to contain 0 and the zero
+/// point is nudged (rounded, clamped) so that real 0 is exact. Same arithmetic as
+/// `edgeopt_compress::quant::activation_params` (f32 scale, f64 zero-point rounding),
+/// so fake-quant during training uses exactly the integer graph's parameters.
+pub fn asymmetric_params(range: (f32, f32), bits: u32) -> (f32, f32, f32, f32) {
+    let qmin = -(1i64 << (bits - 1));
+    let qmax = (1i64 << (bits - 1)) - 1;
+    let lo = range.0.min(0.0);
+    let hi = range.1.max(0.0);
+    let span = (hi - lo).max(f32::MIN_POSITIVE * 1e6);
+    let scale = span / (qmax - qmin) as f32;
+    let zp = (qmin as f64 - lo as f64 / scale as f64).round() as i64;
+    (scale, zp.clamp(qmin, qmax) as f32, qmin as f32, qmax as f32)
 }
 
 impl FakeQuant {
@@ -38,6 +193,8 @@ impl FakeQuant {
             symmetric: true,
             channel_axis: Some(0),
             range: None,
+            grid: None,
+            group: None,
         }
     }
     /// TFLite-style int8 activations: asymmetric, per tensor, observed range.
@@ -47,6 +204,21 @@ impl FakeQuant {
             symmetric: false,
             channel_axis: None,
             range: None,
+            grid: None,
+            group: None,
+        }
+    }
+
+    /// Weights on an exact [`WeightGrid`], one scale per slice along `channel_axis`
+    /// (or per tensor), optionally per `group` of consecutive elements.
+    pub fn weights(grid: WeightGrid, channel_axis: Option<usize>, group: Option<usize>) -> Self {
+        FakeQuant {
+            bits: 8,
+            symmetric: true,
+            channel_axis,
+            range: None,
+            grid: Some(grid),
+            group,
         }
     }
 
@@ -69,8 +241,16 @@ impl FakeQuant {
     /// Applies fake quantization with the straight-through estimator. `observed` is the
     /// range to use for asymmetric per-tensor quantization when `range` is `None`.
     pub fn apply(&self, x: DynTensor, observed: Option<(f32, f32)>) -> Result<DynTensor> {
-        let (qmin, qmax) = self.levels()?;
         let dims = x.dims();
+        if let Some(grid) = self.grid {
+            // Exact weight grid: computed on the host (weights are small next to the
+            // activations), detached, then the STE as below.
+            let v = x.clone().detach().to_vec()?;
+            let q = quantize_weights(&v, &dims, grid, self.channel_axis, self.group)?;
+            let q = DynTensor::from_vec(q, &dims, &x.device())?;
+            return x.clone().add(q.sub(x)?.detach());
+        }
+        let (qmin, qmax) = self.levels()?;
         // Scale (and zero point) computed on detached values: no gradient flows
         // through the range, as in TF's and PyTorch's fake-quant with STE.
         let xd = x.clone().detach();
@@ -113,12 +293,19 @@ impl FakeQuant {
                     Some(r) => r,
                     None => range_of(&xd)?,
                 };
-                // The range must contain 0 so that zero padding is exact.
-                let lo = lo.min(0.0);
-                let hi = hi.max(0.0).max(lo + 1e-8);
-                let s = (hi - lo) / (qmax - qmin);
-                let z = (qmin - lo / s).round().clamp(qmin, qmax);
-                (scalar(s, &x)?, scalar(z, &x)?)
+                // TFLite's parameters on the signed grid (the range widened to
+                // contain 0 so that zero padding is exact, the zero point nudged).
+                // The unsigned [0, 2^b - 1] grid is the same grid shifted by
+                // 2^(b-1); the signed one shares its arithmetic with the integer graph.
+                let (s, z, lo_q, hi_q) = asymmetric_params((lo, hi), self.bits);
+                let q = xd
+                    .div(scalar(s, &x)?)?
+                    .round()
+                    .add_scalar(z)
+                    .clamp(Some(lo_q), Some(hi_q))
+                    .add_scalar(-z)
+                    .mul_scalar(s);
+                return x.clone().add(q.sub(x)?.detach());
             }
         };
         // q = (clamp(round(x / s) + z, qmin, qmax) - z) * s

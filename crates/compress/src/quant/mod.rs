@@ -17,6 +17,21 @@
 //!
 //! The types below are the contract between those steps.
 
+pub mod apply;
+pub mod calibrate;
+pub mod equalize;
+pub mod mixed;
+pub mod prepare;
+pub mod ptq;
+pub mod qat;
+pub mod report;
+pub mod util;
+pub mod weights;
+
+pub use apply::{apply, weight_size, DEFAULT_WEIGHT};
+pub use calibrate::{observe, ranges, Observed};
+pub use prepare::{prepare, weighted_nodes};
+
 use edgeopt_ir::QuantParams;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -87,6 +102,9 @@ pub enum ActivationFormat {
     Int16,
     /// Half-precision float activations (no integer kernels).
     Fp16,
+    /// f32 activations (for fp16 weights: TFLite's float16 quantization, weights stored
+    /// as f16 and dequantized at load).
+    Float,
 }
 
 /// How calibration turns observed activations into a range.
@@ -128,6 +146,55 @@ pub fn activation_params(range: (f32, f32), qmin: i64, qmax: i64) -> QuantParams
     let scale = span / (qmax - qmin) as f32;
     let zp = (qmin as f64 - lo as f64 / scale as f64).round() as i64;
     QuantParams::per_tensor(scale, zp.clamp(qmin, qmax))
+}
+
+impl CalibMethod {
+    /// Whether the method needs activation histograms (a second calibration pass).
+    pub fn needs_histograms(self) -> bool {
+        !matches!(self, CalibMethod::MinMax)
+    }
+}
+
+impl ActivationFormat {
+    /// Number of integer levels (for MSE calibration); 256 for float formats.
+    pub fn levels(self) -> usize {
+        match self {
+            ActivationFormat::Int16 => 65536,
+            _ => 256,
+        }
+    }
+}
+
+impl QuantPlan {
+    /// Every Conv / FullyConnected weight of `prepared` at `spec`, activations `act`,
+    /// ranges from calibration.
+    pub fn uniform(
+        prepared: &edgeopt_ir::Graph,
+        spec: WeightSpec,
+        act: ActivationFormat,
+        ranges: BTreeMap<String, (f32, f32)>,
+    ) -> QuantPlan {
+        let weights = weighted_nodes(prepared)
+            .into_iter()
+            .map(|(_, w)| (prepared.values[w].name.clone(), spec))
+            .collect();
+        QuantPlan {
+            activations: Some(act),
+            weights,
+            ranges,
+        }
+    }
+}
+
+/// Calibrates `prepared` on `samples` (each one set of graph inputs) by `method`.
+pub fn calibrate(
+    prepared: &edgeopt_ir::Graph,
+    samples: &[Vec<edgeopt_ir::Tensor>],
+    method: CalibMethod,
+    act: ActivationFormat,
+) -> crate::Result<(BTreeMap<String, (f32, f32)>, Observed)> {
+    let obs = observe(prepared, samples, method.needs_histograms())?;
+    Ok((ranges(&obs, method, act.levels())?, obs))
 }
 
 #[cfg(test)]

@@ -160,6 +160,7 @@ fn export_model(g: &Graph) -> Result<ModelProto> {
         emitted: HashSet::new(),
         dequantized: HashMap::new(),
         node_names: HashSet::new(),
+        output_quantized: false,
     };
     for n in &g.nodes {
         ex.node(n)?;
@@ -278,6 +279,9 @@ struct Ex<'g> {
     /// Quantized value -> name of its DequantizeLinear output.
     dequantized: HashMap<ValueId, String>,
     node_names: HashSet<String>,
+    /// Set by an op that already wrote the QuantizeLinear of its (wrapped) output, so
+    /// [`Ex::node`] does not add another.
+    output_quantized: bool,
 }
 
 impl Ex<'_> {
@@ -638,6 +642,60 @@ impl Ex<'_> {
         Ok(())
     }
 
+    /// Input 0 of an NHWC op in NCHW order: `x` transposed, or (`q_in`: quantized
+    /// per tensor) the int8 input transposed and then dequantized, which keeps the
+    /// DequantizeLinear right in front of the op.
+    fn nchw_input(&mut self, n: &Node, q_in: bool, rank: usize, x: String) -> Result<String> {
+        let perm = vec![a_ints("perm", usizes(&to_nchw(rank)))];
+        if !q_in {
+            return Ok(self.step(&n.name, "Transpose", vec![x], perm));
+        }
+        let id = n
+            .input(0)
+            .ok_or_else(|| OnnxError::Model("missing input".into()))?;
+        let raw = self.use_value(id);
+        let t = self.step(&n.name, "Transpose", vec![raw], perm);
+        let v = &self.g.values[id];
+        let (q, dt, base) = (v.quant.clone(), v.dtype, format!("{}_nchw", v.name));
+        let q = q.ok_or_else(|| OnnxError::Model("input lost its quantization".into()))?;
+        let (s, z, attrs) = self.qparams(&base, &q, dt)?;
+        Ok(self.step(&n.name, "DequantizeLinear", vec![t, s, z], attrs))
+    }
+
+    /// After a quantized NHWC op wrote float NCHW `y`: the fused activation, the
+    /// QuantizeLinear, then the transpose back to NHWC on the int8 tensor into the
+    /// output's own name (so the QDQ group is DequantizeLinear -> op -> Quantize).
+    fn post_quantized(&mut self, n: &Node, y: String, act: Activation, rank: usize) -> Result<()> {
+        let o = n.outputs[0];
+        let v = &self.g.values[o];
+        let (q, dt, out) = (v.quant.clone(), v.dtype, v.name.clone());
+        let q = q.ok_or_else(|| OnnxError::Model("output lost its quantization".into()))?;
+        let mut cur = y;
+        if act != Activation::None {
+            let t = self.fresh(&format!("{}_act", n.name));
+            self.activation(&n.name, cur, act, DType::F32, t.clone())?;
+            cur = t;
+        }
+        let (s, z, attrs) = self.qparams(&out, &q, dt)?;
+        let qn = self.fresh(&format!("{out}_nchw"));
+        self.push(
+            &format!("{}/QuantizeLinear", n.name),
+            "QuantizeLinear",
+            vec![cur, s, z],
+            vec![qn.clone()],
+            attrs,
+        );
+        self.push(
+            &format!("{}/Transpose", n.name),
+            "Transpose",
+            vec![qn],
+            vec![out],
+            vec![a_ints("perm", usizes(&to_nhwc(rank)))],
+        );
+        self.output_quantized = true;
+        Ok(())
+    }
+
     fn node(&mut self, n: &Node) -> Result<()> {
         let g = self.g;
         let native = matches!(
@@ -673,7 +731,7 @@ impl Ex<'_> {
             },
             e => e,
         })?;
-        if wrap {
+        if wrap && !std::mem::take(&mut self.output_quantized) {
             for (&o, f) in n.outputs.iter().zip(&outs) {
                 let v = &g.values[o];
                 if let (true, Some(q)) = (is_quantized(v), &v.quant) {
@@ -703,10 +761,25 @@ impl Ex<'_> {
         // Inputs in order ("" for absent optional ones).
         // NHWC convolution weights are read (permuted) by the Conv case itself.
         let nhwc_weights = matches!(&n.op, Op::Conv(c) if c.layout == Layout::Nhwc);
+        // Quantized NHWC conv / pool: the layout transposes run on the int8 tensors
+        // (outside the DequantizeLinear -> op -> QuantizeLinear group), so onnxruntime
+        // sees the canonical QDQ pattern and fuses it into an integer kernel.
+        let nhwc_op = match &n.op {
+            Op::Conv(c) => c.layout == Layout::Nhwc,
+            Op::MaxPool(p) | Op::AveragePool(p) => p.layout == Layout::Nhwc,
+            _ => false,
+        };
+        let per_tensor_q = |id: ValueId| {
+            let v = &g.values[id];
+            is_quantized(v) && v.quant.as_ref().is_some_and(QuantParams::is_per_tensor)
+        };
+        let q_in = wrap && nhwc_op && n.input(0).is_some_and(per_tensor_q);
+        let q_out = wrap && nhwc_op && n.outputs.len() == 1 && per_tensor_q(n.outputs[0]);
         let mut ins = Vec::with_capacity(n.inputs.len());
         for (k, x) in n.inputs.iter().enumerate() {
             ins.push(match x {
                 Some(_) if nhwc_weights && k == 1 => String::new(),
+                Some(_) if q_in && k == 0 => String::new(),
                 Some(id) => self.operand(*id, wrap)?,
                 None => String::new(),
             });
@@ -754,13 +827,7 @@ impl Ex<'_> {
                         .unwrap_or(2),
                 ) + 2;
                 if nhwc {
-                    let x = self.step(
-                        &name,
-                        "Transpose",
-                        vec![inp(0)],
-                        vec![a_ints("perm", usizes(&to_nchw(rank)))],
-                    );
-                    cins[0] = x;
+                    cins[0] = self.nchw_input(n, q_in, rank, inp(0))?;
                     let w = n
                         .input(1)
                         .ok_or_else(|| OnnxError::Model("missing weights".into()))?;
@@ -777,7 +844,11 @@ impl Ex<'_> {
                     out.clone()
                 };
                 self.push(&name, onnx_op, cins, vec![y.clone()], attrs);
-                self.post(&name, y, c.activation, nhwc.then_some(rank), out_dt(0), out)?;
+                if q_out {
+                    self.post_quantized(n, y, c.activation, rank)?;
+                } else {
+                    self.post(&name, y, c.activation, nhwc.then_some(rank), out_dt(0), out)?;
+                }
             }
             Op::ConvTranspose(c) => {
                 if c.conv.layout == Layout::Nhwc {
@@ -964,12 +1035,7 @@ impl Ex<'_> {
                 let nhwc = p.layout == Layout::Nhwc;
                 let rank = p.kernel_shape.len() + 2;
                 let x = if nhwc {
-                    self.step(
-                        &name,
-                        "Transpose",
-                        vec![inp(0)],
-                        vec![a_ints("perm", usizes(&to_nchw(rank)))],
-                    )
+                    self.nchw_input(n, q_in, rank, inp(0))?
                 } else {
                     inp(0)
                 };
@@ -980,7 +1046,11 @@ impl Ex<'_> {
                     out.clone()
                 };
                 self.push(&name, op, vec![x], vec![y.clone()], pool_attrs(p, average));
-                self.post(&name, y, p.activation, nhwc.then_some(rank), out_dt(0), out)?;
+                if q_out {
+                    self.post_quantized(n, y, p.activation, rank)?;
+                } else {
+                    self.post(&name, y, p.activation, nhwc.then_some(rank), out_dt(0), out)?;
+                }
             }
             Op::GlobalAveragePool => simple(self, "GlobalAveragePool", vec![]),
             Op::BatchNorm { epsilon } => {

@@ -1,4 +1,8 @@
-//! TFLite flatbuffer import.
+//! TFLite flatbuffer import and export.
+//!
+//! [`export`] / [`export_file`] write an IR graph back as a `.tflite` model (float,
+//! int8 with per-tensor or per-channel quantization, int4 packed weights, fp16
+//! weights with DEQUANTIZE); see `export.rs`.
 //!
 //! [`import`] reads a `.tflite` model (schema version 3, up to revision 3c with
 //! buffers stored outside the flatbuffer) and builds an [`edgeopt_ir::Graph`] of
@@ -17,6 +21,7 @@
 //! before the root offset (see DESIGN.md).
 
 mod error;
+mod export;
 #[allow(
     dead_code,
     unused_imports,
@@ -34,6 +39,7 @@ mod tensor;
 mod write;
 
 pub use error::TfliteError;
+pub use export::{export, export_file, export_model};
 pub use import::{decode_model, import, import_file, operator_names};
 pub use write::finish_model;
 

@@ -5,9 +5,15 @@
 //! - [`quantized`]: integer kernels for quantized tensors, following the TFLite int8
 //!   specification bit-exactly, plus the ONNX integer ops (QLinearConv, ...).
 //!
-//! A node goes to `quantized` when that module claims it (its tensors carry quant
-//! params), otherwise to `reference`.
+//! - [`fast`]: the same integer arithmetic as `quantized` for the ops that dominate
+//!   int8 models (conv, depthwise, fully-connected, add/mul, pooling), SIMD and
+//!   pre-packed, bit-exact with `quantized`.
+//!
+//! A node goes to `fast` when one of its kernels applies (unless [`fast::Kernels`]
+//! says reference only), else to `quantized` when that module claims it (its tensors
+//! carry quant params), otherwise to `reference`.
 
+pub mod fast;
 pub mod quantized;
 pub mod reference;
 
@@ -52,7 +58,22 @@ impl<'a> NodeCtx<'a> {
 }
 
 /// Runs one node on its inputs (`None` = absent optional input) and returns its outputs.
+/// Uses the process default kernels ([`fast::default_kernels`]).
 pub fn eval_node(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    eval_node_with(ctx, inputs, fast::default_kernels())
+}
+
+/// [`eval_node`] with an explicit kernel choice.
+pub fn eval_node_with(
+    ctx: &NodeCtx,
+    inputs: &[Option<&Tensor>],
+    kernels: fast::Kernels,
+) -> Result<Vec<Tensor>> {
+    if let fast::Kernels::Fast(isa) = kernels {
+        if let Some(r) = fast::eval_once(ctx, inputs, isa) {
+            return r;
+        }
+    }
     if let Some(r) = quantized::try_eval(ctx, inputs) {
         return r;
     }

@@ -23,6 +23,8 @@ pub trait QInt: Copy + Send + Sync + 'static {
     fn from_i32(v: i32) -> Self;
     fn slice(t: &Tensor) -> Option<&[Self]>;
     fn into_data(v: Vec<Self>) -> TensorData;
+    /// The vector of `d` when it holds `Self` (lets kernels reuse an output buffer).
+    fn vec_mut(d: &mut TensorData) -> Option<&mut Vec<Self>>;
 }
 
 macro_rules! qint {
@@ -47,6 +49,12 @@ macro_rules! qint {
             }
             fn into_data(v: Vec<Self>) -> TensorData {
                 TensorData::$variant(v)
+            }
+            fn vec_mut(d: &mut TensorData) -> Option<&mut Vec<Self>> {
+                match d {
+                    TensorData::$variant(v) => Some(v),
+                    _ => None,
+                }
             }
         }
     };

@@ -1,0 +1,484 @@
+//! **apply**: prepared float graph + [`QuantPlan`] → integer graph (TFLite int8
+//! scheme), which the runtime's integer kernels run.
+//!
+//! - The graph keeps float inputs and outputs: a `Quantize` node follows each float
+//!   input and a `Dequantize` node produces each output (TFLite's converter does the
+//!   same unless asked for integer I/O).
+//! - Activations: int8 asymmetric per tensor from the plan's ranges (int16:
+//!   symmetric, zero point 0). Ops whose integer kernel requires the output to share
+//!   the input's parameters (pools, reshapes, pad, transpose) get them; softmax and
+//!   logistic outputs get TFLite's fixed parameters.
+//! - Weights: per the plan's [`WeightSpec`] (default int8 per channel), symmetric,
+//!   per output channel (axis 0); int4 weights are stored as `DType::I4`, ternary and
+//!   binary as int8 codes in {-1, 0, 1}. Biases become i32 with scale
+//!   `input_scale × weight_scale[c]`.
+//! - A node with no integer kernel (or whose weights the plan keeps in float/fp16)
+//!   runs in float between a `Dequantize` of its inputs and a `Quantize` of its outputs.
+//! - [`ActivationFormat::Fp16`]: every activation and weight in f16 (no integer
+//!   kernels); [`ActivationFormat::Float`]: f32 activations with fp16 weights stored as
+//!   F16 constants dequantized at load (TFLite's fp16 scheme).
+
+use super::prepare::weighted_nodes;
+use super::util::{compact, fresh_name};
+use super::weights::quantize as quantize_weights;
+use super::{activation_params, ActivationFormat, Granularity, QuantPlan, WeightFormat, WeightSpec};
+use crate::{CompressError, Result};
+use edgeopt_ir::{
+    BinaryKind, DType, Dim, Graph, Layout, Node, Op, QuantParams, Tensor, TensorData, UnaryKind,
+    ValueId,
+};
+use half::f16;
+use std::collections::HashMap;
+
+/// The spec a weight gets when the plan does not name it.
+pub const DEFAULT_WEIGHT: WeightSpec = WeightSpec {
+    format: WeightFormat::Int8,
+    granularity: Granularity::Channel,
+};
+
+/// Quantizes `prepared` by `plan`.
+pub fn apply(prepared: &Graph, plan: &QuantPlan) -> Result<Graph> {
+    let act = plan
+        .activations
+        .ok_or_else(|| CompressError::Invalid("the plan has no activation format".into()))?;
+    match act {
+        ActivationFormat::Fp16 => to_fp16(prepared, plan),
+        ActivationFormat::Float => float_weights_only(prepared, plan),
+        ActivationFormat::Int8 => to_integer(prepared, plan, DType::I8),
+        ActivationFormat::Int16 => to_integer(prepared, plan, DType::I16),
+    }
+}
+
+fn spec_of(plan: &QuantPlan, g: &Graph, w: ValueId) -> WeightSpec {
+    plan.weights
+        .get(&g.values[w].name)
+        .copied()
+        .unwrap_or(DEFAULT_WEIGHT)
+}
+
+/// f32 activations; weights stored as the plan says in float formats (Fp16 → F16
+/// constant + Dequantize); integer weight formats are an error here.
+fn float_weights_only(prepared: &Graph, plan: &QuantPlan) -> Result<Graph> {
+    let mut g = prepared.clone();
+    let mut nodes = Vec::new();
+    let wn: HashMap<usize, ValueId> = weighted_nodes(prepared).into_iter().collect();
+    for (ni, mut n) in std::mem::take(&mut g.nodes).into_iter().enumerate() {
+        if let Some(&w) = wn.get(&ni) {
+            match spec_of(plan, prepared, w).format {
+                WeightFormat::Float => {}
+                WeightFormat::Fp16 => {
+                    let t = g.values[w].data.clone().expect("weighted node has const weights");
+                    let h = to_f16(&t)?;
+                    let hid = g.add_const(fresh_name(&g, &format!("{}_fp16", g.values[w].name)), h);
+                    let out = g.add_value(fresh_name(&g, &format!("{}_dequant", g.values[w].name)), DType::F32, None);
+                    g.values[out].shape = g.values[w].shape.clone();
+                    nodes.push(Node {
+                        name: g.values[out].name.clone(),
+                        op: Op::Dequantize,
+                        inputs: vec![Some(hid)],
+                        outputs: vec![out],
+                    });
+                    n.inputs[1] = Some(out);
+                }
+                f => {
+                    return Err(CompressError::Invalid(format!(
+                        "{f:?} weights need integer activations (--activations int8)"
+                    )))
+                }
+            }
+        }
+        nodes.push(n);
+    }
+    g.nodes = nodes;
+    compact(&mut g);
+    g.validate()?;
+    Ok(g)
+}
+
+fn to_f16(t: &Tensor) -> Result<Tensor> {
+    Ok(Tensor::new(
+        t.shape.clone(),
+        TensorData::F16(t.to_f32_vec().into_iter().map(f16::from_f32).collect()),
+    )?)
+}
+
+/// Everything in f16: inputs cast to f16, f32 constants converted, outputs cast back.
+fn to_fp16(prepared: &Graph, plan: &QuantPlan) -> Result<Graph> {
+    for (_, w) in weighted_nodes(prepared) {
+        let f = spec_of(plan, prepared, w).format;
+        if !matches!(f, WeightFormat::Fp16 | WeightFormat::Float) {
+            return Err(CompressError::Invalid(format!(
+                "fp16 activations need fp16 weights, '{}' is planned as {f:?}",
+                prepared.values[w].name
+            )));
+        }
+    }
+    let mut g = prepared.clone();
+    for v in &mut g.values {
+        if v.dtype == DType::F32 {
+            v.dtype = DType::F16;
+            if let Some(t) = &v.data {
+                v.data = Some(to_f16(t)?);
+            }
+        }
+    }
+    let mut pre = Vec::new();
+    let mut inputs = g.inputs.clone();
+    for x in inputs.iter_mut() {
+        if prepared.values[*x].dtype != DType::F32 {
+            continue;
+        }
+        let name = g.values[*x].name.clone();
+        g.values[*x].name = fresh_name(&g, &format!("{name}_fp16"));
+        let f = g.add_value(name.clone(), DType::F32, g.values[*x].shape.clone());
+        pre.push(Node {
+            name: format!("{name}_cast_fp16"),
+            op: Op::Cast { to: DType::F16 },
+            inputs: vec![Some(f)],
+            outputs: vec![*x],
+        });
+        *x = f;
+    }
+    g.inputs = inputs;
+    let mut outputs = g.outputs.clone();
+    let mut post = Vec::new();
+    for o in outputs.iter_mut() {
+        if prepared.values[*o].dtype != DType::F32 {
+            continue;
+        }
+        let name = g.values[*o].name.clone();
+        g.values[*o].name = fresh_name(&g, &format!("{name}_fp16"));
+        let f = g.add_value(name.clone(), DType::F32, g.values[*o].shape.clone());
+        post.push(Node {
+            name: format!("{name}_cast_fp32"),
+            op: Op::Cast { to: DType::F32 },
+            inputs: vec![Some(*o)],
+            outputs: vec![f],
+        });
+        *o = f;
+    }
+    g.outputs = outputs;
+    let body = std::mem::take(&mut g.nodes);
+    g.nodes = pre.into_iter().chain(body).chain(post).collect();
+    g.validate()?;
+    Ok(g)
+}
+
+/// Whether an integer kernel runs this node (given quantized inputs).
+fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
+    match &n.op {
+        Op::Conv(a) => {
+            !wide
+                && a.layout == Layout::Nhwc
+                && n.input(1).is_some_and(|w| g.values[w].data.is_some())
+        }
+        Op::FullyConnected { .. } => !wide && n.input(1).is_some_and(|w| g.values[w].data.is_some()),
+        Op::Binary { kind, .. } => matches!(kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul),
+        Op::MaxPool(p) | Op::AveragePool(p) => p.layout == Layout::Nhwc,
+        Op::Softmax { .. } => true,
+        Op::Unary(k) => matches!(
+            k,
+            UnaryKind::Sigmoid | UnaryKind::Tanh | UnaryKind::Relu | UnaryKind::Relu6 | UnaryKind::HardSwish
+        ),
+        Op::Clip { min, .. } => min.is_some_and(|m| m == 0.0),
+        Op::Pad { mode, .. } => *mode == edgeopt_ir::PadMode::Constant,
+        Op::Concat { .. } | Op::Transpose { .. } => true,
+        op => op.is_reshape_like(),
+    }
+}
+
+/// Ops whose integer kernel needs the output to carry the input's parameters.
+fn shares_input_params(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::MaxPool(_) | Op::AveragePool(_) | Op::Pad { .. } | Op::Transpose { .. }
+    ) || op.is_reshape_like()
+}
+
+fn act_params(range: (f32, f32), dt: DType) -> QuantParams {
+    match dt {
+        DType::I16 => {
+            let m = range.0.abs().max(range.1.abs()).max(f32::MIN_POSITIVE * 1e6);
+            QuantParams::per_tensor(m / 32767.0, 0)
+        }
+        _ => activation_params(range, -128, 127),
+    }
+}
+
+fn int_tensor(dt: DType, shape: Vec<usize>, codes: Vec<i8>) -> Result<Tensor> {
+    Ok(Tensor::new(
+        shape,
+        match dt {
+            DType::I4 => TensorData::I4(codes),
+            _ => TensorData::I8(codes),
+        },
+    )?)
+}
+
+fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
+    let wide = adt == DType::I16;
+    let mut g = prepared.clone();
+    let nv = prepared.values.len();
+    // 1. Activation parameters, in topological order.
+    let mut params: Vec<Option<QuantParams>> = vec![None; nv];
+    let range_of = |id: ValueId| -> Result<(f32, f32)> {
+        let name = &prepared.values[id].name;
+        plan.ranges.get(name).copied().ok_or_else(|| {
+            CompressError::Invalid(format!("the plan has no calibrated range for '{name}'"))
+        })
+    };
+    for &i in &prepared.inputs {
+        if prepared.values[i].dtype == DType::F32 {
+            params[i] = Some(act_params(range_of(i)?, adt));
+        }
+    }
+    let weighted: HashMap<usize, ValueId> = weighted_nodes(prepared).into_iter().collect();
+    let mut float_node = vec![false; prepared.nodes.len()];
+    for (ni, n) in prepared.nodes.iter().enumerate() {
+        let float_weights = weighted.get(&ni).is_some_and(|&w| {
+            matches!(
+                spec_of(plan, prepared, w).format,
+                WeightFormat::Fp16 | WeightFormat::Float
+            )
+        });
+        float_node[ni] = float_weights || !integer_kernel(prepared, n, wide);
+        for &o in &n.outputs {
+            if prepared.values[o].dtype != DType::F32 {
+                continue;
+            }
+            let x = n.input(0);
+            let inherited = x.and_then(|x| params[x].clone());
+            params[o] = Some(match (&n.op, inherited) {
+                (op, Some(p)) if shares_input_params(op) && !float_node[ni] => p,
+                (Op::Softmax { .. }, _) | (Op::Unary(UnaryKind::Sigmoid), _) if !float_node[ni] => {
+                    if wide {
+                        QuantParams::per_tensor(1.0 / 32768.0, 0)
+                    } else {
+                        QuantParams::per_tensor(1.0 / 256.0, -128)
+                    }
+                }
+                (Op::Unary(UnaryKind::Tanh), _) if !float_node[ni] => {
+                    if wide {
+                        QuantParams::per_tensor(1.0 / 32768.0, 0)
+                    } else {
+                        QuantParams::per_tensor(1.0 / 128.0, 0)
+                    }
+                }
+                _ => act_params(range_of(o)?, adt),
+            });
+        }
+    }
+    // 2. Rewrite node by node.
+    let mut nodes: Vec<Node> = Vec::new();
+    // Graph inputs: f32 in, Quantize to the activation type.
+    let mut replace: HashMap<ValueId, ValueId> = HashMap::new();
+    for &i in &prepared.inputs {
+        let Some(p) = &params[i] else { continue };
+        let name = fresh_name(&g, &format!("{}_quantized", g.values[i].name));
+        let q = g.add_value(name.clone(), adt, g.values[i].shape.clone());
+        g.values[q].quant = Some(p.clone());
+        nodes.push(Node {
+            name,
+            op: Op::Quantize,
+            inputs: vec![Some(i)],
+            outputs: vec![q],
+        });
+        replace.insert(i, q);
+    }
+    // Set activation dtypes/params on every computed f32 value.
+    for (id, p) in params.iter().enumerate() {
+        if let Some(p) = p {
+            if !prepared.inputs.contains(&id) {
+                g.values[id].dtype = adt;
+                g.values[id].quant = Some(p.clone());
+            }
+        }
+    }
+    let act_in = |params: &Vec<Option<QuantParams>>, v: ValueId| params[v].clone();
+    for (ni, n0) in prepared.nodes.iter().enumerate() {
+        let mut n = n0.clone();
+        for x in n.inputs.iter_mut().flatten() {
+            if let Some(&r) = replace.get(x) {
+                *x = r;
+            }
+        }
+        if float_node[ni] {
+            // Dequantize quantized inputs, run in float, quantize the outputs.
+            for (k, x) in n.inputs.iter_mut().enumerate() {
+                let Some(v) = *x else { continue };
+                let orig = n0.inputs[k].expect("same arity");
+                if params[orig].is_none() || g.values[v].dtype == DType::F32 {
+                    continue;
+                }
+                let name = fresh_name(&g, &format!("{}_dequantized", prepared.values[orig].name));
+                let f = g.add_value(name.clone(), DType::F32, prepared.values[orig].shape.clone());
+                nodes.push(Node {
+                    name,
+                    op: Op::Dequantize,
+                    inputs: vec![Some(v)],
+                    outputs: vec![f],
+                });
+                *x = Some(f);
+            }
+            let mut post = Vec::new();
+            for o in n.outputs.iter_mut() {
+                if params[*o].is_none() {
+                    continue;
+                }
+                let name = fresh_name(&g, &format!("{}_float", prepared.values[*o].name));
+                let f = g.add_value(name, DType::F32, prepared.values[*o].shape.clone());
+                post.push(Node {
+                    name: format!("{}_requantize", n.name),
+                    op: Op::Quantize,
+                    inputs: vec![Some(f)],
+                    outputs: vec![*o],
+                });
+                *o = f;
+            }
+            // fp16 weights: F16 constant + Dequantize (TFLite's fp16 scheme).
+            if let Some(&w) = weighted.get(&ni) {
+                if spec_of(plan, prepared, w).format == WeightFormat::Fp16 {
+                    let t = prepared.values[w].data.clone().expect("const weights");
+                    let hid = g.add_const(fresh_name(&g, &format!("{}_fp16", prepared.values[w].name)), to_f16(&t)?);
+                    let name = fresh_name(&g, &format!("{}_dequantized", prepared.values[w].name));
+                    let wf = g.add_value(name.clone(), DType::F32, prepared.values[w].shape.clone());
+                    nodes.push(Node {
+                        name,
+                        op: Op::Dequantize,
+                        inputs: vec![Some(hid)],
+                        outputs: vec![wf],
+                    });
+                    n.inputs[1] = Some(wf);
+                }
+            }
+            nodes.push(n);
+            nodes.extend(post);
+            continue;
+        }
+        match &n0.op {
+            Op::Conv(_) | Op::FullyConnected { .. } => {
+                let w = n0.input(1).expect("weighted");
+                let x = n0.input(0).expect("has input");
+                let xp = act_in(&params, x).ok_or_else(|| {
+                    CompressError::Unsupported(format!("node '{}': input is not quantized", n0.name))
+                })?;
+                let wt = prepared.values[w].data.as_ref().expect("const weights");
+                let spec = spec_of(plan, prepared, w);
+                let m = wt.shape[0];
+                let qw = quantize_weights(wt.as_f32()?, m, spec)?;
+                let wdt = if spec.format == WeightFormat::Int4 { DType::I4 } else { DType::I8 };
+                let wname = fresh_name(&g, &format!("{}_{}", prepared.values[w].name, wdt));
+                let wid = g.add_const(wname, int_tensor(wdt, wt.shape.clone(), qw.codes.clone())?);
+                g.values[wid].quant = Some(if qw.scales.len() == 1 {
+                    QuantParams::per_tensor(qw.scales[0], 0)
+                } else {
+                    QuantParams::per_axis(qw.scales.clone(), vec![0; m], 0)
+                });
+                n.inputs[1] = Some(wid);
+                if let Some(b) = n0.input(2) {
+                    let bt = prepared.values[b].data.as_ref().ok_or_else(|| {
+                        CompressError::Unsupported(format!("node '{}': bias is not constant", n0.name))
+                    })?;
+                    let bv = bt.as_f32()?;
+                    if bv.len() != m {
+                        return Err(CompressError::Invalid(format!(
+                            "node '{}': bias has {} values for {m} channels",
+                            n0.name,
+                            bv.len()
+                        )));
+                    }
+                    let in_s = xp.scale[0];
+                    let bscales: Vec<f32> = (0..m)
+                        .map(|c| in_s * qw.scales[if qw.scales.len() == 1 { 0 } else { c }])
+                        .collect();
+                    let bq: Vec<i32> = bv
+                        .iter()
+                        .zip(&bscales)
+                        .map(|(&v, &s)| (v as f64 / s as f64).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+                        .collect();
+                    let bname = fresh_name(&g, &format!("{}_i32", prepared.values[b].name));
+                    let bid = g.add_const(bname, Tensor::new(vec![m], TensorData::I32(bq))?);
+                    g.values[bid].quant = Some(if bscales.len() == 1 {
+                        QuantParams::per_tensor(bscales[0], 0)
+                    } else {
+                        QuantParams::per_axis(bscales, vec![0; m], 0)
+                    });
+                    n.inputs[2] = Some(bid);
+                }
+            }
+            Op::Binary { .. } | Op::Concat { .. } => {
+                // Constant operands are quantized with their own min-max range.
+                for x in n.inputs.iter_mut() {
+                    let Some(v) = *x else { continue };
+                    let Some(t) = g.values[v].data.clone() else { continue };
+                    if t.dtype() != DType::F32 {
+                        continue;
+                    }
+                    let vals = t.to_f32_vec();
+                    let lo = vals.iter().fold(0f32, |a, &b| a.min(b));
+                    let hi = vals.iter().fold(0f32, |a, &b| a.max(b));
+                    let p = act_params((lo, hi), adt);
+                    let (s, z) = p.channel(0);
+                    let (qmin, qmax) = adt.int_range().expect("integer");
+                    let codes: Vec<i64> = vals
+                        .iter()
+                        .map(|&v| ((v / s).round() as i64 + z).clamp(qmin, qmax))
+                        .collect();
+                    let data = match adt {
+                        DType::I16 => TensorData::I16(codes.iter().map(|&c| c as i16).collect()),
+                        _ => TensorData::I8(codes.iter().map(|&c| c as i8).collect()),
+                    };
+                    let name = fresh_name(&g, &format!("{}_{adt}", g.values[v].name));
+                    let id = g.add_const(name, Tensor::new(t.shape.clone(), data)?);
+                    g.values[id].quant = Some(p);
+                    *x = Some(id);
+                }
+            }
+            _ => {}
+        }
+        nodes.push(n);
+    }
+    // Graph outputs: Dequantize back to f32 under the original names.
+    let mut outputs = Vec::new();
+    for &o in &prepared.outputs {
+        if params[o].is_none() {
+            outputs.push(o);
+            continue;
+        }
+        let name = g.values[o].name.clone();
+        g.values[o].name = fresh_name(&g, &format!("{name}_{adt}"));
+        let f = g.add_value(name.clone(), DType::F32, prepared.values[o].shape.clone());
+        nodes.push(Node {
+            name: format!("{name}_dequantize"),
+            op: Op::Dequantize,
+            inputs: vec![Some(o)],
+            outputs: vec![f],
+        });
+        outputs.push(f);
+    }
+    g.nodes = nodes;
+    g.outputs = outputs;
+    compact(&mut g);
+    // Keep declared shapes consistent for the new values.
+    for v in &mut g.values {
+        if v.shape.is_none() {
+            if let Some(t) = &v.data {
+                v.shape = Some(t.shape.iter().map(|&d| Dim::Fixed(d)).collect());
+            }
+        }
+    }
+    g.validate()?;
+    Ok(g)
+}
+
+/// Total bytes of the weights of Conv / FullyConnected nodes of a prepared graph under
+/// `plan` (formats' storage bits; scales not counted).
+pub fn weight_size(prepared: &Graph, plan: &QuantPlan) -> usize {
+    weighted_nodes(prepared)
+        .into_iter()
+        .map(|(_, w)| {
+            let n = prepared.values[w].data.as_ref().map_or(0, |t| t.len());
+            super::weights::weight_bytes(n, spec_of(plan, prepared, w).format)
+        })
+        .sum()
+}

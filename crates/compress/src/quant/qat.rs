@@ -1,0 +1,386 @@
+//! Quantization-aware training (QAT): fine-tune a prepared float graph while its
+//! forward pass sees exactly what the integer graph of a [`QuantPlan`] will compute.
+//!
+//! [`fine_tune`] lowers the prepared graph to the training engine, installs
+//! fake-quant hooks with the straight-through estimator that emulate the plan:
+//! - weights: each planned weight on its grid with the integer graph's arithmetic
+//!   ([`edgeopt_train::hooks::quantize_weights`]: symmetric narrow range per output
+//!   channel for int8/int4 (`WeightFormat::qmax`), TWN ternary, mean-abs binary; per
+//!   tensor, per channel or per group as planned);
+//! - activations: every value of [`QuantPlan::ranges`] at its range, with TFLite's
+//!   nudged asymmetric int8 parameters ([`super::activation_params`]'s arithmetic) or
+//!   symmetric int16; the ranges start from the PTQ calibration and either stay fixed
+//!   ([`RangeMode::Fixed`]) or follow an exponential moving average of the batch ranges
+//!   ([`RangeMode::Ema`]);
+//!
+//! then trains and returns the float graph with the new weights and the plan with the
+//! (possibly refined) ranges, ready for `apply`.
+//!
+//! The returned weights are snapped onto their grid ([`QatConfig::snap_weights`]): the
+//! snapped tensor is a fixed point of the weight quantizer, so `apply` reproduces the
+//! fake-quant weights bit for bit whether it uses the max-abs, TWN or mean-abs rule,
+//! and the fake-quant accuracy predicts the integer accuracy up to activation
+//! requantization rounding (at most one step per layer).
+//!
+//! fp16 weights are not fake-quantized while training (the half-precision rounding
+//! error, 2^-11 relative, is far below the optimizer's noise) but are rounded to f16
+//! when written back, so the stored weights are exactly representable.
+
+use super::{ActivationFormat, Granularity, QuantPlan, WeightFormat, WeightSpec};
+use crate::{CompressError, Result};
+use edgeopt_ir::{DType, Graph, Layout, Op, UnaryKind};
+use edgeopt_train::data::{find_dataset, load_pair, Augment, Dataset, Normalize};
+use edgeopt_train::hooks::{quantize_weights, FakeQuant, WeightGrid};
+use edgeopt_train::optim::OptimizerKind;
+use edgeopt_train::trainer::{fit, Objective, TrainConfig, TrainReport};
+use edgeopt_train::{Model, ParamRole};
+use std::path::PathBuf;
+
+/// How activation ranges behave during QAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeMode {
+    /// The plan's (calibrated) ranges, unchanged: the integer graph gets exactly the
+    /// parameters training saw.
+    Fixed,
+    /// Start from the plan's ranges and track an exponential moving average of each
+    /// batch's min/max (momentum `edgeopt_train::model::OBSERVER_MOMENTUM`); the
+    /// final averages are written back into the plan (int8 activations only).
+    Ema,
+}
+
+/// The optimizer of the fine-tuning run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum QatOptimizer {
+    Sgd { momentum: f32 },
+    AdamW,
+}
+
+/// Where the training data comes from.
+#[derive(Debug, Clone)]
+pub enum QatData {
+    /// A dataset folder (`train_x`/`train_y` arrays, a `train*/` subfolder, or MNIST
+    /// idx files), loaded for the graph's input shape.
+    Dir(PathBuf),
+    /// An already loaded dataset.
+    Loaded(Dataset),
+}
+
+#[derive(Debug, Clone)]
+pub struct QatConfig {
+    pub epochs: usize,
+    /// Base learning rate (cosine decay to 0 over the run).
+    pub lr: f32,
+    pub optimizer: QatOptimizer,
+    /// Weight decay on conv/dense weights (decoupled for AdamW).
+    pub weight_decay: f32,
+    pub batch_size: usize,
+    pub data: QatData,
+    /// Normalization between the dataset and the graph input. A prepared graph takes
+    /// the integer graph's own input, so this is usually the identity (raw values).
+    pub normalize: Normalize,
+    pub augment: Augment,
+    pub ranges: RangeMode,
+    /// Write the weights back on their quantization grid (see the module doc).
+    pub snap_weights: bool,
+    pub seed: u64,
+    /// Worker threads of the training backend (first call in a process wins).
+    pub threads: Option<usize>,
+    pub progress: bool,
+    /// Stop each epoch after this many batches (quick runs).
+    pub max_batches: Option<usize>,
+}
+
+impl QatConfig {
+    /// AdamW at `lr` with cosine decay, batch 64, no weight decay, fixed ranges,
+    /// snapped weights, no augmentation: a short fine-tune that starts from a trained
+    /// model and should not move far from it.
+    pub fn new(epochs: usize, lr: f32, data: QatData) -> Self {
+        QatConfig {
+            epochs,
+            lr,
+            optimizer: QatOptimizer::AdamW,
+            weight_decay: 0.0,
+            batch_size: 64,
+            data,
+            normalize: Normalize::identity(),
+            augment: Augment::default(),
+            ranges: RangeMode::Fixed,
+            snap_weights: true,
+            seed: 0,
+            threads: None,
+            progress: false,
+            max_batches: None,
+        }
+    }
+}
+
+/// The training grid of a weight format (`None`: not fake-quantized).
+fn grid_of(format: WeightFormat) -> Option<WeightGrid> {
+    match format {
+        WeightFormat::Int8 | WeightFormat::Int4 => Some(WeightGrid::Int {
+            qmax: format.qmax().unwrap_or(127),
+        }),
+        WeightFormat::Ternary => Some(WeightGrid::Ternary),
+        WeightFormat::Binary => Some(WeightGrid::Binary),
+        WeightFormat::Fp16 | WeightFormat::Float => None,
+    }
+}
+
+/// The weight's output-channel axis in the lowered model.
+fn weight_axis(model: &Model, name: &str) -> Result<usize> {
+    let i = model.param_index(name).ok_or_else(|| {
+        CompressError::Unsupported(format!(
+            "QAT: planned weight '{name}' is not a trainable float constant of the graph"
+        ))
+    })?;
+    match model.params[i].role {
+        ParamRole::Weight { out_axis } => Ok(out_axis),
+        r => Err(CompressError::Unsupported(format!(
+            "QAT: planned weight '{name}' is a {r:?} parameter, not a conv/dense weight"
+        ))),
+    }
+}
+
+/// `(channel axis, group)` of a spec for a weight whose output axis is `axis`.
+fn blocks(spec: &WeightSpec, axis: usize) -> (Option<usize>, Option<usize>) {
+    match spec.granularity {
+        Granularity::Tensor => (None, None),
+        Granularity::Channel => (Some(axis), None),
+        Granularity::Group(n) => (Some(axis), Some(n)),
+    }
+}
+
+/// Lowers `prepared` and installs the fake-quant hooks that emulate `plan`. The model
+/// evaluates (Eval mode) the fake-quant accuracy of the plan, and trains with the STE.
+pub fn qat_model(prepared: &Graph, plan: &QuantPlan, ranges: RangeMode) -> Result<Model> {
+    let act = plan
+        .activations
+        .ok_or_else(|| CompressError::Invalid("QAT: the plan has no activation format".into()))?;
+    let mut model = Model::new(prepared.clone(), &edgeopt_train::cpu())?;
+    for (name, spec) in &plan.weights {
+        let axis = weight_axis(&model, name)?;
+        if let Granularity::Group(0) = spec.granularity {
+            return Err(CompressError::Invalid(format!(
+                "QAT: weight '{name}' has group size 0"
+            )));
+        }
+        if let Some(grid) = grid_of(spec.format) {
+            let (ax, group) = blocks(spec, axis);
+            model
+                .hooks
+                .quantize_weight(name.clone(), FakeQuant::weights(grid, ax, group));
+        }
+    }
+    for (name, (lo, hi), own) in effective_ranges(model.graph(), plan, act)? {
+        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+            return Err(CompressError::Invalid(format!(
+                "QAT: range of '{name}' is ({lo}, {hi})"
+            )));
+        }
+        let id = model.graph().find_value(&name).ok_or_else(|| {
+            CompressError::Invalid(format!("QAT: plan range for unknown value '{name}'"))
+        })?;
+        let ema = ranges == RangeMode::Ema && own;
+        if ranges == RangeMode::Ema && !own {
+            // Inherited parameters would follow their input's moving range; the
+            // refined plan re-derives them in `apply`, so they are not emulated here.
+            continue;
+        }
+        let fq = match act {
+            ActivationFormat::Int8 => FakeQuant {
+                range: (!ema).then_some((lo, hi)),
+                ..FakeQuant::int8_activations()
+            },
+            // TFLite 16x8: symmetric int16, zero point 0, scale max|x| / 32767.
+            ActivationFormat::Int16 => FakeQuant {
+                bits: 16,
+                symmetric: true,
+                range: Some((lo, hi)),
+                ..FakeQuant::int8_activations()
+            },
+            ActivationFormat::Fp16 | ActivationFormat::Float => continue,
+        };
+        if fq.range.is_none() {
+            // The EMA observer starts at the calibrated range.
+            model.act_ranges.insert(id, (lo, hi));
+        }
+        model.hooks.quantize_activation(name.clone(), fq);
+    }
+    model.check_hooks()?;
+    Ok(model)
+}
+
+/// The range each activation is quantized at in the integer graph, by value name, with
+/// whether it is the plan's own range (`true`) or implied by the op. Mirrors `apply`'s
+/// parameter rules: pools (NHWC), pad, transpose and reshape-like ops carry their
+/// input's parameters (their integer kernels require it); softmax and sigmoid outputs
+/// have TFLite's fixed 1/256 (int8) or 1/32768 (int16) scale, tanh 1/128 or 1/32768.
+/// The fixed ones are written as the range whose nudged parameters are exactly those.
+fn effective_ranges(
+    g: &Graph,
+    plan: &QuantPlan,
+    act: ActivationFormat,
+) -> Result<Vec<(String, (f32, f32), bool)>> {
+    let mut eff: Vec<Option<((f32, f32), bool)>> = vec![None; g.values.len()];
+    for (name, &r) in &plan.ranges {
+        let id = g.find_value(name).ok_or_else(|| {
+            CompressError::Invalid(format!("QAT: plan range for unknown value '{name}'"))
+        })?;
+        eff[id] = Some((r, true));
+    }
+    let wide = act == ActivationFormat::Int16;
+    for n in &g.nodes {
+        let inherits = match &n.op {
+            Op::MaxPool(p) | Op::AveragePool(p) => p.layout == Layout::Nhwc,
+            Op::Pad { .. } | Op::Transpose { .. } => true,
+            op => op.is_reshape_like(),
+        };
+        let fixed = match &n.op {
+            Op::Softmax { .. } | Op::Unary(UnaryKind::Sigmoid) if wide => {
+                Some((0.0, 32767.0 / 32768.0))
+            }
+            Op::Softmax { .. } | Op::Unary(UnaryKind::Sigmoid) => Some((0.0, 255.0 / 256.0)),
+            Op::Unary(UnaryKind::Tanh) if wide => Some((-32767.0 / 32768.0, 32767.0 / 32768.0)),
+            Op::Unary(UnaryKind::Tanh) => Some((-1.0, 127.0 / 128.0)),
+            _ => None,
+        };
+        let input = n.input(0).and_then(|x| eff[x]);
+        for &o in &n.outputs {
+            if g.values[o].dtype != DType::F32 {
+                continue;
+            }
+            match (inherits, input, fixed) {
+                (true, Some((r, _)), _) => eff[o] = Some((r, false)),
+                (_, _, Some(r)) => eff[o] = Some((r, false)),
+                _ => {}
+            }
+        }
+    }
+    Ok(eff
+        .into_iter()
+        .enumerate()
+        .filter_map(|(id, e)| e.map(|(r, own)| (g.values[id].name.clone(), r, own)))
+        .collect())
+}
+
+/// Loads the training set of `cfg` for `model`'s input.
+fn load_train(model: &Model, data: &QatData) -> Result<Dataset> {
+    match data {
+        QatData::Loaded(d) => Ok(d.clone()),
+        QatData::Dir(dir) => {
+            let shape = model.input_shape(0).ok_or_else(|| {
+                CompressError::Unsupported(
+                    "QAT: the graph input needs a fixed shape (besides the batch) to load data"
+                        .into(),
+                )
+            })?;
+            let files = find_dataset(dir)?;
+            let (x, y) = files.train.ok_or_else(|| {
+                CompressError::Invalid(format!("QAT: {} has no training arrays", dir.display()))
+            })?;
+            Ok(load_pair(&x, &y, &shape)?)
+        }
+    }
+}
+
+/// Fine-tunes `prepared` with fake quantization emulating `plan` and returns the float
+/// graph with the trained weights and the plan with its final ranges (see the module
+/// doc). Quantize the result with `apply`.
+pub fn fine_tune(prepared: &Graph, plan: &QuantPlan, cfg: &QatConfig) -> Result<(Graph, QuantPlan)> {
+    fine_tune_with_report(prepared, plan, cfg).map(|(g, p, _)| (g, p))
+}
+
+/// [`fine_tune`], also returning the training log.
+pub fn fine_tune_with_report(
+    prepared: &Graph,
+    plan: &QuantPlan,
+    cfg: &QatConfig,
+) -> Result<(Graph, QuantPlan, TrainReport)> {
+    if cfg.epochs == 0 || cfg.batch_size == 0 {
+        return Err(CompressError::Invalid(
+            "QAT: epochs and batch size must be > 0".into(),
+        ));
+    }
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        return Err(CompressError::Invalid(format!(
+            "QAT: learning rate {} must be > 0",
+            cfg.lr
+        )));
+    }
+    edgeopt_train::cli::set_threads(cfg.threads);
+    let mut model = qat_model(prepared, plan, cfg.ranges)?;
+    let train = load_train(&model, &cfg.data)?;
+    let objective = if train.classes().is_some() {
+        Objective::Classification {
+            label_smoothing: 0.0,
+        }
+    } else {
+        Objective::Regression
+    };
+    let mut tc = TrainConfig::new(cfg.epochs, cfg.lr);
+    tc.batch_size = cfg.batch_size;
+    tc.seed = cfg.seed;
+    tc.augment = cfg.augment.clone();
+    tc.progress = cfg.progress;
+    tc.max_batches = cfg.max_batches;
+    tc.optim.weight_decay = cfg.weight_decay;
+    tc.optim.kind = match cfg.optimizer {
+        QatOptimizer::Sgd { momentum } => OptimizerKind::Sgd {
+            momentum,
+            nesterov: false,
+        },
+        QatOptimizer::AdamW => OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+    };
+    let report = fit(&mut model, &objective, &train, None, &cfg.normalize, &tc)?;
+    let mut graph = model.to_graph()?;
+    let mut out = plan.clone();
+    if cfg.ranges == RangeMode::Ema {
+        for (name, r) in out.ranges.iter_mut() {
+            let Some(id) = model.graph().find_value(name) else {
+                continue;
+            };
+            if let Some(&(lo, hi)) = model.act_ranges.get(&id) {
+                // The plan's ranges always contain 0 (activation_params widens anyway).
+                *r = (lo.min(0.0), hi.max(0.0));
+            }
+        }
+    }
+    if cfg.snap_weights {
+        snap_weights(&mut graph, &model, plan)?;
+    }
+    Ok((graph, out, report))
+}
+
+/// Replaces each planned weight of `graph` by its quantized value (fp16: rounded to
+/// half precision).
+fn snap_weights(graph: &mut Graph, model: &Model, plan: &QuantPlan) -> Result<()> {
+    for (name, spec) in &plan.weights {
+        let axis = weight_axis(model, name)?;
+        let v = graph.find_value(name).ok_or_else(|| {
+            CompressError::Invalid(format!("QAT: weight '{name}' vanished from the graph"))
+        })?;
+        let t = graph.values[v]
+            .data
+            .as_ref()
+            .ok_or_else(|| CompressError::Invalid(format!("QAT: weight '{name}' has no data")))?;
+        let w = t.to_f32_vec();
+        let q = match (grid_of(spec.format), spec.format) {
+            (Some(grid), _) => {
+                let (ax, group) = blocks(spec, axis);
+                quantize_weights(&w, &t.shape, grid, ax, group)?
+            }
+            (None, WeightFormat::Fp16) => w
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_f32())
+                .collect(),
+            (None, _) => continue,
+        };
+        let shape = t.shape.clone();
+        graph.values[v].data = Some(edgeopt_ir::Tensor::from_f32(shape, q)?);
+    }
+    Ok(())
+}

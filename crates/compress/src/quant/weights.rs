@@ -1,0 +1,203 @@
+//! Weight quantizers: symmetric integer grids (int8, int4) with the clipping scale
+//! chosen per channel, ternary (TWN thresholding) and binary (XNOR-Net scaling).
+//!
+//! Channels are slices along axis 0 (output channels of Conv / FullyConnected
+//! weights in the IR, depthwise included, see `edgeopt_ir::Layout`).
+
+use super::{Granularity, WeightFormat, WeightSpec};
+use crate::{CompressError, Result};
+
+/// Quantized weights: integer codes (one per element, in `[-qmax, qmax]`) and one scale
+/// per channel (or one for the whole tensor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedWeights {
+    pub codes: Vec<i8>,
+    pub scales: Vec<f32>,
+}
+
+impl QuantizedWeights {
+    /// The real values the codes stand for.
+    pub fn dequantize(&self, channels: usize) -> Vec<f32> {
+        let per = self.codes.len() / channels.max(1);
+        self.codes
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let s = if self.scales.len() == 1 {
+                    self.scales[0]
+                } else {
+                    self.scales[i / per.max(1)]
+                };
+                q as f32 * s
+            })
+            .collect()
+    }
+}
+
+/// Smallest usable scale: an all-zero channel still needs a positive scale.
+const MIN_SCALE: f32 = 1e-12;
+
+/// Quantizes `w` (axis 0 has `channels` slices) by `spec`.
+pub fn quantize(w: &[f32], channels: usize, spec: WeightSpec) -> Result<QuantizedWeights> {
+    if channels == 0 || w.len() % channels != 0 {
+        return Err(CompressError::Invalid(format!(
+            "{} weights do not split into {channels} channels",
+            w.len()
+        )));
+    }
+    let groups: Vec<&[f32]> = match spec.granularity {
+        Granularity::Channel => w.chunks(w.len() / channels).collect(),
+        Granularity::Tensor => vec![w],
+        Granularity::Group(n) => {
+            return Err(CompressError::Unsupported(format!(
+                "group granularity (group:{n}) is not supported yet; use tensor or channel"
+            )))
+        }
+    };
+    let mut codes = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(groups.len());
+    for g in groups {
+        let (s, q) = quantize_group(g, spec.format)?;
+        scales.push(s);
+        codes.extend(q);
+    }
+    Ok(QuantizedWeights { codes, scales })
+}
+
+fn round_codes(g: &[f32], s: f32, qmax: i32) -> Vec<i8> {
+    g.iter()
+        .map(|&v| ((v / s).round() as i32).clamp(-qmax, qmax) as i8)
+        .collect()
+}
+
+fn sq_err(g: &[f32], q: &[i8], s: f32) -> f64 {
+    g.iter()
+        .zip(q)
+        .map(|(&v, &c)| {
+            let d = (v - c as f32 * s) as f64;
+            d * d
+        })
+        .sum()
+}
+
+fn quantize_group(g: &[f32], format: WeightFormat) -> Result<(f32, Vec<i8>)> {
+    if g.iter().any(|v| !v.is_finite()) {
+        return Err(CompressError::Invalid("weights contain NaN or infinity".into()));
+    }
+    let absmax = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if absmax == 0.0 {
+        return Ok((1.0, vec![0; g.len()]));
+    }
+    Ok(match format {
+        WeightFormat::Int8 => {
+            let s = (absmax / 127.0).max(MIN_SCALE);
+            (s, round_codes(g, s, 127))
+        }
+        WeightFormat::Int4 => {
+            // 15 levels are too few to cover outliers: pick the clipping that minimizes
+            // the squared error (a grid search over the max).
+            let mut best = (f64::INFINITY, 1.0, Vec::new());
+            for k in 0..=50 {
+                let s = (absmax * (1.0 - 0.01 * k as f32) / 7.0).max(MIN_SCALE);
+                let q = round_codes(g, s, 7);
+                let e = sq_err(g, &q, s);
+                if e < best.0 {
+                    best = (e, s, q);
+                }
+            }
+            (best.1, best.2)
+        }
+        WeightFormat::Ternary => {
+            // TWN: threshold 0.7·E|w|, scale = mean magnitude of the kept weights.
+            let mean_abs = g.iter().map(|v| v.abs() as f64).sum::<f64>() / g.len() as f64;
+            let delta = 0.7 * mean_abs as f32;
+            let kept: Vec<f32> = g.iter().map(|v| v.abs()).filter(|&a| a > delta).collect();
+            let s = if kept.is_empty() {
+                absmax
+            } else {
+                kept.iter().sum::<f32>() / kept.len() as f32
+            };
+            let q = g
+                .iter()
+                .map(|&v| {
+                    if v > delta {
+                        1
+                    } else if v < -delta {
+                        -1
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            (s.max(MIN_SCALE), q)
+        }
+        WeightFormat::Binary => {
+            let s = (g.iter().map(|v| v.abs()).sum::<f32>() / g.len() as f32).max(MIN_SCALE);
+            (s, g.iter().map(|&v| if v < 0.0 { -1 } else { 1 }).collect())
+        }
+        WeightFormat::Fp16 | WeightFormat::Float => {
+            return Err(CompressError::Invalid(format!(
+                "{format:?} weights are not an integer format"
+            )))
+        }
+    })
+}
+
+/// Bytes of a weight tensor of `n` elements in `format` (ternary packs four per byte).
+pub fn weight_bytes(n: usize, format: WeightFormat) -> usize {
+    (n * format.bits() as usize).div_ceil(8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(format: WeightFormat) -> WeightSpec {
+        WeightSpec {
+            format,
+            granularity: Granularity::Channel,
+        }
+    }
+
+    #[test]
+    fn int8_is_symmetric_per_channel() {
+        let w = vec![0.5, -1.0, 0.25, 2.0, -0.5, 1.0];
+        let q = quantize(&w, 2, spec(WeightFormat::Int8)).unwrap();
+        assert_eq!(q.scales, vec![1.0 / 127.0, 2.0 / 127.0]);
+        assert_eq!(q.codes, vec![64, -127, 32, 127, -32, 64]);
+    }
+
+    #[test]
+    fn ternary_and_binary_codes() {
+        let w = vec![0.9, -0.8, 0.05, -0.02, 1.1, -1.0];
+        let t = quantize(&w, 1, spec(WeightFormat::Ternary)).unwrap();
+        assert_eq!(t.codes, vec![1, -1, 0, 0, 1, -1]);
+        assert!((t.scales[0] - 0.95).abs() < 1e-6);
+        let b = quantize(&w, 1, spec(WeightFormat::Binary)).unwrap();
+        assert_eq!(b.codes, vec![1, -1, 1, -1, 1, -1]);
+    }
+
+    #[test]
+    fn int4_error_not_worse_than_plain_max_scaling() {
+        let w: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let q = quantize(&w, 1, spec(WeightFormat::Int4)).unwrap();
+        assert!(q.codes.iter().all(|&c| (-7..=7).contains(&c)));
+        let absmax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let plain = round_codes(&w, absmax / 7.0, 7);
+        assert!(sq_err(&w, &q.codes, q.scales[0]) <= sq_err(&w, &plain, absmax / 7.0));
+    }
+
+    #[test]
+    fn group_granularity_is_a_clear_error() {
+        let e = quantize(
+            &[1.0; 8],
+            1,
+            WeightSpec {
+                format: WeightFormat::Int4,
+                granularity: Granularity::Group(4),
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("group"));
+    }
+}

@@ -1,0 +1,1387 @@
+//! IR graph -> TFLite flatbuffer: the inverse of [`crate::import`].
+//!
+//! The graph must be expressible in TFLite: NHWC convolutions and pools, TFLite's
+//! ops (the set the importer reads), static attribute operands. Each IR node becomes
+//! one TFLite operator (a PAD is added in front of a convolution or pool whose
+//! explicit padding is neither SAME nor VALID); each IR value becomes one tensor with
+//! its name, dtype, shape (a symbolic dimension is written as 1 in `shape` and -1 in
+//! `shape_signature`, as the converter does) and quantization parameters (per tensor,
+//! or per channel with `quantized_dimension`). Constants are written to their own
+//! buffers: int4 packed two per byte, low nibble first (TFLite's INT4 layout).
+//!
+//! The IR's TFLite-specific conventions are undone here:
+//! - depthwise weights `[C*mult, kh, kw, 1]` go back to `[1, kh, kw, C*mult]` (the
+//!   per-channel axis 0 becomes 3);
+//! - attributes that TFLite passes as constant operands (MEAN axes, PAD paddings,
+//!   TRANSPOSE perm, EXPAND_DIMS axis, resize sizes) become int32 constants;
+//!   RESHAPE's i64 shape becomes an int32 constant of the same name;
+//! - hybrid models: an int8 constant that the importer dequantized for a float
+//!   CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED weight operand is written back as
+//!   the int8 operand itself (LiteRT's hybrid kernels), so a hybrid file round-trips
+//!   to the same operators. Other `Dequantize` nodes (fp16 weights: FLOAT16
+//!   constant + DEQUANTIZE, TFLite's fp16 scheme) stay DEQUANTIZE operators.
+//! - int8 biases without quantization parameters get TFLite's
+//!   `input_scale * weight_scale[c]`, which LiteRT checks.
+//!
+//! Anything TFLite cannot express (an NCHW convolution, an ONNX-only op, a computed
+//! attribute) is an error naming the node.
+
+use crate::error::{invalid, unsupported, TfliteError};
+use crate::schema::{self as s, BuiltinOperator as B};
+use edgeopt_ir::{
+    Activation, AutoPad, BinaryKind, ConvAttrs, CoordTransform, DType, Dim, Graph, Layout,
+    NearestMode, Node, Op, PadMode, PoolAttrs, QuantParams, ReduceKind, ResizeMode, Tensor,
+    TensorData, UnaryKind, ValueId,
+};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+type Result<T, E = TfliteError> = std::result::Result<T, E>;
+
+/// Depthwise weights: IR `[C*mult, kh, kw, 1]` <-> TFLite `[1, kh, kw, C*mult]`
+/// (the permutation is its own inverse).
+const DW_PERM: [usize; 4] = [3, 1, 2, 0];
+
+/// Serializes `graph` as a TFLite model (schema version 3, subgraph 0 = the graph).
+pub fn export(graph: &Graph) -> Result<Vec<u8>> {
+    Ok(crate::finish_model(&export_model(graph)?))
+}
+
+/// Writes `graph` as a `.tflite` file atomically: a temporary file in the same
+/// folder, synced, then renamed, so a crash never leaves a truncated model behind.
+pub fn export_file(graph: &Graph, path: impl AsRef<Path>) -> Result<()> {
+    let bytes = export(graph)?;
+    let path = path.as_ref();
+    let io = |source: std::io::Error| TfliteError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io(std::io::Error::other("not a file path")))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}
+
+/// Builds the schema-level model of `graph` (for callers that edit it further).
+pub fn export_model(graph: &Graph) -> Result<s::Model> {
+    graph.validate()?;
+    let mut w = Writer::new(graph);
+    w.fold_hybrid_dequantize();
+    for n in &graph.nodes {
+        if w.skipped.contains(&n.outputs[0]) {
+            continue;
+        }
+        w.node(n).map_err(|e| {
+            e.context(&format!(
+                "cannot export node '{}' ({}) to TFLite",
+                n.name,
+                n.op.name()
+            ))
+        })?;
+    }
+    let mut inputs = Vec::new();
+    for &i in &graph.inputs {
+        inputs.push(w.tensor(i)?);
+    }
+    let mut outputs = Vec::new();
+    for &o in &graph.outputs {
+        outputs.push(w.tensor(o)?);
+    }
+    Ok(w.finish(inputs, outputs))
+}
+
+struct Writer<'g> {
+    g: &'g Graph,
+    tensors: Vec<s::Tensor>,
+    buffers: Vec<s::Buffer>,
+    ops: Vec<s::Operator>,
+    codes: Vec<B>,
+    /// Value -> tensor index (as stored / in the depthwise TFLite layout).
+    plain: HashMap<ValueId, i32>,
+    depthwise: HashMap<ValueId, i32>,
+    /// Output of a `Dequantize` folded into hybrid operators -> its int8 constant.
+    hybrid: HashMap<ValueId, ValueId>,
+    /// Values whose producer is not written (folded dequantizations).
+    skipped: HashSet<ValueId>,
+    /// Names in use, so helper tensors never take a value's name.
+    taken: HashSet<String>,
+}
+
+impl<'g> Writer<'g> {
+    fn new(g: &'g Graph) -> Writer<'g> {
+        Writer {
+            g,
+            tensors: Vec::new(),
+            // Buffer 0 is the empty sentinel every TFLite model starts with.
+            buffers: vec![s::Buffer::default()],
+            ops: Vec::new(),
+            codes: Vec::new(),
+            plain: HashMap::new(),
+            depthwise: HashMap::new(),
+            hybrid: HashMap::new(),
+            skipped: HashSet::new(),
+            taken: g.values.iter().map(|v| v.name.clone()).collect(),
+        }
+    }
+
+    fn finish(self, inputs: Vec<i32>, outputs: Vec<i32>) -> s::Model {
+        let operator_codes = self
+            .codes
+            .iter()
+            .map(|&c| s::OperatorCode {
+                // Converters fill both fields; the byte-sized one saturates at 127
+                // (PLACEHOLDER_FOR_GREATER_OP_CODES).
+                deprecated_builtin_code: (c as i32).min(127) as i8,
+                builtin_code: c,
+                version: 1,
+                custom_code: None,
+            })
+            .collect();
+        let name = if self.g.name.is_empty() {
+            "main".to_string()
+        } else {
+            self.g.name.clone()
+        };
+        s::Model {
+            version: crate::SCHEMA_VERSION,
+            operator_codes: Some(operator_codes),
+            subgraphs: Some(vec![s::SubGraph {
+                tensors: Some(self.tensors),
+                inputs: Some(inputs),
+                outputs: Some(outputs),
+                operators: Some(self.ops),
+                name: Some(name),
+            }]),
+            description: Some("edgeopt".into()),
+            buffers: Some(self.buffers),
+            ..Default::default()
+        }
+    }
+
+    /// Finds `Dequantize` nodes of int8 constants whose every reader is the weight
+    /// operand of a float conv / fully-connected node: those are hybrid weights.
+    fn fold_hybrid_dequantize(&mut self) {
+        let g = self.g;
+        let consumers = g.consumers();
+        for n in &g.nodes {
+            if n.op != Op::Dequantize {
+                continue;
+            }
+            let (Some(x), Some(&y)) = (n.input(0), n.outputs.first()) else {
+                continue;
+            };
+            let xv = &g.values[x];
+            if !(xv.is_const() && xv.dtype == DType::I8 && xv.quant.is_some()) {
+                continue;
+            }
+            if g.outputs.contains(&y) || consumers[y].is_empty() {
+                continue;
+            }
+            let all_weights = consumers[y].iter().all(|&c| {
+                let c = &g.nodes[c];
+                matches!(c.op, Op::Conv(_) | Op::FullyConnected { .. })
+                    && c.input(1) == Some(y)
+                    && c.inputs.iter().enumerate().all(|(k, i)| k == 1 || *i != Some(y))
+            });
+            if all_weights {
+                self.hybrid.insert(y, x);
+                self.skipped.insert(y);
+            }
+        }
+    }
+
+    fn fresh(&mut self, base: &str) -> String {
+        if self.taken.insert(base.to_string()) {
+            return base.to_string();
+        }
+        let mut k = 1;
+        loop {
+            let n = format!("{base}_{k}");
+            if self.taken.insert(n.clone()) {
+                return n;
+            }
+            k += 1;
+        }
+    }
+
+    fn code(&mut self, b: B) -> u32 {
+        match self.codes.iter().position(|&c| c == b) {
+            Some(i) => i as u32,
+            None => {
+                self.codes.push(b);
+                self.codes.len() as u32 - 1
+            }
+        }
+    }
+
+    fn op(&mut self, b: B, inputs: Vec<i32>, output: i32, opts: Option<s::BuiltinOptions>) {
+        let opcode_index = self.code(b);
+        self.ops.push(s::Operator {
+            opcode_index,
+            inputs: Some(inputs),
+            outputs: Some(vec![output]),
+            builtin_options: opts,
+            ..Default::default()
+        });
+    }
+
+    fn push_tensor(&mut self, t: s::Tensor) -> i32 {
+        self.tensors.push(t);
+        self.tensors.len() as i32 - 1
+    }
+
+    fn push_buffer(&mut self, data: Vec<u8>) -> u32 {
+        self.buffers.push(s::Buffer {
+            data: Some(data),
+            ..Default::default()
+        });
+        self.buffers.len() as u32 - 1
+    }
+
+    /// The tensor of value `id` as stored in the IR.
+    fn tensor(&mut self, id: ValueId) -> Result<i32> {
+        if let Some(&t) = self.plain.get(&id) {
+            return Ok(t);
+        }
+        let v = &self.g.values[id];
+        let (shape, signature) = match &v.shape {
+            Some(dims) => {
+                let shape = dims
+                    .iter()
+                    .map(|d| dim_i32(d.fixed().unwrap_or(1)))
+                    .collect::<Result<Vec<i32>>>()?;
+                let dynamic = dims.iter().any(|d| d.fixed().is_none());
+                let sig = dynamic.then(|| {
+                    dims.iter()
+                        .zip(&shape)
+                        .map(|(d, &s)| if d.fixed().is_none() { -1 } else { s })
+                        .collect()
+                });
+                (Some(shape), sig)
+            }
+            None => (None, None),
+        };
+        let buffer = match &v.data {
+            Some(t) => self.push_buffer(encode(&t.data)),
+            None => 0,
+        };
+        let t = s::Tensor {
+            has_rank: shape.is_some(),
+            shape,
+            shape_signature: signature,
+            type_: tensor_type(v.dtype)?,
+            buffer,
+            name: Some(v.name.clone()),
+            quantization: quant(v.dtype, v.quant.as_ref(), None),
+            ..Default::default()
+        };
+        let i = self.push_tensor(t);
+        self.plain.insert(id, i);
+        Ok(i)
+    }
+
+    /// Constant depthwise weights in TFLite's `[1, kh, kw, C*mult]` layout.
+    fn depthwise_tensor(&mut self, id: ValueId) -> Result<i32> {
+        if let Some(&t) = self.depthwise.get(&id) {
+            return Ok(t);
+        }
+        let v = &self.g.values[id];
+        let Some(data) = &v.data else {
+            return Err(unsupported(format!(
+                "depthwise weights '{}' are computed at run time; TFLite export needs \
+                 constant depthwise weights",
+                v.name
+            )));
+        };
+        if data.shape.len() != 4 || data.shape[3] != 1 {
+            return Err(invalid(format!(
+                "depthwise weights '{}' have shape {:?}, expected [C*mult, kh, kw, 1]",
+                v.name, data.shape
+            )));
+        }
+        let permuted = crate::tensor::permute(&data.data, &data.shape, &DW_PERM);
+        let shape: Vec<i32> = DW_PERM
+            .iter()
+            .map(|&p| dim_i32(data.shape[p]))
+            .collect::<Result<_>>()?;
+        let axis_map = |a: usize| DW_PERM.iter().position(|&p| p == a).unwrap_or(a);
+        let buffer = self.push_buffer(encode(&permuted));
+        let name = if self.plain.contains_key(&id) {
+            self.fresh(&format!("{}/hwio", v.name))
+        } else {
+            v.name.clone()
+        };
+        let t = s::Tensor {
+            shape: Some(shape),
+            type_: tensor_type(v.dtype)?,
+            buffer,
+            name: Some(name),
+            quantization: quant(v.dtype, v.quant.as_ref(), Some(&axis_map)),
+            has_rank: true,
+            ..Default::default()
+        };
+        let i = self.push_tensor(t);
+        self.depthwise.insert(id, i);
+        Ok(i)
+    }
+
+    /// A helper int32 constant (axes, paddings, perm...).
+    fn const_i32(&mut self, base: &str, shape: Vec<usize>, v: &[i64]) -> Result<i32> {
+        let vals = v
+            .iter()
+            .map(|&x| {
+                i32::try_from(x).map_err(|_| invalid(format!("{base}: {x} does not fit int32")))
+            })
+            .collect::<Result<Vec<i32>>>()?;
+        let name = self.fresh(base);
+        let buffer = self.push_buffer(vals.iter().flat_map(|x| x.to_le_bytes()).collect());
+        let shape = shape.into_iter().map(dim_i32).collect::<Result<_>>()?;
+        Ok(self.push_tensor(s::Tensor {
+            shape: Some(shape),
+            type_: s::TensorType::Int32,
+            buffer,
+            name: Some(name),
+            has_rank: true,
+            ..Default::default()
+        }))
+    }
+
+    /// A non-constant helper tensor like value `like` but with `shape`.
+    fn temp_like(&mut self, base: &str, like: ValueId, shape: &[usize]) -> Result<i32> {
+        let v = &self.g.values[like];
+        let name = self.fresh(base);
+        let shape = shape.iter().map(|&d| dim_i32(d)).collect::<Result<_>>()?;
+        Ok(self.push_tensor(s::Tensor {
+            shape: Some(shape),
+            type_: tensor_type(v.dtype)?,
+            name: Some(name),
+            quantization: quant(v.dtype, v.quant.as_ref(), None),
+            has_rank: true,
+            ..Default::default()
+        }))
+    }
+
+    /// Tensor for input `k` of `n` (a folded hybrid dequantization reads its int8
+    /// constant).
+    fn input(&mut self, n: &Node, k: usize) -> Result<i32> {
+        let id = n
+            .input(k)
+            .ok_or_else(|| invalid(format!("input {k} is missing")))?;
+        let id = self.hybrid.get(&id).copied().unwrap_or(id);
+        self.tensor(id)
+    }
+
+    fn opt_input(&mut self, n: &Node, k: usize) -> Result<i32> {
+        match n.input(k) {
+            Some(_) => self.input(n, k),
+            None => Ok(-1),
+        }
+    }
+
+    fn fixed_shape(&self, id: ValueId) -> Option<Vec<usize>> {
+        self.g.values[id].fixed_shape()
+    }
+
+    fn rank(&self, id: ValueId) -> Option<usize> {
+        self.g.values[id].shape.as_ref().map(Vec::len)
+    }
+
+    fn node(&mut self, n: &Node) -> Result<()> {
+        let g = self.g;
+        if n.outputs.len() != 1 {
+            return Err(unsupported(format!(
+                "{} outputs (TFLite operators written here have one)",
+                n.outputs.len()
+            )));
+        }
+        let y_id = n.outputs[0];
+        let y = self.tensor(y_id)?;
+        let x0 = || n.input(0).ok_or_else(|| invalid("input 0 is missing"));
+        match &n.op {
+            Op::Conv(c) => self.conv(n, c, y)?,
+            Op::FullyConnected {
+                activation,
+                keep_num_dims,
+            } => {
+                let ins = vec![
+                    self.input(n, 0)?,
+                    self.input(n, 1)?,
+                    self.bias(n, 2, None)?,
+                ];
+                let opts = s::FullyConnectedOptions {
+                    fused_activation_function: act(*activation),
+                    keep_num_dims: *keep_num_dims,
+                    ..Default::default()
+                };
+                let ins = trim(ins);
+                self.op(
+                    B::FullyConnected,
+                    ins,
+                    y,
+                    Some(s::BuiltinOptions::FullyConnectedOptions(Box::new(opts))),
+                );
+            }
+            Op::Binary { kind, activation } => {
+                let a = act(*activation);
+                let (b, opts) = match kind {
+                    BinaryKind::Add => (
+                        B::Add,
+                        s::BuiltinOptions::AddOptions(Box::new(s::AddOptions {
+                            fused_activation_function: a,
+                            ..Default::default()
+                        })),
+                    ),
+                    BinaryKind::Sub => (
+                        B::Sub,
+                        s::BuiltinOptions::SubOptions(Box::new(s::SubOptions {
+                            fused_activation_function: a,
+                            ..Default::default()
+                        })),
+                    ),
+                    BinaryKind::Mul => (
+                        B::Mul,
+                        s::BuiltinOptions::MulOptions(Box::new(s::MulOptions {
+                            fused_activation_function: a,
+                        })),
+                    ),
+                    BinaryKind::Div => (
+                        B::Div,
+                        s::BuiltinOptions::DivOptions(Box::new(s::DivOptions {
+                            fused_activation_function: a,
+                        })),
+                    ),
+                    BinaryKind::Max | BinaryKind::Min if *activation == Activation::None => (
+                        if *kind == BinaryKind::Max {
+                            B::Maximum
+                        } else {
+                            B::Minimum
+                        },
+                        s::BuiltinOptions::MaximumMinimumOptions(Box::default()),
+                    ),
+                    other => {
+                        return Err(unsupported(format!(
+                            "binary {other:?} with fused activation {activation:?} has no \
+                             TFLite operator"
+                        )))
+                    }
+                };
+                let ins = vec![self.input(n, 0)?, self.input(n, 1)?];
+                self.op(b, ins, y, Some(opts));
+            }
+            Op::MaxPool(p) | Op::AveragePool(p) => {
+                let max = matches!(n.op, Op::MaxPool(_));
+                self.pool(n, p, max, y)?;
+            }
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes,
+                keepdims,
+                noop_with_empty_axes,
+            } => {
+                let x = x0()?;
+                let axes: Vec<i64> = match axes {
+                    Some(a) if !a.is_empty() => a.clone(),
+                    _ if *noop_with_empty_axes => {
+                        return Err(unsupported("ReduceMean with noop_with_empty_axes"))
+                    }
+                    _ => {
+                        let r = self.rank(x).ok_or_else(|| {
+                            unsupported("MEAN over all axes of a tensor of unknown rank")
+                        })?;
+                        (0..r as i64).collect()
+                    }
+                };
+                let xi = self.input(n, 0)?;
+                let a = self.const_i32(&format!("{}/axes", n.name), vec![axes.len()], &axes)?;
+                self.op(
+                    B::Mean,
+                    vec![xi, a],
+                    y,
+                    Some(s::BuiltinOptions::ReducerOptions(Box::new(
+                        s::ReducerOptions {
+                            keep_dims: *keepdims,
+                        },
+                    ))),
+                );
+            }
+            Op::Reshape { allowzero } => self.reshape(n, *allowzero, y)?,
+            Op::Flatten { axis } => {
+                let x = x0()?;
+                let s = self
+                    .fixed_shape(x)
+                    .ok_or_else(|| unsupported("Flatten of a tensor with a dynamic shape"))?;
+                let r = s.len() as i64;
+                let a = if *axis < 0 { axis + r } else { *axis };
+                if !(0..=r).contains(&a) {
+                    return Err(invalid(format!("axis {axis} for rank {r}")));
+                }
+                let lead: usize = s[..a as usize].iter().product();
+                let trail: usize = s[a as usize..].iter().product();
+                let xi = self.input(n, 0)?;
+                let shape = self.const_i32(
+                    &format!("{}/shape", n.name),
+                    vec![2],
+                    &[lead as i64, trail as i64],
+                )?;
+                self.op(
+                    B::Reshape,
+                    vec![xi, shape],
+                    y,
+                    Some(s::BuiltinOptions::ReshapeOptions(Box::default())),
+                );
+            }
+            Op::Softmax { axis, beta } => {
+                self.last_axis(x0()?, *axis)?;
+                let xi = self.input(n, 0)?;
+                self.op(
+                    B::Softmax,
+                    vec![xi],
+                    y,
+                    Some(s::BuiltinOptions::SoftmaxOptions(Box::new(
+                        s::SoftmaxOptions { beta: *beta },
+                    ))),
+                );
+            }
+            Op::LogSoftmax { axis } => {
+                self.last_axis(x0()?, *axis)?;
+                let xi = self.input(n, 0)?;
+                self.op(
+                    B::LogSoftmax,
+                    vec![xi],
+                    y,
+                    Some(s::BuiltinOptions::LogSoftmaxOptions(Box::default())),
+                );
+            }
+            Op::Pad { mode, pads, value } => {
+                if *mode != PadMode::Constant {
+                    return Err(unsupported(format!("{mode:?} padding")));
+                }
+                let x = x0()?;
+                self.pad(n, x, pads, *value, y)?;
+            }
+            Op::Concat { axis, activation } => {
+                let mut ins = Vec::with_capacity(n.inputs.len());
+                for k in 0..n.inputs.len() {
+                    ins.push(self.input(n, k)?);
+                }
+                let axis = i32::try_from(*axis).map_err(|_| invalid("axis"))?;
+                self.op(
+                    B::Concatenation,
+                    ins,
+                    y,
+                    Some(s::BuiltinOptions::ConcatenationOptions(Box::new(
+                        s::ConcatenationOptions {
+                            axis,
+                            fused_activation_function: act(*activation),
+                        },
+                    ))),
+                );
+            }
+            Op::Transpose { perm } => {
+                let x = x0()?;
+                let perm: Vec<i64> = if perm.is_empty() {
+                    let r = self
+                        .rank(x)
+                        .ok_or_else(|| unsupported("Transpose of unknown rank"))?;
+                    (0..r as i64).rev().collect()
+                } else {
+                    perm.iter().map(|&p| p as i64).collect()
+                };
+                let xi = self.input(n, 0)?;
+                let p = self.const_i32(&format!("{}/perm", n.name), vec![perm.len()], &perm)?;
+                self.op(
+                    B::Transpose,
+                    vec![xi, p],
+                    y,
+                    Some(s::BuiltinOptions::TransposeOptions(Box::default())),
+                );
+            }
+            Op::Quantize => {
+                let xi = self.input(n, 0)?;
+                self.op(
+                    B::Quantize,
+                    vec![xi],
+                    y,
+                    Some(s::BuiltinOptions::QuantizeOptions(Box::default())),
+                );
+            }
+            Op::Dequantize => {
+                let xi = self.input(n, 0)?;
+                self.op(
+                    B::Dequantize,
+                    vec![xi],
+                    y,
+                    Some(s::BuiltinOptions::DequantizeOptions(Box::default())),
+                );
+            }
+            Op::Unary(k) => {
+                let b = match k {
+                    UnaryKind::Relu => B::Relu,
+                    UnaryKind::Relu6 => B::Relu6,
+                    UnaryKind::Sigmoid => B::Logistic,
+                    UnaryKind::Tanh => B::Tanh,
+                    UnaryKind::HardSwish => B::HardSwish,
+                    other => {
+                        return Err(unsupported(format!(
+                            "unary {other:?} is not among the TFLite operators edgeopt writes"
+                        )))
+                    }
+                };
+                let opts = match b {
+                    B::HardSwish => Some(s::BuiltinOptions::HardSwishOptions(Box::default())),
+                    _ => None,
+                };
+                let xi = self.input(n, 0)?;
+                self.op(b, vec![xi], y, opts);
+            }
+            Op::Clip { min, max } => {
+                let b = match (min, max) {
+                    (Some(lo), None) if *lo == 0.0 => B::Relu,
+                    (Some(lo), Some(hi)) if *lo == 0.0 && *hi == 6.0 => B::Relu6,
+                    (Some(lo), Some(hi)) if *lo == -1.0 && *hi == 1.0 => B::ReluN1To1,
+                    _ => {
+                        return Err(unsupported(format!(
+                            "Clip to [{min:?}, {max:?}] (TFLite has RELU, RELU6 and \
+                             RELU_N1_TO_1 only)"
+                        )))
+                    }
+                };
+                let xi = self.input(n, 0)?;
+                self.op(b, vec![xi], y, None);
+            }
+            Op::LeakyRelu { alpha } => {
+                let xi = self.input(n, 0)?;
+                self.op(
+                    B::LeakyRelu,
+                    vec![xi],
+                    y,
+                    Some(s::BuiltinOptions::LeakyReluOptions(Box::new(
+                        s::LeakyReluOptions { alpha: *alpha },
+                    ))),
+                );
+            }
+            Op::Squeeze { axes } => {
+                let dims = axes
+                    .iter()
+                    .map(|&a| i32::try_from(a).map_err(|_| invalid("axis")))
+                    .collect::<Result<Vec<i32>>>()?;
+                let xi = self.input(n, 0)?;
+                self.op(
+                    B::Squeeze,
+                    vec![xi],
+                    y,
+                    Some(s::BuiltinOptions::SqueezeOptions(Box::new(
+                        s::SqueezeOptions {
+                            squeeze_dims: Some(dims),
+                        },
+                    ))),
+                );
+            }
+            Op::Unsqueeze { axes } => {
+                if axes.len() != 1 {
+                    return Err(unsupported(format!(
+                        "Unsqueeze of {} axes (EXPAND_DIMS adds one)",
+                        axes.len()
+                    )));
+                }
+                let xi = self.input(n, 0)?;
+                let a = self.const_i32(&format!("{}/axis", n.name), vec![1], axes)?;
+                self.op(
+                    B::ExpandDims,
+                    vec![xi, a],
+                    y,
+                    Some(s::BuiltinOptions::ExpandDimsOptions(Box::default())),
+                );
+            }
+            Op::Gather { axis } => {
+                let ins = vec![self.input(n, 0)?, self.input(n, 1)?];
+                let axis = i32::try_from(*axis).map_err(|_| invalid("axis"))?;
+                self.op(
+                    B::Gather,
+                    ins,
+                    y,
+                    Some(s::BuiltinOptions::GatherOptions(Box::new(
+                        s::GatherOptions {
+                            axis,
+                            batch_dims: 0,
+                        },
+                    ))),
+                );
+            }
+            Op::Resize(r) => self.resize(n, r, y)?,
+            other => {
+                return Err(unsupported(format!(
+                    "{} has no TFLite equivalent that edgeopt writes",
+                    other.name()
+                )))
+            }
+        }
+        let _ = (g, y_id);
+        Ok(())
+    }
+
+    fn last_axis(&self, x: ValueId, axis: i64) -> Result<()> {
+        if axis == -1 || self.rank(x).is_some_and(|r| axis == r as i64 - 1) {
+            Ok(())
+        } else {
+            Err(unsupported(format!(
+                "axis {axis} (TFLite normalizes over the last axis only)"
+            )))
+        }
+    }
+
+    /// The bias operand `k` of a conv / fully-connected node, with TFLite's bias
+    /// quantization (`input_scale * weight_scale[c]`) added to an int32 bias of a
+    /// quantized node that has none. `-1` when absent.
+    fn bias(&mut self, n: &Node, k: usize, dw: Option<()>) -> Result<i32> {
+        let _ = dw;
+        let Some(b) = n.input(k) else { return Ok(-1) };
+        let g = self.g;
+        let bv = &g.values[b];
+        if bv.dtype != DType::I32 || bv.quant.is_some() || bv.data.is_none() {
+            return self.input(n, k);
+        }
+        let (Some(x), Some(w)) = (n.input(0), n.input(1)) else {
+            return self.input(n, k);
+        };
+        let (Some(xq), Some(wq)) = (&g.values[x].quant, &g.values[w].quant) else {
+            return self.input(n, k);
+        };
+        if self.plain.contains_key(&b) {
+            return Ok(self.plain[&b]);
+        }
+        let nb = bv.data.as_ref().map_or(0, Tensor::len);
+        let xs = xq.scale[0];
+        let scales: Vec<f32> = (0..nb).map(|c| xs * wq.channel(c).0).collect();
+        let q = if wq.is_per_tensor() {
+            QuantParams::per_tensor(scales.first().copied().unwrap_or(xs), 0)
+        } else {
+            QuantParams::per_axis(scales, vec![0; nb], 0)
+        };
+        let t = self.tensor(b)?;
+        self.tensors[t as usize].quantization = quant(DType::I32, Some(&q), None);
+        Ok(t)
+    }
+
+    fn conv(&mut self, n: &Node, c: &ConvAttrs, y: i32) -> Result<()> {
+        if c.layout != Layout::Nhwc {
+            return Err(unsupported(
+                "NCHW convolution: TFLite convolutions are NHWC (export an NHWC graph, \
+                 e.g. one imported from TFLite, or export ONNX instead)",
+            ));
+        }
+        let x = n.input(0).ok_or_else(|| invalid("input is missing"))?;
+        let w = n.input(1).ok_or_else(|| invalid("weights are missing"))?;
+        let w_raw = self.hybrid.get(&w).copied().unwrap_or(w);
+        let ws = self.fixed_shape(w_raw).filter(|s| s.len() == 4).ok_or_else(|| {
+            unsupported("2-D convolution with 4-D weights of fixed shape is required")
+        })?;
+        let (kh, kw) = (ws[1], ws[2]);
+        let strides = two(&c.strides, "strides")?;
+        let dil = two(&c.dilations, "dilations")?;
+        let cin = self
+            .fixed_shape(x)
+            .and_then(|s| s.last().copied())
+            .filter(|&c| c > 0);
+        let depthwise = c.group > 1 && ws[3] == 1 && cin == Some(c.group);
+        let padding = self.padding(n, x, c.auto_pad, &c.pads, [kh, kw], strides, dil)?;
+        let xi = match &padding {
+            Pre::Same | Pre::Valid => self.input(n, 0)?,
+            Pre::Pad(pads) => self.explicit_pad(n, x, pads)?,
+        };
+        let pad = if matches!(padding, Pre::Same) {
+            s::Padding::Same
+        } else {
+            s::Padding::Valid
+        };
+        let wi = if depthwise {
+            self.depthwise_tensor(w_raw)?
+        } else {
+            self.tensor(w_raw)?
+        };
+        let bi = self.bias(n, 2, None)?;
+        let ins = trim(vec![xi, wi, bi]);
+        let (sh, sw) = (dim_i32(strides[0])?, dim_i32(strides[1])?);
+        let (dh, dw) = (dim_i32(dil[0])?, dim_i32(dil[1])?);
+        if depthwise {
+            let mult = ws[0] / c.group;
+            self.op(
+                B::DepthwiseConv2d,
+                ins,
+                y,
+                Some(s::BuiltinOptions::DepthwiseConv2DOptions(Box::new(
+                    s::DepthwiseConv2DOptions {
+                        padding: pad,
+                        stride_w: sw,
+                        stride_h: sh,
+                        depth_multiplier: dim_i32(mult)?,
+                        fused_activation_function: act(c.activation),
+                        dilation_w_factor: dw,
+                        dilation_h_factor: dh,
+                    },
+                ))),
+            );
+        } else {
+            self.op(
+                B::Conv2d,
+                ins,
+                y,
+                Some(s::BuiltinOptions::Conv2DOptions(Box::new(
+                    s::Conv2DOptions {
+                        padding: pad,
+                        stride_w: sw,
+                        stride_h: sh,
+                        fused_activation_function: act(c.activation),
+                        dilation_w_factor: dw,
+                        dilation_h_factor: dh,
+                        ..Default::default()
+                    },
+                ))),
+            );
+        }
+        Ok(())
+    }
+
+    fn pool(&mut self, n: &Node, p: &PoolAttrs, max: bool, y: i32) -> Result<()> {
+        if p.layout != Layout::Nhwc {
+            return Err(unsupported(
+                "NCHW pooling: TFLite pools are NHWC (export ONNX instead)",
+            ));
+        }
+        if p.kernel_shape.len() != 2 {
+            return Err(unsupported(format!(
+                "{}-D pooling (TFLite pools are 2-D)",
+                p.kernel_shape.len()
+            )));
+        }
+        if p.ceil_mode {
+            return Err(unsupported("ceil_mode pooling"));
+        }
+        if p.dilations.iter().any(|&d| d != 1) {
+            return Err(unsupported("dilated pooling"));
+        }
+        let x = n.input(0).ok_or_else(|| invalid("input is missing"))?;
+        let k = [p.kernel_shape[0], p.kernel_shape[1]];
+        let strides = two(&p.strides, "strides")?;
+        let padding = self.padding(n, x, p.auto_pad, &p.pads, k, strides, [1, 1])?;
+        match padding {
+            // TFLite's average pool divides by the in-bounds count; max pool ignores
+            // padding: SAME matches unless the IR counts the padding.
+            Pre::Same if !max && p.count_include_pad => {
+                return Err(unsupported(
+                    "average pool that counts padding (TFLite excludes it)",
+                ))
+            }
+            Pre::Pad(_) => {
+                return Err(unsupported(
+                    "pooling with explicit padding other than SAME or VALID",
+                ))
+            }
+            _ => {}
+        }
+        let xi = self.input(n, 0)?;
+        let opts = s::Pool2DOptions {
+            padding: if matches!(padding, Pre::Same) {
+                s::Padding::Same
+            } else {
+                s::Padding::Valid
+            },
+            stride_w: dim_i32(strides[1])?,
+            stride_h: dim_i32(strides[0])?,
+            filter_width: dim_i32(k[1])?,
+            filter_height: dim_i32(k[0])?,
+            fused_activation_function: act(p.activation),
+        };
+        let b = if max {
+            B::MaxPool2d
+        } else {
+            B::AveragePool2d
+        };
+        self.op(
+            b,
+            vec![xi],
+            y,
+            Some(s::BuiltinOptions::Pool2DOptions(Box::new(opts))),
+        );
+        Ok(())
+    }
+
+    /// How a conv / pool's padding is written: SAME, VALID, or a PAD in front (ONNX
+    /// order pads of the 4-D NHWC input).
+    #[allow(clippy::too_many_arguments)]
+    fn padding(
+        &self,
+        n: &Node,
+        x: ValueId,
+        auto: AutoPad,
+        pads: &[usize],
+        k: [usize; 2],
+        strides: [usize; 2],
+        dil: [usize; 2],
+    ) -> Result<Pre> {
+        let _ = n;
+        match auto {
+            AutoPad::SameUpper => return Ok(Pre::Same),
+            AutoPad::Valid => return Ok(Pre::Valid),
+            AutoPad::SameLower | AutoPad::NotSet => {}
+        }
+        let spatial = self
+            .fixed_shape(x)
+            .filter(|s| s.len() == 4)
+            .map(|s| [s[1], s[2]]);
+        // TFLite SAME: total = max(0, (ceil(in/s) - 1) * s + (k-1)*d + 1 - in), the
+        // smaller half at the beginning.
+        let same = spatial.map(|sp| {
+            let mut begin = [0usize; 2];
+            let mut end = [0usize; 2];
+            for i in 0..2 {
+                let out = sp[i].div_ceil(strides[i]);
+                let need = (out.saturating_sub(1)) * strides[i] + (k[i] - 1) * dil[i] + 1;
+                let total = need.saturating_sub(sp[i]);
+                begin[i] = total / 2;
+                end[i] = total - total / 2;
+            }
+            (begin, end)
+        });
+        if auto == AutoPad::SameLower {
+            return match same {
+                Some((b, e)) if b == e => Ok(Pre::Same),
+                // SAME_LOWER puts the larger half at the beginning.
+                Some((b, e)) => Ok(Pre::Pad(
+                    [0, e[0], e[1], 0, 0, b[0], b[1], 0]
+                        .iter()
+                        .map(|&v| v as i64)
+                        .collect(),
+                )),
+                None => Err(unsupported("SAME_LOWER padding on an input of unknown shape")),
+            };
+        }
+        if pads.iter().all(|&p| p == 0) {
+            return Ok(Pre::Valid);
+        }
+        if pads.len() != 4 {
+            return Err(invalid(format!("{} pads for a 2-D op", pads.len())));
+        }
+        if let Some((b, e)) = same {
+            if [pads[0], pads[1]] == b && [pads[2], pads[3]] == e {
+                return Ok(Pre::Same);
+            }
+        }
+        let p = |v: usize| v as i64;
+        Ok(Pre::Pad(vec![
+            0,
+            p(pads[0]),
+            p(pads[1]),
+            0,
+            0,
+            p(pads[2]),
+            p(pads[3]),
+            0,
+        ]))
+    }
+
+    /// A PAD of value 0 (the zero point of a quantized input) before a conv.
+    fn explicit_pad(&mut self, n: &Node, x: ValueId, pads: &[i64]) -> Result<i32> {
+        let s = self
+            .fixed_shape(x)
+            .ok_or_else(|| unsupported("explicit padding on an input of dynamic shape"))?;
+        let r = s.len();
+        let padded: Vec<usize> = (0..r)
+            .map(|i| s[i] + pads[i] as usize + pads[i + r] as usize)
+            .collect();
+        let t = self.temp_like(&format!("{}/padded", n.name), x, &padded)?;
+        self.pad_op(n, x, pads, 0.0, t)?;
+        Ok(t)
+    }
+
+    fn pad(&mut self, n: &Node, x: ValueId, pads: &[i64], value: f32, y: i32) -> Result<()> {
+        self.pad_op(n, x, pads, value, y)
+    }
+
+    fn pad_op(&mut self, n: &Node, x: ValueId, pads: &[i64], value: f32, y: i32) -> Result<()> {
+        if pads.iter().any(|&p| p < 0) {
+            return Err(unsupported(format!(
+                "negative pads {pads:?} (cropping) have no TFLite PAD"
+            )));
+        }
+        let r = pads.len() / 2;
+        // ONNX [b0, b1, ..., e0, e1, ...] -> TFLite [[b0, e0], [b1, e1], ...].
+        let tfl: Vec<i64> = (0..r).flat_map(|i| [pads[i], pads[i + r]]).collect();
+        let xi = self.tensor(self.hybrid.get(&x).copied().unwrap_or(x))?;
+        let p = self.const_i32(&format!("{}/paddings", n.name), vec![r, 2], &tfl)?;
+        if value == 0.0 {
+            self.op(
+                B::Pad,
+                vec![xi, p],
+                y,
+                Some(s::BuiltinOptions::PadOptions(Box::default())),
+            );
+            return Ok(());
+        }
+        // PADV2: the pad value in the input's own type (quantized form for integers).
+        let xv = &self.g.values[x];
+        let data = match (xv.dtype, &xv.quant) {
+            (DType::F32, _) => TensorData::F32(vec![value]),
+            (dt, Some(q)) if dt.is_integer() => {
+                let (sc, zp) = q.channel(0);
+                let (lo, hi) = dt.int_range().unwrap_or((i64::MIN, i64::MAX));
+                let v = ((value / sc).round() as i64 + zp).clamp(lo, hi);
+                match dt {
+                    DType::I8 => TensorData::I8(vec![v as i8]),
+                    DType::U8 => TensorData::U8(vec![v as u8]),
+                    DType::I16 => TensorData::I16(vec![v as i16]),
+                    DType::I32 => TensorData::I32(vec![v as i32]),
+                    _ => return Err(unsupported(format!("PADV2 of {dt}"))),
+                }
+            }
+            (dt, _) => return Err(unsupported(format!("PADV2 of {dt} with value {value}"))),
+        };
+        let dt = data.dtype();
+        let name = self.fresh(&format!("{}/constant_values", n.name));
+        let buffer = self.push_buffer(encode(&data));
+        let cv = self.push_tensor(s::Tensor {
+            shape: Some(vec![1]),
+            type_: tensor_type(dt)?,
+            buffer,
+            name: Some(name),
+            quantization: quant(dt, xv.quant.as_ref(), None),
+            has_rank: true,
+            ..Default::default()
+        });
+        self.op(
+            B::Padv2,
+            vec![xi, p, cv],
+            y,
+            Some(s::BuiltinOptions::PadV2Options(Box::default())),
+        );
+        Ok(())
+    }
+
+    fn reshape(&mut self, n: &Node, allowzero: bool, y: i32) -> Result<()> {
+        let x = n.input(0).ok_or_else(|| invalid("input is missing"))?;
+        let xi = self.input(n, 0)?;
+        let Some(sid) = n.input(1) else {
+            return Err(invalid("shape input is missing"));
+        };
+        let sv = &self.g.values[sid];
+        let Some(t) = &sv.data else {
+            if sv.dtype == DType::I32 {
+                let si = self.tensor(sid)?;
+                self.op(
+                    B::Reshape,
+                    vec![xi, si],
+                    y,
+                    Some(s::BuiltinOptions::ReshapeOptions(Box::default())),
+                );
+                return Ok(());
+            }
+            return Err(unsupported(
+                "Reshape to a shape computed at run time in int64",
+            ));
+        };
+        let mut shape = t.to_i64_vec();
+        if !allowzero && shape.contains(&0) {
+            // ONNX: 0 copies the input dimension; TFLite has no such rule.
+            let xs = self.g.values[x].shape.clone().unwrap_or_default();
+            for (i, d) in shape.iter_mut().enumerate() {
+                if *d == 0 {
+                    *d = match xs.get(i).and_then(Dim::fixed) {
+                        Some(k) => k as i64,
+                        None => -1,
+                    };
+                }
+            }
+        }
+        // The shape constant keeps its IR name (the importer names it after it).
+        let name = sv.name.clone();
+        let vals = shape
+            .iter()
+            .map(|&v| i32::try_from(v).map_err(|_| invalid(format!("shape entry {v}"))))
+            .collect::<Result<Vec<i32>>>()?;
+        let buffer = self.push_buffer(vals.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let name = if self.plain.contains_key(&sid) {
+            self.fresh(&name)
+        } else {
+            name
+        };
+        let si = self.push_tensor(s::Tensor {
+            shape: Some(vec![dim_i32(vals.len())?]),
+            type_: s::TensorType::Int32,
+            buffer,
+            name: Some(name),
+            has_rank: true,
+            ..Default::default()
+        });
+        self.plain.entry(sid).or_insert(si);
+        self.op(
+            B::Reshape,
+            vec![xi, si],
+            y,
+            Some(s::BuiltinOptions::ReshapeOptions(Box::default())),
+        );
+        Ok(())
+    }
+
+    fn resize(&mut self, n: &Node, r: &edgeopt_ir::ResizeAttrs, y: i32) -> Result<()> {
+        let x = n.input(0).ok_or_else(|| invalid("input is missing"))?;
+        if self.rank(x).is_some_and(|k| k != 4) {
+            return Err(unsupported("resize of a tensor that is not 4-D NHWC"));
+        }
+        let sizes: Vec<usize> = match (&r.sizes, &r.axes) {
+            (Some(s), Some(a)) if a.as_slice() == [1, 2] && s.len() == 2 => s.clone(),
+            (Some(s), None) if s.len() == 4 => {
+                let xs = self.fixed_shape(x);
+                if xs.is_none_or(|xs| xs[0] != s[0] || xs[3] != s[3]) {
+                    return Err(unsupported(
+                        "resize of the batch or channel axis (TFLite resizes H and W)",
+                    ));
+                }
+                vec![s[1], s[2]]
+            }
+            _ => {
+                return Err(unsupported(
+                    "resize by scales or over axes other than H and W of NHWC \
+                     (TFLite takes the output size of H and W)",
+                ))
+            }
+        };
+        let (align, half) = match (r.mode, r.coord, r.nearest_mode) {
+            (ResizeMode::Nearest, CoordTransform::AlignCorners, NearestMode::RoundPreferCeil) => {
+                (true, false)
+            }
+            (ResizeMode::Nearest, CoordTransform::TfHalfPixelForNn, NearestMode::Floor) => {
+                (false, true)
+            }
+            (ResizeMode::Nearest, CoordTransform::Asymmetric, NearestMode::Floor) => {
+                (false, false)
+            }
+            (ResizeMode::Linear, CoordTransform::AlignCorners, _) => (true, false),
+            (ResizeMode::Linear, CoordTransform::HalfPixel, _) => (false, true),
+            (ResizeMode::Linear, CoordTransform::Asymmetric, _) => (false, false),
+            (m, c, nm) => {
+                return Err(unsupported(format!(
+                    "resize {m:?} with {c:?} / {nm:?} has no TFLite equivalent"
+                )))
+            }
+        };
+        if r.antialias || r.roi.is_some() {
+            return Err(unsupported("antialiased or ROI resize"));
+        }
+        let xi = self.input(n, 0)?;
+        let sz: Vec<i64> = sizes.iter().map(|&d| d as i64).collect();
+        let st = self.const_i32(&format!("{}/size", n.name), vec![2], &sz)?;
+        let (b, opts) = if r.mode == ResizeMode::Linear {
+            (
+                B::ResizeBilinear,
+                s::BuiltinOptions::ResizeBilinearOptions(Box::new(s::ResizeBilinearOptions {
+                    align_corners: align,
+                    half_pixel_centers: half,
+                })),
+            )
+        } else {
+            (
+                B::ResizeNearestNeighbor,
+                s::BuiltinOptions::ResizeNearestNeighborOptions(Box::new(
+                    s::ResizeNearestNeighborOptions {
+                        align_corners: align,
+                        half_pixel_centers: half,
+                    },
+                )),
+            )
+        };
+        self.op(b, vec![xi, st], y, Some(opts));
+        Ok(())
+    }
+}
+
+/// Padding decision for a conv / pool.
+enum Pre {
+    Same,
+    Valid,
+    /// ONNX-order pads of the NHWC input for a PAD in front, then VALID.
+    Pad(Vec<i64>),
+}
+
+fn two(v: &[usize], what: &str) -> Result<[usize; 2]> {
+    match v {
+        [] => Ok([1, 1]),
+        [a, b] if *a > 0 && *b > 0 => Ok([*a, *b]),
+        _ => Err(unsupported(format!("{what} {v:?} (2-D ops only)"))),
+    }
+}
+
+fn trim(mut v: Vec<i32>) -> Vec<i32> {
+    while v.last() == Some(&-1) {
+        v.pop();
+    }
+    v
+}
+
+fn dim_i32(d: usize) -> Result<i32> {
+    i32::try_from(d).map_err(|_| invalid(format!("dimension {d} does not fit int32")))
+}
+
+fn act(a: Activation) -> s::ActivationFunctionType {
+    match a {
+        Activation::None => s::ActivationFunctionType::None,
+        Activation::Relu => s::ActivationFunctionType::Relu,
+        Activation::Relu6 => s::ActivationFunctionType::Relu6,
+        Activation::ReluN1To1 => s::ActivationFunctionType::ReluN1To1,
+    }
+}
+
+fn tensor_type(d: DType) -> Result<s::TensorType> {
+    Ok(match d {
+        DType::F32 => s::TensorType::Float32,
+        DType::F16 => s::TensorType::Float16,
+        DType::I8 => s::TensorType::Int8,
+        DType::U8 => s::TensorType::Uint8,
+        DType::I16 => s::TensorType::Int16,
+        DType::U16 => s::TensorType::Uint16,
+        DType::I32 => s::TensorType::Int32,
+        DType::I64 => s::TensorType::Int64,
+        DType::Bool => s::TensorType::Bool,
+        DType::I4 => s::TensorType::Int4,
+        DType::U4 => return Err(unsupported("uint4 tensors (TFLite has INT4 only)")),
+    })
+}
+
+/// TFLite quantization parameters of a tensor (none for float tensors); `axis_map`
+/// maps the IR's per-channel axis to the written layout's.
+fn quant(
+    dt: DType,
+    q: Option<&QuantParams>,
+    axis_map: Option<&dyn Fn(usize) -> usize>,
+) -> Option<Box<s::QuantizationParameters>> {
+    let q = q?;
+    if dt.is_float() || q.scale.is_empty() {
+        return None;
+    }
+    let per_channel = !q.is_per_tensor();
+    let n = if per_channel { q.scale.len() } else { 1 };
+    let axis = match (per_channel, q.axis) {
+        (true, Some(a)) => axis_map.map_or(a, |f| f(a)) as i32,
+        _ => 0,
+    };
+    Some(Box::new(s::QuantizationParameters {
+        scale: Some(q.scale[..n].to_vec()),
+        zero_point: Some((0..n).map(|c| q.channel(c).1).collect()),
+        quantized_dimension: axis,
+        ..Default::default()
+    }))
+}
+
+/// Little-endian bytes of constant data in TFLite's layout (4-bit values packed two
+/// per byte, low nibble first).
+fn encode(d: &TensorData) -> Vec<u8> {
+    fn pack(v: impl Iterator<Item = u8>) -> Vec<u8> {
+        let nib: Vec<u8> = v.map(|b| b & 0x0f).collect();
+        nib.chunks(2)
+            .map(|c| c[0] | (c.get(1).copied().unwrap_or(0) << 4))
+            .collect()
+    }
+    match d {
+        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+        TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
+        TensorData::U8(v) => v.clone(),
+        TensorData::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::Bool(v) => v.iter().map(|&x| x as u8).collect(),
+        TensorData::I4(v) => pack(v.iter().map(|&x| x as u8)),
+        TensorData::U4(v) => pack(v.iter().copied()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{all_ops_model, extra_ops_model};
+    use crate::{finish_model, import};
+
+    /// Import -> export -> import gives the same graph: same ops, attributes, value
+    /// names, dtypes, shapes, quantization and constants.
+    fn assert_round_trip(g: &Graph) {
+        let bytes = export(g).unwrap();
+        let back = import(&bytes).unwrap();
+        assert_eq!(g.nodes.len(), back.nodes.len());
+        for (a, b) in g.nodes.iter().zip(&back.nodes) {
+            assert_eq!(a.op, b.op, "{}", a.name);
+            let ia: Vec<_> = a.inputs.iter().map(|i| i.map(|i| &g.values[i])).collect();
+            let ib: Vec<_> = b
+                .inputs
+                .iter()
+                .map(|i| i.map(|i| &back.values[i]))
+                .collect();
+            assert_eq!(ia, ib, "inputs of {}", a.name);
+            assert_eq!(
+                g.values[a.outputs[0]], back.values[b.outputs[0]],
+                "output of {}",
+                a.name
+            );
+        }
+    }
+
+    #[test]
+    fn all_ops_round_trip() {
+        assert_round_trip(&import(&finish_model(&all_ops_model())).unwrap());
+        assert_round_trip(&import(&finish_model(&extra_ops_model())).unwrap());
+    }
+
+    #[test]
+    fn int4_packs_low_nibble_first() {
+        assert_eq!(encode(&TensorData::I4(vec![-1, 7, -8])), vec![0x7f, 0x08]);
+        let d = crate::tensor::decode(DType::I4, 3, &[0x7f, 0x08]).unwrap();
+        assert_eq!(d, TensorData::I4(vec![-1, 7, -8]));
+    }
+
+    #[test]
+    fn nchw_conv_is_rejected_naming_the_node() {
+        let mut g = Graph::new("nchw");
+        let x = g.add_value(
+            "x",
+            DType::F32,
+            Some(vec![Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(4)]),
+        );
+        let w = g.add_const(
+            "w",
+            Tensor::from_f32(vec![3, 2, 1, 1], vec![0.5; 6]).unwrap(),
+        );
+        let y = g.add_value("y", DType::F32, None);
+        g.add_node(
+            "my_conv",
+            Op::Conv(ConvAttrs {
+                layout: Layout::Nchw,
+                kernel_shape: vec![1, 1],
+                strides: vec![],
+                dilations: vec![],
+                pads: vec![],
+                auto_pad: AutoPad::NotSet,
+                group: 1,
+                activation: Activation::None,
+            }),
+            vec![Some(x), Some(w), None],
+            vec![y],
+        );
+        g.inputs.push(x);
+        g.outputs.push(y);
+        let err = export(&g).unwrap_err().to_string();
+        assert!(err.contains("my_conv") && err.contains("NCHW"), "{err}");
+    }
+}

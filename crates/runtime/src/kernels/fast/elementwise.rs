@@ -1,0 +1,204 @@
+//! Fast TFLite ADD / SUB / MUL on 8-bit tensors of identical shapes (the residual adds
+//! of ResNets); broadcasting goes to the reference kernel. The per-element formulas
+//! are those of `quantized::elementwise::tflite_binary`, with the fixed-point helpers
+//! in their branch-free form ([`super::requant::high_mul`], [`super::requant::div_pot`])
+//! so the loop vectorizes.
+
+use super::requant::{div_pot, high_mul};
+use super::{out_buffer, Isa, Prepared};
+use crate::error::Result;
+use crate::kernels::quantized::common::{activation_range, input, per_tensor, QInt};
+use crate::kernels::quantized::elementwise::tflite_binary;
+use crate::kernels::quantized::fixedpoint::{
+    quantize_multiplier, quantize_multiplier_smaller_than_one_exp,
+};
+use crate::kernels::NodeCtx;
+use edgeopt_ir::{Activation, BinaryKind, Tensor};
+use std::marker::PhantomData;
+
+/// A multiplier as (m, left shift, right shift, rounding mask).
+#[derive(Debug, Clone, Copy)]
+struct Mult {
+    m: i32,
+    left: u32,
+    right: u32,
+    mask: i32,
+}
+
+impl Mult {
+    /// From `(multiplier, shift)`; the left part is used only by `Mul`
+    /// (`MultiplyByQuantizedMultiplier`), the `SmallerThanOneExp` form has none.
+    fn new((m, shift): (i32, i32), allow_left: bool) -> Option<Mult> {
+        if m == i32::MIN {
+            return None;
+        }
+        let right = (-shift).clamp(0, 31) as u32;
+        Some(Mult {
+            m,
+            left: if allow_left {
+                (shift.max(0) as u32) & 31
+            } else {
+                0
+            },
+            right,
+            mask: ((1i64 << right) - 1) as i32,
+        })
+    }
+
+    #[inline(always)]
+    fn apply(self, x: i32) -> i32 {
+        div_pot(high_mul(x.wrapping_shl(self.left), self.m), self.right, self.mask)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    AddSub {
+        sub: bool,
+        left_shift: u32,
+        za: i32,
+        zb: i32,
+        m1: Mult,
+        m2: Mult,
+        mo: Mult,
+    },
+    Mul {
+        za: i32,
+        zb: i32,
+        m: Mult,
+    },
+}
+
+pub struct BinaryKernel<T> {
+    kind: BinaryKind,
+    activation: Activation,
+    isa: Isa,
+    plan: Plan,
+    zp: i32,
+    min: i32,
+    max: i32,
+    _t: PhantomData<T>,
+}
+
+impl<T: QInt> BinaryKernel<T> {
+    pub fn new(ctx: &NodeCtx, kind: BinaryKind, activation: Activation, isa: Isa) -> Option<Self> {
+        if std::mem::size_of::<T>() != 1 {
+            return None;
+        }
+        let qa = per_tensor(ctx, ctx.in_quant(0), "input 0").ok()?;
+        let qb = per_tensor(ctx, ctx.in_quant(1), "input 1").ok()?;
+        let qy = per_tensor(ctx, ctx.out_quant(0), "output").ok()?;
+        let (min, max) = activation_range::<T>(activation, qy);
+        let plan = match kind {
+            BinaryKind::Add | BinaryKind::Sub => {
+                // Constants exactly as the reference computes them (8-bit: shift 20).
+                let left_shift = 20;
+                let twice_max = (2.0f32 * qa.scale.max(qb.scale)) as f64;
+                let m1 = quantize_multiplier_smaller_than_one_exp(qa.scale as f64 / twice_max);
+                let m2 = quantize_multiplier_smaller_than_one_exp(qb.scale as f64 / twice_max);
+                let mo = quantize_multiplier_smaller_than_one_exp(
+                    twice_max / (((1i32 << left_shift) as f32) * qy.scale) as f64,
+                );
+                Plan::AddSub {
+                    sub: kind == BinaryKind::Sub,
+                    left_shift,
+                    za: qa.zp,
+                    zb: qb.zp,
+                    m1: Mult::new(m1, false)?,
+                    m2: Mult::new(m2, false)?,
+                    mo: Mult::new(mo, false)?,
+                }
+            }
+            BinaryKind::Mul => Plan::Mul {
+                za: qa.zp,
+                zb: qb.zp,
+                m: Mult::new(
+                    quantize_multiplier(qa.scale as f64 * qb.scale as f64 / qy.scale as f64),
+                    true,
+                )?,
+            },
+            _ => return None,
+        };
+        Some(BinaryKernel {
+            kind,
+            activation,
+            isa,
+            plan,
+            zp: qy.zp,
+            min,
+            max,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T: QInt> Prepared for BinaryKernel<T> {
+    fn run(
+        &mut self,
+        ctx: &NodeCtx,
+        inputs: &[Option<&Tensor>],
+        out: &mut Option<Tensor>,
+    ) -> Result<()> {
+        let a = input(ctx, inputs, 0)?;
+        let b = input(ctx, inputs, 1)?;
+        let (av, bv) = match (T::slice(a), T::slice(b)) {
+            (Some(av), Some(bv)) if a.shape == b.shape => (av, bv),
+            _ => {
+                // Broadcasting (or a type error): the reference kernel.
+                let mut r = tflite_binary::<T>(ctx, self.kind, self.activation, inputs)?;
+                *out = Some(r.remove(0));
+                return Ok(());
+            }
+        };
+        let y = out_buffer::<T>(out, &a.shape, av.len());
+        let (zp, lo, hi) = (self.zp, self.min, self.max);
+        binary(self.isa, self.plan, zp, lo, hi, av, bv, y);
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn binary<T: QInt>(isa: Isa, plan: Plan, zp: i32, lo: i32, hi: i32, a: &[T], b: &[T], y: &mut [T]) {
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn body<T: QInt>(plan: Plan, zp: i32, lo: i32, hi: i32, a: &[T], b: &[T], y: &mut [T]) {
+        match plan {
+            Plan::AddSub {
+                sub,
+                left_shift,
+                za,
+                zb,
+                m1,
+                m2,
+                mo,
+            } => {
+                let sign = if sub { -1 } else { 1 };
+                for ((o, &x), &z) in y.iter_mut().zip(a).zip(b) {
+                    let x1 = (x.to_i32() - za) << left_shift;
+                    let x2 = (z.to_i32() - zb) << left_shift;
+                    let raw = m1.apply(x1) + sign * m2.apply(x2);
+                    *o = T::from_i32((mo.apply(raw) + zp).clamp(lo, hi));
+                }
+            }
+            Plan::Mul { za, zb, m } => {
+                for ((o, &x), &z) in y.iter_mut().zip(a).zip(b) {
+                    let p = (x.to_i32() - za) * (z.to_i32() - zb);
+                    *o = T::from_i32((zp + m.apply(p)).clamp(lo, hi));
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn avx2<T: QInt>(plan: Plan, zp: i32, lo: i32, hi: i32, a: &[T], b: &[T], y: &mut [T]) {
+        body(plan, zp, lo, hi, a, b, y)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa.is_avx2() {
+        // SAFETY: `Isa::Avx2` exists only when the CPU has AVX2.
+        return unsafe { avx2(plan, zp, lo, hi, a, b, y) };
+    }
+    let _ = isa;
+    body(plan, zp, lo, hi, a, b, y)
+}

@@ -1,0 +1,168 @@
+//! i16 x i16 -> i32 matrix product with packed weights: `C[r, n] = bias[n] + Σ_k
+//! A[r, k] * W[n, k]`, the core of convolution (after im2col) and fully-connected.
+//!
+//! Operands are zero-point-subtracted 8-bit (or 4-bit) values widened to i16, so every
+//! product fits in 17 bits and `vpmaddwd` (which adds two adjacent products into i32)
+//! never saturates; accumulation wraps in i32 exactly as the reference's
+//! `wrapping_add` does, so the result is the reference's, bit for bit.
+//!
+//! Layout: W is packed once into blocks of [`NR`] = 16 output channels; inside a block,
+//! for every pair of k, the 16 channels' two values are adjacent
+//! (`[block][k/2][channel][2]`), so one 32-byte load gives 8 channels' pairs and a
+//! broadcast of A's pair `(a[2p], a[2p+1])` multiplies all 8 at once. The micro-kernel
+//! computes 4 rows x 16 channels (8 accumulators) per step. K is padded to even with
+//! zeros, N to a multiple of 16.
+
+use super::Isa;
+
+/// Output channels per packed block.
+pub const NR: usize = 16;
+/// Rows per micro-kernel step.
+pub const MR: usize = 4;
+
+/// Weights `[n, k]` packed for [`gemm`], with the bias padded alongside.
+#[derive(Debug, Clone)]
+pub struct PackedW {
+    pub n: usize,
+    pub k: usize,
+    /// k rounded up to a pair count.
+    pub k2: usize,
+    pub nblk: usize,
+    data: Vec<i16>,
+    bias: Vec<i32>,
+}
+
+impl PackedW {
+    /// `w` is row-major `[n, k]` (zero points already subtracted), `bias` has `n` entries.
+    pub fn new(w: &[i16], n: usize, k: usize, bias: &[i32]) -> PackedW {
+        assert_eq!(w.len(), n * k, "weights are [n, k]");
+        assert_eq!(bias.len(), n, "one bias per output channel");
+        let k2 = k.div_ceil(2);
+        let nblk = n.div_ceil(NR);
+        let mut data = vec![0i16; nblk * k2 * NR * 2];
+        for ch in 0..n {
+            let (blk, j) = (ch / NR, ch % NR);
+            for kk in 0..k {
+                data[blk * k2 * NR * 2 + (kk / 2) * NR * 2 + j * 2 + kk % 2] = w[ch * k + kk];
+            }
+        }
+        let mut b = vec![0i32; nblk * NR];
+        b[..n].copy_from_slice(bias);
+        PackedW {
+            n,
+            k,
+            k2,
+            nblk,
+            data,
+            bias: b,
+        }
+    }
+
+    /// Columns of C the product writes (n rounded up to [`NR`]).
+    pub fn n_pad(&self) -> usize {
+        self.nblk * NR
+    }
+
+    /// Row stride A must have at least (k rounded up to even).
+    pub fn k_pad(&self) -> usize {
+        self.k2 * 2
+    }
+}
+
+/// `C[r, 0..n_pad] = bias + A[r] · Wᵀ` for `rows` rows. `A` rows are `lda` apart
+/// (`lda >= w.k_pad()`, the padding column of an odd k must be 0); `C` rows are `ldc`
+/// apart (`ldc >= w.n_pad()`).
+pub fn gemm(isa: Isa, a: &[i16], lda: usize, rows: usize, w: &PackedW, c: &mut [i32], ldc: usize) {
+    if rows == 0 {
+        return;
+    }
+    assert!(lda >= w.k_pad() && ldc >= w.n_pad());
+    assert!(a.len() >= (rows - 1) * lda + w.k_pad(), "A too short");
+    assert!(c.len() >= (rows - 1) * ldc + w.n_pad(), "C too short");
+    #[cfg(target_arch = "x86_64")]
+    if isa.is_avx2() {
+        // SAFETY: `Isa::Avx2` exists only when the CPU has AVX2; bounds asserted above.
+        unsafe { avx2::gemm(a, lda, rows, w, c, ldc) };
+        return;
+    }
+    let _ = isa;
+    gemm_portable(a, lda, rows, w, c, ldc);
+}
+
+fn gemm_portable(a: &[i16], lda: usize, rows: usize, w: &PackedW, c: &mut [i32], ldc: usize) {
+    let blk_len = w.k2 * NR * 2;
+    for blk in 0..w.nblk {
+        let wb = &w.data[blk * blk_len..(blk + 1) * blk_len];
+        for r in 0..rows {
+            let ar = &a[r * lda..r * lda + w.k2 * 2];
+            let mut acc = [0i32; NR];
+            acc.copy_from_slice(&w.bias[blk * NR..(blk + 1) * NR]);
+            for (ap, wp) in ar.chunks_exact(2).zip(wb.chunks_exact(NR * 2)) {
+                let (a0, a1) = (ap[0] as i32, ap[1] as i32);
+                for (s, wj) in acc.iter_mut().zip(wp.chunks_exact(2)) {
+                    *s = s
+                        .wrapping_add(a0 * wj[0] as i32)
+                        .wrapping_add(a1 * wj[1] as i32);
+                }
+            }
+            c[r * ldc + blk * NR..r * ldc + (blk + 1) * NR].copy_from_slice(&acc);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{PackedW, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must support AVX2; `a`, `c` must satisfy [`super::gemm`]'s bounds.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn gemm(a: &[i16], lda: usize, rows: usize, w: &PackedW, c: &mut [i32], ldc: usize) {
+        let blk_len = w.k2 * NR * 2;
+        for blk in 0..w.nblk {
+            let wb = w.data.as_ptr().add(blk * blk_len);
+            let bias = w.bias.as_ptr().add(blk * NR);
+            let mut r = 0;
+            while r + MR <= rows {
+                tile::<MR>(a.as_ptr().add(r * lda), lda, w.k2, wb, bias, c.as_mut_ptr().add(r * ldc + blk * NR), ldc);
+                r += MR;
+            }
+            while r < rows {
+                tile::<1>(a.as_ptr().add(r * lda), lda, w.k2, wb, bias, c.as_mut_ptr().add(r * ldc + blk * NR), ldc);
+                r += 1;
+            }
+        }
+    }
+
+    /// R rows x 16 channels. Accumulators stay in registers (R <= 4: 8 of them).
+    #[inline(always)]
+    unsafe fn tile<const R: usize>(
+        a: *const i16,
+        lda: usize,
+        k2: usize,
+        wb: *const i16,
+        bias: *const i32,
+        c: *mut i32,
+        ldc: usize,
+    ) {
+        let b0 = _mm256_loadu_si256(bias as *const __m256i);
+        let b1 = _mm256_loadu_si256(bias.add(8) as *const __m256i);
+        let mut acc0 = [b0; R];
+        let mut acc1 = [b1; R];
+        for p in 0..k2 {
+            let w0 = _mm256_loadu_si256(wb.add(p * NR * 2) as *const __m256i);
+            let w1 = _mm256_loadu_si256(wb.add(p * NR * 2 + 16) as *const __m256i);
+            for i in 0..R {
+                let pair = (a.add(i * lda + 2 * p) as *const i32).read_unaligned();
+                let av = _mm256_set1_epi32(pair);
+                acc0[i] = _mm256_add_epi32(acc0[i], _mm256_madd_epi16(av, w0));
+                acc1[i] = _mm256_add_epi32(acc1[i], _mm256_madd_epi16(av, w1));
+            }
+        }
+        for i in 0..R {
+            _mm256_storeu_si256(c.add(i * ldc) as *mut __m256i, acc0[i]);
+            _mm256_storeu_si256(c.add(i * ldc + 8) as *mut __m256i, acc1[i]);
+        }
+    }
+}

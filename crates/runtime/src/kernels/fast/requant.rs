@@ -1,0 +1,131 @@
+//! Vectorizable output stage: i32 accumulators -> quantized values, the same integers
+//! as [`OutputStage::apply`].
+//!
+//! The reference formulas, rewritten branch-free with per-channel constants:
+//! - `srdhm(x, m)` for `m != i32::MIN` (never `MIN * MIN`, so no saturation) is
+//!   `(x·m + 2^30) >> 31` (floor): for `x·m >= 0` that is the nudge-and-truncate of
+//!   gemmlowp; for `x·m < 0` truncation of `x·m + 1 - 2^30` toward zero equals the floor
+//!   of `x·m + 2^30` (add `2^31 - 1` before flooring).
+//! - ties-up right shift by `r`: `(h >> r) + ((h >> (r-1)) & 1)` (no overflow, unlike
+//!   `h + 2^(r-1)`), with the second term masked off for `r = 0`;
+//! - `RoundingDivideByPOT(h, r)`: `(h >> r) + ((h & mask) > (mask >> 1) + (h < 0))`.
+
+use super::Isa;
+use crate::kernels::quantized::common::{OutputStage, QInt, Rounding};
+
+/// Per-channel constants of an [`OutputStage`], laid out for the branch-free form.
+#[derive(Debug, Clone)]
+pub struct Requant {
+    mult: Vec<i32>,
+    left: Vec<u32>,
+    right: Vec<u32>,
+    /// Ties-up: shift of the rounding bit (`max(r-1, 0)`) and its mask (`r > 0`).
+    rbit_shift: Vec<u32>,
+    rbit_mask: Vec<i32>,
+    /// Ties-away: `2^r - 1`.
+    mask: Vec<i32>,
+    out_zp: i32,
+    min: i32,
+    max: i32,
+    ties_up: bool,
+    /// Rounding modes without a branch-free form here (`Single`) use the stage itself.
+    fallback: Option<OutputStage>,
+}
+
+impl Requant {
+    pub fn new(stage: &OutputStage) -> Requant {
+        let fallback = (stage.rounding == Rounding::Single
+            || stage.multiplier.contains(&i32::MIN))
+        .then(|| stage.clone());
+        let n = stage.multiplier.len();
+        let mut r = Requant {
+            mult: stage.multiplier.clone(),
+            left: Vec::with_capacity(n),
+            right: Vec::with_capacity(n),
+            rbit_shift: Vec::with_capacity(n),
+            rbit_mask: Vec::with_capacity(n),
+            mask: Vec::with_capacity(n),
+            out_zp: stage.out_zp,
+            min: stage.min,
+            max: stage.max,
+            ties_up: stage.rounding == Rounding::TiesUp,
+            fallback,
+        };
+        for &s in &stage.shift {
+            // Same clamps as the reference: the left shift is applied with
+            // `wrapping_shl` (amount mod 32), the right one is at most 31.
+            let left = (s.max(0) as u32) & 31;
+            let right = (-s).clamp(0, 31) as u32;
+            r.left.push(left);
+            r.right.push(right);
+            r.rbit_shift.push(right.saturating_sub(1));
+            r.rbit_mask.push(i32::from(right > 0));
+            r.mask.push(((1i64 << right) - 1) as i32);
+        }
+        r
+    }
+
+    pub fn channels(&self) -> usize {
+        self.mult.len()
+    }
+
+    /// `out[c] = stage(acc[c], c)` for `c < out.len()` (`acc` may be longer).
+    #[inline]
+    pub fn row<T: QInt>(&self, isa: Isa, acc: &[i32], out: &mut [T]) {
+        if let Some(st) = &self.fallback {
+            for (c, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
+                *o = T::from_i32(st.apply(a, c));
+            }
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if isa.is_avx2() {
+            // SAFETY: `Isa::Avx2` exists only when the CPU has AVX2.
+            unsafe { self.row_avx2(acc, out) };
+            return;
+        }
+        let _ = isa;
+        self.row_generic(acc, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn row_avx2<T: QInt>(&self, acc: &[i32], out: &mut [T]) {
+        self.row_generic(acc, out)
+    }
+
+    #[inline(always)]
+    fn row_generic<T: QInt>(&self, acc: &[i32], out: &mut [T]) {
+        let n = out.len();
+        let (acc, mult, left, right) = (&acc[..n], &self.mult[..n], &self.left[..n], &self.right[..n]);
+        let (zp, lo, hi) = (self.out_zp, self.min, self.max);
+        if self.ties_up {
+            let (rs, rm) = (&self.rbit_shift[..n], &self.rbit_mask[..n]);
+            for c in 0..n {
+                let h = high_mul(acc[c].wrapping_shl(left[c]), mult[c]);
+                let v = (h >> right[c]) + ((h >> rs[c]) & rm[c]);
+                out[c] = T::from_i32((v + zp).clamp(lo, hi));
+            }
+        } else {
+            let mask = &self.mask[..n];
+            for c in 0..n {
+                let h = high_mul(acc[c].wrapping_shl(left[c]), mult[c]);
+                let v = div_pot(h, right[c], mask[c]);
+                out[c] = T::from_i32((v + zp).clamp(lo, hi));
+            }
+        }
+    }
+}
+
+/// `srdhm(x, m)` for `m != i32::MIN` (see the module doc).
+#[inline(always)]
+pub fn high_mul(x: i32, m: i32) -> i32 {
+    ((x as i64 * m as i64 + (1i64 << 30)) >> 31) as i32
+}
+
+/// `RoundingDivideByPOT(x, r)` with `mask = 2^r - 1`.
+#[inline(always)]
+pub fn div_pot(x: i32, r: u32, mask: i32) -> i32 {
+    let threshold = (mask >> 1) + i32::from(x < 0);
+    (x >> r) + i32::from((x & mask) > threshold)
+}

@@ -1,0 +1,300 @@
+//! `edgeopt compile` (crates/codegen): the generated C is bit-exact with edgeopt's
+//! runtime on the three MLPerf Tiny int8 models, on the host (gcc -std=c99 -Wall
+//! -Wextra -Werror) and on emulated Cortex-M4 (qemu mps2-an386) and Cortex-M7
+//! (mps2-an500), with the DSP (SMLAD) path and with the portable path.
+//!
+//! Reference: `edgeopt_runtime::run` under `Numerics::Reference` (TFLite's reference
+//! kernels = TFLite Micro's arithmetic), which is what the generator mirrors. Inputs are
+//! real: 20 MLPerf IC perf samples (CIFAR-10), 24 Speech Commands clips (2 per class)
+//! through an MFCC front end for KWS, the 40 slices of the public AD sample.
+//!
+//! Without arm-none-eabi-gcc / qemu-system-arm the qemu tests print that they skipped,
+//! except under EDGEOPT_REQUIRE_DATA=1 (CI), where that fails.
+
+use edgeopt_codegen::{compile, harness, samples, write_dir, Target, STACK_BYTES};
+use edgeopt_ir::{Graph, Tensor, TensorData};
+use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
+use edgeopt_testkit::{data_dir, scratch_dir};
+use std::path::Path;
+use std::time::Duration;
+
+fn toolchain() -> bool {
+    if harness::arm_toolchain_available() {
+        return true;
+    }
+    if std::env::var("EDGEOPT_REQUIRE_DATA").is_ok_and(|v| v == "1") {
+        panic!(
+            "EDGEOPT_REQUIRE_DATA=1 but arm-none-eabi-gcc / arm-none-eabi-size / qemu-system-arm \
+             are not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)"
+        );
+    }
+    eprintln!("skipped: arm-none-eabi-gcc or qemu-system-arm not installed");
+    false
+}
+
+/// The model and `n` real inputs (int8 bytes, back to back).
+fn model_and_inputs(data: &Path, which: &str) -> (Graph, Vec<u8>) {
+    let rel = match which {
+        "ic" => samples::IC,
+        "kws" => samples::KWS,
+        _ => samples::AD,
+    };
+    let g = edgeopt_tflite::import_file(&data.join(rel)).expect("import");
+    let inputs = match which {
+        "ic" => {
+            let rows = samples::ic_perf_rows(data).unwrap();
+            samples::ic_inputs(data, &g, &rows[..20]).unwrap()
+        }
+        "kws" => samples::kws_inputs(data, &g, 2).unwrap().0,
+        _ => samples::ad_inputs(data, &g).unwrap(),
+    };
+    (g, inputs)
+}
+
+/// edgeopt's runtime (Numerics::Reference) on each sample; outputs back to back.
+fn runtime_outputs(g: &Graph, inputs: &[u8]) -> Vec<u8> {
+    set_numerics(Numerics::Reference);
+    let shape = edgeopt_ir::shape::bind_input_shapes(g, 1)
+        .unwrap()
+        .remove(0);
+    let per: usize = shape.iter().product();
+    assert_eq!(inputs.len() % per, 0);
+    let mut out = Vec::new();
+    for s in inputs.chunks_exact(per) {
+        let t = Tensor::new(
+            shape.clone(),
+            TensorData::I8(s.iter().map(|&b| b as i8).collect()),
+        )
+        .unwrap();
+        for o in edgeopt_runtime::run(g, &[t]).unwrap() {
+            let TensorData::I8(v) = o.data else {
+                panic!("int8 output expected")
+            };
+            out.extend(v.iter().map(|&x| x as u8));
+        }
+    }
+    out
+}
+
+fn generate(g: &Graph, target: &str, dir: &Path) -> edgeopt_codegen::Generated {
+    let gen = compile(g, Target::by_name(target).unwrap()).expect("compile");
+    write_dir(&gen, dir).expect("write");
+    gen
+}
+
+fn assert_same(what: &str, got: &[u8], want: &[u8], per_sample: usize) {
+    assert_eq!(got.len(), want.len(), "{what}: output length");
+    let bad: Vec<usize> = (0..want.len() / per_sample)
+        .filter(|&i| {
+            got[i * per_sample..(i + 1) * per_sample] != want[i * per_sample..(i + 1) * per_sample]
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} samples differ from edgeopt's runtime (first: {:?})",
+        bad.len(),
+        want.len() / per_sample,
+        &bad[..bad.len().min(5)]
+    );
+}
+
+fn out_per_sample(gen: &edgeopt_codegen::Generated, g: &Graph) -> usize {
+    g.outputs.iter().map(|&o| gen.plan.sizes[o]).sum()
+}
+
+#[test]
+fn host_gcc_bitexact_three_models() {
+    let Some(data) = data_dir() else { return };
+    if harness::host_cc().is_none() {
+        panic!("no host C compiler");
+    }
+    for which in ["ic", "kws", "ad"] {
+        let (g, inputs) = model_and_inputs(&data, which);
+        let want = runtime_outputs(&g, &inputs);
+        let work = scratch_dir(&format!("codegen_mcu/host-{which}"));
+        let gen = generate(&g, "generic", &work.join("gen"));
+        let exe = harness::build_host(&work.join("gen"), &work.join("build")).unwrap();
+        let got = harness::run_host(&exe, &inputs, &work.join("build")).unwrap();
+        let per = out_per_sample(&gen, &g);
+        assert_same(&format!("{which} host"), &got, &want, per);
+        eprintln!(
+            "{which}: host gcc bit-exact on {} samples",
+            want.len() / per
+        );
+    }
+}
+
+/// Builds for `core` (DSP on/off), runs on qemu, compares with the runtime.
+fn qemu_check(which: &str, cores: &[(&str, bool)]) {
+    let Some(data) = data_dir() else { return };
+    if !toolchain() {
+        return;
+    }
+    let (g, inputs) = model_and_inputs(&data, which);
+    let want = runtime_outputs(&g, &inputs);
+    let work = scratch_dir(&format!("codegen_mcu/qemu-{which}"));
+    let gen = generate(&g, "cortex-m4", &work.join("gen"));
+    let per = out_per_sample(&gen, &g);
+    for &(core, dsp) in cores {
+        let t = Target::by_name(core).unwrap();
+        let w = work.join(format!("{core}-{}", if dsp { "dsp" } else { "portable" }));
+        let b = harness::build_arm(&work.join("gen"), t, dsp, STACK_BYTES, &w).unwrap();
+        let r = harness::run_qemu(
+            &b,
+            t.qemu_machine.unwrap(),
+            &inputs,
+            &w,
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        assert_eq!(r.samples as usize * per, want.len());
+        assert_same(&format!("{which} {core} dsp={dsp}"), &r.outputs, &want, per);
+        // The clock calibration is what turns ticks into instructions: it must be exact.
+        assert_eq!(r.calib_instructions % r.calib_ticks, 0, "{r:?}");
+        eprintln!(
+            "{which} on {core} (dsp {dsp}): {} samples bit-exact; text {} data {} bss {}; \
+             {:.0} instructions/inference",
+            r.samples, b.image.text, b.image.data, b.image.bss, r.instructions_per_inference
+        );
+    }
+}
+
+const ALL_CORES: &[(&str, bool)] = &[
+    ("cortex-m4", true),
+    ("cortex-m4", false),
+    ("cortex-m7", true),
+    ("cortex-m7", false),
+];
+
+#[test]
+fn qemu_ic_bitexact_m4_m7() {
+    qemu_check("ic", ALL_CORES);
+}
+
+#[test]
+fn qemu_kws_bitexact_m4_m7() {
+    qemu_check("kws", ALL_CORES);
+}
+
+#[test]
+fn qemu_ad_bitexact_m4_m7() {
+    qemu_check("ad", ALL_CORES);
+}
+
+/// Top-1 over the 200 MLPerf perf samples on the emulated Cortex-M4 equals the host's
+/// (edgeopt's runtime), prediction for prediction.
+#[test]
+fn qemu_ic_accuracy_200_perf_samples() {
+    let Some(data) = data_dir() else { return };
+    if !toolchain() {
+        return;
+    }
+    let g = edgeopt_tflite::import_file(&data.join(samples::IC)).unwrap();
+    let rows = samples::ic_perf_rows(&data).unwrap();
+    assert_eq!(rows.len(), 200);
+    let labels = samples::cifar_labels(&data).unwrap();
+    let inputs = samples::ic_inputs(&data, &g, &rows).unwrap();
+    let want = runtime_outputs(&g, &inputs);
+    let work = scratch_dir("codegen_mcu/ic-accuracy");
+    let gen = generate(&g, "cortex-m4", &work.join("gen"));
+    let t = Target::by_name("cortex-m4").unwrap();
+    let b = harness::build_arm(&work.join("gen"), t, true, STACK_BYTES, &work.join("m4")).unwrap();
+    let r = harness::run_qemu(&b, "mps2-an386", &inputs, &work.join("m4"), Duration::from_secs(300))
+        .unwrap();
+    let per = out_per_sample(&gen, &g);
+    assert_eq!(per, 10);
+    let argmax = |v: &[u8]| -> Vec<usize> {
+        v.chunks_exact(per)
+            .map(|row| {
+                let mut best = 0;
+                for k in 1..per {
+                    if (row[k] as i8) > (row[best] as i8) {
+                        best = k;
+                    }
+                }
+                best
+            })
+            .collect()
+    };
+    let (pm, ph) = (argmax(&r.outputs), argmax(&want));
+    let correct = |p: &[usize]| p.iter().zip(&rows).filter(|(&p, &r)| p == labels[r]).count();
+    let (cm, ch) = (correct(&pm), correct(&ph));
+    eprintln!("IC 200 perf samples: Cortex-M4 {cm}/200, host runtime {ch}/200");
+    assert_eq!(pm, ph, "predictions differ");
+    assert_eq!(cm, ch);
+    // A working classifier, not a constant: the reference int8 model scores ~87%.
+    assert!(cm > 150, "only {cm}/200 correct");
+}
+
+/// IC fits the issue's budget (256 KiB RAM, 1 MiB flash) with the arena equal to the
+/// planner's peak; the Arm image links with exactly that memory.
+#[test]
+fn ic_fits_cortex_m4_budget() {
+    let Some(data) = data_dir() else { return };
+    let g = edgeopt_tflite::import_file(&data.join(samples::IC)).unwrap();
+    let work = scratch_dir("codegen_mcu/ic-fit");
+    let gen = generate(&g, "cortex-m4", &work.join("gen"));
+    let plan = edgeopt_runtime::planner::plan_for_batch(&g, 1).unwrap();
+    let fp = &gen.footprint;
+    eprint!("{}", fp.render());
+    assert_eq!(fp.arena_bytes, plan.arena_bytes as u64);
+    fp.check().expect("IC fits cortex-m4");
+    assert!(fp.ram_bytes <= 256 * 1024 && fp.flash_bytes <= 1024 * 1024);
+    let model_c = std::fs::read_to_string(work.join("gen/model.c")).unwrap();
+    assert!(model_c.contains("static uint8_t eo_arena[EDGEOPT_ARENA_BYTES]"));
+    let model_h = std::fs::read_to_string(work.join("gen/model.h")).unwrap();
+    assert!(model_h.contains(&format!("#define EDGEOPT_ARENA_BYTES {}\n", plan.arena_bytes)));
+    if !toolchain() {
+        return;
+    }
+    let t = Target::by_name("cortex-m4").unwrap();
+    let b = harness::build_arm(&work.join("gen"), t, true, STACK_BYTES, &work.join("m4")).unwrap();
+    eprintln!("IC cortex-m4 image: {:?}; model objects: {:?}", b.image, b.model);
+    // The linker placed everything within FLASH = 1 MiB and RAM = 256 KiB (minus the
+    // stack estimate); the model's own .bss is the arena plus the scratch.
+    assert!(b.image.text + b.image.data <= 1024 * 1024);
+    assert!(b.image.data + b.image.bss + STACK_BYTES <= 256 * 1024);
+    assert!(b.model.bss >= fp.arena_bytes && b.model.bss <= fp.arena_bytes + fp.scratch_bytes + 16);
+}
+
+/// `edgeopt compile` (the library function behind the command) refuses a model too
+/// large for the target, naming budget and need, and writes nothing; with enough room
+/// it writes the five files.
+#[test]
+fn cli_compile_refuses_too_large_model() {
+    use edgeopt_cli::compile::{compile_command, CompileArgs};
+    let Some(data) = data_dir() else { return };
+    let work = scratch_dir("codegen_mcu/cli");
+    let out = work.join("out");
+    let _ = std::fs::remove_dir_all(&out);
+    let args = |model: &str, target: &str, max_ram: Option<u64>| CompileArgs {
+        model: data.join(model),
+        target: target.into(),
+        output: out.clone(),
+        max_ram,
+        max_flash: None,
+        json: false,
+    };
+    // AD has ~278 KB of weights: more than the Cortex-M0 profile's 256 KiB of flash.
+    let e = compile_command(&args(samples::AD, "cortex-m0", None)).unwrap_err();
+    let msg = format!("{e:#}");
+    eprintln!("{msg}");
+    assert!(msg.contains("does not fit cortex-m0"), "{msg}");
+    assert!(msg.contains("flash needs") && msg.contains("budget is 262144 B"), "{msg}");
+    assert!(!out.exists(), "nothing may be written when the model does not fit");
+    // IC's arena (48 KiB) exceeds an explicit 32 KiB RAM budget.
+    let e = compile_command(&args(samples::IC, "cortex-m4", Some(32768))).unwrap_err();
+    let msg = format!("{e:#}");
+    eprintln!("{msg}");
+    assert!(msg.contains("RAM needs") && msg.contains("budget is 32768 B"), "{msg}");
+    assert!(!out.exists());
+    // Unknown targets are named.
+    let e = compile_command(&args(samples::IC, "cortex-m99", None)).unwrap_err();
+    assert!(format!("{e:#}").contains("unknown target"));
+    // And IC compiles for the Cortex-M4 budget.
+    let fp = compile_command(&args(samples::IC, "cortex-m4", None)).unwrap();
+    assert!(fp.ram_bytes <= 256 * 1024);
+    for f in ["model.h", "model.c", "edgeopt_kernels.c", "edgeopt_kernels.h", "README.md"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+}

@@ -1,0 +1,278 @@
+//! QDQ ONNX export (`edgeopt_onnx::export`) of int8 IR graphs, against onnxruntime.
+//!
+//! The int8 MLPerf Tiny models (imported from .tflite: NHWC, int8 per-channel weights,
+//! int32 biases, asymmetric int8 activations) are exported as QDQ ONNX and run in
+//! onnxruntime (`scripts/oracle/onnx_run.py`):
+//! - onnxruntime runs them with integer kernels: its optimized graph
+//!   (`scripts/oracle/onnx_optimized_ops.py`) has QLinearConv / QGemm / QLinearAdd...
+//!   and no float Conv or Gemm left;
+//! - ResNet-8 on 1000 CIFAR-10 test images (100 per class): top-1 accuracy of the
+//!   export in onnxruntime within 0.1 point of edgeopt's own int8 accuracy, outputs
+//!   within a few quantization steps (onnxruntime requantizes with float scales,
+//!   TFLite and edgeopt with fixed-point multipliers);
+//! - KWS (50 seeded random inputs) and AD (the 40 real log-mel slices): outputs
+//!   within the same bound;
+//! - the exported ONNX imports back into edgeopt, which runs it within 1 quantization
+//!   step of onnxruntime.
+
+use edgeopt_ir::{Graph, Tensor, TensorData};
+use edgeopt_testkit::{data_dir, oracle_available, run_oracle, scratch_dir};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use std::path::Path;
+
+const TRAINING: &str = "mlperf-tiny/benchmark/training";
+const IC: &str = "image_classification/trained_models/pretrainedResnet_quant.tflite";
+const KWS: &str = "keyword_spotting/trained_models/kws_ref_model.tflite";
+const AD: &str = "anomaly_detection/trained_models/ad01_int8.tflite";
+const AD_SAMPLE: &str = "mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin";
+
+/// Largest |edgeopt int8 - onnxruntime(QDQ export)| accepted, in quantization steps
+/// of the output. Measured: see the test's printout (the bound is what the run shows
+/// plus nothing: a regression in the export moves it).
+const MAX_STEPS: i64 = 2;
+
+fn quantize(x: f32, scale: f32, zp: i64) -> i8 {
+    ((x / scale).round() as i64 + zp).clamp(-128, 127) as i8
+}
+
+fn input_quant(g: &Graph) -> (f32, i64) {
+    let q = g.values[g.inputs[0]].quant.as_ref().expect("int8 input");
+    (q.scale[0], q.zero_point[0])
+}
+
+fn sample_shape(g: &Graph) -> Vec<usize> {
+    g.values[g.inputs[0]].shape.as_ref().expect("input shape")[1..]
+        .iter()
+        .map(|d| d.fixed().expect("fixed sample dims"))
+        .collect()
+}
+
+fn stack(samples: Vec<Vec<i8>>, shape: &[usize]) -> Tensor {
+    let mut s = vec![samples.len()];
+    s.extend_from_slice(shape);
+    Tensor::new(s, TensorData::I8(samples.concat())).unwrap()
+}
+
+/// 100 CIFAR-10 test images per class (the file is class-sorted) and their labels.
+fn cifar(dir: &Path, g: &Graph) -> (Tensor, Vec<i64>) {
+    let (s, z) = input_quant(g);
+    let x = edgeopt_npy::read(&dir.join("cifar10/test_x.npy")).expect("read CIFAR-10");
+    let y = edgeopt_npy::read(&dir.join("cifar10/test_y.npy")).expect("read labels");
+    let TensorData::U8(px) = &x.data else {
+        panic!("CIFAR-10 is u8")
+    };
+    let per: usize = x.shape[1..].iter().product();
+    let idx: Vec<usize> = (0..10)
+        .flat_map(|c| (0..100).map(move |k| c * 1000 + k * 10))
+        .collect();
+    let samples = idx
+        .iter()
+        .map(|&i| px[i * per..(i + 1) * per].iter().map(|&p| quantize(p as f32, s, z)).collect())
+        .collect();
+    let labels = idx.iter().map(|&i| y.data.get_i64(i)).collect();
+    (stack(samples, &sample_shape(g)), labels)
+}
+
+fn ad_inputs(dir: &Path, g: &Graph) -> Tensor {
+    let (s, z) = input_quant(g);
+    let bytes = std::fs::read(dir.join(AD_SAMPLE)).expect("read AD sample");
+    let vals: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let samples = vals
+        .chunks_exact(640)
+        .map(|r| r.iter().map(|&v| quantize(v, s, z)).collect())
+        .collect();
+    stack(samples, &sample_shape(g))
+}
+
+fn kws_inputs(g: &Graph) -> Tensor {
+    let shape = sample_shape(g);
+    let n: usize = shape.iter().product();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b7773);
+    let samples = (0..50).map(|_| (0..n).map(|_| rng.gen::<i8>()).collect()).collect();
+    stack(samples, &shape)
+}
+
+fn rows(batch: &Tensor, start: usize, end: usize) -> Tensor {
+    let per: usize = batch.shape[1..].iter().product();
+    let TensorData::I8(v) = &batch.data else {
+        unreachable!("int8 inputs")
+    };
+    let mut shape = batch.shape.clone();
+    shape[0] = end - start;
+    Tensor::new(shape, TensorData::I8(v[start * per..end * per].to_vec())).unwrap()
+}
+
+/// edgeopt's int8 outputs of the IR graph, sample by sample (batch 1, as TFLite).
+fn edgeopt_int8(g: &Graph, batch: &Tensor) -> Vec<i64> {
+    let outs: Vec<Vec<i64>> = (0..batch.shape[0])
+        .into_par_iter()
+        .map(|i| {
+            edgeopt_runtime::run(g, &[rows(batch, i, i + 1)]).expect("run")[0].to_i64_vec()
+        })
+        .collect();
+    outs.concat()
+}
+
+/// edgeopt running an ONNX graph, in batches of 100.
+fn edgeopt_batched(g: &Graph, batch: &Tensor) -> Vec<i64> {
+    let n = batch.shape[0];
+    let chunks: Vec<(usize, usize)> = (0..n).step_by(100).map(|s| (s, (s + 100).min(n))).collect();
+    let outs: Vec<Vec<i64>> = chunks
+        .into_par_iter()
+        .map(|(s, e)| edgeopt_runtime::run(g, &[rows(batch, s, e)]).expect("run")[0].to_i64_vec())
+        .collect();
+    outs.concat()
+}
+
+fn argmax(v: &[i64]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by_key(|(i, x)| (**x, std::cmp::Reverse(*i)))
+        .unwrap()
+        .0
+}
+
+struct Diff {
+    max: i64,
+    differ: usize,
+    total: usize,
+}
+
+fn diff(a: &[i64], b: &[i64]) -> Diff {
+    assert_eq!(a.len(), b.len(), "output sizes");
+    Diff {
+        max: a.iter().zip(b).map(|(x, y)| (x - y).abs()).max().unwrap_or(0),
+        differ: a.iter().zip(b).filter(|(x, y)| x != y).count(),
+        total: a.len(),
+    }
+}
+
+/// Op counts of onnxruntime's optimized graph ("domain:op" -> count).
+fn ort_kernels(model: &Path, scratch: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let opt = scratch.join("ort-optimized.onnx");
+    let out = run_oracle("onnx_optimized_ops.py", &[model, &opt]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("op counts JSON");
+    v.as_object().expect("object").clone()
+}
+
+struct Case {
+    name: &'static str,
+    rel: &'static str,
+}
+
+#[test]
+fn int8_models_export_as_qdq_that_onnxruntime_runs_on_integer_kernels() {
+    let Some(dir) = data_dir() else { return };
+    if !oracle_available() {
+        return;
+    }
+    let cases = [
+        Case { name: "resnet8", rel: IC },
+        Case { name: "kws", rel: KWS },
+        Case { name: "ad", rel: AD },
+    ];
+    let mut report = Vec::new();
+    for c in cases {
+        let g = edgeopt_tflite::import_file(dir.join(TRAINING).join(c.rel)).expect("import");
+        let (inputs, labels) = match c.name {
+            "resnet8" => {
+                let (x, y) = cifar(&dir, &g);
+                (x, Some(y))
+            }
+            "kws" => (kws_inputs(&g), None),
+            _ => (ad_inputs(&dir, &g), None),
+        };
+        let n = inputs.shape[0];
+        let scratch = scratch_dir(&format!("onnx_qdq_export/{}", c.name));
+        let model = scratch.join(format!("{}-qdq.onnx", c.name));
+        edgeopt_onnx::export_file(&g, &model).unwrap_or_else(|e| panic!("{}: export: {e}", c.name));
+
+        // onnxruntime fuses the QDQ pattern into integer kernels.
+        let ops = ort_kernels(&model, &scratch);
+        let count = |pred: &dyn Fn(&str) -> bool| -> u64 {
+            ops.iter()
+                .filter(|(k, _)| pred(k))
+                .map(|(_, v)| v.as_u64().unwrap_or(0))
+                .sum()
+        };
+        let integer = count(&|k| {
+            let op = k.rsplit(':').next().unwrap_or("");
+            op.starts_with("QLinear") || op == "QGemm" || op.ends_with("Integer")
+        });
+        let float_heavy = count(&|k| {
+            matches!(
+                k,
+                "ai.onnx:Conv" | "ai.onnx:Gemm" | "ai.onnx:MatMul" | "com.microsoft:FusedConv"
+            )
+        });
+        assert!(
+            integer > 0 && float_heavy == 0,
+            "{}: onnxruntime's optimized graph is not integer: {ops:?}",
+            c.name
+        );
+
+        // onnxruntime vs edgeopt's int8 kernels on the IR.
+        let xin = scratch.join("x.npy");
+        edgeopt_npy::write(&xin, &inputs).unwrap();
+        let out = scratch.join("ort");
+        run_oracle("onnx_run.py", &[&model, &xin, &out]);
+        let ort_t = edgeopt_npy::read(&out.join("output_0.npy")).unwrap();
+        let ort = ort_t.to_i64_vec();
+        let ours = edgeopt_int8(&g, &inputs);
+        let d = diff(&ours, &ort);
+        let per = ort.len() / n;
+        let mut line = format!(
+            "{}: {n} samples; onnxruntime kernels {ops:?}; |edgeopt int8 - onnxruntime(QDQ export)|: \
+             max {} steps, {} of {} elements differ",
+            c.name, d.max, d.differ, d.total
+        );
+        assert!(
+            d.max <= MAX_STEPS,
+            "{}: onnxruntime differs from edgeopt by {} quantization steps",
+            c.name,
+            d.max
+        );
+        if let Some(y) = &labels {
+            let acc = |v: &[i64]| {
+                (0..n)
+                    .filter(|&i| argmax(&v[i * per..(i + 1) * per]) as i64 == y[i])
+                    .count()
+            };
+            let (a_ours, a_ort) = (acc(&ours), acc(&ort));
+            let pct = |k: usize| 100.0 * k as f64 / n as f64;
+            line += &format!(
+                "; top-1 edgeopt {:.1}% onnxruntime {:.1}%",
+                pct(a_ours),
+                pct(a_ort)
+            );
+            assert!(
+                (pct(a_ours) - pct(a_ort)).abs() <= 0.1 + 1e-9,
+                "{}: accuracy edgeopt {} vs onnxruntime {} of {n}",
+                c.name,
+                a_ours,
+                a_ort
+            );
+        }
+
+        // The export imports back into edgeopt and runs like onnxruntime.
+        let back = edgeopt_onnx::import_file(&model).expect("re-import the export");
+        let again = edgeopt_batched(&back, &inputs);
+        let d2 = diff(&again, &ort);
+        line += &format!(
+            "; re-imported in edgeopt vs onnxruntime: max {} steps, {} differ",
+            d2.max, d2.differ
+        );
+        assert!(
+            d2.max <= 1,
+            "{}: re-imported export differs from onnxruntime by {} steps",
+            c.name,
+            d2.max
+        );
+        report.push(line);
+    }
+    eprintln!("{}", report.join("\n"));
+}
