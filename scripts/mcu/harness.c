@@ -51,6 +51,19 @@ static void put_u64(const char *label, uint64_t v) {
 }
 #endif
 
+#if defined(EDGEOPT_PROFILE) && !defined(EO_HOST)
+/* Per-layer ticks, summed over the samples (model.c calls this after each layer). */
+static uint64_t layer_ticks[EDGEOPT_NUM_LAYERS];
+static uint64_t layer_t0;
+void edgeopt_layer_done(int layer) {
+    const uint64_t t = clock_ticks();
+    if (layer >= 0 && layer < EDGEOPT_NUM_LAYERS) layer_ticks[layer] += t - layer_t0;
+    layer_t0 = clock_ticks();
+}
+#elif defined(EDGEOPT_PROFILE)
+void edgeopt_layer_done(int layer) { (void)layer; }
+#endif
+
 #ifdef EO_HOST
 int main(int argc, char **argv) {
     FILE *fi, *fo;
@@ -104,6 +117,9 @@ int main(void) {
         uint64_t d;
         memcpy(edgeopt_model_input(0), sample_buf, sizeof sample_buf);
         t0 = clock_ticks();
+#ifdef EDGEOPT_PROFILE
+        layer_t0 = t0;
+#endif
         edgeopt_model_invoke();
         t1 = clock_ticks();
         d = t1 - t0;
@@ -124,6 +140,9 @@ int main(void) {
     put_u64("invoke_ticks_total ", total);
     put_u64("invoke_ticks_min ", min);
     put_u64("invoke_ticks_max ", max);
+#ifdef EDGEOPT_PROFILE
+    for (o = 0; o < EDGEOPT_NUM_LAYERS; o++) put_u64("layer_ticks ", layer_ticks[o]);
+#endif
     return 0;
 }
 #endif

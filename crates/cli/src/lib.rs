@@ -7,6 +7,7 @@ pub mod compile;
 pub mod eval;
 pub mod inspect;
 pub mod model;
+pub mod quantize;
 pub mod run;
 
 pub use model::load_model;

@@ -103,6 +103,10 @@ enum Command {
     /// Self-contained C for a microcontroller (model.h, model.c, int8 kernels): reports
     /// flash and RAM against the target and refuses a model that does not fit.
     Compile(edgeopt_cli::compile::CompileArgs),
+    /// Post-training quantization (int8/int4/ternary/binary/fp16 weights, min-max /
+    /// percentile / entropy / MSE calibration, mixed precision under --budget), written
+    /// as ONNX (QDQ) or TFLite; --report shows per-layer SQNR and ranges.
+    Quantize(Box<edgeopt_cli::quantize::QuantizeArgs>),
     /// Batch-1 latency: warm-up, then median and p90 over timed runs.
     Bench {
         /// Model file (.onnx or .tflite).
@@ -229,6 +233,14 @@ fn main_inner(cli: Cli) -> Result<()> {
                     t.dtype(),
                     t.shape
                 );
+            }
+        }
+        Command::Quantize(args) => {
+            let s = edgeopt_cli::quantize::quantize_command(&args)?;
+            if args.json {
+                print_json(&s)?;
+            } else {
+                emit(&edgeopt_cli::quantize::render_summary(&s))?;
             }
         }
         Command::Compile(args) => {

@@ -126,47 +126,57 @@ static void eo_reorder(int16_t *p, int32_t k) {
 #endif
 }
 
-/* conv::depthwise + tflite_conv (Rounding::TiesAway under Numerics::Reference). */
-static void eo_depthwise_s8(const eo_conv_params *p, const int8_t *x, int8_t *y) {
-    const int32_t mult = p->oc / p->ic;
-    int32_t n, oy, ox, o, ky, kx;
+/* conv::depthwise + tflite_conv (Rounding::TiesAway under Numerics::Reference).
+ * Weights are [kh, kw, oc] (the generator transposes them) so that, as in the runtime,
+ * the channel loop is innermost and contiguous; `acc` holds oc int32 accumulators. */
+static void eo_depthwise_s8(const eo_conv_params *p, const int8_t *x, int8_t *y, int32_t *acc) {
+    const int32_t m = p->oc, mult = p->oc / p->ic;
+    int32_t n, oy, ox, o, c, j, ky, kx;
     for (n = 0; n < p->n; n++) {
         for (oy = 0; oy < p->oh; oy++) {
             for (ox = 0; ox < p->ow; ox++) {
-                int8_t *out = y + (((size_t)n * p->oh + oy) * p->ow + ox) * p->oc;
+                int8_t *out = y + (((size_t)n * p->oh + oy) * p->ow + ox) * m;
                 const int32_t iy0 = oy * p->stride_h - p->pad_h;
                 const int32_t ix0 = ox * p->stride_w - p->pad_w;
-                for (o = 0; o < p->oc; o++) {
-                    const int32_t c = o / mult;
-                    const int8_t *w = p->weights + (size_t)o * p->kh * p->kw;
-                    int32_t acc = p->bias ? p->bias[o] : 0;
-                    for (ky = 0; ky < p->kh; ky++) {
-                        const int32_t iy = iy0 + ky * p->dil_h;
-                        const int8_t *row;
-                        if (iy < 0 || iy >= p->ih) continue;
-                        row = x + (((size_t)n * p->ih + iy) * p->iw) * p->ic + c;
-                        for (kx = 0; kx < p->kw; kx++) {
-                            const int32_t ix = ix0 + kx * p->dil_w;
-                            if (ix < 0 || ix >= p->iw) continue;
-                            acc = eo_wadd(acc, ((int32_t)row[(size_t)ix * p->ic] - p->in_zp) *
-                                                   (int32_t)w[ky * p->kw + kx]);
+                for (o = 0; o < m; o++) acc[o] = p->bias ? p->bias[o] : 0;
+                for (ky = 0; ky < p->kh; ky++) {
+                    const int32_t iy = iy0 + ky * p->dil_h;
+                    if (iy < 0 || iy >= p->ih) continue;
+                    for (kx = 0; kx < p->kw; kx++) {
+                        const int32_t ix = ix0 + kx * p->dil_w;
+                        const int8_t *xs, *ws;
+                        if (ix < 0 || ix >= p->iw) continue;
+                        xs = x + (((size_t)n * p->ih + iy) * p->iw + ix) * p->ic;
+                        ws = p->weights + (size_t)(ky * p->kw + kx) * m;
+                        if (mult == 1) {
+                            for (c = 0; c < m; c++)
+                                acc[c] = eo_wadd(acc[c], ((int32_t)xs[c] - p->in_zp) * (int32_t)ws[c]);
+                        } else {
+                            for (c = 0; c < p->ic; c++) {
+                                const int32_t xv = (int32_t)xs[c] - p->in_zp;
+                                for (j = 0; j < mult; j++)
+                                    acc[c * mult + j] =
+                                        eo_wadd(acc[c * mult + j], xv * (int32_t)ws[c * mult + j]);
+                            }
                         }
                     }
-                    out[o] = (int8_t)eo_clamp(eo_mbqm(acc, p->mult[o], p->shift[o]) + p->out_zp,
-                                              p->act_min, p->act_max);
                 }
+                for (o = 0; o < m; o++)
+                    out[o] = (int8_t)eo_clamp(eo_mbqm(acc[o], p->mult[o], p->shift[o]) + p->out_zp,
+                                              p->act_min, p->act_max);
             }
         }
     }
 }
 
 /* conv::accumulate_nhwc (fill_patch + dot) + tflite_conv, Numerics::Reference. */
-void eo_conv_s8(const eo_conv_params *p, const int8_t *x, int8_t *y, int16_t *scratch) {
+void eo_conv_s8(const eo_conv_params *p, const int8_t *x, int8_t *y, int16_t *scratch,
+                int32_t *acc) {
     const int32_t cg = p->ic / p->groups, mg = p->oc / p->groups;
     const int32_t k_len = p->kh * p->kw * cg;
     int32_t n, oy, ox, g, o, ky, kx, c;
     if (p->depthwise) {
-        eo_depthwise_s8(p, x, y);
+        eo_depthwise_s8(p, x, y, acc);
         return;
     }
     for (n = 0; n < p->n; n++) {

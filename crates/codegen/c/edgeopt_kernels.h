@@ -29,7 +29,7 @@
 #define EO_MAX_RANK 6
 
 /* CONV_2D (groups >= 1) and DEPTHWISE_CONV_2D, NHWC. Weights [oc, kh, kw, ic/groups]
- * (depthwise: [oc, kh, kw, 1] with oc = ic * depth_multiplier). */
+ * (depthwise: [kh, kw, oc] with oc = ic * depth_multiplier). */
 typedef struct {
     int32_t n, ih, iw, ic, oh, ow, oc, kh, kw;
     int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
@@ -113,9 +113,11 @@ typedef struct {
     int32_t act_min, act_max;
 } eo_concat_part;
 
-/* Kernel scratch (not part of the arena): `scratch` holds at least the int16
- * receptive field / input row the dot products read (size given by the generator). */
-void eo_conv_s8(const eo_conv_params *p, const int8_t *x, int8_t *y, int16_t *scratch);
+/* Kernel scratch (not part of the arena, sized by the generator): `scratch` holds the
+ * int16 receptive field / input row of the dot products, `acc` the int32 per-channel
+ * accumulators of a depthwise convolution. */
+void eo_conv_s8(const eo_conv_params *p, const int8_t *x, int8_t *y, int16_t *scratch,
+                int32_t *acc);
 void eo_fc_s8(const eo_fc_params *p, const int8_t *x, int8_t *y, int16_t *scratch);
 void eo_binary_s8(const eo_binary_params *p, const int8_t *a, const int8_t *b, int8_t *y);
 void eo_pool_s8(const eo_pool_params *p, const int8_t *x, int8_t *y);

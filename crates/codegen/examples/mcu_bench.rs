@@ -1,63 +1,120 @@
-//! Compiles the MLPerf Tiny int8 models to C, checks them bit-exact against edgeopt's
-//! runtime (Numerics::Reference) on the host and on qemu Cortex-M4/M7 (DSP on and off),
-//! and prints one JSON object per (model, core, dsp) with sizes and instruction counts.
-//! Driven by bench/codegen.py. Usage: mcu_bench DATA_DIR WORK_DIR [ic|kws|ad ...]
-use edgeopt_codegen::{compile, harness, samples, write_dir, Target};
-use edgeopt_ir::{Tensor, TensorData};
+//! Measurement driver of `bench/codegen.py`: compiles each MLPerf Tiny int8 model to C,
+//! checks it bit-exact against edgeopt's runtime (Numerics::Reference) on the host and
+//! on qemu Cortex-M4 / Cortex-M7 with the DSP path on and off, and prints one JSON
+//! object per line: a "model" record (footprint, host check, where LiteRt and Reference
+//! numerics differ) and one "run" record per (core, dsp) with sizes and instruction
+//! counts.
+//!
+//! Usage: mcu_bench DATA_DIR WORK_DIR [ic|kws|ad ...]
+use edgeopt_codegen::{compile, harness, samples, write_dir, Target, STACK_BYTES};
+use edgeopt_ir::{Graph, Tensor, TensorData};
 use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
-use std::path::{Path, PathBuf};
+use serde_json::json;
+use std::path::PathBuf;
 use std::time::Duration;
 
-fn runtime_outputs(g: &edgeopt_ir::Graph, inputs: &[u8]) -> Vec<u8> {
-    let shape = edgeopt_ir::shape::bind_input_shapes(g, 1).unwrap().remove(0);
+fn runtime_outputs(g: &Graph, inputs: &[u8], num: Numerics) -> Result<Vec<u8>, String> {
+    set_numerics(num);
+    let shape = edgeopt_ir::shape::bind_input_shapes(g, 1)
+        .map_err(|e| e.to_string())?
+        .remove(0);
     let per: usize = shape.iter().product();
     let mut out = Vec::new();
     for s in inputs.chunks_exact(per) {
-        let t = Tensor::new(shape.clone(), TensorData::I8(s.iter().map(|&b| b as i8).collect())).unwrap();
-        for o in edgeopt_runtime::run(g, &[t]).unwrap() {
+        let t = Tensor::new(shape.clone(), TensorData::I8(s.iter().map(|&b| b as i8).collect()))
+            .map_err(|e| e.to_string())?;
+        for o in edgeopt_runtime::run(g, &[t]).map_err(|e| e.to_string())? {
             match o.data {
                 TensorData::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
-                d => panic!("unexpected output {:?}", d.dtype()),
+                d => return Err(format!("unexpected output dtype {}", d.dtype())),
             }
         }
     }
-    out
+    set_numerics(Numerics::Reference);
+    Ok(out)
 }
 
-fn main() {
+fn differing(a: &[u8], b: &[u8], per: usize) -> (usize, usize) {
+    let samples = a
+        .chunks(per)
+        .zip(b.chunks(per))
+        .filter(|(x, y)| x != y)
+        .count();
+    let elems = a.iter().zip(b).filter(|(x, y)| x != y).count();
+    (samples + a.len().abs_diff(b.len()) / per.max(1), elems)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        return Err("usage: mcu_bench DATA_DIR WORK_DIR [ic|kws|ad ...]".into());
+    }
     let data = PathBuf::from(&args[1]);
     let work = PathBuf::from(&args[2]);
-    let which: Vec<String> = if args.len() > 3 { args[3..].to_vec() } else { vec!["ic".into(), "kws".into(), "ad".into()] };
-    set_numerics(Numerics::Reference);
+    let which: Vec<String> = if args.len() > 3 {
+        args[3..].to_vec()
+    } else {
+        vec!["ic".into(), "kws".into(), "ad".into()]
+    };
     for m in which {
-        let (rel, n) = match m.as_str() { "ic" => (samples::IC, 20), "kws" => (samples::KWS, 24), _ => (samples::AD, 40) };
-        let g = edgeopt_tflite::import_file(&data.join(rel)).unwrap();
-        let inputs = match m.as_str() {
-            "ic" => { let rows = samples::ic_perf_rows(&data).unwrap(); samples::ic_inputs(&data, &g, &rows[..n]).unwrap() }
-            "kws" => samples::kws_inputs(&data, &g, 2).unwrap().0,
-            _ => samples::ad_inputs(&data, &g).unwrap(),
+        let rel = match m.as_str() {
+            "ic" => samples::IC,
+            "kws" => samples::KWS,
+            "ad" => samples::AD,
+            other => return Err(format!("unknown model {other}").into()),
         };
-        let expected = runtime_outputs(&g, &inputs);
-        let t = Target::by_name("cortex-m4").unwrap();
-        let gen = compile(&g, t).unwrap();
-        eprintln!("{m}: {}", gen.footprint.render());
+        let g = edgeopt_tflite::import_file(&data.join(rel))?;
+        let (inputs, what) = match m.as_str() {
+            "ic" => {
+                let rows = samples::ic_perf_rows(&data)?;
+                (samples::ic_inputs(&data, &g, &rows[..20])?, "20 MLPerf IC perf samples (CIFAR-10)")
+            }
+            "kws" => (samples::kws_inputs(&data, &g, 2)?.0, "24 Speech Commands test clips (2 per class), MFCC"),
+            _ => (samples::ad_inputs(&data, &g)?, "40 log-mel slices of the public AD sample"),
+        };
+        let reference = runtime_outputs(&g, &inputs, Numerics::Reference)?;
+        let litert = runtime_outputs(&g, &inputs, Numerics::LiteRt)?;
+        let t = Target::by_name("cortex-m4").ok_or("no cortex-m4")?;
+        let gen = compile(&g, t)?;
+        let per: usize = g.outputs.iter().map(|&o| gen.plan.sizes[o]).sum();
+        let (nd_samples, nd_elems) = differing(&litert, &reference, per);
         let dir = work.join(&m).join("gen");
-        write_dir(&gen, &dir).unwrap();
-        let exe = harness::build_host(&dir, &work.join(&m).join("host")).unwrap();
-        let got = harness::run_host(&exe, &inputs, &work.join(&m).join("host")).unwrap();
-        let diff = got.iter().zip(&expected).filter(|(a, b)| a != b).count();
-        eprintln!("{m}: host {} bytes, {diff} differ (len {} vs {})", got.len(), got.len(), expected.len());
+        write_dir(&gen, &dir)?;
+        let host_dir = work.join(&m).join("host");
+        let exe = harness::build_host(&dir, &host_dir)?;
+        let host = harness::run_host(&exe, &inputs, &host_dir)?;
+        let (host_diff, _) = differing(&host, &reference, per);
+        let ops: std::collections::BTreeMap<String, usize> =
+            g.nodes.iter().fold(Default::default(), |mut acc, n| {
+                *acc.entry(n.op.name().to_string()).or_default() += 1;
+                acc
+            });
+        println!(
+            "{}",
+            json!({"record": "model", "model": m, "file": rel, "inputs": what,
+                   "samples": reference.len() / per, "layers": gen.layers, "ops": ops,
+                   "footprint": gen.footprint, "planner_arena_bytes": gen.plan.arena_bytes,
+                   "host_samples_differing": host_diff,
+                   "litert_vs_reference_samples_differing": nd_samples,
+                   "litert_vs_reference_elements_differing": nd_elems,
+                   "elements": reference.len()})
+        );
         for core in ["cortex-m4", "cortex-m7"] {
-            let t = Target::by_name(core).unwrap();
+            let t = Target::by_name(core).ok_or("no target")?;
             for dsp in [true, false] {
-                let w = work.join(&m).join(format!("{core}-{}", if dsp { "dsp" } else { "nodsp" }));
-                let b = harness::build_arm(&dir, t, dsp, edgeopt_codegen::STACK_BYTES, &w).unwrap();
-                let r = harness::run_qemu(&b, t.qemu_machine.unwrap(), &inputs, &w, Duration::from_secs(600)).unwrap();
-                let diff = r.outputs.iter().zip(&expected).filter(|(a, b)| a != b).count() + r.outputs.len().abs_diff(expected.len());
-                println!("{}", serde_json::json!({"model": m, "core": core, "dsp": dsp, "differ": diff, "image": b.image, "model_sizes": b.model, "run": r, "footprint": gen.footprint}));
+                let w = work.join(&m).join(format!("{core}-{}", if dsp { "dsp" } else { "portable" }));
+                let b = harness::build_arm(&dir, t, dsp, STACK_BYTES, &w)?;
+                let machine = t.qemu_machine.ok_or("no qemu machine")?;
+                let r = harness::run_qemu(&b, machine, &inputs, &w, Duration::from_secs(900))?;
+                let (diff, _) = differing(&r.outputs, &reference, per);
+                println!(
+                    "{}",
+                    json!({"record": "run", "model": m, "core": core, "machine": machine, "dsp": dsp,
+                           "samples_differing": diff, "image": b.image, "model_objects": b.model,
+                           "run": r})
+                );
             }
         }
     }
-    let _ = Path::new(".");
+    Ok(())
 }

@@ -157,6 +157,18 @@ pub fn build_arm(
     stack_bytes: u64,
     work: &Path,
 ) -> Result<ArmBuild> {
+    build_arm_with(gen_dir, target, dsp, stack_bytes, work, &[])
+}
+
+/// [`build_arm`] with extra compiler flags (e.g. `-DEDGEOPT_PROFILE` for per-layer ticks).
+pub fn build_arm_with(
+    gen_dir: &Path,
+    target: &Target,
+    dsp: bool,
+    stack_bytes: u64,
+    work: &Path,
+    extra_flags: &[&str],
+) -> Result<ArmBuild> {
     if target.gcc_flags.is_empty() {
         return Err(err(format!("target {} has no Arm compiler flags", target.name)));
     }
@@ -178,6 +190,7 @@ pub fn build_arm(
     if !dsp {
         flags.push("-DEO_NO_DSP".into());
     }
+    flags.extend(extra_flags.iter().map(|s| s.to_string()));
     let mut objs = Vec::new();
     for (src, dir) in [
         ("model.c", gen_dir),
@@ -241,6 +254,8 @@ pub struct QemuRun {
     /// Mean executed instructions per inference (ticks x instructions per tick).
     pub instructions_per_inference: f64,
     pub wall_seconds: f64,
+    /// Per-layer ticks summed over the samples (builds with `-DEDGEOPT_PROFILE` only).
+    pub layer_ticks: Vec<u64>,
 }
 
 /// Runs `build` on qemu `machine` with semihosting and `-icount shift=0`, on `inputs`
@@ -322,5 +337,9 @@ pub fn run_qemu(
             0.0
         },
         wall_seconds: wall,
+        layer_ticks: text
+            .lines()
+            .filter_map(|l| l.strip_prefix("layer_ticks ").and_then(|v| v.trim().parse().ok()))
+            .collect(),
     })
 }

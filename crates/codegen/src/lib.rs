@@ -149,27 +149,30 @@ impl Footprint {
     }
 }
 
-/// Code size of each kernel (bytes of Thumb-2 at -Os, the larger of the DSP and portable
-/// builds), measured with arm-none-eabi-size on edgeopt_kernels.o for cortex-m4
-/// (gcc 12.2): refresh with `scripts/mcu/kernel_sizes.sh` when the kernels change.
+/// Code size of each kernel: bytes of Thumb-2 at -O2 (the harness's level) with the DSP
+/// path, from `arm-none-eabi-nm -S` on edgeopt_kernels.o for cortex-m4 (gcc 12.2),
+/// rounded up; "common" holds the fixed-point helpers, the dot products and
+/// memset/memmove. Re-measure when the kernels change (see bench/codegen.py).
 pub const CODE_BYTES: &[(&str, u64)] = &[
-    ("common", 600),
-    ("conv", 900),
-    ("fc", 500),
-    ("binary", 350),
-    ("pool", 250),
-    ("softmax", 700),
-    ("lut", 30),
-    ("dequantize", 30),
-    ("transpose", 120),
-    ("pad", 160),
-    ("concat", 100),
+    ("common", 700),
+    ("conv", 1400),
+    ("fc", 700),
+    ("binary", 500),
+    ("pool", 450),
+    ("softmax", 1500),
+    ("lut", 50),
+    ("dequantize", 50),
+    ("transpose", 130),
+    ("pad", 230),
+    ("concat", 110),
     ("copy", 20),
 ];
-/// Bytes per layer call in `edgeopt_model_invoke` (argument set-up and the call).
-pub const CALL_BYTES: u64 = 16;
-/// Deepest stack use of invoke -> kernel (measured with -fstack-usage, cortex-m4 -Os),
-/// rounded up with room for an interrupt frame.
+/// Bytes per layer call in `edgeopt_model_invoke` (argument set-up and the call;
+/// measured ~20 on the IC model).
+pub const CALL_BYTES: u64 = 24;
+/// Stack of invoke -> kernel -> helper: gcc -fstack-usage (cortex-m4, -O2) gives
+/// invoke 24 + eo_conv_s8 160 + eo_dot2 56 + fixed-point helpers <= 28 = 268 bytes;
+/// 512 leaves room for an interrupt frame and libc's memmove.
 pub const STACK_BYTES: u64 = 512;
 
 /// The generated sources and what they need.
@@ -197,6 +200,7 @@ pub fn compile(graph: &Graph, target: &Target) -> Result<Generated> {
     let model_h = e.model_h()?;
     let model_c = e.model_c();
     let readme = readme(target, &plan);
+    e.kernels.insert("common");
     let code = CALL_BYTES * e.layers as u64
         + e.kernels
             .iter()
@@ -207,7 +211,7 @@ pub fn compile(graph: &Graph, target: &Target) -> Result<Generated> {
                     .map_or(0, |(_, b)| *b)
             })
             .sum::<u64>();
-    let scratch_bytes = (e.scratch_i16 * 2) as u64;
+    let scratch_bytes = (e.scratch_i16.max(1) * 2 + e.acc_i32.max(1) * 4) as u64;
     let footprint = Footprint {
         target: target.name.to_string(),
         weights_bytes: e.const_bytes,
@@ -299,6 +303,8 @@ struct Emitter<'g> {
     /// Values computed from constants at compile time (the planner folds them).
     folded: HashMap<ValueId, Tensor>,
     scratch_i16: usize,
+    /// int32 accumulators of the widest depthwise convolution.
+    acc_i32: usize,
     kernels: BTreeSet<&'static str>,
     layers: usize,
 }
@@ -369,6 +375,7 @@ impl<'g> Emitter<'g> {
             const_names: HashMap::new(),
             folded: HashMap::new(),
             scratch_i16: 0,
+            acc_i32: 0,
             kernels: BTreeSet::new(),
             layers: 0,
         }
@@ -559,6 +566,7 @@ impl<'g> Emitter<'g> {
                 ))
             }
         }
+        let _ = writeln!(self.body, "    EO_LAYER_DONE({k});");
         self.layers += 1;
         Ok(())
     }
@@ -596,11 +604,22 @@ impl<'g> Emitter<'g> {
         }
         let stage = OutputStage::new(xq.scale, &wscales, yq, activation_range::<i8>(a.activation, yq));
         let depthwise = g.cg() == 1 && g.group > 1;
-        if !depthwise {
-            self.scratch_i16 = self.scratch_i16.max(g.k_len());
-        }
         let pre = format!("eo_l{k}");
-        self.emit_i8(&format!("{pre}_w"), &format!("{}: weights {:?}", node.name, wt.shape), wv);
+        if depthwise {
+            // [M, kh, kw, 1] -> [kh, kw, M]: a tap's weights contiguous over channels.
+            self.acc_i32 = self.acc_i32.max(g.m);
+            let taps = g.h.kernel * g.w.kernel;
+            let mut t = vec![0i8; wv.len()];
+            for oc in 0..g.m {
+                for tap in 0..taps {
+                    t[tap * g.m + oc] = wv[oc * taps + tap];
+                }
+            }
+            self.emit_i8(&format!("{pre}_w"), &format!("{}: depthwise weights [kh, kw, M] from {:?}", node.name, wt.shape), &t);
+        } else {
+            self.scratch_i16 = self.scratch_i16.max(g.k_len());
+            self.emit_i8(&format!("{pre}_w"), &format!("{}: weights {:?}", node.name, wt.shape), wv);
+        }
         let bias = match node.input(2) {
             Some(b) => {
                 let bt = self
@@ -630,7 +649,7 @@ impl<'g> Emitter<'g> {
         let xin = self.ptr_i8(x)?;
         let y = self.out_ptr(node, DType::I8)?;
         self.kernels.insert("conv");
-        self.stmt(node, format!("eo_conv_s8(&{pre}_p, {xin}, {y}, eo_scratch)"));
+        self.stmt(node, format!("eo_conv_s8(&{pre}_p, {xin}, {y}, eo_scratch, eo_acc)"));
         Ok(())
     }
 
@@ -1078,11 +1097,12 @@ impl<'g> Emitter<'g> {
              #ifndef EDGEOPT_MODEL_H\n#define EDGEOPT_MODEL_H\n\n#include <stdint.h>\n\n\
              /* One static arena holds every activation (the static memory planner's peak). */\n\
              #define EDGEOPT_ARENA_BYTES {}\n/* Kernel scratch outside the arena (int16 elements). */\n\
-             #define EDGEOPT_SCRATCH_ELEMS {}\n#define EDGEOPT_NUM_LAYERS {}\n\
+             #define EDGEOPT_SCRATCH_ELEMS {}\n#define EDGEOPT_ACC_ELEMS {}\n#define EDGEOPT_NUM_LAYERS {}\n\
              #define EDGEOPT_NUM_INPUTS {}\n#define EDGEOPT_NUM_OUTPUTS {}\n",
             cc(&self.g.name),
             self.plan.arena_bytes,
             self.scratch_i16.max(1),
+            self.acc_i32.max(1),
             self.layers,
             self.g.inputs.len(),
             self.g.outputs.len()
@@ -1128,6 +1148,12 @@ impl<'g> Emitter<'g> {
             self.const_bytes,
             self.plan.arena_bytes
         );
+        c.push_str(
+            "/* Define EDGEOPT_PROFILE and provide edgeopt_layer_done() to time each layer. */\n\
+             #ifdef EDGEOPT_PROFILE\nvoid edgeopt_layer_done(int layer);\n\
+             #define EO_LAYER_DONE(k) edgeopt_layer_done(k)\n#else\n\
+             #define EO_LAYER_DONE(k) ((void)0)\n#endif\n\n",
+        );
         c.push_str(&self.data);
         c.push_str(&self.params);
         let _ = writeln!(
@@ -1135,7 +1161,8 @@ impl<'g> Emitter<'g> {
             "\n/* Every activation lives at its planned offset in this one arena. */\n\
              #if defined(__GNUC__)\nstatic uint8_t eo_arena[EDGEOPT_ARENA_BYTES] __attribute__((aligned(16)));\n\
              #else\nstatic uint8_t eo_arena[EDGEOPT_ARENA_BYTES];\n#endif\n\
-             static int16_t eo_scratch[EDGEOPT_SCRATCH_ELEMS];\n"
+             static int16_t eo_scratch[EDGEOPT_SCRATCH_ELEMS];\n\
+             static int32_t eo_acc[EDGEOPT_ACC_ELEMS];\n"
         );
         let offs = |ids: &[ValueId]| -> String {
             ids.iter()
@@ -1159,7 +1186,7 @@ impl<'g> Emitter<'g> {
              return eo_arena + eo_output_offsets[index];\n}\n\nint edgeopt_model_invoke(void) {\n",
         );
         c.push_str(&self.body);
-        c.push_str("    (void)eo_scratch;\n    return 0;\n}\n");
+        c.push_str("    (void)eo_scratch;\n    (void)eo_acc;\n    return 0;\n}\n");
         c
     }
 }

@@ -1,0 +1,379 @@
+//! `edgeopt quantize`: post-training quantization (optionally mixed precision, bias
+//! correction, cross-layer equalization, QAT) of a float model, written as ONNX (QDQ)
+//! or TFLite, with an optional per-layer report.
+//!
+//! Calibration data is an .npy array of samples preprocessed exactly as `eval` does
+//! (`--scale/--mean/--std/--layout`), optionally restricted to named rows
+//! (`--calib-names` gives one name per row, `--calib-select` the names to use: the
+//! MLPerf Tiny calibration list matches CIFAR-10 files that way).
+
+use crate::eval::{evaluate, prepare, DataLayout, EvalConfig, EvalReport};
+use crate::load_model;
+use anyhow::{anyhow, bail, Context, Result};
+use edgeopt_compress::quant::ptq::{self, PtqOptions, PtqResult};
+use edgeopt_compress::quant::report::render;
+use edgeopt_compress::quant::{
+    weight_size, ActivationFormat, CalibMethod, Granularity, WeightFormat, WeightSpec,
+};
+use edgeopt_ir::{Graph, Tensor};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    Minmax,
+    Percentile,
+    Entropy,
+    Mse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightsArg {
+    Int8,
+    Int4,
+    Ternary,
+    Binary,
+    Fp16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActivationsArg {
+    Int8,
+    Int16,
+    Fp16,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuantizeArgs {
+    /// Float model (.onnx or .tflite).
+    pub model: PathBuf,
+    /// Calibration samples, [N, ...] (.npy or .npy.gz).
+    #[arg(long)]
+    pub calib: PathBuf,
+    /// One name per row of --calib (e.g. cifar10/test_filenames.txt).
+    #[arg(long, requires = "calib_select")]
+    pub calib_names: Option<PathBuf>,
+    /// The names of the rows to calibrate on, one per line.
+    #[arg(long, requires = "calib_names")]
+    pub calib_select: Option<PathBuf>,
+    /// Use at most this many calibration samples (the first ones).
+    #[arg(long)]
+    pub calib_limit: Option<usize>,
+    #[arg(long, value_enum, default_value_t = MethodArg::Minmax)]
+    pub method: MethodArg,
+    /// Percentile for --method percentile.
+    #[arg(long, default_value_t = 99.99)]
+    pub percentile: f32,
+    #[arg(long, value_enum, default_value_t = WeightsArg::Int8)]
+    pub weights: WeightsArg,
+    /// Activation type (default int8; fp32 with --weights fp16).
+    #[arg(long, value_enum)]
+    pub activations: Option<ActivationsArg>,
+    /// tensor, channel, or group:N.
+    #[arg(long, default_value = "channel")]
+    pub granularity: String,
+    /// Mixed precision: weight bytes allowed (layers get int8, int4 or ternary by
+    /// sensitivity).
+    #[arg(long)]
+    pub budget: Option<usize>,
+    /// Correct the bias for the mean output shift of weight quantization.
+    #[arg(long)]
+    pub bias_correction: bool,
+    /// Cross-layer equalization (depthwise-separable networks).
+    #[arg(long)]
+    pub equalize: bool,
+    /// Quantization-aware training epochs after PTQ (needs --train).
+    #[arg(long, requires = "train")]
+    pub qat: Option<usize>,
+    /// Training data for --qat: an .npy of samples; labels from --train-labels.
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    #[arg(long)]
+    pub train_labels: Option<PathBuf>,
+    /// Print the per-layer report (SQNR, ranges, chosen bits); also written as JSON
+    /// next to the output (OUT.report.json).
+    #[arg(long)]
+    pub report: bool,
+    /// Evaluate float and quantized models on these samples (with --eval-labels).
+    #[arg(long, requires = "eval_labels")]
+    pub eval_data: Option<PathBuf>,
+    #[arg(long)]
+    pub eval_labels: Option<PathBuf>,
+    #[arg(long)]
+    pub eval_limit: Option<usize>,
+    /// Preprocessing, as for eval: multiply raw values by this first.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f32,
+    #[arg(long, value_delimiter = ',', default_value = "0", allow_negative_numbers = true)]
+    pub mean: Vec<f32>,
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub std: Vec<f32>,
+    #[arg(long, value_enum, default_value_t = DataLayout::Nhwc)]
+    pub layout: DataLayout,
+    /// Output model (.onnx: QDQ; .tflite).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `edgeopt quantize` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeSummary {
+    pub model: String,
+    pub calibration_samples: usize,
+    pub method: String,
+    pub weights: String,
+    pub activations: String,
+    pub weight_bytes: usize,
+    pub int8_weight_bytes: usize,
+    pub float_accuracy: Option<f64>,
+    pub quantized_accuracy: Option<f64>,
+    pub eval_samples: Option<usize>,
+    pub output: Option<String>,
+    pub report: Option<String>,
+}
+
+pub fn parse_granularity(s: &str) -> Result<Granularity> {
+    match s {
+        "tensor" => Ok(Granularity::Tensor),
+        "channel" => Ok(Granularity::Channel),
+        _ => match s.strip_prefix("group:").map(str::parse::<usize>) {
+            Some(Ok(n)) if n > 0 => Ok(Granularity::Group(n)),
+            _ => bail!("--granularity must be tensor, channel or group:N (N > 0), got '{s}'"),
+        },
+    }
+}
+
+impl QuantizeArgs {
+    pub fn eval_config(&self) -> EvalConfig {
+        EvalConfig {
+            scale: self.scale,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            layout: self.layout,
+            ..EvalConfig::default()
+        }
+    }
+
+    pub fn options(&self) -> Result<PtqOptions> {
+        let method = match self.method {
+            MethodArg::Minmax => CalibMethod::MinMax,
+            MethodArg::Percentile => {
+                if !(self.percentile > 50.0 && self.percentile <= 100.0) {
+                    bail!("--percentile must be in (50, 100]");
+                }
+                CalibMethod::Percentile(self.percentile)
+            }
+            MethodArg::Entropy => CalibMethod::Entropy,
+            MethodArg::Mse => CalibMethod::Mse,
+        };
+        let format = match self.weights {
+            WeightsArg::Int8 => WeightFormat::Int8,
+            WeightsArg::Int4 => WeightFormat::Int4,
+            WeightsArg::Ternary => WeightFormat::Ternary,
+            WeightsArg::Binary => WeightFormat::Binary,
+            WeightsArg::Fp16 => WeightFormat::Fp16,
+        };
+        let activations = match (self.activations, format) {
+            (None, WeightFormat::Fp16) => ActivationFormat::Float,
+            (None, _) | (Some(ActivationsArg::Int8), _) => ActivationFormat::Int8,
+            (Some(ActivationsArg::Int16), _) => ActivationFormat::Int16,
+            (Some(ActivationsArg::Fp16), _) => ActivationFormat::Fp16,
+        };
+        if activations == ActivationFormat::Fp16 && format != WeightFormat::Fp16 {
+            bail!("--activations fp16 needs --weights fp16");
+        }
+        let granularity = parse_granularity(&self.granularity)?;
+        if let Granularity::Group(n) = granularity {
+            bail!("--granularity group:{n} is not supported yet; use channel or tensor");
+        }
+        if self.budget.is_some() && self.weights != WeightsArg::Int8 {
+            bail!("--budget chooses the weight formats itself; do not combine it with --weights");
+        }
+        Ok(PtqOptions {
+            method,
+            weights: WeightSpec {
+                format,
+                granularity,
+            },
+            activations,
+            budget: self.budget,
+            bias_correction: self.bias_correction,
+            equalize: self.equalize,
+            report: self.report,
+            ..PtqOptions::default()
+        })
+    }
+}
+
+fn read_lines(p: &Path) -> Result<Vec<String>> {
+    let s = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    Ok(s.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+}
+
+/// Row indices of `select` names in `names` (every selected name must exist).
+pub fn select_rows(names: &[String], select: &[String]) -> Result<Vec<usize>> {
+    let index: std::collections::HashMap<&str, usize> =
+        names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    select
+        .iter()
+        .map(|s| {
+            index
+                .get(s.as_str())
+                .copied()
+                .ok_or_else(|| anyhow!("calibration sample '{s}' is not in the names list"))
+        })
+        .collect()
+}
+
+/// The model inputs for rows `rows` of `data`, preprocessed as eval does (one sample
+/// per set of inputs, batch 1).
+pub fn calibration_samples(
+    graph: &Graph,
+    data: &Tensor,
+    rows: &[usize],
+    cfg: &EvalConfig,
+) -> Result<Vec<Vec<Tensor>>> {
+    rows.iter()
+        .map(|&i| Ok(vec![prepare(graph, data, i..i + 1, cfg)?]))
+        .collect()
+}
+
+/// Loads `--calib` and picks the rows to use.
+pub fn load_calibration(args: &QuantizeArgs, graph: &Graph) -> Result<Vec<Vec<Tensor>>> {
+    let data = edgeopt_npy::read(&args.calib)
+        .with_context(|| format!("cannot read calibration data {}", args.calib.display()))?;
+    let n = data.shape.first().copied().unwrap_or(0);
+    let mut rows: Vec<usize> = match (&args.calib_names, &args.calib_select) {
+        (Some(names), Some(select)) => {
+            let names = read_lines(names)?;
+            if names.len() != n {
+                bail!("--calib-names has {} names for {n} samples", names.len());
+            }
+            select_rows(&names, &read_lines(select)?)?
+        }
+        _ => (0..n).collect(),
+    };
+    if let Some(l) = args.calib_limit {
+        rows.truncate(l);
+    }
+    if rows.is_empty() {
+        bail!("no calibration samples");
+    }
+    calibration_samples(graph, &data, &rows, &args.eval_config())
+}
+
+fn eval_on(graph: &Graph, name: &str, args: &QuantizeArgs) -> Result<Option<EvalReport>> {
+    let (Some(d), Some(l)) = (&args.eval_data, &args.eval_labels) else {
+        return Ok(None);
+    };
+    let x = edgeopt_npy::read(d).with_context(|| format!("cannot read {}", d.display()))?;
+    let y = edgeopt_npy::read(l).with_context(|| format!("cannot read {}", l.display()))?;
+    let cfg = EvalConfig {
+        limit: args.eval_limit,
+        ..args.eval_config()
+    };
+    Ok(Some(evaluate(graph, name, &x, &y, &cfg)?))
+}
+
+/// Writes `graph` to `path` by its extension (each exporter writes atomically).
+pub fn export(graph: &Graph, path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("onnx") => edgeopt_onnx::export_file(graph, path)
+            .with_context(|| format!("cannot write {}", path.display())),
+        Some("tflite") => edgeopt_tflite::export_file(graph, path)
+            .with_context(|| format!("cannot write {}", path.display())),
+        _ => bail!("-o must end in .onnx or .tflite: {}", path.display()),
+    }
+}
+
+/// Runs QAT when asked (the QAT helper's `fine_tune`), then re-applies the plan.
+fn maybe_qat(args: &QuantizeArgs, r: &mut PtqResult) -> Result<()> {
+    let Some(_epochs) = args.qat else { return Ok(()) };
+    bail!("--qat is not wired into `edgeopt quantize` yet; run PTQ alone, or the QAT flow from the library (edgeopt_compress::quant::qat)")
+}
+
+/// The whole command; returns the summary (and prints the report when asked).
+pub fn quantize_command(args: &QuantizeArgs) -> Result<QuantizeSummary> {
+    if args.output.is_none() && args.eval_data.is_none() && !args.report {
+        bail!("nothing to do: give -o OUT.onnx|OUT.tflite, --eval-data or --report");
+    }
+    if let Some(o) = &args.output {
+        if !matches!(o.extension().and_then(|e| e.to_str()), Some("onnx" | "tflite")) {
+            bail!("-o must end in .onnx or .tflite: {}", o.display());
+        }
+    }
+    let opts = args.options()?;
+    let graph = load_model(&args.model)?;
+    let samples = load_calibration(args, &graph)?;
+    let mut r = ptq::run(&graph, &samples, &opts)?;
+    maybe_qat(args, &mut r)?;
+    let name = args
+        .model
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let float_eval = eval_on(&graph, &name, args)?;
+    let q_eval = eval_on(&r.quantized, &format!("{name} (quantized)"), args)?;
+    if let Some(o) = &args.output {
+        export(&r.quantized, o)?;
+    }
+    let mut report_path = None;
+    if let Some(rep) = &r.report {
+        eprint!("{}", render(rep));
+        if let Some(o) = &args.output {
+            let p = o.with_extension("report.json");
+            let s = serde_json::to_string_pretty(rep)?;
+            edgeopt_npy::write_atomic(&p, s.as_bytes())
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            report_path = Some(p.display().to_string());
+        }
+    }
+    let int8 = {
+        let mut p = r.plan.clone();
+        for s in p.weights.values_mut() {
+            s.format = WeightFormat::Int8;
+        }
+        weight_size(&r.prepared, &p)
+    };
+    Ok(QuantizeSummary {
+        model: name,
+        calibration_samples: samples.len(),
+        method: format!("{:?}", opts.method).to_lowercase(),
+        weights: if opts.budget.is_some() {
+            "mixed".into()
+        } else {
+            format!("{:?}", opts.weights.format).to_lowercase()
+        },
+        activations: format!("{:?}", opts.activations).to_lowercase(),
+        weight_bytes: weight_size(&r.prepared, &r.plan),
+        int8_weight_bytes: int8,
+        float_accuracy: float_eval.as_ref().map(|e| e.accuracy),
+        quantized_accuracy: q_eval.as_ref().map(|e| e.accuracy),
+        eval_samples: q_eval.as_ref().map(|e| e.samples),
+        output: args.output.as_ref().map(|p| p.display().to_string()),
+        report: report_path,
+    })
+}
+
+/// One line per figure, for the terminal.
+pub fn render_summary(s: &QuantizeSummary) -> String {
+    let mut out = format!(
+        "{}: {} weights, {} activations, {} calibration ({} samples); weights {} B (int8: {} B)\n",
+        s.model, s.weights, s.activations, s.method, s.calibration_samples, s.weight_bytes, s.int8_weight_bytes
+    );
+    if let (Some(f), Some(q), Some(n)) = (s.float_accuracy, s.quantized_accuracy, s.eval_samples) {
+        out.push_str(&format!(
+            "top-1 accuracy on {n} samples: float {f:.2}%, quantized {q:.2}%\n"
+        ));
+    }
+    if let Some(o) = &s.output {
+        out.push_str(&format!("wrote {o}\n"));
+    }
+    if let Some(r) = &s.report {
+        out.push_str(&format!("wrote {r}\n"));
+    }
+    out
+}
