@@ -39,8 +39,8 @@ pub fn compile_command(args: &CompileArgs) -> Result<Footprint> {
         target.flash_bytes = args.max_flash;
     }
     let g = load_model(&args.model)?;
-    let gen = compile(&g, &target)
-        .with_context(|| format!("cannot compile {}", args.model.display()))?;
+    let gen =
+        compile(&g, &target).with_context(|| format!("cannot compile {}", args.model.display()))?;
     let fp = gen.footprint.clone();
     eprint!("{}", fp.render());
     fp.check()?;

@@ -21,8 +21,11 @@ fn runtime_outputs(g: &Graph, inputs: &[u8], num: Numerics) -> Result<Vec<u8>, S
     let per: usize = shape.iter().product();
     let mut out = Vec::new();
     for s in inputs.chunks_exact(per) {
-        let t = Tensor::new(shape.clone(), TensorData::I8(s.iter().map(|&b| b as i8).collect()))
-            .map_err(|e| e.to_string())?;
+        let t = Tensor::new(
+            shape.clone(),
+            TensorData::I8(s.iter().map(|&b| b as i8).collect()),
+        )
+        .map_err(|e| e.to_string())?;
         for o in edgeopt_runtime::run(g, &[t]).map_err(|e| e.to_string())? {
             match o.data {
                 TensorData::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
@@ -67,10 +70,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (inputs, what) = match m.as_str() {
             "ic" => {
                 let rows = samples::ic_perf_rows(&data)?;
-                (samples::ic_inputs(&data, &g, &rows[..20])?, "20 MLPerf IC perf samples (CIFAR-10)")
+                (
+                    samples::ic_inputs(&data, &g, &rows[..20])?,
+                    "20 MLPerf IC perf samples (CIFAR-10)",
+                )
             }
-            "kws" => (samples::kws_inputs(&data, &g, 2)?.0, "24 Speech Commands test clips (2 per class), MFCC"),
-            _ => (samples::ad_inputs(&data, &g)?, "40 log-mel slices of the public AD sample"),
+            "kws" => (
+                samples::kws_inputs(&data, &g, 2)?.0,
+                "24 Speech Commands test clips (2 per class), MFCC",
+            ),
+            _ => (
+                samples::ad_inputs(&data, &g)?,
+                "40 log-mel slices of the public AD sample",
+            ),
         };
         let reference = runtime_outputs(&g, &inputs, Numerics::Reference)?;
         let litert = runtime_outputs(&g, &inputs, Numerics::LiteRt)?;
@@ -102,7 +114,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for core in ["cortex-m4", "cortex-m7"] {
             let t = Target::by_name(core).ok_or("no target")?;
             for dsp in [true, false] {
-                let w = work.join(&m).join(format!("{core}-{}", if dsp { "dsp" } else { "portable" }));
+                let w = work
+                    .join(&m)
+                    .join(format!("{core}-{}", if dsp { "dsp" } else { "portable" }));
                 let b = harness::build_arm(&dir, t, dsp, STACK_BYTES, &w)?;
                 let machine = t.qemu_machine.ok_or("no qemu machine")?;
                 let r = harness::run_qemu(&b, machine, &inputs, &w, Duration::from_secs(900))?;

@@ -83,7 +83,14 @@ pub fn build_host(gen_dir: &Path, work: &Path) -> Result<PathBuf> {
     let mcu = mcu_dir();
     run_checked(
         Command::new(&cc)
-            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-DEO_HOST"])
+            .args([
+                "-std=c99",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-O2",
+                "-DEO_HOST",
+            ])
             .arg("-I")
             .arg(gen_dir)
             .arg(gen_dir.join("model.c"))
@@ -134,7 +141,10 @@ fn parse_size(out: &str) -> Result<Sizes> {
         if f.len() < 3 || line.contains("(TOTALS)") {
             continue;
         }
-        let p = |s: &str| s.parse::<u64>().map_err(|_| err(format!("size output: {line}")));
+        let p = |s: &str| {
+            s.parse::<u64>()
+                .map_err(|_| err(format!("size output: {line}")))
+        };
         total.text += p(f[0])?;
         total.data += p(f[1])?;
         total.bss += p(f[2])?;
@@ -170,22 +180,36 @@ pub fn build_arm_with(
     extra_flags: &[&str],
 ) -> Result<ArmBuild> {
     if target.gcc_flags.is_empty() {
-        return Err(err(format!("target {} has no Arm compiler flags", target.name)));
+        return Err(err(format!(
+            "target {} has no Arm compiler flags",
+            target.name
+        )));
     }
     std::fs::create_dir_all(work).map_err(|e| err(format!("{}: {e}", work.display())))?;
     let mcu = mcu_dir();
     let ld_in = std::fs::read_to_string(mcu.join("link.ld.in"))
         .map_err(|e| err(format!("link.ld.in: {e}")))?;
     let ld = ld_in
-        .replace("@FLASH@", &target.flash_bytes.unwrap_or(4 << 20).to_string())
+        .replace(
+            "@FLASH@",
+            &target.flash_bytes.unwrap_or(4 << 20).to_string(),
+        )
         .replace("@RAM@", &target.ram_bytes.unwrap_or(4 << 20).to_string())
         .replace("@STACK@", &stack_bytes.to_string());
     let ld_path = work.join("link.ld");
     std::fs::write(&ld_path, ld).map_err(|e| err(format!("{}: {e}", ld_path.display())))?;
     let mut flags: Vec<String> = target.gcc_flags.iter().map(|s| s.to_string()).collect();
     flags.extend(
-        ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections"]
-            .map(String::from),
+        [
+            "-std=c99",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-ffunction-sections",
+            "-fdata-sections",
+        ]
+        .map(String::from),
     );
     if !dsp {
         flags.push("-DEO_NO_DSP".into());
@@ -218,16 +242,26 @@ pub fn build_arm_with(
     run_checked(
         Command::new("arm-none-eabi-gcc")
             .args(&flags)
-            .args(["-nostartfiles", "-Wl,--gc-sections", "--specs=nano.specs", "--specs=nosys.specs"])
+            .args([
+                "-nostartfiles",
+                "-Wl,--gc-sections",
+                "--specs=nano.specs",
+                "--specs=nosys.specs",
+            ])
             .arg(format!("-T{}", ld_path.display()))
             .args(&objs)
             .arg("-o")
             .arg(&elf),
         "arm-none-eabi-gcc link",
     )?;
-    let image = parse_size(&run_checked(Command::new("arm-none-eabi-size").arg(&elf), "size")?)?;
+    let image = parse_size(&run_checked(
+        Command::new("arm-none-eabi-size").arg(&elf),
+        "size",
+    )?)?;
     let model = parse_size(&run_checked(
-        Command::new("arm-none-eabi-size").arg(&objs[0]).arg(&objs[1]),
+        Command::new("arm-none-eabi-size")
+            .arg(&objs[0])
+            .arg(&objs[1]),
         "size",
     )?)?;
     Ok(ArmBuild {
@@ -273,7 +307,15 @@ pub fn run_qemu(
     let _ = std::fs::remove_file(&fo);
     let start = Instant::now();
     let mut child = Command::new("qemu-system-arm")
-        .args(["-machine", machine, "-nographic", "-monitor", "none", "-serial", "none"])
+        .args([
+            "-machine",
+            machine,
+            "-nographic",
+            "-monitor",
+            "none",
+            "-serial",
+            "none",
+        ])
         .args(["-semihosting-config", "enable=on,target=native"])
         .args(["-icount", "shift=0"])
         .arg("-kernel")
@@ -306,7 +348,10 @@ pub fn run_qemu(
         String::from_utf8_lossy(&out.stderr)
     );
     if !out.status.success() {
-        return Err(err(format!("qemu ({machine}) exited with {}:\n{text}", out.status)));
+        return Err(err(format!(
+            "qemu ({machine}) exited with {}:\n{text}",
+            out.status
+        )));
     }
     let get = |key: &str| -> Result<u64> {
         text.lines()
@@ -339,7 +384,10 @@ pub fn run_qemu(
         wall_seconds: wall,
         layer_ticks: text
             .lines()
-            .filter_map(|l| l.strip_prefix("layer_ticks ").and_then(|v| v.trim().parse().ok()))
+            .filter_map(|l| {
+                l.strip_prefix("layer_ticks ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .collect(),
     })
 }

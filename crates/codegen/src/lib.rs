@@ -192,7 +192,11 @@ pub fn compile(graph: &Graph, target: &Target) -> Result<Generated> {
     let mut e = Emitter::new(graph, &plan);
     e.fold_constants()?;
     for node in &graph.nodes {
-        if node.outputs.iter().all(|&o| plan.folded.get(o) == Some(&true)) {
+        if node
+            .outputs
+            .iter()
+            .all(|&o| plan.folded.get(o) == Some(&true))
+        {
             continue;
         }
         e.node(node)?;
@@ -326,7 +330,6 @@ fn c_f32(v: f32) -> String {
     }
 }
 
-
 /// A C array literal body, `per_line` values a line.
 fn c_list<T>(v: &[T], per_line: usize, f: impl Fn(&T) -> String) -> String {
     let mut s = String::new();
@@ -415,19 +418,19 @@ impl<'g> Emitter<'g> {
     }
 
     fn const_tensor(&self, id: ValueId) -> Option<&Tensor> {
-        self.g.values[id].data.as_ref().or_else(|| self.folded.get(&id))
+        self.g.values[id]
+            .data
+            .as_ref()
+            .or_else(|| self.folded.get(&id))
     }
 
     fn shape(&self, id: ValueId) -> Result<Vec<usize>> {
         if let Some(t) = self.const_tensor(id) {
             return Ok(t.shape.clone());
         }
-        self.plan
-            .shapes
-            .get(id)
-            .cloned()
-            .flatten()
-            .ok_or_else(|| CodegenError::Model(format!("no shape for '{}'", self.g.values[id].name)))
+        self.plan.shapes.get(id).cloned().flatten().ok_or_else(|| {
+            CodegenError::Model(format!("no shape for '{}'", self.g.values[id].name))
+        })
     }
 
     fn dtype(&self, id: ValueId) -> DType {
@@ -443,7 +446,11 @@ impl<'g> Emitter<'g> {
             "/* {} */\nstatic const int8_t {name}[{}] = {{\n{}\n}};\n",
             cc(comment),
             v.len().max(1),
-            if v.is_empty() { "    0,".to_string() } else { c_list(v, 24, |x| x.to_string()) }
+            if v.is_empty() {
+                "    0,".to_string()
+            } else {
+                c_list(v, 24, |x| x.to_string())
+            }
         );
         self.const_bytes += v.len() as u64;
     }
@@ -454,7 +461,11 @@ impl<'g> Emitter<'g> {
             "/* {} */\nstatic const int32_t {name}[{}] = {{\n{}\n}};\n",
             cc(comment),
             v.len().max(1),
-            if v.is_empty() { "    0,".to_string() } else { c_list(v, 8, |x| c_i32(*x)) }
+            if v.is_empty() {
+                "    0,".to_string()
+            } else {
+                c_list(v, 8, |x| c_i32(*x))
+            }
         );
         self.const_bytes += 4 * v.len() as u64;
     }
@@ -503,9 +514,13 @@ impl<'g> Emitter<'g> {
 
     fn out_ptr(&self, node: &Node, dtype: DType) -> Result<String> {
         let o = node.outputs[0];
-        let off = self.plan.offsets.get(o).copied().flatten().ok_or_else(|| {
-            self.unsupported(node, "output has no arena slot")
-        })?;
+        let off = self
+            .plan
+            .offsets
+            .get(o)
+            .copied()
+            .flatten()
+            .ok_or_else(|| self.unsupported(node, "output has no arena slot"))?;
         Ok(match dtype {
             DType::F32 => format!("(float *)(void *)(eo_arena + {off})"),
             _ => format!("(int8_t *)(eo_arena + {off})"),
@@ -593,16 +608,26 @@ impl<'g> Emitter<'g> {
             .ok_or_else(|| self.unsupported(node, "weights must be constant"))?
             .clone();
         let TensorData::I8(wv) = &wt.data else {
-            return Err(self.unsupported(node, format!("weights are {}, int8 expected", wt.dtype())));
+            return Err(
+                self.unsupported(node, format!("weights are {}, int8 expected", wt.dtype()))
+            );
         };
         let xs = self.shape(x)?;
         let g = conv_geom(&ctx, a, &xs, &wt.shape)?;
         let (xq, yq) = self.act_in_out(node)?;
         let (wscales, wzps) = per_channel(&ctx, ctx.in_quant(1), g.m, "weights")?;
         if wzps.iter().any(|&z| z != 0) {
-            return Err(self.unsupported(node, "weights with a nonzero zero point (TFLite int8 weights are symmetric)"));
+            return Err(self.unsupported(
+                node,
+                "weights with a nonzero zero point (TFLite int8 weights are symmetric)",
+            ));
         }
-        let stage = OutputStage::new(xq.scale, &wscales, yq, activation_range::<i8>(a.activation, yq));
+        let stage = OutputStage::new(
+            xq.scale,
+            &wscales,
+            yq,
+            activation_range::<i8>(a.activation, yq),
+        );
         let depthwise = g.cg() == 1 && g.group > 1;
         let pre = format!("eo_l{k}");
         if depthwise {
@@ -615,10 +640,21 @@ impl<'g> Emitter<'g> {
                     t[tap * g.m + oc] = wv[oc * taps + tap];
                 }
             }
-            self.emit_i8(&format!("{pre}_w"), &format!("{}: depthwise weights [kh, kw, M] from {:?}", node.name, wt.shape), &t);
+            self.emit_i8(
+                &format!("{pre}_w"),
+                &format!(
+                    "{}: depthwise weights [kh, kw, M] from {:?}",
+                    node.name, wt.shape
+                ),
+                &t,
+            );
         } else {
             self.scratch_i16 = self.scratch_i16.max(g.k_len());
-            self.emit_i8(&format!("{pre}_w"), &format!("{}: weights {:?}", node.name, wt.shape), wv);
+            self.emit_i8(
+                &format!("{pre}_w"),
+                &format!("{}: weights {:?}", node.name, wt.shape),
+                wv,
+            );
         }
         let bias = match node.input(2) {
             Some(b) => {
@@ -637,7 +673,11 @@ impl<'g> Emitter<'g> {
             }
             None => "NULL".into(),
         };
-        self.emit_i32(&format!("{pre}_m"), "requantization multipliers", &stage.multiplier);
+        self.emit_i32(
+            &format!("{pre}_m"),
+            "requantization multipliers",
+            &stage.multiplier,
+        );
         self.emit_i32(&format!("{pre}_s"), "requantization shifts", &stage.shift);
         let f = format!(
             "{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {pre}_w, {bias}, {pre}_m, {pre}_s",
@@ -649,7 +689,10 @@ impl<'g> Emitter<'g> {
         let xin = self.ptr_i8(x)?;
         let y = self.out_ptr(node, DType::I8)?;
         self.kernels.insert("conv");
-        self.stmt(node, format!("eo_conv_s8(&{pre}_p, {xin}, {y}, eo_scratch, eo_acc)"));
+        self.stmt(
+            node,
+            format!("eo_conv_s8(&{pre}_p, {xin}, {y}, eo_scratch, eo_acc)"),
+        );
         Ok(())
     }
 
@@ -666,7 +709,9 @@ impl<'g> Emitter<'g> {
             .ok_or_else(|| self.unsupported(node, "weights must be constant"))?
             .clone();
         let TensorData::I8(wv) = &wt.data else {
-            return Err(self.unsupported(node, format!("weights are {}, int8 expected", wt.dtype())));
+            return Err(
+                self.unsupported(node, format!("weights are {}, int8 expected", wt.dtype()))
+            );
         };
         if wt.shape.len() != 2 {
             return Err(self.unsupported(node, "weights must be [N, K]"));
@@ -685,7 +730,11 @@ impl<'g> Emitter<'g> {
         let stage = OutputStage::new(xq.scale, &wscales, yq, activation_range::<i8>(act, yq));
         self.scratch_i16 = self.scratch_i16.max(kk);
         let pre = format!("eo_l{k}");
-        self.emit_i8(&format!("{pre}_w"), &format!("{}: weights {:?}", node.name, wt.shape), wv);
+        self.emit_i8(
+            &format!("{pre}_w"),
+            &format!("{}: weights {:?}", node.name, wt.shape),
+            wv,
+        );
         let bias = match node.input(2) {
             Some(b) => {
                 let bt = self
@@ -703,7 +752,11 @@ impl<'g> Emitter<'g> {
             }
             None => "NULL".into(),
         };
-        self.emit_i32(&format!("{pre}_m"), "requantization multipliers", &stage.multiplier);
+        self.emit_i32(
+            &format!("{pre}_m"),
+            "requantization multipliers",
+            &stage.multiplier,
+        );
         self.emit_i32(&format!("{pre}_s"), "requantization shifts", &stage.shift);
         let f = format!(
             "{rows}, {kk}, {nout}, {}, {}, {}, {}, {pre}_w, {bias}, {pre}_m, {pre}_s",
@@ -731,20 +784,25 @@ impl<'g> Emitter<'g> {
         let qy = per_tensor(&ctx, ctx.out_quant(0), "output")?;
         let (min, max) = activation_range::<i8>(act, qy);
         let (sa, sb) = (self.shape(a)?, self.shape(b)?);
-        let out = edgeopt_runtime::kernels::quantized::elementwise::broadcast_shape(&ctx, &sa, &sb)?;
+        let out =
+            edgeopt_runtime::kernels::quantized::elementwise::broadcast_shape(&ctx, &sa, &sb)?;
         if out.len() > MAX_RANK {
             return Err(self.unsupported(node, format!("rank {} > {MAX_RANK}", out.len())));
         }
         let count: usize = out.iter().product();
         let bc = !(sa == out && sb == out);
-        let st = |s: &[usize]| edgeopt_runtime::kernels::quantized::elementwise::broadcast_strides(s, &out);
+        let st = |s: &[usize]| {
+            edgeopt_runtime::kernels::quantized::elementwise::broadcast_strides(s, &out)
+        };
         // Kernel params as elementwise::tflite_binary computes them.
         let (kind_c, ls, m1, s1, m2, s2, mo, so) = match kind {
             BinaryKind::Add | BinaryKind::Sub => {
                 let left_shift = 20;
                 let twice_max = (2.0f32 * qa.scale.max(qb.scale)) as f64;
-                let (m1, s1) = quantize_multiplier_smaller_than_one_exp(qa.scale as f64 / twice_max);
-                let (m2, s2) = quantize_multiplier_smaller_than_one_exp(qb.scale as f64 / twice_max);
+                let (m1, s1) =
+                    quantize_multiplier_smaller_than_one_exp(qa.scale as f64 / twice_max);
+                let (m2, s2) =
+                    quantize_multiplier_smaller_than_one_exp(qb.scale as f64 / twice_max);
                 let (mo, so) = quantize_multiplier_smaller_than_one_exp(
                     twice_max / (((1i32 << left_shift) as f32) * qy.scale) as f64,
                 );
@@ -752,7 +810,8 @@ impl<'g> Emitter<'g> {
                 (kc, left_shift, m1, s1, m2, s2, mo, so)
             }
             BinaryKind::Mul => {
-                let (m, s) = quantize_multiplier(qa.scale as f64 * qb.scale as f64 / qy.scale as f64);
+                let (m, s) =
+                    quantize_multiplier(qa.scale as f64 * qb.scale as f64 / qy.scale as f64);
                 (2, 0, 0, 0, 0, 0, m, s)
             }
             other => {
@@ -779,7 +838,12 @@ impl<'g> Emitter<'g> {
             c_i32(mo),
             c_i32(so)
         );
-        self.emit_params("eo_binary_params", &format!("{pre}_p"), &f, (3 + 3 * MAX_RANK as u64 + 13) * 4);
+        self.emit_params(
+            "eo_binary_params",
+            &format!("{pre}_p"),
+            &f,
+            (3 + 3 * MAX_RANK as u64 + 13) * 4,
+        );
         let pa = self.ptr_i8(a)?;
         let pb = self.ptr_i8(b)?;
         let y = self.out_ptr(node, DType::I8)?;
@@ -788,7 +852,13 @@ impl<'g> Emitter<'g> {
         Ok(())
     }
 
-    fn pool(&mut self, node: &Node, a: &edgeopt_ir::PoolAttrs, is_max: bool, k: usize) -> Result<()> {
+    fn pool(
+        &mut self,
+        node: &Node,
+        a: &edgeopt_ir::PoolAttrs,
+        is_max: bool,
+        k: usize,
+    ) -> Result<()> {
         let ctx = NodeCtx::new(self.g, node);
         let x = node.input(0).unwrap();
         self.require_i8(node, x, "input")?;
@@ -802,7 +872,10 @@ impl<'g> Emitter<'g> {
         }
         let (qx, qy) = self.act_in_out(node)?;
         if qx != qy {
-            return Err(self.unsupported(node, "pooling needs identical input and output quantization"));
+            return Err(self.unsupported(
+                node,
+                "pooling needs identical input and output quantization",
+            ));
         }
         let axes = window_axes(
             &ctx,
@@ -820,7 +893,9 @@ impl<'g> Emitter<'g> {
             for o in 0..ax_.output {
                 let s = (o * ax_.stride) as isize - ax_.pad_begin as isize;
                 if s + ax_.kernel as isize <= 0 || s >= n as isize {
-                    return Err(self.unsupported(node, "a pooling window lies entirely in the padding"));
+                    return Err(
+                        self.unsupported(node, "a pooling window lies entirely in the padding")
+                    );
                 }
             }
         }
@@ -828,8 +903,19 @@ impl<'g> Emitter<'g> {
         let pre = format!("eo_l{k}");
         let f = format!(
             "{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {min}, {max}",
-            xs[0], xs[1], xs[2], xs[3], ay.output, ax.output, ay.kernel, ax.kernel, ay.stride,
-            ax.stride, ay.pad_begin, ax.pad_begin, is_max as i32
+            xs[0],
+            xs[1],
+            xs[2],
+            xs[3],
+            ay.output,
+            ax.output,
+            ay.kernel,
+            ax.kernel,
+            ay.stride,
+            ax.stride,
+            ay.pad_begin,
+            ax.pad_begin,
+            is_max as i32
         );
         self.emit_params("eo_pool_params", &format!("{pre}_p"), &f, 15 * 4);
         let xin = self.ptr_i8(x)?;
@@ -852,14 +938,20 @@ impl<'g> Emitter<'g> {
         // activation::softmax, Numerics::Reference: the same parameter computation.
         const SCALED_DIFF_INTEGER_BITS: i32 = 5;
         let max_real = ((1i64 << 31) - 1) as f64;
-        let real = (beta as f64 * qx.scale as f64 * (1i64 << (31 - SCALED_DIFF_INTEGER_BITS)) as f64)
-            .min(max_real);
+        let real =
+            (beta as f64 * qx.scale as f64 * (1i64 << (31 - SCALED_DIFF_INTEGER_BITS)) as f64)
+                .min(max_real);
         let (im, ils) = quantize_multiplier(real);
         let diff_min = -calculate_input_radius(SCALED_DIFF_INTEGER_BITS, ils, 31);
         let depth = *xs.last().unwrap();
         let rows = xs.iter().product::<usize>() / depth.max(1);
         let pre = format!("eo_l{k}");
-        let f = format!("{rows}, {depth}, {}, {}, {}", c_i32(im), c_i32(ils), c_i32(diff_min));
+        let f = format!(
+            "{rows}, {depth}, {}, {}, {}",
+            c_i32(im),
+            c_i32(ils),
+            c_i32(diff_min)
+        );
         self.emit_params("eo_softmax_params", &format!("{pre}_p"), &f, 5 * 4);
         let xin = self.ptr_i8(x)?;
         let y = self.out_ptr(node, DType::I8)?;
@@ -881,7 +973,13 @@ impl<'g> Emitter<'g> {
                 .inputs
                 .iter()
                 .enumerate()
-                .map(|(i, x)| if i == 0 { Some(all.clone()) } else { x.and_then(|id| self.const_tensor(id).cloned()) })
+                .map(|(i, x)| {
+                    if i == 0 {
+                        Some(all.clone())
+                    } else {
+                        x.and_then(|id| self.const_tensor(id).cloned())
+                    }
+                })
                 .collect();
             let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
             eval_node(&ctx, &refs)?.remove(0)
@@ -894,9 +992,18 @@ impl<'g> Emitter<'g> {
 
     fn lut(&mut self, node: &Node, x: ValueId, table: Vec<i8>, k: usize) -> Result<()> {
         let pre = format!("eo_l{k}");
-        self.emit_i8(&format!("{pre}_t"), &format!("{}: output for each input -128..127", node.name), &table);
+        self.emit_i8(
+            &format!("{pre}_t"),
+            &format!("{}: output for each input -128..127", node.name),
+            &table,
+        );
         let count: usize = self.shape(node.outputs[0])?.iter().product();
-        self.emit_params("eo_lut_params", &format!("{pre}_p"), &format!("{count}, {pre}_t"), 8);
+        self.emit_params(
+            "eo_lut_params",
+            &format!("{pre}_p"),
+            &format!("{count}, {pre}_t"),
+            8,
+        );
         let xin = self.ptr_i8(x)?;
         let y = self.out_ptr(node, DType::I8)?;
         self.kernels.insert("lut");
@@ -916,9 +1023,18 @@ impl<'g> Emitter<'g> {
             return Err(self.unsupported(node, "DEQUANTIZE did not produce float32"));
         };
         let pre = format!("eo_l{k}");
-        self.emit_f32(&format!("{pre}_t"), &format!("{}: value of each input -128..127", node.name), &table);
+        self.emit_f32(
+            &format!("{pre}_t"),
+            &format!("{}: value of each input -128..127", node.name),
+            &table,
+        );
         let count: usize = self.shape(o)?.iter().product();
-        self.emit_params("eo_dequant_params", &format!("{pre}_p"), &format!("{count}, {pre}_t"), 8);
+        self.emit_params(
+            "eo_dequant_params",
+            &format!("{pre}_p"),
+            &format!("{count}, {pre}_t"),
+            8,
+        );
         let xin = self.ptr_i8(x)?;
         let y = self.out_ptr(node, DType::F32)?;
         self.kernels.insert("dequantize");
@@ -945,8 +1061,15 @@ impl<'g> Emitter<'g> {
         };
         let y = self.out_ptr(node, dt)?;
         self.kernels.insert("copy");
-        if self.plan.offsets.get(x).copied().flatten() == self.plan.offsets.get(o).copied().flatten() {
-            let _ = writeln!(self.body, "    /* {}: {} aliases its input (no copy) */", cc(&node.name), node.op.name());
+        if self.plan.offsets.get(x).copied().flatten()
+            == self.plan.offsets.get(o).copied().flatten()
+        {
+            let _ = writeln!(
+                self.body,
+                "    /* {}: {} aliases its input (no copy) */",
+                cc(&node.name),
+                node.op.name()
+            );
         } else {
             self.stmt(node, format!("eo_copy({xin}, {y}, {bytes})"));
         }
@@ -963,9 +1086,18 @@ impl<'g> Emitter<'g> {
         self.require_i8(node, x, "input")?;
         let xs = self.shape(x)?;
         let r = xs.len();
-        let perm: Vec<usize> = if perm.is_empty() { (0..r).rev().collect() } else { perm.to_vec() };
+        let perm: Vec<usize> = if perm.is_empty() {
+            (0..r).rev().collect()
+        } else {
+            perm.to_vec()
+        };
         let mut seen = vec![false; r];
-        if r > MAX_RANK || perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+        if r > MAX_RANK
+            || perm.len() != r
+            || perm
+                .iter()
+                .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
+        {
             return Err(self.unsupported(node, format!("perm {perm:?} for rank {r}")));
         }
         let mut ist = vec![1usize; r];
@@ -977,7 +1109,12 @@ impl<'g> Emitter<'g> {
         let count: usize = out.iter().product();
         let pre = format!("eo_l{k}");
         let f = format!("{r}, {count}, {}, {}", i32s(&dims(&out)), i32s(&dims(&pst)));
-        self.emit_params("eo_transpose_params", &format!("{pre}_p"), &f, (2 + 2 * MAX_RANK as u64) * 4);
+        self.emit_params(
+            "eo_transpose_params",
+            &format!("{pre}_p"),
+            &f,
+            (2 + 2 * MAX_RANK as u64) * 4,
+        );
         let xin = self.ptr_i8(x)?;
         let y = self.out_ptr(node, DType::I8)?;
         self.kernels.insert("transpose");
@@ -989,7 +1126,14 @@ impl<'g> Emitter<'g> {
         Ok(())
     }
 
-    fn pad(&mut self, node: &Node, mode: PadMode, pads: &[i64], value: f32, k: usize) -> Result<()> {
+    fn pad(
+        &mut self,
+        node: &Node,
+        mode: PadMode,
+        pads: &[i64],
+        value: f32,
+        k: usize,
+    ) -> Result<()> {
         let x = node.input(0).unwrap();
         self.require_i8(node, x, "input")?;
         if mode != PadMode::Constant {
@@ -997,20 +1141,38 @@ impl<'g> Emitter<'g> {
         }
         let (qx, qy) = self.act_in_out(node)?;
         if qx != qy {
-            return Err(self.unsupported(node, "quantized Pad needs identical input and output quantization"));
+            return Err(self.unsupported(
+                node,
+                "quantized Pad needs identical input and output quantization",
+            ));
         }
         let xs = self.shape(x)?;
         let r = xs.len();
         if r > MAX_RANK || pads.len() != 2 * r || pads.iter().any(|&p| p < 0) {
-            return Err(self.unsupported(node, format!("pads {pads:?} for rank {r} (negative pads are not supported)")));
+            return Err(self.unsupported(
+                node,
+                format!("pads {pads:?} for rank {r} (negative pads are not supported)"),
+            ));
         }
-        let out: Vec<usize> = (0..r).map(|d| xs[d] + pads[d] as usize + pads[d + r] as usize).collect();
+        let out: Vec<usize> = (0..r)
+            .map(|d| xs[d] + pads[d] as usize + pads[d + r] as usize)
+            .collect();
         // movement::pad: the real value quantized with the output's parameters.
         let fill = (qy.zp + (value / qy.scale).round() as i32).clamp(-128, 127);
         let before: Vec<usize> = pads[..r].iter().map(|&p| p as usize).collect();
         let pre = format!("eo_l{k}");
-        let f = format!("{r}, {}, {}, {}, {fill}", i32s(&dims(&xs)), i32s(&dims(&out)), i32s(&dims(&before)));
-        self.emit_params("eo_pad_params", &format!("{pre}_p"), &f, (2 + 3 * MAX_RANK as u64) * 4);
+        let f = format!(
+            "{r}, {}, {}, {}, {fill}",
+            i32s(&dims(&xs)),
+            i32s(&dims(&out)),
+            i32s(&dims(&before))
+        );
+        self.emit_params(
+            "eo_pad_params",
+            &format!("{pre}_p"),
+            &f,
+            (2 + 3 * MAX_RANK as u64) * 4,
+        );
         let xin = self.ptr_i8(x)?;
         let y = self.out_ptr(node, DType::I8)?;
         self.kernels.insert("pad");
@@ -1085,7 +1247,12 @@ impl<'g> Emitter<'g> {
             .get(id)
             .copied()
             .flatten()
-            .ok_or_else(|| CodegenError::Model(format!("graph input/output '{}' is not in the arena", v.name)))?;
+            .ok_or_else(|| {
+                CodegenError::Model(format!(
+                    "graph input/output '{}' is not in the arena",
+                    v.name
+                ))
+            })?;
         Ok((v.name.clone(), shape, dt, q, off))
     }
 
@@ -1114,10 +1281,18 @@ impl<'g> Emitter<'g> {
                 let _ = writeln!(h, "/* {kind} {i}: '{}', {dt} {shape:?} */", cc(&name));
                 let _ = writeln!(h, "#define EDGEOPT_{kind}{i}_ELEMS {n}");
                 let _ = writeln!(h, "#define EDGEOPT_{kind}{i}_BYTES {}", dt.storage_bytes(n));
-                let _ = writeln!(h, "#define EDGEOPT_{kind}{i}_IS_FLOAT {}", (dt == DType::F32) as i32);
+                let _ = writeln!(
+                    h,
+                    "#define EDGEOPT_{kind}{i}_IS_FLOAT {}",
+                    (dt == DType::F32) as i32
+                );
                 let dimsz: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
                 let _ = writeln!(h, "#define EDGEOPT_{kind}{i}_RANK {}", shape.len());
-                let _ = writeln!(h, "#define EDGEOPT_{kind}{i}_SHAPE {{{}}}", dimsz.join(", "));
+                let _ = writeln!(
+                    h,
+                    "#define EDGEOPT_{kind}{i}_SHAPE {{{}}}",
+                    dimsz.join(", ")
+                );
                 if let Some(q) = q {
                     let _ = writeln!(h, "#define EDGEOPT_{kind}{i}_SCALE {}", c_f32(q.scale));
                     let _ = writeln!(h, "#define EDGEOPT_{kind}{i}_ZERO_POINT {}", q.zp);
@@ -1166,7 +1341,15 @@ impl<'g> Emitter<'g> {
         );
         let offs = |ids: &[ValueId]| -> String {
             ids.iter()
-                .map(|&id| self.plan.offsets.get(id).copied().flatten().unwrap_or(0).to_string())
+                .map(|&id| {
+                    self.plan
+                        .offsets
+                        .get(id)
+                        .copied()
+                        .flatten()
+                        .unwrap_or(0)
+                        .to_string()
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };

@@ -15,7 +15,8 @@ pub const IC: &str =
     "mlperf-tiny/benchmark/training/image_classification/trained_models/pretrainedResnet_quant.tflite";
 pub const KWS: &str =
     "mlperf-tiny/benchmark/training/keyword_spotting/trained_models/kws_ref_model.tflite";
-pub const AD: &str = "mlperf-tiny/benchmark/training/anomaly_detection/trained_models/ad01_int8.tflite";
+pub const AD: &str =
+    "mlperf-tiny/benchmark/training/anomaly_detection/trained_models/ad01_int8.tflite";
 const AD_SAMPLE: &str = "mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin";
 const PERF_IDXS: &str = "mlperf-tiny/benchmark/training/image_classification/perf_samples_idxs.npy";
 
@@ -27,7 +28,10 @@ pub fn input_params(g: &Graph) -> Res<(f32, i32)> {
         .quant
         .as_ref()
         .ok_or("model input has no quantization parameters")?;
-    Ok((q.scale[0], q.zero_point.first().copied().unwrap_or(0) as i32))
+    Ok((
+        q.scale[0],
+        q.zero_point.first().copied().unwrap_or(0) as i32,
+    ))
 }
 
 /// TFLite's float -> int8 quantization: round half away from zero, then clamp.
@@ -39,7 +43,8 @@ pub fn quantize(x: f32, scale: f32, zp: i32) -> i8 {
 pub fn ic_perf_rows(data: &Path) -> Res<Vec<usize>> {
     let idx = edgeopt_npy::read(&data.join(PERF_IDXS)).map_err(|e| format!("{PERF_IDXS}: {e}"))?;
     let csv_path = data.join("cifar10/canonical_test_index_anchors.csv");
-    let csv = std::fs::read_to_string(&csv_path).map_err(|e| format!("{}: {e}", csv_path.display()))?;
+    let csv =
+        std::fs::read_to_string(&csv_path).map_err(|e| format!("{}: {e}", csv_path.display()))?;
     let mut map = std::collections::HashMap::new();
     for line in csv.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
@@ -51,7 +56,11 @@ pub fn ic_perf_rows(data: &Path) -> Res<Vec<usize>> {
     }
     idx.to_i64_vec()
         .iter()
-        .map(|c| map.get(c).copied().ok_or(format!("perf index {c} has no anchor row")))
+        .map(|c| {
+            map.get(c)
+                .copied()
+                .ok_or(format!("perf index {c} has no anchor row"))
+        })
         .collect()
 }
 
@@ -71,7 +80,9 @@ pub fn ic_inputs(data: &Path, g: &Graph, rows: &[usize]) -> Res<Vec<u8>> {
     let per: usize = x.shape[1..].iter().product();
     let mut out = Vec::with_capacity(rows.len() * per);
     for &r in rows {
-        let s = px.get(r * per..(r + 1) * per).ok_or(format!("row {r} out of range"))?;
+        let s = px
+            .get(r * per..(r + 1) * per)
+            .ok_or(format!("row {r} out of range"))?;
         out.extend(s.iter().map(|&p| quantize(p as f32, scale, zp) as u8));
     }
     Ok(out)
@@ -104,7 +115,11 @@ pub fn kws_features(pcm: &[i16]) -> Vec<f32> {
     const BINS: usize = FFT / 2 + 1;
     const MELS: usize = 40;
     const COEFFS: usize = 10;
-    let frames = if pcm.len() >= FRAME { 1 + (pcm.len() - FRAME) / STEP } else { 0 };
+    let frames = if pcm.len() >= FRAME {
+        1 + (pcm.len() - FRAME) / STEP
+    } else {
+        0
+    };
     let x: Vec<f64> = pcm.iter().map(|&s| s as f64 / 32768.0).collect();
     // Periodic Hann window (tf.signal.hann_window default).
     let win: Vec<f64> = (0..FRAME)
@@ -175,7 +190,11 @@ pub fn kws_inputs(data: &Path, g: &Graph, per_class: usize) -> Res<(Vec<u8>, Vec
     let TensorData::I16(pcm) = &audio.data else {
         return Err("audio is not int16".into());
     };
-    let labels: Vec<usize> = labels.to_i64_vec().into_iter().map(|v| v as usize).collect();
+    let labels: Vec<usize> = labels
+        .to_i64_vec()
+        .into_iter()
+        .map(|v| v as usize)
+        .collect();
     let len = audio.shape[1];
     let mut taken = [0usize; 12];
     let (mut out, mut ys) = (Vec::new(), Vec::new());

@@ -90,8 +90,11 @@ impl Target {
 impl std::str::FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Target::by_name(s)
-            .copied()
-            .ok_or_else(|| format!("unknown target '{s}' (known: {})", Target::names().join(", ")))
+        Target::by_name(s).copied().ok_or_else(|| {
+            format!(
+                "unknown target '{s}' (known: {})",
+                Target::names().join(", ")
+            )
+        })
     }
 }

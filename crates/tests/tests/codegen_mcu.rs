@@ -199,8 +199,14 @@ fn qemu_ic_accuracy_200_perf_samples() {
     let gen = generate(&g, "cortex-m4", &work.join("gen"));
     let t = Target::by_name("cortex-m4").unwrap();
     let b = harness::build_arm(&work.join("gen"), t, true, STACK_BYTES, &work.join("m4")).unwrap();
-    let r = harness::run_qemu(&b, "mps2-an386", &inputs, &work.join("m4"), Duration::from_secs(300))
-        .unwrap();
+    let r = harness::run_qemu(
+        &b,
+        "mps2-an386",
+        &inputs,
+        &work.join("m4"),
+        Duration::from_secs(300),
+    )
+    .unwrap();
     let per = out_per_sample(&gen, &g);
     assert_eq!(per, 10);
     let argmax = |v: &[u8]| -> Vec<usize> {
@@ -217,7 +223,12 @@ fn qemu_ic_accuracy_200_perf_samples() {
             .collect()
     };
     let (pm, ph) = (argmax(&r.outputs), argmax(&want));
-    let correct = |p: &[usize]| p.iter().zip(&rows).filter(|(&p, &r)| p == labels[r]).count();
+    let correct = |p: &[usize]| {
+        p.iter()
+            .zip(&rows)
+            .filter(|(&p, &r)| p == labels[r])
+            .count()
+    };
     let (cm, ch) = (correct(&pm), correct(&ph));
     eprintln!("IC 200 perf samples: Cortex-M4 {cm}/200, host runtime {ch}/200");
     assert_eq!(pm, ph, "predictions differ");
@@ -243,13 +254,19 @@ fn ic_fits_cortex_m4_budget() {
     let model_c = std::fs::read_to_string(work.join("gen/model.c")).unwrap();
     assert!(model_c.contains("static uint8_t eo_arena[EDGEOPT_ARENA_BYTES]"));
     let model_h = std::fs::read_to_string(work.join("gen/model.h")).unwrap();
-    assert!(model_h.contains(&format!("#define EDGEOPT_ARENA_BYTES {}\n", plan.arena_bytes)));
+    assert!(model_h.contains(&format!(
+        "#define EDGEOPT_ARENA_BYTES {}\n",
+        plan.arena_bytes
+    )));
     if !toolchain() {
         return;
     }
     let t = Target::by_name("cortex-m4").unwrap();
     let b = harness::build_arm(&work.join("gen"), t, true, STACK_BYTES, &work.join("m4")).unwrap();
-    eprintln!("IC cortex-m4 image: {:?}; model objects: {:?}", b.image, b.model);
+    eprintln!(
+        "IC cortex-m4 image: {:?}; model objects: {:?}",
+        b.image, b.model
+    );
     // The linker placed everything within FLASH = 1 MiB and RAM = 256 KiB (minus the
     // stack estimate); the model's own .bss is the arena plus the scratch.
     assert!(b.image.text + b.image.data <= 1024 * 1024);
@@ -280,13 +297,22 @@ fn cli_compile_refuses_too_large_model() {
     let msg = format!("{e:#}");
     eprintln!("{msg}");
     assert!(msg.contains("does not fit cortex-m0"), "{msg}");
-    assert!(msg.contains("flash needs") && msg.contains("budget is 262144 B"), "{msg}");
-    assert!(!out.exists(), "nothing may be written when the model does not fit");
+    assert!(
+        msg.contains("flash needs") && msg.contains("budget is 262144 B"),
+        "{msg}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing may be written when the model does not fit"
+    );
     // IC's arena (48 KiB) exceeds an explicit 32 KiB RAM budget.
     let e = compile_command(&args(samples::IC, "cortex-m4", Some(32768))).unwrap_err();
     let msg = format!("{e:#}");
     eprintln!("{msg}");
-    assert!(msg.contains("RAM needs") && msg.contains("budget is 32768 B"), "{msg}");
+    assert!(
+        msg.contains("RAM needs") && msg.contains("budget is 32768 B"),
+        "{msg}"
+    );
     assert!(!out.exists());
     // Unknown targets are named.
     let e = compile_command(&args(samples::IC, "cortex-m99", None)).unwrap_err();
@@ -294,7 +320,13 @@ fn cli_compile_refuses_too_large_model() {
     // And IC compiles for the Cortex-M4 budget.
     let fp = compile_command(&args(samples::IC, "cortex-m4", None)).unwrap();
     assert!(fp.ram_bytes <= 256 * 1024);
-    for f in ["model.h", "model.c", "edgeopt_kernels.c", "edgeopt_kernels.h", "README.md"] {
+    for f in [
+        "model.h",
+        "model.c",
+        "edgeopt_kernels.c",
+        "edgeopt_kernels.h",
+        "README.md",
+    ] {
         assert!(out.join(f).exists(), "{f}");
     }
 }

@@ -8,7 +8,7 @@
 //! invalid parameters): the node then goes to the reference kernel, which reports the
 //! error, so the fast path never changes what is accepted.
 
-use super::gemm::{gemm, PackedW};
+use super::gemm::{gemm, gemm_u8, PackedW, PackedW8};
 use super::requant::Requant;
 use super::{out_buffer, weight_dtype_ok, Isa, Prepared};
 use crate::error::Result;
@@ -39,6 +39,8 @@ fn const_weights<'t>(
 
 enum ConvImpl {
     Gemm(PackedW),
+    /// u8 x i8 GEMM (AVX-VNNI), when the weights fit in i8.
+    Gemm8(PackedW8),
     /// Weights `[kh*kw, M]` (a tap's channels contiguous) and bias.
     Depthwise { wt: Vec<i16>, bias: Vec<i32> },
 }
@@ -52,9 +54,53 @@ pub struct ConvKernel<T> {
     requant: Requant,
     /// Geometry of the last input shape.
     geom: Option<(Vec<usize>, ConvGeom)>,
+    /// Zero-point-subtracted input (for im2col).
+    x: Vec<i16>,
     a: Vec<i16>,
+    /// u8 input and patches of the u8 GEMM.
+    xu: Vec<u8>,
+    au: Vec<u8>,
     acc: Vec<i32>,
     _t: PhantomData<T>,
+}
+
+/// The u8 GEMM's packed weights when the ISA has it and everything fits: the zero
+/// activation `zu = zp - T::MIN` must be a u8, the weights i8.
+fn packed8<T: QInt>(
+    isa: Isa,
+    w: &[i16],
+    n: usize,
+    k: usize,
+    bias: &[i32],
+    zp: i32,
+) -> Option<PackedW8> {
+    if !isa.is_vnni() {
+        return None;
+    }
+    let zu = u8::try_from(zp - T::MIN).ok()?;
+    PackedW8::new(w, n, k, bias, zu)
+}
+
+/// `dst[i] = src[i] - T::MIN` as u8 (i8: `x + 128`; u8: unchanged).
+pub fn to_u8<T: QInt>(isa: Isa, src: &[T], dst: &mut [u8]) {
+    #[inline(always)]
+    fn body<T: QInt>(src: &[T], dst: &mut [u8]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = (s.to_i32() - T::MIN) as u8;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<T: QInt>(src: &[T], dst: &mut [u8]) {
+        body(src, dst)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa.is_avx2() {
+        // SAFETY: `Isa::Avx2` exists only when the CPU has AVX2.
+        return unsafe { avx2(src, dst) };
+    }
+    let _ = isa;
+    body(src, dst)
 }
 
 impl<T: QInt> ConvKernel<T> {
@@ -111,7 +157,10 @@ impl<T: QInt> ConvKernel<T> {
             }
             ConvImpl::Depthwise { wt, bias }
         } else {
-            ConvImpl::Gemm(PackedW::new(&wo, m, k, &bias))
+            match packed8::<T>(isa, &wo, m, k, &bias, xq.zp) {
+                Some(p) => ConvImpl::Gemm8(p),
+                None => ConvImpl::Gemm(PackedW::new(&wo, m, k, &bias)),
+            }
         };
         Some(ConvKernel {
             attrs: a.clone(),
@@ -121,7 +170,10 @@ impl<T: QInt> ConvKernel<T> {
             imp,
             requant: Requant::new(&stage),
             geom: None,
+            x: Vec::new(),
             a: Vec::new(),
+            xu: Vec::new(),
+            au: Vec::new(),
             acc: Vec::new(),
             _t: PhantomData,
         })
@@ -173,11 +225,26 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                 if direct && lda == g.c {
                     offset(isa, xs, self.xq.zp, &mut self.a);
                 } else {
-                    im2col(isa, &g, xs, self.xq.zp, &mut self.a, lda);
+                    self.x.resize(xs.len(), 0);
+                    offset(isa, xs, self.xq.zp, &mut self.x);
+                    im2col(&g, &self.x, 0, &mut self.a, lda);
                 }
                 let ldc = pw.n_pad();
                 self.acc.resize(pixels * ldc, 0);
                 gemm(isa, &self.a, lda, pixels, pw, &mut self.acc, ldc);
+                for (row, yr) in self.acc.chunks_exact(ldc).zip(y.chunks_exact_mut(m)) {
+                    self.requant.row(isa, row, yr);
+                }
+            }
+            ConvImpl::Gemm8(pw) => {
+                let lda = pw.k_pad();
+                self.xu.resize(xs.len(), 0);
+                to_u8(isa, xs, &mut self.xu);
+                self.au.resize(pixels * lda, 0);
+                im2col(&g, &self.xu, pw.zu, &mut self.au, lda);
+                let ldc = pw.n_pad();
+                self.acc.resize(pixels * ldc, 0);
+                gemm_u8(isa, &self.au, lda, pixels, pw, &mut self.acc, ldc);
                 for (row, yr) in self.acc.chunks_exact(ldc).zip(y.chunks_exact_mut(m)) {
                     self.requant.row(isa, row, yr);
                 }
@@ -215,56 +282,54 @@ pub fn offset<T: QInt>(isa: Isa, src: &[T], zp: i32, dst: &mut [i16]) {
     body(src, zp, dst)
 }
 
-/// Patches of every output pixel, `(ky, kx, c)` order, zero point subtracted, padding
-/// positions 0, each row `lda` long (trailing columns 0). Group count must be 1.
-pub fn im2col<T: QInt>(isa: Isa, g: &ConvGeom, x: &[T], zp: i32, a: &mut [i16], lda: usize) {
-    #[inline(always)]
-    fn body<T: QInt>(g: &ConvGeom, x: &[T], zp: i32, a: &mut [i16], lda: usize) {
-        let (ih, iw, c) = (g.h.input as isize, g.w.input as isize, g.c);
-        let (oh, ow) = (g.h.output, g.w.output);
-        let k_len = g.h.kernel * g.w.kernel * c;
-        let mut rows = a.chunks_exact_mut(lda);
-        for n in 0..g.n {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let row = rows.next().expect("a holds one row per pixel");
-                    let mut k = 0;
-                    for ky in 0..g.h.kernel {
-                        let iy =
-                            (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
-                        for kx in 0..g.w.kernel {
-                            let ix = (ox * g.w.stride + kx * g.w.dilation) as isize
-                                - g.w.pad_begin as isize;
-                            let dst = &mut row[k..k + c];
-                            if iy >= 0 && iy < ih && ix >= 0 && ix < iw {
-                                let base =
-                                    ((n * g.h.input + iy as usize) * g.w.input + ix as usize) * c;
-                                for (d, s) in dst.iter_mut().zip(&x[base..base + c]) {
-                                    *d = (s.to_i32() - zp) as i16;
-                                }
-                            } else {
-                                dst.fill(0);
-                            }
-                            k += c;
-                        }
+/// Patches of every output pixel, `(ky, kx, c)` order, padding positions `pad` (the
+/// value standing for a zero-point input), each row `lda` long (trailing columns
+/// `pad` too: their weights are 0). Group count must be 1. A kernel row that lies
+/// inside the input (dilation 1) is one contiguous run of `kw * c` values, copied at
+/// once.
+pub fn im2col<E: Copy>(g: &ConvGeom, x: &[E], pad: E, a: &mut [E], lda: usize) {
+    let (ih, iw, c) = (g.h.input as isize, g.w.input as isize, g.c);
+    let (oh, ow, kw) = (g.h.output, g.w.output, g.w.kernel);
+    let k_len = g.h.kernel * kw * c;
+    let run = kw * c;
+    let mut rows = a.chunks_exact_mut(lda);
+    for n in 0..g.n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = rows.next().expect("a holds one row per pixel");
+                let ix0 = (ox * g.w.stride) as isize - g.w.pad_begin as isize;
+                let inside_w = g.w.dilation == 1 && ix0 >= 0 && ix0 + kw as isize <= iw;
+                let mut k = 0;
+                for ky in 0..g.h.kernel {
+                    let iy = (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
+                    if iy < 0 || iy >= ih {
+                        row[k..k + run].fill(pad);
+                        k += run;
+                        continue;
                     }
-                    row[k_len..].fill(0);
+                    let line = (n * g.h.input + iy as usize) * g.w.input;
+                    if inside_w {
+                        let base = (line + ix0 as usize) * c;
+                        row[k..k + run].copy_from_slice(&x[base..base + run]);
+                        k += run;
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ix = ix0 + (kx * g.w.dilation) as isize;
+                        let dst = &mut row[k..k + c];
+                        if ix >= 0 && ix < iw {
+                            let base = (line + ix as usize) * c;
+                            dst.copy_from_slice(&x[base..base + c]);
+                        } else {
+                            dst.fill(pad);
+                        }
+                        k += c;
+                    }
                 }
+                row[k_len..].fill(pad);
             }
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2<T: QInt>(g: &ConvGeom, x: &[T], zp: i32, a: &mut [i16], lda: usize) {
-        body(g, x, zp, a, lda)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if isa.is_avx2() {
-        // SAFETY: `Isa::Avx2` exists only when the CPU has AVX2.
-        return unsafe { avx2(g, x, zp, a, lda) };
-    }
-    let _ = isa;
-    body(g, x, zp, a, lda)
 }
 
 /// Depthwise convolution with fused requantization, one output pixel at a time.
@@ -370,8 +435,10 @@ pub struct FcKernel<T> {
     isa: Isa,
     xq: Affine,
     packed: PackedW,
+    packed8: Option<PackedW8>,
     requant: Requant,
     a: Vec<i16>,
+    au: Vec<u8>,
     acc: Vec<i32>,
     _t: PhantomData<T>,
 }
@@ -415,9 +482,11 @@ impl<T: QInt> FcKernel<T> {
             keep_num_dims,
             isa,
             xq,
+            packed8: packed8::<T>(isa, &wo, nout, k, &bias, xq.zp),
             packed: PackedW::new(&wo, nout, k, &bias),
             requant: Requant::new(&stage),
             a: Vec::new(),
+            au: Vec::new(),
             acc: Vec::new(),
             _t: PhantomData,
         })
@@ -443,19 +512,29 @@ impl<T: QInt> Prepared for FcKernel<T> {
             .ok_or_else(|| ctx.error(format!("input must be {}, got {}", T::DTYPE, x.dtype())))?;
         let rows = x.len() / k;
         let isa = self.isa;
-        let lda = self.packed.k_pad();
-        self.a.resize(rows * lda, 0);
-        if lda == k {
-            offset(isa, xs, self.xq.zp, &mut self.a);
-        } else {
-            for (src, dst) in xs.chunks_exact(k).zip(self.a.chunks_exact_mut(lda)) {
-                offset(isa, src, self.xq.zp, &mut dst[..k]);
-                dst[k..].fill(0);
-            }
-        }
         let ldc = self.packed.n_pad();
         self.acc.resize(rows * ldc, 0);
-        gemm(isa, &self.a, lda, rows, &self.packed, &mut self.acc, ldc);
+        if let Some(p8) = &self.packed8 {
+            let lda = p8.k_pad();
+            self.au.resize(rows * lda, 0);
+            for (src, dst) in xs.chunks_exact(k).zip(self.au.chunks_exact_mut(lda)) {
+                to_u8(isa, src, &mut dst[..k]);
+                dst[k..].fill(p8.zu);
+            }
+            gemm_u8(isa, &self.au, lda, rows, p8, &mut self.acc, ldc);
+        } else {
+            let lda = self.packed.k_pad();
+            self.a.resize(rows * lda, 0);
+            if lda == k {
+                offset(isa, xs, self.xq.zp, &mut self.a);
+            } else {
+                for (src, dst) in xs.chunks_exact(k).zip(self.a.chunks_exact_mut(lda)) {
+                    offset(isa, src, self.xq.zp, &mut dst[..k]);
+                    dst[k..].fill(0);
+                }
+            }
+            gemm(isa, &self.a, lda, rows, &self.packed, &mut self.acc, ldc);
+        }
         let shape = if self.keep_num_dims && !x.shape.is_empty() {
             let mut s = x.shape.clone();
             *s.last_mut().expect("non-empty") = nout;

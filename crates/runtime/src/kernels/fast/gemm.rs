@@ -110,6 +110,139 @@ fn gemm_portable(a: &[i16], lda: usize, rows: usize, w: &PackedW, c: &mut [i32],
     }
 }
 
+/// Weights `[n, k]` as i8 for the u8 x i8 GEMM ([`gemm_u8`], AVX-VNNI `vpdpbusd`):
+/// blocks of 16 channels, `[block][k/4][channel][4]`.
+///
+/// The activations are fed as u8 `xu = x - zp + zu` (for i8 data `zu = zp + 128`, i.e.
+/// `x ^ 0x80`), so `Σ (x - zp)·w = Σ xu·w - zu·Σ w`: the second term is folded into the
+/// bias here. All of it is exact modulo 2^32, like the reference's wrapping sums.
+#[derive(Debug, Clone)]
+pub struct PackedW8 {
+    pub n: usize,
+    pub k: usize,
+    /// k rounded up to a quad count.
+    pub k4: usize,
+    pub nblk: usize,
+    /// The u8 value that stands for a zero activation (padding).
+    pub zu: u8,
+    data: Vec<i8>,
+    bias: Vec<i32>,
+}
+
+impl PackedW8 {
+    /// `None` when a weight (zero point subtracted) does not fit in i8.
+    pub fn new(w: &[i16], n: usize, k: usize, bias: &[i32], zu: u8) -> Option<PackedW8> {
+        assert_eq!(w.len(), n * k, "weights are [n, k]");
+        assert_eq!(bias.len(), n, "one bias per output channel");
+        let k4 = k.div_ceil(4);
+        let nblk = n.div_ceil(NR);
+        let mut data = vec![0i8; nblk * k4 * NR * 4];
+        let mut b = vec![0i32; nblk * NR];
+        for ch in 0..n {
+            let (blk, j) = (ch / NR, ch % NR);
+            let mut sum = 0i32;
+            for kk in 0..k {
+                let v = i8::try_from(w[ch * k + kk]).ok()?;
+                sum = sum.wrapping_add(v as i32);
+                data[blk * k4 * NR * 4 + (kk / 4) * NR * 4 + j * 4 + kk % 4] = v;
+            }
+            b[ch] = bias[ch].wrapping_sub((zu as i32).wrapping_mul(sum));
+        }
+        Some(PackedW8 {
+            n,
+            k,
+            k4,
+            nblk,
+            zu,
+            data,
+            bias: b,
+        })
+    }
+
+    pub fn n_pad(&self) -> usize {
+        self.nblk * NR
+    }
+
+    /// Row stride A must have at least (k rounded up to a multiple of 4).
+    pub fn k_pad(&self) -> usize {
+        self.k4 * 4
+    }
+}
+
+/// [`gemm`] on u8 activations and [`PackedW8`] weights; needs AVX-VNNI (`isa`
+/// proves it). The padding columns of A may hold anything (their weights are 0).
+pub fn gemm_u8(isa: Isa, a: &[u8], lda: usize, rows: usize, w: &PackedW8, c: &mut [i32], ldc: usize) {
+    if rows == 0 {
+        return;
+    }
+    assert!(isa.is_vnni(), "the u8 GEMM needs AVX-VNNI");
+    assert!(lda >= w.k_pad() && ldc >= w.n_pad());
+    assert!(a.len() >= (rows - 1) * lda + w.k_pad(), "A too short");
+    assert!(c.len() >= (rows - 1) * ldc + w.n_pad(), "C too short");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `Isa::AvxVnni` exists only when the CPU has AVX2 and AVX-VNNI; bounds
+    // asserted above.
+    unsafe {
+        vnni::gemm(a, lda, rows, w, c, ldc)
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{PackedW8, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must support AVX2 and AVX-VNNI; bounds as in [`super::gemm_u8`].
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub unsafe fn gemm(a: &[u8], lda: usize, rows: usize, w: &PackedW8, c: &mut [i32], ldc: usize) {
+        let blk_len = w.k4 * NR * 4;
+        for blk in 0..w.nblk {
+            let wb = w.data.as_ptr().add(blk * blk_len);
+            let bias = w.bias.as_ptr().add(blk * NR);
+            let mut r = 0;
+            while r + MR <= rows {
+                tile::<MR>(a.as_ptr().add(r * lda), lda, w.k4, wb, bias, c.as_mut_ptr().add(r * ldc + blk * NR), ldc);
+                r += MR;
+            }
+            while r < rows {
+                tile::<1>(a.as_ptr().add(r * lda), lda, w.k4, wb, bias, c.as_mut_ptr().add(r * ldc + blk * NR), ldc);
+                r += 1;
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const R: usize>(
+        a: *const u8,
+        lda: usize,
+        k4: usize,
+        wb: *const i8,
+        bias: *const i32,
+        c: *mut i32,
+        ldc: usize,
+    ) {
+        let b0 = _mm256_loadu_si256(bias as *const __m256i);
+        let b1 = _mm256_loadu_si256(bias.add(8) as *const __m256i);
+        let mut acc0 = [b0; R];
+        let mut acc1 = [b1; R];
+        for q in 0..k4 {
+            let w0 = _mm256_loadu_si256(wb.add(q * NR * 4) as *const __m256i);
+            let w1 = _mm256_loadu_si256(wb.add(q * NR * 4 + 32) as *const __m256i);
+            for i in 0..R {
+                let quad = (a.add(i * lda + 4 * q) as *const i32).read_unaligned();
+                let av = _mm256_set1_epi32(quad);
+                acc0[i] = _mm256_dpbusd_avx_epi32(acc0[i], av, w0);
+                acc1[i] = _mm256_dpbusd_avx_epi32(acc1[i], av, w1);
+            }
+        }
+        for i in 0..R {
+            _mm256_storeu_si256(c.add(i * ldc) as *mut __m256i, acc0[i]);
+            _mm256_storeu_si256(c.add(i * ldc + 8) as *mut __m256i, acc1[i]);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{PackedW, MR, NR};

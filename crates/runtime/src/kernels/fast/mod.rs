@@ -25,6 +25,8 @@ pub mod elementwise;
 pub mod gemm;
 pub mod pool;
 pub mod requant;
+#[cfg(test)]
+mod tests;
 
 use super::quantized::common::{is_qint, QInt};
 use super::NodeCtx;
@@ -41,6 +43,8 @@ pub struct Isa(IsaKind);
 enum IsaKind {
     Portable,
     Avx2,
+    /// AVX2 plus AVX-VNNI (`vpdpbusd`: u8 x i8 dot products of 4 into i32).
+    AvxVnni,
 }
 
 impl Isa {
@@ -58,19 +62,41 @@ impl Isa {
         None
     }
 
-    /// The best instruction set of this CPU.
-    pub fn detect() -> Isa {
-        Isa::avx2().unwrap_or(Isa::PORTABLE)
+    /// AVX2 + AVX-VNNI when the running CPU supports both.
+    pub fn avx_vnni() -> Option<Isa> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("avxvnni")
+            {
+                return Some(Isa(IsaKind::AvxVnni));
+            }
+        }
+        None
     }
 
+    /// The best instruction set of this CPU.
+    pub fn detect() -> Isa {
+        Isa::avx_vnni()
+            .or_else(Isa::avx2)
+            .unwrap_or(Isa::PORTABLE)
+    }
+
+    /// Whether AVX2 code may run (also true with AVX-VNNI).
     pub fn is_avx2(self) -> bool {
-        self.0 == IsaKind::Avx2
+        matches!(self.0, IsaKind::Avx2 | IsaKind::AvxVnni)
+    }
+
+    /// Whether the AVX-VNNI u8 x i8 GEMM may run.
+    pub fn is_vnni(self) -> bool {
+        self.0 == IsaKind::AvxVnni
     }
 
     pub fn name(self) -> &'static str {
         match self.0 {
             IsaKind::Portable => "portable",
             IsaKind::Avx2 => "avx2",
+            IsaKind::AvxVnni => "avx-vnni",
         }
     }
 }
@@ -90,13 +116,14 @@ impl Kernels {
         Kernels::Fast(Isa::detect())
     }
 
-    /// From `EDGEOPT_KERNELS`: `reference`, `portable`, or anything else / unset for
-    /// native. Lets a whole-model run be repeated on the reference kernels without
+    /// From `EDGEOPT_KERNELS`: `reference`, `portable`, `avx2` (no VNNI), or anything
+    /// else / unset for native. Lets a whole-model run be repeated on the reference kernels without
     /// recompiling.
     pub fn from_env() -> Kernels {
         match std::env::var("EDGEOPT_KERNELS").as_deref() {
             Ok("reference") => Kernels::Reference,
             Ok("portable") => Kernels::Fast(Isa::PORTABLE),
+            Ok("avx2") => Kernels::Fast(Isa::avx2().unwrap_or(Isa::PORTABLE)),
             _ => Kernels::native(),
         }
     }

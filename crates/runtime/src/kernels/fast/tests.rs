@@ -1,4 +1,5 @@
-//! Fast integer kernels == reference integer kernels, bit for bit.
+//! Fast integer kernels == reference integer kernels, bit for bit (whole models:
+//! `crates/tests/tests/fast_kernels_models.rs`).
 //!
 //! Property tests over random single-node graphs: convolution (strides, dilations,
 //! explicit / SAME / VALID padding, 1-D and 2-D, depthwise with channel multipliers),
@@ -15,16 +16,18 @@ use edgeopt_ir::{
     Activation, AutoPad, BinaryKind, ConvAttrs, DType, Dim, Graph, Layout, Op, PoolAttrs,
     QuantParams, Tensor, TensorData,
 };
-use edgeopt_runtime::kernels::fast::{Isa, Kernels};
-use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
-use edgeopt_runtime::kernels::{eval_node_with, NodeCtx};
-use edgeopt_runtime::Session;
+use crate::kernels::fast::{Isa, Kernels};
+use crate::kernels::quantized::{set_numerics, Numerics};
+use crate::kernels::{eval_node_with, NodeCtx};
+use crate::Session;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Mutex;
 
-/// `set_numerics` is process-wide: the tests of this file take turns.
+/// `set_numerics` is process-wide: the tests of this file take turns (other unit
+/// tests of this crate call kernels directly with the default, `LiteRt`, and do not
+/// go through prepared fast kernels).
 static LOCK: Mutex<()> = Mutex::new(());
 
 fn fixed(shape: &[usize]) -> Option<Vec<Dim>> {
@@ -287,6 +290,7 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
     let want = eval_node_with(&ctx, &ins, Kernels::Reference).map(|mut o| o.remove(0));
     let mut isas = vec![Isa::PORTABLE];
     isas.extend(Isa::avx2());
+    isas.extend(Isa::avx_vnni());
     for isa in isas {
         let got = eval_node_with(&ctx, &ins, Kernels::Fast(isa)).map(|mut o| o.remove(0));
         match (&want, &got) {
