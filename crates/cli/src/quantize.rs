@@ -62,7 +62,7 @@ pub struct QuantizeArgs {
     #[arg(long, value_enum, default_value_t = MethodArg::Minmax)]
     pub method: MethodArg,
     /// Percentile for --method percentile.
-    #[arg(long, default_value_t = 99.99)]
+    #[arg(long, default_value_t = 99.999)]
     pub percentile: f32,
     #[arg(long, value_enum, default_value_t = WeightsArg::Int8)]
     pub weights: WeightsArg,
@@ -290,7 +290,7 @@ pub fn export(graph: &Graph, path: &Path) -> Result<()> {
 }
 
 /// Runs QAT when asked (the QAT helper's `fine_tune`), then re-applies the plan.
-fn maybe_qat(args: &QuantizeArgs, r: &mut PtqResult) -> Result<()> {
+fn maybe_qat(args: &QuantizeArgs, _r: &mut PtqResult) -> Result<()> {
     let Some(_epochs) = args.qat else { return Ok(()) };
     bail!("--qat is not wired into `edgeopt quantize` yet; run PTQ alone, or the QAT flow from the library (edgeopt_compress::quant::qat)")
 }

@@ -100,7 +100,7 @@ fn resnet8_onnx_int8_ptq_at_least_87_0() {
     let acc = ptq_accuracy(
         &format!("{OX}/pretrainedResnet.onnx"),
         &PtqOptions {
-            method: CalibMethod::MinMax,
+            method: CalibMethod::Percentile(99.999),
             ..PtqOptions::default()
         },
         None,
@@ -116,7 +116,7 @@ fn resnet8_tflite_int8_ptq_at_least_87_0() {
     let acc = ptq_accuracy(
         &format!("{IC}/trained_models/pretrainedResnet.tflite"),
         &PtqOptions {
-            method: CalibMethod::MinMax,
+            method: CalibMethod::Percentile(99.999),
             ..PtqOptions::default()
         },
         None,

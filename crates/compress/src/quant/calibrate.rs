@@ -221,9 +221,15 @@ fn abs_hist(h: &[f64], lo: f32, hi: f32) -> (Vec<f64>, f32) {
 /// TensorRT's entropy calibration on |x|: the threshold whose clipped, 128-level
 /// quantized distribution has the smallest KL divergence from the observed one.
 fn entropy_range(h: &[f64], lo: f32, hi: f32) -> (f32, f32) {
-    let (a, m) = abs_hist(h, lo, hi);
+    let (mut a, m) = abs_hist(h, lo, hi);
     if m == 0.0 {
         return (lo, hi);
+    }
+    // ReLU outputs put a large share of exact zeros in bin 0; zero is represented
+    // exactly whatever the threshold, and that spike otherwise dominates the
+    // divergence and drives the threshold far too low.
+    if lo >= 0.0 {
+        a[0] = 0.0;
     }
     // Non-negative tensors use all 256 levels on one side.
     let nq = if lo >= 0.0 { 255 } else { 128 };

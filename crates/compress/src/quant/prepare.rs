@@ -25,7 +25,6 @@ use edgeopt_ir::{
     Activation, AutoPad, BinaryKind, ConvAttrs, DType, Graph, Layout, Node, Op, PoolAttrs,
     QuantParams, Tensor, TensorData, UnaryKind, ValueId,
 };
-use std::collections::HashMap;
 
 /// Runs all preparation steps; the result is validated and re-annotated.
 pub fn prepare(graph: &Graph) -> Result<Graph> {
