@@ -48,7 +48,7 @@ fn weight_grids_match_apply_quantizer() {
         let w = random_weights(seed, n);
         for (format, grid) in [
             (WeightFormat::Int8, WeightGrid::Int { qmax: 127 }),
-            (WeightFormat::Int4, WeightGrid::Int { qmax: 7 }),
+            (WeightFormat::Int4, WeightGrid::IntClipped { qmax: 7 }),
             (WeightFormat::Ternary, WeightGrid::Ternary),
             (WeightFormat::Binary, WeightGrid::Binary),
         ] {
@@ -67,11 +67,7 @@ fn weight_grids_match_apply_quantizer() {
                         .zip(b)
                         .all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs().max(y.abs()))
                 };
-                // int4: apply searches a clipping scale, QAT trains on the max-abs grid;
-                // the other formats use the same rule on both sides.
-                if format != WeightFormat::Int4 {
-                    assert!(close(&ours, &theirs), "{format:?} {gran:?} seed {seed}");
-                }
+                assert!(close(&ours, &theirs), "{format:?} {gran:?} seed {seed}");
                 // The snapped weights are a fixed point of both quantizers.
                 let again = quantize_weights(&ours, &shape, grid, axis, None).unwrap();
                 assert!(close(&again, &ours), "QAT fixed point {format:?} {gran:?}");

@@ -44,6 +44,12 @@ pub enum WeightGrid {
     /// Symmetric narrow range `[-qmax, qmax]` (int8: 127, int4: 7), scale = max|w| /
     /// qmax per block: the TFLite weight rule.
     Int { qmax: i32 },
+    /// Symmetric narrow range `[-qmax, qmax]` with the clipping scale that minimizes
+    /// the squared error among `max|w| * (1 - 0.01 k) / qmax`, k = 0..=50 (the first
+    /// minimum wins): few levels (int4) cannot afford to spend the grid on outliers.
+    /// The same search as `edgeopt_compress::quant::weights` for int4, so QAT starts
+    /// from exactly the PTQ weights.
+    IntClipped { qmax: i32 },
     /// `{-a, 0, +a}` per block, Ternary Weight Networks (Li et al. 2016): threshold
     /// `t = 0.7 * mean|w|`, `a = mean |w|` over `|w| > t`. For a given threshold this
     /// `a` is exactly the scale that minimizes the L2 error, and 0.7 * mean|w| is TWN's
@@ -64,7 +70,8 @@ pub enum WeightGrid {
 ///
 /// Rounding is `f32::round` (half away from zero), as TFLite's converter. The result
 /// is a fixed point of the quantizer: quantizing it again gives it back (the largest
-/// magnitude of an int block lands exactly on `qmax`; a ternary or binary block's
+/// magnitude of an int block lands exactly on `qmax`, so its max-abs scale, and the
+/// first candidate of the clipping search, is the grid's own; a ternary or binary block's
 /// nonzero magnitudes all equal `a`), so weights written back on this grid are
 /// reproduced exactly by any max-abs, TWN or mean-abs weight quantizer.
 pub fn quantize_weights(
@@ -81,7 +88,7 @@ pub fn quantize_weights(
             data.len()
         )));
     }
-    if let WeightGrid::Int { qmax } = grid {
+    if let WeightGrid::Int { qmax } | WeightGrid::IntClipped { qmax } = grid {
         if !(1..=32767).contains(&qmax) {
             return Err(TrainError::Config(format!(
                 "weight quantizer: qmax {qmax} not in 1..=32767"
@@ -142,6 +149,33 @@ fn quantize_block(w: &mut [f32], grid: WeightGrid) {
             let q = qmax as f32;
             for v in w.iter_mut() {
                 *v = (*v / s).round().clamp(-q, q) * s;
+            }
+        }
+        WeightGrid::IntClipped { qmax } => {
+            let m = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if m == 0.0 || !m.is_finite() {
+                w.iter_mut().for_each(|v| *v = 0.0);
+                return;
+            }
+            let q = qmax as f32;
+            let code = |v: f32, s: f32| (v / s).round().clamp(-q, q);
+            let mut best = (f64::INFINITY, m / q);
+            for k in 0..=50 {
+                let s = (m * (1.0 - 0.01 * k as f32) / q).max(1e-12);
+                let e: f64 = w
+                    .iter()
+                    .map(|&v| {
+                        let d = (v - code(v, s) * s) as f64;
+                        d * d
+                    })
+                    .sum();
+                if e < best.0 {
+                    best = (e, s);
+                }
+            }
+            let s = best.1;
+            for v in w.iter_mut() {
+                *v = code(*v, s) * s;
             }
         }
         WeightGrid::Ternary => {

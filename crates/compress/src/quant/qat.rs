@@ -5,7 +5,8 @@
 //! fake-quant hooks with the straight-through estimator that emulate the plan:
 //! - weights: each planned weight on its grid with the integer graph's arithmetic
 //!   ([`edgeopt_train::hooks::quantize_weights`]: symmetric narrow range per output
-//!   channel for int8/int4 (`WeightFormat::qmax`), TWN ternary, mean-abs binary; per
+//!   channel for int8 (max-abs scale) and int4 (`WeightFormat::qmax`, clipping scale
+//!   searched for least squared error, as `apply`), TWN ternary, mean-abs binary; per
 //!   tensor, per channel or per group as planned);
 //! - activations: every value of [`QuantPlan::ranges`] at its range, with TFLite's
 //!   nudged asymmetric int8 parameters ([`super::activation_params`]'s arithmetic) or
@@ -18,7 +19,8 @@
 //!
 //! The returned weights are snapped onto their grid ([`QatConfig::snap_weights`]): the
 //! snapped tensor is a fixed point of the weight quantizer, so `apply` reproduces the
-//! fake-quant weights bit for bit whether it uses the max-abs, TWN or mean-abs rule,
+//! fake-quant weights whether it uses the max-abs, clipping-search, TWN or mean-abs
+//! rule,
 //! and the fake-quant accuracy predicts the integer accuracy up to activation
 //! requantization rounding (at most one step per layer).
 //!
@@ -117,9 +119,10 @@ impl QatConfig {
 /// The training grid of a weight format (`None`: not fake-quantized).
 fn grid_of(format: WeightFormat) -> Option<WeightGrid> {
     match format {
-        WeightFormat::Int8 | WeightFormat::Int4 => Some(WeightGrid::Int {
-            qmax: format.qmax().unwrap_or(127),
-        }),
+        // The same rules as `apply` (weights.rs): max-abs for int8, the clipping
+        // search for int4, so QAT starts exactly at the PTQ weights.
+        WeightFormat::Int8 => Some(WeightGrid::Int { qmax: 127 }),
+        WeightFormat::Int4 => Some(WeightGrid::IntClipped { qmax: 7 }),
         WeightFormat::Ternary => Some(WeightGrid::Ternary),
         WeightFormat::Binary => Some(WeightGrid::Binary),
         WeightFormat::Fp16 | WeightFormat::Float => None,

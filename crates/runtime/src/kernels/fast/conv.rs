@@ -42,7 +42,10 @@ enum ConvImpl {
     /// u8 x i8 GEMM (AVX-VNNI), when the weights fit in i8.
     Gemm8(PackedW8),
     /// Weights `[kh*kw, M]` (a tap's channels contiguous) and bias.
-    Depthwise { wt: Vec<i16>, bias: Vec<i32> },
+    Depthwise {
+        wt: Vec<i16>,
+        bias: Vec<i32>,
+    },
 }
 
 pub struct ConvKernel<T> {
@@ -301,7 +304,8 @@ pub fn im2col<E: Copy>(g: &ConvGeom, x: &[E], pad: E, a: &mut [E], lda: usize) {
                 let inside_w = g.w.dilation == 1 && ix0 >= 0 && ix0 + kw as isize <= iw;
                 let mut k = 0;
                 for ky in 0..g.h.kernel {
-                    let iy = (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
+                    let iy =
+                        (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
                     if iy < 0 || iy >= ih {
                         row[k..k + run].fill(pad);
                         k += run;
@@ -381,7 +385,8 @@ pub fn depthwise<T: QInt>(
                             if ix < 0 || ix >= iw {
                                 continue;
                             }
-                            let base = ((n * g.h.input + iy as usize) * g.w.input + ix as usize) * c;
+                            let base =
+                                ((n * g.h.input + iy as usize) * g.w.input + ix as usize) * c;
                             let xs = &x[base..base + c];
                             let t = ky * kw + kx;
                             let ws = &wt[t * m..(t + 1) * m];
@@ -543,7 +548,11 @@ impl<T: QInt> Prepared for FcKernel<T> {
             vec![rows, nout]
         };
         let y = out_buffer::<T>(out, &shape, rows * nout);
-        for (row, yr) in self.acc.chunks_exact(ldc).zip(y.chunks_exact_mut(nout.max(1))) {
+        for (row, yr) in self
+            .acc
+            .chunks_exact(ldc)
+            .zip(y.chunks_exact_mut(nout.max(1)))
+        {
             self.requant.row(isa, row, yr);
         }
         Ok(())

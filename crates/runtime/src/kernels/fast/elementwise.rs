@@ -47,7 +47,11 @@ impl Mult {
 
     #[inline(always)]
     fn apply(self, x: i32) -> i32 {
-        div_pot(high_mul(x.wrapping_shl(self.left), self.m), self.right, self.mask)
+        div_pot(
+            high_mul(x.wrapping_shl(self.left), self.m),
+            self.right,
+            self.mask,
+        )
     }
 }
 

@@ -171,7 +171,15 @@ impl PackedW8 {
 
 /// [`gemm`] on u8 activations and [`PackedW8`] weights; needs AVX-VNNI (`isa`
 /// proves it). The padding columns of A may hold anything (their weights are 0).
-pub fn gemm_u8(isa: Isa, a: &[u8], lda: usize, rows: usize, w: &PackedW8, c: &mut [i32], ldc: usize) {
+pub fn gemm_u8(
+    isa: Isa,
+    a: &[u8],
+    lda: usize,
+    rows: usize,
+    w: &PackedW8,
+    c: &mut [i32],
+    ldc: usize,
+) {
     if rows == 0 {
         return;
     }
@@ -202,11 +210,27 @@ mod vnni {
             let bias = w.bias.as_ptr().add(blk * NR);
             let mut r = 0;
             while r + MR <= rows {
-                tile::<MR>(a.as_ptr().add(r * lda), lda, w.k4, wb, bias, c.as_mut_ptr().add(r * ldc + blk * NR), ldc);
+                tile::<MR>(
+                    a.as_ptr().add(r * lda),
+                    lda,
+                    w.k4,
+                    wb,
+                    bias,
+                    c.as_mut_ptr().add(r * ldc + blk * NR),
+                    ldc,
+                );
                 r += MR;
             }
             while r < rows {
-                tile::<1>(a.as_ptr().add(r * lda), lda, w.k4, wb, bias, c.as_mut_ptr().add(r * ldc + blk * NR), ldc);
+                tile::<1>(
+                    a.as_ptr().add(r * lda),
+                    lda,
+                    w.k4,
+                    wb,
+                    bias,
+                    c.as_mut_ptr().add(r * ldc + blk * NR),
+                    ldc,
+                );
                 r += 1;
             }
         }
@@ -258,11 +282,27 @@ mod avx2 {
             let bias = w.bias.as_ptr().add(blk * NR);
             let mut r = 0;
             while r + MR <= rows {
-                tile::<MR>(a.as_ptr().add(r * lda), lda, w.k2, wb, bias, c.as_mut_ptr().add(r * ldc + blk * NR), ldc);
+                tile::<MR>(
+                    a.as_ptr().add(r * lda),
+                    lda,
+                    w.k2,
+                    wb,
+                    bias,
+                    c.as_mut_ptr().add(r * ldc + blk * NR),
+                    ldc,
+                );
                 r += MR;
             }
             while r < rows {
-                tile::<1>(a.as_ptr().add(r * lda), lda, w.k2, wb, bias, c.as_mut_ptr().add(r * ldc + blk * NR), ldc);
+                tile::<1>(
+                    a.as_ptr().add(r * lda),
+                    lda,
+                    w.k2,
+                    wb,
+                    bias,
+                    c.as_mut_ptr().add(r * ldc + blk * NR),
+                    ldc,
+                );
                 r += 1;
             }
         }

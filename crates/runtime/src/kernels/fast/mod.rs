@@ -77,9 +77,7 @@ impl Isa {
 
     /// The best instruction set of this CPU.
     pub fn detect() -> Isa {
-        Isa::avx_vnni()
-            .or_else(Isa::avx2)
-            .unwrap_or(Isa::PORTABLE)
+        Isa::avx_vnni().or_else(Isa::avx2).unwrap_or(Isa::PORTABLE)
     }
 
     /// Whether AVX2 code may run (also true with AVX-VNNI).

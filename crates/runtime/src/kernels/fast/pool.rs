@@ -102,7 +102,17 @@ impl<T: QInt> Prepared for PoolKernel<T> {
         let shape = [n, ay.output, ax.output, c];
         let y = out_buffer::<T>(out, &shape, n * ay.output * ax.output * c);
         self.acc.resize(c, 0);
-        pool(self.isa, self.is_max, (self.min, self.max), &x.shape, ay, ax, xv, &mut self.acc, y);
+        pool(
+            self.isa,
+            self.is_max,
+            (self.min, self.max),
+            &x.shape,
+            ay,
+            ax,
+            xv,
+            &mut self.acc,
+            y,
+        );
         Ok(())
     }
 }

@@ -12,14 +12,14 @@
 //! stateless executor; the outputs (or the fact that all fail) must agree. Both integer
 //! arithmetics (`Numerics::LiteRt` and `Numerics::Reference`) are covered.
 
-use edgeopt_ir::{
-    Activation, AutoPad, BinaryKind, ConvAttrs, DType, Dim, Graph, Layout, Op, PoolAttrs,
-    QuantParams, Tensor, TensorData,
-};
 use crate::kernels::fast::{Isa, Kernels};
 use crate::kernels::quantized::{set_numerics, Numerics};
 use crate::kernels::{eval_node_with, NodeCtx};
 use crate::Session;
+use edgeopt_ir::{
+    Activation, AutoPad, BinaryKind, ConvAttrs, DType, Dim, Graph, Layout, Op, PoolAttrs,
+    QuantParams, Tensor, TensorData,
+};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,7 +59,12 @@ fn act_zp(r: &mut StdRng, dt: DType) -> i64 {
 }
 
 /// Weights `[m, per]` of a random kind, with their quant params (axis 0).
-fn weights(r: &mut StdRng, shape: Vec<usize>, in_scale: f32, out_scale: &mut f32) -> (Tensor, QuantParams) {
+fn weights(
+    r: &mut StdRng,
+    shape: Vec<usize>,
+    in_scale: f32,
+    out_scale: &mut f32,
+) -> (Tensor, QuantParams) {
     let m = shape[0];
     let n: usize = shape.iter().product();
     let kind = r.gen_range(0..4);
@@ -108,13 +113,23 @@ fn add_act_input(g: &mut Graph, name: &str, t: &Tensor, q: QuantParams) -> usize
 
 fn conv_case(seed: u64) -> Case {
     let r = &mut StdRng::seed_from_u64(seed);
-    let dt = if r.gen_bool(0.7) { DType::I8 } else { DType::U8 };
+    let dt = if r.gen_bool(0.7) {
+        DType::I8
+    } else {
+        DType::U8
+    };
     let one_d = r.gen_bool(0.15);
     let depthwise = r.gen_bool(0.35);
     let n = r.gen_range(1..=2);
-    let (h, w) = (if one_d { 1 } else { r.gen_range(1..=9) }, r.gen_range(1..=9));
+    let (h, w) = (
+        if one_d { 1 } else { r.gen_range(1..=9) },
+        r.gen_range(1..=9),
+    );
     let c = r.gen_range(1..=20);
-    let (kh, kw) = (if one_d { 1 } else { r.gen_range(1..=4) }, r.gen_range(1..=4));
+    let (kh, kw) = (
+        if one_d { 1 } else { r.gen_range(1..=4) },
+        r.gen_range(1..=4),
+    );
     let (group, m) = if depthwise {
         (c, c * r.gen_range(1..=3))
     } else {
@@ -130,15 +145,28 @@ fn conv_case(seed: u64) -> Case {
     } else {
         vec![]
     };
-    let xshape = if one_d { vec![n, w, c] } else { vec![n, h, w, c] };
-    let wshape = if one_d { vec![m, kw, cg] } else { vec![m, kh, kw, cg] };
+    let xshape = if one_d {
+        vec![n, w, c]
+    } else {
+        vec![n, h, w, c]
+    };
+    let wshape = if one_d {
+        vec![m, kw, cg]
+    } else {
+        vec![m, kh, kw, cg]
+    };
     let in_scale = r.gen_range(0.005f32..0.1);
     let mut out_scale = 0.0;
     let (wt, wq) = weights(r, wshape, in_scale, &mut out_scale);
     let nx: usize = xshape.iter().product();
     let x = Tensor::new(xshape, act_data(r, dt, nx)).unwrap();
     let mut g = Graph::new("conv");
-    let xi = add_act_input(&mut g, "x", &x, QuantParams::per_tensor(in_scale, act_zp(r, dt)));
+    let xi = add_act_input(
+        &mut g,
+        "x",
+        &x,
+        QuantParams::per_tensor(in_scale, act_zp(r, dt)),
+    );
     let wi = g.add_const("w", wt);
     g.values[wi].quant = Some(wq);
     let bi = r.gen_bool(0.8).then(|| g.add_const("b", bias(r, m)));
@@ -154,7 +182,12 @@ fn conv_case(seed: u64) -> Case {
         group,
         activation: act(r),
     };
-    g.add_node("conv", Op::Conv(attrs), vec![Some(xi), Some(wi), bi], vec![yi]);
+    g.add_node(
+        "conv",
+        Op::Conv(attrs),
+        vec![Some(xi), Some(wi), bi],
+        vec![yi],
+    );
     g.inputs = vec![xi];
     g.outputs = vec![yi];
     Case { g, inputs: vec![x] }
@@ -162,17 +195,30 @@ fn conv_case(seed: u64) -> Case {
 
 fn fc_case(seed: u64) -> Case {
     let r = &mut StdRng::seed_from_u64(seed);
-    let dt = if r.gen_bool(0.7) { DType::I8 } else { DType::U8 };
+    let dt = if r.gen_bool(0.7) {
+        DType::I8
+    } else {
+        DType::U8
+    };
     let rows = r.gen_range(1..=6);
     let k = r.gen_range(1..=70);
     let nout = r.gen_range(1..=40);
     let in_scale = r.gen_range(0.005f32..0.1);
     let mut out_scale = 0.0;
     let (wt, wq) = weights(r, vec![nout, k], in_scale, &mut out_scale);
-    let xshape = if r.gen_bool(0.5) { vec![rows, k] } else { vec![1, rows, k] };
+    let xshape = if r.gen_bool(0.5) {
+        vec![rows, k]
+    } else {
+        vec![1, rows, k]
+    };
     let x = Tensor::new(xshape, act_data(r, dt, rows * k)).unwrap();
     let mut g = Graph::new("fc");
-    let xi = add_act_input(&mut g, "x", &x, QuantParams::per_tensor(in_scale, act_zp(r, dt)));
+    let xi = add_act_input(
+        &mut g,
+        "x",
+        &x,
+        QuantParams::per_tensor(in_scale, act_zp(r, dt)),
+    );
     let wi = g.add_const("w", wt);
     g.values[wi].quant = Some(wq);
     let bi = r.gen_bool(0.8).then(|| g.add_const("b", bias(r, nout)));
@@ -190,8 +236,14 @@ fn fc_case(seed: u64) -> Case {
 
 fn binary_case(seed: u64) -> Case {
     let r = &mut StdRng::seed_from_u64(seed);
-    let dt = if r.gen_bool(0.7) { DType::I8 } else { DType::U8 };
-    let shape: Vec<usize> = (0..r.gen_range(1..=4)).map(|_| r.gen_range(1..=7)).collect();
+    let dt = if r.gen_bool(0.7) {
+        DType::I8
+    } else {
+        DType::U8
+    };
+    let shape: Vec<usize> = (0..r.gen_range(1..=4))
+        .map(|_| r.gen_range(1..=7))
+        .collect();
     let bshape = if r.gen_bool(0.2) {
         vec![*shape.last().unwrap()]
     } else {
@@ -229,7 +281,11 @@ fn binary_case(seed: u64) -> Case {
 
 fn pool_case(seed: u64) -> Case {
     let r = &mut StdRng::seed_from_u64(seed);
-    let dt = if r.gen_bool(0.7) { DType::I8 } else { DType::U8 };
+    let dt = if r.gen_bool(0.7) {
+        DType::I8
+    } else {
+        DType::U8
+    };
     let shape = vec![
         r.gen_range(1..=2),
         r.gen_range(1..=10),
@@ -279,10 +335,9 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
         .iter()
         .map(|x| {
             x.map(|id| {
-                g.values[id]
-                    .data
-                    .as_ref()
-                    .unwrap_or_else(|| &case.inputs[g.inputs.iter().position(|&i| i == id).unwrap()])
+                g.values[id].data.as_ref().unwrap_or_else(|| {
+                    &case.inputs[g.inputs.iter().position(|&i| i == id).unwrap()]
+                })
             })
         })
         .collect();
@@ -296,7 +351,13 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
         match (&want, &got) {
             (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "stateless, {}", isa.name()),
             (Err(_), Err(_)) => {}
-            _ => prop_assert!(false, "stateless {}: reference {:?}, fast {:?}", isa.name(), want, got),
+            _ => prop_assert!(
+                false,
+                "stateless {}: reference {:?}, fast {:?}",
+                isa.name(),
+                want,
+                got
+            ),
         }
         let mut s = Session::with_kernels(g, Kernels::Fast(isa));
         for run in 0..2 {
@@ -304,7 +365,13 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
             match (&want, &got) {
                 (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "session run {}, {}", run, isa.name()),
                 (Err(_), Err(_)) => {}
-                _ => prop_assert!(false, "session {}: reference {:?}, fast {:?}", isa.name(), want, got),
+                _ => prop_assert!(
+                    false,
+                    "session {}: reference {:?}, fast {:?}",
+                    isa.name(),
+                    want,
+                    got
+                ),
             }
         }
     }
@@ -356,7 +423,12 @@ fn fast_kernels_are_used() {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut used = 0;
     for seed in 0..40 {
-        for case in [conv_case(seed), fc_case(seed), binary_case(seed), pool_case(seed)] {
+        for case in [
+            conv_case(seed),
+            fc_case(seed),
+            binary_case(seed),
+            pool_case(seed),
+        ] {
             used += Session::with_kernels(&case.g, Kernels::Fast(Isa::PORTABLE)).fast_nodes();
         }
     }
