@@ -47,11 +47,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.environ.get("EDGEOPT_DATA", os.path.join(ROOT, "../shared/data")))
     ap.add_argument("--models", nargs="*", default=["ic", "kws", "ad"])
+    ap.add_argument("--dev", action="store_true",
+                    help="build the driver in the dev profile (same C, same instruction counts; faster to build)")
     args = ap.parse_args()
     env = dict(os.environ)
     env.setdefault("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     with tempfile.TemporaryDirectory(prefix="edgeopt-codegen-bench-") as work:
-        cmd = ["cargo", "run", "--release", "-q", "-p", "edgeopt-codegen", "--example", "mcu_bench", "--",
+        cmd = ["cargo", "run"] + ([] if args.dev else ["--release"]) + ["-q", "-p", "edgeopt-codegen", "--example", "mcu_bench", "--",
                os.path.abspath(args.data), work] + args.models
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if out.returncode != 0:
@@ -114,12 +116,13 @@ def main():
                           f"{r['run']['instructions_per_inference']:,.0f} | {ratio} | {ok}/{r['run']['samples']} | "
                           f"{img['text']} / {img['data']} / {img['bss']} |")
     md += ["", "## Host build and numerics\n",
-           "| model | host gcc -std=c99 -Wall -Wextra -Werror: samples differing | runtime LiteRt vs Reference numerics: samples (elements) differing |",
-           "|---|---|---|"]
+           "| model | host gcc -std=c99 -Wall -Wextra -Werror: samples differing | runtime LiteRt vs Reference numerics: samples (elements) differing | top-1 of these inputs (Reference) |",
+           "|---|---|---|---|"]
     for m in models:
         md.append(f"| {m['model']} | {m['host_samples_differing']} of {m['samples']} | "
                   f"{m['litert_vs_reference_samples_differing']} of {m['samples']} "
-                  f"({m['litert_vs_reference_elements_differing']} of {m['elements']}) |")
+                  f"({m['litert_vs_reference_elements_differing']} of {m['elements']}) | "
+                  + (f"{m['top1_correct']} / {m['labelled']}" if m.get('labelled') else "n/a (no labels)") + " |")
     md.append("\nThe generated C follows `Numerics::Reference` (TFLite reference kernels = TFLite Micro). "
               "`Numerics::LiteRt` (LiteRT's builtin x86 kernels) rounds CONV_2D and FULLY_CONNECTED "
               "through ruy (ties up) and computes int8 SOFTMAX with a float exp table; the last "

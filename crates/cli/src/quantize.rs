@@ -104,7 +104,12 @@ pub struct QuantizeArgs {
     /// Preprocessing, as for eval: multiply raw values by this first.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f32,
-    #[arg(long, value_delimiter = ',', default_value = "0", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0",
+        allow_negative_numbers = true
+    )]
     pub mean: Vec<f32>,
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub std: Vec<f32>,
@@ -210,13 +215,19 @@ impl QuantizeArgs {
 
 fn read_lines(p: &Path) -> Result<Vec<String>> {
     let s = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-    Ok(s.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+    Ok(s.lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
 }
 
 /// Row indices of `select` names in `names` (every selected name must exist).
 pub fn select_rows(names: &[String], select: &[String]) -> Result<Vec<usize>> {
-    let index: std::collections::HashMap<&str, usize> =
-        names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let index: std::collections::HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
     select
         .iter()
         .map(|s| {
@@ -291,7 +302,9 @@ pub fn export(graph: &Graph, path: &Path) -> Result<()> {
 
 /// Runs QAT when asked (the QAT helper's `fine_tune`), then re-applies the plan.
 fn maybe_qat(args: &QuantizeArgs, _r: &mut PtqResult) -> Result<()> {
-    let Some(_epochs) = args.qat else { return Ok(()) };
+    let Some(_epochs) = args.qat else {
+        return Ok(());
+    };
     bail!("--qat is not wired into `edgeopt quantize` yet; run PTQ alone, or the QAT flow from the library (edgeopt_compress::quant::qat)")
 }
 
@@ -301,7 +314,10 @@ pub fn quantize_command(args: &QuantizeArgs) -> Result<QuantizeSummary> {
         bail!("nothing to do: give -o OUT.onnx|OUT.tflite, --eval-data or --report");
     }
     if let Some(o) = &args.output {
-        if !matches!(o.extension().and_then(|e| e.to_str()), Some("onnx" | "tflite")) {
+        if !matches!(
+            o.extension().and_then(|e| e.to_str()),
+            Some("onnx" | "tflite")
+        ) {
             bail!("-o must end in .onnx or .tflite: {}", o.display());
         }
     }
@@ -362,7 +378,13 @@ pub fn quantize_command(args: &QuantizeArgs) -> Result<QuantizeSummary> {
 pub fn render_summary(s: &QuantizeSummary) -> String {
     let mut out = format!(
         "{}: {} weights, {} activations, {} calibration ({} samples); weights {} B (int8: {} B)\n",
-        s.model, s.weights, s.activations, s.method, s.calibration_samples, s.weight_bytes, s.int8_weight_bytes
+        s.model,
+        s.weights,
+        s.activations,
+        s.method,
+        s.calibration_samples,
+        s.weight_bytes,
+        s.int8_weight_bytes
     );
     if let (Some(f), Some(q), Some(n)) = (s.float_accuracy, s.quantized_accuracy, s.eval_samples) {
         out.push_str(&format!(

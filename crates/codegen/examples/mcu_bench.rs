@@ -66,19 +66,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "ad" => samples::AD,
             other => return Err(format!("unknown model {other}").into()),
         };
-        let g = edgeopt_tflite::import_file(&data.join(rel))?;
+        let g = edgeopt_tflite::import_file(data.join(rel))?;
+        let mut labels: Vec<usize> = Vec::new();
         let (inputs, what) = match m.as_str() {
             "ic" => {
                 let rows = samples::ic_perf_rows(&data)?;
+                let all = samples::cifar_labels(&data)?;
+                labels = rows[..20].iter().map(|&r| all[r]).collect();
                 (
                     samples::ic_inputs(&data, &g, &rows[..20])?,
                     "20 MLPerf IC perf samples (CIFAR-10)",
                 )
             }
-            "kws" => (
-                samples::kws_inputs(&data, &g, 2)?.0,
-                "24 Speech Commands test clips (2 per class), MFCC",
-            ),
+            "kws" => {
+                let (x, y) = samples::kws_inputs(&data, &g, 2)?;
+                labels = y;
+                (x, "24 Speech Commands test clips (2 per class), MFCC")
+            }
             _ => (
                 samples::ad_inputs(&data, &g)?,
                 "40 log-mel slices of the public AD sample",
@@ -90,6 +94,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let gen = compile(&g, t)?;
         let per: usize = g.outputs.iter().map(|&o| gen.plan.sizes[o]).sum();
         let (nd_samples, nd_elems) = differing(&litert, &reference, per);
+        // Top-1 of the reference outputs on the labelled inputs (a sanity check that the
+        // inputs are real: IC images, KWS MFCC features).
+        let correct = labels
+            .iter()
+            .zip(reference.chunks(per))
+            .filter(|(&y, row)| {
+                let best = (0..row.len()).fold(0, |b, k| {
+                    if (row[k] as i8) > (row[b] as i8) {
+                        k
+                    } else {
+                        b
+                    }
+                });
+                best == y
+            })
+            .count();
         let dir = work.join(&m).join("gen");
         write_dir(&gen, &dir)?;
         let host_dir = work.join(&m).join("host");
@@ -109,7 +129,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                    "host_samples_differing": host_diff,
                    "litert_vs_reference_samples_differing": nd_samples,
                    "litert_vs_reference_elements_differing": nd_elems,
-                   "elements": reference.len()})
+                   "elements": reference.len(),
+                   "labelled": labels.len(), "top1_correct": correct})
         );
         for core in ["cortex-m4", "cortex-m7"] {
             let t = Target::by_name(core).ok_or("no target")?;

@@ -718,7 +718,7 @@ impl<'g> Emitter<'g> {
         }
         let (nout, kk) = (wt.shape[0], wt.shape[1]);
         let xlen: usize = self.shape(x)?.iter().product();
-        if kk == 0 || xlen % kk != 0 {
+        if kk == 0 || !xlen.is_multiple_of(kk) {
             return Err(self.unsupported(node, "input does not split into rows of K"));
         }
         let rows = xlen / kk;
@@ -1231,6 +1231,8 @@ impl<'g> Emitter<'g> {
         Ok(())
     }
 
+    /// Name, shape, dtype, per-tensor quantization and arena offset of a graph input/output.
+    #[allow(clippy::type_complexity)]
     fn io_desc(&self, id: ValueId) -> Result<(String, Vec<usize>, DType, Option<Affine>, usize)> {
         let v = &self.g.values[id];
         let shape = self.shape(id)?;

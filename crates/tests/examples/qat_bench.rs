@@ -19,7 +19,9 @@ use edgeopt_compress::quant::{
     self, ActivationFormat, CalibMethod, Granularity, QuantPlan, WeightFormat, WeightSpec,
 };
 use edgeopt_ir::{Graph, Op, Tensor};
-use edgeopt_train::data::{find_dataset, load_pair, make_batch, Augment, Dataset, Normalize, Targets};
+use edgeopt_train::data::{
+    find_dataset, load_pair, make_batch, Augment, Dataset, Normalize, Targets,
+};
 use edgeopt_train::trainer::{evaluate, fit, Objective, TrainConfig};
 use edgeopt_train::{cpu, Model};
 use serde_json::json;
@@ -59,7 +61,10 @@ fn runtime_accuracy(graph: &Graph, d: &Dataset, norm: &Normalize) -> f32 {
             let arg = row
                 .iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |b, (j, &v)| if v > b.1 { (j, v) } else { b })
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (j, &v)| if v > b.1 { (j, v) } else { b },
+                )
                 .0;
             correct += (arg == labels[start + i] as usize) as usize;
         }
@@ -84,7 +89,10 @@ fn fake_quant_accuracy(g: &Graph, plan: &QuantPlan, test: &Dataset, norm: &Norma
     let obj = Objective::Classification {
         label_smoothing: 0.0,
     };
-    evaluate(&m, &obj, test, norm, 250).unwrap().accuracy.unwrap()
+    evaluate(&m, &obj, test, norm, 250)
+        .unwrap()
+        .accuracy
+        .unwrap()
 }
 
 fn float_accuracy(g: &Graph, test: &Dataset, norm: &Normalize) -> f32 {
@@ -92,7 +100,10 @@ fn float_accuracy(g: &Graph, test: &Dataset, norm: &Normalize) -> f32 {
     let obj = Objective::Classification {
         label_smoothing: 0.0,
     };
-    evaluate(&m, &obj, test, norm, 250).unwrap().accuracy.unwrap()
+    evaluate(&m, &obj, test, norm, 250)
+        .unwrap()
+        .accuracy
+        .unwrap()
 }
 
 fn every(d: &Dataset, k: usize) -> Dataset {
@@ -119,9 +130,13 @@ fn run(r: Run, args: &[String], lr_default: f32) -> serde_json::Value {
     let ema = args.iter().any(|a| a == "--ema");
     let t0 = Instant::now();
     let samples = calib_samples(&r.train, 500, &r.norm);
-    let (ranges, _) =
-        quant::calibrate(&r.prepared, &samples, CalibMethod::MinMax, ActivationFormat::Int8)
-            .unwrap();
+    let (ranges, _) = quant::calibrate(
+        &r.prepared,
+        &samples,
+        CalibMethod::MinMax,
+        ActivationFormat::Int8,
+    )
+    .unwrap();
     let plan = QuantPlan::uniform(&r.prepared, r.spec, ActivationFormat::Int8, ranges);
     let float_acc = float_accuracy(&r.prepared, &r.test, &r.norm);
     let ptq_fake = fake_quant_accuracy(&r.prepared, &plan, &r.test, &r.norm);
@@ -139,7 +154,11 @@ fn run(r: Run, args: &[String], lr_default: f32) -> serde_json::Value {
     cfg.threads = Some(2);
     cfg.progress = args.iter().any(|a| a == "--progress");
     cfg.max_batches = (max_batches > 0).then_some(max_batches);
-    cfg.ranges = if ema { RangeMode::Ema } else { RangeMode::Fixed };
+    cfg.ranges = if ema {
+        RangeMode::Ema
+    } else {
+        RangeMode::Fixed
+    };
     if r.name.starts_with("resnet") {
         cfg.augment = Augment {
             crop_pad: 4,
@@ -199,7 +218,10 @@ fn resnet(args: &[String]) -> serde_json::Value {
     let (tx, ty) = files.train.unwrap();
     let (sx, sy) = files.test.unwrap();
     let train = load_pair(&tx, &ty, &shape).unwrap();
-    let test = every(&load_pair(&sx, &sy, &shape).unwrap(), arg(args, "--test-every", 1));
+    let test = every(
+        &load_pair(&sx, &sy, &shape).unwrap(),
+        arg(args, "--test-every", 1),
+    );
     run(
         Run {
             name: "resnet8-int4",
@@ -235,7 +257,10 @@ fn lenet(args: &[String]) -> serde_json::Value {
     let (tx, ty) = files.train.unwrap();
     let (sx, sy) = files.test.unwrap();
     let train = load_pair(&tx, &ty, &shape).unwrap();
-    let test = every(&load_pair(&sx, &sy, &shape).unwrap(), arg(args, "--test-every", 1));
+    let test = every(
+        &load_pair(&sx, &sy, &shape).unwrap(),
+        arg(args, "--test-every", 1),
+    );
     // Inputs x/255 kept outside the graph: the integer graph's input quantization
     // (range [0, 1], scale 1/255) then represents every pixel exactly.
     let norm = Normalize {

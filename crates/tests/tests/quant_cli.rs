@@ -4,7 +4,7 @@
 //! the in-memory integer graph; bad options are clear errors.
 
 use edgeopt_cli::eval::{prepare, DataLayout, EvalConfig};
-use edgeopt_cli::quantize::{quantize_command, QuantizeArgs, MethodArg, WeightsArg};
+use edgeopt_cli::quantize::{quantize_command, MethodArg, QuantizeArgs, WeightsArg};
 use edgeopt_testkit as tk;
 use std::path::PathBuf;
 
@@ -50,7 +50,8 @@ fn quantize_writes_tflite_onnx_and_report() {
     assert_eq!(s.calibration_samples, 100);
     assert_eq!(s.weight_bytes, s.int8_weight_bytes);
     let rep: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("r8_int8.report.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("r8_int8.report.json")).unwrap())
+            .unwrap();
     let layers = rep["layers"].as_array().unwrap();
     assert!(layers.len() >= 10);
     // Every conv reports a weight SQNR well above the int8 noise floor of ~40 dB.
@@ -60,14 +61,13 @@ fn quantize_writes_tflite_onnx_and_report() {
     // The written model runs and matches a fresh in-memory quantization (same options).
     let g = edgeopt_cli::load_model(&out).unwrap();
     let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
-    let gin = edgeopt_cli::load_model(&data.join(format!("{IC}/trained_models/pretrainedResnet.tflite"))).unwrap();
+    let gin =
+        edgeopt_cli::load_model(&data.join(format!("{IC}/trained_models/pretrainedResnet.tflite")))
+            .unwrap();
     let samples = edgeopt_cli::quantize::load_calibration(&args(&data, None), &gin).unwrap();
-    let r = edgeopt_compress::quant::ptq::run(
-        &gin,
-        &samples,
-        &args(&data, None).options().unwrap(),
-    )
-    .unwrap();
+    let r =
+        edgeopt_compress::quant::ptq::run(&gin, &samples, &args(&data, None).options().unwrap())
+            .unwrap();
     for i in [0usize, 4321, 9999] {
         let xi = prepare(&g, &x, i..i + 1, &EvalConfig::default()).unwrap();
         let a = edgeopt_runtime::run(&g, std::slice::from_ref(&xi)).unwrap();

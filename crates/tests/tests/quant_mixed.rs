@@ -28,7 +28,9 @@ fn lines(p: &std::path::Path) -> Vec<String> {
 fn strided(t: &Tensor, step: usize) -> Tensor {
     let n = t.shape[0];
     let per = t.len() / n;
-    let TensorData::U8(v) = &t.data else { panic!("u8 data") };
+    let TensorData::U8(v) = &t.data else {
+        panic!("u8 data")
+    };
     let rows: Vec<usize> = (0..n).step_by(step).collect();
     let mut out = Vec::with_capacity(rows.len() * per);
     for &r in &rows {
@@ -45,7 +47,11 @@ fn resnet8_mixed_at_60_percent_beats_uniform_int4() {
     let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
     let y = edgeopt_npy::read(&data.join("cifar10/test_y.npy")).unwrap();
     let names = lines(&data.join("cifar10/test_filenames.txt"));
-    let rows = select_rows(&names, &lines(&data.join(format!("{IC}/calibration_samples.txt")))).unwrap();
+    let rows = select_rows(
+        &names,
+        &lines(&data.join(format!("{IC}/calibration_samples.txt"))),
+    )
+    .unwrap();
     let rel = format!("{OX}/pretrainedResnet.onnx");
     let g = edgeopt_cli::load_model(&data.join(&rel)).unwrap();
     let samples = calibration_samples(&g, &x, &rows, &EvalConfig::default()).unwrap();
@@ -69,7 +75,9 @@ fn resnet8_mixed_at_60_percent_beats_uniform_int4() {
     .unwrap();
     let int8_bytes = {
         let mut p = int4.plan.clone();
-        p.weights.values_mut().for_each(|s| s.format = WeightFormat::Int8);
+        p.weights
+            .values_mut()
+            .for_each(|s| s.format = WeightFormat::Int8);
         weight_size(&int4.prepared, &p)
     };
     let int4_bytes = weight_size(&int4.prepared, &int4.plan);
@@ -91,7 +99,10 @@ fn resnet8_mixed_at_60_percent_beats_uniform_int4() {
     // The allocation uses the room: some layers below int8.
     assert!(m.layers.iter().any(|l| l.chosen != WeightFormat::Int8));
     for l in &m.layers {
-        eprintln!("{:<40} {:>6} params -> {:?}; sensitivity {:?}", l.node, l.params, l.chosen, l.sensitivity_db);
+        eprintln!(
+            "{:<40} {:>6} params -> {:?}; sensitivity {:?}",
+            l.node, l.params, l.chosen, l.sensitivity_db
+        );
     }
     let cfg = EvalConfig::default();
     let a4 = evaluate(&int4.quantized, "int4", &xs, &ys, &cfg).unwrap();
@@ -100,5 +111,10 @@ fn resnet8_mixed_at_60_percent_beats_uniform_int4() {
         "ResNet-8 on {} images: uniform int4 {:.2}% ({} B), mixed {:.2}% ({} B, budget {} B = 60% of int8 {} B); output SQNR mixed {:.1} dB, all-int8 {:.1} dB",
         a4.samples, a4.accuracy, int4_bytes, am.accuracy, mixed_bytes, budget, int8_bytes, m.sqnr_db, m.int8_sqnr_db
     );
-    assert!(am.accuracy > a4.accuracy, "mixed {:.2}% <= int4 {:.2}%", am.accuracy, a4.accuracy);
+    assert!(
+        am.accuracy > a4.accuracy,
+        "mixed {:.2}% <= int4 {:.2}%",
+        am.accuracy,
+        a4.accuracy
+    );
 }

@@ -54,8 +54,16 @@ fn prepare_keeps_float_outputs_and_removes_transposes() {
         let g = edgeopt_cli::load_model(&data.join(&rel)).unwrap();
         let p = prepare(&g).unwrap();
         for n in &p.nodes {
-            assert!(!matches!(n.op, Op::Transpose { .. }), "{rel}: Transpose left: {}", n.name);
-            assert!(!matches!(n.op, Op::Unary(_) | Op::MatMul | Op::Gemm { .. }), "{rel}: {} not fused", n.name);
+            assert!(
+                !matches!(n.op, Op::Transpose { .. }),
+                "{rel}: Transpose left: {}",
+                n.name
+            );
+            assert!(
+                !matches!(n.op, Op::Unary(_) | Op::MatMul | Op::Gemm { .. }),
+                "{rel}: {} not fused",
+                n.name
+            );
             if let Op::Conv(a) = &n.op {
                 assert_eq!(a.layout, Layout::Nhwc, "{rel}: {}", n.name);
             }

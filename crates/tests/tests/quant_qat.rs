@@ -15,11 +15,13 @@
 
 use edgeopt_compress::quant::qat::{self, QatConfig, QatData, RangeMode};
 use edgeopt_compress::quant::{
-    self, activation_params, ActivationFormat, CalibMethod, Granularity, QuantPlan,
-    WeightFormat, WeightSpec,
+    self, activation_params, ActivationFormat, CalibMethod, Granularity, QuantPlan, WeightFormat,
+    WeightSpec,
 };
 use edgeopt_ir::{Graph, Tensor};
-use edgeopt_train::data::{find_dataset, load_pair, make_batch, Augment, Dataset, Normalize, Targets};
+use edgeopt_train::data::{
+    find_dataset, load_pair, make_batch, Augment, Dataset, Normalize, Targets,
+};
 use edgeopt_train::hooks::{asymmetric_params, quantize_weights, WeightGrid};
 use edgeopt_train::trainer::{evaluate, Objective};
 use edgeopt_train::{cpu, Model};
@@ -74,7 +76,10 @@ fn weight_grids_match_apply_quantizer() {
                 let applied = quant::weights::quantize(&ours, 16, spec)
                     .unwrap()
                     .dequantize(16);
-                assert!(close(&applied, &ours), "apply fixed point {format:?} {gran:?}");
+                assert!(
+                    close(&applied, &ours),
+                    "apply fixed point {format:?} {gran:?}"
+                );
                 // And really on the grid.
                 let levels = |v: &[f32]| {
                     let mut u: Vec<i64> = v.iter().map(|x| (x * 1e6).round() as i64).collect();
@@ -178,13 +183,23 @@ fn resnet8_int4_qat_fake_quant_predicts_integer() {
         .step_by(50)
         .map(|s| {
             let idx: Vec<usize> = (s..s + 50).collect();
-            let b = make_batch(&train, &idx, &Normalize::identity(), &Augment::default(), None);
+            let b = make_batch(
+                &train,
+                &idx,
+                &Normalize::identity(),
+                &Augment::default(),
+                None,
+            );
             vec![Tensor::from_f32(b.shape, b.x).unwrap()]
         })
         .collect();
-    let (ranges, _) =
-        quant::calibrate(&prepared, &samples, CalibMethod::MinMax, ActivationFormat::Int8)
-            .unwrap();
+    let (ranges, _) = quant::calibrate(
+        &prepared,
+        &samples,
+        CalibMethod::MinMax,
+        ActivationFormat::Int8,
+    )
+    .unwrap();
     let spec = WeightSpec {
         format: WeightFormat::Int4,
         granularity: Granularity::Channel,

@@ -21,7 +21,9 @@
 use super::prepare::weighted_nodes;
 use super::util::{compact, fresh_name};
 use super::weights::quantize as quantize_weights;
-use super::{activation_params, ActivationFormat, Granularity, QuantPlan, WeightFormat, WeightSpec};
+use super::{
+    activation_params, ActivationFormat, Granularity, QuantPlan, WeightFormat, WeightSpec,
+};
 use crate::{CompressError, Result};
 use edgeopt_ir::{
     BinaryKind, DType, Dim, Graph, Layout, Node, Op, QuantParams, Tensor, TensorData, UnaryKind,
@@ -67,10 +69,17 @@ fn float_weights_only(prepared: &Graph, plan: &QuantPlan) -> Result<Graph> {
             match spec_of(plan, prepared, w).format {
                 WeightFormat::Float => {}
                 WeightFormat::Fp16 => {
-                    let t = g.values[w].data.clone().expect("weighted node has const weights");
+                    let t = g.values[w]
+                        .data
+                        .clone()
+                        .expect("weighted node has const weights");
                     let h = to_f16(&t)?;
                     let hid = g.add_const(fresh_name(&g, &format!("{}_fp16", g.values[w].name)), h);
-                    let out = g.add_value(fresh_name(&g, &format!("{}_dequant", g.values[w].name)), DType::F32, None);
+                    let out = g.add_value(
+                        fresh_name(&g, &format!("{}_dequant", g.values[w].name)),
+                        DType::F32,
+                        None,
+                    );
                     g.values[out].shape = g.values[w].shape.clone();
                     nodes.push(Node {
                         name: g.values[out].name.clone(),
@@ -172,13 +181,21 @@ fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
                 && a.layout == Layout::Nhwc
                 && n.input(1).is_some_and(|w| g.values[w].data.is_some())
         }
-        Op::FullyConnected { .. } => !wide && n.input(1).is_some_and(|w| g.values[w].data.is_some()),
-        Op::Binary { kind, .. } => matches!(kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul),
+        Op::FullyConnected { .. } => {
+            !wide && n.input(1).is_some_and(|w| g.values[w].data.is_some())
+        }
+        Op::Binary { kind, .. } => {
+            matches!(kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul)
+        }
         Op::MaxPool(p) | Op::AveragePool(p) => p.layout == Layout::Nhwc,
         Op::Softmax { .. } => true,
         Op::Unary(k) => matches!(
             k,
-            UnaryKind::Sigmoid | UnaryKind::Tanh | UnaryKind::Relu | UnaryKind::Relu6 | UnaryKind::HardSwish
+            UnaryKind::Sigmoid
+                | UnaryKind::Tanh
+                | UnaryKind::Relu
+                | UnaryKind::Relu6
+                | UnaryKind::HardSwish
         ),
         Op::Clip { min, .. } => min.is_some_and(|m| m == 0.0),
         Op::Pad { mode, .. } => *mode == edgeopt_ir::PadMode::Constant,
@@ -198,7 +215,11 @@ fn shares_input_params(op: &Op) -> bool {
 fn act_params(range: (f32, f32), dt: DType) -> QuantParams {
     match dt {
         DType::I16 => {
-            let m = range.0.abs().max(range.1.abs()).max(f32::MIN_POSITIVE * 1e6);
+            let m = range
+                .0
+                .abs()
+                .max(range.1.abs())
+                .max(f32::MIN_POSITIVE * 1e6);
             QuantParams::per_tensor(m / 32767.0, 0)
         }
         _ => activation_params(range, -128, 127),
@@ -311,7 +332,11 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                     continue;
                 }
                 let name = fresh_name(&g, &format!("{}_dequantized", prepared.values[orig].name));
-                let f = g.add_value(name.clone(), DType::F32, prepared.values[orig].shape.clone());
+                let f = g.add_value(
+                    name.clone(),
+                    DType::F32,
+                    prepared.values[orig].shape.clone(),
+                );
                 nodes.push(Node {
                     name,
                     op: Op::Dequantize,
@@ -339,9 +364,13 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
             if let Some(&w) = weighted.get(&ni) {
                 if spec_of(plan, prepared, w).format == WeightFormat::Fp16 {
                     let t = prepared.values[w].data.clone().expect("const weights");
-                    let hid = g.add_const(fresh_name(&g, &format!("{}_fp16", prepared.values[w].name)), to_f16(&t)?);
+                    let hid = g.add_const(
+                        fresh_name(&g, &format!("{}_fp16", prepared.values[w].name)),
+                        to_f16(&t)?,
+                    );
                     let name = fresh_name(&g, &format!("{}_dequantized", prepared.values[w].name));
-                    let wf = g.add_value(name.clone(), DType::F32, prepared.values[w].shape.clone());
+                    let wf =
+                        g.add_value(name.clone(), DType::F32, prepared.values[w].shape.clone());
                     nodes.push(Node {
                         name,
                         op: Op::Dequantize,
@@ -360,13 +389,20 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                 let w = n0.input(1).expect("weighted");
                 let x = n0.input(0).expect("has input");
                 let xp = act_in(&params, x).ok_or_else(|| {
-                    CompressError::Unsupported(format!("node '{}': input is not quantized", n0.name))
+                    CompressError::Unsupported(format!(
+                        "node '{}': input is not quantized",
+                        n0.name
+                    ))
                 })?;
                 let wt = prepared.values[w].data.as_ref().expect("const weights");
                 let spec = spec_of(plan, prepared, w);
                 let m = wt.shape[0];
                 let qw = quantize_weights(wt.as_f32()?, m, spec)?;
-                let wdt = if spec.format == WeightFormat::Int4 { DType::I4 } else { DType::I8 };
+                let wdt = if spec.format == WeightFormat::Int4 {
+                    DType::I4
+                } else {
+                    DType::I8
+                };
                 let wname = fresh_name(&g, &format!("{}_{}", prepared.values[w].name, wdt));
                 let wid = g.add_const(wname, int_tensor(wdt, wt.shape.clone(), qw.codes.clone())?);
                 g.values[wid].quant = Some(if qw.scales.len() == 1 {
@@ -377,7 +413,10 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                 n.inputs[1] = Some(wid);
                 if let Some(b) = n0.input(2) {
                     let bt = prepared.values[b].data.as_ref().ok_or_else(|| {
-                        CompressError::Unsupported(format!("node '{}': bias is not constant", n0.name))
+                        CompressError::Unsupported(format!(
+                            "node '{}': bias is not constant",
+                            n0.name
+                        ))
                     })?;
                     let bv = bt.as_f32()?;
                     if bv.len() != m {
@@ -394,7 +433,12 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                     let bq: Vec<i32> = bv
                         .iter()
                         .zip(&bscales)
-                        .map(|(&v, &s)| (v as f64 / s as f64).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+                        .map(|(&v, &s)| {
+                            (v as f64 / s as f64)
+                                .round()
+                                .clamp(i32::MIN as f64, i32::MAX as f64)
+                                as i32
+                        })
                         .collect();
                     let bname = fresh_name(&g, &format!("{}_i32", prepared.values[b].name));
                     let bid = g.add_const(bname, Tensor::new(vec![m], TensorData::I32(bq))?);
@@ -410,7 +454,9 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                 // Constant operands are quantized with their own min-max range.
                 for x in n.inputs.iter_mut() {
                     let Some(v) = *x else { continue };
-                    let Some(t) = g.values[v].data.clone() else { continue };
+                    let Some(t) = g.values[v].data.clone() else {
+                        continue;
+                    };
                     if t.dtype() != DType::F32 {
                         continue;
                     }

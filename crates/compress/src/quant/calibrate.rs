@@ -31,7 +31,12 @@ pub struct Observed {
 
 /// Which values calibration tracks: graph inputs and f32 outputs of nodes.
 fn tracked(g: &Graph) -> Vec<usize> {
-    let mut ids: Vec<usize> = g.inputs.iter().copied().filter(|&i| g.values[i].dtype == DType::F32).collect();
+    let mut ids: Vec<usize> = g
+        .inputs
+        .iter()
+        .copied()
+        .filter(|&i| g.values[i].dtype == DType::F32)
+        .collect();
     for n in &g.nodes {
         for &o in &n.outputs {
             if g.values[o].dtype == DType::F32 && !ids.contains(&o) {
@@ -46,7 +51,9 @@ fn tracked(g: &Graph) -> Vec<usize> {
 /// `histograms` enables the second pass.
 pub fn observe(g: &Graph, samples: &[Vec<Tensor>], histograms: bool) -> Result<Observed> {
     if samples.is_empty() {
-        return Err(CompressError::Invalid("calibration needs at least one sample".into()));
+        return Err(CompressError::Invalid(
+            "calibration needs at least one sample".into(),
+        ));
     }
     let ids = tracked(g);
     // Pass 1: min/max and channel sums.
@@ -59,13 +66,18 @@ pub fn observe(g: &Graph, samples: &[Vec<Tensor>], histograms: bool) -> Result<O
             let mut cm = Vec::with_capacity(ids.len());
             for &id in &ids {
                 let t = vals[id].as_ref().ok_or_else(|| {
-                    CompressError::Invalid(format!("value '{}' was not computed", g.values[id].name))
+                    CompressError::Invalid(format!(
+                        "value '{}' was not computed",
+                        g.values[id].name
+                    ))
                 })?;
                 let v = t.as_f32()?;
                 let (lo, hi) = v
                     .iter()
                     .filter(|x| x.is_finite())
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                        (a.min(x), b.max(x))
+                    });
                 mm.push((lo, hi));
                 let c = t.shape.last().copied().unwrap_or(1).max(1);
                 let mut sums = vec![0f64; c];
@@ -150,14 +162,20 @@ pub fn observe(g: &Graph, samples: &[Vec<Tensor>], histograms: bool) -> Result<O
 }
 
 /// The range each value gets under `method`. Ranges always contain 0.
-pub fn ranges(obs: &Observed, method: CalibMethod, levels: usize) -> Result<BTreeMap<String, (f32, f32)>> {
+pub fn ranges(
+    obs: &Observed,
+    method: CalibMethod,
+    levels: usize,
+) -> Result<BTreeMap<String, (f32, f32)>> {
     let mut out = BTreeMap::new();
     for (name, &(lo, hi)) in &obs.minmax {
         let r = match method {
             CalibMethod::MinMax => (lo, hi),
             _ => {
                 let h = obs.hist.get(name).ok_or_else(|| {
-                    CompressError::Invalid(format!("no histogram for '{name}' (observe with histograms)"))
+                    CompressError::Invalid(format!(
+                        "no histogram for '{name}' (observe with histograms)"
+                    ))
                 })?;
                 match method {
                     CalibMethod::Percentile(p) => percentile_range(h, lo, hi, p),
@@ -200,7 +218,10 @@ fn percentile_range(h: &[f64], lo: f32, hi: f32, p: f32) -> (f32, f32) {
     let new_hi = lo + top as f32 * w;
     let new_lo = lo + bot as f32 * w;
     // Only shrink the negative side if the tensor has one.
-    (if lo < 0.0 { new_lo.min(0.0) } else { lo }, new_hi.max(0.0).min(hi))
+    (
+        if lo < 0.0 { new_lo.min(0.0) } else { lo },
+        new_hi.max(0.0).min(hi),
+    )
 }
 
 /// The histogram of |x| (BINS bins over [0, max(|lo|, |hi|)]) folded from the signed one.

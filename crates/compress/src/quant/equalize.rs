@@ -88,12 +88,17 @@ pub fn cross_layer_equalize(g: &mut Graph) -> Result<usize> {
     let mut pairs = Vec::new();
     for (n2, _) in weighted_nodes(g) {
         let Some(k2) = kind(g, n2) else { continue };
-        let Some(x) = g.nodes[n2].input(0) else { continue };
+        let Some(x) = g.nodes[n2].input(0) else {
+            continue;
+        };
         let Some(n1) = producers[x] else { continue };
         if consumers[x].len() != 1 || outputs.contains(&x) {
             continue;
         }
-        if !matches!(activation(&g.nodes[n1].op), Activation::None | Activation::Relu) {
+        if !matches!(
+            activation(&g.nodes[n1].op),
+            Activation::None | Activation::Relu
+        ) {
             continue;
         }
         let Some(k1) = kind(g, n1) else { continue };
@@ -122,7 +127,9 @@ pub fn cross_layer_equalize(g: &mut Graph) -> Result<usize> {
             let v2 = w2.as_f32_mut()?;
             let mut scales = vec![1f32; m];
             for (c, s) in scales.iter_mut().enumerate() {
-                let r1 = v1[c * per1..(c + 1) * per1].iter().fold(0f32, |a, v| a.max(v.abs()));
+                let r1 = v1[c * per1..(c + 1) * per1]
+                    .iter()
+                    .fold(0f32, |a, v| a.max(v.abs()));
                 let idx = input_channel_elems(k2, &shape2, c);
                 let r2 = idx.iter().fold(0f32, |a, &i| a.max(v2[i].abs()));
                 if r1 > 0.0 && r2 > 0.0 {
@@ -163,8 +170,12 @@ pub fn correct_bias(g: &mut Graph, plan: &QuantPlan, obs: &Observed) -> Result<u
             continue;
         }
         let Some(k) = kind(g, ni) else { continue };
-        let Some(x) = g.nodes[ni].input(0) else { continue };
-        let Some(mean) = obs.channel_mean.get(&g.values[x].name) else { continue };
+        let Some(x) = g.nodes[ni].input(0) else {
+            continue;
+        };
+        let Some(mean) = obs.channel_mean.get(&g.values[x].name) else {
+            continue;
+        };
         if mean.len() != channels_in(k) {
             continue;
         }
@@ -189,7 +200,11 @@ pub fn correct_bias(g: &mut Graph, plan: &QuantPlan, obs: &Observed) -> Result<u
             Some(b) => b.as_f32()?.to_vec(),
             None => vec![0.0; m],
         };
-        let new: Vec<f32> = old.iter().zip(&shift).map(|(&b, &s)| (b as f64 - s) as f32).collect();
+        let new: Vec<f32> = old
+            .iter()
+            .zip(&shift)
+            .map(|(&b, &s)| (b as f64 - s) as f32)
+            .collect();
         let name = fresh_name(g, &format!("{}_bias_corrected", g.nodes[ni].name));
         let id = g.add_const(name, Tensor::from_f32(vec![m], new)?);
         let n = &mut g.nodes[ni];

@@ -33,7 +33,11 @@ pub struct MixedOptions {
 impl Default for MixedOptions {
     fn default() -> Self {
         MixedOptions {
-            candidates: vec![WeightFormat::Int8, WeightFormat::Int4, WeightFormat::Ternary],
+            candidates: vec![
+                WeightFormat::Int8,
+                WeightFormat::Int4,
+                WeightFormat::Ternary,
+            ],
             samples: 64,
         }
     }
@@ -79,7 +83,8 @@ pub fn target_value(g: &Graph) -> Option<ValueId> {
 
 /// Float reference values of the target on each sample.
 pub(crate) fn float_targets(prepared: &Graph, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<f32>>> {
-    let t = target_value(prepared).ok_or_else(|| CompressError::Invalid("graph has no output".into()))?;
+    let t = target_value(prepared)
+        .ok_or_else(|| CompressError::Invalid("graph has no output".into()))?;
     samples
         .par_iter()
         .map(|s| {
@@ -98,14 +103,16 @@ pub(crate) fn plan_sqnr(
 ) -> Result<f64> {
     let q = apply(prepared, plan)?;
     let name = &prepared.values[target_value(prepared).expect("checked by float_targets")].name;
-    let tid = q
-        .find_value(name)
-        .ok_or_else(|| CompressError::Invalid(format!("'{name}' is missing in the quantized graph")))?;
+    let tid = q.find_value(name).ok_or_else(|| {
+        CompressError::Invalid(format!("'{name}' is missing in the quantized graph"))
+    })?;
     let outs: Vec<Vec<f32>> = samples
         .par_iter()
         .map(|s| -> Result<Vec<f32>> {
             let v = run_all(&q, s)?;
-            let t = v[tid].as_ref().ok_or_else(|| CompressError::Invalid(format!("'{name}' was not computed")))?;
+            let t = v[tid]
+                .as_ref()
+                .ok_or_else(|| CompressError::Invalid(format!("'{name}' was not computed")))?;
             Ok(dequantized(t, q.values[tid].quant.as_ref()))
         })
         .collect::<Result<_>>()?;
@@ -126,13 +133,22 @@ pub fn allocate(
     budget: usize,
     opts: &MixedOptions,
 ) -> Result<MixedResult> {
-    let samples = &samples[..opts.samples.clamp(1, samples.len().max(1)).min(samples.len())];
+    let samples = &samples[..opts
+        .samples
+        .clamp(1, samples.len().max(1))
+        .min(samples.len())];
     if samples.is_empty() {
-        return Err(CompressError::Invalid("mixed precision needs calibration samples".into()));
+        return Err(CompressError::Invalid(
+            "mixed precision needs calibration samples".into(),
+        ));
     }
     let reference = float_targets(prepared, samples)?;
     let power: f64 = {
-        let all: Vec<f64> = reference.iter().flatten().map(|&v| (v as f64) * (v as f64)).collect();
+        let all: Vec<f64> = reference
+            .iter()
+            .flatten()
+            .map(|&v| (v as f64) * (v as f64))
+            .collect();
         all.iter().sum::<f64>() / all.len().max(1) as f64
     };
     let noise = |db: f64| power * 10f64.powf(-db / 10.0);

@@ -186,13 +186,16 @@ impl QuantPlan {
     }
 }
 
+/// Real range `(min, max)` per activation value name.
+pub type Ranges = BTreeMap<String, (f32, f32)>;
+
 /// Calibrates `prepared` on `samples` (each one set of graph inputs) by `method`.
 pub fn calibrate(
     prepared: &edgeopt_ir::Graph,
     samples: &[Vec<edgeopt_ir::Tensor>],
     method: CalibMethod,
     act: ActivationFormat,
-) -> crate::Result<(BTreeMap<String, (f32, f32)>, Observed)> {
+) -> crate::Result<(Ranges, Observed)> {
     let obs = observe(prepared, samples, method.needs_histograms())?;
     Ok((ranges(&obs, method, act.levels())?, obs))
 }

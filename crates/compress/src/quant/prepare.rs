@@ -89,7 +89,11 @@ fn fold_const_dequantize(g: &mut Graph) -> Result<()> {
                 let q = if scale.len() == 1 {
                     QuantParams::per_tensor(scale[0], zp[0])
                 } else {
-                    let a = if *axis < 0 { *axis + t.rank() as i64 } else { *axis };
+                    let a = if *axis < 0 {
+                        *axis + t.rank() as i64
+                    } else {
+                        *axis
+                    };
                     QuantParams::per_axis(scale, zp, a.max(0) as usize)
                 };
                 dequant_axis(t, &q)
@@ -136,7 +140,9 @@ fn fold_batchnorm(g: &mut Graph) -> Result<()> {
     let producers = g.producers();
     let mut removed = Vec::new();
     for bi in 0..g.nodes.len() {
-        let Op::BatchNorm { epsilon } = g.nodes[bi].op else { continue };
+        let Op::BatchNorm { epsilon } = g.nodes[bi].op else {
+            continue;
+        };
         let bn = g.nodes[bi].clone();
         let Some(x) = bn.input(0) else { continue };
         let Some(pi) = producers[x] else { continue };
@@ -160,21 +166,31 @@ fn fold_batchnorm(g: &mut Graph) -> Result<()> {
         ) else {
             continue;
         };
-        let Some(w) = p.input(1).and_then(|w| g.const_data(w)) else { continue };
+        let Some(w) = p.input(1).and_then(|w| g.const_data(w)) else {
+            continue;
+        };
         let m = w.shape[0];
         if gamma.len() != m || beta.len() != m || mean.len() != m || var.len() != m {
             continue;
         }
         let Ok(wv) = w.as_f32() else { continue };
         let per = wv.len() / m.max(1);
-        let mul: Vec<f32> = (0..m).map(|c| gamma[c] / (var[c] + epsilon).sqrt()).collect();
-        let new_w: Vec<f32> = wv.iter().enumerate().map(|(i, &v)| v * mul[i / per]).collect();
+        let mul: Vec<f32> = (0..m)
+            .map(|c| gamma[c] / (var[c] + epsilon).sqrt())
+            .collect();
+        let new_w: Vec<f32> = wv
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v * mul[i / per])
+            .collect();
         let old_b: Vec<f32> = match f32_const(g, p.input(2)) {
             Some(b) if b.len() == m => b.to_vec(),
             Some(_) => continue,
             None => vec![0.0; m],
         };
-        let new_b: Vec<f32> = (0..m).map(|c| (old_b[c] - mean[c]) * mul[c] + beta[c]).collect();
+        let new_b: Vec<f32> = (0..m)
+            .map(|c| (old_b[c] - mean[c]) * mul[c] + beta[c])
+            .collect();
         let wshape = w.shape.clone();
         let p_name = p.name.clone();
         let wname = fresh_name(g, &format!("{p_name}_w_bn"));
@@ -218,8 +234,12 @@ fn to_fully_connected(g: &mut Graph) -> Result<()> {
         if a_rank != Some(2) {
             continue;
         }
-        let Some(b) = n.input(1).and_then(|b| g.const_data(b)) else { continue };
-        let (Ok(bv), [r, cdim]) = (b.as_f32(), b.shape.as_slice()) else { continue };
+        let Some(b) = n.input(1).and_then(|b| g.const_data(b)) else {
+            continue;
+        };
+        let (Ok(bv), [r, cdim]) = (b.as_f32(), b.shape.as_slice()) else {
+            continue;
+        };
         let (r, cdim) = (*r, *cdim);
         // FullyConnected wants [N, K].
         let (nout, k) = if trans_b { (r, cdim) } else { (cdim, r) };
@@ -274,16 +294,26 @@ fn to_fully_connected(g: &mut Graph) -> Result<()> {
         else {
             continue;
         };
-        let (Some(x), Some(y)) = (n.input(0), n.input(1)) else { continue };
-        let (act, cst) = if g.const_data(y).is_some() { (x, y) } else { (y, x) };
+        let (Some(x), Some(y)) = (n.input(0), n.input(1)) else {
+            continue;
+        };
+        let (act, cst) = if g.const_data(y).is_some() {
+            (x, y)
+        } else {
+            (y, x)
+        };
         let Some(pi) = producers[act] else { continue };
         if uses[act] != 1 || !matches!(g.nodes[pi].op, Op::FullyConnected { .. }) {
             continue;
         }
         let p = &g.nodes[pi];
-        let Some(w) = p.input(1).and_then(|w| g.const_data(w)) else { continue };
+        let Some(w) = p.input(1).and_then(|w| g.const_data(w)) else {
+            continue;
+        };
         let nout = w.shape[0];
-        let Some(cv) = g.const_data(cst).filter(|t| t.dtype() == DType::F32) else { continue };
+        let Some(cv) = g.const_data(cst).filter(|t| t.dtype() == DType::F32) else {
+            continue;
+        };
         if cv.len() != nout || cv.shape.iter().rev().skip(1).any(|&d| d != 1) {
             continue;
         }
@@ -414,8 +444,12 @@ impl Layouter<'_> {
             return Ok(id);
         }
         let first = f.first.expect("a value has at least one form");
-        let r = self.rank[v]
-            .ok_or_else(|| CompressError::Unsupported(format!("value '{}' has no known rank", self.old.values[v].name)))?;
+        let r = self.rank[v].ok_or_else(|| {
+            CompressError::Unsupported(format!(
+                "value '{}' has no known rank",
+                self.old.values[v].name
+            ))
+        })?;
         let id = if let Some(t) = self.old.values[v].data.clone() {
             let name = fresh_name(&self.g, &format!("{}_nhwc", self.old.values[v].name));
             self.g.add_const(name, permute_tensor(&t, &to_last(r))?)
@@ -433,8 +467,10 @@ impl Layouter<'_> {
 
     /// Emits `node` with inputs in the original form.
     fn keep(&mut self, n: &Node) {
-        let inputs: Vec<Option<ValueId>> = n.inputs.iter().map(|x| x.map(|v| self.first(v))).collect();
-        self.g.add_node(n.name.clone(), n.op.clone(), inputs, n.outputs.clone());
+        let inputs: Vec<Option<ValueId>> =
+            n.inputs.iter().map(|x| x.map(|v| self.first(v))).collect();
+        self.g
+            .add_node(n.name.clone(), n.op.clone(), inputs, n.outputs.clone());
         for &o in &n.outputs {
             self.forms[o].first = Some(o);
         }
@@ -442,7 +478,8 @@ impl Layouter<'_> {
 
     /// Emits `node` (already converted) reading `inputs`, its output 0 channel-last.
     fn emit_last(&mut self, n: &Node, op: Op, inputs: Vec<Option<ValueId>>) {
-        self.g.add_node(n.name.clone(), op, inputs, n.outputs.clone());
+        self.g
+            .add_node(n.name.clone(), op, inputs, n.outputs.clone());
         for &o in &n.outputs {
             self.forms[o].last = Some(o);
         }
@@ -485,7 +522,8 @@ impl Layouter<'_> {
             Op::Conv(a)
                 if a.layout == Layout::Nchw
                     && matches!(rank_x, Some(3 | 4))
-                    && n.input(1).is_some_and(|w| self.old.values[w].data.is_some()) =>
+                    && n.input(1)
+                        .is_some_and(|w| self.old.values[w].data.is_some()) =>
             {
                 let r = rank_x.expect("checked");
                 let w = n.input(1).expect("checked");
@@ -636,7 +674,10 @@ impl Layouter<'_> {
 fn to_nhwc(old: &Graph) -> Result<Graph> {
     let shapes = bind_input_shapes(old, 1)?;
     let facts = infer_graph(old, &shapes)?;
-    let mut shape: Vec<Option<Vec<usize>>> = facts.iter().map(|f| f.as_ref().map(|f| f.shape.clone())).collect();
+    let mut shape: Vec<Option<Vec<usize>>> = facts
+        .iter()
+        .map(|f| f.as_ref().map(|f| f.shape.clone()))
+        .collect();
     for (i, v) in old.values.iter().enumerate() {
         if let Some(t) = &v.data {
             shape[i] = Some(t.shape.clone());
@@ -688,13 +729,21 @@ fn to_nhwc(old: &Graph) -> Result<Graph> {
     let s = bind_input_shapes(&g, 1)?;
     let f = infer_graph(&g, &s)?;
     for ni in 0..g.nodes.len() {
-        let Op::Transpose { perm } = &g.nodes[ni].op else { continue };
+        let Op::Transpose { perm } = &g.nodes[ni].op else {
+            continue;
+        };
         let x = g.nodes[ni].inputs[0].expect("transpose input");
-        let Some(xs) = f[x].as_ref().map(|f| f.shape.clone()) else { continue };
+        let Some(xs) = f[x].as_ref().map(|f| f.shape.clone()) else {
+            continue;
+        };
         if perm.first() != Some(&0) {
             continue;
         }
-        let moved: Vec<usize> = perm.iter().copied().filter(|&p| xs[p] != 1 && p != 0).collect();
+        let moved: Vec<usize> = perm
+            .iter()
+            .copied()
+            .filter(|&p| xs[p] != 1 && p != 0)
+            .collect();
         if moved.windows(2).all(|w| w[0] < w[1]) {
             let mut target: Vec<i64> = perm.iter().map(|&p| xs[p] as i64).collect();
             target[0] = 0;

@@ -58,10 +58,14 @@ pub fn run(graph: &Graph, samples: &[Vec<Tensor>], opts: &PtqOptions) -> Result<
         equalize::cross_layer_equalize(&mut prepared)?;
     }
     let (ranges, obs) = calibrate(&prepared, samples, opts.method, opts.activations)?;
-    let integer = matches!(opts.activations, ActivationFormat::Int8 | ActivationFormat::Int16);
+    let integer = matches!(
+        opts.activations,
+        ActivationFormat::Int8 | ActivationFormat::Int16
+    );
     let (mut plan, mixed) = match opts.budget {
         Some(budget) => {
-            let base = QuantPlan::uniform(&prepared, super::DEFAULT_WEIGHT, opts.activations, ranges);
+            let base =
+                QuantPlan::uniform(&prepared, super::DEFAULT_WEIGHT, opts.activations, ranges);
             let m = mixed::allocate(&prepared, &base, samples, budget, &opts.mixed)?;
             (m.plan.clone(), Some(m))
         }
@@ -77,7 +81,13 @@ pub fn run(graph: &Graph, samples: &[Vec<Tensor>], opts: &PtqOptions) -> Result<
     plan.ranges.retain(|_, _| true);
     let quantized = apply(&prepared, &plan)?;
     let report = if opts.report {
-        Some(report::build(&prepared, &quantized, &plan, samples, mixed.as_ref())?)
+        Some(report::build(
+            &prepared,
+            &quantized,
+            &plan,
+            samples,
+            mixed.as_ref(),
+        )?)
     } else {
         None
     };

@@ -213,6 +213,9 @@ pub fn qat_model(prepared: &Graph, plan: &QuantPlan, ranges: RangeMode) -> Resul
     Ok(model)
 }
 
+/// `(value name, range, whether the range is the plan's own)`.
+type EffectiveRange = (String, (f32, f32), bool);
+
 /// The range each activation is quantized at in the integer graph, by value name, with
 /// whether it is the plan's own range (`true`) or implied by the op. Mirrors `apply`'s
 /// parameter rules: pools (NHWC), pad, transpose and reshape-like ops carry their
@@ -223,7 +226,7 @@ fn effective_ranges(
     g: &Graph,
     plan: &QuantPlan,
     act: ActivationFormat,
-) -> Result<Vec<(String, (f32, f32), bool)>> {
+) -> Result<Vec<EffectiveRange>> {
     let mut eff: Vec<Option<((f32, f32), bool)>> = vec![None; g.values.len()];
     for (name, &r) in &plan.ranges {
         let id = g.find_value(name).ok_or_else(|| {
@@ -289,7 +292,11 @@ fn load_train(model: &Model, data: &QatData) -> Result<Dataset> {
 /// Fine-tunes `prepared` with fake quantization emulating `plan` and returns the float
 /// graph with the trained weights and the plan with its final ranges (see the module
 /// doc). Quantize the result with `apply`.
-pub fn fine_tune(prepared: &Graph, plan: &QuantPlan, cfg: &QatConfig) -> Result<(Graph, QuantPlan)> {
+pub fn fine_tune(
+    prepared: &Graph,
+    plan: &QuantPlan,
+    cfg: &QatConfig,
+) -> Result<(Graph, QuantPlan)> {
     fine_tune_with_report(prepared, plan, cfg).map(|(g, p, _)| (g, p))
 }
 
@@ -376,10 +383,9 @@ fn snap_weights(graph: &mut Graph, model: &Model, plan: &QuantPlan) -> Result<()
                 let (ax, group) = blocks(spec, axis);
                 quantize_weights(&w, &t.shape, grid, ax, group)?
             }
-            (None, WeightFormat::Fp16) => w
-                .iter()
-                .map(|&x| half::f16::from_f32(x).to_f32())
-                .collect(),
+            (None, WeightFormat::Fp16) => {
+                w.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+            }
             (None, _) => continue,
         };
         let shape = t.shape.clone();

@@ -49,14 +49,19 @@ pub fn build(
     mixed: Option<&MixedResult>,
 ) -> Result<Report> {
     let samples = &samples[..samples.len().min(REPORT_SAMPLES)];
-    let runs: Vec<(Vec<Option<Tensor>>, Vec<Option<Tensor>>)> = samples
+    // (float values, integer values) per sample, indexed by value id.
+    type Run = (Vec<Option<Tensor>>, Vec<Option<Tensor>>);
+    let runs: Vec<Run> = samples
         .par_iter()
         .map(|s| Ok((run_all(prepared, s)?, run_all(quantized, s)?)))
         .collect::<Result<_>>()?;
-    let weighted: std::collections::HashMap<usize, usize> = weighted_nodes(prepared).into_iter().collect();
+    let weighted: std::collections::HashMap<usize, usize> =
+        weighted_nodes(prepared).into_iter().collect();
     let mut layers = Vec::new();
     for (ni, n) in prepared.nodes.iter().enumerate() {
-        let Some(&o) = n.outputs.first() else { continue };
+        let Some(&o) = n.outputs.first() else {
+            continue;
+        };
         let oname = &prepared.values[o].name;
         let qid = quantized.find_value(oname);
         let quant = qid.and_then(|q| quantized.values[q].quant.clone());
@@ -73,13 +78,18 @@ pub fn build(
         });
         let (wf, wsq) = match weighted.get(&ni) {
             Some(&w) => {
-                let spec = plan.weights.get(&prepared.values[w].name).copied().unwrap_or(DEFAULT_WEIGHT);
+                let spec = plan
+                    .weights
+                    .get(&prepared.values[w].name)
+                    .copied()
+                    .unwrap_or(DEFAULT_WEIGHT);
                 let t = prepared.values[w].data.as_ref().expect("const");
                 let v = t.as_f32()?;
                 let sq = match spec.format {
                     WeightFormat::Float => f64::INFINITY,
                     WeightFormat::Fp16 => {
-                        let h: Vec<f32> = v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+                        let h: Vec<f32> =
+                            v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
                         sqnr_db(v, &h)
                     }
                     _ => {
@@ -140,11 +150,13 @@ pub fn render(r: &Report) -> String {
             i,
             name,
             l.op,
-            l.range.map_or("-".into(), |(a, b)| format!("[{a:.3}, {b:.3}]")),
+            l.range
+                .map_or("-".into(), |(a, b)| format!("[{a:.3}, {b:.3}]")),
             l.scale.map_or("-".into(), |v| format!("{v:.3e}")),
             l.zero_point.map_or("-".into(), |v| v.to_string()),
             db(l.activation_sqnr_db),
-            l.weight_format.map_or("-".into(), |f| format!("{f:?}").to_lowercase()),
+            l.weight_format
+                .map_or("-".into(), |f| format!("{f:?}").to_lowercase()),
             db(l.weight_sqnr_db),
         ));
     }

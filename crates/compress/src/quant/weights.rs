@@ -39,7 +39,7 @@ const MIN_SCALE: f32 = 1e-12;
 
 /// Quantizes `w` (axis 0 has `channels` slices) by `spec`.
 pub fn quantize(w: &[f32], channels: usize, spec: WeightSpec) -> Result<QuantizedWeights> {
-    if channels == 0 || w.len() % channels != 0 {
+    if channels == 0 || !w.len().is_multiple_of(channels) {
         return Err(CompressError::Invalid(format!(
             "{} weights do not split into {channels} channels",
             w.len()
@@ -82,7 +82,9 @@ fn sq_err(g: &[f32], q: &[i8], s: f32) -> f64 {
 
 fn quantize_group(g: &[f32], format: WeightFormat) -> Result<(f32, Vec<i8>)> {
     if g.iter().any(|v| !v.is_finite()) {
-        return Err(CompressError::Invalid("weights contain NaN or infinity".into()));
+        return Err(CompressError::Invalid(
+            "weights contain NaN or infinity".into(),
+        ));
     }
     let absmax = g.iter().fold(0f32, |m, v| m.max(v.abs()));
     if absmax == 0.0 {
@@ -179,7 +181,9 @@ mod tests {
 
     #[test]
     fn int4_error_not_worse_than_plain_max_scaling() {
-        let w: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let w: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
         let q = quantize(&w, 1, spec(WeightFormat::Int4)).unwrap();
         assert!(q.codes.iter().all(|&c| (-7..=7).contains(&c)));
         let absmax = w.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -478,6 +478,50 @@ fn pool_attrs(p: &PoolAttrs, average: bool) -> Vec<AttributeProto> {
     a
 }
 
+/// The node's fused activation (TFLite semantics: a clamp of the quantized output to
+/// the activation's range) changes nothing because the output's quantized range
+/// already lies inside that range.
+fn redundant_activation(g: &Graph, n: &Node) -> bool {
+    let act = match &n.op {
+        Op::Conv(c) => c.activation,
+        Op::FullyConnected { activation, .. } | Op::Binary { activation, .. } => *activation,
+        Op::MaxPool(p) | Op::AveragePool(p) => p.activation,
+        _ => return false,
+    };
+    let (lo, hi) = match act {
+        Activation::None => return false,
+        Activation::Relu => (0.0, f32::INFINITY),
+        Activation::Relu6 => (0.0, 6.0),
+        Activation::ReluN1To1 => (-1.0, 1.0),
+    };
+    let [o] = n.outputs[..] else { return false };
+    let v = &g.values[o];
+    let (Some(q), Some((qmin, qmax))) = (&v.quant, v.dtype.int_range()) else {
+        return false;
+    };
+    if !is_quantized(v) || !q.is_per_tensor() {
+        return false;
+    }
+    let (s, zp) = q.channel(0);
+    // Real values of the smallest and largest representable outputs.
+    let rmin = (qmin - zp) as f64 * s as f64;
+    let rmax = (qmax - zp) as f64 * s as f64;
+    rmin >= lo as f64 && rmax <= hi as f64
+}
+
+fn without_activation(n: &Node) -> Node {
+    let mut n = n.clone();
+    match &mut n.op {
+        Op::Conv(c) => c.activation = Activation::None,
+        Op::FullyConnected { activation, .. } | Op::Binary { activation, .. } => {
+            *activation = Activation::None
+        }
+        Op::MaxPool(p) | Op::AveragePool(p) => p.activation = Activation::None,
+        _ => {}
+    }
+    n
+}
+
 fn is_quantized(v: &Value) -> bool {
     v.quant.is_some() && !v.dtype.is_float()
 }
@@ -723,6 +767,17 @@ impl Ex<'_> {
                 v.name.clone()
             });
         }
+        // A fused activation that the output's quantization already implies (e.g. a
+        // ReLU into int8 with zero point -128) is left out: the QuantizeLinear
+        // saturates to the same values, and onnxruntime only fuses
+        // DequantizeLinear -> Conv -> QuantizeLinear without anything in between.
+        let stripped;
+        let n = if wrap && redundant_activation(g, n) {
+            stripped = without_activation(n);
+            &stripped
+        } else {
+            n
+        };
         self.op(n, &outs, wrap).map_err(|e| match e {
             OnnxError::Model(m) => OnnxError::Node {
                 node: n.name.clone(),

@@ -385,15 +385,17 @@ impl<'g> Writer<'g> {
         self.tensor(id)
     }
 
-    fn opt_input(&mut self, n: &Node, k: usize) -> Result<i32> {
-        match n.input(k) {
-            Some(_) => self.input(n, k),
-            None => Ok(-1),
-        }
-    }
-
     fn fixed_shape(&self, id: ValueId) -> Option<Vec<usize>> {
         self.g.values[id].fixed_shape()
+    }
+
+    /// Fixed size of dimension `i` of a value (the batch may be symbolic).
+    fn dim(&self, id: ValueId, i: usize) -> Option<usize> {
+        let v = &self.g.values[id];
+        match &v.data {
+            Some(t) => t.shape.get(i).copied(),
+            None => v.shape.as_ref()?.get(i)?.fixed(),
+        }
     }
 
     fn rank(&self, id: ValueId) -> Option<usize> {
@@ -793,10 +795,7 @@ impl<'g> Writer<'g> {
         let (kh, kw) = (ws[1], ws[2]);
         let strides = two(&c.strides, "strides")?;
         let dil = two(&c.dilations, "dilations")?;
-        let cin = self
-            .fixed_shape(x)
-            .and_then(|s| s.last().copied())
-            .filter(|&c| c > 0);
+        let cin = self.dim(x, 3).filter(|&c| c > 0);
         let depthwise = c.group > 1 && ws[3] == 1 && cin == Some(c.group);
         let padding = self.padding(n, x, c.auto_pad, &c.pads, [kh, kw], strides, dil)?;
         let xi = match &padding {
@@ -939,10 +938,10 @@ impl<'g> Writer<'g> {
             AutoPad::Valid => return Ok(Pre::Valid),
             AutoPad::SameLower | AutoPad::NotSet => {}
         }
-        let spatial = self
-            .fixed_shape(x)
-            .filter(|s| s.len() == 4)
-            .map(|s| [s[1], s[2]]);
+        let spatial = match (self.rank(x), self.dim(x, 1), self.dim(x, 2)) {
+            (Some(4), Some(h), Some(w)) => Some([h, w]),
+            _ => None,
+        };
         // TFLite SAME: total = max(0, (ceil(in/s) - 1) * s + (k-1)*d + 1 - in), the
         // smaller half at the beginning.
         let same = spatial.map(|sp| {
