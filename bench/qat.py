@@ -43,22 +43,39 @@ def main():
         "release", "examples", "qat_bench"))
     ap.add_argument("--only", choices=sorted(RUNS))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--from-json", metavar="DIR",
+                    help="do not run: read DIR/<run>.json (+ .cmd, .secs) written by earlier "
+                         "runs of the same commands, e.g. started with nohup")
     a = ap.parse_args()
     env = dict(os.environ)
     env.setdefault("EDGEOPT_DATA", os.path.join(ROOT, "..", "shared", "data"))
     results = []
     for key, (title, args) in RUNS.items():
+        args = list(args)
         if a.only and key != a.only:
             continue
         cmd = [a.bin] + args
         t = time.time()
-        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
-        r = json.loads(p.stdout)
+        if a.from_json:
+            path = os.path.join(a.from_json, f"{key}.json")
+            if not os.path.exists(path) or os.path.getsize(path) == 0:
+                print(f"{path}: missing, skipped")
+                continue
+            with open(path) as f:
+                r = json.load(f)
+            with open(os.path.join(a.from_json, f"{key}.cmd")) as f:
+                args = f.read().split()
+            with open(os.path.join(a.from_json, f"{key}.secs")) as f:
+                wall = float(f.read())
+        else:
+            p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
+            r = json.loads(p.stdout)
+            wall = time.time() - t
         r["title"] = title
         r["command"] = " ".join(["target/release/examples/qat_bench"] + args)
-        r["wall_seconds"] = round(time.time() - t, 1)
+        r["wall_seconds"] = round(wall, 1)
         r["target"] = TARGET[key]
         r["meets_target"] = r["qat_integer_accuracy"] >= TARGET[key]
         results.append(r)

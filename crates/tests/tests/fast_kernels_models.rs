@@ -102,7 +102,7 @@ fn check(model: &str, inputs: impl Fn(&Path, &Graph) -> Vec<Tensor>) {
         eprintln!("skipped: no EDGEOPT_DATA");
         return;
     };
-    let g = edgeopt_tflite::import_file(&dir.join(model)).expect("import");
+    let g = edgeopt_tflite::import_file(dir.join(model)).expect("import");
     let xs = inputs(&dir, &g);
     let mut reference = Session::with_kernels(&g, Kernels::Reference);
     let want: Vec<Vec<Tensor>> = xs

@@ -309,27 +309,33 @@ fn mse_range(h: &[f64], lo: f32, hi: f32, levels: usize) -> (f32, f32) {
     }
     let lo0 = lo.min(0.0) as f64;
     let hi0 = hi.max(0.0) as f64;
+    // The two ends are clipped independently (a ReLU-free tensor may have one long tail).
+    let steps: Vec<f64> = (0..=40).map(|k| 1.0 - k as f64 * 0.02).collect();
     let mut best = (f64::INFINITY, (lo, hi));
-    for step in 0..=80 {
-        let alpha = 1.0 - step as f64 * 0.01;
-        let (a, b) = (lo0 * alpha, hi0 * alpha);
-        let scale = (b - a) / (levels - 1) as f64;
-        if scale <= 0.0 {
+    for &al in &steps {
+        if lo0 == 0.0 && al != 1.0 {
             continue;
         }
-        let zp = (-a / scale).round();
-        let mut err = 0.0;
-        for (k, &c) in h.iter().enumerate() {
-            if c == 0.0 {
+        for &ah in &steps {
+            let (a, b) = (lo0 * al, hi0 * ah);
+            let scale = (b - a) / (levels - 1) as f64;
+            if scale <= 0.0 {
                 continue;
             }
-            let x = bin_center(lo, hi, k);
-            let q = ((x / scale).round() + zp).clamp(0.0, (levels - 1) as f64);
-            let d = x - (q - zp) * scale;
-            err += c * d * d;
-        }
-        if err < best.0 {
-            best = (err, (a as f32, b as f32));
+            let zp = (-a / scale).round();
+            let mut err = 0.0;
+            for (k, &c) in h.iter().enumerate() {
+                if c == 0.0 {
+                    continue;
+                }
+                let x = bin_center(lo, hi, k);
+                let q = ((x / scale).round() + zp).clamp(0.0, (levels - 1) as f64);
+                let d = x - (q - zp) * scale;
+                err += c * d * d;
+            }
+            if err < best.0 {
+                best = (err, (a as f32, b as f32));
+            }
         }
     }
     best.1

@@ -95,7 +95,11 @@ impl Requant {
         use std::arch::x86_64::*;
         let n = out.len();
         assert!(acc.len() >= n && self.mult.len() >= n);
-        let main = if std::mem::size_of::<T>() == 1 { n / 8 * 8 } else { 0 };
+        let main = if std::mem::size_of::<T>() == 1 {
+            n / 8 * 8
+        } else {
+            0
+        };
         let ld = |v: &[i32], c: usize| _mm256_loadu_si256(v.as_ptr().add(c) as *const __m256i);
         let ldu = |v: &[u32], c: usize| _mm256_loadu_si256(v.as_ptr().add(c) as *const __m256i);
         let (zp, lo, hi) = (
@@ -124,7 +128,8 @@ impl Requant {
                 _mm256_add_epi32(_mm256_srav_epi32(h, right), bit)
             } else {
                 let mask = ld(&self.mask, c);
-                let thr = _mm256_add_epi32(_mm256_srai_epi32::<1>(mask), _mm256_srli_epi32::<31>(h));
+                let thr =
+                    _mm256_add_epi32(_mm256_srai_epi32::<1>(mask), _mm256_srli_epi32::<31>(h));
                 let up = _mm256_cmpgt_epi32(_mm256_and_si256(h, mask), thr);
                 _mm256_sub_epi32(_mm256_srav_epi32(h, right), up)
             };
