@@ -39,7 +39,7 @@ fn model_and_inputs(data: &Path, which: &str) -> (Graph, Vec<u8>) {
         "kws" => samples::KWS,
         _ => samples::AD,
     };
-    let g = edgeopt_tflite::import_file(&data.join(rel)).expect("import");
+    let g = edgeopt_tflite::import_file(data.join(rel)).expect("import");
     let inputs = match which {
         "ic" => {
             let rows = samples::ic_perf_rows(data).unwrap();
@@ -189,7 +189,7 @@ fn qemu_ic_accuracy_200_perf_samples() {
     if !toolchain() {
         return;
     }
-    let g = edgeopt_tflite::import_file(&data.join(samples::IC)).unwrap();
+    let g = edgeopt_tflite::import_file(data.join(samples::IC)).unwrap();
     let rows = samples::ic_perf_rows(&data).unwrap();
     assert_eq!(rows.len(), 200);
     let labels = samples::cifar_labels(&data).unwrap();
@@ -242,7 +242,7 @@ fn qemu_ic_accuracy_200_perf_samples() {
 #[test]
 fn ic_fits_cortex_m4_budget() {
     let Some(data) = data_dir() else { return };
-    let g = edgeopt_tflite::import_file(&data.join(samples::IC)).unwrap();
+    let g = edgeopt_tflite::import_file(data.join(samples::IC)).unwrap();
     let work = scratch_dir("codegen_mcu/ic-fit");
     let gen = generate(&g, "cortex-m4", &work.join("gen"));
     let plan = edgeopt_runtime::planner::plan_for_batch(&g, 1).unwrap();

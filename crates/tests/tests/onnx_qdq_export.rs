@@ -79,7 +79,12 @@ fn cifar(dir: &Path, g: &Graph) -> (Tensor, Vec<i64>) {
         .collect();
     let samples = idx
         .iter()
-        .map(|&i| px[i * per..(i + 1) * per].iter().map(|&p| quantize(p as f32, s, z)).collect())
+        .map(|&i| {
+            px[i * per..(i + 1) * per]
+                .iter()
+                .map(|&p| quantize(p as f32, s, z))
+                .collect()
+        })
         .collect();
     let labels = idx.iter().map(|&i| y.data.get_i64(i)).collect();
     (stack(samples, &sample_shape(g)), labels)
@@ -103,7 +108,9 @@ fn kws_inputs(g: &Graph) -> Tensor {
     let shape = sample_shape(g);
     let n: usize = shape.iter().product();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b7773);
-    let samples = (0..50).map(|_| (0..n).map(|_| rng.gen::<i8>()).collect()).collect();
+    let samples = (0..50)
+        .map(|_| (0..n).map(|_| rng.gen::<i8>()).collect())
+        .collect();
     stack(samples, &shape)
 }
 
@@ -121,9 +128,7 @@ fn rows(batch: &Tensor, start: usize, end: usize) -> Tensor {
 fn edgeopt_int8(g: &Graph, batch: &Tensor) -> Vec<i64> {
     let outs: Vec<Vec<i64>> = (0..batch.shape[0])
         .into_par_iter()
-        .map(|i| {
-            edgeopt_runtime::run(g, &[rows(batch, i, i + 1)]).expect("run")[0].to_i64_vec()
-        })
+        .map(|i| edgeopt_runtime::run(g, &[rows(batch, i, i + 1)]).expect("run")[0].to_i64_vec())
         .collect();
     outs.concat()
 }
@@ -157,9 +162,18 @@ struct Diff {
 fn diff(a: &[i64], b: &[i64]) -> Diff {
     assert_eq!(a.len(), b.len(), "output sizes");
     Diff {
-        max: a.iter().zip(b).map(|(x, y)| (x - y).abs()).max().unwrap_or(0),
+        max: a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .max()
+            .unwrap_or(0),
         differ: a.iter().zip(b).filter(|(x, y)| x != y).count(),
-        near: a.iter().zip(b).filter(|(x, y)| (**x - **y).abs() <= NEAR_STEPS).count(),
+        near: a
+            .iter()
+            .zip(b)
+            .filter(|(x, y)| (**x - **y).abs() <= NEAR_STEPS)
+            .count(),
         total: a.len(),
     }
 }

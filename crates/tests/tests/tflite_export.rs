@@ -60,7 +60,12 @@ fn inputs_for(dir: &Path, stem: &str, g: &Graph) -> Tensor {
         // Class-sorted file (1000 per class): 5 images of each class.
         (0..10)
             .flat_map(|c| (0..5).map(move |k| c * 1000 + k * 173))
-            .map(|i| px[i * per..(i + 1) * per].iter().map(|&p| p as f32).collect())
+            .map(|i| {
+                px[i * per..(i + 1) * per]
+                    .iter()
+                    .map(|&p| p as f32)
+                    .collect()
+            })
             .collect()
     } else if stem.starts_with("ad01") {
         let bytes = std::fs::read(dir.join(AD_SAMPLE)).expect("read AD sample");
@@ -87,7 +92,9 @@ fn inputs_for(dir: &Path, stem: &str, g: &Graph) -> Tensor {
     let data = match (v.dtype, input_quant(g)) {
         (DType::F32, _) => TensorData::F32(flat),
         // The int8 ResNet takes pixel - 128 (scale 1, zero point -128).
-        (DType::I8, Some((s, z))) => TensorData::I8(flat.iter().map(|&x| quantize(x, s, z)).collect()),
+        (DType::I8, Some((s, z))) => {
+            TensorData::I8(flat.iter().map(|&x| quantize(x, s, z)).collect())
+        }
         (d, _) => panic!("unexpected input dtype {d}"),
     };
     Tensor::new(shape, data).unwrap()
@@ -96,7 +103,13 @@ fn inputs_for(dir: &Path, stem: &str, g: &Graph) -> Tensor {
 fn litert(model: &Path, inputs: &Path, out: &Path) -> Tensor {
     run_oracle(
         "litert_run.py",
-        &[model, inputs, out, Path::new("--resolver"), Path::new("builtin")],
+        &[
+            model,
+            inputs,
+            out,
+            Path::new("--resolver"),
+            Path::new("builtin"),
+        ],
     );
     edgeopt_npy::read(out).expect("LiteRT output")
 }
@@ -222,11 +235,7 @@ fn mlperf_models_round_trip_through_tflite_export() {
 /// Rewrites every int8 per-channel weight of conv / fully-connected nodes with
 /// `f(weights of one output channel, scale) -> (new values, new scale)`, stored as
 /// `dtype`; the int32 bias is rescaled to the new `input_scale * weight_scale`.
-fn rewrite_weights(
-    g: &mut Graph,
-    dtype: DType,
-    f: impl Fn(&[i8], f32) -> (Vec<i8>, f32),
-) -> usize {
+fn rewrite_weights(g: &mut Graph, dtype: DType, f: impl Fn(&[i8], f32) -> (Vec<i8>, f32)) -> usize {
     let mut count = 0;
     for ni in 0..g.nodes.len() {
         let n = g.nodes[ni].clone();
@@ -280,7 +289,9 @@ fn rewrite_weights(
                 .collect();
             let len = new.len();
             bv.data = Some(Tensor::new(vec![len], TensorData::I32(new)).unwrap());
-            let scales: Vec<f32> = (0..len).map(|c| in_scale * new_scales[c.min(m - 1)]).collect();
+            let scales: Vec<f32> = (0..len)
+                .map(|c| in_scale * new_scales[c.min(m - 1)])
+                .collect();
             bv.quant = Some(QuantParams::per_axis(scales, vec![0; len], 0));
         }
         count += 1;
@@ -303,16 +314,29 @@ fn to_int4(g: &mut Graph) -> usize {
 /// the mean magnitude of the kept weights.
 fn to_ternary(g: &mut Graph) -> usize {
     rewrite_weights(g, DType::I8, |w, s| {
-        let max = w.iter().map(|&x| (x as i32).abs()).max().unwrap_or(0).max(1) as f32;
+        let max = w
+            .iter()
+            .map(|&x| (x as i32).abs())
+            .max()
+            .unwrap_or(0)
+            .max(1) as f32;
         let keep: Vec<i8> = w
             .iter()
-            .map(|&x| if (x as f32).abs() > max / 2.0 { x.signum() } else { 0 })
+            .map(|&x| {
+                if (x as f32).abs() > max / 2.0 {
+                    x.signum()
+                } else {
+                    0
+                }
+            })
             .collect();
         let (sum, cnt) = w
             .iter()
             .zip(&keep)
             .filter(|(_, &k)| k != 0)
-            .fold((0f32, 0usize), |(a, n), (&x, _)| (a + (x as f32).abs(), n + 1));
+            .fold((0f32, 0usize), |(a, n), (&x, _)| {
+                (a + (x as f32).abs(), n + 1)
+            });
         let mag = if cnt > 0 { sum / cnt as f32 } else { max };
         (keep, s * mag)
     })
@@ -334,7 +358,10 @@ fn to_fp16(g: &mut Graph) -> usize {
         let Ok(f) = t.as_f32() else { continue };
         let h: Vec<half::f16> = f.iter().map(|&x| half::f16::from_f32(x)).collect();
         let name = format!("{}/fp16", g.values[w].name);
-        let c = g.add_const(name, Tensor::new(t.shape.clone(), TensorData::F16(h)).unwrap());
+        let c = g.add_const(
+            name,
+            Tensor::new(t.shape.clone(), TensorData::F16(h)).unwrap(),
+        );
         let wv = &mut g.values[w];
         wv.data = None;
         // The Dequantize output keeps the weight's name and shape.
@@ -411,7 +438,10 @@ fn low_bit_weights_export_to_tflite_and_run_in_litert() {
         assert_same_graph(what, &g, &back, false);
         if what == "fp16" {
             // Float kernels sum in different orders: equal within float rounding.
-            assert!(max_diff <= 1e-5, "{what}: max |edgeopt - LiteRT| = {max_diff}");
+            assert!(
+                max_diff <= 1e-5,
+                "{what}: max |edgeopt - LiteRT| = {max_diff}"
+            );
         } else {
             assert_eq!(max_diff, 0.0, "{what}: edgeopt and LiteRT differ");
         }

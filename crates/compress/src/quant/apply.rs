@@ -16,7 +16,8 @@
 //!   runs in float between a `Dequantize` of its inputs and a `Quantize` of its outputs.
 //! - [`ActivationFormat::Fp16`]: every activation and weight in f16 (no integer
 //!   kernels); [`ActivationFormat::Float`]: f32 activations with fp16 weights stored as
-//!   F16 constants dequantized at load (TFLite's fp16 scheme).
+//!   F16 constants widened by a Cast at load (TFLite's fp16 scheme, which writes a
+//!   DEQUANTIZE there; the runtime has no f16 Dequantize kernel yet).
 
 use super::prepare::weighted_nodes;
 use super::util::{compact, fresh_name};
@@ -59,7 +60,7 @@ fn spec_of(plan: &QuantPlan, g: &Graph, w: ValueId) -> WeightSpec {
 }
 
 /// f32 activations; weights stored as the plan says in float formats (Fp16 → F16
-/// constant + Dequantize); integer weight formats are an error here.
+/// constant + Cast to f32); integer weight formats are an error here.
 fn float_weights_only(prepared: &Graph, plan: &QuantPlan) -> Result<Graph> {
     let mut g = prepared.clone();
     let mut nodes = Vec::new();
@@ -83,7 +84,9 @@ fn float_weights_only(prepared: &Graph, plan: &QuantPlan) -> Result<Graph> {
                     g.values[out].shape = g.values[w].shape.clone();
                     nodes.push(Node {
                         name: g.values[out].name.clone(),
-                        op: Op::Dequantize,
+                        // The runtime has no f16 Dequantize kernel; Cast is the same
+                        // widening (TFLite's scheme writes DEQUANTIZE here).
+                        op: Op::Cast { to: DType::F32 },
                         inputs: vec![Some(hid)],
                         outputs: vec![out],
                     });
@@ -373,7 +376,9 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                         g.add_value(name.clone(), DType::F32, prepared.values[w].shape.clone());
                     nodes.push(Node {
                         name,
-                        op: Op::Dequantize,
+                        // The runtime has no f16 Dequantize kernel; Cast is the same
+                        // widening (TFLite's scheme writes DEQUANTIZE here).
+                        op: Op::Cast { to: DType::F32 },
                         inputs: vec![Some(hid)],
                         outputs: vec![wf],
                     });

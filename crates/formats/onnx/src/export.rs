@@ -10,7 +10,12 @@
 //!   through DequantizeLinear, the op runs in float, and each quantized result goes
 //!   through QuantizeLinear (how ONNX Runtime expects quantized models; it fuses the
 //!   pattern into integer kernels). Hybrid models (float activations, int8 weights)
-//!   only get the DequantizeLinear on their weights.
+//!   only get the DequantizeLinear on their weights. For quantized NHWC convs and
+//!   pools the layout Transposes run on the int8 tensors, outside the
+//!   DequantizeLinear -> op -> QuantizeLinear group, and a fused activation that the
+//!   output's quantized range already implies (ReLU into zero point -128) is left
+//!   out, so onnxruntime sees the pattern it fuses. int4 weights become INT4
+//!   initializers with DequantizeLinear (opset 21); f16 weights a Cast.
 
 use crate::error::{OnnxError, Result};
 use crate::fold::cast;
@@ -488,9 +493,9 @@ fn redundant_activation(g: &Graph, n: &Node) -> bool {
         Op::MaxPool(p) | Op::AveragePool(p) => p.activation,
         _ => return false,
     };
-    let (lo, hi) = match act {
+    let (lo, hi): (f64, f64) = match act {
         Activation::None => return false,
-        Activation::Relu => (0.0, f32::INFINITY),
+        Activation::Relu => (0.0, f64::INFINITY),
         Activation::Relu6 => (0.0, 6.0),
         Activation::ReluN1To1 => (-1.0, 1.0),
     };
@@ -506,7 +511,7 @@ fn redundant_activation(g: &Graph, n: &Node) -> bool {
     // Real values of the smallest and largest representable outputs.
     let rmin = (qmin - zp) as f64 * s as f64;
     let rmax = (qmax - zp) as f64 * s as f64;
-    rmin >= lo as f64 && rmax <= hi as f64
+    rmin >= lo && rmax <= hi
 }
 
 fn without_activation(n: &Node) -> Node {

@@ -195,7 +195,10 @@ impl<'g> Writer<'g> {
                 let c = &g.nodes[c];
                 matches!(c.op, Op::Conv(_) | Op::FullyConnected { .. })
                     && c.input(1) == Some(y)
-                    && c.inputs.iter().enumerate().all(|(k, i)| k == 1 || *i != Some(y))
+                    && c.inputs
+                        .iter()
+                        .enumerate()
+                        .all(|(k, i)| k == 1 || *i != Some(y))
             });
             if all_weights {
                 self.hybrid.insert(y, x);
@@ -419,11 +422,7 @@ impl<'g> Writer<'g> {
                 activation,
                 keep_num_dims,
             } => {
-                let ins = vec![
-                    self.input(n, 0)?,
-                    self.input(n, 1)?,
-                    self.bias(n, 2, None)?,
-                ];
+                let ins = vec![self.input(n, 0)?, self.input(n, 1)?, self.bias(n, 2, None)?];
                 let opts = s::FullyConnectedOptions {
                     fused_activation_function: act(*activation),
                     keep_num_dims: *keep_num_dims,
@@ -789,9 +788,12 @@ impl<'g> Writer<'g> {
         let x = n.input(0).ok_or_else(|| invalid("input is missing"))?;
         let w = n.input(1).ok_or_else(|| invalid("weights are missing"))?;
         let w_raw = self.hybrid.get(&w).copied().unwrap_or(w);
-        let ws = self.fixed_shape(w_raw).filter(|s| s.len() == 4).ok_or_else(|| {
-            unsupported("2-D convolution with 4-D weights of fixed shape is required")
-        })?;
+        let ws = self
+            .fixed_shape(w_raw)
+            .filter(|s| s.len() == 4)
+            .ok_or_else(|| {
+                unsupported("2-D convolution with 4-D weights of fixed shape is required")
+            })?;
         let (kh, kw) = (ws[1], ws[2]);
         let strides = two(&c.strides, "strides")?;
         let dil = two(&c.dilations, "dilations")?;
@@ -905,11 +907,7 @@ impl<'g> Writer<'g> {
             filter_height: dim_i32(k[0])?,
             fused_activation_function: act(p.activation),
         };
-        let b = if max {
-            B::MaxPool2d
-        } else {
-            B::AveragePool2d
-        };
+        let b = if max { B::MaxPool2d } else { B::AveragePool2d };
         self.op(
             b,
             vec![xi],
@@ -966,7 +964,9 @@ impl<'g> Writer<'g> {
                         .map(|&v| v as i64)
                         .collect(),
                 )),
-                None => Err(unsupported("SAME_LOWER padding on an input of unknown shape")),
+                None => Err(unsupported(
+                    "SAME_LOWER padding on an input of unknown shape",
+                )),
             };
         }
         if pads.iter().all(|&p| p == 0) {
@@ -1165,9 +1165,7 @@ impl<'g> Writer<'g> {
             (ResizeMode::Nearest, CoordTransform::TfHalfPixelForNn, NearestMode::Floor) => {
                 (false, true)
             }
-            (ResizeMode::Nearest, CoordTransform::Asymmetric, NearestMode::Floor) => {
-                (false, false)
-            }
+            (ResizeMode::Nearest, CoordTransform::Asymmetric, NearestMode::Floor) => (false, false),
             (ResizeMode::Linear, CoordTransform::AlignCorners, _) => (true, false),
             (ResizeMode::Linear, CoordTransform::HalfPixel, _) => (false, true),
             (ResizeMode::Linear, CoordTransform::Asymmetric, _) => (false, false),
@@ -1356,7 +1354,12 @@ mod tests {
         let x = g.add_value(
             "x",
             DType::F32,
-            Some(vec![Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(4)]),
+            Some(vec![
+                Dim::Fixed(1),
+                Dim::Fixed(2),
+                Dim::Fixed(4),
+                Dim::Fixed(4),
+            ]),
         );
         let w = g.add_const(
             "w",
