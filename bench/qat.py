@@ -79,7 +79,7 @@ def main():
         r["target"] = TARGET[key]
         r["meets_target"] = r["qat_integer_accuracy"] >= TARGET[key]
         results.append(r)
-        print(f"{title}: QAT integer {100 * r['qat_integer_accuracy']:.2}%", flush=True)
+        print(f"{title}: QAT integer {100 * r['qat_integer_accuracy']:.2f}%", flush=True)
     date = datetime.date.today().isoformat()
     suffix = f"-{a.only}" if a.only else ""
     meta = {"date": date, "machine": platform.processor() or platform.machine(),
@@ -94,7 +94,8 @@ def main():
              f"Machine: {meta['machine']}, {meta['cpus']} cores, 2 training threads. "
              "Accuracies on the full test sets (10,000 images). `fake` = fake-quant in the "
              "training engine, `int` = the integer graph of `apply` on edgeopt's integer "
-             "kernels.", "",
+             "kernels. Throughput/seconds were measured while other builds loaded the 2-core "
+             "machine (load 6-15): indicative only.", "",
              "| run | float | PTQ fake | PTQ int | QAT fake | QAT int | fake−int (pt) | QAT s | target |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:

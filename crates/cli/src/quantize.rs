@@ -11,6 +11,7 @@ use crate::eval::{evaluate, prepare, DataLayout, EvalConfig, EvalReport};
 use crate::load_model;
 use anyhow::{anyhow, bail, Context, Result};
 use edgeopt_compress::quant::ptq::{self, PtqOptions, PtqResult};
+use edgeopt_compress::quant::qat::{self, QatConfig, QatData};
 use edgeopt_compress::quant::report::render;
 use edgeopt_compress::quant::{
     weight_size, ActivationFormat, CalibMethod, Granularity, WeightFormat, WeightSpec,
@@ -300,12 +301,55 @@ pub fn export(graph: &Graph, path: &Path) -> Result<()> {
     }
 }
 
-/// Runs QAT when asked (the QAT helper's `fine_tune`), then re-applies the plan.
-fn maybe_qat(args: &QuantizeArgs, _r: &mut PtqResult) -> Result<()> {
-    let Some(_epochs) = args.qat else {
+/// Runs QAT when asked: fine-tunes the prepared graph with fake quantization that
+/// emulates the PTQ plan exactly (initialized from it), then re-applies the plan.
+fn maybe_qat(args: &QuantizeArgs, r: &mut PtqResult) -> Result<()> {
+    let Some(epochs) = args.qat else {
         return Ok(());
     };
-    bail!("--qat is not wired into `edgeopt quantize` yet; run PTQ alone, or the QAT flow from the library (edgeopt_compress::quant::qat)")
+    let train = args
+        .train
+        .as_ref()
+        .ok_or_else(|| anyhow!("--qat needs --train DATA"))?;
+    let data = if train.is_dir() {
+        QatData::Dir(train.clone())
+    } else {
+        let labels = args.train_labels.as_ref().ok_or_else(|| {
+            anyhow!(
+                "--train {} is a file: give its labels with --train-labels",
+                train.display()
+            )
+        })?;
+        let input = r
+            .prepared
+            .inputs
+            .first()
+            .map(|&v| &r.prepared.values[v])
+            .ok_or_else(|| anyhow!("the model has no input"))?;
+        let shape = input
+            .fixed_shape()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| anyhow!("--qat needs a model input of fixed shape"))?;
+        QatData::Loaded(
+            edgeopt_train::data::load_pair(train, labels, &shape[1..])
+                .with_context(|| format!("cannot load --train {}", train.display()))?,
+        )
+    };
+    // Ternary/binary weights move far from the float ones and need a larger step than
+    // a gentle int8/int4 fine-tune (the rates measured in bench/results/qat-*.md).
+    let low_bit = r
+        .plan
+        .weights
+        .values()
+        .any(|w| matches!(w.format, WeightFormat::Ternary | WeightFormat::Binary));
+    let lr = if low_bit { 1e-3 } else { 1e-4 };
+    let mut cfg = QatConfig::new(epochs, lr, data);
+    cfg.progress = true;
+    let (tuned, plan) = qat::fine_tune(&r.prepared, &r.plan, &cfg)?;
+    r.quantized = edgeopt_compress::quant::apply(&tuned, &plan)?;
+    r.prepared = tuned;
+    r.plan = plan;
+    Ok(())
 }
 
 /// The whole command; returns the summary (and prints the report when asked).
