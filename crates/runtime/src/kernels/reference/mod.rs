@@ -95,6 +95,8 @@ fn computes_in_f32(op: &Op) -> bool {
             | Op::Shape
             | Op::Cast { .. }
             | Op::Where
+            // Dequantize of f16 is the widening itself (below).
+            | Op::Dequantize
     )
 }
 
@@ -184,6 +186,11 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
         )?),
         Op::Resize(a) => one(resize::resize(a, req(inputs, 0)?, out)?),
         Op::Cast { to } => one(cast::cast(req(inputs, 0)?, *to)?),
+        // TFLite's fp16 weight scheme: a FLOAT16 constant feeding DEQUANTIZE, which is
+        // an exact widening to f32 (no quantization parameters involved).
+        Op::Dequantize if req(inputs, 0)?.dtype() == DType::F16 => {
+            one(cast::cast(req(inputs, 0)?, DType::F32)?)
+        }
         Op::QuantizeLinear { .. }
         | Op::DequantizeLinear { .. }
         | Op::QLinearConv(_)

@@ -299,3 +299,20 @@ fn quantized_ops_are_refused_clearly() {
         .to_string();
     assert!(e.contains("quantized"), "{e}");
 }
+
+#[test]
+fn dequantize_of_f16_widens_exactly() {
+    // TFLite fp16 weights: FLOAT16 constant -> DEQUANTIZE -> f32.
+    let vals = [0.1f32, -3.75, 65504.0];
+    let x = Tensor::new(
+        vec![3],
+        TensorData::F16(vals.iter().map(|&v| half::f16::from_f32(v)).collect()),
+    )
+    .unwrap();
+    let y = run1(Op::Dequantize, vec![x], DType::F32).unwrap();
+    let want: Vec<f32> = vals
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
+    assert_eq!(y.data, TensorData::F32(want));
+}
