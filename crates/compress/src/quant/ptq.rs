@@ -62,7 +62,7 @@ pub fn run(graph: &Graph, samples: &[Vec<Tensor>], opts: &PtqOptions) -> Result<
         opts.activations,
         ActivationFormat::Int8 | ActivationFormat::Int16
     );
-    let (mut plan, mixed) = match opts.budget {
+    let (plan, mixed) = match opts.budget {
         Some(budget) => {
             let base =
                 QuantPlan::uniform(&prepared, super::DEFAULT_WEIGHT, opts.activations, ranges);
@@ -77,8 +77,6 @@ pub fn run(graph: &Graph, samples: &[Vec<Tensor>], opts: &PtqOptions) -> Result<
     if opts.bias_correction && integer {
         equalize::correct_bias(&mut prepared, &plan, &obs)?;
     }
-    // Keep the plan's ranges for values bias correction did not rename.
-    plan.ranges.retain(|_, _| true);
     let quantized = apply(&prepared, &plan)?;
     let report = if opts.report {
         Some(report::build(
