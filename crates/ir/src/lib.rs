@@ -6,6 +6,7 @@
 
 pub mod dtype;
 pub mod error;
+pub mod fsutil;
 pub mod graph;
 pub mod op;
 pub mod shape;
@@ -14,6 +15,7 @@ pub mod tensor;
 
 pub use dtype::{DType, QuantParams};
 pub use error::{IrError, Result};
+pub use fsutil::write_atomic;
 pub use graph::{Dim, Graph, Node, Source, Value, ValueId};
 pub use op::*;
 pub use tensor::{checked_numel, Tensor, TensorData};

@@ -7,7 +7,7 @@
 
 use edgeopt_ir::{checked_numel, DType, Tensor, TensorData};
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -257,25 +257,7 @@ pub fn to_bytes(t: &Tensor) -> Vec<u8> {
 /// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename, so
 /// a failure never leaves a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    edgeopt_ir::write_atomic(path, bytes)
 }
 
 /// Writes a tensor as `.npy` atomically.

@@ -52,27 +52,9 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>> {
 pub fn export_file(graph: &Graph, path: impl AsRef<Path>) -> Result<()> {
     let bytes = export(graph)?;
     let path = path.as_ref();
-    let io = |source: std::io::Error| TfliteError::Io {
+    edgeopt_ir::write_atomic(path, &bytes).map_err(|source| TfliteError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io(std::io::Error::other("not a file path")))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
     })
 }
 
