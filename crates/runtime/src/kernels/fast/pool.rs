@@ -7,8 +7,7 @@ use super::{out_buffer, Isa, Prepared};
 use crate::error::Result;
 use crate::kernels::quantized::common::{activation_range, input, per_tensor, QInt};
 use crate::kernels::quantized::conv::{window_axes, Axis};
-use crate::kernels::quantized::fixedpoint::rounding_div_away;
-use crate::kernels::quantized::pool::tflite_pool;
+use crate::kernels::quantized::pool::{pool_windows, tflite_pool};
 use crate::kernels::NodeCtx;
 use edgeopt_ir::{Layout, PoolAttrs, Tensor};
 use std::marker::PhantomData;
@@ -129,11 +128,13 @@ fn pool<T: QInt>(
     acc: &mut [i32],
     y: &mut [T],
 ) {
+    // The reference loop itself; windows entirely in the padding were sent to the
+    // reference kernel when the geometry was prepared, so the result is always true.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn body<T: QInt>(
         is_max: bool,
-        (min, max): (i32, i32),
+        range: (i32, i32),
         xs: &[usize],
         ay: Axis,
         ax: Axis,
@@ -141,46 +142,7 @@ fn pool<T: QInt>(
         acc: &mut [i32],
         y: &mut [T],
     ) {
-        let (n, h, w, c) = (xs[0], xs[1], xs[2], xs[3]);
-        let mut yrows = y.chunks_exact_mut(c.max(1));
-        for b in 0..n {
-            for oy in 0..ay.output {
-                let y0 = (oy * ay.stride) as isize - ay.pad_begin as isize;
-                let ys = y0.max(0) as usize;
-                let ye = ((y0 + ay.kernel as isize).min(h as isize)).max(0) as usize;
-                for ox in 0..ax.output {
-                    let x0 = (ox * ax.stride) as isize - ax.pad_begin as isize;
-                    let xs = x0.max(0) as usize;
-                    let xe = ((x0 + ax.kernel as isize).min(w as isize)).max(0) as usize;
-                    let count = (ye.saturating_sub(ys) * xe.saturating_sub(xs)) as i32;
-                    acc.fill(if is_max { i32::MIN } else { 0 });
-                    for iy in ys..ye {
-                        for ix in xs..xe {
-                            let base = ((b * h + iy) * w + ix) * c;
-                            let row = &xv[base..base + c];
-                            if is_max {
-                                for (a, &v) in acc.iter_mut().zip(row) {
-                                    *a = (*a).max(v.to_i32());
-                                }
-                            } else {
-                                for (a, &v) in acc.iter_mut().zip(row) {
-                                    *a += v.to_i32();
-                                }
-                            }
-                        }
-                    }
-                    let Some(yr) = yrows.next() else { return };
-                    for (o, &a) in yr.iter_mut().zip(&*acc) {
-                        let v = if is_max {
-                            a
-                        } else {
-                            rounding_div_away(a, count)
-                        };
-                        *o = T::from_i32(v.clamp(min, max));
-                    }
-                }
-            }
-        }
+        pool_windows(is_max, range, xs, ay, ax, xv, acc, y);
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]

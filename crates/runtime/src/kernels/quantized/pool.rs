@@ -6,7 +6,7 @@
 
 use super::super::NodeCtx;
 use super::common::*;
-use super::conv::window_axes;
+use super::conv::{window_axes, Axis};
 use super::fixedpoint::rounding_div_away;
 use crate::error::Result;
 use edgeopt_ir::{Layout, PoolAttrs, Tensor};
@@ -46,12 +46,36 @@ pub fn tflite_pool<T: QInt>(
         a.ceil_mode,
     )?;
     let (ay, ax) = (axes[0], axes[1]);
-    let (min, max) = activation_range::<T>(a.activation, qy);
+    let range = activation_range::<T>(a.activation, qy);
     let xv = data::<T>(ctx, x, "input")?;
     let shape = vec![n, ay.output, ax.output, c];
     let total = numel(ctx, &shape)?;
-    let mut out = Vec::with_capacity(total);
+    let mut out = vec![T::from_i32(0); total];
     let mut acc = vec![0i32; c];
+    if !pool_windows(is_max, range, &x.shape, ay, ax, xv, &mut acc, &mut out) {
+        return Err(ctx.error("pooling window lies entirely in the padding"));
+    }
+    Ok(vec![make(shape, out)])
+}
+
+/// The window loop over an NHWC input of shape `xs`, writing `y` (`[n, oy, ox, c]`)
+/// and using `acc` (`c` accumulators). Shared with the fast kernel, which compiles it
+/// with the vector instruction set enabled. Returns false when a window lies entirely
+/// in the padding (no element to average).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pool_windows<T: QInt>(
+    is_max: bool,
+    (min, max): (i32, i32),
+    xs: &[usize],
+    ay: Axis,
+    ax: Axis,
+    xv: &[T],
+    acc: &mut [i32],
+    y: &mut [T],
+) -> bool {
+    let (n, h, w, c) = (xs[0], xs[1], xs[2], xs[3]);
+    let mut yrows = y.chunks_exact_mut(c.max(1));
     for b in 0..n {
         for oy in 0..ay.output {
             let y0 = (oy * ay.stride) as isize - ay.pad_begin as isize;
@@ -63,7 +87,7 @@ pub fn tflite_pool<T: QInt>(
                 let xe = ((x0 + ax.kernel as isize).min(w as isize)).max(0) as usize;
                 let count = (ye.saturating_sub(ys) * xe.saturating_sub(xs)) as i32;
                 if count == 0 {
-                    return Err(ctx.error("pooling window lies entirely in the padding"));
+                    return false;
                 }
                 acc.fill(if is_max { i32::MIN } else { 0 });
                 for iy in ys..ye {
@@ -81,17 +105,18 @@ pub fn tflite_pool<T: QInt>(
                         }
                     }
                 }
+                let Some(yr) = yrows.next() else { return true };
                 // The divisor counts only in-bounds elements (TFLite excludes padding).
-                out.extend(acc.iter().map(|&a| {
+                for (o, &a) in yr.iter_mut().zip(&*acc) {
                     let v = if is_max {
                         a
                     } else {
                         rounding_div_away(a, count)
                     };
-                    T::from_i32(v.clamp(min, max))
-                }));
+                    *o = T::from_i32(v.clamp(min, max));
+                }
             }
         }
     }
-    Ok(vec![make(shape, out)])
+    true
 }
