@@ -44,6 +44,15 @@ pub enum ActivationsArg {
     Fp16,
 }
 
+/// Storage type of int8 activations in an ONNX (QDQ) output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnnxActivationsArg {
+    /// uint8 (zero point + 128, same values): onnxruntime's x86 integer kernels.
+    Uint8,
+    /// int8 as quantized (Arm onnxruntime builds run int8 x int8 natively).
+    Int8,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct QuantizeArgs {
     /// Float model (.onnx or .tflite).
@@ -119,6 +128,9 @@ pub struct QuantizeArgs {
     /// Output model (.onnx: QDQ; .tflite).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// How an .onnx output stores int8 activations.
+    #[arg(long, value_enum, default_value_t = OnnxActivationsArg::Uint8)]
+    pub onnx_activations: OnnxActivationsArg,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -136,6 +148,10 @@ pub struct QuantizeSummary {
     pub int8_weight_bytes: usize,
     pub float_accuracy: Option<f64>,
     pub quantized_accuracy: Option<f64>,
+    /// Accuracy of the written file as edgeopt runs it after reading it back: for
+    /// ONNX that is the QDQ semantics (float ops between DequantizeLinear and
+    /// QuantizeLinear, what onnxruntime computes), for TFLite the integer kernels.
+    pub exported_accuracy: Option<f64>,
     pub eval_samples: Option<usize>,
     pub output: Option<String>,
     pub report: Option<String>,
@@ -152,7 +168,31 @@ pub fn parse_granularity(s: &str) -> Result<Granularity> {
     }
 }
 
+/// Parses `edgeopt quantize` arguments alone (the defaults of [`QuantizeArgs::new`]).
+#[derive(clap::Parser)]
+struct QuantizeCli {
+    #[command(flatten)]
+    args: QuantizeArgs,
+}
+
 impl QuantizeArgs {
+    /// The arguments of `edgeopt quantize MODEL --calib CALIB` with every other
+    /// option at its command-line default (for library callers and tests, which then
+    /// change fields with struct update syntax).
+    pub fn new(model: impl Into<PathBuf>, calib: impl Into<PathBuf>) -> Self {
+        use clap::Parser;
+        let (model, calib) = (model.into(), calib.into());
+        let argv = [
+            std::ffi::OsString::from("quantize"),
+            model.into_os_string(),
+            "--calib".into(),
+            calib.into_os_string(),
+        ];
+        QuantizeCli::try_parse_from(argv)
+            .expect("a model and --calib are all quantize requires")
+            .args
+    }
+
     pub fn eval_config(&self) -> EvalConfig {
         EvalConfig {
             scale: self.scale,
@@ -291,10 +331,15 @@ fn eval_on(graph: &Graph, name: &str, args: &QuantizeArgs) -> Result<Option<Eval
 }
 
 /// Writes `graph` to `path` by its extension (each exporter writes atomically).
-pub fn export(graph: &Graph, path: &Path) -> Result<()> {
+pub fn export(graph: &Graph, path: &Path, onnx: OnnxActivationsArg) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("onnx") => edgeopt_onnx::export_file(graph, path)
-            .with_context(|| format!("cannot write {}", path.display())),
+        Some("onnx") => {
+            let opts = edgeopt_onnx::ExportOptions {
+                uint8_activations: onnx == OnnxActivationsArg::Uint8,
+            };
+            edgeopt_onnx::export_file_with(graph, path, &opts)
+                .with_context(|| format!("cannot write {}", path.display()))
+        }
         Some("tflite") => edgeopt_tflite::export_file(graph, path)
             .with_context(|| format!("cannot write {}", path.display())),
         _ => bail!("-o must end in .onnx or .tflite: {}", path.display()),
@@ -303,7 +348,7 @@ pub fn export(graph: &Graph, path: &Path) -> Result<()> {
 
 /// Runs QAT when asked: fine-tunes the prepared graph with fake quantization that
 /// emulates the PTQ plan exactly (initialized from it), then re-applies the plan.
-fn maybe_qat(args: &QuantizeArgs, r: &mut PtqResult) -> Result<()> {
+fn maybe_qat(args: &QuantizeArgs, r: &mut PtqResult, samples: &[Vec<Tensor>]) -> Result<()> {
     let Some(epochs) = args.qat else {
         return Ok(());
     };
@@ -349,6 +394,16 @@ fn maybe_qat(args: &QuantizeArgs, r: &mut PtqResult) -> Result<()> {
     r.quantized = edgeopt_compress::quant::apply(&tuned, &plan)?;
     r.prepared = tuned;
     r.plan = plan;
+    // The report must describe the model that is written, not the PTQ start point.
+    if r.report.is_some() {
+        r.report = Some(edgeopt_compress::quant::report::build(
+            &r.prepared,
+            &r.quantized,
+            &r.plan,
+            samples,
+            r.mixed.as_ref(),
+        )?);
+    }
     Ok(())
 }
 
@@ -369,7 +424,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> Result<QuantizeSummary> {
     let graph = load_model(&args.model)?;
     let samples = load_calibration(args, &graph)?;
     let mut r = ptq::run(&graph, &samples, &opts)?;
-    maybe_qat(args, &mut r)?;
+    maybe_qat(args, &mut r, &samples)?;
     let name = args
         .model
         .file_name()
@@ -377,8 +432,15 @@ pub fn quantize_command(args: &QuantizeArgs) -> Result<QuantizeSummary> {
         .unwrap_or_default();
     let float_eval = eval_on(&graph, &name, args)?;
     let q_eval = eval_on(&r.quantized, &format!("{name} (quantized)"), args)?;
+    let mut exported_eval = None;
     if let Some(o) = &args.output {
-        export(&r.quantized, o)?;
+        export(&r.quantized, o, args.onnx_activations)?;
+        if q_eval.is_some() {
+            let written = load_model(o)
+                .with_context(|| format!("cannot read back {}", o.display()))?;
+            let label = format!("{} (as written)", o.display());
+            exported_eval = eval_on(&written, &label, args)?;
+        }
     }
     let mut report_path = None;
     if let Some(rep) = &r.report {
@@ -412,6 +474,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> Result<QuantizeSummary> {
         int8_weight_bytes: int8,
         float_accuracy: float_eval.as_ref().map(|e| e.accuracy),
         quantized_accuracy: q_eval.as_ref().map(|e| e.accuracy),
+        exported_accuracy: exported_eval.as_ref().map(|e| e.accuracy),
         eval_samples: q_eval.as_ref().map(|e| e.samples),
         output: args.output.as_ref().map(|p| p.display().to_string()),
         report: report_path,
@@ -437,6 +500,11 @@ pub fn render_summary(s: &QuantizeSummary) -> String {
     }
     if let Some(o) = &s.output {
         out.push_str(&format!("wrote {o}\n"));
+        if let Some(e) = s.exported_accuracy {
+            out.push_str(&format!(
+                "top-1 accuracy of {o} as read back (its own format's arithmetic): {e:.2}%\n"
+            ));
+        }
     }
     if let Some(r) = &s.report {
         out.push_str(&format!("wrote {r}\n"));

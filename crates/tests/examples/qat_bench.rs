@@ -14,7 +14,7 @@
 //! both as fake-quant in the training engine and as the integer graph of `apply` on
 //! edgeopt's integer kernels; the difference is the fake-quant/integer gap.
 
-use edgeopt_compress::quant::qat::{self, QatConfig, QatData, QatOptimizer, RangeMode};
+use edgeopt_compress::quant::qat::{self, Distill, QatConfig, QatData, QatOptimizer, RangeMode};
 use edgeopt_compress::quant::{
     self, ActivationFormat, CalibMethod, Granularity, QuantPlan, WeightFormat, WeightSpec,
 };
@@ -128,6 +128,12 @@ fn run(r: Run, args: &[String], lr_default: f32) -> serde_json::Value {
     let lr: f32 = arg(args, "--lr", lr_default);
     let max_batches: usize = arg(args, "--max-batches", 0);
     let ema = args.iter().any(|a| a == "--ema");
+    // Knowledge distillation from the float model: temperature (0 = off) and alpha.
+    let kd_t: f32 = arg(args, "--kd", 0.0);
+    let kd_alpha: f32 = arg(args, "--kd-alpha", 0.9);
+    let warmup: usize = arg(args, "--warmup", 0);
+    let wd: f32 = arg(args, "--wd", 0.0);
+    let lsq = args.iter().any(|a| a == "--lsq");
     let t0 = Instant::now();
     let samples = calib_samples(&r.train, 500, &r.norm);
     let (ranges, _) = quant::calibrate(
@@ -167,6 +173,13 @@ fn run(r: Run, args: &[String], lr_default: f32) -> serde_json::Value {
         };
     }
     cfg.optimizer = QatOptimizer::AdamW;
+    cfg.weight_decay = wd;
+    cfg.learn_scales = lsq;
+    cfg.warmup_steps = warmup;
+    cfg.distill = (kd_t > 0.0).then_some(Distill {
+        temperature: kd_t,
+        alpha: kd_alpha,
+    });
     let t1 = Instant::now();
     let (g2, plan2, report) = qat::fine_tune_with_report(&r.prepared, &plan, &cfg).unwrap();
     let qat_secs = t1.elapsed().as_secs_f32();
@@ -185,8 +198,10 @@ fn run(r: Run, args: &[String], lr_default: f32) -> serde_json::Value {
         "activations": "Int8 (min-max calibration on 500 training samples)",
         "qat_epochs": epochs,
         "qat_lr": lr,
-        "optimizer": "AdamW, cosine decay, batch 64, no weight decay",
+        "optimizer": format!("AdamW, {warmup} warm-up steps then cosine decay, batch 64, weight decay {wd}"),
+        "distillation": cfg.distill.map(|d| format!("from the float model, T={} alpha={}", d.temperature, d.alpha)),
         "ranges": if ema { "ema" } else { "fixed" },
+        "weight_scales": if lsq { "learned (LSQ), exported into the plan" } else { "PTQ rule at every step" },
         "max_batches": cfg.max_batches,
         "test_samples": r.test.len(),
         "float_accuracy": float_acc,

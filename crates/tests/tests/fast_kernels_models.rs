@@ -2,7 +2,7 @@
 //! three int8 MLPerf Tiny models, on real inputs: 20 CIFAR-10 test images (ResNet-8),
 //! the 40 log-mel slices of the AD sample (autoencoder), 20 seeded random int8 inputs
 //! (DS-CNN; the range covers the model's whole quantized domain). Every instruction
-//! set this CPU has (portable, AVX2, AVX-VNNI) is checked through a prepared
+//! set this CPU has (`Isa::available()`: portable, AVX2, AVX-VNNI, AVX-512) is checked through a prepared
 //! `Session` (reused across samples, so buffer reuse is exercised) against a
 //! reference-kernel session. (The reference kernels themselves are checked against
 //! LiteRT in `tflite_int8_bitexact.rs`, which now runs the default, fast, kernels too.)
@@ -109,10 +109,7 @@ fn check(model: &str, inputs: impl Fn(&Path, &Graph) -> Vec<Tensor>) {
         .iter()
         .map(|x| reference.run(std::slice::from_ref(x)).unwrap())
         .collect();
-    let mut isas = vec![Isa::PORTABLE];
-    isas.extend(Isa::avx2());
-    isas.extend(Isa::avx_vnni());
-    for isa in isas {
+    for isa in Isa::available() {
         let mut s = Session::with_kernels(&g, Kernels::Fast(isa));
         assert!(s.fast_nodes() > 0, "{model}: no node got a fast kernel");
         for (i, (x, w)) in xs.iter().zip(&want).enumerate() {

@@ -3,8 +3,8 @@
 //! with a JSON report; the written .tflite imports back and gives the same outputs as
 //! the in-memory integer graph; bad options are clear errors.
 
-use edgeopt_cli::eval::{prepare, DataLayout, EvalConfig};
-use edgeopt_cli::quantize::{quantize_command, MethodArg, QuantizeArgs, WeightsArg};
+use edgeopt_cli::eval::{prepare, EvalConfig};
+use edgeopt_cli::quantize::{quantize_command, QuantizeArgs, WeightsArg};
 use edgeopt_testkit as tk;
 use std::path::PathBuf;
 
@@ -12,32 +12,15 @@ const IC: &str = "mlperf-tiny/benchmark/training/image_classification";
 
 fn args(data: &std::path::Path, out: Option<PathBuf>) -> QuantizeArgs {
     QuantizeArgs {
-        model: data.join(format!("{IC}/trained_models/pretrainedResnet.tflite")),
-        calib: data.join("cifar10/test_x.npy"),
         calib_names: Some(data.join("cifar10/test_filenames.txt")),
         calib_select: Some(data.join(format!("{IC}/calibration_samples.txt"))),
         calib_limit: Some(100),
-        method: MethodArg::Minmax,
-        percentile: 99.999,
-        weights: WeightsArg::Int8,
-        activations: None,
-        granularity: "channel".into(),
-        budget: None,
-        bias_correction: false,
-        equalize: false,
-        qat: None,
-        train: None,
-        train_labels: None,
         report: true,
-        eval_data: None,
-        eval_labels: None,
-        eval_limit: None,
-        scale: 1.0,
-        mean: vec![0.0],
-        std: vec![1.0],
-        layout: DataLayout::Nhwc,
         output: out,
-        json: false,
+        ..QuantizeArgs::new(
+            data.join(format!("{IC}/trained_models/pretrainedResnet.tflite")),
+            data.join("cifar10/test_x.npy"),
+        )
     }
 }
 

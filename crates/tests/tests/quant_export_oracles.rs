@@ -2,14 +2,15 @@
 //! int8 PTQ calibrated on the 500 MLPerf calibration images (percentile), exported
 //! - as TFLite: LiteRT's builtin kernels give outputs identical to edgeopt's on 100
 //!   CIFAR-10 test images (the issue's bar is 1 LSB);
-//! - as ONNX QDQ: onnxruntime's top-1 on all 10,000 test images is compared with
-//!   edgeopt's own. Measured here: edgeopt 87.23%, onnxruntime 87.11% (0.12 pt; the
-//!   issue asks 0.1). onnxruntime requantizes in float where edgeopt follows TFLite's
-//!   fixed-point rule, so a few borderline images flip; the test bounds the gap at
-//!   0.2 pt so a real export error (tens of points) or a drift still fails.
+//! - as ONNX QDQ (uint8 activations): onnxruntime fuses every conv, add and the FC
+//!   into integer kernels, and its top-1 on all 10,000 test images is within 0.1 pt
+//!   of edgeopt's accuracy for the same file (edgeopt runs the read-back QDQ graph
+//!   with ONNX semantics). Measured: edgeopt on the file 87.11%, onnxruntime 87.08%;
+//!   edgeopt's integer (TFLite-arithmetic) model 87.23%. The two arithmetics round
+//!   differently (fixed-point vs float requantization), so that pair is bounded at
+//!   0.2 pt: a real export error (tens of points) or a drift still fails.
 
-use edgeopt_cli::eval::DataLayout;
-use edgeopt_cli::quantize::{quantize_command, MethodArg, QuantizeArgs, WeightsArg};
+use edgeopt_cli::quantize::{quantize_command, MethodArg, QuantizeArgs};
 use edgeopt_testkit as tk;
 use std::path::{Path, PathBuf};
 
@@ -18,32 +19,14 @@ const ONNX_MODEL: &str = "mlperf-tiny/onnx/tf2onnx_from_tflite/pretrainedResnet.
 
 fn args(data: &Path, out: PathBuf, eval: bool) -> QuantizeArgs {
     QuantizeArgs {
-        model: data.join(ONNX_MODEL),
-        calib: data.join("cifar10/test_x.npy"),
         calib_names: Some(data.join("cifar10/test_filenames.txt")),
         calib_select: Some(data.join(format!("{IC}/calibration_samples.txt"))),
-        calib_limit: None,
         method: MethodArg::Percentile,
         percentile: 99.999,
-        weights: WeightsArg::Int8,
-        activations: None,
-        granularity: "channel".into(),
-        budget: None,
-        bias_correction: false,
-        equalize: false,
-        qat: None,
-        train: None,
-        train_labels: None,
-        report: false,
         eval_data: eval.then(|| data.join("cifar10/test_x.npy")),
         eval_labels: eval.then(|| data.join("cifar10/test_y.npy")),
-        eval_limit: None,
-        scale: 1.0,
-        mean: vec![0.0],
-        std: vec![1.0],
-        layout: DataLayout::Nhwc,
         output: Some(out),
-        json: false,
+        ..QuantizeArgs::new(data.join(ONNX_MODEL), data.join("cifar10/test_x.npy"))
     }
 }
 
@@ -90,11 +73,26 @@ fn ptq_resnet8_exports_run_in_litert_and_onnxruntime() {
         "LiteRT (builtin) differs from edgeopt on the exported PTQ model"
     );
 
-    // ONNX QDQ: onnxruntime's accuracy on all 10,000 images vs edgeopt's own.
+    // ONNX QDQ (uint8 activations, the default): onnxruntime runs every conv, the
+    // residual adds and the FC on its integer kernels, and its accuracy on all 10,000
+    // images matches edgeopt's accuracy for the same file.
     let onnx = dir.join("r8_int8.onnx");
     let s = quantize_command(&args(&data, onnx.clone(), true)).unwrap();
-    let ours = s.quantized_accuracy.expect("evaluated");
-    assert!(ours >= 87.0, "edgeopt int8 {ours:.2}%");
+    let integer = s.quantized_accuracy.expect("evaluated");
+    let file = s.exported_accuracy.expect("the written file is evaluated");
+    assert!(integer >= 87.0, "edgeopt int8 {integer:.2}%");
+    let ops = tk::run_oracle(
+        "onnx_optimized_ops.py",
+        &[&onnx, &dir.join("r8_int8.ort_optimized.onnx")],
+    );
+    let ops: serde_json::Value = serde_json::from_str(ops.trim()).unwrap();
+    for float_op in ["ai.onnx:Conv", "ai.onnx:Add", "ai.onnx:Gemm", "ai.onnx:MatMul"] {
+        assert!(
+            ops.get(float_op).is_none(),
+            "onnxruntime runs {float_op} in float: {ops}"
+        );
+    }
+    assert!(ops.get("ai.onnx:QLinearConv").is_some(), "{ops}");
     let out = tk::run_oracle(
         "onnx_accuracy.py",
         &[
@@ -105,10 +103,20 @@ fn ptq_resnet8_exports_run_in_litert_and_onnxruntime() {
     );
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let ort = v["accuracy"].as_f64().unwrap();
-    eprintln!("edgeopt int8 {ours:.2}%, onnxruntime on the exported QDQ {ort:.2}%");
+    eprintln!(
+        "edgeopt int8 kernels {integer:.2}%, edgeopt on the written QDQ file {file:.2}%, \
+         onnxruntime on it {ort:.2}%"
+    );
     assert_eq!(v["n"].as_u64(), Some(10_000));
     assert!(
-        (ours - ort).abs() <= 0.2,
-        "edgeopt {ours:.2}% vs onnxruntime {ort:.2}%"
+        (file - ort).abs() <= 0.1,
+        "the QDQ file: edgeopt {file:.2}% vs onnxruntime {ort:.2}%"
+    );
+    // edgeopt's integer kernels follow TFLite's fixed-point requantization, which
+    // rounds ~0.16% of conv outputs one step away from the exactly rounded value that
+    // onnxruntime's float requantization gives; a few borderline images flip.
+    assert!(
+        (integer - ort).abs() <= 0.2,
+        "edgeopt integer {integer:.2}% vs onnxruntime {ort:.2}%"
     );
 }

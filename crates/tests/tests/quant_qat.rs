@@ -8,23 +8,30 @@
 //! - Short QAT of the MLPerf ResNet-8 at int4 weights on a train20k subset: the
 //!   fake-quant accuracy predicts the integer graph's accuracy (within 2 pt on 500 test
 //!   images) and QAT recovers accuracy lost by int4 PTQ.
+//! - LSQ learned steps (`hooks::LearnedStep`): the forward pass is
+//!   `clamp(round(w/s), ±qmax) * s` and the gradients are LSQ's (step: `round(w/s) -
+//!   w/s` inside the grid, `±qmax` where clipped, times the gradient scale; weights:
+//!   identity inside, zero where clipped), checked element by element.
+//! - Short QAT with learned scales and distillation from the float model: the learned
+//!   scales land in the plan, the returned graph carries no auxiliary values, and
+//!   `apply` reproduces the snapped weights exactly (codes × learned scales).
 //! - Bad plans are errors.
 //!
 //! The full must-show figures (3 epochs int4 ResNet-8 on train20k, ternary LeNet-5 on
 //! MNIST, full test sets) are recorded by bench/qat.py.
 
-use edgeopt_compress::quant::qat::{self, QatConfig, QatData, RangeMode};
+use edgeopt_compress::quant::qat::{self, Distill, QatConfig, QatData, RangeMode};
 use edgeopt_compress::quant::{
     self, activation_params, ActivationFormat, CalibMethod, Granularity, QuantPlan, WeightFormat,
     WeightSpec,
 };
-use edgeopt_ir::{Graph, Tensor};
+use edgeopt_ir::{DType, Graph, Tensor};
 use edgeopt_train::data::{
     find_dataset, load_pair, make_batch, Augment, Dataset, Normalize, Targets,
 };
-use edgeopt_train::hooks::{asymmetric_params, quantize_weights, WeightGrid};
+use edgeopt_train::hooks::{asymmetric_params, quantize_weights, LearnedStep, WeightGrid};
 use edgeopt_train::trainer::{evaluate, Objective};
-use edgeopt_train::{cpu, Model};
+use edgeopt_train::{cpu, DynTensor, Model};
 use rand::{Rng, SeedableRng};
 
 fn random_weights(seed: u64, n: usize) -> Vec<f32> {
@@ -124,6 +131,64 @@ fn activation_fake_quant_uses_apply_parameters() {
         assert_eq!(z as i64, q.zero_point[0], "range ({a}, {b})");
         assert_eq!((lo, hi), (-128.0, 127.0));
     }
+}
+
+#[test]
+fn learned_step_forward_and_lsq_gradients() {
+    let dev = cpu();
+    let ad = dev.clone().autodiff();
+    let (c, per, qmax) = (4usize, 6usize, 7i32);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let w: Vec<f32> = (0..c * per).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    // Steps small enough that some weights clip (|w| up to 1 > 7 * 0.1).
+    let init: Vec<f32> = (0..c).map(|k| 0.1 + 0.03 * k as f32).collect();
+    let u: Vec<f32> = (0..c).map(|k| 1.0 + 0.05 * k as f32).collect();
+    let up: Vec<f32> = (0..c * per).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let g = 0.37f32;
+    let ls = LearnedStep {
+        param: "u".into(),
+        init: Tensor::from_f32(vec![c, 1], init.clone()).unwrap(),
+        qmax,
+        grad_scale: g,
+    };
+    let wt = DynTensor::from_vec(w.clone(), &[c, per], &ad)
+        .unwrap()
+        .require_grad();
+    let ut = DynTensor::from_vec(u.clone(), &[c, 1], &ad)
+        .unwrap()
+        .require_grad();
+    let q = ls.apply(wt.clone(), ut.clone()).unwrap();
+    let qv = q.clone().to_vec().unwrap();
+    let r = DynTensor::from_vec(up.clone(), &[c, per], &ad).unwrap();
+    let grads = q.mul(r).unwrap().sum().backward();
+    let gw = wt.grad(&grads).unwrap().to_vec().unwrap();
+    let gu = ut.grad(&grads).unwrap().to_vec().unwrap();
+    let steps = ls.steps(&u).unwrap();
+    let mut clipped = 0;
+    for k in 0..c {
+        let s = steps[k];
+        let mut want_gs = 0f64;
+        for j in 0..per {
+            let i = k * per + j;
+            let x = w[i] / s;
+            let code = x.round().clamp(-qmax as f32, qmax as f32);
+            assert!((qv[i] - code * s).abs() <= 1e-6, "forward {i}");
+            let inside = x.abs() <= qmax as f32;
+            clipped += !inside as usize;
+            let want_gw = if inside { up[i] } else { 0.0 };
+            assert!((gw[i] - want_gw).abs() <= 1e-5, "weight grad {i}");
+            let ds = if inside { code - x } else { code };
+            want_gs += (up[i] * ds) as f64;
+        }
+        // d/du = d/ds * init (s = init * u), times the gradient scale.
+        let want = want_gs as f32 * g * init[k];
+        assert!(
+            (gu[k] - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "step grad {k}: {} vs {want}",
+            gu[k]
+        );
+    }
+    assert!(clipped > 0, "the case must exercise clipping");
 }
 
 fn data_or_skip() -> Option<std::path::PathBuf> {
@@ -243,4 +308,72 @@ fn resnet8_int4_qat_fake_quant_predicts_integer() {
     assert!((fake - int).abs() <= 0.02, "fake {fake} vs integer {int}");
     // Even an eighth of an epoch of QAT recovers part of int4 PTQ's loss.
     assert!(int > ptq_int, "QAT {int} vs PTQ {ptq_int}");
+
+    // Learned scales (LSQ) + distillation from the float model, same short run.
+    let mut lcfg = cfg.clone();
+    lcfg.learn_scales = true;
+    lcfg.distill = Some(Distill {
+        temperature: 4.0,
+        alpha: 0.9,
+    });
+    let (g3, plan3) = qat::fine_tune(&prepared, &plan, &lcfg).unwrap();
+    assert_eq!(
+        g3.values.len(),
+        prepared.values.len(),
+        "no auxiliary values"
+    );
+    assert_eq!(plan3.weight_scales.len(), plan.weights.len());
+    // The scales moved (they are learned) but stay near the PTQ scales.
+    let mut moved = 0;
+    for (name, scales) in &plan3.weight_scales {
+        let w = prepared.find_value(name).unwrap();
+        let t = prepared.values[w].data.as_ref().unwrap();
+        let ptq = quant::weights::quantize(&t.to_f32_vec(), t.shape[0], spec).unwrap();
+        for (a, b) in scales.iter().zip(&ptq.scales) {
+            assert!((a / b - 1.0).abs() < 0.5, "{name}: {a} vs PTQ {b}");
+            moved += (a != b) as usize;
+        }
+    }
+    assert!(moved > 0, "LSQ left every scale at its initial value");
+    // apply uses the learned scales: integer codes × scale = the snapped weights.
+    let int3 = quant::apply(&g3, &plan3).unwrap();
+    for (name, scales) in &plan3.weight_scales {
+        let w = g3.find_value(name).unwrap();
+        let t = g3.values[w].data.as_ref().unwrap();
+        let per = t.len() / t.shape[0];
+        let qw = quant::weights::quantize_planned(&t.to_f32_vec(), t.shape[0], spec, Some(scales))
+            .unwrap();
+        assert!(qw.codes.iter().all(|c| (-7..=7).contains(c)));
+        for (i, (&code, &v)) in qw.codes.iter().zip(&t.to_f32_vec()).enumerate() {
+            assert_eq!(
+                code as f32 * scales[i / per],
+                v,
+                "{name}[{i}] not on its grid"
+            );
+        }
+        // The integer graph stores these scales.
+        let stored = int3
+            .values
+            .iter()
+            .find(|v| v.dtype == DType::I4 && v.name.starts_with(&format!("{name}_")))
+            .and_then(|v| v.quant.as_ref())
+            .unwrap();
+        assert_eq!(&stored.scale, scales, "{name}");
+    }
+    // A plan with learned scales survives serialization.
+    let json = serde_json::to_string(&plan3).unwrap();
+    let back: QuantPlan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, plan3);
+    let fake3 = fake_quant_accuracy(&g3, &plan3, &test);
+    let int3 = runtime_accuracy(&int3, &test);
+    eprintln!(
+        "ResNet-8 int4 LSQ + KD, 40 steps: fake-quant {:.2}%, integer {:.2}%",
+        100.0 * fake3,
+        100.0 * int3
+    );
+    assert!(
+        (fake3 - int3).abs() <= 0.02,
+        "fake {fake3} vs integer {int3}"
+    );
+    assert!(int3 > ptq_int, "LSQ QAT {int3} vs PTQ {ptq_int}");
 }

@@ -6,6 +6,8 @@
 //!   mask after each update, so pruned weights stay exactly zero.
 //! - **fake-quant** on weights (per parameter) and activations (per value), with a
 //!   straight-through estimator: `x + (q(x) - x).detach()`.
+//! - **learned step sizes** (LSQ, Esser et al. 2020) for symmetric integer weights: the
+//!   step is a trainable parameter of its own ([`Hooks::learn_step`]).
 //! - **extra loss terms**: any [`LossTerm`] added to the task loss (regularization,
 //!   distillation on features, sparsity penalties).
 //! - **activation taps**: named values returned from every forward pass (distillation,
@@ -355,6 +357,60 @@ impl FakeQuant {
     }
 }
 
+/// LSQ weight quantization (Esser et al. 2020, "Learned Step Size Quantization"):
+/// `w_q = clamp(round(w / s), -qmax, qmax) * s`, rounding with the STE, where the step
+/// `s = init * u` is learned through `u` (a trainable parameter, one element per
+/// output channel, shaped to broadcast against the weight: size 1 on every axis but
+/// the channel axis). The gradient reaching `s` is LSQ's: `round(w/s) - w/s` inside
+/// the grid, `±qmax` where clipped, scaled by `grad_scale` (LSQ uses
+/// `1 / sqrt(elements per channel * qmax)` so the step learns at the weights' pace).
+/// The weight gets the identity gradient inside the grid and none where clipped.
+///
+/// Storing `u` relative to the initial step (rather than `s` itself) makes an update
+/// of the optimizer a relative change of the step whatever the channel's magnitude
+/// (Adam's update size is about the learning rate, independent of the gradient's scale).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnedStep {
+    /// Name of the parameter holding `u` (see [`crate::Model::add_aux_param`]).
+    pub param: String,
+    /// The initial step per element of `u` (same shape as `u`).
+    pub init: edgeopt_ir::Tensor,
+    pub qmax: i32,
+    pub grad_scale: f32,
+}
+
+impl LearnedStep {
+    /// The quantized weight for weight `w` and step multiplier `u` (both possibly
+    /// autodiff tensors).
+    pub fn apply(&self, w: DynTensor, u: DynTensor) -> Result<DynTensor> {
+        // On the weight's device (the autodiff decorator while training).
+        let init = DynTensor::from_ir(&self.init, &w.device())?;
+        let s = u.mul(init)?;
+        // Gradient scaling without changing the value: s*g + (s - s*g).detach().
+        let g = self.grad_scale;
+        let sg = s.clone().mul_scalar(g);
+        let s = sg.clone().add(s.sub(sg)?.detach())?;
+        let q = self.qmax as f32;
+        let x = w.div(s.clone())?.clamp(Some(-q), Some(q));
+        let r = x.clone().add(x.clone().round().sub(x)?.detach())?;
+        r.mul(s)
+    }
+
+    /// The step per channel for multiplier values `u` (plain values).
+    pub fn steps(&self, u: &[f32]) -> Result<Vec<f32>> {
+        let init = self.init.to_f32_vec();
+        if init.len() != u.len() {
+            return Err(TrainError::Config(format!(
+                "learned step '{}': {} multipliers for {} channels",
+                self.param,
+                u.len(),
+                init.len()
+            )));
+        }
+        Ok(init.iter().zip(u).map(|(a, b)| a * b).collect())
+    }
+}
+
 fn scalar(v: f32, like: &DynTensor) -> Result<DynTensor> {
     let d = DynTensor::from_vec(vec![v], &[1], &like.device())?;
     d.lift(like.rank())
@@ -424,6 +480,8 @@ pub struct Hooks {
     pub masks: BTreeMap<String, edgeopt_ir::Tensor>,
     pub weight_quant: BTreeMap<String, FakeQuant>,
     pub act_quant: BTreeMap<String, FakeQuant>,
+    /// LSQ weights by weight parameter name (takes the place of `weight_quant`).
+    pub learned_steps: BTreeMap<String, LearnedStep>,
     pub taps: BTreeSet<String>,
     pub extra_losses: Vec<Box<dyn LossTerm>>,
 }
@@ -443,6 +501,10 @@ impl Hooks {
     }
     pub fn quantize_activation(&mut self, value: impl Into<String>, fq: FakeQuant) -> &mut Self {
         self.act_quant.insert(value.into(), fq);
+        self
+    }
+    pub fn learn_step(&mut self, param: impl Into<String>, step: LearnedStep) -> &mut Self {
+        self.learned_steps.insert(param.into(), step);
         self
     }
     pub fn tap(&mut self, value: impl Into<String>) -> &mut Self {

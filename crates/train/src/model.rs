@@ -48,6 +48,9 @@ pub enum ParamRole {
     /// BatchNorm running mean / variance: updated in train mode, never by gradients.
     BnMean,
     BnVar,
+    /// A trainable tensor no node reads, used by a hook (e.g. a learned quantization
+    /// step, [`crate::hooks::LearnedStep`]); added by [`Model::add_aux_param`].
+    Aux,
 }
 
 impl ParamRole {
@@ -477,6 +480,37 @@ impl Model {
         Ok(())
     }
 
+    /// Adds a trainable tensor that no node reads (a hook uses it, e.g. a learned
+    /// quantization step). It is stored as a constant value appended to the graph, so
+    /// the optimizer, checkpoints and [`Model::to_graph`] treat it like any parameter;
+    /// value ids of the source graph are unchanged (strip the appended values with
+    /// `graph.values.truncate(n)` if the exported graph must not carry them).
+    pub fn add_aux_param(&mut self, name: &str, t: edgeopt_ir::Tensor) -> Result<usize> {
+        if self.graph.find_value(name).is_some() {
+            return Err(TrainError::Config(format!(
+                "auxiliary parameter '{name}' clashes with a graph value"
+            )));
+        }
+        if t.dtype() != DType::F32 {
+            return Err(TrainError::Config(format!(
+                "auxiliary parameter '{name}' must be f32"
+            )));
+        }
+        let state = DynTensor::from_ir(&t, &self.device)?;
+        let shape = t.shape.clone();
+        let v = self.graph.add_const(name, t);
+        self.reads.push(0);
+        self.param_of.insert(v, self.params.len());
+        self.params.push(ParamInfo {
+            name: name.to_string(),
+            value: v,
+            shape,
+            role: ParamRole::Aux,
+        });
+        self.state.push(state);
+        Ok(self.params.len() - 1)
+    }
+
     /// Whether parameter `i` receives gradients (not a buffer, not frozen).
     pub fn trainable(&self, i: usize) -> bool {
         !self.params[i].role.is_buffer() && !self.hooks.frozen.contains(&self.params[i].name)
@@ -505,6 +539,26 @@ impl Model {
             if !pnames.contains(n.as_str()) {
                 return Err(TrainError::Config(format!(
                     "hook names unknown parameter '{n}'"
+                )));
+            }
+        }
+        for (n, ls) in &self.hooks.learned_steps {
+            let (Some(w), Some(u)) = (self.param_index(n), self.param_index(&ls.param)) else {
+                return Err(TrainError::Config(format!(
+                    "learned step: unknown parameter '{n}' or '{}'",
+                    ls.param
+                )));
+            };
+            let (ws, us) = (&self.params[w].shape, &self.params[u].shape);
+            let fits = us.len() == ws.len()
+                && us.iter().zip(ws).all(|(&a, &b)| a == 1 || a == b)
+                && ls.init.shape == *us;
+            if !fits || self.hooks.weight_quant.contains_key(n) || !(1..=32767).contains(&ls.qmax) {
+                return Err(TrainError::Config(format!(
+                    "learned step of '{n}': step shape {us:?} (init {:?}) does not broadcast \
+                     to {ws:?}, qmax {} not in 1..=32767, or the weight also has a \
+                     fake-quant hook",
+                    ls.init.shape, ls.qmax
                 )));
             }
         }
@@ -585,10 +639,22 @@ impl Model {
             if let Some(fq) = self.hooks.weight_quant.get(&p.name) {
                 t = fq.apply(t, None)?;
             }
-            if !self.hooks.extra_losses.is_empty() {
+            eff.push(t);
+        }
+        // Learned steps read another parameter's leaf: applied once all leaves exist.
+        for (name, ls) in &self.hooks.learned_steps {
+            let (Some(w), Some(u)) = (self.param_index(name), self.param_index(&ls.param)) else {
+                return Err(TrainError::Config(format!(
+                    "learned step: unknown parameter '{name}' or '{}'",
+                    ls.param
+                )));
+            };
+            eff[w] = ls.apply(eff[w].clone(), eff[u].clone())?;
+        }
+        if !self.hooks.extra_losses.is_empty() {
+            for (p, t) in self.params.iter().zip(&eff) {
                 named.insert(p.name.clone(), t.clone());
             }
-            eff.push(t);
         }
         let mut updates = Vec::new();
         let mut taps = BTreeMap::new();

@@ -10,8 +10,8 @@
 //!   logistic outputs get TFLite's fixed parameters.
 //! - Weights: per the plan's [`WeightSpec`] (default int8 per channel), symmetric,
 //!   per output channel (axis 0); int4 weights are stored as `DType::I4`, ternary and
-//!   binary as int8 codes in {-1, 0, 1}. Biases become i32 with scale
-//!   `input_scale × weight_scale[c]`.
+//!   binary as int8 codes in {-1, 0, 1}. Biases become i32 (int16 activations: i64,
+//!   TFLite's 16x8 scheme) with scale `input_scale × weight_scale[c]`.
 //! - A node with no integer kernel (or whose weights the plan keeps in float/fp16)
 //!   runs in float between a `Dequantize` of its inputs and a `Quantize` of its outputs.
 //! - [`ActivationFormat::Fp16`]: every activation and weight in f16 (no integer
@@ -21,7 +21,6 @@
 
 use super::prepare::weighted_nodes;
 use super::util::{compact, fresh_name};
-use super::weights::quantize as quantize_weights;
 use super::{
     activation_params, ActivationFormat, Granularity, QuantPlan, WeightFormat, WeightSpec,
 };
@@ -177,29 +176,24 @@ fn to_fp16(prepared: &Graph, plan: &QuantPlan) -> Result<Graph> {
 }
 
 /// Whether an integer kernel runs this node (given quantized inputs).
+/// `wide`: int16 activations, whose LOGISTIC / TANH / HARD_SWISH kernels the runtime
+/// does not have (those nodes run in float between Dequantize and Quantize).
 fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
     match &n.op {
         Op::Conv(a) => {
-            !wide
-                && a.layout == Layout::Nhwc
-                && n.input(1).is_some_and(|w| g.values[w].data.is_some())
+            a.layout == Layout::Nhwc && n.input(1).is_some_and(|w| g.values[w].data.is_some())
         }
-        Op::FullyConnected { .. } => {
-            !wide && n.input(1).is_some_and(|w| g.values[w].data.is_some())
-        }
+        Op::FullyConnected { .. } => n.input(1).is_some_and(|w| g.values[w].data.is_some()),
         Op::Binary { kind, .. } => {
             matches!(kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul)
         }
         Op::MaxPool(p) | Op::AveragePool(p) => p.layout == Layout::Nhwc,
         Op::Softmax { .. } => true,
-        Op::Unary(k) => matches!(
-            k,
-            UnaryKind::Sigmoid
-                | UnaryKind::Tanh
-                | UnaryKind::Relu
-                | UnaryKind::Relu6
-                | UnaryKind::HardSwish
-        ),
+        Op::Unary(k) => match k {
+            UnaryKind::Relu | UnaryKind::Relu6 => true,
+            UnaryKind::Sigmoid | UnaryKind::Tanh | UnaryKind::HardSwish => !wide,
+            _ => false,
+        },
         Op::Clip { min, .. } => min.is_some_and(|m| m == 0.0),
         Op::Pad { mode, .. } => *mode == edgeopt_ir::PadMode::Constant,
         Op::Concat { .. } | Op::Transpose { .. } => true,
@@ -402,7 +396,14 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                 let wt = prepared.values[w].data.as_ref().expect("const weights");
                 let spec = spec_of(plan, prepared, w);
                 let m = wt.shape[0];
-                let qw = quantize_weights(wt.as_f32()?, m, spec)?;
+                let qw = super::weights::quantize_planned(
+                    wt.as_f32()?,
+                    m,
+                    spec,
+                    plan.weight_scales
+                        .get(&prepared.values[w].name)
+                        .map(Vec::as_slice),
+                )?;
                 let wdt = if spec.format == WeightFormat::Int4 {
                     DType::I4
                 } else {
@@ -435,18 +436,21 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                     let bscales: Vec<f32> = (0..m)
                         .map(|c| in_s * qw.scales[if qw.scales.len() == 1 { 0 } else { c }])
                         .collect();
-                    let bq: Vec<i32> = bv
+                    let bq = bv
                         .iter()
                         .zip(&bscales)
-                        .map(|(&v, &s)| {
-                            (v as f64 / s as f64)
-                                .round()
-                                .clamp(i32::MIN as f64, i32::MAX as f64)
-                                as i32
-                        })
-                        .collect();
-                    let bname = fresh_name(&g, &format!("{}_i32", prepared.values[b].name));
-                    let bid = g.add_const(bname, Tensor::new(vec![m], TensorData::I32(bq))?);
+                        .map(|(&v, &s)| (v as f64 / s as f64).round());
+                    // TFLite's 16x8 scheme stores the bias as int64 (its accumulator
+                    // is 64-bit); int8 activations use int32.
+                    let (bdata, bdt) = if wide {
+                        let v = bq.map(|q| q.clamp(-(2f64.powi(62)), 2f64.powi(62)) as i64);
+                        (TensorData::I64(v.collect()), DType::I64)
+                    } else {
+                        let v = bq.map(|q| q.clamp(i32::MIN as f64, i32::MAX as f64) as i32);
+                        (TensorData::I32(v.collect()), DType::I32)
+                    };
+                    let bname = fresh_name(&g, &format!("{}_{bdt}", prepared.values[b].name));
+                    let bid = g.add_const(bname, Tensor::new(vec![m], bdata)?);
                     g.values[bid].quant = Some(if bscales.len() == 1 {
                         QuantParams::per_tensor(bscales[0], 0)
                     } else {

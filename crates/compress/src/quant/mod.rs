@@ -132,6 +132,12 @@ pub struct QuantPlan {
     /// Real range `(min, max)` per activation value name (graph inputs and node
     /// outputs that are quantized). Always contains 0 (see [`activation_params`]).
     pub ranges: BTreeMap<String, (f32, f32)>,
+    /// Explicit per-channel (or single per-tensor) scales of symmetric integer weights
+    /// (int8/int4), keyed like `weights`: the step sizes QAT learned (LSQ). `apply`
+    /// then rounds the weights with these scales instead of choosing its own, so the
+    /// integer graph is exactly what training saw. Absent: the quantizer's own rule.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weight_scales: BTreeMap<String, Vec<f32>>,
 }
 
 /// TFLite's asymmetric activation parameters for a real range: the range is widened to
@@ -182,6 +188,7 @@ impl QuantPlan {
             activations: Some(act),
             weights,
             ranges,
+            weight_scales: BTreeMap::new(),
         }
     }
 }

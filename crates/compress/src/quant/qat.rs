@@ -24,6 +24,12 @@
 //! and the fake-quant accuracy predicts the integer accuracy up to activation
 //! requantization rounding (at most one step per layer).
 //!
+//! With [`QatConfig::learn_scales`], int8/int4 weight scales are learned instead (LSQ,
+//! Esser et al. 2020, [`edgeopt_train::hooks::LearnedStep`]): each channel's step
+//! starts at the PTQ scale and is trained with the weights; the learned steps are
+//! written into [`QuantPlan::weight_scales`] and the weights snapped onto them, so
+//! `apply` builds exactly the integer weights training saw.
+//!
 //! fp16 weights are not fake-quantized while training (the half-precision rounding
 //! error, 2^-11 relative, is far below the optimizer's noise) but are rounded to f16
 //! when written back, so the stored weights are exactly representable.
@@ -32,7 +38,7 @@ use super::{ActivationFormat, Granularity, QuantPlan, WeightFormat, WeightSpec};
 use crate::{CompressError, Result};
 use edgeopt_ir::{DType, Graph, Layout, Op, UnaryKind};
 use edgeopt_train::data::{find_dataset, load_pair, Augment, Dataset, Normalize};
-use edgeopt_train::hooks::{quantize_weights, FakeQuant, WeightGrid};
+use edgeopt_train::hooks::{quantize_weights, FakeQuant, LearnedStep, WeightGrid};
 use edgeopt_train::optim::OptimizerKind;
 use edgeopt_train::trainer::{fit, Objective, TrainConfig, TrainReport};
 use edgeopt_train::{Model, ParamRole};
@@ -55,6 +61,17 @@ pub enum RangeMode {
 pub enum QatOptimizer {
     Sgd { momentum: f32 },
     AdamW,
+}
+
+/// Knowledge distillation from the float model (Hinton et al. 2015): the loss is
+/// `alpha * T^2 * KL(p_float(T) || p_quant(T)) + (1 - alpha) * CE(labels)`. The teacher
+/// is the prepared float graph QAT starts from, run without fake quantization on the
+/// same (augmented) batch: its soft targets carry far more information per image than
+/// the label, which is what lets a few epochs of QAT recover int4's loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Distill {
+    pub temperature: f32,
+    pub alpha: f32,
 }
 
 /// Where the training data comes from.
@@ -82,6 +99,13 @@ pub struct QatConfig {
     pub normalize: Normalize,
     pub augment: Augment,
     pub ranges: RangeMode,
+    /// Linear learning-rate warm-up over this many optimizer steps (then cosine).
+    pub warmup_steps: usize,
+    /// Distill from the float model (classification only); `None`: labels only.
+    pub distill: Option<Distill>,
+    /// Learn the int8/int4 weight scales (LSQ) and export them into the plan's
+    /// `weight_scales`; otherwise each step re-derives them by the PTQ rule.
+    pub learn_scales: bool,
     /// Write the weights back on their quantization grid (see the module doc).
     pub snap_weights: bool,
     pub seed: u64,
@@ -107,6 +131,9 @@ impl QatConfig {
             normalize: Normalize::identity(),
             augment: Augment::default(),
             ranges: RangeMode::Fixed,
+            warmup_steps: 0,
+            distill: None,
+            learn_scales: false,
             snap_weights: true,
             seed: 0,
             threads: None,
@@ -153,19 +180,102 @@ fn blocks(spec: &WeightSpec, axis: usize) -> (Option<usize>, Option<usize>) {
     }
 }
 
+/// Name of the LSQ step multiplier of weight `name` (an auxiliary model parameter).
+fn step_param_name(name: &str) -> String {
+    format!("{name}::lsq_step")
+}
+
+/// Installs an LSQ hook on weight `name`: steps from the plan's `weight_scales` when
+/// it has them, else the PTQ scales of `apply`'s quantizer (so training starts at the
+/// PTQ weights).
+fn install_learned_step(
+    model: &mut Model,
+    plan: &QuantPlan,
+    name: &str,
+    spec: &WeightSpec,
+    axis: usize,
+) -> Result<()> {
+    let qmax = spec.format.qmax().unwrap_or(127);
+    let i = model.param_index(name).expect("checked by weight_axis");
+    let t = model.param(i).to_ir()?;
+    let shape = t.shape.clone();
+    if axis != 0 || shape.is_empty() {
+        return Err(CompressError::Unsupported(format!(
+            "QAT: learned scales need the output channels on axis 0 ('{name}')"
+        )));
+    }
+    let channels = shape[0];
+    let scales = match plan.weight_scales.get(name) {
+        Some(s) => s.clone(),
+        None => super::weights::quantize(&t.to_f32_vec(), channels, *spec)?.scales,
+    };
+    let mut sshape = vec![1usize; shape.len()];
+    if spec.granularity == Granularity::Channel {
+        sshape[0] = channels;
+    }
+    let n: usize = sshape.iter().product();
+    if scales.len() != n || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(CompressError::Invalid(format!(
+            "QAT: weight '{name}' needs {n} positive scales, has {:?}",
+            scales.len()
+        )));
+    }
+    let per = t.len() / n;
+    let pname = step_param_name(name);
+    model.add_aux_param(
+        &pname,
+        edgeopt_ir::Tensor::from_f32(sshape.clone(), vec![1.0; n])?,
+    )?;
+    model.hooks.learn_step(
+        name.to_string(),
+        LearnedStep {
+            param: pname,
+            init: edgeopt_ir::Tensor::from_f32(sshape, scales)?,
+            qmax,
+            // LSQ's gradient scale 1/sqrt(N * Qp), N = weights per step.
+            grad_scale: 1.0 / ((per * qmax as usize) as f32).sqrt(),
+        },
+    );
+    Ok(())
+}
+
 /// Lowers `prepared` and installs the fake-quant hooks that emulate `plan`. The model
 /// evaluates (Eval mode) the fake-quant accuracy of the plan, and trains with the STE.
+/// Weights with explicit scales in the plan (learned by QAT) are quantized with them.
 pub fn qat_model(prepared: &Graph, plan: &QuantPlan, ranges: RangeMode) -> Result<Model> {
+    qat_model_with(prepared, plan, ranges, false)
+}
+
+/// [`qat_model`]; with `learn_scales`, every int8/int4 weight gets a learned step
+/// (LSQ) starting at its plan or PTQ scale.
+pub fn qat_model_with(
+    prepared: &Graph,
+    plan: &QuantPlan,
+    ranges: RangeMode,
+    learn_scales: bool,
+) -> Result<Model> {
     let act = plan
         .activations
         .ok_or_else(|| CompressError::Invalid("QAT: the plan has no activation format".into()))?;
     let mut model = Model::new(prepared.clone(), &edgeopt_train::cpu())?;
+    for name in plan.weight_scales.keys() {
+        if !plan.weights.contains_key(name) {
+            return Err(CompressError::Invalid(format!(
+                "QAT: plan has scales for '{name}' but no weight spec"
+            )));
+        }
+    }
     for (name, spec) in &plan.weights {
         let axis = weight_axis(&model, name)?;
         if let Granularity::Group(0) = spec.granularity {
             return Err(CompressError::Invalid(format!(
                 "QAT: weight '{name}' has group size 0"
             )));
+        }
+        let int = matches!(spec.format, WeightFormat::Int8 | WeightFormat::Int4);
+        if int && (learn_scales || plan.weight_scales.contains_key(name)) {
+            install_learned_step(&mut model, plan, name, spec, axis)?;
+            continue;
         }
         if let Some(grid) = grid_of(spec.format) {
             let (ax, group) = blocks(spec, axis);
@@ -318,14 +428,23 @@ pub fn fine_tune_with_report(
         )));
     }
     edgeopt_train::cli::set_threads(cfg.threads);
-    let mut model = qat_model(prepared, plan, cfg.ranges)?;
+    let mut model = qat_model_with(prepared, plan, cfg.ranges, cfg.learn_scales)?;
     let train = load_train(&model, &cfg.data)?;
-    let objective = if train.classes().is_some() {
-        Objective::Classification {
-            label_smoothing: 0.0,
+    let objective = match (train.classes(), cfg.distill) {
+        (Some(_), Some(d)) => Objective::Distillation {
+            teacher: Box::new(Model::new(prepared.clone(), &edgeopt_train::cpu())?),
+            temperature: d.temperature,
+            alpha: d.alpha,
+        },
+        (None, Some(_)) => {
+            return Err(CompressError::Invalid(
+                "QAT: distillation needs a classification dataset".into(),
+            ))
         }
-    } else {
-        Objective::Regression
+        (Some(_), None) => Objective::Classification {
+            label_smoothing: 0.0,
+        },
+        (None, None) => Objective::Regression,
     };
     let mut tc = TrainConfig::new(cfg.epochs, cfg.lr);
     tc.batch_size = cfg.batch_size;
@@ -333,6 +452,7 @@ pub fn fine_tune_with_report(
     tc.augment = cfg.augment.clone();
     tc.progress = cfg.progress;
     tc.max_batches = cfg.max_batches;
+    tc.schedule.warmup_steps = cfg.warmup_steps;
     tc.optim.weight_decay = cfg.weight_decay;
     tc.optim.kind = match cfg.optimizer {
         QatOptimizer::Sgd { momentum } => OptimizerKind::Sgd {
@@ -359,8 +479,28 @@ pub fn fine_tune_with_report(
             }
         }
     }
+    // Learned steps → the plan's explicit scales (their multipliers are auxiliary
+    // values appended to the graph: dropped from the returned graph).
+    let mut first_aux = None;
+    for (name, ls) in &model.hooks.learned_steps {
+        let i = model
+            .param_index(&ls.param)
+            .ok_or_else(|| CompressError::Invalid(format!("QAT: step of '{name}' vanished")))?;
+        let steps = ls.steps(&model.param(i).to_vec()?)?;
+        if steps.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(CompressError::Invalid(format!(
+                "QAT: the learned step of '{name}' became non-positive (lower the learning rate)"
+            )));
+        }
+        out.weight_scales.insert(name.clone(), steps);
+        let v = model.params[i].value;
+        first_aux = Some(first_aux.map_or(v, |f: usize| f.min(v)));
+    }
+    if let Some(k) = first_aux {
+        graph.values.truncate(k);
+    }
     if cfg.snap_weights {
-        snap_weights(&mut graph, &model, plan)?;
+        snap_weights(&mut graph, &model, &out)?;
     }
     Ok((graph, out, report))
 }
@@ -378,6 +518,14 @@ fn snap_weights(graph: &mut Graph, model: &Model, plan: &QuantPlan) -> Result<()
             .as_ref()
             .ok_or_else(|| CompressError::Invalid(format!("QAT: weight '{name}' has no data")))?;
         let w = t.to_f32_vec();
+        if let Some(scales) = plan.weight_scales.get(name) {
+            // The same arithmetic as the LSQ hook: clamp(round(w / s)) * s.
+            let qw = super::weights::quantize_planned(&w, t.shape[0], *spec, Some(scales))?;
+            let q = qw.dequantize(if scales.len() == 1 { 1 } else { t.shape[0] });
+            let shape = t.shape.clone();
+            graph.values[v].data = Some(edgeopt_ir::Tensor::from_f32(shape, q)?);
+            continue;
+        }
         let q = match (grid_of(spec.format), spec.format) {
             (Some(grid), _) => {
                 let (ax, group) = blocks(spec, axis);

@@ -9,7 +9,6 @@ use super::apply::DEFAULT_WEIGHT;
 use super::mixed::MixedResult;
 use super::prepare::weighted_nodes;
 use super::util::{dequantized, run_all, sqnr_db};
-use super::weights::quantize as quantize_weights;
 use super::{QuantPlan, WeightFormat};
 use crate::Result;
 use edgeopt_ir::{Graph, Tensor};
@@ -94,7 +93,13 @@ pub fn build(
                     }
                     _ => {
                         let m = t.shape[0];
-                        let q = quantize_weights(v, m, spec)?;
+                        let scales = plan.weight_scales.get(&prepared.values[w].name);
+                        let q = super::weights::quantize_planned(
+                            v,
+                            m,
+                            spec,
+                            scales.map(Vec::as_slice),
+                        )?;
                         sqnr_db(v, &q.dequantize(if q.scales.len() == 1 { 1 } else { m }))
                     }
                 };

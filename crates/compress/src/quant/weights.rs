@@ -64,6 +64,63 @@ pub fn quantize(w: &[f32], channels: usize, spec: WeightSpec) -> Result<Quantize
     Ok(QuantizedWeights { codes, scales })
 }
 
+/// [`quantize`], or with given `scales` (one per channel, or one for the tensor) when
+/// the plan fixes them (QAT's learned steps, `QuantPlan::weight_scales`): codes
+/// `clamp(round(w / s), -qmax, qmax)`. Only int8 and int4 take explicit scales.
+pub fn quantize_planned(
+    w: &[f32],
+    channels: usize,
+    spec: WeightSpec,
+    scales: Option<&[f32]>,
+) -> Result<QuantizedWeights> {
+    let Some(scales) = scales else {
+        return quantize(w, channels, spec);
+    };
+    let qmax = match spec.format {
+        WeightFormat::Int8 | WeightFormat::Int4 => spec.format.qmax().unwrap_or(127),
+        f => {
+            return Err(CompressError::Invalid(format!(
+                "explicit weight scales are for int8/int4 weights, not {f:?}"
+            )))
+        }
+    };
+    let groups = match spec.granularity {
+        Granularity::Channel => channels,
+        Granularity::Tensor => 1,
+        Granularity::Group(n) => {
+            return Err(CompressError::Unsupported(format!(
+                "group granularity (group:{n}) is not supported yet; use tensor or channel"
+            )))
+        }
+    };
+    if channels == 0 || !w.len().is_multiple_of(channels) || scales.len() != groups {
+        return Err(CompressError::Invalid(format!(
+            "{} weights, {channels} channels: {} explicit scales for {groups} groups",
+            w.len(),
+            scales.len()
+        )));
+    }
+    if w.iter().any(|v| !v.is_finite()) {
+        return Err(CompressError::Invalid(
+            "weights contain NaN or infinity".into(),
+        ));
+    }
+    if scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(CompressError::Invalid(
+            "explicit weight scales must be finite and > 0".into(),
+        ));
+    }
+    let per = w.len() / groups;
+    let mut codes = Vec::with_capacity(w.len());
+    for (g, &s) in w.chunks(per.max(1)).zip(scales) {
+        codes.extend(round_codes(g, s, qmax));
+    }
+    Ok(QuantizedWeights {
+        codes,
+        scales: scales.to_vec(),
+    })
+}
+
 fn round_codes(g: &[f32], s: f32, qmax: i32) -> Vec<i8> {
     g.iter()
         .map(|&v| ((v / s).round() as i32).clamp(-qmax, qmax) as i8)

@@ -30,20 +30,84 @@ use prost::Message;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+/// Choices of [`export_with`] beyond the graph itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Store int8 activations as uint8 with the zero point moved by +128: the same
+    /// real values, but the form onnxruntime's x86 CPU kernels want. onnxruntime only
+    /// fuses an int8-activation QDQ Conv on x86 after rewriting the pair to uint8,
+    /// which it cannot do for a QuantizeLinear read by several DequantizeLinear (every
+    /// residual branch point); those convs then run in float. Constants (weights),
+    /// graph inputs/outputs and graphs with native ONNX integer ops keep their types.
+    pub uint8_activations: bool,
+}
+
 /// Serializes `graph` as an ONNX model.
 pub fn export(graph: &Graph) -> Result<Vec<u8>> {
+    export_with(graph, &ExportOptions::default())
+}
+
+/// Serializes `graph` as an ONNX model with `opts`.
+pub fn export_with(graph: &Graph, opts: &ExportOptions) -> Result<Vec<u8>> {
+    if opts.uint8_activations {
+        if let Some(shifted) = uint8_activations(graph) {
+            return Ok(export_model(&shifted)?.encode_to_vec());
+        }
+    }
     Ok(export_model(graph)?.encode_to_vec())
 }
 
 /// Writes `graph` as an ONNX model file atomically (temporary file in the same
 /// folder, then rename), so a crash never leaves a truncated model behind.
 pub fn export_file(graph: &Graph, path: impl AsRef<Path>) -> Result<()> {
-    let bytes = export(graph)?;
+    export_file_with(graph, path, &ExportOptions::default())
+}
+
+/// [`export_file`] with `opts`.
+pub fn export_file_with(graph: &Graph, path: impl AsRef<Path>, opts: &ExportOptions) -> Result<()> {
+    let bytes = export_with(graph, opts)?;
     let path = path.as_ref();
     edgeopt_ir::write_atomic(path, &bytes).map_err(|e| OnnxError::Io {
         path: path.display().to_string(),
         source: e,
     })
+}
+
+/// `graph` with its int8 per-tensor activations stored as uint8 (see
+/// [`ExportOptions::uint8_activations`]); `None` when nothing changes or the graph has
+/// native ONNX integer ops, whose zero-point operands are separate int8 values.
+fn uint8_activations(graph: &Graph) -> Option<Graph> {
+    let native_integer = graph.nodes.iter().any(|n| {
+        matches!(
+            n.op,
+            Op::QuantizeLinear { .. }
+                | Op::DequantizeLinear { .. }
+                | Op::QLinearConv(_)
+                | Op::QLinearMatMul
+                | Op::ConvInteger(_)
+                | Op::MatMulInteger
+        )
+    });
+    if native_integer {
+        return None;
+    }
+    let boundary: HashSet<ValueId> = graph.inputs.iter().chain(&graph.outputs).copied().collect();
+    let mut g = graph.clone();
+    let mut changed = false;
+    for (id, v) in g.values.iter_mut().enumerate() {
+        let shiftable = v.dtype == DType::I8
+            && v.data.is_none()
+            && !boundary.contains(&id)
+            && v.quant.as_ref().is_some_and(|q| q.is_per_tensor());
+        if let (true, Some(q)) = (shiftable, v.quant.as_mut()) {
+            for z in &mut q.zero_point {
+                *z += 128;
+            }
+            v.dtype = DType::U8;
+            changed = true;
+        }
+    }
+    changed.then_some(g)
 }
 
 /// The ONNX IR version that goes with an opset.

@@ -25,7 +25,7 @@ pub mod proto {
 
 pub use edgeopt_ir::Graph;
 pub use error::{OnnxError, Result};
-pub use export::{export, export_file};
+pub use export::{export, export_file, export_file_with, export_with, ExportOptions};
 pub use import::{
     constant_operand_inputs, import, import_file, import_with, ImportOptions, MAX_OPSET, MIN_OPSET,
 };

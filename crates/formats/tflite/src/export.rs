@@ -420,19 +420,23 @@ impl<'g> Writer<'g> {
             }
             Op::Binary { kind, activation } => {
                 let a = act(*activation);
+                // int16 ADD/SUB: TFLite's default `pot_scale_int16 = true` selects a
+                // kernel for power-of-two scales only (LSTM cells); the 16x8 scheme
+                // (general scales) needs it false, as the TFLite converter writes.
+                let pot_scale_int16 = g.values[y_id].dtype != DType::I16;
                 let (b, opts) = match kind {
                     BinaryKind::Add => (
                         B::Add,
                         s::BuiltinOptions::AddOptions(Box::new(s::AddOptions {
                             fused_activation_function: a,
-                            ..Default::default()
+                            pot_scale_int16,
                         })),
                     ),
                     BinaryKind::Sub => (
                         B::Sub,
                         s::BuiltinOptions::SubOptions(Box::new(s::SubOptions {
                             fused_activation_function: a,
-                            ..Default::default()
+                            pot_scale_int16,
                         })),
                     ),
                     BinaryKind::Mul => (

@@ -8,8 +8,10 @@
 //! invalid parameters): the node then goes to the reference kernel, which reports the
 //! error, so the fast path never changes what is accepted.
 
+#[cfg(target_arch = "x86_64")]
+use super::avx512::{igemm, Indirection};
 use super::gemm::{gemm, gemm_u8, PackedW, PackedW8};
-use super::requant::Requant;
+use super::requant::{Requant, Wide};
 use super::{out_buffer, weight_dtype_ok, Isa, Prepared};
 use crate::error::Result;
 use crate::kernels::quantized::common::{
@@ -41,6 +43,9 @@ enum ConvImpl {
     Gemm(PackedW),
     /// u8 x i8 GEMM (AVX-VNNI), when the weights fit in i8.
     Gemm8(PackedW8),
+    /// AVX-512 implicit GEMM with the output stage fused ([`super::avx512`]), when
+    /// the weights fit in i8 and the stage has the one-step form.
+    IGemm(PackedW8, Wide),
     /// Weights `[kh*kw, M]` (a tap's channels contiguous) and bias.
     Depthwise {
         wt: Vec<i16>,
@@ -55,8 +60,14 @@ pub struct ConvKernel<T> {
     xq: Affine,
     imp: ConvImpl,
     requant: Requant,
+    num: Numerics,
     /// Geometry of the last input shape.
     geom: Option<(Vec<usize>, ConvGeom)>,
+    /// Rows of the implicit GEMM for that geometry (`None`: offsets too large for
+    /// 32 bits, the reference kernel runs), and whether they read the input in place
+    /// (`true`) or an im2col buffer.
+    #[cfg(target_arch = "x86_64")]
+    ind: Option<(Option<Indirection>, bool)>,
     /// Zero-point-subtracted input (for im2col).
     x: Vec<i16>,
     a: Vec<i16>,
@@ -80,8 +91,70 @@ fn packed8<T: QInt>(
     if !isa.is_vnni() {
         return None;
     }
+    packed8_any::<T>(w, n, k, bias, zp)
+}
+
+fn packed8_any<T: QInt>(w: &[i16], n: usize, k: usize, bias: &[i32], zp: i32) -> Option<PackedW8> {
     let zu = u8::try_from(zp - T::MIN).ok()?;
     PackedW8::new(w, n, k, bias, zu)
+}
+
+/// The AVX-512 GEMM's weights and output stage, when the ISA has it and both apply.
+fn igemm_parts<T: QInt>(
+    isa: Isa,
+    w: &[i16],
+    n: usize,
+    k: usize,
+    bias: &[i32],
+    zp: i32,
+    stage: &OutputStage,
+) -> Option<(PackedW8, Wide)> {
+    if !isa.is_avx512() || std::mem::size_of::<T>() != 1 {
+        return None;
+    }
+    Some((packed8_any::<T>(w, n, k, bias, zp)?, Wide::new(stage)?))
+}
+
+/// An 8-bit output buffer as bytes (`T` is i8 or u8: every bit pattern is valid).
+#[cfg(target_arch = "x86_64")]
+fn as_bytes_mut<T: QInt>(y: &mut [T]) -> &mut [u8] {
+    assert_eq!(std::mem::size_of::<T>(), 1, "8-bit outputs only");
+    // SAFETY: same length in bytes, alignment 1, and u8 has no invalid values.
+    unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr() as *mut u8, y.len()) }
+}
+
+/// Rows of the implicit GEMM of a convolution, and whether they read the input in
+/// place: with a channel count that is a multiple of 4 (and no groups) each kernel
+/// tap is one run of `c` input bytes (padding taps read the row of zero-point bytes
+/// appended at offset `x_len`); otherwise rows of an im2col buffer.
+#[cfg(target_arch = "x86_64")]
+fn conv_rows(g: &ConvGeom, x_len: usize, lda: usize) -> (Option<Indirection>, bool) {
+    if g.group != 1 || g.c % 4 != 0 {
+        return (Indirection::strided(g.out_pixels(), lda), false);
+    }
+    let (ih, iw) = (g.h.input as isize, g.w.input as isize);
+    let taps = g.h.kernel * g.w.kernel;
+    let mut offs = Vec::with_capacity(g.out_pixels() * taps);
+    for n in 0..g.n {
+        for oy in 0..g.h.output {
+            for ox in 0..g.w.output {
+                for ky in 0..g.h.kernel {
+                    let iy =
+                        (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
+                    for kx in 0..g.w.kernel {
+                        let ix = (ox * g.w.stride + kx * g.w.dilation) as isize
+                            - g.w.pad_begin as isize;
+                        offs.push(if iy >= 0 && iy < ih && ix >= 0 && ix < iw {
+                            ((n * g.h.input + iy as usize) * g.w.input + ix as usize) * g.c
+                        } else {
+                            x_len
+                        });
+                    }
+                }
+            }
+        }
+    }
+    (Indirection::new(g.out_pixels(), taps, offs), true)
 }
 
 /// `dst[i] = src[i] - T::MIN` as u8 (i8: `x + 128`; u8: unchanged).
@@ -159,6 +232,8 @@ impl<T: QInt> ConvKernel<T> {
                 }
             }
             ConvImpl::Depthwise { wt, bias }
+        } else if let Some((p, wide)) = igemm_parts::<T>(isa, &wo, m, k, &bias, xq.zp, &stage) {
+            ConvImpl::IGemm(p, wide)
         } else {
             match packed8::<T>(isa, &wo, m, k, &bias, xq.zp) {
                 Some(p) => ConvImpl::Gemm8(p),
@@ -172,7 +247,10 @@ impl<T: QInt> ConvKernel<T> {
             xq,
             imp,
             requant: Requant::new(&stage),
+            num,
             geom: None,
+            #[cfg(target_arch = "x86_64")]
+            ind: None,
             x: Vec::new(),
             a: Vec::new(),
             xu: Vec::new(),
@@ -201,6 +279,10 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                     return Err(ctx.error("weights changed since preparation"));
                 }
                 self.geom = Some((x.shape.clone(), g));
+                #[cfg(target_arch = "x86_64")]
+                if let ConvImpl::IGemm(pw, _) = &self.imp {
+                    self.ind = Some(conv_rows(&g, xs.len(), pw.k_pad()));
+                }
                 g
             }
         };
@@ -252,6 +334,35 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                     self.requant.row(isa, row, yr);
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            ConvImpl::IGemm(pw, wide) => {
+                let (ind, direct) = match &self.ind {
+                    Some((Some(ind), direct)) => (ind, *direct),
+                    _ => {
+                        // Offsets beyond 32 bits: the reference kernel.
+                        let mut r =
+                            crate::kernels::quantized::conv::tflite_conv::<T>(ctx, &self.attrs, self.num, inputs)?;
+                        *out = Some(r.remove(0));
+                        return Ok(());
+                    }
+                };
+                // The input as u8, then (in place) the zero-point row the padding
+                // taps read, or (im2col) the patches.
+                self.xu.resize(xs.len() + if direct { g.c } else { 0 }, 0);
+                to_u8(isa, xs, &mut self.xu[..xs.len()]);
+                let a = if direct {
+                    self.xu[xs.len()..].fill(pw.zu);
+                    &self.xu
+                } else {
+                    let lda = pw.k_pad();
+                    self.au.resize(pixels * lda, 0);
+                    im2col(&g, &self.xu, pw.zu, &mut self.au, lda);
+                    &self.au
+                };
+                igemm(isa, a, ind, pw, wide, as_bytes_mut(y), m);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            ConvImpl::IGemm(..) => unreachable!("AVX-512 is x86_64 only"),
             ConvImpl::Depthwise { wt, bias } => {
                 self.a.resize(xs.len(), 0);
                 offset(isa, xs, self.xq.zp, &mut self.a);
@@ -441,6 +552,10 @@ pub struct FcKernel<T> {
     xq: Affine,
     packed: PackedW,
     packed8: Option<PackedW8>,
+    /// AVX-512 GEMM with the fused output stage, and its rows for the last row count.
+    igemm: Option<(PackedW8, Wide)>,
+    #[cfg(target_arch = "x86_64")]
+    ind: Option<Indirection>,
     requant: Requant,
     a: Vec<i16>,
     au: Vec<u8>,
@@ -487,6 +602,9 @@ impl<T: QInt> FcKernel<T> {
             keep_num_dims,
             isa,
             xq,
+            igemm: igemm_parts::<T>(isa, &wo, nout, k, &bias, xq.zp, &stage),
+            #[cfg(target_arch = "x86_64")]
+            ind: None,
             packed8: packed8::<T>(isa, &wo, nout, k, &bias, xq.zp),
             packed: PackedW::new(&wo, nout, k, &bias),
             requant: Requant::new(&stage),
@@ -517,6 +635,30 @@ impl<T: QInt> Prepared for FcKernel<T> {
             .ok_or_else(|| ctx.error(format!("input must be {}, got {}", T::DTYPE, x.dtype())))?;
         let rows = x.len() / k;
         let isa = self.isa;
+        let shape = if self.keep_num_dims && !x.shape.is_empty() {
+            let mut s = x.shape.clone();
+            *s.last_mut().expect("non-empty") = nout;
+            s
+        } else {
+            vec![rows, nout]
+        };
+        #[cfg(target_arch = "x86_64")]
+        if let Some((p8, wide)) = &self.igemm {
+            let lda = p8.k_pad();
+            if self.ind.as_ref().is_none_or(|i| i.rows != rows) {
+                self.ind = Indirection::strided(rows, lda);
+            }
+            if let Some(ind) = &self.ind {
+                self.au.resize(rows * lda, 0);
+                for (src, dst) in xs.chunks_exact(k).zip(self.au.chunks_exact_mut(lda)) {
+                    to_u8(isa, src, &mut dst[..k]);
+                    dst[k..].fill(p8.zu);
+                }
+                let y = out_buffer::<T>(out, &shape, rows * nout);
+                igemm(isa, &self.au, ind, p8, wide, as_bytes_mut(y), nout);
+                return Ok(());
+            }
+        }
         let ldc = self.packed.n_pad();
         self.acc.resize(rows * ldc, 0);
         if let Some(p8) = &self.packed8 {
@@ -540,13 +682,6 @@ impl<T: QInt> Prepared for FcKernel<T> {
             }
             gemm(isa, &self.a, lda, rows, &self.packed, &mut self.acc, ldc);
         }
-        let shape = if self.keep_num_dims && !x.shape.is_empty() {
-            let mut s = x.shape.clone();
-            *s.last_mut().expect("non-empty") = nout;
-            s
-        } else {
-            vec![rows, nout]
-        };
         let y = out_buffer::<T>(out, &shape, rows * nout);
         for (row, yr) in self
             .acc

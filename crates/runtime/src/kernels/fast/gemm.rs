@@ -125,8 +125,8 @@ pub struct PackedW8 {
     pub nblk: usize,
     /// The u8 value that stands for a zero activation (padding).
     pub zu: u8,
-    data: Vec<i8>,
-    bias: Vec<i32>,
+    pub(crate) data: Vec<i8>,
+    pub(crate) bias: Vec<i32>,
 }
 
 impl PackedW8 {

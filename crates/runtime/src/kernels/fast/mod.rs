@@ -20,6 +20,8 @@
 //! scratch buffers between runs. [`crate::executor::Session`] prepares every node
 //! once; the stateless [`crate::run`] prepares and runs in one go (`eval_once`).
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
@@ -45,6 +47,10 @@ enum IsaKind {
     Avx2,
     /// AVX2 plus AVX-VNNI (`vpdpbusd`: u8 x i8 dot products of 4 into i32).
     AvxVnni,
+    /// AVX2 plus AVX-512 F/BW/VL/VNNI: 512-bit `vpdpbusd` GEMMs with the output stage
+    /// fused in their epilogue ([`avx512`]). Does not imply AVX-VNNI (Ice Lake has
+    /// AVX512-VNNI only), so the 256-bit VNNI kernels are never run under it.
+    Avx512,
 }
 
 impl Isa {
@@ -75,14 +81,48 @@ impl Isa {
         None
     }
 
-    /// The best instruction set of this CPU.
-    pub fn detect() -> Isa {
-        Isa::avx_vnni().or_else(Isa::avx2).unwrap_or(Isa::PORTABLE)
+    /// AVX2 + AVX-512 F/BW/VL/VNNI when the running CPU supports them.
+    pub fn avx512() -> Option<Isa> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                return Some(Isa(IsaKind::Avx512));
+            }
+        }
+        None
     }
 
-    /// Whether AVX2 code may run (also true with AVX-VNNI).
+    /// The best instruction set of this CPU.
+    pub fn detect() -> Isa {
+        Isa::avx512()
+            .or_else(Isa::avx_vnni)
+            .or_else(Isa::avx2)
+            .unwrap_or(Isa::PORTABLE)
+    }
+
+    /// Every instruction set this CPU can run, portable first (what the bit-exactness
+    /// tests iterate over).
+    pub fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::PORTABLE];
+        v.extend(Isa::avx2());
+        v.extend(Isa::avx_vnni());
+        v.extend(Isa::avx512());
+        v
+    }
+
+    /// Whether AVX2 code may run (also true with AVX-VNNI and AVX-512).
     pub fn is_avx2(self) -> bool {
-        matches!(self.0, IsaKind::Avx2 | IsaKind::AvxVnni)
+        matches!(self.0, IsaKind::Avx2 | IsaKind::AvxVnni | IsaKind::Avx512)
+    }
+
+    /// Whether the AVX-512 (F/BW/VL/VNNI) kernels may run.
+    pub fn is_avx512(self) -> bool {
+        self.0 == IsaKind::Avx512
     }
 
     /// Whether the AVX-VNNI u8 x i8 GEMM may run.
@@ -95,6 +135,7 @@ impl Isa {
             IsaKind::Portable => "portable",
             IsaKind::Avx2 => "avx2",
             IsaKind::AvxVnni => "avx-vnni",
+            IsaKind::Avx512 => "avx512",
         }
     }
 }
@@ -114,14 +155,18 @@ impl Kernels {
         Kernels::Fast(Isa::detect())
     }
 
-    /// From `EDGEOPT_KERNELS`: `reference`, `portable`, `avx2` (no VNNI), or anything
-    /// else / unset for native. Lets a whole-model run be repeated on the reference kernels without
-    /// recompiling.
+    /// From `EDGEOPT_KERNELS`: `reference`, `portable`, `avx2` (no VNNI), `avx-vnni`
+    /// (256-bit VNNI, no AVX-512), `avx512`, or anything else / unset for native (the
+    /// best this CPU has). An instruction set the CPU lacks falls back to the next
+    /// lower one. Lets a whole-model run be repeated on any path without recompiling.
     pub fn from_env() -> Kernels {
+        let avx2 = || Isa::avx2().unwrap_or(Isa::PORTABLE);
         match std::env::var("EDGEOPT_KERNELS").as_deref() {
             Ok("reference") => Kernels::Reference,
             Ok("portable") => Kernels::Fast(Isa::PORTABLE),
-            Ok("avx2") => Kernels::Fast(Isa::avx2().unwrap_or(Isa::PORTABLE)),
+            Ok("avx2") => Kernels::Fast(avx2()),
+            Ok("avx-vnni") => Kernels::Fast(Isa::avx_vnni().unwrap_or_else(avx2)),
+            Ok("avx512") => Kernels::Fast(Isa::avx512().unwrap_or_else(avx2)),
             _ => Kernels::native(),
         }
     }

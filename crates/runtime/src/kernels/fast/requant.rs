@@ -199,3 +199,191 @@ pub fn div_pot(x: i32, r: u32, mask: i32) -> i32 {
     let threshold = (mask >> 1) + i32::from(x < 0);
     (x >> r) + i32::from((x & mask) > threshold)
 }
+
+/// Per-channel constants of 16 channels in the one-step 64-bit form of [`Wide`],
+/// laid out for 512-bit registers: `vpmuldq` multiplies the even 32-bit lanes, so
+/// even channels use `m` directly and odd ones `m_odd` (channel `2j+1` at lane `2j`)
+/// against the accumulators shifted down by 32 bits; the 64-bit constants are split
+/// into even and odd channels the same way.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Block16 {
+    pub m: [i32; 16],
+    pub m_odd: [i32; 16],
+    pub left: [u32; 16],
+    pub add_e: [i64; 8],
+    pub add_o: [i64; 8],
+    pub sh_e: [u64; 8],
+    pub sh_o: [u64; 8],
+    pub corr_e: [i64; 8],
+    pub corr_o: [i64; 8],
+}
+
+/// An [`OutputStage`] rewritten as one rounding step of a 64-bit product per channel:
+///
+/// `v = ((x << left) · m + add - [away && p < -2^30] · corr) >> sh`, then `+ zp_post`
+/// and the clamp, with `p = (x << left) · m` (the shift wrapping in 32 bits, as the
+/// reference's).
+///
+/// Why it is exact: `srdhm(x, m) = floor((p + 2^30) / 2^31)` for `m != i32::MIN`
+/// (module doc), and nested floor divisions by powers of two compose
+/// (`floor(floor(y / 2^a) / 2^b) = floor(y / 2^(a+b))`), integer addends passing
+/// through the inner floor. So
+/// - ties-up `floor((h + 2^(r-1)) / 2^r)` is `(p + 2^30 + 2^(30+r)) >> (31 + r)`;
+/// - ties-away `RoundingDivideByPOT(h, r) = floor((h + 2^(r-1) - [h < 0]) / 2^r)` is
+///   the same minus `2^31` in the numerator when `h < 0`, i.e. when `p + 2^30 < 0`;
+///   `r = 0` needs no rounding term at all (`corr = 0`);
+/// - the single rounding is `(x · m + 2^(t-1)) >> t` already;
+/// - the output zero point is an integer addend too, folded into `add` as
+///   `zp · 2^sh` whenever that cannot overflow 64 bits (`zp_post` is then 0).
+///
+/// `|p| <= 2^62`, and `add` is kept below `2^62 - 2^31` in magnitude, so nothing
+/// overflows. A multiplier of `i32::MIN` (the one saturating case of `srdhm`, never
+/// produced by `quantize_multiplier`) has no such form: [`Wide::new`] returns `None`.
+#[derive(Debug, Clone)]
+pub struct Wide {
+    n: usize,
+    pub blocks: Vec<Block16>,
+    /// Some channel has a left shift (multiplier >= 1).
+    pub any_left: bool,
+    /// Ties-away rounding (the sign correction runs).
+    pub away: bool,
+    pub zp_post: i32,
+    pub min: i32,
+    pub max: i32,
+}
+
+impl Wide {
+    pub fn new(stage: &OutputStage) -> Option<Wide> {
+        let n = stage.multiplier.len();
+        if stage.rounding != Rounding::Single && stage.multiplier.contains(&i32::MIN) {
+            return None;
+        }
+        // (left, m, add without zp, sh, corr) per channel.
+        let chans: Vec<(u32, i32, i64, u32, i64)> = stage
+            .multiplier
+            .iter()
+            .zip(&stage.shift)
+            .map(|(&m, &s)| match stage.rounding {
+                Rounding::Single => {
+                    let t = (31 - s).clamp(1, 62) as u32;
+                    (0, m, 1i64 << (t - 1), t, 0)
+                }
+                Rounding::TiesUp | Rounding::TiesAway => {
+                    let left = (s.max(0) as u32) & 31;
+                    let r = (-s).clamp(0, 31) as u32;
+                    let round = if r > 0 { 1i64 << (30 + r) } else { 0 };
+                    let corr = if r > 0 && stage.rounding == Rounding::TiesAway {
+                        1i64 << 31
+                    } else {
+                        0
+                    };
+                    (left, m, (1i64 << 30) + round, 31 + r, corr)
+                }
+            })
+            .collect();
+        let limit = (1i128 << 62) - (1i128 << 31);
+        let fold = chans.iter().all(|&(_, _, add, sh, _)| {
+            (add as i128 + stage.out_zp as i128 * (1i128 << sh)).abs() < limit
+        });
+        let mut blocks = vec![Block16::default(); n.div_ceil(16)];
+        for (c, &(left, m, add, sh, corr)) in chans.iter().enumerate() {
+            let b = &mut blocks[c / 16];
+            let (j, h) = (c % 16, c % 16 / 2);
+            let add = if fold {
+                add + ((stage.out_zp as i64) << sh)
+            } else {
+                add
+            };
+            b.m[j] = m;
+            b.left[j] = left;
+            if j % 2 == 0 {
+                (b.add_e[h], b.sh_e[h], b.corr_e[h]) = (add, sh as u64, corr);
+            } else {
+                b.m_odd[j - 1] = m;
+                (b.add_o[h], b.sh_o[h], b.corr_o[h]) = (add, sh as u64, corr);
+            }
+        }
+        Some(Wide {
+            n,
+            blocks,
+            any_left: chans.iter().any(|c| c.0 != 0),
+            away: stage.rounding == Rounding::TiesAway,
+            zp_post: if fold { 0 } else { stage.out_zp },
+            min: stage.min,
+            max: stage.max,
+        })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.n
+    }
+
+    /// Scalar evaluation of the same formula (documentation and tests).
+    pub fn apply(&self, acc: i32, c: usize) -> i32 {
+        let b = &self.blocks[c / 16];
+        let (j, h) = (c % 16, c % 16 / 2);
+        let p = acc.wrapping_shl(b.left[j]) as i64 * b.m[j] as i64;
+        let (add, sh, corr) = if j % 2 == 0 {
+            (b.add_e[h], b.sh_e[h], b.corr_e[h])
+        } else {
+            (b.add_o[h], b.sh_o[h], b.corr_o[h])
+        };
+        let mut y = p + add;
+        if self.away && p < -(1i64 << 30) {
+            y -= corr;
+        }
+        (((y >> sh) as i32) + self.zp_post).clamp(self.min, self.max)
+    }
+}
+
+#[cfg(test)]
+mod wide_tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// The one-step form equals the reference output stage on random stages and
+    /// accumulators, including the extremes of i32 and of the shifts.
+    #[test]
+    fn wide_matches_output_stage() {
+        let mut r = StdRng::seed_from_u64(7);
+        for case in 0..3000 {
+            let n = r.gen_range(1..40);
+            let rounding = [Rounding::TiesAway, Rounding::TiesUp, Rounding::Single][case % 3];
+            let multiplier: Vec<i32> = (0..n)
+                .map(|_| match r.gen_range(0..10) {
+                    0 => i32::MAX,
+                    1 => 1 << 30,
+                    _ => r.gen_range(1 << 30..i32::MAX),
+                })
+                .collect();
+            let shift: Vec<i32> = (0..n)
+                .map(|_| match r.gen_range(0..10) {
+                    0 => r.gen_range(-40..40),
+                    _ => r.gen_range(-14..3),
+                })
+                .collect();
+            let (lo, hi) = if r.gen_bool(0.5) { (-128, 127) } else { (0, 255) };
+            let stage = OutputStage {
+                multiplier,
+                shift,
+                out_zp: r.gen_range(lo..=hi),
+                min: lo + r.gen_range(0..20),
+                max: hi - r.gen_range(0..20),
+                rounding,
+            };
+            let w = Wide::new(&stage).expect("no i32::MIN multiplier");
+            for _ in 0..50 {
+                let acc = match r.gen_range(0..6) {
+                    0 => i32::MIN,
+                    1 => i32::MAX,
+                    2 => r.gen(),
+                    _ => r.gen_range(-100_000..100_000),
+                };
+                let c = r.gen_range(0..n);
+                assert_eq!(w.apply(acc, c), stage.apply(acc, c), "{stage:?} acc {acc} c {c}");
+            }
+        }
+    }
+}

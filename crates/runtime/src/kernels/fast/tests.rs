@@ -7,10 +7,11 @@
 //! and u8 activations with random zero points; per-tensor and per-channel weights in
 //! i8, u8 (with zero points), i4 and ternary {-1, 0, 1}; optional bias; every fused
 //! activation; multipliers below and above 1. Each case runs on the reference kernels
-//! and on the fast kernels, both on the portable path and (when the CPU has it) on
-//! AVX2, through a prepared `Session` (twice, to exercise buffer reuse) and through the
-//! stateless executor; the outputs (or the fact that all fail) must agree. Both integer
-//! arithmetics (`Numerics::LiteRt` and `Numerics::Reference`) are covered.
+//! and on the fast kernels, on every instruction set this CPU has
+//! (`Isa::available()`: portable, AVX2, AVX-VNNI, AVX-512), through a prepared
+//! `Session` (twice, to exercise buffer reuse) and through the stateless executor;
+//! the outputs (or the fact that all fail) must agree. Both integer arithmetics
+//! (`Numerics::LiteRt` and `Numerics::Reference`) are covered.
 
 use crate::kernels::fast::{Isa, Kernels};
 use crate::kernels::quantized::{set_numerics, Numerics};
@@ -343,10 +344,7 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
         .collect();
     let ctx = NodeCtx::new(g, node);
     let want = eval_node_with(&ctx, &ins, Kernels::Reference).map(|mut o| o.remove(0));
-    let mut isas = vec![Isa::PORTABLE];
-    isas.extend(Isa::avx2());
-    isas.extend(Isa::avx_vnni());
-    for isa in isas {
+    for isa in Isa::available() {
         let got = eval_node_with(&ctx, &ins, Kernels::Fast(isa)).map(|mut o| o.remove(0));
         match (&want, &got) {
             (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "stateless, {}", isa.name()),

@@ -102,7 +102,9 @@ pub fn multiply_by_quantized_multiplier_greater_than_one(x: i32, m: i32, shift: 
 pub fn multiply_by_quantized_multiplier_i64(x: i64, m: i32, shift: i32) -> i32 {
     // Inputs are clamped to 48 bits as in TFLite so the product fits in 64 bits.
     let x = x.clamp(-(1i64 << 47), (1i64 << 47) - 1);
-    let reduced_multiplier: i32 = if m < i32::MAX {
+    // TFLite saturates the reduced multiplier to 0x7fff near the top of the range
+    // (and the sum below cannot overflow there).
+    let reduced_multiplier: i32 = if m < 0x7fff_0000 {
         (m + (1 << 15)) >> 16
     } else {
         0x7fff

@@ -17,6 +17,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod fc;
 pub mod fixedpoint;
+pub mod int16;
 pub mod movement;
 pub mod onnx;
 pub mod pool;
@@ -185,8 +186,8 @@ fn tflite_conv_dispatch<T: common::QInt>(
     a: &edgeopt_ir::ConvAttrs,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
-    if std::mem::size_of::<T>() != 1 {
-        return Err(ctx.error("16-bit quantized convolution is not supported yet"));
+    if T::DTYPE == DType::I16 {
+        return int16::conv(ctx, a, inputs);
     }
     conv::tflite_conv::<T>(ctx, a, numerics(), inputs)
 }
@@ -196,8 +197,8 @@ fn fc_dispatch<T: common::QInt>(
     keep: bool,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
-    if std::mem::size_of::<T>() != 1 {
-        return Err(ctx.error("16-bit quantized fully-connected is not supported yet"));
+    if T::DTYPE == DType::I16 {
+        return int16::fully_connected(ctx, act, keep, inputs);
     }
     fc::tflite_fc::<T>(ctx, act, keep, numerics(), inputs)
 }
@@ -224,6 +225,9 @@ fn softmax_dispatch<T: common::QInt>(
     num: Numerics,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
+    if T::DTYPE == DType::I16 {
+        return int16::softmax(ctx, axis, beta, inputs);
+    }
     activation::softmax::<T>(ctx, axis, beta, num, inputs)
 }
 fn lut_dispatch<T: common::QInt>(

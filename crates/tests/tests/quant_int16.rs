@@ -1,0 +1,148 @@
+//! int16 activations with int8 weights (TFLite's "16x8" scheme) end to end, on the
+//! MLPerf Tiny fp32 ResNet-8 (pretrainedResnet.onnx):
+//! - `edgeopt quantize --activations int16 -o r8.tflite`, calibrated on the first 200
+//!   of the 500 MLPerf calibration images (min-max, the TFLite converter's method);
+//! - the written file, read back and run by edgeopt's 16x8 integer kernels, and the
+//!   same file in LiteRT's builtin kernels (int16 CONV_2D / ADD / AVERAGE_POOL_2D /
+//!   FULLY_CONNECTED / SOFTMAX with int64 biases) give identical outputs on 1,000
+//!   CIFAR-10 test images (every 10th of the class-sorted set: 100 per class);
+//! - on those images, int16 top-1 accuracy is at least int8's (percentile PTQ, the
+//!   project's best int8 setting) minus 0.5 pt, and within 1 pt of float.
+
+use edgeopt_cli::quantize::{quantize_command, ActivationsArg, MethodArg, QuantizeArgs};
+use edgeopt_ir::{DType, Tensor};
+use edgeopt_testkit as tk;
+use std::path::{Path, PathBuf};
+
+const IC: &str = "mlperf-tiny/benchmark/training/image_classification";
+const ONNX_MODEL: &str = "mlperf-tiny/onnx/tf2onnx_from_tflite/pretrainedResnet.onnx";
+const N_EVAL: usize = 1000;
+
+fn base_args(data: &Path) -> QuantizeArgs {
+    QuantizeArgs {
+        calib_names: Some(data.join("cifar10/test_filenames.txt")),
+        calib_select: Some(data.join(format!("{IC}/calibration_samples.txt"))),
+        calib_limit: Some(200),
+        ..QuantizeArgs::new(data.join(ONNX_MODEL), data.join("cifar10/test_x.npy"))
+    }
+}
+
+/// Every 10th test image (100 per class) and its label, written as .npy files.
+fn eval_subset(data: &Path, dir: &Path) -> (Tensor, Vec<i64>, PathBuf, PathBuf) {
+    let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
+    let y = edgeopt_npy::read(&data.join("cifar10/test_y.npy")).unwrap();
+    let per = 32 * 32 * 3;
+    let xv = x.to_f32_vec();
+    let yv = y.to_i64_vec();
+    let rows: Vec<usize> = (0..N_EVAL).map(|i| i * 10).collect();
+    let mut sub = Vec::with_capacity(N_EVAL * per);
+    for &r in &rows {
+        sub.extend_from_slice(&xv[r * per..(r + 1) * per]);
+    }
+    let labels: Vec<i64> = rows.iter().map(|&r| yv[r]).collect();
+    let xt = Tensor::from_f32(vec![N_EVAL, 32, 32, 3], sub).unwrap();
+    let yt = Tensor::from_i64(vec![N_EVAL], labels.clone()).unwrap();
+    let (xp, yp) = (dir.join("x1000.npy"), dir.join("y1000.npy"));
+    edgeopt_npy::write(&xp, &xt).unwrap();
+    edgeopt_npy::write(&yp, &yt).unwrap();
+    (xt, labels, xp, yp)
+}
+
+fn top1(scores: &Tensor, labels: &[i64]) -> f64 {
+    let v = scores.to_f32_vec();
+    let k = v.len() / labels.len();
+    let hits = v
+        .chunks_exact(k)
+        .zip(labels)
+        .filter(|(row, &l)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, &s)| if s > row[b] { i } else { b });
+            best as i64 == l
+        })
+        .count();
+    100.0 * hits as f64 / labels.len() as f64
+}
+
+#[test]
+fn int16_resnet8_tflite_matches_litert_and_beats_int8() {
+    let Some(data) = tk::data_dir() else { return };
+    let dir = tk::scratch_dir("quant_int16");
+    let (x, labels, xp, yp) = eval_subset(&data, &dir);
+
+    // int16 activations, int8 weights, written as TFLite.
+    let tfl = dir.join("r8_int16.tflite");
+    quantize_command(&QuantizeArgs {
+        activations: Some(ActivationsArg::Int16),
+        output: Some(tfl.clone()),
+        ..base_args(&data)
+    })
+    .unwrap();
+    let g = edgeopt_cli::load_model(&tfl).unwrap();
+    // The graph really runs on 16-bit integer kernels (no float islands): every conv
+    // and fully-connected reads an int16 tensor.
+    for n in &g.nodes {
+        if matches!(
+            n.op,
+            edgeopt_ir::Op::Conv(_) | edgeopt_ir::Op::FullyConnected { .. }
+        ) {
+            let x = n.input(0).unwrap();
+            assert_eq!(g.values[x].dtype, DType::I16, "node {}", n.name);
+        }
+    }
+    let ours = edgeopt_runtime::run(&g, &[x]).unwrap().remove(0);
+    let acc16 = top1(&ours, &labels);
+
+    // int8 (percentile, the project's best int8 PTQ) and float on the same images.
+    let s8 = quantize_command(&QuantizeArgs {
+        method: MethodArg::Percentile,
+        eval_data: Some(xp.clone()),
+        eval_labels: Some(yp),
+        ..base_args(&data)
+    })
+    .unwrap();
+    let acc8 = s8.quantized_accuracy.expect("evaluated");
+    let accf = s8.float_accuracy.expect("evaluated");
+    eprintln!(
+        "top-1 on {N_EVAL} CIFAR-10 test images: float {accf:.2}%, int16 {acc16:.2}%, \
+         int8 {acc8:.2}%"
+    );
+    assert!(
+        acc16 >= acc8 - 0.5,
+        "int16 {acc16:.2}% vs int8 {acc8:.2}%"
+    );
+    assert!((acc16 - accf).abs() <= 1.0, "int16 {acc16:.2}% vs float {accf:.2}%");
+
+    // LiteRT's builtin kernels on the same file and images.
+    if !tk::oracle_available() {
+        return;
+    }
+    let lite = dir.join("lite.npy");
+    tk::run_oracle(
+        "litert_run.py",
+        &[
+            &tfl,
+            &xp,
+            &lite,
+            Path::new("--resolver"),
+            Path::new("builtin"),
+        ],
+    );
+    let theirs = edgeopt_npy::read(&lite).unwrap();
+    assert_eq!(ours.shape, theirs.shape);
+    let (a, b) = (ours.to_f32_vec(), theirs.to_f32_vec());
+    // Outputs are dequantized int16 softmax values (scale 1/32768): compare in LSB.
+    let max_lsb = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| ((p - q).abs() * 32768.0).round() as i64)
+        .max()
+        .unwrap_or(0);
+    let differing = a.iter().zip(&b).filter(|(p, q)| p != q).count();
+    eprintln!("edgeopt vs LiteRT (int16): max |diff| {max_lsb} LSB, {differing} values differ");
+    assert_eq!(
+        differing, 0,
+        "LiteRT differs from edgeopt on the int16 model (max {max_lsb} LSB)"
+    );
+}
