@@ -50,6 +50,8 @@ pub enum OnnxActivationsArg {
     /// uint8 (zero point + 128, same values): onnxruntime's x86 integer kernels.
     Uint8,
     /// int8 as quantized (Arm onnxruntime builds run int8 x int8 natively).
+    /// onnxruntime 1.32 on x86 rejects int8 activations next to int4 weights (opset
+    /// 21): its int8-to-uint8 rewrite leaves `output_dtype` INT8 on a uint8 zero point.
     Int8,
 }
 
@@ -436,8 +438,8 @@ pub fn quantize_command(args: &QuantizeArgs) -> Result<QuantizeSummary> {
     if let Some(o) = &args.output {
         export(&r.quantized, o, args.onnx_activations)?;
         if q_eval.is_some() {
-            let written = load_model(o)
-                .with_context(|| format!("cannot read back {}", o.display()))?;
+            let written =
+                load_model(o).with_context(|| format!("cannot read back {}", o.display()))?;
             let label = format!("{} (as written)", o.display());
             exported_eval = eval_on(&written, &label, args)?;
         }

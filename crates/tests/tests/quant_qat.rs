@@ -317,6 +317,21 @@ fn resnet8_int4_qat_fake_quant_predicts_integer() {
         alpha: 0.9,
     });
     let (g3, plan3) = qat::fine_tune(&prepared, &plan, &lcfg).unwrap();
+    // Deterministic for a seed (learned scales and distillation included): a shorter
+    // run twice gives identical weights and scales.
+    let mut dcfg = lcfg.clone();
+    dcfg.max_batches = Some(3);
+    let a = qat::fine_tune(&prepared, &plan, &dcfg).unwrap();
+    let b = qat::fine_tune(&prepared, &plan, &dcfg).unwrap();
+    assert_eq!(a.1, b.1, "same seed, same learned scales");
+    assert!(
+        a.0.values
+            .iter()
+            .zip(&b.0.values)
+            .all(|(x, y)| x.data == y.data),
+        "same seed, same weights"
+    );
+    assert_ne!(a.1.weight_scales, plan3.weight_scales);
     assert_eq!(
         g3.values.len(),
         prepared.values.len(),

@@ -22,6 +22,8 @@
 use super::gemm::{PackedW8, NR};
 use super::requant::{Block16, Wide};
 use super::Isa;
+use crate::kernels::quantized::common::{OutputStage, QInt};
+use crate::kernels::quantized::conv::ConvGeom;
 use std::arch::x86_64::*;
 
 /// Where the rows of an implicit GEMM's A matrix are: row `r` is the concatenation of
@@ -77,7 +79,10 @@ pub fn igemm(
     assert!(ind.max_off + kq * 4 <= x.len(), "A out of bounds");
     assert!(rq.channels() == w.n && rq.blocks.len() == w.nblk);
     assert!(w.data.len() == w.nblk * w.k4 * NR * 4 && w.bias.len() == w.nblk * NR);
-    assert!(ldy >= w.n && y.len() >= (rows - 1) * ldy + w.n, "y too short");
+    assert!(
+        ldy >= w.n && y.len() >= (rows - 1) * ldy + w.n,
+        "y too short"
+    );
     let g = Gemm {
         x: x.as_ptr(),
         offs: ind.offs.as_ptr(),
@@ -304,4 +309,240 @@ unsafe fn tile<const R: usize, const NB: usize>(
             );
         }
     }
+}
+
+/// TFLite ADD / SUB / MUL of two 8-bit tensors of the same shape, 16 elements per
+/// step, every fixed-point rescale in the one-step form of [`Wide`] (one "channel"
+/// repeated over the 16 lanes, so [`requant16`] evaluates it):
+/// - add/sub: `x1 = (a - za) << 20`, `raw = s1(x1) ± s2(x2)`, `y = so(raw)` where
+///   `s1`, `s2` are `MultiplyByQuantizedMultiplierSmallerThanOneExp` (ties away, no
+///   left shift, no clamp) and `so` the same plus zero point and clamp;
+/// - mul: `y = so((a - za) · (b - zb))`, `so` with its left shift.
+#[derive(Debug, Clone)]
+pub struct BinaryWide {
+    pub za: i32,
+    pub zb: i32,
+    /// `Some((s1, s2, sub))` for add/sub, `None` for mul.
+    pub addsub: Option<(Wide, Wide, bool)>,
+    pub so: Wide,
+    pub left_shift: u32,
+}
+
+/// `y = op(a, b)` elementwise (see [`BinaryWide`]); `signed` says whether the bytes
+/// are i8 (else u8).
+pub fn binary(isa: Isa, op: &BinaryWide, signed: bool, a: &[u8], b: &[u8], y: &mut [u8]) {
+    assert!(isa.is_avx512(), "needs AVX-512");
+    assert!(a.len() == y.len() && b.len() == y.len(), "same shapes");
+    for w in op
+        .addsub
+        .iter()
+        .flat_map(|(s1, s2, _)| [s1, s2])
+        .chain([&op.so])
+    {
+        assert!(!w.blocks.is_empty(), "one block of constants");
+    }
+    // SAFETY: `Isa::Avx512` exists only when the CPU has AVX-512 F/BW/VL/VNNI; loads
+    // and stores are masked to the slices' common length.
+    unsafe { binary_impl(op, signed, a, b, y) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn binary_impl(op: &BinaryWide, signed: bool, a: &[u8], b: &[u8], y: &mut [u8]) {
+    let load = |p: &[u8], i: usize, k: __mmask16| {
+        let v = _mm_maskz_loadu_epi8(k, p.as_ptr().add(i) as *const i8);
+        if signed {
+            _mm512_cvtepi8_epi32(v)
+        } else {
+            _mm512_cvtepu8_epi32(v)
+        }
+    };
+    let (za, zb) = (_mm512_set1_epi32(op.za), _mm512_set1_epi32(op.zb));
+    let eo = Epi::new(&op.so);
+    let bo = &op.so.blocks[0];
+    let n = y.len();
+    let mut i = 0;
+    match &op.addsub {
+        Some((s1, s2, sub)) => {
+            let (e1, e2) = (Epi::new(s1), Epi::new(s2));
+            let (b1, b2) = (&s1.blocks[0], &s2.blocks[0]);
+            let sh = _mm_cvtsi32_si128(op.left_shift as i32);
+            while i < n {
+                let k = lane_mask(n - i);
+                let x1 = _mm512_sll_epi32(_mm512_sub_epi32(load(a, i, k), za), sh);
+                let x2 = _mm512_sll_epi32(_mm512_sub_epi32(load(b, i, k), zb), sh);
+                let (r1, r2) = (requant16(x1, b1, &e1), requant16(x2, b2, &e2));
+                let raw = if *sub {
+                    _mm512_sub_epi32(r1, r2)
+                } else {
+                    _mm512_add_epi32(r1, r2)
+                };
+                let v = requant16(raw, bo, &eo);
+                _mm_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, k, _mm512_cvtepi32_epi8(v));
+                i += 16;
+            }
+        }
+        None => {
+            while i < n {
+                let k = lane_mask(n - i);
+                let p = _mm512_mullo_epi32(
+                    _mm512_sub_epi32(load(a, i, k), za),
+                    _mm512_sub_epi32(load(b, i, k), zb),
+                );
+                let v = requant16(p, bo, &eo);
+                _mm_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, k, _mm512_cvtepi32_epi8(v));
+                i += 16;
+            }
+        }
+    }
+}
+
+/// Depthwise convolution (channel multiplier 1) with the output stage fused: weights
+/// `[tap][16·nblk]` and the input widened to i32 (`x - zp`), so one `vpdpwssd`
+/// (i16 pairs; the high half of each weight dword is 0) accumulates a tap of 16
+/// channels exactly. Taps outside the input are skipped, as in the reference.
+#[derive(Debug, Clone)]
+pub struct DepthwiseWide {
+    pub c: usize,
+    nblk: usize,
+    w: Vec<i32>,
+    bias: Vec<i32>,
+    pub rq: Wide,
+}
+
+impl DepthwiseWide {
+    /// `wt` is `[taps, c]` (zero points subtracted, each fits in i16), `bias` has `c`
+    /// entries; `None` when the stage has no one-step form.
+    pub fn new(
+        wt: &[i16],
+        taps: usize,
+        c: usize,
+        bias: &[i32],
+        stage: &OutputStage,
+    ) -> Option<Self> {
+        assert!(wt.len() == taps * c && bias.len() == c);
+        let rq = Wide::new(stage)?;
+        let nblk = c.div_ceil(NR);
+        let mut w = vec![0i32; taps * nblk * NR];
+        for t in 0..taps {
+            for ch in 0..c {
+                // The weight in the low 16 bits, 0 above: `vpdpwssd` multiplies the
+                // high half of the input dword by 0.
+                w[t * nblk * NR + ch] = wt[t * c + ch] as u16 as i32;
+            }
+        }
+        let mut b = vec![0i32; nblk * NR];
+        b[..c].copy_from_slice(bias);
+        Some(DepthwiseWide {
+            c,
+            nblk,
+            w,
+            bias: b,
+            rq,
+        })
+    }
+}
+
+/// `x` is the input widened to i32 with the zero point subtracted (NHWC, `g.c ==
+/// dw.c` channels, multiplier 1); `y` the 8-bit output as bytes.
+pub fn depthwise(isa: Isa, g: &ConvGeom, x: &[i32], dw: &DepthwiseWide, y: &mut [u8]) {
+    assert!(isa.is_avx512(), "needs AVX-512");
+    assert!(
+        g.c == dw.c && g.m == dw.c && g.group == g.c,
+        "depthwise, multiplier 1"
+    );
+    assert_eq!(x.len(), g.n * g.h.input * g.w.input * g.c, "input size");
+    assert_eq!(y.len(), g.out_pixels() * g.c, "output size");
+    assert_eq!(dw.w.len(), g.h.kernel * g.w.kernel * dw.nblk * NR, "taps");
+    assert_eq!(dw.rq.blocks.len(), dw.nblk);
+    // SAFETY: AVX-512 proven by `isa`; input reads are at in-bounds pixels (taps
+    // outside the input are skipped) and masked to `c` channels, outputs likewise.
+    unsafe { depthwise_impl(g, x, dw, y) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn depthwise_impl(g: &ConvGeom, x: &[i32], dw: &DepthwiseWide, y: &mut [u8]) {
+    let e = Epi::new(&dw.rq);
+    let mut b0 = 0;
+    while b0 < dw.nblk {
+        match dw.nblk - b0 {
+            1 => dw_blocks::<1>(g, x, dw, &e, b0, y),
+            2 => dw_blocks::<2>(g, x, dw, &e, b0, y),
+            3 => dw_blocks::<3>(g, x, dw, &e, b0, y),
+            _ => dw_blocks::<4>(g, x, dw, &e, b0, y),
+        }
+        b0 += 4;
+    }
+}
+
+/// Blocks `b0 .. b0 + NB` of every output pixel.
+#[inline(always)]
+unsafe fn dw_blocks<const NB: usize>(
+    g: &ConvGeom,
+    x: &[i32],
+    dw: &DepthwiseWide,
+    e: &Epi,
+    b0: usize,
+    y: &mut [u8],
+) {
+    let c = g.c;
+    let ld = dw.nblk * NR;
+    let masks: [__mmask16; NB] = std::array::from_fn(|j| lane_mask(c - (b0 + j) * NR));
+    let (ih, iw) = (g.h.input as isize, g.w.input as isize);
+    let mut yp = y.as_mut_ptr();
+    for n in 0..g.n {
+        for oy in 0..g.h.output {
+            for ox in 0..g.w.output {
+                let mut acc: [__m512i; NB] = std::array::from_fn(|j| {
+                    _mm512_loadu_si512(dw.bias.as_ptr().add((b0 + j) * NR) as *const _)
+                });
+                for ky in 0..g.h.kernel {
+                    let iy =
+                        (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
+                    if iy < 0 || iy >= ih {
+                        continue;
+                    }
+                    for kx in 0..g.w.kernel {
+                        let ix =
+                            (ox * g.w.stride + kx * g.w.dilation) as isize - g.w.pad_begin as isize;
+                        if ix < 0 || ix >= iw {
+                            continue;
+                        }
+                        let xp = x
+                            .as_ptr()
+                            .add(((n * g.h.input + iy as usize) * g.w.input + ix as usize) * c);
+                        let wp = dw.w.as_ptr().add((ky * g.w.kernel + kx) * ld);
+                        for j in 0..NB {
+                            let blk = b0 + j;
+                            let xv = _mm512_maskz_loadu_epi32(masks[j], xp.add(blk * NR));
+                            let wv = _mm512_loadu_si512(wp.add(blk * NR) as *const _);
+                            acc[j] = _mm512_dpwssd_epi32(acc[j], xv, wv);
+                        }
+                    }
+                }
+                for j in 0..NB {
+                    let blk = b0 + j;
+                    let v = requant16(acc[j], &dw.rq.blocks[blk], e);
+                    _mm_mask_storeu_epi8(
+                        yp.add(blk * NR) as *mut i8,
+                        masks[j],
+                        _mm512_cvtepi32_epi8(v),
+                    );
+                }
+                yp = yp.add(c);
+            }
+        }
+    }
+}
+
+/// `dst[i] = src[i] - zp` as i32 (compiled for AVX-512 so LLVM vectorizes it).
+pub fn widen<T: QInt>(isa: Isa, src: &[T], zp: i32, dst: &mut [i32]) {
+    assert!(isa.is_avx512(), "needs AVX-512");
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn body<T: QInt>(src: &[T], zp: i32, dst: &mut [i32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_i32() - zp;
+        }
+    }
+    // SAFETY: AVX-512 proven by `isa`.
+    unsafe { body(src, zp, dst) }
 }

@@ -9,7 +9,9 @@
 //! error, so the fast path never changes what is accepted.
 
 #[cfg(target_arch = "x86_64")]
-use super::avx512::{igemm, Indirection};
+use super::avx512::{depthwise as depthwise512, igemm, widen, DepthwiseWide, Indirection};
+#[cfg(target_arch = "x86_64")]
+use super::bytes_mut;
 use super::gemm::{gemm, gemm_u8, PackedW, PackedW8};
 use super::requant::{Requant, Wide};
 use super::{out_buffer, weight_dtype_ok, Isa, Prepared};
@@ -46,6 +48,9 @@ enum ConvImpl {
     /// AVX-512 implicit GEMM with the output stage fused ([`super::avx512`]), when
     /// the weights fit in i8 and the stage has the one-step form.
     IGemm(PackedW8, Wide),
+    /// AVX-512 depthwise (channel multiplier 1) with the output stage fused.
+    #[cfg(target_arch = "x86_64")]
+    DepthwiseWide(DepthwiseWide),
     /// Weights `[kh*kw, M]` (a tap's channels contiguous) and bias.
     Depthwise {
         wt: Vec<i16>,
@@ -71,6 +76,8 @@ pub struct ConvKernel<T> {
     /// Zero-point-subtracted input (for im2col).
     x: Vec<i16>,
     a: Vec<i16>,
+    /// Input widened to i32 (AVX-512 depthwise).
+    xw: Vec<i32>,
     /// u8 input and patches of the u8 GEMM.
     xu: Vec<u8>,
     au: Vec<u8>,
@@ -115,14 +122,6 @@ fn igemm_parts<T: QInt>(
     Some((packed8_any::<T>(w, n, k, bias, zp)?, Wide::new(stage)?))
 }
 
-/// An 8-bit output buffer as bytes (`T` is i8 or u8: every bit pattern is valid).
-#[cfg(target_arch = "x86_64")]
-fn as_bytes_mut<T: QInt>(y: &mut [T]) -> &mut [u8] {
-    assert_eq!(std::mem::size_of::<T>(), 1, "8-bit outputs only");
-    // SAFETY: same length in bytes, alignment 1, and u8 has no invalid values.
-    unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr() as *mut u8, y.len()) }
-}
-
 /// Rows of the implicit GEMM of a convolution, and whether they read the input in
 /// place: with a channel count that is a multiple of 4 (and no groups) each kernel
 /// tap is one run of `c` input bytes (padding taps read the row of zero-point bytes
@@ -142,8 +141,8 @@ fn conv_rows(g: &ConvGeom, x_len: usize, lda: usize) -> (Option<Indirection>, bo
                     let iy =
                         (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
                     for kx in 0..g.w.kernel {
-                        let ix = (ox * g.w.stride + kx * g.w.dilation) as isize
-                            - g.w.pad_begin as isize;
+                        let ix =
+                            (ox * g.w.stride + kx * g.w.dilation) as isize - g.w.pad_begin as isize;
                         offs.push(if iy >= 0 && iy < ih && ix >= 0 && ix < iw {
                             ((n * g.h.input + iy as usize) * g.w.input + ix as usize) * g.c
                         } else {
@@ -231,6 +230,20 @@ impl<T: QInt> ConvKernel<T> {
                     wt[t * m + oc] = wo[oc * taps + t];
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            if isa.is_avx512() && m == group {
+                if let Some(dw) = DepthwiseWide::new(&wt, taps, m, &bias, &stage) {
+                    return Some(Self::build(
+                        a,
+                        w,
+                        isa,
+                        xq,
+                        ConvImpl::DepthwiseWide(dw),
+                        &stage,
+                        num,
+                    ));
+                }
+            }
             ConvImpl::Depthwise { wt, bias }
         } else if let Some((p, wide)) = igemm_parts::<T>(isa, &wo, m, k, &bias, xq.zp, &stage) {
             ConvImpl::IGemm(p, wide)
@@ -240,24 +253,37 @@ impl<T: QInt> ConvKernel<T> {
                 None => ConvImpl::Gemm(PackedW::new(&wo, m, k, &bias)),
             }
         };
-        Some(ConvKernel {
+        Some(Self::build(a, w, isa, xq, imp, &stage, num))
+    }
+
+    fn build(
+        a: &ConvAttrs,
+        w: &Tensor,
+        isa: Isa,
+        xq: Affine,
+        imp: ConvImpl,
+        stage: &OutputStage,
+        num: Numerics,
+    ) -> Self {
+        ConvKernel {
             attrs: a.clone(),
             w_shape: w.shape.clone(),
             isa,
             xq,
             imp,
-            requant: Requant::new(&stage),
+            requant: Requant::new(stage),
             num,
             geom: None,
             #[cfg(target_arch = "x86_64")]
             ind: None,
             x: Vec::new(),
             a: Vec::new(),
+            xw: Vec::new(),
             xu: Vec::new(),
             au: Vec::new(),
             acc: Vec::new(),
             _t: PhantomData,
-        })
+        }
     }
 }
 
@@ -340,8 +366,12 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                     Some((Some(ind), direct)) => (ind, *direct),
                     _ => {
                         // Offsets beyond 32 bits: the reference kernel.
-                        let mut r =
-                            crate::kernels::quantized::conv::tflite_conv::<T>(ctx, &self.attrs, self.num, inputs)?;
+                        let mut r = crate::kernels::quantized::conv::tflite_conv::<T>(
+                            ctx,
+                            &self.attrs,
+                            self.num,
+                            inputs,
+                        )?;
                         *out = Some(r.remove(0));
                         return Ok(());
                     }
@@ -359,10 +389,16 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                     im2col(&g, &self.xu, pw.zu, &mut self.au, lda);
                     &self.au
                 };
-                igemm(isa, a, ind, pw, wide, as_bytes_mut(y), m);
+                igemm(isa, a, ind, pw, wide, bytes_mut(y), m);
             }
             #[cfg(not(target_arch = "x86_64"))]
             ConvImpl::IGemm(..) => unreachable!("AVX-512 is x86_64 only"),
+            #[cfg(target_arch = "x86_64")]
+            ConvImpl::DepthwiseWide(dw) => {
+                self.xw.resize(xs.len(), 0);
+                widen(isa, xs, self.xq.zp, &mut self.xw);
+                depthwise512(isa, &g, &self.xw, dw, bytes_mut(y));
+            }
             ConvImpl::Depthwise { wt, bias } => {
                 self.a.resize(xs.len(), 0);
                 offset(isa, xs, self.xq.zp, &mut self.a);
@@ -655,7 +691,7 @@ impl<T: QInt> Prepared for FcKernel<T> {
                     dst[k..].fill(p8.zu);
                 }
                 let y = out_buffer::<T>(out, &shape, rows * nout);
-                igemm(isa, &self.au, ind, p8, wide, as_bytes_mut(y), nout);
+                igemm(isa, &self.au, ind, p8, wide, bytes_mut(y), nout);
                 return Ok(());
             }
         }

@@ -4,10 +4,15 @@
 //! in their branch-free form ([`super::requant::high_mul`], [`super::requant::div_pot`])
 //! so the loop vectorizes.
 
-use super::requant::{div_pot, high_mul};
+#[cfg(target_arch = "x86_64")]
+use super::avx512::{self, BinaryWide};
+use super::requant::{div_pot, high_mul, Wide};
+#[cfg(target_arch = "x86_64")]
+use super::{bytes, bytes_mut};
 use super::{out_buffer, Isa, Prepared};
 use crate::error::Result;
 use crate::kernels::quantized::common::{activation_range, input, per_tensor, QInt};
+use crate::kernels::quantized::common::{OutputStage, Rounding};
 use crate::kernels::quantized::elementwise::tflite_binary;
 use crate::kernels::quantized::fixedpoint::{
     quantize_multiplier, quantize_multiplier_smaller_than_one_exp,
@@ -78,6 +83,9 @@ pub struct BinaryKernel<T> {
     activation: Activation,
     isa: Isa,
     plan: Plan,
+    /// The AVX-512 form of the same arithmetic, when the ISA has it.
+    #[cfg(target_arch = "x86_64")]
+    wide: Option<avx512::BinaryWide>,
     zp: i32,
     min: i32,
     max: i32,
@@ -93,6 +101,27 @@ impl<T: QInt> BinaryKernel<T> {
         let qb = per_tensor(ctx, ctx.in_quant(1), "input 1").ok()?;
         let qy = per_tensor(ctx, ctx.out_quant(0), "output").ok()?;
         let (min, max) = activation_range::<T>(activation, qy);
+        // A per-tensor output stage as a `Wide` (one channel; `None` if it has no
+        // one-step form). `smaller_than_one`: TFLite's `...SmallerThanOneExp`, which
+        // ignores a positive shift.
+        let wide = |(m, shift): (i32, i32), smaller_than_one: bool, zp, lo, hi| {
+            Wide::new(&OutputStage {
+                multiplier: vec![m; 16],
+                shift: vec![
+                    if smaller_than_one {
+                        shift.min(0)
+                    } else {
+                        shift
+                    };
+                    16
+                ],
+                out_zp: zp,
+                min: lo,
+                max: hi,
+                rounding: Rounding::TiesAway,
+            })
+        };
+        let mut bw = None;
         let plan = match kind {
             BinaryKind::Add | BinaryKind::Sub => {
                 // Constants exactly as the reference computes them (8-bit: shift 20).
@@ -103,6 +132,20 @@ impl<T: QInt> BinaryKernel<T> {
                 let mo = quantize_multiplier_smaller_than_one_exp(
                     twice_max / (((1i32 << left_shift) as f32) * qy.scale) as f64,
                 );
+                let (lo32, hi32) = (i32::MIN, i32::MAX);
+                if let (Some(s1), Some(s2), Some(so)) = (
+                    wide(m1, true, 0, lo32, hi32),
+                    wide(m2, true, 0, lo32, hi32),
+                    wide(mo, true, qy.zp, min, max),
+                ) {
+                    bw = Some(BinaryWide {
+                        za: qa.zp,
+                        zb: qb.zp,
+                        addsub: Some((s1, s2, kind == BinaryKind::Sub)),
+                        so,
+                        left_shift,
+                    });
+                }
                 Plan::AddSub {
                     sub: kind == BinaryKind::Sub,
                     left_shift,
@@ -113,21 +156,31 @@ impl<T: QInt> BinaryKernel<T> {
                     mo: Mult::new(mo, false)?,
                 }
             }
-            BinaryKind::Mul => Plan::Mul {
-                za: qa.zp,
-                zb: qb.zp,
-                m: Mult::new(
-                    quantize_multiplier(qa.scale as f64 * qb.scale as f64 / qy.scale as f64),
-                    true,
-                )?,
-            },
+            BinaryKind::Mul => {
+                let m = quantize_multiplier(qa.scale as f64 * qb.scale as f64 / qy.scale as f64);
+                bw = wide(m, false, qy.zp, min, max).map(|so| BinaryWide {
+                    za: qa.zp,
+                    zb: qb.zp,
+                    addsub: None,
+                    so,
+                    left_shift: 0,
+                });
+                Plan::Mul {
+                    za: qa.zp,
+                    zb: qb.zp,
+                    m: Mult::new(m, true)?,
+                }
+            }
             _ => return None,
         };
+        let _ = &bw; // unused off x86_64
         Some(BinaryKernel {
             kind,
             activation,
             isa,
             plan,
+            #[cfg(target_arch = "x86_64")]
+            wide: bw.filter(|_| isa.is_avx512()),
             zp: qy.zp,
             min,
             max,
@@ -155,6 +208,12 @@ impl<T: QInt> Prepared for BinaryKernel<T> {
             }
         };
         let y = out_buffer::<T>(out, &a.shape, av.len());
+        #[cfg(target_arch = "x86_64")]
+        if let Some(bw) = &self.wide {
+            let signed = T::MIN < 0;
+            avx512::binary(self.isa, bw, signed, bytes(av), bytes(bv), bytes_mut(y));
+            return Ok(());
+        }
         let (zp, lo, hi) = (self.zp, self.min, self.max);
         binary(self.isa, self.plan, zp, lo, hi, av, bv, y);
         Ok(())

@@ -303,6 +303,22 @@ pub(crate) fn out_buffer<'o, T: QInt>(
     &mut v[..]
 }
 
+/// An 8-bit slice as bytes (`T` is i8 or u8).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn bytes<T: QInt>(v: &[T]) -> &[u8] {
+    assert_eq!(std::mem::size_of::<T>(), 1, "8-bit values only");
+    // SAFETY: same length in bytes, alignment 1, every bit pattern valid.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len()) }
+}
+
+/// An 8-bit output buffer as bytes (`T` is i8 or u8: every bit pattern is valid).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn bytes_mut<T: QInt>(v: &mut [T]) -> &mut [u8] {
+    assert_eq!(std::mem::size_of::<T>(), 1, "8-bit values only");
+    // SAFETY: same length in bytes, alignment 1, and u8 has no invalid values.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len()) }
+}
+
 /// Whether `t` holds integer data (used for weights: 8-bit and 4-bit types).
 pub(crate) fn weight_dtype_ok(t: &Tensor) -> bool {
     matches!(

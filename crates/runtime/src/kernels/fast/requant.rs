@@ -364,7 +364,11 @@ mod wide_tests {
                     _ => r.gen_range(-14..3),
                 })
                 .collect();
-            let (lo, hi) = if r.gen_bool(0.5) { (-128, 127) } else { (0, 255) };
+            let (lo, hi) = if r.gen_bool(0.5) {
+                (-128, 127)
+            } else {
+                (0, 255)
+            };
             let stage = OutputStage {
                 multiplier,
                 shift,
@@ -382,7 +386,11 @@ mod wide_tests {
                     _ => r.gen_range(-100_000..100_000),
                 };
                 let c = r.gen_range(0..n);
-                assert_eq!(w.apply(acc, c), stage.apply(acc, c), "{stage:?} acc {acc} c {c}");
+                assert_eq!(
+                    w.apply(acc, c),
+                    stage.apply(acc, c),
+                    "{stage:?} acc {acc} c {c}"
+                );
             }
         }
     }

@@ -208,6 +208,12 @@ fn binary_dispatch<T: common::QInt>(
     act: edgeopt_ir::Activation,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
+    if T::DTYPE == DType::I16 && k == edgeopt_ir::BinaryKind::Add && numerics() == Numerics::LiteRt
+    {
+        if let Some(r) = int16::add_litert(ctx, act, inputs) {
+            return r;
+        }
+    }
     elementwise::tflite_binary::<T>(ctx, k, act, inputs)
 }
 fn pool_dispatch<T: common::QInt>(
