@@ -7,6 +7,11 @@
   - ternary LeNet-5 (zoo, trained in float on MNIST first; every layer ternary, per
     channel, int8 activations) after QAT: MNIST test accuracy (10,000) >= 98.5%.
 
+The int4 recipe: per-channel int4 weights whose scales are learned (LSQ, starting at
+the PTQ clipping-search scales and exported into the plan, so `apply` builds exactly the
+trained integer weights), knowledge distillation from the float model, AdamW 2e-4 with
+a short warm-up, crop+flip augmentation. Ternary LeNet-5 uses plain QAT.
+
 Each run prints float, PTQ and QAT accuracy, both as fake-quant in the training engine
 and as the integer graph of `apply` on edgeopt's integer kernels (their difference is
 the fake-quant / integer gap). Runs the `qat_bench` example of crates/tests:
@@ -28,8 +33,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RUNS = {
+    # Recipe: LSQ learned weight scales, distillation from the float model (T=4,
+    # alpha 0.9), AdamW 2e-4 with 30 warm-up steps then cosine, crop+flip augmentation.
     "resnet": ("int4 ResNet-8 / CIFAR-10 (target >= 85%)",
-               ["resnet-int4", "--epochs", "3", "--lr", "1e-4"]),
+               ["resnet-int4", "--epochs", "3", "--lr", "2e-4", "--warmup", "30",
+                "--kd", "4", "--kd-alpha", "0.9", "--lsq"]),
     "lenet": ("ternary LeNet-5 / MNIST (target >= 98.5%)",
               ["lenet-ternary", "--float-epochs", "1", "--epochs", "3", "--lr", "1e-3"]),
 }
@@ -105,6 +113,13 @@ def main():
             f"{pc('ptq_integer_accuracy')} | {pc('qat_fake_quant_accuracy')} | "
             f"{pc('qat_integer_accuracy')} | {r['fake_minus_integer_pt']:+.2f} | "
             f"{r['qat_seconds']:.0f} | {'met' if r['meets_target'] else 'NOT met'} |")
+    lines += ["", "Recipes:", ""]
+    for r in results:
+        lines.append(
+            f"- {r['title']}: {r.get('qat_epochs')} epochs, lr {r.get('qat_lr')}, "
+            f"{r.get('optimizer', '?')}; distillation: {r.get('distillation') or 'none'}; "
+            f"weight scales: {r.get('weight_scales', 'PTQ rule at every step')}; "
+            f"activation ranges: {r.get('ranges', 'fixed')}")
     lines += ["", "Commands (from the repository root, `EDGEOPT_DATA=../shared/data`):", ""]
     for r in results:
         lines.append(f"- {r['title']}: `{r['command']}` ({r['wall_seconds']:.0f} s wall)")

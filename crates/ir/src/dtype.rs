@@ -90,11 +90,18 @@ impl std::fmt::Display for DType {
 ///
 /// One scale/zero-point for the whole tensor (`axis == None`, vectors of length 1) or
 /// one per slice along `axis` (per-channel, e.g. output channels of conv weights).
+/// With `block_size`, each slice along `axis` is further split into blocks of that
+/// many consecutive elements in storage order (the last one may be shorter), each
+/// with its own scale/zero point: slice-major, `scale[c * blocks + b]`. For conv
+/// weights `[M, kh, kw, C]` and FC weights `[N, K]` with `axis == 0` the blocks run
+/// along the reduction dimension in im2col order (group-wise quantization).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantParams {
     pub scale: Vec<f32>,
     pub zero_point: Vec<i64>,
     pub axis: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
 }
 
 impl QuantParams {
@@ -103,6 +110,7 @@ impl QuantParams {
             scale: vec![scale],
             zero_point: vec![zero_point],
             axis: None,
+            block_size: None,
         }
     }
 
@@ -111,6 +119,16 @@ impl QuantParams {
             scale,
             zero_point,
             axis: Some(axis),
+            block_size: None,
+        }
+    }
+
+    /// Blocks per slice along `axis` for a tensor with `slice_len` elements per
+    /// slice (1 without `block_size`).
+    pub fn blocks_per_slice(&self, slice_len: usize) -> usize {
+        match self.block_size {
+            Some(b) if b > 0 => slice_len.div_ceil(b).max(1),
+            _ => 1,
         }
     }
 

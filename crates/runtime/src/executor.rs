@@ -185,7 +185,7 @@ impl<'g> Session<'g> {
                 let mut out = self.slots[*o].take();
                 let r = {
                     let ins = gather(graph, node, &self.slots)?;
-                    p.run(&ctx, &ins, &mut out)
+                    p.run(&ctx, ins.as_slice(), &mut out)
                 };
                 self.slots[*o] = out;
                 r?;
@@ -193,7 +193,7 @@ impl<'g> Session<'g> {
             }
             let outs = {
                 let ins = gather(graph, node, &self.slots)?;
-                eval_node_with(&ctx, &ins, self.kernels)?
+                eval_node_with(&ctx, ins.as_slice(), self.kernels)?
             };
             if outs.len() < node.outputs.len() {
                 return Err(ctx.error("kernel returned too few outputs"));
@@ -220,24 +220,50 @@ impl<'g> Session<'g> {
     }
 }
 
+/// A node's input list, on the stack for the usual few inputs (a steady-state
+/// session run should not allocate per node).
+enum Inputs<'a> {
+    Stack([Option<&'a Tensor>; 6], usize),
+    Heap(Vec<Option<&'a Tensor>>),
+}
+
+impl<'a> Inputs<'a> {
+    fn as_slice(&self) -> &[Option<&'a Tensor>] {
+        match self {
+            Inputs::Stack(a, n) => &a[..*n],
+            Inputs::Heap(v) => v,
+        }
+    }
+}
+
 /// The input tensors of `node`: computed values from `slots`, constants from the graph.
 fn gather<'a>(
     graph: &'a Graph,
     node: &'a edgeopt_ir::Node,
     slots: &'a [Option<Tensor>],
-) -> Result<Vec<Option<&'a Tensor>>> {
+) -> Result<Inputs<'a>> {
+    let one = |x: &Option<usize>| match x {
+        None => Ok(None),
+        Some(id) => slots[*id]
+            .as_ref()
+            .or(graph.values[*id].data.as_ref())
+            .map(Some)
+            .ok_or_else(|| {
+                NodeCtx::new(graph, node)
+                    .error(format!("input '{}' has no value", graph.values[*id].name))
+            }),
+    };
+    let n = node.inputs.len();
+    if n <= 6 {
+        let mut a = [None; 6];
+        for (d, x) in a.iter_mut().zip(&node.inputs) {
+            *d = one(x)?;
+        }
+        return Ok(Inputs::Stack(a, n));
+    }
     node.inputs
         .iter()
-        .map(|x| match x {
-            None => Ok(None),
-            Some(id) => slots[*id]
-                .as_ref()
-                .or(graph.values[*id].data.as_ref())
-                .map(Some)
-                .ok_or_else(|| {
-                    NodeCtx::new(graph, node)
-                        .error(format!("input '{}' has no value", graph.values[*id].name))
-                }),
-        })
-        .collect()
+        .map(one)
+        .collect::<Result<_>>()
+        .map(Inputs::Heap)
 }

@@ -1,1 +1,47 @@
-//! Cross-crate tests live in tests/, one file per concern.
+//! Cross-crate tests live in tests/, one file per concern. This library holds what
+//! several of them read from ../shared/data, so each data set is loaded one way.
+
+pub mod cifar {
+    //! The CIFAR-10 test set of ../shared/data (`cifar10/test_x.npy`: u8 NHWC
+    //! [10000, 32, 32, 3], sorted by class, 1000 images each).
+
+    use edgeopt_ir::{Tensor, TensorData};
+    use std::path::Path;
+
+    /// Pixels per image.
+    pub const IMAGE: usize = 32 * 32 * 3;
+
+    /// Raw pixels (0..=255 as f32, NHWC) of test images `rows`, one Vec per image.
+    pub fn images(data: &Path, rows: &[usize]) -> Vec<Vec<f32>> {
+        let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).expect("read CIFAR-10");
+        let TensorData::U8(px) = &x.data else {
+            panic!("CIFAR-10 test_x is not u8")
+        };
+        rows.iter()
+            .map(|&i| {
+                px[i * IMAGE..(i + 1) * IMAGE]
+                    .iter()
+                    .map(|&p| p as f32)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Test images `rows` as one f32 batch [n, 32, 32, 3] of raw pixel values.
+    pub fn batch(data: &Path, rows: &[usize]) -> Tensor {
+        Tensor::from_f32(vec![rows.len(), 32, 32, 3], images(data, rows).concat())
+            .expect("batch shape")
+    }
+
+    /// `n` rows spread evenly over the class-sorted file (every `10000 / n`-th).
+    pub fn spread(n: usize) -> Vec<usize> {
+        let step = 10_000 / n.max(1);
+        (0..n).map(|k| k * step).collect()
+    }
+}
+
+/// TFLite's float -> int8 quantization of a model input: round half away from zero,
+/// add the zero point, clamp.
+pub fn quantize_i8(x: f32, scale: f32, zp: i64) -> i8 {
+    ((x / scale).round() as i64 + zp).clamp(-128, 127) as i8
+}

@@ -30,10 +30,7 @@ fn input_params(g: &Graph) -> (f32, i64) {
     (q.scale[0], q.zero_point[0])
 }
 
-/// TFLite's float -> int8 quantization (round half away from zero, clamp).
-fn quantize(x: f32, scale: f32, zp: i64) -> i8 {
-    ((x / scale).round() as i64 + zp).clamp(-128, 127) as i8
-}
+use edgeopt_tests::quantize_i8 as quantize;
 
 /// Batch-1 input shape.
 fn input_shape(g: &Graph) -> Vec<usize> {
@@ -56,19 +53,10 @@ fn tensors(g: &Graph, samples: Vec<Vec<i8>>) -> Vec<Tensor> {
 
 fn ic_inputs(dir: &Path, g: &Graph) -> Vec<Tensor> {
     let (scale, zp) = input_params(g);
-    let x = edgeopt_npy::read(&dir.join("cifar10/test_x.npy")).expect("read CIFAR-10");
-    let TensorData::U8(px) = &x.data else {
-        panic!("CIFAR-10 is u8")
-    };
-    let per: usize = x.shape[1..].iter().product();
-    let samples = (0..20)
-        .map(|i| i * 499)
-        .map(|i| {
-            px[i * per..(i + 1) * per]
-                .iter()
-                .map(|&p| quantize(p as f32, scale, zp))
-                .collect()
-        })
+    let rows: Vec<usize> = (0..20).map(|i| i * 499).collect();
+    let samples = edgeopt_tests::cifar::images(dir, &rows)
+        .into_iter()
+        .map(|img| img.into_iter().map(|p| quantize(p, scale, zp)).collect())
         .collect();
     tensors(g, samples)
 }

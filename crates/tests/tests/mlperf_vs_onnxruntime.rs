@@ -15,29 +15,12 @@
 
 use edgeopt_ir::{Graph, Tensor, TensorData};
 use edgeopt_testkit as tk;
+use edgeopt_tests::cifar;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 
 const TM: &str = "mlperf-tiny/benchmark/training";
 const OX: &str = "mlperf-tiny/onnx/tf2onnx_from_tflite";
-
-fn cifar_images(data: &Path, n: usize) -> Tensor {
-    let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
-    let TensorData::U8(v) = &x.data else {
-        panic!("cifar test_x is not u8")
-    };
-    let per = 32 * 32 * 3;
-    let step = x.shape[0] / n;
-    let mut out = Vec::with_capacity(n * per);
-    for k in 0..n {
-        out.extend(
-            v[k * step * per..(k * step + 1) * per]
-                .iter()
-                .map(|&b| b as f32),
-        );
-    }
-    Tensor::from_f32(vec![n, 32, 32, 3], out).unwrap()
-}
 
 fn ad_slices(data: &Path) -> Tensor {
     let p = data.join("mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin");
@@ -151,7 +134,7 @@ fn resnet8_fp32_matches_onnxruntime() {
     check_fp32(
         "image_classification/trained_models/pretrainedResnet.tflite",
         "pretrainedResnet.onnx",
-        |d| cifar_images(d, 20),
+        |d| cifar::batch(d, &cifar::spread(20)),
     );
 }
 
@@ -242,7 +225,7 @@ fn resnet8_int8_onnx_matches_onnxruntime() {
     check_int8_onnx(
         "pretrainedResnet_quant.onnx",
         "image_classification/trained_models/pretrainedResnet_quant.tflite",
-        |d| cifar_images(d, 20),
+        |d| cifar::batch(d, &cifar::spread(20)),
     );
 }
 

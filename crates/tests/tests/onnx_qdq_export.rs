@@ -43,9 +43,7 @@ const NEAR_FRACTION: f64 = 0.9;
 /// QDQ export (measured 0.3: 87.9% vs 87.6% on the 1000 images).
 const MAX_ACCURACY_GAP: f64 = 0.5;
 
-fn quantize(x: f32, scale: f32, zp: i64) -> i8 {
-    ((x / scale).round() as i64 + zp).clamp(-128, 127) as i8
-}
+use edgeopt_tests::quantize_i8 as quantize;
 
 fn input_quant(g: &Graph) -> (f32, i64) {
     let q = g.values[g.inputs[0]].quant.as_ref().expect("int8 input");
@@ -68,23 +66,13 @@ fn stack(samples: Vec<Vec<i8>>, shape: &[usize]) -> Tensor {
 /// 100 CIFAR-10 test images per class (the file is class-sorted) and their labels.
 fn cifar(dir: &Path, g: &Graph) -> (Tensor, Vec<i64>) {
     let (s, z) = input_quant(g);
-    let x = edgeopt_npy::read(&dir.join("cifar10/test_x.npy")).expect("read CIFAR-10");
     let y = edgeopt_npy::read(&dir.join("cifar10/test_y.npy")).expect("read labels");
-    let TensorData::U8(px) = &x.data else {
-        panic!("CIFAR-10 is u8")
-    };
-    let per: usize = x.shape[1..].iter().product();
     let idx: Vec<usize> = (0..10)
         .flat_map(|c| (0..100).map(move |k| c * 1000 + k * 10))
         .collect();
-    let samples = idx
-        .iter()
-        .map(|&i| {
-            px[i * per..(i + 1) * per]
-                .iter()
-                .map(|&p| quantize(p as f32, s, z))
-                .collect()
-        })
+    let samples = edgeopt_tests::cifar::images(dir, &idx)
+        .into_iter()
+        .map(|img| img.into_iter().map(|p| quantize(p, s, z)).collect())
         .collect();
     let labels = idx.iter().map(|&i| y.data.get_i64(i)).collect();
     (stack(samples, &sample_shape(g)), labels)

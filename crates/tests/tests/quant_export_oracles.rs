@@ -12,6 +12,7 @@
 
 use edgeopt_cli::quantize::{quantize_command, MethodArg, QuantizeArgs, WeightsArg};
 use edgeopt_testkit as tk;
+use edgeopt_tests::cifar;
 use std::path::{Path, PathBuf};
 
 const IC: &str = "mlperf-tiny/benchmark/training/image_classification";
@@ -41,15 +42,7 @@ fn ptq_resnet8_exports_run_in_litert_and_onnxruntime() {
     // TFLite: bit-exact with LiteRT's builtin kernels on 100 test images.
     let tfl = dir.join("r8_int8.tflite");
     quantize_command(&args(&data, tfl.clone(), false)).unwrap();
-    let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
-    let x = x.to_f32_vec();
-    let per = 32 * 32 * 3;
-    let rows: Vec<usize> = (0..100).map(|i| i * 100).collect();
-    let mut sub = Vec::with_capacity(rows.len() * per);
-    for &r in &rows {
-        sub.extend_from_slice(&x[r * per..(r + 1) * per]);
-    }
-    let xin = edgeopt_ir::Tensor::from_f32(vec![rows.len(), 32, 32, 3], sub).unwrap();
+    let xin = cifar::batch(&data, &cifar::spread(100));
     let xin_path = dir.join("x.npy");
     edgeopt_npy::write(&xin_path, &xin).unwrap();
     let lite = dir.join("lite.npy");
@@ -139,15 +132,7 @@ fn low_bit_weight_exports_run_in_onnxruntime() {
         return;
     }
     let dir = tk::scratch_dir("quant_export_low_bit");
-    let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
-    let per = 32 * 32 * 3;
-    let rows: Vec<usize> = (0..500).map(|i| i * 20).collect();
-    let xs = x.to_f32_vec();
-    let mut sub = Vec::with_capacity(rows.len() * per);
-    for &r in &rows {
-        sub.extend_from_slice(&xs[r * per..(r + 1) * per]);
-    }
-    let xin = edgeopt_ir::Tensor::from_f32(vec![rows.len(), 32, 32, 3], sub).unwrap();
+    let xin = cifar::batch(&data, &cifar::spread(500));
     let xin_path = dir.join("x.npy");
     edgeopt_npy::write(&xin_path, &xin).unwrap();
     for weights in [WeightsArg::Int4, WeightsArg::Ternary, WeightsArg::Fp16] {

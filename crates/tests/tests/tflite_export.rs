@@ -53,20 +53,11 @@ fn inputs_for(dir: &Path, stem: &str, g: &Graph) -> Tensor {
         .collect();
     let per: usize = sample.iter().product();
     let reals: Vec<Vec<f32>> = if stem.starts_with("pretrainedResnet") {
-        let x = edgeopt_npy::read(&dir.join("cifar10/test_x.npy")).expect("read CIFAR-10");
-        let TensorData::U8(px) = &x.data else {
-            panic!("CIFAR-10 is u8")
-        };
         // Class-sorted file (1000 per class): 5 images of each class.
-        (0..10)
+        let rows: Vec<usize> = (0..10)
             .flat_map(|c| (0..5).map(move |k| c * 1000 + k * 173))
-            .map(|i| {
-                px[i * per..(i + 1) * per]
-                    .iter()
-                    .map(|&p| p as f32)
-                    .collect()
-            })
-            .collect()
+            .collect();
+        edgeopt_tests::cifar::images(dir, &rows)
     } else if stem.starts_with("ad01") {
         let bytes = std::fs::read(dir.join(AD_SAMPLE)).expect("read AD sample");
         let vals: Vec<f32> = bytes

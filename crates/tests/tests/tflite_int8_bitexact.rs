@@ -45,10 +45,7 @@ fn input_params(g: &Graph) -> (usize, f32, i64) {
     (id, q.scale[0], q.zero_point[0])
 }
 
-/// TFLite's float -> int8 quantization: round half away from zero, then clamp.
-fn quantize(x: f32, scale: f32, zp: i64) -> i8 {
-    ((x / scale).round() as i64 + zp).clamp(-128, 127) as i8
-}
+use edgeopt_tests::quantize_i8 as quantize;
 
 /// Per-sample shape (the model's input shape without its batch dimension).
 fn sample_shape(g: &Graph) -> Vec<usize> {
@@ -67,20 +64,13 @@ fn stack(samples: Vec<Vec<i8>>, shape: &[usize]) -> Tensor {
 
 fn ic_inputs(dir: &Path, g: &Graph) -> Tensor {
     let (_, scale, zp) = input_params(g);
-    let x = edgeopt_npy::read(&dir.join("cifar10/test_x.npy")).expect("read CIFAR-10");
-    let TensorData::U8(px) = &x.data else {
-        panic!("CIFAR-10 is u8")
-    };
-    let per: usize = x.shape[1..].iter().product();
     // The file is sorted by class (1000 each): 5 images from each class.
-    let samples = (0..10)
+    let rows: Vec<usize> = (0..10)
         .flat_map(|c| (0..5).map(move |k| c * 1000 + k * 173))
-        .map(|i| {
-            px[i * per..(i + 1) * per]
-                .iter()
-                .map(|&p| quantize(p as f32, scale, zp))
-                .collect()
-        })
+        .collect();
+    let samples = edgeopt_tests::cifar::images(dir, &rows)
+        .into_iter()
+        .map(|img| img.into_iter().map(|p| quantize(p, scale, zp)).collect())
         .collect();
     stack(samples, &sample_shape(g))
 }

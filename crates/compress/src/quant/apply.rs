@@ -414,9 +414,19 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                 g.values[wid].quant = Some(if qw.scales.len() == 1 {
                     QuantParams::per_tensor(qw.scales[0], 0)
                 } else {
-                    QuantParams::per_axis(qw.scales.clone(), vec![0; m], 0)
+                    QuantParams {
+                        block_size: qw.block,
+                        ..QuantParams::per_axis(qw.scales.clone(), vec![0; qw.scales.len()], 0)
+                    }
                 });
                 n.inputs[1] = Some(wid);
+                // Group-wise weights have no single input*weight scale per channel to
+                // put an integer bias on: the kernel adds the float bias after
+                // combining its per-block integer sums (see runtime blockwise.rs).
+                if qw.block.is_some() {
+                    nodes.push(n);
+                    continue;
+                }
                 if let Some(b) = n0.input(2) {
                     let bt = prepared.values[b].data.as_ref().ok_or_else(|| {
                         CompressError::Unsupported(format!(

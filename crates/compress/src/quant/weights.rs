@@ -8,17 +8,27 @@ use super::{Granularity, WeightFormat, WeightSpec};
 use crate::{CompressError, Result};
 
 /// Quantized weights: integer codes (one per element, in `[-qmax, qmax]`) and one scale
-/// per channel (or one for the whole tensor).
+/// per channel (or one for the whole tensor, or with `block` one per block of that many
+/// consecutive elements of each channel, channel-major).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedWeights {
     pub codes: Vec<i8>,
     pub scales: Vec<f32>,
+    /// Group size of group-wise scales (`None`: per channel or per tensor).
+    pub block: Option<usize>,
 }
 
 impl QuantizedWeights {
     /// The real values the codes stand for.
     pub fn dequantize(&self, channels: usize) -> Vec<f32> {
-        let per = self.codes.len() / channels.max(1);
+        let channels = match self.block {
+            // Group-wise scales always come with the real channel count.
+            Some(_) => channels.max(1),
+            None if self.scales.len() == 1 => 1,
+            None => channels.max(1),
+        };
+        let per = (self.codes.len() / channels).max(1);
+        let blocks = self.block.map_or(1, |b| per.div_ceil(b.max(1)));
         self.codes
             .iter()
             .enumerate()
@@ -26,7 +36,8 @@ impl QuantizedWeights {
                 let s = if self.scales.len() == 1 {
                     self.scales[0]
                 } else {
-                    self.scales[i / per.max(1)]
+                    let (c, j) = (i / per, i % per);
+                    self.scales[c * blocks + self.block.map_or(0, |b| j / b.max(1))]
                 };
                 q as f32 * s
             })
@@ -45,14 +56,17 @@ pub fn quantize(w: &[f32], channels: usize, spec: WeightSpec) -> Result<Quantize
             w.len()
         )));
     }
-    let groups: Vec<&[f32]> = match spec.granularity {
-        Granularity::Channel => w.chunks(w.len() / channels).collect(),
-        Granularity::Tensor => vec![w],
-        Granularity::Group(n) => {
-            return Err(CompressError::Unsupported(format!(
-                "group granularity (group:{n}) is not supported yet; use tensor or channel"
-            )))
+    let per = w.len() / channels;
+    let (groups, block): (Vec<&[f32]>, Option<usize>) = match spec.granularity {
+        Granularity::Channel => (w.chunks(per).collect(), None),
+        Granularity::Tensor => (vec![w], None),
+        Granularity::Group(0) => {
+            return Err(CompressError::Invalid("group size must be > 0".into()))
         }
+        // A channel no longer than one group is simply per channel.
+        Granularity::Group(n) if n >= per => (w.chunks(per).collect(), None),
+        // Blocks never straddle two channels: each channel is cut on its own.
+        Granularity::Group(n) => (w.chunks(per).flat_map(|c| c.chunks(n)).collect(), Some(n)),
     };
     let mut codes = Vec::with_capacity(w.len());
     let mut scales = Vec::with_capacity(groups.len());
@@ -61,7 +75,11 @@ pub fn quantize(w: &[f32], channels: usize, spec: WeightSpec) -> Result<Quantize
         scales.push(s);
         codes.extend(q);
     }
-    Ok(QuantizedWeights { codes, scales })
+    Ok(QuantizedWeights {
+        codes,
+        scales,
+        block,
+    })
 }
 
 /// [`quantize`], or with given `scales` (one per channel, or one for the tensor) when
@@ -89,7 +107,7 @@ pub fn quantize_planned(
         Granularity::Tensor => 1,
         Granularity::Group(n) => {
             return Err(CompressError::Unsupported(format!(
-                "group granularity (group:{n}) is not supported yet; use tensor or channel"
+                "explicit (learned) weight scales are per channel or per tensor, not group:{n}"
             )))
         }
     };
@@ -118,6 +136,7 @@ pub fn quantize_planned(
     Ok(QuantizedWeights {
         codes,
         scales: scales.to_vec(),
+        block: None,
     })
 }
 
@@ -249,16 +268,43 @@ mod tests {
     }
 
     #[test]
-    fn group_granularity_is_a_clear_error() {
-        let e = quantize(
-            &[1.0; 8],
-            1,
+    fn group_scales_are_per_block_of_each_channel() {
+        // 2 channels of 10 weights, groups of 4: blocks 4 + 4 + 2 per channel.
+        let w: Vec<f32> = (0..20)
+            .map(|i| (i as f32 - 9.5) * if i % 10 < 4 { 0.1 } else { 1.0 })
+            .collect();
+        let g = WeightSpec {
+            format: WeightFormat::Int4,
+            granularity: Granularity::Group(4),
+        };
+        let q = quantize(&w, 2, g).unwrap();
+        assert_eq!((q.scales.len(), q.block), (6, Some(4)));
+        // Each block's scale follows its own magnitude: the small first block of a
+        // channel gets a smaller step than its per-channel scale would be.
+        let pc = quantize(&w, 2, spec(WeightFormat::Int4)).unwrap();
+        assert!(q.scales[0] < pc.scales[0] && q.scales[3] < pc.scales[1]);
+        let (dg, dc) = (q.dequantize(2), pc.dequantize(2));
+        let err = |d: &[f32]| w.iter().zip(d).map(|(a, b)| (a - b).powi(2)).sum::<f32>();
+        assert!(err(&dg) < err(&dc));
+        // A group as long as the channel is per channel.
+        let whole = quantize(
+            &w,
+            2,
             WeightSpec {
-                format: WeightFormat::Int4,
-                granularity: Granularity::Group(4),
+                granularity: Granularity::Group(10),
+                ..g
             },
         )
-        .unwrap_err();
-        assert!(e.to_string().contains("group"));
+        .unwrap();
+        assert_eq!(whole, pc);
+        assert!(quantize(
+            &w,
+            2,
+            WeightSpec {
+                granularity: Granularity::Group(0),
+                ..g
+            }
+        )
+        .is_err());
     }
 }

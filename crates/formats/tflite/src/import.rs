@@ -573,6 +573,7 @@ impl<'a> Importer<'a> {
             scale: q.scale.clone(),
             zero_point: q.zero_point.clone(),
             axis: q.axis.and_then(|a| PERM.iter().position(|&p| p == a)),
+            block_size: q.block_size,
         });
         if let Some(data) = &info.data {
             self.budget

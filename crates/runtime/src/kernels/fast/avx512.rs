@@ -396,18 +396,26 @@ unsafe fn binary_impl(op: &BinaryWide, signed: bool, a: &[u8], b: &[u8], y: &mut
     }
 }
 
-/// Depthwise convolution (channel multiplier 1) with the output stage fused: weights
-/// `[tap][16·nblk]` and the input widened to i32 (`x - zp`), so one `vpdpwssd`
-/// (i16 pairs; the high half of each weight dword is 0) accumulates a tap of 16
-/// channels exactly. Taps outside the input are skipped, as in the reference.
+/// Depthwise convolution (channel multiplier 1) with the output stage fused.
+///
+/// The input is widened to i32 (`x - zp`) into a buffer padded in space (borders 0,
+/// i.e. the zero point, so every tap is in bounds) and in channels (to whole 16-lane
+/// blocks); weights are `[tap][16·nblk]` i32 with the high 16 bits 0, so one
+/// `vpdpwssd` (i16 pairs) accumulates a tap of 16 channels exactly. A step keeps
+/// [`DW_P`] output pixels of one block in registers (independent accumulator chains
+/// hide the instruction latency) and loads each tap's weights once for all of them.
 #[derive(Debug, Clone)]
 pub struct DepthwiseWide {
     pub c: usize,
     nblk: usize,
+    taps: usize,
     w: Vec<i32>,
     bias: Vec<i32>,
     pub rq: Wide,
 }
+
+/// Output pixels per depthwise step.
+const DW_P: usize = 10;
 
 impl DepthwiseWide {
     /// `wt` is `[taps, c]` (zero points subtracted, each fits in i16), `bias` has `c`
@@ -435,114 +443,154 @@ impl DepthwiseWide {
         Some(DepthwiseWide {
             c,
             nblk,
+            taps,
             w,
             bias: b,
             rq,
         })
     }
+
+    /// Channels of the padded input buffer.
+    fn cpad(&self) -> usize {
+        self.nblk * NR
+    }
 }
 
-/// `x` is the input widened to i32 with the zero point subtracted (NHWC, `g.c ==
-/// dw.c` channels, multiplier 1); `y` the 8-bit output as bytes.
-pub fn depthwise(isa: Isa, g: &ConvGeom, x: &[i32], dw: &DepthwiseWide, y: &mut [u8]) {
+/// The padded input layout of one geometry ([`DepthwiseWide`]): where each output
+/// pixel's window starts and where each tap is relative to it, in i32 elements.
+#[derive(Debug, Clone)]
+pub struct DwGeom {
+    hp: usize,
+    wp: usize,
+    pt: usize,
+    pl: usize,
+    cpad: usize,
+    base: Vec<usize>,
+    toff: Vec<usize>,
+    len: usize,
+}
+
+impl DwGeom {
+    pub fn new(g: &ConvGeom, dw: &DepthwiseWide) -> DwGeom {
+        let ext = |a: &crate::kernels::quantized::conv::Axis| {
+            let last = if a.output == 0 {
+                0
+            } else {
+                (a.output - 1) * a.stride + (a.kernel - 1) * a.dilation
+            };
+            (a.pad_begin, (a.pad_begin + a.input).max(last + 1))
+        };
+        let ((pt, hp), (pl, wp)) = (ext(&g.h), ext(&g.w));
+        let cpad = dw.cpad();
+        let mut base = Vec::with_capacity(g.out_pixels());
+        for n in 0..g.n {
+            for oy in 0..g.h.output {
+                for ox in 0..g.w.output {
+                    base.push(((n * hp + oy * g.h.stride) * wp + ox * g.w.stride) * cpad);
+                }
+            }
+        }
+        let mut toff = Vec::with_capacity(g.h.kernel * g.w.kernel);
+        for ky in 0..g.h.kernel {
+            for kx in 0..g.w.kernel {
+                toff.push((ky * g.h.dilation * wp + kx * g.w.dilation) * cpad);
+            }
+        }
+        DwGeom {
+            hp,
+            wp,
+            pt,
+            pl,
+            cpad,
+            base,
+            toff,
+            len: g.n * hp * wp * cpad,
+        }
+    }
+
+    /// Elements of the padded buffer.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Writes `x - zp` (NHWC, `g.c` channels) into the interior of `xp` (whose padding
+    /// is already 0).
+    pub fn fill<T: QInt>(&self, isa: Isa, g: &ConvGeom, x: &[T], zp: i32, xp: &mut [i32]) {
+        assert!(isa.is_avx512(), "needs AVX-512");
+        assert_eq!(xp.len(), self.len);
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn body<T: QInt>(d: &DwGeom, g: &ConvGeom, x: &[T], zp: i32, xp: &mut [i32]) {
+            let (h, w, c) = (g.h.input, g.w.input, g.c);
+            for n in 0..g.n {
+                for iy in 0..h {
+                    let src = &x[(n * h + iy) * w * c..][..w * c];
+                    let row = ((n * d.hp + iy + d.pt) * d.wp + d.pl) * d.cpad;
+                    let dst = &mut xp[row..][..w * d.cpad];
+                    for (s, o) in src.chunks_exact(c).zip(dst.chunks_exact_mut(d.cpad)) {
+                        for (o, s) in o.iter_mut().zip(s) {
+                            *o = s.to_i32() - zp;
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: AVX-512 proven by `isa`.
+        unsafe { body(self, g, x, zp, xp) }
+    }
+}
+
+/// `xp` is the padded input of `geo` ([`DwGeom::fill`]); `y` the 8-bit output (NHWC,
+/// `dw.c` channels) as bytes.
+pub fn depthwise(isa: Isa, geo: &DwGeom, xp: &[i32], dw: &DepthwiseWide, y: &mut [u8]) {
     assert!(isa.is_avx512(), "needs AVX-512");
-    assert!(
-        g.c == dw.c && g.m == dw.c && g.group == g.c,
-        "depthwise, multiplier 1"
-    );
-    assert_eq!(x.len(), g.n * g.h.input * g.w.input * g.c, "input size");
-    assert_eq!(y.len(), g.out_pixels() * g.c, "output size");
-    assert_eq!(dw.w.len(), g.h.kernel * g.w.kernel * dw.nblk * NR, "taps");
-    assert_eq!(dw.rq.blocks.len(), dw.nblk);
-    // SAFETY: AVX-512 proven by `isa`; input reads are at in-bounds pixels (taps
-    // outside the input are skipped) and masked to `c` channels, outputs likewise.
-    unsafe { depthwise_impl(g, x, dw, y) }
+    assert_eq!(xp.len(), geo.len, "padded input size");
+    assert_eq!(geo.cpad, dw.cpad(), "channel blocks");
+    assert_eq!(geo.toff.len(), dw.taps, "taps");
+    let pixels = geo.base.len();
+    assert_eq!(y.len(), pixels * dw.c, "output size");
+    if pixels == 0 {
+        return;
+    }
+    let reach = geo.base.iter().max().copied().unwrap_or(0)
+        + geo.toff.iter().max().copied().unwrap_or(0)
+        + geo.cpad;
+    assert!(reach <= xp.len(), "windows inside the padded input");
+    // SAFETY: AVX-512 proven by `isa`; every load is a whole block of a window
+    // inside the padded input (checked above), stores are masked to `c` channels.
+    unsafe { depthwise_impl(geo, xp, dw, y) }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn depthwise_impl(g: &ConvGeom, x: &[i32], dw: &DepthwiseWide, y: &mut [u8]) {
+unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i32], dw: &DepthwiseWide, y: &mut [u8]) {
     let e = Epi::new(&dw.rq);
-    let mut b0 = 0;
-    while b0 < dw.nblk {
-        match dw.nblk - b0 {
-            1 => dw_blocks::<1>(g, x, dw, &e, b0, y),
-            2 => dw_blocks::<2>(g, x, dw, &e, b0, y),
-            3 => dw_blocks::<3>(g, x, dw, &e, b0, y),
-            _ => dw_blocks::<4>(g, x, dw, &e, b0, y),
-        }
-        b0 += 4;
-    }
-}
-
-/// Blocks `b0 .. b0 + NB` of every output pixel.
-#[inline(always)]
-unsafe fn dw_blocks<const NB: usize>(
-    g: &ConvGeom,
-    x: &[i32],
-    dw: &DepthwiseWide,
-    e: &Epi,
-    b0: usize,
-    y: &mut [u8],
-) {
-    let c = g.c;
-    let ld = dw.nblk * NR;
-    let masks: [__mmask16; NB] = std::array::from_fn(|j| lane_mask(c - (b0 + j) * NR));
-    let (ih, iw) = (g.h.input as isize, g.w.input as isize);
-    let mut yp = y.as_mut_ptr();
-    for n in 0..g.n {
-        for oy in 0..g.h.output {
-            for ox in 0..g.w.output {
-                let mut acc: [__m512i; NB] = std::array::from_fn(|j| {
-                    _mm512_loadu_si512(dw.bias.as_ptr().add((b0 + j) * NR) as *const _)
-                });
-                for ky in 0..g.h.kernel {
-                    let iy =
-                        (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
-                    if iy < 0 || iy >= ih {
-                        continue;
-                    }
-                    for kx in 0..g.w.kernel {
-                        let ix =
-                            (ox * g.w.stride + kx * g.w.dilation) as isize - g.w.pad_begin as isize;
-                        if ix < 0 || ix >= iw {
-                            continue;
-                        }
-                        let xp = x
-                            .as_ptr()
-                            .add(((n * g.h.input + iy as usize) * g.w.input + ix as usize) * c);
-                        let wp = dw.w.as_ptr().add((ky * g.w.kernel + kx) * ld);
-                        for j in 0..NB {
-                            let blk = b0 + j;
-                            let xv = _mm512_maskz_loadu_epi32(masks[j], xp.add(blk * NR));
-                            let wv = _mm512_loadu_si512(wp.add(blk * NR) as *const _);
-                            acc[j] = _mm512_dpwssd_epi32(acc[j], xv, wv);
-                        }
-                    }
+    let pixels = geo.base.len();
+    let (c, cpad) = (dw.c, geo.cpad);
+    for blk in 0..dw.nblk {
+        let mask = lane_mask(c - blk * NR);
+        let bias = _mm512_loadu_si512(dw.bias.as_ptr().add(blk * NR) as *const _);
+        let rq = &dw.rq.blocks[blk];
+        let x0 = xp.as_ptr().add(blk * NR);
+        let mut p0 = 0;
+        while p0 < pixels {
+            let xs: [*const i32; DW_P] =
+                std::array::from_fn(|i| x0.add(geo.base[(p0 + i).min(pixels - 1)]));
+            let mut acc = [bias; DW_P];
+            for (t, &off) in geo.toff.iter().enumerate() {
+                let wv = _mm512_loadu_si512(dw.w.as_ptr().add(t * cpad + blk * NR) as *const _);
+                for i in 0..DW_P {
+                    let xv = _mm512_loadu_si512(xs[i].add(off) as *const _);
+                    acc[i] = _mm512_dpwssd_epi32(acc[i], xv, wv);
                 }
-                for j in 0..NB {
-                    let blk = b0 + j;
-                    let v = requant16(acc[j], &dw.rq.blocks[blk], e);
-                    _mm_mask_storeu_epi8(
-                        yp.add(blk * NR) as *mut i8,
-                        masks[j],
-                        _mm512_cvtepi32_epi8(v),
-                    );
-                }
-                yp = yp.add(c);
             }
+            for (i, &a) in acc.iter().enumerate().take(pixels - p0) {
+                let v = requant16(a, rq, &e);
+                _mm_mask_storeu_epi8(
+                    y.as_mut_ptr().add((p0 + i) * c + blk * NR) as *mut i8,
+                    mask,
+                    _mm512_cvtepi32_epi8(v),
+                );
+            }
+            p0 += DW_P;
         }
     }
-}
-
-/// `dst[i] = src[i] - zp` as i32 (compiled for AVX-512 so LLVM vectorizes it).
-pub fn widen<T: QInt>(isa: Isa, src: &[T], zp: i32, dst: &mut [i32]) {
-    assert!(isa.is_avx512(), "needs AVX-512");
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn body<T: QInt>(src: &[T], zp: i32, dst: &mut [i32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = s.to_i32() - zp;
-        }
-    }
-    // SAFETY: AVX-512 proven by `isa`.
-    unsafe { body(src, zp, dst) }
 }

@@ -9,7 +9,7 @@
 //! error, so the fast path never changes what is accepted.
 
 #[cfg(target_arch = "x86_64")]
-use super::avx512::{depthwise as depthwise512, igemm, widen, DepthwiseWide, Indirection};
+use super::avx512::{depthwise as depthwise512, igemm, DepthwiseWide, DwGeom, Indirection};
 #[cfg(target_arch = "x86_64")]
 use super::bytes_mut;
 use super::gemm::{gemm, gemm_u8, PackedW, PackedW8};
@@ -47,7 +47,7 @@ enum ConvImpl {
     Gemm8(PackedW8),
     /// AVX-512 implicit GEMM with the output stage fused ([`super::avx512`]), when
     /// the weights fit in i8 and the stage has the one-step form.
-    IGemm(PackedW8, Wide),
+    IGemm(PackedW8, Wide, PadLayout),
     /// AVX-512 depthwise (channel multiplier 1) with the output stage fused.
     #[cfg(target_arch = "x86_64")]
     DepthwiseWide(DepthwiseWide),
@@ -72,11 +72,14 @@ pub struct ConvKernel<T> {
     /// 32 bits, the reference kernel runs), and whether they read the input in place
     /// (`true`) or an im2col buffer.
     #[cfg(target_arch = "x86_64")]
-    ind: Option<(Option<Indirection>, bool)>,
+    pad: Option<Padded>,
+    /// Padded input layout of the AVX-512 depthwise kernel for that geometry.
+    #[cfg(target_arch = "x86_64")]
+    dw_geom: Option<DwGeom>,
     /// Zero-point-subtracted input (for im2col).
     x: Vec<i16>,
     a: Vec<i16>,
-    /// Input widened to i32 (AVX-512 depthwise).
+    /// Padded input widened to i32 (AVX-512 depthwise).
     xw: Vec<i32>,
     /// u8 input and patches of the u8 GEMM.
     xu: Vec<u8>,
@@ -122,38 +125,149 @@ fn igemm_parts<T: QInt>(
     Some((packed8_any::<T>(w, n, k, bias, zp)?, Wide::new(stage)?))
 }
 
-/// Rows of the implicit GEMM of a convolution, and whether they read the input in
-/// place: with a channel count that is a multiple of 4 (and no groups) each kernel
-/// tap is one run of `c` input bytes (padding taps read the row of zero-point bytes
-/// appended at offset `x_len`); otherwise rows of an im2col buffer.
-#[cfg(target_arch = "x86_64")]
-fn conv_rows(g: &ConvGeom, x_len: usize, lda: usize) -> (Option<Indirection>, bool) {
-    if g.group != 1 || g.c % 4 != 0 {
-        return (Indirection::strided(g.out_pixels(), lda), false);
+/// The AVX-512 implicit GEMM of a (non-grouped) convolution: weights `[m, kh, kw, c]`
+/// repacked with `cp` channels ([`PadLayout`]).
+#[allow(clippy::too_many_arguments)]
+fn igemm_conv<T: QInt>(
+    isa: Isa,
+    wo: &[i16],
+    m: usize,
+    wshape: &[usize],
+    a: &ConvAttrs,
+    bias: &[i32],
+    zp: i32,
+    stage: &OutputStage,
+) -> Option<ConvImpl> {
+    if !isa.is_avx512() {
+        return None;
     }
-    let (ih, iw) = (g.h.input as isize, g.w.input as isize);
-    let taps = g.h.kernel * g.w.kernel;
-    let mut offs = Vec::with_capacity(g.out_pixels() * taps);
-    for n in 0..g.n {
-        for oy in 0..g.h.output {
-            for ox in 0..g.w.output {
-                for ky in 0..g.h.kernel {
-                    let iy =
-                        (oy * g.h.stride + ky * g.h.dilation) as isize - g.h.pad_begin as isize;
-                    for kx in 0..g.w.kernel {
-                        let ix =
-                            (ox * g.w.stride + kx * g.w.dilation) as isize - g.w.pad_begin as isize;
-                        offs.push(if iy >= 0 && iy < ih && ix >= 0 && ix < iw {
-                            ((n * g.h.input + iy as usize) * g.w.input + ix as usize) * g.c
+    let (kh, kw, c) = match *wshape {
+        [_, kh, kw, c] => (kh, kw, c),
+        [_, kw, c] => (1, kw, c),
+        _ => return None,
+    };
+    let lay = PadLayout::new(kw, c, a.dilations.last().copied().unwrap_or(1));
+    let taps = kh * kw;
+    let mut wp = vec![0i16; m * taps * lay.cp];
+    for (dst, src) in wp.chunks_exact_mut(lay.cp).zip(wo.chunks_exact(c)) {
+        dst[..c].copy_from_slice(src);
+    }
+    let (p, wide) = igemm_parts::<T>(isa, &wp, m, taps * lay.cp, bias, zp, stage)?;
+    Some(ConvImpl::IGemm(p, wide, lay))
+}
+
+/// How the AVX-512 implicit GEMM reads a convolution's input: from a copy padded in
+/// space (borders hold the zero-point byte `zu`, so every tap is in bounds) and, when
+/// needed, in channels (`cp >= c`, the extra channels `zu` with zero weights), so that
+/// every run of a GEMM row is a whole number of 4-byte quads.
+/// - `row_run` (width dilation 1): a kernel row is one contiguous run of `kw * cp`
+///   bytes, so a GEMM row is `kh` runs;
+/// - otherwise each tap is a run of `cp` bytes (`cp` a multiple of 4).
+#[derive(Debug, Clone, Copy)]
+struct PadLayout {
+    cp: usize,
+    row_run: bool,
+}
+
+impl PadLayout {
+    fn new(kw: usize, c: usize, dil_w: usize) -> PadLayout {
+        let row_run = dil_w == 1;
+        let cp = if (row_run && (kw * c) % 4 == 0) || c % 4 == 0 {
+            c
+        } else {
+            c.next_multiple_of(4)
+        };
+        PadLayout { cp, row_run }
+    }
+}
+
+/// The padded input of one geometry and the GEMM rows reading it.
+#[cfg(target_arch = "x86_64")]
+struct Padded {
+    /// Padded height and width, and the leading padding.
+    hp: usize,
+    wp: usize,
+    pt: usize,
+    pl: usize,
+    /// `None` when the offsets exceed 32 bits (the reference kernel then runs).
+    ind: Option<Indirection>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Padded {
+    fn new(g: &ConvGeom, lay: PadLayout) -> Padded {
+        // Padded extent of an axis: the leading padding, the input, and whatever the
+        // last window reaches beyond it.
+        let ext = |a: &crate::kernels::quantized::conv::Axis| {
+            let last = if a.output == 0 {
+                0
+            } else {
+                (a.output - 1) * a.stride + (a.kernel - 1) * a.dilation
+            };
+            (a.pad_begin, (a.pad_begin + a.input).max(last + 1))
+        };
+        let ((pt, hp), (pl, wp)) = (ext(&g.h), ext(&g.w));
+        let cp = lay.cp;
+        // The layout was chosen from the attributes; the geometry must agree.
+        let consistent = if lay.row_run {
+            g.w.dilation == 1 && (g.w.kernel * cp) % 4 == 0
+        } else {
+            cp % 4 == 0
+        };
+        let taps = if lay.row_run {
+            g.h.kernel
+        } else {
+            g.h.kernel * g.w.kernel
+        };
+        let mut offs = Vec::with_capacity(g.out_pixels() * taps);
+        for n in 0..g.n {
+            for oy in 0..g.h.output {
+                for ox in 0..g.w.output {
+                    for ky in 0..g.h.kernel {
+                        let row = (n * hp + oy * g.h.stride + ky * g.h.dilation) * wp;
+                        let base = (row + ox * g.w.stride) * cp;
+                        if lay.row_run {
+                            offs.push(base);
                         } else {
-                            x_len
-                        });
+                            offs.extend((0..g.w.kernel).map(|kx| base + kx * g.w.dilation * cp));
+                        }
+                    }
+                }
+            }
+        }
+        Padded {
+            hp,
+            wp,
+            pt,
+            pl,
+            ind: consistent
+                .then(|| Indirection::new(g.out_pixels(), taps, offs))
+                .flatten(),
+        }
+    }
+
+    fn len(&self, g: &ConvGeom, cp: usize) -> usize {
+        g.n * self.hp * self.wp * cp
+    }
+
+    /// Writes `x` (NHWC, `c` channels) as u8 into the interior of `xp` (whose padding
+    /// already holds `zu`).
+    fn fill<T: QInt>(&self, isa: Isa, g: &ConvGeom, cp: usize, x: &[T], xp: &mut [u8]) {
+        let (h, w, c) = (g.h.input, g.w.input, g.c);
+        for n in 0..g.n {
+            for iy in 0..h {
+                let src = &x[(n * h + iy) * w * c..][..w * c];
+                let dst = &mut xp[((n * self.hp + iy + self.pt) * self.wp + self.pl) * cp..];
+                if cp == c {
+                    to_u8(isa, src, &mut dst[..w * c]);
+                } else {
+                    for (s, d) in src.chunks_exact(c).zip(dst.chunks_exact_mut(cp)) {
+                        to_u8(isa, s, &mut d[..c]);
                     }
                 }
             }
         }
     }
-    (Indirection::new(g.out_pixels(), taps, offs), true)
 }
 
 /// `dst[i] = src[i] - T::MIN` as u8 (i8: `x + 128`; u8: unchanged).
@@ -245,8 +359,8 @@ impl<T: QInt> ConvKernel<T> {
                 }
             }
             ConvImpl::Depthwise { wt, bias }
-        } else if let Some((p, wide)) = igemm_parts::<T>(isa, &wo, m, k, &bias, xq.zp, &stage) {
-            ConvImpl::IGemm(p, wide)
+        } else if let Some(imp) = igemm_conv::<T>(isa, &wo, m, &w.shape, a, &bias, xq.zp, &stage) {
+            imp
         } else {
             match packed8::<T>(isa, &wo, m, k, &bias, xq.zp) {
                 Some(p) => ConvImpl::Gemm8(p),
@@ -275,7 +389,9 @@ impl<T: QInt> ConvKernel<T> {
             num,
             geom: None,
             #[cfg(target_arch = "x86_64")]
-            ind: None,
+            pad: None,
+            #[cfg(target_arch = "x86_64")]
+            dw_geom: None,
             x: Vec::new(),
             a: Vec::new(),
             xw: Vec::new(),
@@ -306,20 +422,30 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                 }
                 self.geom = Some((x.shape.clone(), g));
                 #[cfg(target_arch = "x86_64")]
-                if let ConvImpl::IGemm(pw, _) = &self.imp {
-                    self.ind = Some(conv_rows(&g, xs.len(), pw.k_pad()));
+                if let ConvImpl::IGemm(pw, _, lay) = &self.imp {
+                    let pad = Padded::new(&g, *lay);
+                    // The padding is written once; runs rewrite the interior only.
+                    self.xu.clear();
+                    self.xu.resize(pad.len(&g, lay.cp), pw.zu);
+                    self.pad = Some(pad);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if let ConvImpl::DepthwiseWide(dw) = &self.imp {
+                    let geo = DwGeom::new(&g, dw);
+                    // Zero padding written once; runs rewrite the interior only.
+                    self.xw.clear();
+                    self.xw.resize(geo.len(), 0);
+                    self.dw_geom = Some(geo);
                 }
                 g
             }
         };
         let m = g.m;
-        let shape: Vec<usize> = if x.shape.len() == 4 {
-            vec![g.n, g.h.output, g.w.output, m]
-        } else {
-            vec![g.n, g.w.output, m]
-        };
+        // On the stack: a steady-state run allocates nothing.
+        let (shape4, shape3) = ([g.n, g.h.output, g.w.output, m], [g.n, g.w.output, m]);
+        let shape: &[usize] = if x.shape.len() == 4 { &shape4 } else { &shape3 };
         let pixels = g.out_pixels();
-        let y = out_buffer::<T>(out, &shape, pixels * m);
+        let y = out_buffer::<T>(out, shape, pixels * m);
         let isa = self.isa;
         match &self.imp {
             ConvImpl::Gemm(pw) => {
@@ -361,43 +487,28 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            ConvImpl::IGemm(pw, wide) => {
-                let (ind, direct) = match &self.ind {
-                    Some((Some(ind), direct)) => (ind, *direct),
-                    _ => {
-                        // Offsets beyond 32 bits: the reference kernel.
-                        let mut r = crate::kernels::quantized::conv::tflite_conv::<T>(
-                            ctx,
-                            &self.attrs,
-                            self.num,
-                            inputs,
-                        )?;
-                        *out = Some(r.remove(0));
-                        return Ok(());
-                    }
+            ConvImpl::IGemm(pw, wide, lay) => {
+                let Some(pad @ Padded { ind: Some(ind), .. }) = &self.pad else {
+                    // Offsets beyond 32 bits: the reference kernel.
+                    let mut r = crate::kernels::quantized::conv::tflite_conv::<T>(
+                        ctx,
+                        &self.attrs,
+                        self.num,
+                        inputs,
+                    )?;
+                    *out = Some(r.remove(0));
+                    return Ok(());
                 };
-                // The input as u8, then (in place) the zero-point row the padding
-                // taps read, or (im2col) the patches.
-                self.xu.resize(xs.len() + if direct { g.c } else { 0 }, 0);
-                to_u8(isa, xs, &mut self.xu[..xs.len()]);
-                let a = if direct {
-                    self.xu[xs.len()..].fill(pw.zu);
-                    &self.xu
-                } else {
-                    let lda = pw.k_pad();
-                    self.au.resize(pixels * lda, 0);
-                    im2col(&g, &self.xu, pw.zu, &mut self.au, lda);
-                    &self.au
-                };
-                igemm(isa, a, ind, pw, wide, bytes_mut(y), m);
+                pad.fill(isa, &g, lay.cp, xs, &mut self.xu);
+                igemm(isa, &self.xu, ind, pw, wide, bytes_mut(y), m);
             }
             #[cfg(not(target_arch = "x86_64"))]
             ConvImpl::IGemm(..) => unreachable!("AVX-512 is x86_64 only"),
             #[cfg(target_arch = "x86_64")]
             ConvImpl::DepthwiseWide(dw) => {
-                self.xw.resize(xs.len(), 0);
-                widen(isa, xs, self.xq.zp, &mut self.xw);
-                depthwise512(isa, &g, &self.xw, dw, bytes_mut(y));
+                let geo = self.dw_geom.as_ref().expect("built with the geometry");
+                geo.fill(isa, &g, xs, self.xq.zp, &mut self.xw);
+                depthwise512(isa, geo, &self.xw, dw, bytes_mut(y));
             }
             ConvImpl::Depthwise { wt, bias } => {
                 self.a.resize(xs.len(), 0);
@@ -596,6 +707,7 @@ pub struct FcKernel<T> {
     a: Vec<i16>,
     au: Vec<u8>,
     acc: Vec<i32>,
+    shape: Vec<usize>,
     _t: PhantomData<T>,
 }
 
@@ -647,6 +759,7 @@ impl<T: QInt> FcKernel<T> {
             a: Vec::new(),
             au: Vec::new(),
             acc: Vec::new(),
+            shape: Vec::new(),
             _t: PhantomData,
         })
     }
@@ -671,13 +784,31 @@ impl<T: QInt> Prepared for FcKernel<T> {
             .ok_or_else(|| ctx.error(format!("input must be {}, got {}", T::DTYPE, x.dtype())))?;
         let rows = x.len() / k;
         let isa = self.isa;
-        let shape = if self.keep_num_dims && !x.shape.is_empty() {
-            let mut s = x.shape.clone();
-            *s.last_mut().expect("non-empty") = nout;
-            s
+        // Reused between runs: a steady-state run allocates nothing.
+        let mut shape = std::mem::take(&mut self.shape);
+        shape.clear();
+        if self.keep_num_dims && !x.shape.is_empty() {
+            shape.extend_from_slice(&x.shape[..x.shape.len() - 1]);
+            shape.push(nout);
         } else {
-            vec![rows, nout]
-        };
+            shape.extend([rows, nout]);
+        }
+        let r = self.run_rows(isa, xs, rows, &shape, out);
+        self.shape = shape;
+        r
+    }
+}
+
+impl<T: QInt> FcKernel<T> {
+    fn run_rows(
+        &mut self,
+        isa: Isa,
+        xs: &[T],
+        rows: usize,
+        shape: &[usize],
+        out: &mut Option<Tensor>,
+    ) -> Result<()> {
+        let (nout, k) = (self.packed.n, self.packed.k);
         #[cfg(target_arch = "x86_64")]
         if let Some((p8, wide)) = &self.igemm {
             let lda = p8.k_pad();
@@ -690,7 +821,7 @@ impl<T: QInt> Prepared for FcKernel<T> {
                     to_u8(isa, src, &mut dst[..k]);
                     dst[k..].fill(p8.zu);
                 }
-                let y = out_buffer::<T>(out, &shape, rows * nout);
+                let y = out_buffer::<T>(out, shape, rows * nout);
                 igemm(isa, &self.au, ind, p8, wide, bytes_mut(y), nout);
                 return Ok(());
             }
@@ -718,7 +849,7 @@ impl<T: QInt> Prepared for FcKernel<T> {
             }
             gemm(isa, &self.a, lda, rows, &self.packed, &mut self.acc, ldc);
         }
-        let y = out_buffer::<T>(out, &shape, rows * nout);
+        let y = out_buffer::<T>(out, shape, rows * nout);
         for (row, yr) in self
             .acc
             .chunks_exact(ldc)

@@ -110,6 +110,10 @@ pub fn per_channel(
     what: &str,
 ) -> Result<(Vec<f32>, Vec<i32>)> {
     let q = q.ok_or_else(|| ctx.error(format!("{what} has no quantization parameters")))?;
+    if q.block_size.is_some() {
+        // Callers that reach here (e.g. the fast kernels) have no block-wise path.
+        return Err(ctx.error(format!("{what} are quantized block-wise")));
+    }
     let n = q.scale.len();
     if n != 1 && n != channels {
         return Err(ctx.error(format!(

@@ -266,7 +266,7 @@ pub fn accumulate_nhwc(g: &ConvGeom, x: &[i16], w: &[i16], bias: &[i32]) -> Vec<
 /// in (ky, kx, c) order; positions in the padding are 0.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn fill_patch(
+pub(super) fn fill_patch(
     g: &ConvGeom,
     x: &[i16],
     n: usize,
@@ -445,6 +445,9 @@ pub fn tflite_conv<T: QInt>(
     num: super::Numerics,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
+    if super::blockwise::has_block_weights(ctx) {
+        return super::blockwise::conv::<T>(ctx, a, inputs);
+    }
     let x = input(ctx, inputs, 0)?;
     let w = input(ctx, inputs, 1)?;
     if a.layout != Layout::Nhwc {

@@ -17,6 +17,9 @@ pub fn tflite_fc<T: QInt>(
     num: super::Numerics,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
+    if super::blockwise::has_block_weights(ctx) {
+        return super::blockwise::fully_connected::<T>(ctx, activation, keep_num_dims, inputs);
+    }
     let x = input(ctx, inputs, 0)?;
     let w = input(ctx, inputs, 1)?;
     if w.shape.len() != 2 {

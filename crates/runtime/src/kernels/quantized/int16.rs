@@ -473,7 +473,7 @@ mod tests {
                                                        // Multipliers at the top of the range saturate to 0x7fff.
         assert_eq!(
             requantize_i64(1 << 20, i32::MAX, 0),
-            ((1i64 << 20) * 0x7fff + (1 << 14) >> 15) as i32
+            ((((1i64 << 20) * 0x7fff) + (1 << 14)) >> 15) as i32
         );
     }
 
@@ -489,12 +489,14 @@ mod tests {
             lut[0]
         );
         assert!(lut.windows(2).all(|w| w[0] <= w[1]), "exp is increasing");
-        // Interpolated lookups stay within a few LSB of exp.
+        // Interpolated lookups stay within a few LSB of exp: the error is at most
+        // one 128th of an interval's rise (about 5 LSB at the top, where the last
+        // input, 32767, stops 1/128 short of the final table entry).
         for v in [-32768i32, -20000, -1, 0, 12345, 32767] {
             let x = (v - 32767) as f64 * 10.0 / range;
             let want = x.exp() * 32768.0;
             let got = lut_lookup(v as i16, &lut) as f64;
-            assert!((got - want).abs() <= 3.0, "exp({x}): {got} vs {want}");
+            assert!((got - want).abs() <= 7.0, "exp({x}): {got} vs {want}");
         }
     }
 }

@@ -12,6 +12,7 @@
 //! accumulation kernels can be dropped in and stay bit-exact.
 
 pub mod activation;
+pub mod blockwise;
 pub mod common;
 pub mod conv;
 pub mod elementwise;
