@@ -81,7 +81,8 @@ pub struct QuantizeArgs {
     /// Activation type (default int8; fp32 with --weights fp16).
     #[arg(long, value_enum)]
     pub activations: Option<ActivationsArg>,
-    /// tensor, channel, or group:N.
+    /// tensor, channel, or group:N (one scale per N consecutive weights of each output
+    /// channel, for conv and FC layers with more than N weights per channel; .onnx only).
     #[arg(long, default_value = "channel")]
     pub granularity: String,
     /// Mixed precision: weight bytes allowed (layers get int8, int4 or ternary by
@@ -234,9 +235,6 @@ impl QuantizeArgs {
             bail!("--activations fp16 needs --weights fp16");
         }
         let granularity = parse_granularity(&self.granularity)?;
-        if let Granularity::Group(n) = granularity {
-            bail!("--granularity group:{n} is not supported yet; use channel or tensor");
-        }
         if self.budget.is_some() && self.weights != WeightsArg::Int8 {
             bail!("--budget chooses the weight formats itself; do not combine it with --weights");
         }
@@ -423,6 +421,17 @@ pub fn quantize_command(args: &QuantizeArgs) -> Result<QuantizeSummary> {
         }
     }
     let opts = args.options()?;
+    let tflite_out = args
+        .output
+        .as_ref()
+        .is_some_and(|o| o.extension().is_some_and(|e| e == "tflite"));
+    if let (true, Granularity::Group(n)) = (tflite_out, opts.weights.granularity) {
+        bail!(
+            "--granularity group:{n}: TFLite's CONV_2D and FULLY_CONNECTED take one weight \
+             scale per channel, so group-wise scales have no TFLite form; write .onnx or use \
+             --granularity channel"
+        );
+    }
     let graph = load_model(&args.model)?;
     let samples = load_calibration(args, &graph)?;
     let mut r = ptq::run(&graph, &samples, &opts)?;

@@ -307,3 +307,127 @@ fn int16_dscnn_tflite_matches_litert() {
         );
     }
 }
+
+const AD_MODEL: &str =
+    "mlperf-tiny/benchmark/training/anomaly_detection/trained_models/ad01_fp32.tflite";
+const AD_SAMPLE: &str = "mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin";
+
+/// The anomaly-detection autoencoder (ten int16 FULLY_CONNECTED layers with fused
+/// ReLU) on the one real ToyCar clip there is (40 log-mel slices): int16 PTQ
+/// calibrated on the even slices, exported to TFLite, runs bit-exact in LiteRT on all
+/// 40; its outputs stay closer to float than int8's do (mean squared difference).
+#[test]
+fn int16_autoencoder_tflite_matches_litert() {
+    use edgeopt_compress::quant::ptq::{run, PtqOptions};
+    use edgeopt_compress::quant::{ActivationFormat, CalibMethod};
+
+    let Some(data) = tk::data_dir() else { return };
+    let dir = tk::scratch_dir("quant_int16_ad");
+    let g = edgeopt_cli::load_model(&data.join(AD_MODEL)).unwrap();
+    let bytes = std::fs::read(data.join(AD_SAMPLE)).unwrap();
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(v.len(), 40 * 640, "AD sample is float32 (40, 640)");
+    let calib: Vec<Vec<Tensor>> = v
+        .chunks_exact(640)
+        .step_by(2)
+        .map(|s| vec![Tensor::from_f32(vec![1, 640], s.to_vec()).unwrap()])
+        .collect();
+    let xt = Tensor::from_f32(vec![40, 640], v).unwrap();
+    let quantize = |activations, method| {
+        let opts = PtqOptions {
+            method,
+            activations,
+            ..PtqOptions::default()
+        };
+        run(&g, &calib, &opts).unwrap().quantized
+    };
+    let q16 = quantize(ActivationFormat::Int16, CalibMethod::MinMax);
+    let q8 = quantize(ActivationFormat::Int8, CalibMethod::MinMax);
+    let tfl = dir.join("ad_int16.tflite");
+    edgeopt_tflite::export_file(&q16, &tfl).unwrap();
+    let back = edgeopt_cli::load_model(&tfl).unwrap();
+    let x1 = std::slice::from_ref(&xt);
+    let ours = edgeopt_runtime::run(&back, x1).unwrap().remove(0);
+    let float = edgeopt_runtime::run(&g, x1).unwrap().remove(0).to_f32_vec();
+    let mse = |t: &Tensor| {
+        let a = t.to_f32_vec();
+        // Odd slices only: the even ones were calibrated on.
+        let (mut s, mut n) = (0f64, 0usize);
+        for (r, (p, q)) in a.chunks(640).zip(float.chunks(640)).enumerate() {
+            if r % 2 == 1 {
+                s += p
+                    .iter()
+                    .zip(q)
+                    .map(|(x, y)| ((x - y) as f64).powi(2))
+                    .sum::<f64>();
+                n += 640;
+            }
+        }
+        s / n as f64
+    };
+    let (e16, e8) = (mse(&ours), mse(&edgeopt_runtime::run(&q8, x1).unwrap()[0]));
+    eprintln!("AD autoencoder, mean squared difference to float on 20 slices: int16 {e16:.3e}, int8 {e8:.3e}");
+    assert!(e16 < e8, "int16 {e16} vs int8 {e8}");
+
+    if !tk::oracle_available() {
+        return;
+    }
+    let xp = dir.join("x.npy");
+    edgeopt_npy::write(&xp, &xt).unwrap();
+    let lite = dir.join("lite.npy");
+    let args: [&Path; 5] = [
+        &tfl,
+        &xp,
+        &lite,
+        Path::new("--resolver"),
+        Path::new("builtin"),
+    ];
+    tk::run_oracle("litert_run.py", &args);
+    let theirs = edgeopt_npy::read(&lite).unwrap();
+    let (a, b) = (ours.to_f32_vec(), theirs.to_f32_vec());
+    assert_eq!(a.len(), b.len());
+    let differing = a.iter().zip(&b).filter(|(p, q)| p != q).count();
+    if differing > 0 {
+        let k = a.iter().zip(&b).position(|(p, q)| p != q).unwrap() / 640;
+        let why = first_differing_node(&back, &tfl, &xp, k, &dir);
+        panic!("LiteRT differs from edgeopt on the int16 autoencoder: {differing} values; sample {k}: {why}");
+    }
+}
+
+/// `edgeopt quantize --activations int16 -o r8.onnx` writes a QDQ model with int16
+/// QuantizeLinear/DequantizeLinear (opset 21) that onnxruntime runs; its accuracy on
+/// the 1,000 images is within 0.5 pt of edgeopt's own int16 model (onnxruntime
+/// requantizes in float between the Q/DQ pairs, edgeopt in TFLite's fixed point).
+#[test]
+fn int16_resnet8_onnx_qdq_runs_in_onnxruntime() {
+    let Some(data) = tk::data_dir() else { return };
+    let dir = tk::scratch_dir("quant_int16_onnx");
+    let (_, _, xp, yp) = eval_subset(&data, &dir);
+    let onnx = dir.join("r8_int16.onnx");
+    let s = quantize_command(&QuantizeArgs {
+        activations: Some(ActivationsArg::Int16),
+        output: Some(onnx.clone()),
+        eval_data: Some(xp.clone()),
+        eval_labels: Some(yp.clone()),
+        ..base_args(&data)
+    })
+    .unwrap();
+    let ours = s.quantized_accuracy.expect("evaluated");
+    let written = s.exported_accuracy.expect("read back");
+    eprintln!("int16 ResNet-8 on {N_EVAL} images: edgeopt {ours:.2}%, the QDQ file as edgeopt reads it {written:.2}%");
+    if !tk::oracle_available() {
+        return;
+    }
+    let out = tk::run_oracle("onnx_accuracy.py", &[&onnx, &xp, &yp]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ort = v["accuracy"].as_f64().unwrap();
+    eprintln!("onnxruntime on the int16 QDQ file: {ort:.2}%");
+    assert_eq!(v["n"].as_u64(), Some(N_EVAL as u64));
+    assert!(
+        (ort - ours).abs() <= 0.5,
+        "onnxruntime {ort:.2}% vs edgeopt {ours:.2}%"
+    );
+}

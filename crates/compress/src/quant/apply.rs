@@ -394,7 +394,15 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                     ))
                 })?;
                 let wt = prepared.values[w].data.as_ref().expect("const weights");
-                let spec = spec_of(plan, prepared, w);
+                let mut spec = spec_of(plan, prepared, w);
+                // Grouped/depthwise convs have one short filter per channel: group-wise
+                // scales would not pay off, and the block-wise kernel is for ordinary
+                // convs and FC only.
+                if let (Op::Conv(a), Granularity::Group(_)) = (&n0.op, spec.granularity) {
+                    if a.group > 1 {
+                        spec.granularity = Granularity::Channel;
+                    }
+                }
                 let m = wt.shape[0];
                 let qw = super::weights::quantize_planned(
                     wt.as_f32()?,

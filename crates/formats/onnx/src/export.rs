@@ -49,6 +49,8 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>> {
 
 /// Serializes `graph` as an ONNX model with `opts`.
 pub fn export_with(graph: &Graph, opts: &ExportOptions) -> Result<Vec<u8>> {
+    let narrowed = narrow_int64_constants(graph);
+    let graph = narrowed.as_ref().unwrap_or(graph);
     if opts.uint8_activations {
         if let Some(shifted) = uint8_activations(graph) {
             return Ok(export_model(&shifted)?.encode_to_vec());
@@ -71,6 +73,46 @@ pub fn export_file_with(graph: &Graph, path: impl AsRef<Path>, opts: &ExportOpti
         path: path.display().to_string(),
         source: e,
     })
+}
+
+/// `graph` with its quantized int64 constants (the biases of TFLite's 16x8 scheme,
+/// int16 activations) made valid for ONNX, whose DequantizeLinear takes int32 but not
+/// int64: as int32 when every value fits (the QDQ bias form onnxruntime knows), else
+/// dequantized to an f32 constant. `None` when the graph has none.
+fn narrow_int64_constants(graph: &Graph) -> Option<Graph> {
+    let wide = |v: &Value| v.dtype == DType::I64 && v.quant.is_some() && v.data.is_some();
+    if !graph.values.iter().any(wide) {
+        return None;
+    }
+    let mut g = graph.clone();
+    for v in g.values.iter_mut().filter(|v| wide(v)) {
+        let (Some(t), Some(q)) = (v.data.as_mut(), v.quant.as_ref()) else {
+            continue;
+        };
+        let codes = t.to_i64_vec();
+        if codes.iter().all(|&c| i32::try_from(c).is_ok()) {
+            t.data = TensorData::I32(codes.iter().map(|&c| c as i32).collect());
+            v.dtype = DType::I32;
+            continue;
+        }
+        // Element i belongs to channel (i / inner) % dim of the quantized axis.
+        let (inner, dim) = match q.axis.filter(|_| !q.is_per_tensor()) {
+            Some(a) if a < t.shape.len() => (t.shape[a + 1..].iter().product(), t.shape[a]),
+            _ => (1, 1),
+        };
+        let real = codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let (s, z) = q.channel((i / inner.max(1)) % dim.max(1));
+                ((c - z) as f64 * s as f64) as f32
+            })
+            .collect();
+        t.data = TensorData::F32(real);
+        v.dtype = DType::F32;
+        v.quant = None;
+    }
+    Some(g)
 }
 
 /// `graph` with its int8 per-tensor activations stored as uint8 (see
@@ -187,10 +229,11 @@ fn required_opset(g: &Graph) -> i64 {
         };
         v = v.max(need);
     }
-    // 4-bit and 16-bit integer tensors in Q/DQ need opset 21.
+    // 4-bit and 16-bit integer tensors and block-wise scales in Q/DQ need opset 21.
     let wide = g.values.iter().any(|x| {
         matches!(x.dtype, DType::I4 | DType::U4)
             || (x.quant.is_some() && matches!(x.dtype, DType::I16 | DType::U16))
+            || x.quant.as_ref().is_some_and(|q| q.block_size.is_some())
     });
     if wide {
         v = v.max(21);
@@ -573,6 +616,11 @@ fn without_activation(n: &Node) -> Node {
     n
 }
 
+/// Constant weights with group-wise (block) scales.
+fn has_blocks(v: &Value) -> bool {
+    v.quant.as_ref().is_some_and(|q| q.block_size.is_some())
+}
+
 fn is_quantized(v: &Value) -> bool {
     v.quant.is_some() && !v.dtype.is_float()
 }
@@ -606,6 +654,48 @@ impl Ex<'_> {
         Ok((s, z, attrs))
     }
 
+    /// Float value of constant weights with group-wise (block) scales, in the value's
+    /// own shape: the codes as `[M, per]` (each output channel's weights in storage
+    /// order), a block-wise DequantizeLinear along axis 1 (opset 21), then a Reshape
+    /// back. (onnxruntime keeps DequantizeLinear of constants in the graph, so it
+    /// dequantizes these weights on every run; edgeopt's planner folds them.)
+    fn dequantize_blocks(&mut self, id: ValueId) -> Result<String> {
+        if let Some(n) = self.dequantized.get(&id) {
+            return Ok(n.clone());
+        }
+        let v = &self.g.values[id];
+        let (Some(t), Some(q)) = (v.data.clone(), v.quant.clone()) else {
+            return Err(OnnxError::Model(format!(
+                "'{}': block-wise quantization is for constant weights",
+                v.name
+            )));
+        };
+        let (name, dtype) = (v.name.clone(), v.dtype);
+        let m = t.shape.first().copied().unwrap_or(0);
+        let per = t.len().checked_div(m).unwrap_or(0);
+        let block = q.block_size.unwrap_or(0);
+        let blocks = q.blocks_per_slice(per);
+        if q.axis != Some(0) || block == 0 || m * per != t.len() || q.scale.len() != m * blocks {
+            return Err(OnnxError::Model(format!(
+                "'{name}': block-wise scales must be [channels along axis 0] x [blocks]"
+            )));
+        }
+        let codes = Tensor::new(vec![m, per], t.data.clone())?;
+        let x = self.constant(&name, &codes);
+        let s = self.constant(
+            &format!("{name}_scale"),
+            &Tensor::from_f32(vec![m, blocks], q.scale.clone())?,
+        );
+        let zps = Tensor::from_i64(vec![m, blocks], vec![0; m * blocks])?;
+        let z = self.constant(&format!("{name}_zero_point"), &cast(&zps, dtype));
+        let attrs = vec![a_i("axis", 1), a_i("block_size", block as i64)];
+        let flat = self.step(&name, "DequantizeLinear", vec![x, s, z], attrs);
+        let shape = self.i64s(&format!("{name}_shape"), &usizes(&t.shape))?;
+        let out = self.step(&name, "Reshape", vec![flat, shape], vec![]);
+        self.dequantized.insert(id, out.clone());
+        Ok(out)
+    }
+
     /// DequantizeLinear of a quantized value (or of a quantized tensor `t` standing in
     /// for it, e.g. permuted weights), once per value.
     fn dequantize(
@@ -613,6 +703,9 @@ impl Ex<'_> {
         id: ValueId,
         replaced: Option<(Tensor, QuantParams)>,
     ) -> Result<String> {
+        if has_blocks(&self.g.values[id]) {
+            return self.dequantize_blocks(id);
+        }
         if replaced.is_none() {
             if let Some(n) = self.dequantized.get(&id) {
                 return Ok(n.clone());
@@ -649,6 +742,15 @@ impl Ex<'_> {
         let v = &self.g.values[id];
         let rank = v.shape.as_ref().map(|s| s.len()).unwrap_or(4);
         let perm = to_nchw(rank);
+        if wrap && has_blocks(v) {
+            let x = self.dequantize_blocks(id)?;
+            return Ok(self.step(
+                node,
+                "Transpose",
+                vec![x],
+                vec![a_ints("perm", usizes(&perm))],
+            ));
+        }
         if let Some(t) = &v.data {
             let p = permute(t, &perm)?;
             let q = v.quant.clone().map(|mut q| {

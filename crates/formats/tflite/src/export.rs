@@ -61,6 +61,17 @@ pub fn export_file(graph: &Graph, path: impl AsRef<Path>) -> Result<()> {
 /// Builds the schema-level model of `graph` (for callers that edit it further).
 pub fn export_model(graph: &Graph) -> Result<s::Model> {
     graph.validate()?;
+    if let Some(v) = graph
+        .values
+        .iter()
+        .find(|v| v.quant.as_ref().is_some_and(|q| q.block_size.is_some()))
+    {
+        return Err(TfliteError::Unsupported(format!(
+            "'{}' has group-wise (block) scales, which TFLite's CONV_2D and \
+             FULLY_CONNECTED kernels do not take: quantize per channel, or write ONNX",
+            v.name
+        )));
+    }
     let mut w = Writer::new(graph);
     w.fold_hybrid_dequantize();
     for n in &graph.nodes {

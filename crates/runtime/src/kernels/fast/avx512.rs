@@ -80,6 +80,10 @@ pub fn igemm(
     assert!(rq.channels() == w.n && rq.blocks.len() == w.nblk);
     assert!(w.data.len() == w.nblk * w.k4 * NR * 4 && w.bias.len() == w.nblk * NR);
     assert!(
+        w.grouped,
+        "weights in the grouped layout (`PackedW8::group8`)"
+    );
+    assert!(
         ldy >= w.n && y.len() >= (rows - 1) * ldy + w.n,
         "y too short"
     );
@@ -90,7 +94,8 @@ pub fn igemm(
         taps: ind.taps,
         kq,
         w: w.data.as_ptr(),
-        blk_len: w.k4 * NR * 4,
+        k4: w.k4,
+        nblk: w.nblk,
         bias: w.bias.as_ptr(),
         rq: rq.blocks.as_ptr(),
         n: w.n,
@@ -111,8 +116,10 @@ struct Gemm {
     rows: usize,
     taps: usize,
     kq: usize,
+    /// Weights in the grouped layout of [`PackedW8::group8`].
     w: *const i8,
-    blk_len: usize,
+    k4: usize,
+    nblk: usize,
     bias: *const i32,
     rq: *const Block16,
     n: usize,
@@ -126,6 +133,11 @@ pub(crate) struct Epi {
     any_left: bool,
     away: bool,
     post: bool,
+    /// The lower clamp is not a no-op (`min > i32::MIN`).
+    clamp_lo: bool,
+    /// How [`to_bytes`] narrows: 1 = signed saturation (the upper clamp is 127),
+    /// 2 = unsigned saturation (255, with `min >= 0`), 0 = clamp then truncate.
+    narrow: u8,
     zp: __m512i,
     lo: __m512i,
     hi: __m512i,
@@ -142,6 +154,12 @@ impl Epi {
             any_left: rq.any_left,
             away: rq.away,
             post: rq.zp_post != 0,
+            clamp_lo: rq.min > i32::MIN,
+            narrow: match (rq.min, rq.max) {
+                (lo, 127) if lo >= -128 => 1,
+                (lo, 255) if lo >= 0 => 2,
+                _ => 0,
+            },
             zp: _mm512_set1_epi32(rq.zp_post),
             lo: _mm512_set1_epi32(rq.min),
             hi: _mm512_set1_epi32(rq.max),
@@ -157,7 +175,7 @@ unsafe fn ld<E>(v: &E) -> __m512i {
 }
 
 /// The output stage of 16 channels (one [`Block16`]): [`Wide::apply`] lane by lane,
-/// clamped to the activation range (so the low byte of each lane is the result).
+/// up to the lower clamp; [`to_bytes`] applies the upper one while narrowing.
 #[inline(always)]
 pub(crate) unsafe fn requant16(acc: __m512i, b: &Block16, e: &Epi) -> __m512i {
     let x = if e.any_left {
@@ -181,7 +199,22 @@ pub(crate) unsafe fn requant16(acc: __m512i, b: &Block16, e: &Epi) -> __m512i {
     if e.post {
         v = _mm512_add_epi32(v, e.zp);
     }
-    _mm512_min_epi32(_mm512_max_epi32(v, e.lo), e.hi)
+    if e.clamp_lo {
+        v = _mm512_max_epi32(v, e.lo);
+    }
+    v
+}
+
+/// The 16 bytes of a [`requant16`] result: the upper clamp is the saturation of the
+/// narrowing when it is 127 (signed) or 255 (unsigned, values already >= 0), an
+/// explicit `min` otherwise. Either way each byte is the clamped value.
+#[inline(always)]
+pub(crate) unsafe fn to_bytes(v: __m512i, e: &Epi) -> __m128i {
+    match e.narrow {
+        1 => _mm512_cvtsepi32_epi8(v),
+        2 => _mm512_cvtusepi32_epi8(v),
+        _ => _mm512_cvtepi32_epi8(_mm512_min_epi32(v, e.hi)),
+    }
 }
 
 /// Byte-store mask of the first `valid` (capped at 16) lanes.
@@ -212,6 +245,7 @@ unsafe fn igemm_impl(g: &Gemm, rq: &Wide, nblk: usize) {
         } else {
             1
         };
+        debug_assert_eq!(b0 % nb, 0, "a tile's blocks share a group of 8");
         match nb {
             8 => rows_of::<8, 3>(g, &e, b0),
             4 => rows_of::<4, 4>(g, &e, b0),
@@ -274,7 +308,11 @@ unsafe fn tile<const R: usize, const NB: usize>(
             row[j] = b;
         }
     }
-    let wbase = g.w.add(b0 * g.blk_len);
+    // Blocks b0 .. b0 + NB lie in one group of 8 (NB divides 8 and b0 is a multiple
+    // of NB): block b0 + j, quad k is at `wbase + k * qs + j * 64`.
+    let (gi, j0) = (b0 / 8, b0 % 8);
+    let qs = (g.nblk - gi * 8).min(8) * NR * 4;
+    let wbase = g.w.add(gi * 8 * g.k4 * NR * 4 + j0 * NR * 4);
     let mut ap = [std::ptr::null::<u8>(); R];
     let mut k = 0;
     for t in 0..g.taps {
@@ -282,11 +320,13 @@ unsafe fn tile<const R: usize, const NB: usize>(
             let row = (r0 + i).min(g.rows - 1);
             *p = g.x.add(*g.offs.add(row * g.taps + t) as usize);
         }
-        let wt = wbase.add(k * 64);
+        // Running pointers (constant displacements inside a step) keep the loop's
+        // address arithmetic in registers.
+        let mut wq = wbase.add(k * qs);
         for q in 0..g.kq {
             let mut wv = [_mm512_setzero_si512(); NB];
             for (j, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_si512(wt.add(j * g.blk_len + q * 64) as *const _);
+                *v = _mm512_loadu_si512(wq.add(j * NR * 4) as *const _);
             }
             for i in 0..R {
                 let a = _mm512_set1_epi32((ap[i].add(4 * q) as *const i32).read_unaligned());
@@ -294,6 +334,7 @@ unsafe fn tile<const R: usize, const NB: usize>(
                     acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, wv[j]);
                 }
             }
+            wq = wq.add(qs);
         }
         k += g.kq;
     }
@@ -305,7 +346,7 @@ unsafe fn tile<const R: usize, const NB: usize>(
             _mm_mask_storeu_epi8(
                 yr.add(blk * NR) as *mut i8,
                 lane_mask(g.n - blk * NR),
-                _mm512_cvtepi32_epi8(v),
+                to_bytes(v, e),
             );
         }
     }
@@ -377,7 +418,7 @@ unsafe fn binary_impl(op: &BinaryWide, signed: bool, a: &[u8], b: &[u8], y: &mut
                     _mm512_add_epi32(r1, r2)
                 };
                 let v = requant16(raw, bo, &eo);
-                _mm_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, k, _mm512_cvtepi32_epi8(v));
+                _mm_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, k, to_bytes(v, &eo));
                 i += 16;
             }
         }
@@ -389,7 +430,7 @@ unsafe fn binary_impl(op: &BinaryWide, signed: bool, a: &[u8], b: &[u8], y: &mut
                     _mm512_sub_epi32(load(b, i, k), zb),
                 );
                 let v = requant16(p, bo, &eo);
-                _mm_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, k, _mm512_cvtepi32_epi8(v));
+                _mm_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, k, to_bytes(v, &eo));
                 i += 16;
             }
         }
@@ -401,7 +442,8 @@ unsafe fn binary_impl(op: &BinaryWide, signed: bool, a: &[u8], b: &[u8], y: &mut
 /// The input is widened to i32 (`x - zp`) into a buffer padded in space (borders 0,
 /// i.e. the zero point, so every tap is in bounds) and in channels (to whole 16-lane
 /// blocks); weights are `[tap][16·nblk]` i32 with the high 16 bits 0, so one
-/// `vpdpwssd` (i16 pairs) accumulates a tap of 16 channels exactly. A step keeps
+/// `vpdpwssd` (i16 pairs, the input read straight from memory) accumulates a tap of
+/// 16 channels exactly. A step keeps
 /// [`DW_P`] output pixels of one block in registers (independent accumulator chains
 /// hide the instruction latency) and loads each tap's weights once for all of them.
 #[derive(Debug, Clone)]
@@ -508,7 +550,7 @@ impl DwGeom {
         }
     }
 
-    /// Elements of the padded buffer.
+    /// Elements (i32) of the padded buffer.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -526,6 +568,13 @@ impl DwGeom {
                     let src = &x[(n * h + iy) * w * c..][..w * c];
                     let row = ((n * d.hp + iy + d.pt) * d.wp + d.pl) * d.cpad;
                     let dst = &mut xp[row..][..w * d.cpad];
+                    if c == d.cpad {
+                        // Whole rows at once (vectorizes).
+                        for (o, s) in dst.iter_mut().zip(src) {
+                            *o = s.to_i32() - zp;
+                        }
+                        continue;
+                    }
                     for (s, o) in src.chunks_exact(c).zip(dst.chunks_exact_mut(d.cpad)) {
                         for (o, s) in o.iter_mut().zip(s) {
                             *o = s.to_i32() - zp;
@@ -579,7 +628,7 @@ unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i32], dw: &DepthwiseWide, y: &mut [
                 let wv = _mm512_loadu_si512(dw.w.as_ptr().add(t * cpad + blk * NR) as *const _);
                 for i in 0..DW_P {
                     let xv = _mm512_loadu_si512(xs[i].add(off) as *const _);
-                    acc[i] = _mm512_dpwssd_epi32(acc[i], xv, wv);
+                    acc[i] = _mm512_dpwssd_epi32(acc[i], wv, xv);
                 }
             }
             for (i, &a) in acc.iter().enumerate().take(pixels - p0) {
@@ -587,7 +636,7 @@ unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i32], dw: &DepthwiseWide, y: &mut [
                 _mm_mask_storeu_epi8(
                     y.as_mut_ptr().add((p0 + i) * c + blk * NR) as *mut i8,
                     mask,
-                    _mm512_cvtepi32_epi8(v),
+                    to_bytes(v, &e),
                 );
             }
             p0 += DW_P;

@@ -79,7 +79,7 @@ pub struct ConvKernel<T> {
     /// Zero-point-subtracted input (for im2col).
     x: Vec<i16>,
     a: Vec<i16>,
-    /// Padded input widened to i32 (AVX-512 depthwise).
+    /// Padded input minus its zero point, widened to i32 (AVX-512 depthwise).
     xw: Vec<i32>,
     /// u8 input and patches of the u8 GEMM.
     xu: Vec<u8>,
@@ -122,7 +122,10 @@ fn igemm_parts<T: QInt>(
     if !isa.is_avx512() || std::mem::size_of::<T>() != 1 {
         return None;
     }
-    Some((packed8_any::<T>(w, n, k, bias, zp)?, Wide::new(stage)?))
+    Some((
+        packed8_any::<T>(w, n, k, bias, zp)?.group8(),
+        Wide::new(stage)?,
+    ))
 }
 
 /// The AVX-512 implicit GEMM of a (non-grouped) convolution: weights `[m, kh, kw, c]`
@@ -255,14 +258,23 @@ impl Padded {
     fn fill<T: QInt>(&self, isa: Isa, g: &ConvGeom, cp: usize, x: &[T], xp: &mut [u8]) {
         let (h, w, c) = (g.h.input, g.w.input, g.c);
         for n in 0..g.n {
-            for iy in 0..h {
-                let src = &x[(n * h + iy) * w * c..][..w * c];
-                let dst = &mut xp[((n * self.hp + iy + self.pt) * self.wp + self.pl) * cp..];
+            let at = |iy: usize| ((n * self.hp + iy + self.pt) * self.wp + self.pl) * cp;
+            let img = &x[n * h * w * c..][..h * w * c];
+            if cp == c && self.wp == w {
+                // No horizontal padding: the interior rows are contiguous.
+                to_u8(isa, img, &mut xp[at(0)..][..h * w * c]);
+                continue;
+            }
+            for (iy, src) in img.chunks_exact(w * c).enumerate() {
+                let dst = &mut xp[at(iy)..];
                 if cp == c {
                     to_u8(isa, src, &mut dst[..w * c]);
                 } else {
+                    // A few channels per pixel: inline, no call per pixel.
                     for (s, d) in src.chunks_exact(c).zip(dst.chunks_exact_mut(cp)) {
-                        to_u8(isa, s, &mut d[..c]);
+                        for (d, s) in d.iter_mut().zip(s) {
+                            *d = (s.to_i32() - T::MIN) as u8;
+                        }
                     }
                 }
             }
