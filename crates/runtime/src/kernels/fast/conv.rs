@@ -260,6 +260,9 @@ impl Padded {
         for n in 0..g.n {
             let at = |iy: usize| ((n * self.hp + iy + self.pt) * self.wp + self.pl) * cp;
             let img = &x[n * h * w * c..][..h * w * c];
+            if img.is_empty() {
+                continue;
+            }
             if cp == c && self.wp == w {
                 // No horizontal padding: the interior rows are contiguous.
                 to_u8(isa, img, &mut xp[at(0)..][..h * w * c]);

@@ -13,7 +13,15 @@
 //! GEMM through hand-written AVX2 micro-kernels (`vpmaddwd` on i16 operands, which
 //! cannot saturate for 8-bit data minus an 8-bit zero point) and compiles the other
 //! bodies with AVX2 enabled so LLVM vectorizes them; [`Isa::Portable`] runs the same
-//! bodies without it. AVX2 is detected at run time (`is_x86_feature_detected!`).
+//! bodies without it. AVX-VNNI adds a 256-bit u8 x i8 `vpdpbusd` GEMM. AVX-512
+//! (F/BW/VL/VNNI, [`avx512`]) runs convolutions and fully-connected layers as an
+//! implicit 512-bit `vpdpbusd` GEMM reading a padded copy of the input in place (no
+//! im2col) with the output stage fused in the micro-kernel's epilogue (accumulators
+//! never stored), depthwise convolutions with `vpdpwssd` and the same epilogue, and
+//! add/sub/mul 16 lanes at a time; its output stage is the one-step 64-bit form of
+//! [`requant::Wide`]. Every instruction set is detected at run time
+//! (`is_x86_feature_detected!`), and `EDGEOPT_KERNELS` pins one ([`Kernels::from_env`])
+//! so each path can be run (and is tested: [`Isa::available`]) on one machine.
 //!
 //! Preparation: [`prepare`] builds a [`Prepared`] kernel for one node from its
 //! constant weights (packed once) and quantization parameters; the kernel keeps its

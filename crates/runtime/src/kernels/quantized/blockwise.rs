@@ -17,6 +17,7 @@
 use super::super::NodeCtx;
 use super::common::*;
 use super::conv::{conv_geom, dot_i16, fill_patch, offset_i16, weights_i16};
+use super::fc::{fc_dims, fc_out_shape, FcDims};
 use crate::error::Result;
 use edgeopt_ir::{Activation, ConvAttrs, Layout, QuantParams, Tensor};
 
@@ -165,22 +166,12 @@ pub fn fully_connected<T: QInt>(
 ) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let w = input(ctx, inputs, 1)?;
-    if w.shape.len() != 2 {
-        return Err(ctx.error(format!("weights must be [N, K], got {:?}", w.shape)));
-    }
-    let (nout, k) = (w.shape[0], w.shape[1]);
-    if k == 0 || x.len() % k != 0 {
-        return Err(ctx.error(format!(
-            "input {:?} does not split into rows of {k}",
-            x.shape
-        )));
-    }
+    let FcDims { nout, k, rows } = fc_dims(ctx, x, w)?;
     let bl = blocks(ctx, ctx.in_quant(1), nout, k)?;
     let (xq, out) = output::<T>(ctx, activation)?;
     let xo = offset_i16(data::<T>(ctx, x, "input")?, xq.zp);
     let wo = weights_i16(ctx, w, &vec![0; nout])?;
     let bias = float_bias(ctx, inputs.get(2).copied().flatten(), nout)?;
-    let rows = x.len() / k;
     let mut res = Vec::with_capacity(rows * nout);
     for xr in xo.chunks_exact(k) {
         for o in 0..nout {
@@ -188,14 +179,10 @@ pub fn fully_connected<T: QInt>(
             res.push(T::from_i32(v));
         }
     }
-    let shape = if keep_num_dims && !x.shape.is_empty() {
-        let mut s = x.shape.clone();
-        *s.last_mut().expect("not empty") = nout;
-        s
-    } else {
-        vec![rows, nout]
-    };
-    Ok(vec![make(shape, res)])
+    Ok(vec![make(
+        fc_out_shape(&x.shape, rows, nout, keep_num_dims),
+        res,
+    )])
 }
 
 /// Whether input 1 (the weights) of the node is quantized block-wise.

@@ -22,17 +22,7 @@ pub fn tflite_fc<T: QInt>(
     }
     let x = input(ctx, inputs, 0)?;
     let w = input(ctx, inputs, 1)?;
-    if w.shape.len() != 2 {
-        return Err(ctx.error(format!("weights must be [N, K], got {:?}", w.shape)));
-    }
-    let (nout, k) = (w.shape[0], w.shape[1]);
-    if k == 0 || x.len() % k != 0 {
-        return Err(ctx.error(format!(
-            "input {:?} does not split into rows of {k}",
-            x.shape
-        )));
-    }
-    let rows = x.len() / k;
+    let FcDims { nout, k, rows } = fc_dims(ctx, x, w)?;
     let xq = per_tensor(ctx, ctx.in_quant(0), "input")?;
     let yq = per_tensor(ctx, ctx.out_quant(0), "output")?;
     let (wscales, wzps) = per_channel(ctx, ctx.in_quant(1), nout, "weights")?;
@@ -59,12 +49,49 @@ pub fn tflite_fc<T: QInt>(
         super::Numerics::Reference => Rounding::Single,
     });
     let out = requantize_rows::<T>(&acc, nout, &stage);
-    let shape = if keep_num_dims && !x.shape.is_empty() {
-        let mut s = x.shape.clone();
-        *s.last_mut().unwrap() = nout;
-        s
-    } else {
-        vec![rows, nout]
-    };
-    Ok(vec![make(shape, out)])
+    Ok(vec![make(
+        fc_out_shape(&x.shape, rows, nout, keep_num_dims),
+        out,
+    )])
+}
+
+/// Sizes of a FULLY_CONNECTED: weights `[nout, k]`, input `rows` rows of `k`.
+pub struct FcDims {
+    pub nout: usize,
+    pub k: usize,
+    pub rows: usize,
+}
+
+/// Checks FULLY_CONNECTED operand shapes: weights `[N, K]`, input a whole number of
+/// rows of K.
+pub fn fc_dims(ctx: &NodeCtx, x: &Tensor, w: &Tensor) -> Result<FcDims> {
+    if w.shape.len() != 2 {
+        return Err(ctx.error(format!("weights must be [N, K], got {:?}", w.shape)));
+    }
+    let (nout, k) = (w.shape[0], w.shape[1]);
+    if k == 0 || x.len() % k != 0 {
+        return Err(ctx.error(format!(
+            "input {:?} does not split into rows of {k}",
+            x.shape
+        )));
+    }
+    Ok(FcDims {
+        nout,
+        k,
+        rows: x.len() / k,
+    })
+}
+
+/// Output shape: `[rows, nout]`, or the input's shape with its last dim replaced
+/// (`keep_num_dims`).
+pub fn fc_out_shape(
+    x_shape: &[usize],
+    rows: usize,
+    nout: usize,
+    keep_num_dims: bool,
+) -> Vec<usize> {
+    match x_shape.split_last() {
+        Some((_, lead)) if keep_num_dims => lead.iter().copied().chain([nout]).collect(),
+        _ => vec![rows, nout],
+    }
 }
