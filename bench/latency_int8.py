@@ -97,6 +97,15 @@ def bench_edgeopt(exe, path, warmup, runs):
     return {"median_ms": r["median_ms"], "p90_ms": r["p90_ms"], "min_ms": r["min_ms"]}
 
 
+def cpu_flags():
+    if not os.path.exists("/proc/cpuinfo"):
+        return set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
 def best(rounds):
     return min(rounds, key=lambda s: s["median_ms"])
 
@@ -142,6 +151,10 @@ def main():
         "threads": 1, "batch": 1, "runs": a.runs, "warmup": a.warmup, "rounds": a.rounds,
         "onnxruntime": ort.__version__,
         "python_call_overhead_ms": py_overhead,
+        # Which of edgeopt's kernel paths ran (EDGEOPT_KERNELS pins one; unset = the
+        # best this CPU has: avx512 > avx-vnni > avx2 > portable).
+        "edgeopt_kernels": os.environ.get("EDGEOPT_KERNELS", "native"),
+        "cpu_flags": sorted(f for f in cpu_flags() if f.startswith(("avx512", "avx_vnni", "avx2"))),
     }
     out = os.path.join(ROOT, "bench", "results", f"latency-int8-{date}")
     for path, text in ((out + ".json", json.dumps({"meta": meta, "rows": rows}, indent=2)), (out + ".md", None)):
@@ -150,7 +163,8 @@ def main():
                 f"# Batch-1 single-thread latency of the int8 MLPerf Tiny models, {date}\n",
                 f"{cpu} ({meta['machine']}); load average at the end {', '.join(f'{x:.1f}' for x in meta['load_average'])}.",
                 f"Median (p90) in ms over {a.runs} runs after {a.warmup} warm-up; best of {a.rounds} interleaved rounds.",
-                "Command: `python bench/latency_int8.py` (release build of edgeopt; `edgeopt bench` = prepared session, fast kernels).",
+                "Command: `python bench/latency_int8.py` (release build of edgeopt; `edgeopt bench` = prepared session, fast kernels, "
+                f"`EDGEOPT_KERNELS={meta['edgeopt_kernels']}`; CPU flags: {' '.join(meta['cpu_flags'])}).",
                 "LiteRT/onnxruntime times are taken from Python and include the binding overhead of one call "
                 f"(an empty Python call costs {py_overhead * 1e3:.2f} µs here).\n",
                 "| model | edgeopt | LiteRT (XNNPACK) | LiteRT (builtin) | onnxruntime | edgeopt / fastest |",

@@ -116,14 +116,15 @@ def main():
     lines += ["", "Recipes:", ""]
     for r in results:
         lines.append(
-            f"- {r['title']}: {r.get('qat_epochs')} epochs, lr {r.get('qat_lr')}, "
+            f"- {r['title']}: {r.get('qat_epochs')} epochs, lr {r.get('qat_lr', 0):.3g}, "
             f"{r.get('optimizer', '?')}; distillation: {r.get('distillation') or 'none'}; "
             f"weight scales: {r.get('weight_scales', 'PTQ rule at every step')}; "
             f"activation ranges: {r.get('ranges', 'fixed')}")
     lines += ["", "Commands (from the repository root, `EDGEOPT_DATA=../shared/data`):", ""]
     for r in results:
         lines.append(f"- {r['title']}: `{r['command']}` ({r['wall_seconds']:.0f} s wall)")
-    lines += ["", "Per-epoch QAT log (train loss / accuracy under fake-quant):", ""]
+    lines += ["", "Per-epoch QAT log (train loss / accuracy under fake-quant, on augmented "
+              "batches; with distillation the loss is the distillation loss):", ""]
     for r in results:
         for e in r.get("epochs_log", []):
             lines.append(f"- {r['run']} epoch {e['epoch']}: lr {e['lr']:.2e}, loss "

@@ -371,12 +371,15 @@ fn maybe_qat(args: &QuantizeArgs, r: &mut PtqResult, samples: &[Vec<Tensor>]) ->
             .first()
             .map(|&v| &r.prepared.values[v])
             .ok_or_else(|| anyhow!("the model has no input"))?;
-        let shape = input
-            .fixed_shape()
+        // The batch dimension may be symbolic; one sample's dims must be known.
+        let sample: Vec<usize> = input
+            .shape
+            .as_ref()
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| anyhow!("--qat needs a model input of fixed shape"))?;
+            .and_then(|s| s[1..].iter().map(|d| d.fixed()).collect::<Option<_>>())
+            .ok_or_else(|| anyhow!("--qat needs a model input whose sample dims are fixed"))?;
         QatData::Loaded(
-            edgeopt_train::data::load_pair(train, labels, &shape[1..])
+            edgeopt_train::data::load_pair(train, labels, &sample)
                 .with_context(|| format!("cannot load --train {}", train.display()))?,
         )
     };
@@ -392,18 +395,20 @@ fn maybe_qat(args: &QuantizeArgs, r: &mut PtqResult, samples: &[Vec<Tensor>]) ->
     cfg.progress = true;
     let (tuned, plan) = qat::fine_tune(&r.prepared, &r.plan, &cfg)?;
     r.quantized = edgeopt_compress::quant::apply(&tuned, &plan)?;
-    r.prepared = tuned;
-    r.plan = plan;
-    // The report must describe the model that is written, not the PTQ start point.
+    // The report describes the model that is written, measured against the float
+    // model it came from (QAT snaps the tuned weights onto their grid, so against the
+    // tuned weights every weight SQNR would read "exact").
     if r.report.is_some() {
         r.report = Some(edgeopt_compress::quant::report::build(
             &r.prepared,
             &r.quantized,
-            &r.plan,
+            &plan,
             samples,
             r.mixed.as_ref(),
         )?);
     }
+    r.prepared = tuned;
+    r.plan = plan;
     Ok(())
 }
 

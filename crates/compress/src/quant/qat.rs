@@ -233,6 +233,11 @@ fn install_learned_step(
     let i = model.param_index(name).expect("checked by weight_axis");
     let t = model.param(i).to_ir()?;
     let shape = t.shape.clone();
+    if let Granularity::Group(g) = spec.granularity {
+        return Err(CompressError::Unsupported(format!(
+            "QAT: learned scales are per channel or per tensor, not group:{g} ('{name}')"
+        )));
+    }
     if axis != 0 || shape.is_empty() {
         return Err(CompressError::Unsupported(format!(
             "QAT: learned scales need the output channels on axis 0 ('{name}')"
@@ -430,6 +435,15 @@ fn load_train(model: &Model, data: &QatData) -> Result<Dataset> {
             })?;
             Ok(load_pair(&x, &y, &shape)?)
         }
+    }
+}
+
+/// Loads `data` for `prepared`'s input (a no-op for [`QatData::Loaded`]), e.g. to see
+/// whether it has class labels before choosing [`QatConfig::recommended`].
+pub fn load_train_data(prepared: &Graph, data: QatData) -> Result<Dataset> {
+    match data {
+        QatData::Loaded(d) => Ok(d),
+        dir => load_train(&Model::new(prepared.clone(), &edgeopt_train::cpu())?, &dir),
     }
 }
 

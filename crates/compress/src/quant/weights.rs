@@ -307,4 +307,25 @@ mod tests {
         )
         .is_err());
     }
+    #[test]
+    fn explicit_scales_round_and_clamp() {
+        let w = vec![0.26, -0.74, 2.0, 0.1, -0.05, 0.0];
+        let q = quantize_planned(&w, 2, spec(WeightFormat::Int4), Some(&[0.25, 0.05])).unwrap();
+        // 2.0 / 0.25 = 8 clamps to 7; -0.05 / 0.05 = -1.
+        assert_eq!(q.codes, vec![1, -3, 7, 2, -1, 0]);
+        assert_eq!(q.scales, vec![0.25, 0.05]);
+        // Without scales: the format's own rule.
+        assert_eq!(
+            quantize_planned(&w, 2, spec(WeightFormat::Int8), None).unwrap(),
+            quantize(&w, 2, spec(WeightFormat::Int8)).unwrap()
+        );
+        for (scales, format) in [
+            (&[0.25][..], WeightFormat::Int4),
+            (&[0.25, 0.0][..], WeightFormat::Int4),
+            (&[0.25, f32::NAN][..], WeightFormat::Int8),
+            (&[0.25, 0.05][..], WeightFormat::Ternary),
+        ] {
+            assert!(quantize_planned(&w, 2, spec(format), Some(scales)).is_err());
+        }
+    }
 }

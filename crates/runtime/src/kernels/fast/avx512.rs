@@ -74,7 +74,10 @@ pub fn igemm(
     if rows == 0 {
         return;
     }
-    assert!(ind.taps > 0 && w.k4 % ind.taps == 0, "taps must split K");
+    assert!(
+        ind.taps > 0 && w.k4.is_multiple_of(ind.taps),
+        "taps must split K"
+    );
     let kq = w.k4 / ind.taps;
     assert!(ind.max_off + kq * 4 <= x.len(), "A out of bounds");
     assert!(rq.channels() == w.n && rq.blocks.len() == w.nblk);
@@ -285,8 +288,10 @@ unsafe fn tile_half<const MR: usize, const NB: usize>(
     b0: usize,
 ) {
     match MR {
+        16 => tile::<8, NB>(g, e, r0, valid, b0),
         12 => tile::<6, NB>(g, e, r0, valid, b0),
         8 => tile::<4, NB>(g, e, r0, valid, b0),
+        6 => tile::<3, NB>(g, e, r0, valid, b0),
         4 => tile::<2, NB>(g, e, r0, valid, b0),
         _ => tile::<MR, NB>(g, e, r0, valid, b0),
     }
@@ -367,6 +372,20 @@ pub struct BinaryWide {
     pub addsub: Option<(Wide, Wide, bool)>,
     pub so: Wide,
     pub left_shift: u32,
+    /// Per add/sub input: `Some(s)` when its rescale is exactly `x >> s` on the
+    /// shifted inputs (see [`exact_rescale`]), which skips the 64-bit arithmetic.
+    pub exact: [Option<u32>; 2],
+}
+
+/// The input rescale of an 8-bit add, `RoundingDivideByPOT(srdhm(x, m), r)` on
+/// `x = d << left_shift`, is the exact shift `x >> (1 + r)` when `m = 2^30` (a real
+/// multiplier of exactly 1/2, which the input with the larger scale always has) and
+/// `1 + r <= left_shift`: `srdhm(d·2^L, 2^30) = d·2^(L-1)` with no rounding, and
+/// dividing that by `2^r <= 2^(L-1)` is exact too. `(m, shift)` as from
+/// `quantize_multiplier_smaller_than_one_exp` (a positive shift is ignored, as there).
+pub fn exact_rescale((m, shift): (i32, i32), left_shift: u32) -> Option<u32> {
+    let r = (-shift).max(0) as u32;
+    (m == 1 << 30 && r < left_shift).then_some(1 + r)
 }
 
 /// `y = op(a, b)` elementwise (see [`BinaryWide`]); `signed` says whether the bytes
@@ -411,7 +430,14 @@ unsafe fn binary_impl(op: &BinaryWide, signed: bool, a: &[u8], b: &[u8], y: &mut
                 let k = lane_mask(n - i);
                 let x1 = _mm512_sll_epi32(_mm512_sub_epi32(load(a, i, k), za), sh);
                 let x2 = _mm512_sll_epi32(_mm512_sub_epi32(load(b, i, k), zb), sh);
-                let (r1, r2) = (requant16(x1, b1, &e1), requant16(x2, b2, &e2));
+                let r1 = match op.exact[0] {
+                    Some(s) => _mm512_sra_epi32(x1, _mm_cvtsi32_si128(s as i32)),
+                    None => requant16(x1, b1, &e1),
+                };
+                let r2 = match op.exact[1] {
+                    Some(s) => _mm512_sra_epi32(x2, _mm_cvtsi32_si128(s as i32)),
+                    None => requant16(x2, b2, &e2),
+                };
                 let raw = if *sub {
                     _mm512_sub_epi32(r1, r2)
                 } else {
@@ -551,6 +577,7 @@ impl DwGeom {
     }
 
     /// Elements (i32) of the padded buffer.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.len
     }

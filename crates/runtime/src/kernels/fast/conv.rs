@@ -175,7 +175,7 @@ struct PadLayout {
 impl PadLayout {
     fn new(kw: usize, c: usize, dil_w: usize) -> PadLayout {
         let row_run = dil_w == 1;
-        let cp = if (row_run && (kw * c) % 4 == 0) || c % 4 == 0 {
+        let cp = if (row_run && (kw * c).is_multiple_of(4)) || c.is_multiple_of(4) {
             c
         } else {
             c.next_multiple_of(4)
@@ -213,9 +213,9 @@ impl Padded {
         let cp = lay.cp;
         // The layout was chosen from the attributes; the geometry must agree.
         let consistent = if lay.row_run {
-            g.w.dilation == 1 && (g.w.kernel * cp) % 4 == 0
+            g.w.dilation == 1 && (g.w.kernel * cp).is_multiple_of(4)
         } else {
-            cp % 4 == 0
+            cp.is_multiple_of(4)
         };
         let taps = if lay.row_run {
             g.h.kernel

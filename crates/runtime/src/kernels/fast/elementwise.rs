@@ -101,28 +101,9 @@ impl<T: QInt> BinaryKernel<T> {
         let qb = per_tensor(ctx, ctx.in_quant(1), "input 1").ok()?;
         let qy = per_tensor(ctx, ctx.out_quant(0), "output").ok()?;
         let (min, max) = activation_range::<T>(activation, qy);
-        // A per-tensor output stage as a `Wide` (one channel; `None` if it has no
-        // one-step form). `smaller_than_one`: TFLite's `...SmallerThanOneExp`, which
-        // ignores a positive shift.
-        let wide = |(m, shift): (i32, i32), smaller_than_one: bool, zp, lo, hi| {
-            Wide::new(&OutputStage {
-                multiplier: vec![m; 16],
-                shift: vec![
-                    if smaller_than_one {
-                        shift.min(0)
-                    } else {
-                        shift
-                    };
-                    16
-                ],
-                out_zp: zp,
-                min: lo,
-                max: hi,
-                rounding: Rounding::TiesAway,
-            })
-        };
-        let mut bw = None;
-        let plan = match kind {
+        // The raw (multiplier, shift) pairs: input rescales and output (add/sub), or
+        // the output only (mul).
+        let (plan, mults) = match kind {
             BinaryKind::Add | BinaryKind::Sub => {
                 // Constants exactly as the reference computes them (8-bit: shift 20).
                 let left_shift = 20;
@@ -132,21 +113,7 @@ impl<T: QInt> BinaryKernel<T> {
                 let mo = quantize_multiplier_smaller_than_one_exp(
                     twice_max / (((1i32 << left_shift) as f32) * qy.scale) as f64,
                 );
-                let (lo32, hi32) = (i32::MIN, i32::MAX);
-                if let (Some(s1), Some(s2), Some(so)) = (
-                    wide(m1, true, 0, lo32, hi32),
-                    wide(m2, true, 0, lo32, hi32),
-                    wide(mo, true, qy.zp, min, max),
-                ) {
-                    bw = Some(BinaryWide {
-                        za: qa.zp,
-                        zb: qb.zp,
-                        addsub: Some((s1, s2, kind == BinaryKind::Sub)),
-                        so,
-                        left_shift,
-                    });
-                }
-                Plan::AddSub {
+                let plan = Plan::AddSub {
                     sub: kind == BinaryKind::Sub,
                     left_shift,
                     za: qa.zp,
@@ -154,39 +121,107 @@ impl<T: QInt> BinaryKernel<T> {
                     m1: Mult::new(m1, false)?,
                     m2: Mult::new(m2, false)?,
                     mo: Mult::new(mo, false)?,
-                }
+                };
+                (plan, [m1, m2, mo])
             }
             BinaryKind::Mul => {
                 let m = quantize_multiplier(qa.scale as f64 * qb.scale as f64 / qy.scale as f64);
-                bw = wide(m, false, qy.zp, min, max).map(|so| BinaryWide {
-                    za: qa.zp,
-                    zb: qb.zp,
-                    addsub: None,
-                    so,
-                    left_shift: 0,
-                });
-                Plan::Mul {
+                let plan = Plan::Mul {
                     za: qa.zp,
                     zb: qb.zp,
                     m: Mult::new(m, true)?,
-                }
+                };
+                (plan, [m, m, m])
             }
             _ => return None,
         };
-        let _ = &bw; // unused off x86_64
+        #[cfg(target_arch = "x86_64")]
+        let wide = if isa.is_avx512() {
+            binary_wide(plan, mults, qy.zp, min, max)
+        } else {
+            None
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = mults;
         Some(BinaryKernel {
             kind,
             activation,
             isa,
             plan,
             #[cfg(target_arch = "x86_64")]
-            wide: bw.filter(|_| isa.is_avx512()),
+            wide,
             zp: qy.zp,
             min,
             max,
             _t: PhantomData,
         })
     }
+}
+
+/// The AVX-512 form of `plan` (`None` if a stage has no one-step [`Wide`] form).
+/// `mults` are the raw `(multiplier, shift)` pairs of `plan`: input 1, input 2 and
+/// output rescales for add/sub, the output one (three times) for mul.
+#[cfg(target_arch = "x86_64")]
+fn binary_wide(
+    plan: Plan,
+    mults: [(i32, i32); 3],
+    zp: i32,
+    min: i32,
+    max: i32,
+) -> Option<BinaryWide> {
+    // A per-tensor stage as a `Wide` of one channel repeated over a block.
+    // `smaller_than_one`: TFLite's `...SmallerThanOneExp`, which ignores a positive
+    // shift.
+    let wide = |(m, shift): (i32, i32), smaller_than_one: bool, zp, lo, hi| {
+        let shift = if smaller_than_one {
+            shift.min(0)
+        } else {
+            shift
+        };
+        Wide::new(&OutputStage {
+            multiplier: vec![m; 16],
+            shift: vec![shift; 16],
+            out_zp: zp,
+            min: lo,
+            max: hi,
+            rounding: Rounding::TiesAway,
+        })
+    };
+    let [m1, m2, mo] = mults;
+    Some(match plan {
+        Plan::AddSub {
+            sub,
+            left_shift,
+            za,
+            zb,
+            ..
+        } => {
+            let (lo32, hi32) = (i32::MIN, i32::MAX);
+            BinaryWide {
+                za,
+                zb,
+                addsub: Some((
+                    wide(m1, true, 0, lo32, hi32)?,
+                    wide(m2, true, 0, lo32, hi32)?,
+                    sub,
+                )),
+                so: wide(mo, true, zp, min, max)?,
+                left_shift,
+                exact: [
+                    avx512::exact_rescale(m1, left_shift),
+                    avx512::exact_rescale(m2, left_shift),
+                ],
+            }
+        }
+        Plan::Mul { za, zb, .. } => BinaryWide {
+            za,
+            zb,
+            addsub: None,
+            so: wide(mo, false, zp, min, max)?,
+            left_shift: 0,
+            exact: [None; 2],
+        },
+    })
 }
 
 impl<T: QInt> Prepared for BinaryKernel<T> {

@@ -35,6 +35,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod pool;
 pub mod requant;
+pub mod softmax;
 #[cfg(test)]
 mod tests;
 
@@ -230,6 +231,7 @@ pub fn prepare(ctx: &NodeCtx, consts: &[Option<&Tensor>], isa: Isa) -> Option<Bo
         }
         Op::AveragePool(a) => by8!(prep_pool(ctx, a, false, isa)),
         Op::MaxPool(a) => by8!(prep_pool(ctx, a, true, isa)),
+        Op::Softmax { axis, beta } => by8!(prep_softmax(ctx, *axis, *beta, num)),
         _ => None,
     }
 }
@@ -270,6 +272,15 @@ fn prep_pool<T: QInt>(
     isa: Isa,
 ) -> Option<Box<dyn Prepared>> {
     pool::PoolKernel::<T>::new(ctx, a, is_max, isa).map(|k| Box::new(k) as Box<dyn Prepared>)
+}
+
+fn prep_softmax<T: QInt>(
+    ctx: &NodeCtx,
+    axis: i64,
+    beta: f32,
+    num: super::quantized::Numerics,
+) -> Option<Box<dyn Prepared>> {
+    softmax::SoftmaxKernel::<T>::new(ctx, axis, beta, num).map(|k| Box::new(k) as Box<dyn Prepared>)
 }
 
 /// Prepares and runs a node in one go (the stateless executor's path): `None` when no

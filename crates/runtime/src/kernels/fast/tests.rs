@@ -3,10 +3,11 @@
 //!
 //! Property tests over random single-node graphs: convolution (strides, dilations,
 //! explicit / SAME / VALID padding, 1-D and 2-D, depthwise with channel multipliers),
-//! fully-connected, add/sub/mul (same shapes and broadcast), average/max pooling; i8
-//! and u8 activations with random zero points; per-tensor and per-channel weights in
-//! i8, u8 (with zero points), i4 and ternary {-1, 0, 1}; optional bias; every fused
-//! activation; multipliers below and above 1. Each case runs on the reference kernels
+//! fully-connected (also wide layers), add/sub/mul (same shapes and broadcast),
+//! average/max pooling, softmax (last and other axes); i8 and u8 activations with
+//! random zero points; per-tensor and per-channel weights in i8, u8 (with zero
+//! points), i4 and ternary {-1, 0, 1}; optional bias; every fused activation;
+//! multipliers below and above 1. Each case runs on the reference kernels
 //! and on the fast kernels, on every instruction set this CPU has
 //! (`Isa::available()`: portable, AVX2, AVX-VNNI, AVX-512), through a prepared
 //! `Session` (twice, to exercise buffer reuse) and through the stateless executor;
@@ -333,6 +334,41 @@ fn pool_case(seed: u64) -> Case {
     Case { g, inputs: vec![x] }
 }
 
+fn softmax_case(seed: u64) -> Case {
+    let r = &mut StdRng::seed_from_u64(seed);
+    let dt = if r.gen_bool(0.7) {
+        DType::I8
+    } else {
+        DType::U8
+    };
+    let shape: Vec<usize> = (0..r.gen_range(1..=3))
+        .map(|_| r.gen_range(1..=12))
+        .collect();
+    let n: usize = shape.iter().product();
+    let x = Tensor::new(shape.clone(), act_data(r, dt, n)).unwrap();
+    let mut g = Graph::new("softmax");
+    let q = QuantParams::per_tensor(r.gen_range(0.01f32..0.5), act_zp(r, dt));
+    let xi = add_act_input(&mut g, "x", &x, q);
+    let yi = g.add_value("y", dt, None);
+    // TFLite's output quantization of softmax: scale 1/256, zero point at the bottom.
+    let zp = if dt == DType::I8 { -128 } else { 0 };
+    g.values[yi].quant = Some(QuantParams::per_tensor(1.0 / 256.0, zp));
+    // Mostly the last axis (the fast path), sometimes another (reference fallback).
+    let axis = if r.gen_bool(0.8) {
+        -1
+    } else {
+        r.gen_range(0..shape.len() as i64)
+    };
+    let op = Op::Softmax {
+        axis,
+        beta: r.gen_range(0.5f32..2.0),
+    };
+    g.add_node("softmax", op, vec![Some(xi)], vec![yi]);
+    g.inputs = vec![xi];
+    g.outputs = vec![yi];
+    Case { g, inputs: vec![x] }
+}
+
 /// Every fast way of running the case gives the reference's result (or all fail).
 fn check(case: &Case) -> Result<(), TestCaseError> {
     let g = &case.g;
@@ -417,6 +453,11 @@ proptest! {
     #[test]
     fn pool_matches_reference(seed in any::<u64>()) {
         with_numerics(seed, pool_case)?;
+    }
+
+    #[test]
+    fn softmax_matches_reference(seed in any::<u64>()) {
+        with_numerics(seed, softmax_case)?;
     }
 }
 

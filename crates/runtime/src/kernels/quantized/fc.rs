@@ -69,7 +69,7 @@ pub fn fc_dims(ctx: &NodeCtx, x: &Tensor, w: &Tensor) -> Result<FcDims> {
         return Err(ctx.error(format!("weights must be [N, K], got {:?}", w.shape)));
     }
     let (nout, k) = (w.shape[0], w.shape[1]);
-    if k == 0 || x.len() % k != 0 {
+    if k == 0 || !x.len().is_multiple_of(k) {
         return Err(ctx.error(format!(
             "input {:?} does not split into rows of {k}",
             x.shape

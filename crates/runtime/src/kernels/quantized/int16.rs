@@ -10,14 +10,20 @@
 //!   31-bit multiplier is first reduced to 15 bits (rounded), then the product is
 //!   shifted right once with round-half-up ([`requantize_i64`]); FULLY_CONNECTED
 //!   requantizes in double precision (see [`fully_connected`]);
-//! - ADD follows LiteRT's optimized int16 kernel, whose vector loop rounds once per
-//!   input ([`add_litert`]);
+//! - ADD (same shapes) follows LiteRT's optimized int16 kernel, whose vector loop
+//!   rounds once per input ([`add_litert`]), and QUANTIZE float -> int16 its vector
+//!   loop's reciprocal multiply with ties to even ([`quantize_litert`]); both only
+//!   under `Numerics::LiteRt`;
 //! - SOFTMAX uses two 513-entry int16 lookup tables (exp on [-10, 0] and 1/(1+x) on
 //!   [0, 1]) with linear interpolation, as TFLite's `SoftmaxInt16`.
 //!
-//! ADD/SUB (general rescaling with `left_shift` 15), MUL, pooling, RELU, QUANTIZE and
-//! DEQUANTIZE need no 16-bit specific code: the generic kernels of this module already
-//! follow TFLite's int16 paths for them.
+//! Every rule here was checked against LiteRT 2.3's builtin kernels value for value
+//! (crates/tests/tests/quant_int16.rs: ResNet-8, DS-CNN, the AD autoencoder).
+//! SUB, broadcasting ADD (general rescaling, `left_shift` 15), MUL, pooling, RELU,
+//! DEQUANTIZE and the reshape family need no 16-bit specific code: the generic kernels
+//! of this module follow TFLite's int16 paths for them (SUB, MUL and broadcasting ADD
+//! are not exercised by those models). LOGISTIC / TANH / HARD_SWISH on int16 are not
+//! implemented (an error names the node); PTQ keeps those nodes in float.
 
 use super::super::NodeCtx;
 use super::common::*;
