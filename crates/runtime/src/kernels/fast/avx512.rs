@@ -23,7 +23,7 @@ use super::gemm::{PackedW8, NR};
 use super::requant::{Block16, Wide};
 use super::Isa;
 use crate::kernels::quantized::common::{OutputStage, QInt};
-use crate::kernels::quantized::conv::ConvGeom;
+use crate::kernels::quantized::conv::{Axis, ConvGeom};
 use std::arch::x86_64::*;
 
 /// Where the rows of an implicit GEMM's A matrix are: row `r` is the concatenation of
@@ -524,6 +524,18 @@ impl DepthwiseWide {
     }
 }
 
+/// Padded extent of a spatial axis so that every window is inside: the leading
+/// padding, and the input or whatever the last window reaches beyond it.
+/// Returns `(pad_begin, padded length)`.
+pub fn padded_extent(a: &Axis) -> (usize, usize) {
+    let last = if a.output == 0 {
+        0
+    } else {
+        (a.output - 1) * a.stride + (a.kernel - 1) * a.dilation
+    };
+    (a.pad_begin, (a.pad_begin + a.input).max(last + 1))
+}
+
 /// The padded input layout of one geometry ([`DepthwiseWide`]): where each output
 /// pixel's window starts and where each tap is relative to it, in i32 elements.
 #[derive(Debug, Clone)]
@@ -540,15 +552,7 @@ pub struct DwGeom {
 
 impl DwGeom {
     pub fn new(g: &ConvGeom, dw: &DepthwiseWide) -> DwGeom {
-        let ext = |a: &crate::kernels::quantized::conv::Axis| {
-            let last = if a.output == 0 {
-                0
-            } else {
-                (a.output - 1) * a.stride + (a.kernel - 1) * a.dilation
-            };
-            (a.pad_begin, (a.pad_begin + a.input).max(last + 1))
-        };
-        let ((pt, hp), (pl, wp)) = (ext(&g.h), ext(&g.w));
+        let ((pt, hp), (pl, wp)) = (padded_extent(&g.h), padded_extent(&g.w));
         let cpad = dw.cpad();
         let mut base = Vec::with_capacity(g.out_pixels());
         for n in 0..g.n {

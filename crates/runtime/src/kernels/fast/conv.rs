@@ -9,7 +9,9 @@
 //! error, so the fast path never changes what is accepted.
 
 #[cfg(target_arch = "x86_64")]
-use super::avx512::{depthwise as depthwise512, igemm, DepthwiseWide, DwGeom, Indirection};
+use super::avx512::{
+    depthwise as depthwise512, igemm, padded_extent, DepthwiseWide, DwGeom, Indirection,
+};
 #[cfg(target_arch = "x86_64")]
 use super::bytes_mut;
 use super::gemm::{gemm, gemm_u8, PackedW, PackedW8};
@@ -199,17 +201,7 @@ struct Padded {
 #[cfg(target_arch = "x86_64")]
 impl Padded {
     fn new(g: &ConvGeom, lay: PadLayout) -> Padded {
-        // Padded extent of an axis: the leading padding, the input, and whatever the
-        // last window reaches beyond it.
-        let ext = |a: &crate::kernels::quantized::conv::Axis| {
-            let last = if a.output == 0 {
-                0
-            } else {
-                (a.output - 1) * a.stride + (a.kernel - 1) * a.dilation
-            };
-            (a.pad_begin, (a.pad_begin + a.input).max(last + 1))
-        };
-        let ((pt, hp), (pl, wp)) = (ext(&g.h), ext(&g.w));
+        let ((pt, hp), (pl, wp)) = (padded_extent(&g.h), padded_extent(&g.w));
         let cp = lay.cp;
         // The layout was chosen from the attributes; the geometry must agree.
         let consistent = if lay.row_run {

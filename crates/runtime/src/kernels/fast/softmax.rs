@@ -4,11 +4,14 @@
 //! table (256 `expf`) on every call; here it is built once at preparation, with the
 //! very same expression, so every value is identical and the per-row loop is the
 //! reference's. Anything else (TFLite's fixed-point arithmetic, other axes, errors)
-//! goes to the reference kernel.
+//! goes to the reference kernel. Both use the same helpers
+//! (`litert_softmax_table`, `litert_softmax_rows`).
 
 use super::{out_buffer, Prepared};
 use crate::error::Result;
-use crate::kernels::quantized::activation::softmax as reference;
+use crate::kernels::quantized::activation::{
+    litert_softmax_rows, litert_softmax_table, softmax as reference,
+};
 use crate::kernels::quantized::common::{input, norm_axis, per_tensor, QInt};
 use crate::kernels::quantized::Numerics;
 use crate::kernels::NodeCtx;
@@ -31,16 +34,10 @@ impl<T: QInt> SoftmaxKernel<T> {
         }
         let qx = per_tensor(ctx, ctx.in_quant(0), "input").ok()?;
         let qy = per_tensor(ctx, ctx.out_quant(0), "output").ok()?;
-        // PopulateSoftmaxLookupTable, exactly as the reference computes it.
-        let scale = -qx.scale * beta;
-        let mut table = Box::new([0f32; 256]);
-        for val in 0..=255i32 {
-            table[(255 - val) as usize] = (scale * val as f32).exp();
-        }
         Some(SoftmaxKernel {
             axis,
             beta,
-            table,
+            table: Box::new(litert_softmax_table(qx.scale, beta)),
             out_scale: qy.scale,
             out_zp: qy.zp,
             _t: PhantomData,
@@ -68,27 +65,7 @@ impl<T: QInt> Prepared for SoftmaxKernel<T> {
         if depth == 0 {
             return Ok(());
         }
-        let table = &*self.table;
-        for (row, orow) in xv.chunks_exact(depth).zip(y.chunks_exact_mut(depth)) {
-            let max_val = row.iter().map(|v| v.to_i32()).fold(T::MIN, i32::max);
-            let base = 255 - max_val;
-            let mut sum_exp = 0f32;
-            for v in row {
-                sum_exp += table[(base + v.to_i32()) as usize];
-            }
-            let inv_sum_exp = 1.0f32 / (sum_exp * self.out_scale);
-            for (o, v) in orow.iter_mut().zip(row) {
-                let prob = table[(base + v.to_i32()) as usize] * inv_sum_exp;
-                // QuantizeSoftmaxOutput: uint8 on x86 uses +0.5 and truncation,
-                // other types std::round.
-                let q = if T::DTYPE == DType::U8 {
-                    (prob + 0.5) as i32
-                } else {
-                    prob.round() as i32 + self.out_zp
-                };
-                *o = T::from_i32(q.clamp(T::MIN, T::MAX));
-            }
-        }
+        litert_softmax_rows(&self.table, xv, depth, self.out_scale, self.out_zp, y);
         Ok(())
     }
 }

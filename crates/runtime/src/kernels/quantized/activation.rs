@@ -8,6 +8,49 @@ use super::Numerics;
 use crate::error::Result;
 use edgeopt_ir::{Tensor, UnaryKind};
 
+/// LiteRT's softmax exp table (`optimized_ops::PopulateSoftmaxLookupTable`):
+/// `table[255 - v] = exp(-in_scale * beta * v)`.
+pub fn litert_softmax_table(in_scale: f32, beta: f32) -> [f32; 256] {
+    let scale = -in_scale * beta;
+    let mut table = [0f32; 256];
+    for val in 0..=255i32 {
+        table[(255 - val) as usize] = (scale * val as f32).exp();
+    }
+    table
+}
+
+/// LiteRT's softmax (float table path) of the rows of `depth` values of `xv` into
+/// `out`, with a table from [`litert_softmax_table`]. `depth > 0`.
+pub fn litert_softmax_rows<T: QInt>(
+    table: &[f32; 256],
+    xv: &[T],
+    depth: usize,
+    out_scale: f32,
+    out_zp: i32,
+    out: &mut [T],
+) {
+    for (row, orow) in xv.chunks_exact(depth).zip(out.chunks_exact_mut(depth)) {
+        let max_val = row.iter().map(|v| v.to_i32()).fold(T::MIN, i32::max);
+        let base = 255 - max_val;
+        let mut sum_exp = 0f32;
+        for v in row {
+            sum_exp += table[(base + v.to_i32()) as usize];
+        }
+        let inv_sum_exp = 1.0f32 / (sum_exp * out_scale);
+        for (o, v) in orow.iter_mut().zip(row) {
+            let prob = table[(base + v.to_i32()) as usize] * inv_sum_exp;
+            // QuantizeSoftmaxOutput: uint8 on x86 uses +0.5 and truncation,
+            // other types std::round.
+            let q = if T::DTYPE == edgeopt_ir::DType::U8 {
+                (prob + 0.5) as i32
+            } else {
+                prob.round() as i32 + out_zp
+            };
+            *o = T::from_i32(q.clamp(T::MIN, T::MAX));
+        }
+    }
+}
+
 /// SOFTMAX over the last axis. `Numerics::Reference` is TFLite's reference kernel
 /// (gemmlowp fixed-point exp and reciprocal); `Numerics::LiteRt` is the builtin
 /// optimized kernel LiteRT runs on x86: a 256-entry float table of exp values,
@@ -37,32 +80,8 @@ pub fn softmax<T: QInt>(
     }
     match num {
         Numerics::LiteRt => {
-            // optimized_ops::PopulateSoftmaxLookupTable / Softmax (float table path).
-            let scale = -qx.scale * beta;
-            let mut table = [0f32; 256];
-            for val in 0..=255i32 {
-                table[(255 - val) as usize] = (scale * val as f32).exp();
-            }
-            for (row, orow) in xv.chunks_exact(depth).zip(out.chunks_exact_mut(depth)) {
-                let max_val = row.iter().map(|v| v.to_i32()).fold(T::MIN, i32::max);
-                let base = 255 - max_val;
-                let mut sum_exp = 0f32;
-                for v in row {
-                    sum_exp += table[(base + v.to_i32()) as usize];
-                }
-                let inv_sum_exp = 1.0f32 / (sum_exp * qy.scale);
-                for (o, v) in orow.iter_mut().zip(row) {
-                    let prob = table[(base + v.to_i32()) as usize] * inv_sum_exp;
-                    // QuantizeSoftmaxOutput: uint8 on x86 uses +0.5 and truncation,
-                    // other types std::round.
-                    let q = if T::DTYPE == edgeopt_ir::DType::U8 {
-                        (prob + 0.5) as i32
-                    } else {
-                        prob.round() as i32 + qy.zp
-                    };
-                    *o = T::from_i32(q.clamp(T::MIN, T::MAX));
-                }
-            }
+            let table = litert_softmax_table(qx.scale, beta);
+            litert_softmax_rows(&table, xv, depth, qy.scale, qy.zp, &mut out);
         }
         Numerics::Reference => {
             const SCALED_DIFF_INTEGER_BITS: i32 = 5;

@@ -221,17 +221,7 @@ pub fn fully_connected(
 ) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let w = input(ctx, inputs, 1)?;
-    if w.shape.len() != 2 {
-        return Err(ctx.error(format!("weights must be [N, K], got {:?}", w.shape)));
-    }
-    let (nout, k) = (w.shape[0], w.shape[1]);
-    if k == 0 || x.len() % k != 0 {
-        return Err(ctx.error(format!(
-            "input {:?} does not split into rows of {k}",
-            x.shape
-        )));
-    }
-    let rows = x.len() / k;
+    let super::fc::FcDims { nout, k, rows } = super::fc::fc_dims(ctx, x, w)?;
     let (xq, yq, wscales) = params16(ctx, nout)?;
     let xs = input_i16(ctx, x)?;
     let wc = weight_codes(ctx, w)?;
@@ -259,13 +249,7 @@ pub fn fully_connected(
             *y = v.clamp(min, max) as i16;
         }
     }
-    let shape = if keep_num_dims && !x.shape.is_empty() {
-        let mut s = x.shape.clone();
-        *s.last_mut().expect("non-empty") = nout;
-        s
-    } else {
-        vec![rows, nout]
-    };
+    let shape = super::fc::fc_out_shape(&x.shape, rows, nout, keep_num_dims);
     Ok(vec![make(shape, out)])
 }
 
