@@ -66,6 +66,39 @@ fn top1(scores: &Tensor, labels: &[i64]) -> f64 {
     100.0 * hits as f64 / labels.len() as f64
 }
 
+/// Runs `tfl` on the inputs in `xp` in LiteRT's builtin kernels and asserts every
+/// output value equals edgeopt's `ours` (`samples` rows); on a difference, names the
+/// first node of `g` that differs on the first differing sample.
+fn assert_matches_litert(
+    what: &str,
+    ours: &Tensor,
+    samples: usize,
+    g: &Graph,
+    tfl: &Path,
+    xp: &Path,
+    dir: &Path,
+) {
+    let lite = dir.join("lite.npy");
+    let args: [&Path; 5] = [
+        tfl,
+        xp,
+        &lite,
+        Path::new("--resolver"),
+        Path::new("builtin"),
+    ];
+    tk::run_oracle("litert_run.py", &args);
+    let theirs = edgeopt_npy::read(&lite).unwrap();
+    let (a, b) = (ours.to_f32_vec(), theirs.to_f32_vec());
+    assert_eq!(a.len(), b.len(), "{what}: output sizes");
+    let differing = a.iter().zip(&b).filter(|(p, q)| p != q).count();
+    eprintln!("{what}: edgeopt vs LiteRT, {differing} values differ");
+    if let Some(i) = a.iter().zip(&b).position(|(p, q)| p != q) {
+        let k = i / (a.len() / samples.max(1));
+        let why = first_differing_node(g, tfl, xp, k, dir);
+        panic!("LiteRT differs from edgeopt on {what}: {differing} values; sample {k}: {why}");
+    }
+}
+
 /// For a failure message: the first node of `g` whose output differs from LiteRT's
 /// when fed LiteRT's own input tensors (sample `k` of `xp`).
 fn first_differing_node(g: &Graph, model: &Path, xp: &Path, k: usize, dir: &Path) -> String {
@@ -179,37 +212,7 @@ fn int16_resnet8_tflite_matches_litert_and_beats_int8() {
     if !tk::oracle_available() {
         return;
     }
-    let lite = dir.join("lite.npy");
-    tk::run_oracle(
-        "litert_run.py",
-        &[
-            &tfl,
-            &xp,
-            &lite,
-            Path::new("--resolver"),
-            Path::new("builtin"),
-        ],
-    );
-    let theirs = edgeopt_npy::read(&lite).unwrap();
-    assert_eq!(ours.shape, theirs.shape);
-    let (a, b) = (ours.to_f32_vec(), theirs.to_f32_vec());
-    // Outputs are dequantized int16 softmax values (scale 1/32768): compare in LSB.
-    let max_lsb = a
-        .iter()
-        .zip(&b)
-        .map(|(p, q)| ((p - q).abs() * 32768.0).round() as i64)
-        .max()
-        .unwrap_or(0);
-    let differing = a.iter().zip(&b).filter(|(p, q)| p != q).count();
-    eprintln!("edgeopt vs LiteRT (int16): max |diff| {max_lsb} LSB, {differing} values differ");
-    if differing > 0 {
-        let k = a.iter().zip(&b).position(|(p, q)| p != q).unwrap() / (a.len() / N_EVAL);
-        let why = first_differing_node(&g, &tfl, &xp, k, &dir);
-        panic!(
-            "LiteRT differs from edgeopt on the int16 model: {differing} values, max \
-             {max_lsb} LSB; on sample {k}: {why}"
-        );
-    }
+    assert_matches_litert("the int16 ResNet-8", &ours, N_EVAL, &g, &tfl, &xp, &dir);
 }
 
 const KWS: &str =
@@ -286,26 +289,7 @@ fn int16_dscnn_tflite_matches_litert() {
     }
     let xp = dir.join("x.npy");
     edgeopt_npy::write(&xp, &xt).unwrap();
-    let lite = dir.join("lite.npy");
-    let args: [&Path; 5] = [
-        &tfl,
-        &xp,
-        &lite,
-        Path::new("--resolver"),
-        Path::new("builtin"),
-    ];
-    tk::run_oracle("litert_run.py", &args);
-    let theirs = edgeopt_npy::read(&lite).unwrap();
-    let (a, b) = (ours.to_f32_vec(), theirs.to_f32_vec());
-    assert_eq!(a.len(), b.len());
-    let differing = a.iter().zip(&b).filter(|(p, q)| p != q).count();
-    if differing > 0 {
-        let k = a.iter().zip(&b).position(|(p, q)| p != q).unwrap() / (a.len() / n);
-        let why = first_differing_node(&back, &tfl, &xp, k, &dir);
-        panic!(
-            "LiteRT differs from edgeopt on int16 DS-CNN: {differing} values; sample {k}: {why}"
-        );
-    }
+    assert_matches_litert("the int16 DS-CNN", &ours, n, &back, &tfl, &xp, &dir);
 }
 
 const AD_MODEL: &str =
@@ -377,24 +361,7 @@ fn int16_autoencoder_tflite_matches_litert() {
     }
     let xp = dir.join("x.npy");
     edgeopt_npy::write(&xp, &xt).unwrap();
-    let lite = dir.join("lite.npy");
-    let args: [&Path; 5] = [
-        &tfl,
-        &xp,
-        &lite,
-        Path::new("--resolver"),
-        Path::new("builtin"),
-    ];
-    tk::run_oracle("litert_run.py", &args);
-    let theirs = edgeopt_npy::read(&lite).unwrap();
-    let (a, b) = (ours.to_f32_vec(), theirs.to_f32_vec());
-    assert_eq!(a.len(), b.len());
-    let differing = a.iter().zip(&b).filter(|(p, q)| p != q).count();
-    if differing > 0 {
-        let k = a.iter().zip(&b).position(|(p, q)| p != q).unwrap() / 640;
-        let why = first_differing_node(&back, &tfl, &xp, k, &dir);
-        panic!("LiteRT differs from edgeopt on the int16 autoencoder: {differing} values; sample {k}: {why}");
-    }
+    assert_matches_litert("the int16 autoencoder", &ours, 40, &back, &tfl, &xp, &dir);
 }
 
 /// `edgeopt quantize --activations int16 -o r8.onnx` writes a QDQ model with int16
