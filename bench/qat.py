@@ -113,6 +113,9 @@ def main():
             f"{pc('ptq_integer_accuracy')} | {pc('qat_fake_quant_accuracy')} | "
             f"{pc('qat_integer_accuracy')} | {r['fake_minus_integer_pt']:+.2f} | "
             f"{r['qat_seconds']:.0f} | {'met' if r['meets_target'] else 'NOT met'} |")
+    screen = f"qat-screen-{date}.md"
+    if os.path.exists(os.path.join(a.out, screen)):
+        lines += ["", f"How the int4 recipe was chosen (1-epoch screens, 3-epoch ablation): {screen}."]
     lines += ["", "Recipes:", ""]
     for r in results:
         lines.append(

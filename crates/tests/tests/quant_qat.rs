@@ -15,6 +15,8 @@
 //! - Short QAT with learned scales and distillation from the float model: the learned
 //!   scales land in the plan, the returned graph carries no auxiliary values, and
 //!   `apply` reproduces the snapped weights exactly (codes × learned scales).
+//! - `QatConfig::recommended` picks LSQ + distillation for int weights (distillation
+//!   only with class labels) and plain QAT for ternary/binary.
 //! - Bad plans are errors.
 //!
 //! The full must-show figures (3 epochs int4 ResNet-8 on train20k, ternary LeNet-5 on
