@@ -103,6 +103,10 @@ pub struct QuantizeArgs {
     pub train: Option<PathBuf>,
     #[arg(long)]
     pub train_labels: Option<PathBuf>,
+    /// QAT on images: random 4-pixel-pad crops and left-right flips (helps CIFAR-like
+    /// photos, not digits or spectrograms).
+    #[arg(long, requires = "qat")]
+    pub qat_augment: bool,
     /// Print the per-layer report (SQNR, ranges, chosen bits); also written as JSON
     /// next to the output (OUT.report.json).
     #[arg(long)]
@@ -383,15 +387,19 @@ fn maybe_qat(args: &QuantizeArgs, r: &mut PtqResult, samples: &[Vec<Tensor>]) ->
                 .with_context(|| format!("cannot load --train {}", train.display()))?,
         )
     };
-    // Ternary/binary weights move far from the float ones and need a larger step than
-    // a gentle int8/int4 fine-tune (the rates measured in bench/results/qat-*.md).
-    let low_bit = r
-        .plan
-        .weights
-        .values()
-        .any(|w| matches!(w.format, WeightFormat::Ternary | WeightFormat::Binary));
-    let lr = if low_bit { 1e-3 } else { 1e-4 };
-    let mut cfg = QatConfig::new(epochs, lr, data);
+    // The recipe measured in bench/results/qat-*.md for the plan's weight formats
+    // (int8/int4: LSQ learned scales + distillation from the float model when the
+    // data has class labels; ternary/binary: plain QAT at a larger step).
+    let data = qat::load_train_data(&r.prepared, data)?;
+    let classification = data.classes().is_some();
+    let mut cfg = QatConfig::recommended(epochs, QatData::Loaded(data), &r.plan, classification);
+    if args.qat_augment {
+        cfg.augment = edgeopt_train::data::Augment {
+            crop_pad: 4,
+            hflip: true,
+            ..cfg.augment
+        };
+    }
     cfg.progress = true;
     let (tuned, plan) = qat::fine_tune(&r.prepared, &r.plan, &cfg)?;
     r.quantized = edgeopt_compress::quant::apply(&tuned, &plan)?;
