@@ -50,6 +50,22 @@ pub fn litert_softmax_rows<T: QInt>(
         }
     }
 }
+/// Input and per-tensor input/output parameters of a quantized SOFTMAX, which the
+/// integer kernels support over the last axis only.
+pub fn softmax_operands<'t>(
+    ctx: &NodeCtx,
+    axis: i64,
+    inputs: &[Option<&'t Tensor>],
+) -> Result<(&'t Tensor, Affine, Affine)> {
+    let x = input(ctx, inputs, 0)?;
+    let rank = x.shape.len();
+    if rank == 0 || norm_axis(ctx, axis, rank)? != rank - 1 {
+        return Err(ctx.error("quantized softmax supports only the last axis"));
+    }
+    let qx = per_tensor(ctx, ctx.in_quant(0), "input")?;
+    let qy = per_tensor(ctx, ctx.out_quant(0), "output")?;
+    Ok((x, qx, qy))
+}
 
 /// SOFTMAX over the last axis. `Numerics::Reference` is TFLite's reference kernel
 /// (gemmlowp fixed-point exp and reciprocal); `Numerics::LiteRt` is the builtin
@@ -62,13 +78,8 @@ pub fn softmax<T: QInt>(
     num: Numerics,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
-    let x = input(ctx, inputs, 0)?;
+    let (x, qx, qy) = softmax_operands(ctx, axis, inputs)?;
     let rank = x.shape.len();
-    if rank == 0 || norm_axis(ctx, axis, rank)? != rank - 1 {
-        return Err(ctx.error("quantized softmax supports only the last axis"));
-    }
-    let qx = per_tensor(ctx, ctx.in_quant(0), "input")?;
-    let qy = per_tensor(ctx, ctx.out_quant(0), "output")?;
     let xv = data::<T>(ctx, x, "input")?;
     let depth = x.shape[rank - 1];
     let mut out = vec![T::from_i32(0); xv.len()];

@@ -437,13 +437,8 @@ pub fn softmax(
     beta: f32,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
-    let x = input(ctx, inputs, 0)?;
+    let (x, qx, qy) = super::activation::softmax_operands(ctx, axis, inputs)?;
     let rank = x.shape.len();
-    if rank == 0 || norm_axis(ctx, axis, rank)? != rank - 1 {
-        return Err(ctx.error("quantized softmax supports only the last axis"));
-    }
-    let qx = per_tensor(ctx, ctx.in_quant(0), "input")?;
-    let qy = per_tensor(ctx, ctx.out_quant(0), "output")?;
     if qx.zp != 0 || qy.zp != 0 {
         return Err(ctx.error("int16 softmax needs zero points of 0"));
     }
