@@ -43,6 +43,9 @@ pub struct EvalConfig {
     pub std: Vec<f32>,
     pub layout: DataLayout,
     pub input_quant: InputQuant,
+    /// Evaluate only this many samples, spread evenly over the data (rows
+    /// `i * len / limit`): data sets stored sorted by class (the CIFAR-10 test file)
+    /// stay balanced, where the first rows would be one or two classes.
     pub limit: Option<usize>,
     /// rayon threads (None: all cores).
     pub threads: Option<usize>,
@@ -77,7 +80,8 @@ pub struct EvalReport {
     pub threads: usize,
     /// How the data was fed: e.g. "transpose NHWC->NCHW, quantize scale 1 zp -128 to i8".
     pub preprocessing: String,
-    /// Predicted class of every sample.
+    /// Predicted class of every evaluated sample (with a limit, of rows
+    /// `i * len / limit`).
     #[serde(skip)]
     pub predictions: Vec<usize>,
 }
@@ -527,6 +531,8 @@ pub fn evaluate(
     if n == 0 {
         bail!("no samples to evaluate");
     }
+    // Row of the i-th evaluated sample (the identity without a limit).
+    let row = |i: usize| i * n_data / n;
     let prep = Prep::new(graph, &data.shape, cfg)?;
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(t) = cfg.threads {
@@ -553,9 +559,9 @@ pub fn evaluate(
         (0..n)
             .into_par_iter()
             .map(|i| -> Result<usize> {
-                let x = prep.sample(&data.data, i)?;
+                let x = prep.sample(&data.data, row(i))?;
                 let outs = edgeopt_runtime::run(graph, &[x])
-                    .with_context(|| format!("inference failed on sample {i}"))?;
+                    .with_context(|| format!("inference failed on sample {}", row(i)))?;
                 bar.inc(1);
                 Ok(argmax(&outs[0]))
             })
@@ -565,8 +571,8 @@ pub fn evaluate(
     let seconds = start.elapsed().as_secs_f64();
     let correct = predictions
         .iter()
-        .zip(&labels)
-        .filter(|(p, l)| p == l)
+        .enumerate()
+        .filter(|&(i, p)| *p == labels[row(i)])
         .count();
     Ok(EvalReport {
         model: model_name.to_string(),
@@ -591,6 +597,34 @@ mod tests {
         let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
         let y = transpose(&x, &[2, 2, 3], &[2, 0, 1]);
         assert_eq!(y, vec![0., 3., 6., 9., 1., 4., 7., 10., 2., 5., 8., 11.]);
+    }
+
+    #[test]
+    fn limit_spreads_over_sorted_data() {
+        // Identity "model": the prediction is the argmax of the input itself. Ten
+        // one-hot samples sorted by class; labels equal to the class except the last
+        // five. With a limit of 5 the rows 0, 2, 4, 6, 8 are evaluated (3 right, not
+        // the 5 of the first five rows).
+        let mut g = edgeopt_ir::Graph::default();
+        let shape = vec![edgeopt_ir::Dim::Fixed(1), edgeopt_ir::Dim::Fixed(10)];
+        let x = g.add_value("x", edgeopt_ir::DType::F32, Some(shape));
+        g.inputs.push(x);
+        g.outputs.push(x);
+        let mut v = vec![0f32; 100];
+        for i in 0..10 {
+            v[i * 10 + i] = 1.0;
+        }
+        let data = Tensor::from_f32(vec![10, 10], v).unwrap();
+        let labels: Vec<i64> = (0..10).map(|i| if i < 5 { i } else { 0 }).collect();
+        let labels = Tensor::from_i64(vec![10], labels).unwrap();
+        let cfg = EvalConfig {
+            limit: Some(5),
+            threads: Some(1),
+            ..EvalConfig::default()
+        };
+        let r = evaluate(&g, "identity", &data, &labels, &cfg).unwrap();
+        assert_eq!((r.samples, r.correct), (5, 3));
+        assert_eq!(r.predictions, vec![0, 2, 4, 6, 8]);
     }
 
     #[test]

@@ -75,7 +75,8 @@ enum Command {
         /// Feed the preprocessed values to an integer input as they are (rounded).
         #[arg(long)]
         no_input_quant: bool,
-        /// Evaluate only the first N samples.
+        /// Evaluate only N samples, spread evenly over the data (sorted data sets stay
+        /// balanced).
         #[arg(long)]
         limit: Option<usize>,
         /// Worker threads (default: all cores).

@@ -116,6 +116,7 @@ pub struct QuantizeArgs {
     pub eval_data: Option<PathBuf>,
     #[arg(long)]
     pub eval_labels: Option<PathBuf>,
+    /// Evaluate only this many samples, spread evenly over --eval-data.
     #[arg(long)]
     pub eval_limit: Option<usize>,
     /// Preprocessing, as for eval: multiply raw values by this first.
