@@ -45,3 +45,29 @@ pub mod cifar {
 pub fn quantize_i8(x: f32, scale: f32, zp: i64) -> i8 {
     ((x / scale).round() as i64 + zp).clamp(-128, 127) as i8
 }
+
+pub mod toycar {
+    //! The one real ToyCar clip of the MLPerf anomaly-detection reference submission:
+    //! 40 log-mel slices of 640 float32 values (the AD autoencoder's input).
+
+    use std::path::Path;
+
+    pub const SAMPLE: &str = "mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin";
+    /// Slices in the clip and values per slice.
+    pub const SLICES: usize = 40;
+    pub const SLICE: usize = 640;
+
+    /// The clip's values, slice after slice (`SLICES * SLICE`).
+    pub fn values(data: &Path) -> Vec<f32> {
+        let bytes = std::fs::read(data.join(SAMPLE)).expect("read the AD sample");
+        assert_eq!(
+            bytes.len(),
+            SLICES * SLICE * 4,
+            "AD sample is float32 (40, 640)"
+        );
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+}

@@ -20,7 +20,6 @@ const IC: &str =
 const KWS: &str =
     "mlperf-tiny/benchmark/training/keyword_spotting/trained_models/kws_ref_model.tflite";
 const AD: &str = "mlperf-tiny/benchmark/training/anomaly_detection/trained_models/ad01_int8.tflite";
-const AD_SAMPLE: &str = "mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin";
 
 fn input_params(g: &Graph) -> (f32, i64) {
     let q = g.values[g.inputs[0]]
@@ -63,12 +62,7 @@ fn ic_inputs(dir: &Path, g: &Graph) -> Vec<Tensor> {
 
 fn ad_inputs(dir: &Path, g: &Graph) -> Vec<Tensor> {
     let (scale, zp) = input_params(g);
-    let bytes = std::fs::read(dir.join(AD_SAMPLE)).expect("read AD sample");
-    assert_eq!(bytes.len(), 40 * 640 * 4, "AD sample is float32 (40, 640)");
-    let vals: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let vals = edgeopt_tests::toycar::values(dir);
     let samples = vals
         .chunks_exact(640)
         .map(|row| row.iter().map(|&v| quantize(v, scale, zp)).collect())

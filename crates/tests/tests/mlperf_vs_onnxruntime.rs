@@ -23,13 +23,7 @@ const TM: &str = "mlperf-tiny/benchmark/training";
 const OX: &str = "mlperf-tiny/onnx/tf2onnx_from_tflite";
 
 fn ad_slices(data: &Path) -> Tensor {
-    let p = data.join("mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin");
-    let bytes = std::fs::read(p).unwrap();
-    let v: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(v.len(), 40 * 640, "AD sample is float32 (40, 640)");
+    let v = edgeopt_tests::toycar::values(data);
     Tensor::from_f32(vec![40, 640], v).unwrap()
 }
 

@@ -28,7 +28,6 @@ const TRAINING: &str = "mlperf-tiny/benchmark/training";
 const IC: &str = "image_classification/trained_models/pretrainedResnet_quant.tflite";
 const KWS: &str = "keyword_spotting/trained_models/kws_ref_model.tflite";
 const AD: &str = "anomaly_detection/trained_models/ad01_int8.tflite";
-const AD_SAMPLE: &str = "mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin";
 
 /// |edgeopt int8 - onnxruntime(QDQ export)| in output quantization steps: at least
 /// 90% of the output elements within `NEAR_STEPS`. onnxruntime requantizes in float
@@ -80,11 +79,7 @@ fn cifar(dir: &Path, g: &Graph) -> (Tensor, Vec<i64>) {
 
 fn ad_inputs(dir: &Path, g: &Graph) -> Tensor {
     let (s, z) = input_quant(g);
-    let bytes = std::fs::read(dir.join(AD_SAMPLE)).expect("read AD sample");
-    let vals: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let vals = edgeopt_tests::toycar::values(dir);
     let samples = vals
         .chunks_exact(640)
         .map(|r| r.iter().map(|&v| quantize(v, s, z)).collect())

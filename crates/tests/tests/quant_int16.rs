@@ -294,7 +294,6 @@ fn int16_dscnn_tflite_matches_litert() {
 
 const AD_MODEL: &str =
     "mlperf-tiny/benchmark/training/anomaly_detection/trained_models/ad01_fp32.tflite";
-const AD_SAMPLE: &str = "mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin";
 
 /// The anomaly-detection autoencoder (ten int16 FULLY_CONNECTED layers with fused
 /// ReLU) on the one real ToyCar clip there is (40 log-mel slices): int16 PTQ
@@ -308,12 +307,7 @@ fn int16_autoencoder_tflite_matches_litert() {
     let Some(data) = tk::data_dir() else { return };
     let dir = tk::scratch_dir("quant_int16_ad");
     let g = edgeopt_cli::load_model(&data.join(AD_MODEL)).unwrap();
-    let bytes = std::fs::read(data.join(AD_SAMPLE)).unwrap();
-    let v: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(v.len(), 40 * 640, "AD sample is float32 (40, 640)");
+    let v = edgeopt_tests::toycar::values(&data);
     let calib: Vec<Vec<Tensor>> = v
         .chunks_exact(640)
         .step_by(2)

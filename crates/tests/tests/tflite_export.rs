@@ -30,7 +30,6 @@ const MODELS: [&str; 6] = [
     "anomaly_detection/trained_models/ad01_fp32.tflite",
     "anomaly_detection/trained_models/ad01_int8.tflite",
 ];
-const AD_SAMPLE: &str = "mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin";
 
 /// TFLite's float -> int8 quantization: round half away from zero, then clamp.
 fn quantize(x: f32, scale: f32, zp: i64) -> i8 {
@@ -59,11 +58,7 @@ fn inputs_for(dir: &Path, stem: &str, g: &Graph) -> Tensor {
             .collect();
         edgeopt_tests::cifar::images(dir, &rows)
     } else if stem.starts_with("ad01") {
-        let bytes = std::fs::read(dir.join(AD_SAMPLE)).expect("read AD sample");
-        let vals: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let vals = edgeopt_tests::toycar::values(dir);
         vals.chunks_exact(640).map(<[f32]>::to_vec).collect()
     } else {
         // KWS: the int8 model's input range (scale 0.584703, zero point 83).
