@@ -215,6 +215,28 @@ fn int16_resnet8_tflite_matches_litert_and_beats_int8() {
     assert_matches_litert("the int16 ResNet-8", &ours, N_EVAL, &g, &tfl, &xp, &dir);
 }
 
+/// PTQ of `g` on `calib` with the given activation type and calibration method.
+fn ptq(
+    g: &Graph,
+    calib: &[Vec<Tensor>],
+    activations: edgeopt_compress::quant::ActivationFormat,
+    method: edgeopt_compress::quant::CalibMethod,
+) -> Graph {
+    use edgeopt_compress::quant::ptq::{run, PtqOptions};
+    let opts = PtqOptions {
+        method,
+        activations,
+        ..PtqOptions::default()
+    };
+    run(g, calib, &opts).unwrap().quantized
+}
+
+/// Writes `q` as TFLite to `path` and reads it back.
+fn export_tflite(q: &Graph, path: &Path) -> (PathBuf, Graph) {
+    edgeopt_tflite::export_file(q, path).unwrap();
+    (path.to_path_buf(), edgeopt_cli::load_model(path).unwrap())
+}
+
 const KWS: &str =
     "mlperf-tiny/benchmark/training/keyword_spotting/trained_models/kws_ref_model_float32.tflite";
 
@@ -226,7 +248,6 @@ const KWS: &str =
 #[test]
 fn int16_dscnn_tflite_matches_litert() {
     use edgeopt_codegen::samples::kws_features;
-    use edgeopt_compress::quant::ptq::{run, PtqOptions};
     use edgeopt_compress::quant::{ActivationFormat, CalibMethod};
     use edgeopt_ir::TensorData;
 
@@ -252,19 +273,10 @@ fn int16_dscnn_tflite_matches_litert() {
     let n = ys.len();
     let xt = Tensor::from_f32(vec![n, 49, 10, 1], test).unwrap();
 
-    let quantize = |activations, method| {
-        let opts = PtqOptions {
-            method,
-            activations,
-            ..PtqOptions::default()
-        };
-        run(&g, &calib, &opts).unwrap().quantized
-    };
+    let quantize = |activations, method| ptq(&g, &calib, activations, method);
     let q16 = quantize(ActivationFormat::Int16, CalibMethod::MinMax);
     let q8 = quantize(ActivationFormat::Int8, CalibMethod::Percentile(99.999));
-    let tfl = dir.join("kws_int16.tflite");
-    edgeopt_tflite::export_file(&q16, &tfl).unwrap();
-    let back = edgeopt_cli::load_model(&tfl).unwrap();
+    let (tfl, back) = export_tflite(&q16, &dir.join("kws_int16.tflite"));
     let ours = edgeopt_runtime::run(&back, std::slice::from_ref(&xt))
         .unwrap()
         .remove(0);
@@ -301,7 +313,6 @@ const AD_MODEL: &str =
 /// 40; its outputs stay closer to float than int8's do (mean squared difference).
 #[test]
 fn int16_autoencoder_tflite_matches_litert() {
-    use edgeopt_compress::quant::ptq::{run, PtqOptions};
     use edgeopt_compress::quant::{ActivationFormat, CalibMethod};
 
     let Some(data) = tk::data_dir() else { return };
@@ -314,19 +325,10 @@ fn int16_autoencoder_tflite_matches_litert() {
         .map(|s| vec![Tensor::from_f32(vec![1, 640], s.to_vec()).unwrap()])
         .collect();
     let xt = Tensor::from_f32(vec![40, 640], v).unwrap();
-    let quantize = |activations, method| {
-        let opts = PtqOptions {
-            method,
-            activations,
-            ..PtqOptions::default()
-        };
-        run(&g, &calib, &opts).unwrap().quantized
-    };
+    let quantize = |activations, method| ptq(&g, &calib, activations, method);
     let q16 = quantize(ActivationFormat::Int16, CalibMethod::MinMax);
     let q8 = quantize(ActivationFormat::Int8, CalibMethod::MinMax);
-    let tfl = dir.join("ad_int16.tflite");
-    edgeopt_tflite::export_file(&q16, &tfl).unwrap();
-    let back = edgeopt_cli::load_model(&tfl).unwrap();
+    let (tfl, back) = export_tflite(&q16, &dir.join("ad_int16.tflite"));
     let x1 = std::slice::from_ref(&xt);
     let ours = edgeopt_runtime::run(&back, x1).unwrap().remove(0);
     let float = edgeopt_runtime::run(&g, x1).unwrap().remove(0).to_f32_vec();
