@@ -32,8 +32,8 @@ use std::arch::x86_64::*;
 pub struct Indirection {
     pub rows: usize,
     pub taps: usize,
-    offs: Vec<u32>,
-    max_off: usize,
+    pub(crate) offs: Vec<u32>,
+    pub(crate) max_off: usize,
 }
 
 impl Indirection {

@@ -9,6 +9,8 @@
 //! error, so the fast path never changes what is accepted.
 
 #[cfg(target_arch = "x86_64")]
+use super::avx2::{self, PackedPairs, Wide8};
+#[cfg(target_arch = "x86_64")]
 use super::avx512::{
     depthwise as depthwise512, igemm, padded_extent, DepthwiseWide, DwGeom, Indirection,
 };
@@ -50,6 +52,10 @@ enum ConvImpl {
     /// AVX-512 implicit GEMM with the output stage fused ([`super::avx512`]), when
     /// the weights fit in i8 and the stage has the one-step form.
     IGemm(PackedW8, Wide, PadLayout),
+    /// AVX2 implicit i16 GEMM with the output stage fused ([`super::avx2`]), when the
+    /// weights fit in i8 and the stage has the one-step form.
+    #[cfg(target_arch = "x86_64")]
+    IGemm2(PackedPairs, Wide8, PadLayout),
     /// AVX-512 depthwise (channel multiplier 1) with the output stage fused.
     #[cfg(target_arch = "x86_64")]
     DepthwiseWide(DepthwiseWide),
@@ -83,6 +89,8 @@ pub struct ConvKernel<T> {
     a: Vec<i16>,
     /// Padded input minus its zero point, widened to i32 (AVX-512 depthwise).
     xw: Vec<i32>,
+    /// Padded input minus its zero point as i16 (AVX2 implicit GEMM).
+    xp16: Vec<i16>,
     /// u8 input and patches of the u8 GEMM.
     xu: Vec<u8>,
     au: Vec<u8>,
@@ -130,8 +138,8 @@ fn igemm_parts<T: QInt>(
     ))
 }
 
-/// The AVX-512 implicit GEMM of a (non-grouped) convolution: weights `[m, kh, kw, c]`
-/// repacked with `cp` channels ([`PadLayout`]).
+/// The implicit GEMM of a (non-grouped) convolution on AVX-512 (u8 quads) or AVX2
+/// (i16 pairs): weights `[m, kh, kw, c]` repacked with `cp` channels ([`PadLayout`]).
 #[allow(clippy::too_many_arguments)]
 fn igemm_conv<T: QInt>(
     isa: Isa,
@@ -143,7 +151,7 @@ fn igemm_conv<T: QInt>(
     zp: i32,
     stage: &OutputStage,
 ) -> Option<ConvImpl> {
-    if !isa.is_avx512() {
+    if !isa.is_avx2() || std::mem::size_of::<T>() != 1 {
         return None;
     }
     let (kh, kw, c) = match *wshape {
@@ -151,38 +159,50 @@ fn igemm_conv<T: QInt>(
         [_, kw, c] => (1, kw, c),
         _ => return None,
     };
-    let lay = PadLayout::new(kw, c, a.dilations.last().copied().unwrap_or(1));
+    let unit = if isa.is_avx512() { 4 } else { 2 };
+    let lay = PadLayout::new(kw, c, a.dilations.last().copied().unwrap_or(1), unit);
     let taps = kh * kw;
     let mut wp = vec![0i16; m * taps * lay.cp];
     for (dst, src) in wp.chunks_exact_mut(lay.cp).zip(wo.chunks_exact(c)) {
         dst[..c].copy_from_slice(src);
     }
-    let (p, wide) = igemm_parts::<T>(isa, &wp, m, taps * lay.cp, bias, zp, stage)?;
-    Some(ConvImpl::IGemm(p, wide, lay))
+    if isa.is_avx512() {
+        let (p, wide) = igemm_parts::<T>(isa, &wp, m, taps * lay.cp, bias, zp, stage)?;
+        return Some(ConvImpl::IGemm(p, wide, lay));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = PackedPairs::new(&wp, m, taps * lay.cp, bias)?;
+        Some(ConvImpl::IGemm2(p, Wide8::new(stage)?, lay))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }
 
-/// How the AVX-512 implicit GEMM reads a convolution's input: from a copy padded in
-/// space (borders hold the zero-point byte `zu`, so every tap is in bounds) and, when
-/// needed, in channels (`cp >= c`, the extra channels `zu` with zero weights), so that
-/// every run of a GEMM row is a whole number of 4-byte quads.
+/// How an implicit GEMM reads a convolution's input: from a copy padded in space
+/// (borders hold the value of a zero-point input, so every tap is in bounds) and,
+/// when needed, in channels (`cp >= c`, the extra channels zero-point inputs with zero
+/// weights), so that every run of a GEMM row is a whole number of `unit` elements
+/// (4-byte quads for the AVX-512 GEMM, i16 pairs for the AVX2 one).
 /// - `row_run` (width dilation 1): a kernel row is one contiguous run of `kw * cp`
-///   bytes, so a GEMM row is `kh` runs;
-/// - otherwise each tap is a run of `cp` bytes (`cp` a multiple of 4).
+///   elements, so a GEMM row is `kh` runs;
+/// - otherwise each tap is a run of `cp` elements (`cp` a multiple of `unit`).
 #[derive(Debug, Clone, Copy)]
 struct PadLayout {
     cp: usize,
     row_run: bool,
+    unit: usize,
 }
 
 impl PadLayout {
-    fn new(kw: usize, c: usize, dil_w: usize) -> PadLayout {
+    fn new(kw: usize, c: usize, dil_w: usize, unit: usize) -> PadLayout {
         let row_run = dil_w == 1;
-        let cp = if (row_run && (kw * c).is_multiple_of(4)) || c.is_multiple_of(4) {
+        let cp = if (row_run && (kw * c).is_multiple_of(unit)) || c.is_multiple_of(unit) {
             c
         } else {
-            c.next_multiple_of(4)
+            c.next_multiple_of(unit)
         };
-        PadLayout { cp, row_run }
+        PadLayout { cp, row_run, unit }
     }
 }
 
@@ -205,9 +225,9 @@ impl Padded {
         let cp = lay.cp;
         // The layout was chosen from the attributes; the geometry must agree.
         let consistent = if lay.row_run {
-            g.w.dilation == 1 && (g.w.kernel * cp).is_multiple_of(4)
+            g.w.dilation == 1 && (g.w.kernel * cp).is_multiple_of(lay.unit)
         } else {
-            cp.is_multiple_of(4)
+            cp.is_multiple_of(lay.unit)
         };
         let taps = if lay.row_run {
             g.h.kernel
@@ -248,6 +268,48 @@ impl Padded {
     /// Writes `x` (NHWC, `c` channels) as u8 into the interior of `xp` (whose padding
     /// already holds `zu`).
     fn fill<T: QInt>(&self, isa: Isa, g: &ConvGeom, cp: usize, x: &[T], xp: &mut [u8]) {
+        self.fill_with(
+            g,
+            cp,
+            x,
+            xp,
+            |s, d| to_u8(isa, s, d),
+            |s| (s.to_i32() - T::MIN) as u8,
+        )
+    }
+
+    /// Writes `x - zp` (NHWC, `c` channels) as i16 into the interior of `xp` (whose
+    /// padding already holds 0).
+    fn fill_i16<T: QInt>(
+        &self,
+        isa: Isa,
+        g: &ConvGeom,
+        cp: usize,
+        x: &[T],
+        zp: i32,
+        xp: &mut [i16],
+    ) {
+        self.fill_with(
+            g,
+            cp,
+            x,
+            xp,
+            |s, d| offset(isa, s, zp, d),
+            |s| (s.to_i32() - zp) as i16,
+        )
+    }
+
+    /// The interior of the padded buffer from `x`: `run` converts a contiguous run,
+    /// `one` a single value (pixels of a few channels, converted inline).
+    fn fill_with<T: QInt, E>(
+        &self,
+        g: &ConvGeom,
+        cp: usize,
+        x: &[T],
+        xp: &mut [E],
+        run: impl Fn(&[T], &mut [E]),
+        one: impl Fn(T) -> E,
+    ) {
         let (h, w, c) = (g.h.input, g.w.input, g.c);
         for n in 0..g.n {
             let at = |iy: usize| ((n * self.hp + iy + self.pt) * self.wp + self.pl) * cp;
@@ -257,18 +319,18 @@ impl Padded {
             }
             if cp == c && self.wp == w {
                 // No horizontal padding: the interior rows are contiguous.
-                to_u8(isa, img, &mut xp[at(0)..][..h * w * c]);
+                run(img, &mut xp[at(0)..][..h * w * c]);
                 continue;
             }
             for (iy, src) in img.chunks_exact(w * c).enumerate() {
                 let dst = &mut xp[at(iy)..];
                 if cp == c {
-                    to_u8(isa, src, &mut dst[..w * c]);
+                    run(src, &mut dst[..w * c]);
                 } else {
                     // A few channels per pixel: inline, no call per pixel.
                     for (s, d) in src.chunks_exact(c).zip(dst.chunks_exact_mut(cp)) {
-                        for (d, s) in d.iter_mut().zip(s) {
-                            *d = (s.to_i32() - T::MIN) as u8;
+                        for (d, &s) in d.iter_mut().zip(s) {
+                            *d = one(s);
                         }
                     }
                 }
@@ -402,6 +464,7 @@ impl<T: QInt> ConvKernel<T> {
             x: Vec::new(),
             a: Vec::new(),
             xw: Vec::new(),
+            xp16: Vec::new(),
             xu: Vec::new(),
             au: Vec::new(),
             acc: Vec::new(),
@@ -434,6 +497,15 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                     // The padding is written once; runs rewrite the interior only.
                     self.xu.clear();
                     self.xu.resize(pad.len(&g, lay.cp), pw.zu);
+                    self.pad = Some(pad);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if let ConvImpl::IGemm2(_, _, lay) = &self.imp {
+                    let pad = Padded::new(&g, *lay);
+                    // The padding (0 = a zero-point input) is written once; runs
+                    // rewrite the interior only.
+                    self.xp16.clear();
+                    self.xp16.resize(pad.len(&g, lay.cp), 0);
                     self.pad = Some(pad);
                 }
                 #[cfg(target_arch = "x86_64")]
@@ -496,18 +568,18 @@ impl<T: QInt> Prepared for ConvKernel<T> {
             #[cfg(target_arch = "x86_64")]
             ConvImpl::IGemm(pw, wide, lay) => {
                 let Some(pad @ Padded { ind: Some(ind), .. }) = &self.pad else {
-                    // Offsets beyond 32 bits: the reference kernel.
-                    let mut r = crate::kernels::quantized::conv::tflite_conv::<T>(
-                        ctx,
-                        &self.attrs,
-                        self.num,
-                        inputs,
-                    )?;
-                    *out = Some(r.remove(0));
-                    return Ok(());
+                    return self.reference(ctx, inputs, out);
                 };
                 pad.fill(isa, &g, lay.cp, xs, &mut self.xu);
                 igemm(isa, &self.xu, ind, pw, wide, bytes_mut(y), m);
+            }
+            #[cfg(target_arch = "x86_64")]
+            ConvImpl::IGemm2(pw, wide, lay) => {
+                let Some(pad @ Padded { ind: Some(ind), .. }) = &self.pad else {
+                    return self.reference(ctx, inputs, out);
+                };
+                pad.fill_i16(isa, &g, lay.cp, xs, self.xq.zp, &mut self.xp16);
+                avx2::igemm(isa, &self.xp16, ind, pw, wide, T::MIN < 0, bytes_mut(y), m);
             }
             #[cfg(not(target_arch = "x86_64"))]
             ConvImpl::IGemm(..) => unreachable!("AVX-512 is x86_64 only"),
@@ -524,6 +596,21 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                 depthwise(isa, &g, &self.a, wt, bias, &self.requant, &mut self.acc, y);
             }
         }
+        Ok(())
+    }
+}
+
+impl<T: QInt> ConvKernel<T> {
+    /// The reference kernel (geometries the fast one cannot address).
+    fn reference(
+        &self,
+        ctx: &NodeCtx,
+        inputs: &[Option<&Tensor>],
+        out: &mut Option<Tensor>,
+    ) -> Result<()> {
+        let mut r =
+            crate::kernels::quantized::conv::tflite_conv::<T>(ctx, &self.attrs, self.num, inputs)?;
+        *out = Some(r.remove(0));
         Ok(())
     }
 }
@@ -708,6 +795,9 @@ pub struct FcKernel<T> {
     packed8: Option<PackedW8>,
     /// AVX-512 GEMM with the fused output stage, and its rows for the last row count.
     igemm: Option<(PackedW8, Wide)>,
+    /// AVX2 GEMM with the fused output stage (CPUs without AVX-512).
+    #[cfg(target_arch = "x86_64")]
+    igemm2: Option<(PackedPairs, Wide8)>,
     #[cfg(target_arch = "x86_64")]
     ind: Option<Indirection>,
     requant: Requant,
@@ -758,6 +848,10 @@ impl<T: QInt> FcKernel<T> {
             isa,
             xq,
             igemm: igemm_parts::<T>(isa, &wo, nout, k, &bias, xq.zp, &stage),
+            #[cfg(target_arch = "x86_64")]
+            igemm2: (isa.is_avx2() && !isa.is_avx512())
+                .then(|| Some((PackedPairs::new(&wo, nout, k, &bias)?, Wide8::new(&stage)?)))
+                .flatten(),
             #[cfg(target_arch = "x86_64")]
             ind: None,
             packed8: packed8::<T>(isa, &wo, nout, k, &bias, xq.zp),
@@ -830,6 +924,23 @@ impl<T: QInt> FcKernel<T> {
                 }
                 let y = out_buffer::<T>(out, shape, rows * nout);
                 igemm(isa, &self.au, ind, p8, wide, bytes_mut(y), nout);
+                return Ok(());
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some((pp, w8)) = &self.igemm2 {
+            let lda = pp.k_pad();
+            if self.ind.as_ref().is_none_or(|i| i.rows != rows) {
+                self.ind = Indirection::strided(rows, lda);
+            }
+            if let Some(ind) = &self.ind {
+                self.a.resize(rows * lda, 0);
+                for (src, dst) in xs.chunks_exact(k).zip(self.a.chunks_exact_mut(lda)) {
+                    offset(isa, src, self.xq.zp, &mut dst[..k]);
+                    dst[k..].fill(0);
+                }
+                let y = out_buffer::<T>(out, shape, rows * nout);
+                avx2::igemm(isa, &self.a, ind, pp, w8, T::MIN < 0, bytes_mut(y), nout);
                 return Ok(());
             }
         }

@@ -5,6 +5,8 @@
 //! so the loop vectorizes.
 
 #[cfg(target_arch = "x86_64")]
+use super::avx2::{self, Binary8};
+#[cfg(target_arch = "x86_64")]
 use super::avx512::{self, BinaryWide};
 use super::requant::{div_pot, high_mul, Wide};
 #[cfg(target_arch = "x86_64")]
@@ -83,9 +85,14 @@ pub struct BinaryKernel<T> {
     activation: Activation,
     isa: Isa,
     plan: Plan,
-    /// The AVX-512 form of the same arithmetic, when the ISA has it.
+    /// The AVX-512 or AVX2 form of the same arithmetic, when the ISA has it.
     #[cfg(target_arch = "x86_64")]
-    wide: Option<avx512::BinaryWide>,
+    wide: Option<WideImpl>,
+    /// Every result of the op, indexed by the two input bytes (`a << 8 | b`): an 8-bit
+    /// binary op is a function of two bytes, so a 64 KiB table holds all of it, and a
+    /// lookup per element beats evaluating three fixed-point rescales without
+    /// 512-bit vectors.
+    lut: Option<Box<[u8; 1 << 16]>>,
     zp: i32,
     min: i32,
     max: i32,
@@ -137,12 +144,15 @@ impl<T: QInt> BinaryKernel<T> {
         };
         #[cfg(target_arch = "x86_64")]
         let wide = if isa.is_avx512() {
-            binary_wide(plan, mults, qy.zp, min, max)
+            binary_wide(plan, mults, qy.zp, min, max).map(WideImpl::Avx512)
+        } else if isa.is_avx2() {
+            binary_wide(plan, mults, qy.zp, min, max).map(|w| WideImpl::Avx2(Binary8::new(&w)))
         } else {
             None
         };
         #[cfg(not(target_arch = "x86_64"))]
         let _ = mults;
+        let lut = (!isa.is_avx512()).then(|| table::<T>(plan, qy.zp, min, max));
         Some(BinaryKernel {
             kind,
             activation,
@@ -150,6 +160,7 @@ impl<T: QInt> BinaryKernel<T> {
             plan,
             #[cfg(target_arch = "x86_64")]
             wide,
+            lut,
             zp: qy.zp,
             min,
             max,
@@ -158,7 +169,34 @@ impl<T: QInt> BinaryKernel<T> {
     }
 }
 
-/// The AVX-512 form of `plan` (`None` if a stage has no one-step [`Wide`] form).
+/// `plan` evaluated on every pair of 8-bit inputs, indexed by their bytes `a << 8 | b`.
+fn table<T: QInt>(plan: Plan, zp: i32, lo: i32, hi: i32) -> Box<[u8; 1 << 16]> {
+    let value = |byte: usize| {
+        T::from_i32(if T::MIN < 0 {
+            byte as u8 as i8 as i32
+        } else {
+            byte as i32
+        })
+    };
+    let a: Vec<T> = (0..1 << 16).map(|i| value(i >> 8)).collect();
+    let b: Vec<T> = (0..1 << 16).map(|i| value(i & 0xFF)).collect();
+    let mut y = vec![T::from_i32(0); 1 << 16];
+    binary(Isa::PORTABLE, plan, zp, lo, hi, &a, &b, &mut y);
+    let mut t = Box::new([0u8; 1 << 16]);
+    for (t, v) in t.iter_mut().zip(&y) {
+        *t = v.to_i32() as u8;
+    }
+    t
+}
+
+/// The one-step 64-bit form of a binary kernel's arithmetic, per instruction set.
+#[cfg(target_arch = "x86_64")]
+enum WideImpl {
+    Avx512(BinaryWide),
+    Avx2(Binary8),
+}
+
+/// The one-step form of `plan` (`None` if a stage has no one-step [`Wide`] form).
 /// `mults` are the raw `(multiplier, shift)` pairs of `plan`: input 1, input 2 and
 /// output rescales for add/sub, the output one (three times) for mul.
 #[cfg(target_arch = "x86_64")]
@@ -243,10 +281,25 @@ impl<T: QInt> Prepared for BinaryKernel<T> {
             }
         };
         let y = out_buffer::<T>(out, &a.shape, av.len());
+        if let Some(lut) = &self.lut {
+            for ((o, &x), &z) in y.iter_mut().zip(av).zip(bv) {
+                let i = ((x.to_i32() as u8 as usize) << 8) | z.to_i32() as u8 as usize;
+                *o = T::from_i32(if T::MIN < 0 {
+                    lut[i] as i8 as i32
+                } else {
+                    lut[i] as i32
+                });
+            }
+            return Ok(());
+        }
         #[cfg(target_arch = "x86_64")]
-        if let Some(bw) = &self.wide {
+        if let Some(wide) = &self.wide {
             let signed = T::MIN < 0;
-            avx512::binary(self.isa, bw, signed, bytes(av), bytes(bv), bytes_mut(y));
+            let (a, b, y) = (bytes(av), bytes(bv), bytes_mut(y));
+            match wide {
+                WideImpl::Avx512(bw) => avx512::binary(self.isa, bw, signed, a, b, y),
+                WideImpl::Avx2(b8) => avx2::binary(self.isa, b8, signed, a, b, y),
+            }
             return Ok(());
         }
         let (zp, lo, hi) = (self.zp, self.min, self.max);

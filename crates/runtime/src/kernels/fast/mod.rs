@@ -29,6 +29,8 @@
 //! once; the stateless [`crate::run`] prepares and runs in one go (`eval_once`).
 
 #[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod conv;
 pub mod elementwise;

@@ -1,0 +1,664 @@
+//! AVX2 kernels for CPUs without VNNI (e.g. AMD Zen 2): an implicit i16 GEMM on
+//! `vpmaddwd` with the output stage fused in its epilogue, and a depthwise convolution
+//! built the same way.
+//!
+//! Why `vpmaddwd`: without VNNI the only exact 8-bit dot product on AVX2 is the i16 one
+//! (`vpmaddubsw` adds two u8 x i8 products in a *saturating* i16, which an 8-bit
+//! activation minus its zero point times a full-range weight can overflow). Both
+//! operands are widened to i16: activations once, when the input is copied into a
+//! spatially padded buffer of `x - zp` (padding is 0, so every tap is in bounds and no
+//! im2col is needed: a GEMM row is `taps` runs read in place, see [`Indirection`]);
+//! weights stay i8 in memory (half the bytes to stream) and are sign-extended by
+//! `vpmovsxbw` as they are loaded. Each `vpmaddwd` multiplies one broadcast pair of
+//! activations (two adjacent k) with the pairs of 8 output channels: 16 MACs, the
+//! instruction's full rate.
+//!
+//! Exactness: the i32 sums wrap exactly like the reference's (only the order
+//! differs), and the epilogue ([`requant8`]) evaluates [`Wide::apply`] lane by lane.
+//! AVX2 has no 64-bit arithmetic shift, so the 64-bit value `y` is biased by `2^63`
+//! (folded into the `add` constant: `y + 2^63` is in `[0, 2^64)`), shifted logically,
+//! and the bias's image `2^(63 - sh)` is subtracted from the low 32 bits (folded into
+//! the per-channel `post` addend together with the output zero point).
+
+use super::avx512::{BinaryWide, Indirection};
+use super::gemm::NR;
+use super::requant::Wide;
+use super::Isa;
+use crate::kernels::quantized::common::OutputStage;
+use std::arch::x86_64::*;
+
+/// Blocks of 16 output channels per weight group: a tile spans at most this many.
+pub const GROUP: usize = 4;
+
+/// Weights `[n, k]` as i8 pairs for [`igemm`]: blocks of 16 output channels, inside a
+/// block pair rows `[k/2][16][2]` (k padded to even with zeros, n to a multiple of
+/// 16). Blocks are grouped by [`GROUP`], each group `[k/2][blocks][16][2]`, so a tile
+/// over several blocks of a group reads one sequential stream (fully-connected
+/// layers stream their weights from L2).
+#[derive(Debug, Clone)]
+pub struct PackedPairs {
+    pub n: usize,
+    pub k: usize,
+    /// k rounded up to a pair count.
+    pub k2: usize,
+    pub nblk: usize,
+    data: Vec<i8>,
+    bias: Vec<i32>,
+}
+
+/// Bytes of one pair row of one block (16 channels x 2).
+const PAIR_ROW: usize = NR * 2;
+
+impl PackedPairs {
+    /// `w` is row-major `[n, k]` (zero points subtracted), `bias` has `n` entries.
+    /// `None` when a weight does not fit in i8.
+    pub fn new(w: &[i16], n: usize, k: usize, bias: &[i32]) -> Option<PackedPairs> {
+        assert_eq!(w.len(), n * k, "weights are [n, k]");
+        assert_eq!(bias.len(), n, "one bias per output channel");
+        let k2 = k.div_ceil(2);
+        let nblk = n.div_ceil(NR);
+        let mut data = vec![0i8; nblk * k2 * PAIR_ROW];
+        for ch in 0..n {
+            let (blk, j) = (ch / NR, ch % NR);
+            let (gi, jb) = (blk / GROUP, blk % GROUP);
+            let gsize = (nblk - gi * GROUP).min(GROUP);
+            let base = gi * GROUP * k2 * PAIR_ROW;
+            for kk in 0..k {
+                let v = i8::try_from(w[ch * k + kk]).ok()?;
+                data[base + ((kk / 2) * gsize + jb) * PAIR_ROW + j * 2 + kk % 2] = v;
+            }
+        }
+        let mut b = vec![0i32; nblk * NR];
+        b[..n].copy_from_slice(bias);
+        Some(PackedPairs {
+            n,
+            k,
+            k2,
+            nblk,
+            data,
+            bias: b,
+        })
+    }
+
+    /// Row stride (in i16 elements) A must have at least (k rounded up to even).
+    pub fn k_pad(&self) -> usize {
+        self.k2 * 2
+    }
+}
+
+/// Per-channel constants of 8 channels for [`requant8`] (see the module doc): the
+/// even/odd split of [`Wide`]'s 64-bit constants, `add` biased by `2^63`, and `post`
+/// = output zero point minus `2^(63 - sh)` (mod 2^32).
+#[repr(C, align(32))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Block8 {
+    m: [i32; 8],
+    /// `m_odd[2j] = m[2j + 1]` (`vpmuldq` multiplies the even lanes).
+    m_odd: [i32; 8],
+    left: [u32; 8],
+    post: [i32; 8],
+    add_e: [i64; 4],
+    add_o: [i64; 4],
+    sh_e: [u64; 4],
+    sh_o: [u64; 4],
+    corr_e: [i64; 4],
+    corr_o: [i64; 4],
+}
+
+/// An [`OutputStage`] in the one-step form of [`Wide`], laid out for 256-bit lanes.
+#[derive(Debug, Clone)]
+pub struct Wide8 {
+    n: usize,
+    blocks: Vec<Block8>,
+    any_left: bool,
+    away: bool,
+    min: i32,
+    max: i32,
+}
+
+impl Wide8 {
+    /// `None` when the stage has no one-step form ([`Wide::new`]).
+    pub fn new(stage: &OutputStage) -> Option<Wide8> {
+        Some(Wide8::from_wide(&Wide::new(stage)?))
+    }
+
+    /// The same constants as `w`, relaid for 256-bit lanes.
+    pub fn from_wide(w: &Wide) -> Wide8 {
+        let n = w.channels();
+        // Whole 16-channel blocks (two of these each): the GEMM requantizes 16 at a time.
+        let mut blocks = vec![Block8::default(); n.div_ceil(16) * 2];
+        for c in 0..n {
+            let (b16, j) = (&w.blocks[c / 16], c % 16);
+            let (add, sh, corr) = if j % 2 == 0 {
+                (b16.add_e[j / 2], b16.sh_e[j / 2], b16.corr_e[j / 2])
+            } else {
+                (b16.add_o[j / 2], b16.sh_o[j / 2], b16.corr_o[j / 2])
+            };
+            debug_assert!((1..=63).contains(&sh));
+            let b = &mut blocks[c / 8];
+            let (l, h) = (c % 8, c % 8 / 2);
+            b.m[l] = b16.m[j];
+            b.left[l] = b16.left[j];
+            b.post[l] = w.zp_post.wrapping_sub((1u64 << (63 - sh)) as u32 as i32);
+            let add = add.wrapping_add(i64::MIN);
+            if l % 2 == 0 {
+                (b.add_e[h], b.sh_e[h], b.corr_e[h]) = (add, sh, corr);
+            } else {
+                b.m_odd[l - 1] = b16.m[j];
+                (b.add_o[h], b.sh_o[h], b.corr_o[h]) = (add, sh, corr);
+            }
+        }
+        Wide8 {
+            n,
+            blocks,
+            any_left: w.any_left,
+            away: w.away,
+            min: w.min,
+            max: w.max,
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.n
+    }
+
+    /// Scalar evaluation of what [`requant8`] computes (tests).
+    pub fn apply(&self, acc: i32, c: usize) -> i32 {
+        let b = &self.blocks[c / 8];
+        let (l, h) = (c % 8, c % 8 / 2);
+        let p = acc.wrapping_shl(b.left[l]) as i64 * b.m[l] as i64;
+        let (add, sh, corr) = if l % 2 == 0 {
+            (b.add_e[h], b.sh_e[h], b.corr_e[h])
+        } else {
+            (b.add_o[h], b.sh_o[h], b.corr_o[h])
+        };
+        let mut y = p.wrapping_add(add);
+        if self.away && p < -(1i64 << 30) {
+            y = y.wrapping_sub(corr);
+        }
+        let v = ((y as u64) >> sh) as u32 as i32;
+        v.wrapping_add(b.post[l]).clamp(self.min, self.max)
+    }
+}
+
+/// Layer-wide constants of the epilogue.
+#[derive(Clone, Copy)]
+struct Epi {
+    any_left: bool,
+    away: bool,
+    signed: bool,
+    lo: __m256i,
+    hi: __m256i,
+    /// `-2^30` in every 64-bit lane: `p < -2^30` selects the ties-away correction.
+    thr: __m256i,
+    /// Puts the four dwords holding 4 + 4 + 4 + 4 output bytes in order.
+    order: __m256i,
+}
+
+impl Epi {
+    #[target_feature(enable = "avx2")]
+    unsafe fn new(rq: &Wide8, signed: bool) -> Epi {
+        Epi {
+            any_left: rq.any_left,
+            away: rq.away,
+            signed,
+            lo: _mm256_set1_epi32(rq.min),
+            hi: _mm256_set1_epi32(rq.max),
+            thr: _mm256_set1_epi64x(-(1i64 << 30)),
+            order: _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn ld<E>(v: &E) -> __m256i {
+    _mm256_load_si256(v as *const E as *const __m256i)
+}
+
+/// The output stage of 8 channels ([`Wide8::apply`] lane by lane), clamped.
+#[inline(always)]
+unsafe fn requant8(acc: __m256i, b: &Block8, e: &Epi) -> __m256i {
+    let x = if e.any_left {
+        _mm256_sllv_epi32(acc, ld(&b.left))
+    } else {
+        acc
+    };
+    let pe = _mm256_mul_epi32(x, ld(&b.m));
+    let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), ld(&b.m_odd));
+    let mut ye = _mm256_add_epi64(pe, ld(&b.add_e));
+    let mut yo = _mm256_add_epi64(po, ld(&b.add_o));
+    if e.away {
+        let ke = _mm256_cmpgt_epi64(e.thr, pe);
+        let ko = _mm256_cmpgt_epi64(e.thr, po);
+        ye = _mm256_sub_epi64(ye, _mm256_and_si256(ke, ld(&b.corr_e)));
+        yo = _mm256_sub_epi64(yo, _mm256_and_si256(ko, ld(&b.corr_o)));
+    }
+    let ve = _mm256_srlv_epi64(ye, ld(&b.sh_e));
+    let vo = _mm256_srlv_epi64(yo, ld(&b.sh_o));
+    let v = _mm256_blend_epi32::<0b1010_1010>(ve, _mm256_slli_epi64::<32>(vo));
+    let v = _mm256_add_epi32(v, ld(&b.post));
+    _mm256_min_epi32(_mm256_max_epi32(v, e.lo), e.hi)
+}
+
+/// 16 clamped outputs (channels 0-7 in `v0`, 8-15 in `v1`) as 16 bytes in order. The
+/// values are within the 8-bit type already, so the packs only narrow.
+#[inline(always)]
+unsafe fn to_bytes(v0: __m256i, v1: __m256i, e: &Epi) -> __m128i {
+    let w = _mm256_packs_epi32(v0, v1);
+    let b = if e.signed {
+        _mm256_packs_epi16(w, w)
+    } else {
+        _mm256_packus_epi16(w, w)
+    };
+    _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(b, e.order))
+}
+
+/// Stores the first `valid` (capped at 16) bytes of `v` at `p`.
+#[inline(always)]
+unsafe fn store16(p: *mut u8, v: __m128i, valid: usize) {
+    if valid >= 16 {
+        _mm_storeu_si128(p as *mut __m128i, v);
+    } else {
+        let mut tmp = [0u8; 16];
+        _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, v);
+        std::ptr::copy_nonoverlapping(tmp.as_ptr(), p, valid);
+    }
+}
+
+/// `y[r, c] = stage(bias[c] + Σ_k A[r, k] · W[c, k])` for every row of `ind` and
+/// channel `c < w.n`; row `r` of A is the concatenation of `ind.taps` runs of
+/// `w.k_pad() / taps` i16 values at element offsets `offs[r * taps + t]` of `x`. Rows
+/// of `y` are `ldy` bytes apart; `signed` says whether the output bytes are i8.
+#[allow(clippy::too_many_arguments)]
+pub fn igemm(
+    isa: Isa,
+    x: &[i16],
+    ind: &Indirection,
+    w: &PackedPairs,
+    rq: &Wide8,
+    signed: bool,
+    y: &mut [u8],
+    ldy: usize,
+) {
+    assert!(isa.is_avx2(), "the AVX2 GEMM needs AVX2");
+    let rows = ind.rows;
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        ind.taps > 0 && w.k2.is_multiple_of(ind.taps),
+        "taps must split K"
+    );
+    let kp = w.k2 / ind.taps;
+    assert!(ind.max_off + kp * 2 <= x.len(), "A out of bounds");
+    assert!(rq.channels() == w.n && rq.blocks.len() >= w.nblk * 2);
+    assert!(w.data.len() == w.nblk * w.k2 * PAIR_ROW && w.bias.len() == w.nblk * NR);
+    assert!(
+        ldy >= w.n && y.len() >= (rows - 1) * ldy + w.n,
+        "y too short"
+    );
+    let g = Gemm {
+        x: x.as_ptr(),
+        offs: ind.offs.as_ptr(),
+        rows,
+        taps: ind.taps,
+        kp,
+        w: w.data.as_ptr(),
+        k2: w.k2,
+        nblk: w.nblk,
+        bias: w.bias.as_ptr(),
+        rq: rq.blocks.as_ptr(),
+        n: w.n,
+        y: y.as_mut_ptr(),
+        ldy,
+    };
+    // SAFETY: `Isa::Avx2` exists only when the CPU has AVX2; every pointer stays within
+    // the bounds asserted above (rows read `kp` pairs per tap at offsets <= max_off,
+    // weights `k2` pair rows per block, outputs `n` bytes per row).
+    unsafe { igemm_impl(&g, rq, signed) }
+}
+
+/// Raw operands of one GEMM call (checked by [`igemm`]).
+struct Gemm {
+    x: *const i16,
+    offs: *const u32,
+    rows: usize,
+    taps: usize,
+    /// Pairs per tap run.
+    kp: usize,
+    w: *const i8,
+    k2: usize,
+    nblk: usize,
+    bias: *const i32,
+    rq: *const Block8,
+    n: usize,
+    y: *mut u8,
+    ldy: usize,
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn igemm_impl(g: &Gemm, rq: &Wide8, signed: bool) {
+    let e = Epi::new(rq, signed);
+    // Few rows (fully-connected layers): one row against several blocks, so there are
+    // enough independent accumulator chains; otherwise 4 rows x 1 block (the weights
+    // of a block stay in L1 while the rows stream).
+    let small = g.rows <= 3;
+    let mut b0 = 0;
+    while b0 < g.nblk {
+        let left = g.nblk - b0;
+        if small && left >= 4 {
+            for r in 0..g.rows {
+                tile::<1, 4>(g, &e, r, 1, b0);
+            }
+            b0 += 4;
+        } else if small && left >= 2 {
+            for r in 0..g.rows {
+                tile::<1, 2>(g, &e, r, 1, b0);
+            }
+            b0 += 2;
+        } else {
+            let mut r = 0;
+            while r + 4 <= g.rows {
+                tile::<4, 1>(g, &e, r, 4, b0);
+                r += 4;
+            }
+            match g.rows - r {
+                0 => {}
+                1 => tile::<1, 1>(g, &e, r, 1, b0),
+                2 => tile::<2, 1>(g, &e, r, 2, b0),
+                rem => tile::<4, 1>(g, &e, r, rem, b0),
+            }
+            b0 += 1;
+        }
+    }
+}
+
+/// `R` rows (`valid` of them stored; the others recompute the last row) x `NB`
+/// blocks of 16 channels starting at block `b0` (all in one group).
+#[inline(always)]
+unsafe fn tile<const R: usize, const NB: usize>(
+    g: &Gemm,
+    e: &Epi,
+    r0: usize,
+    valid: usize,
+    b0: usize,
+) {
+    let zero = _mm256_setzero_si256();
+    let mut acc = [[[zero; 2]; NB]; R];
+    for j in 0..NB {
+        let bias = g.bias.add((b0 + j) * NR);
+        let lo = _mm256_loadu_si256(bias as *const __m256i);
+        let hi = _mm256_loadu_si256(bias.add(8) as *const __m256i);
+        for row in acc.iter_mut() {
+            row[j] = [lo, hi];
+        }
+    }
+    let (gi, j0) = (b0 / GROUP, b0 % GROUP);
+    debug_assert!(j0 + NB <= GROUP);
+    let ps = (g.nblk - gi * GROUP).min(GROUP) * PAIR_ROW;
+    let wbase = g.w.add(gi * GROUP * g.k2 * PAIR_ROW + j0 * PAIR_ROW);
+    let mut ap = [std::ptr::null::<i16>(); R];
+    let mut k = 0;
+    for t in 0..g.taps {
+        for (i, p) in ap.iter_mut().enumerate() {
+            let row = (r0 + i).min(g.rows - 1);
+            *p = g.x.add(*g.offs.add(row * g.taps + t) as usize);
+        }
+        let mut wq = wbase.add(k * ps);
+        for q in 0..g.kp {
+            let mut wv = [[zero; 2]; NB];
+            for (j, v) in wv.iter_mut().enumerate() {
+                let p = wq.add(j * PAIR_ROW);
+                v[0] = _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
+                v[1] = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(16) as *const __m128i));
+            }
+            for i in 0..R {
+                let a = _mm256_set1_epi32((ap[i].add(2 * q) as *const i32).read_unaligned());
+                for j in 0..NB {
+                    for h in 0..2 {
+                        acc[i][j][h] =
+                            _mm256_add_epi32(acc[i][j][h], _mm256_madd_epi16(a, wv[j][h]));
+                    }
+                }
+            }
+            wq = wq.add(ps);
+        }
+        k += g.kp;
+    }
+    for (i, row) in acc.iter().enumerate().take(valid) {
+        let yr = g.y.add((r0 + i) * g.ldy);
+        for (j, a) in row.iter().enumerate() {
+            let blk = b0 + j;
+            let v0 = requant8(a[0], &*g.rq.add(2 * blk), e);
+            let v1 = requant8(a[1], &*g.rq.add(2 * blk + 1), e);
+            store16(yr.add(blk * NR), to_bytes(v0, v1, e), g.n - blk * NR);
+        }
+    }
+}
+
+/// TFLite ADD / SUB / MUL of two 8-bit tensors of the same shape: the arithmetic of
+/// [`BinaryWide`] (see there) with every rescale in the 256-bit form of [`requant8`],
+/// 16 elements per step.
+#[derive(Debug, Clone)]
+pub struct Binary8 {
+    za: i32,
+    zb: i32,
+    /// `Some((s1, s2, sub))` for add/sub, `None` for mul.
+    addsub: Option<(Wide8, Wide8, bool)>,
+    so: Wide8,
+    left_shift: u32,
+    exact: [Option<u32>; 2],
+}
+
+impl Binary8 {
+    /// `op`'s stages are per tensor (one channel repeated over a block).
+    pub fn new(op: &BinaryWide) -> Binary8 {
+        Binary8 {
+            za: op.za,
+            zb: op.zb,
+            addsub: op
+                .addsub
+                .as_ref()
+                .map(|(s1, s2, sub)| (Wide8::from_wide(s1), Wide8::from_wide(s2), *sub)),
+            so: Wide8::from_wide(&op.so),
+            left_shift: op.left_shift,
+            exact: op.exact,
+        }
+    }
+}
+
+/// `y = op(a, b)` elementwise; `signed` says whether the bytes are i8 (else u8).
+pub fn binary(isa: Isa, op: &Binary8, signed: bool, a: &[u8], b: &[u8], y: &mut [u8]) {
+    assert!(isa.is_avx2(), "needs AVX2");
+    assert!(a.len() == y.len() && b.len() == y.len(), "same shapes");
+    let stages = op.addsub.iter().flat_map(|(s1, s2, _)| [s1, s2]);
+    for w in stages.chain([&op.so]) {
+        assert!(!w.blocks.is_empty(), "one block of constants");
+    }
+    let n = y.len();
+    let main = n / 16 * 16;
+    // SAFETY: AVX2 proven by `isa`; the kernel reads and writes 16 bytes at offsets
+    // below `main`, and the tail goes through 16-byte copies.
+    unsafe {
+        binary_impl(op, signed, a.as_ptr(), b.as_ptr(), y.as_mut_ptr(), main);
+        if main < n {
+            let (mut ta, mut tb, mut ty) = ([0u8; 16], [0u8; 16], [0u8; 16]);
+            ta[..n - main].copy_from_slice(&a[main..]);
+            tb[..n - main].copy_from_slice(&b[main..]);
+            binary_impl(op, signed, ta.as_ptr(), tb.as_ptr(), ty.as_mut_ptr(), 16);
+            y[main..].copy_from_slice(&ty[..n - main]);
+        }
+    }
+}
+
+/// Eight 8-bit values at `p` widened to i32 lanes.
+#[inline(always)]
+unsafe fn load8(p: *const u8, signed: bool) -> __m256i {
+    let v = _mm_loadl_epi64(p as *const __m128i);
+    if signed {
+        _mm256_cvtepi8_epi32(v)
+    } else {
+        _mm256_cvtepu8_epi32(v)
+    }
+}
+
+/// An add/sub input rescale: the exact shift when there is one, else the stage.
+#[inline(always)]
+unsafe fn rescale(x: __m256i, exact: Option<u32>, b: &Block8, e: &Epi) -> __m256i {
+    match exact {
+        Some(s) => _mm256_sra_epi32(x, _mm_cvtsi32_si128(s as i32)),
+        None => requant8(x, b, e),
+    }
+}
+
+/// The first `n` (a multiple of 16) elements. (Helpers are functions, not closures:
+/// closures do not inherit `target_feature` and would not be inlined here.)
+#[target_feature(enable = "avx2")]
+unsafe fn binary_impl(
+    op: &Binary8,
+    signed: bool,
+    a: *const u8,
+    b: *const u8,
+    y: *mut u8,
+    n: usize,
+) {
+    let (za, zb) = (_mm256_set1_epi32(op.za), _mm256_set1_epi32(op.zb));
+    let eo = Epi::new(&op.so, signed);
+    let bo = &op.so.blocks[0];
+    let mut i = 0;
+    match &op.addsub {
+        Some((s1, s2, sub)) => {
+            let (e1, e2) = (Epi::new(s1, signed), Epi::new(s2, signed));
+            let (b1, b2) = (&s1.blocks[0], &s2.blocks[0]);
+            let sh = _mm_cvtsi32_si128(op.left_shift as i32);
+            while i < n {
+                let mut v = [_mm256_setzero_si256(); 2];
+                for (h, v) in v.iter_mut().enumerate() {
+                    let j = i + 8 * h;
+                    let x1 = _mm256_sll_epi32(_mm256_sub_epi32(load8(a.add(j), signed), za), sh);
+                    let x2 = _mm256_sll_epi32(_mm256_sub_epi32(load8(b.add(j), signed), zb), sh);
+                    let r1 = rescale(x1, op.exact[0], b1, &e1);
+                    let r2 = rescale(x2, op.exact[1], b2, &e2);
+                    let raw = if *sub {
+                        _mm256_sub_epi32(r1, r2)
+                    } else {
+                        _mm256_add_epi32(r1, r2)
+                    };
+                    *v = requant8(raw, bo, &eo);
+                }
+                _mm_storeu_si128(y.add(i) as *mut __m128i, to_bytes(v[0], v[1], &eo));
+                i += 16;
+            }
+        }
+        None => {
+            while i < n {
+                let mut v = [_mm256_setzero_si256(); 2];
+                for (h, v) in v.iter_mut().enumerate() {
+                    let j = i + 8 * h;
+                    let p = _mm256_mullo_epi32(
+                        _mm256_sub_epi32(load8(a.add(j), signed), za),
+                        _mm256_sub_epi32(load8(b.add(j), signed), zb),
+                    );
+                    *v = requant8(p, bo, &eo);
+                }
+                _mm_storeu_si128(y.add(i) as *mut __m128i, to_bytes(v[0], v[1], &eo));
+                i += 16;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::quantized::common::Rounding;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn random_stage(r: &mut StdRng, n: usize, rounding: Rounding) -> OutputStage {
+        let multiplier = (0..n)
+            .map(|_| match r.gen_range(0..10) {
+                0 => i32::MAX,
+                1 => 1 << 30,
+                _ => r.gen_range(1 << 30..i32::MAX),
+            })
+            .collect();
+        let shift = (0..n)
+            .map(|_| match r.gen_range(0..10) {
+                0 => r.gen_range(-40..40),
+                _ => r.gen_range(-14..3),
+            })
+            .collect();
+        let (lo, hi) = if r.gen_bool(0.5) {
+            (-128, 127)
+        } else {
+            (0, 255)
+        };
+        OutputStage {
+            multiplier,
+            shift,
+            out_zp: r.gen_range(lo..=hi),
+            min: lo + r.gen_range(0..20),
+            max: hi - r.gen_range(0..20),
+            rounding,
+        }
+    }
+
+    fn random_acc(r: &mut StdRng) -> i32 {
+        match r.gen_range(0..6) {
+            0 => i32::MIN,
+            1 => i32::MAX,
+            2 => r.gen(),
+            _ => r.gen_range(-100_000..100_000),
+        }
+    }
+
+    /// The biased 256-bit layout computes the reference output stage, scalar and
+    /// vectorized, including the extremes of i32 and of the shifts.
+    #[test]
+    fn requant8_matches_output_stage() {
+        let Some(isa) = Isa::avx2() else {
+            eprintln!("skipped: no AVX2");
+            return;
+        };
+        let _ = isa;
+        let mut r = StdRng::seed_from_u64(11);
+        for case in 0..2000 {
+            let n = r.gen_range(1..40);
+            let rounding = [Rounding::TiesAway, Rounding::TiesUp, Rounding::Single][case % 3];
+            let stage = random_stage(&mut r, n, rounding);
+            let w = Wide8::new(&stage).expect("no i32::MIN multiplier");
+            let signed = stage.min < 0;
+            for _ in 0..4 {
+                let acc: Vec<i32> = (0..w.blocks.len() * 8)
+                    .map(|_| random_acc(&mut r))
+                    .collect();
+                for (c, &a) in acc.iter().enumerate().take(n) {
+                    assert_eq!(w.apply(a, c), stage.apply(a, c), "{stage:?} acc {a} c {c}");
+                }
+                // SAFETY: AVX2 checked above; loads of whole blocks.
+                let got: Vec<i32> = unsafe {
+                    let e = Epi::new(&w, signed);
+                    let mut out = vec![0i32; acc.len()];
+                    for (b, blk) in w.blocks.iter().enumerate() {
+                        let v = requant8(
+                            _mm256_loadu_si256(acc.as_ptr().add(b * 8) as *const __m256i),
+                            blk,
+                            &e,
+                        );
+                        _mm256_storeu_si256(out.as_mut_ptr().add(b * 8) as *mut __m256i, v);
+                    }
+                    out
+                };
+                for c in 0..n {
+                    assert_eq!(
+                        got[c],
+                        stage.apply(acc[c], c),
+                        "{stage:?} acc {} c {c}",
+                        acc[c]
+                    );
+                }
+            }
+        }
+    }
+}
