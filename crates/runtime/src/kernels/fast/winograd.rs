@@ -45,13 +45,16 @@
 //!   L1/L2.
 //! - Input transform: adds and subtracts only, 16 channels at a time.
 //! - 16 GEMMs (one per position ξ of the 4x4 tile): `M_ξ = V_ξ · U_ξ`, with `U_ξ`
-//!   packed once like any GEMM weight ([`PackedW`]: channel pairs adjacent for
-//!   `vpmaddwd`).
+//!   packed once as `[ξ][block of 16 m][c/2][16][2]` (channel pairs adjacent, as in
+//!   [`super::gemm::PackedW`]): a broadcast input-channel pair times one 32-byte load
+//!   is a `vpmaddwd` for 8 output channels. The AVX2 micro-kernel computes 6 tiles x
+//!   16 output channels (12 accumulators) per step; no bias (it comes after the
+//!   output transform).
 //! - Output transform `Aᵀ M A`, `bias + (· >> 2)`, then the output stage per pixel;
 //!   partial tiles (odd output sizes) are computed whole and only their valid pixels
 //!   stored.
 
-use super::gemm::{gemm, PackedW, NR};
+use super::gemm::NR;
 use super::requant::Requant;
 use super::Isa;
 use crate::kernels::quantized::common::{OutputStage, QInt};
@@ -77,8 +80,12 @@ pub struct Winograd {
     cq: usize,
     /// `m` rounded up to [`NR`]: channel stride of `M` (the GEMM's output).
     mp: usize,
-    /// `U_ξ` for ξ = 0..16, each `[m, c]` packed.
-    u: Vec<PackedW>,
+    /// `U_ξ` for ξ = 0..16, `[ξ][m block][c2][NR][2]`.
+    u: Vec<i16>,
+    /// Input-channel pairs (`c` rounded up to even, halved).
+    c2: usize,
+    /// Blocks of [`NR`] output channels.
+    nblk: usize,
     /// Bias padded to `mp`.
     bias: Vec<i32>,
     requant: Requant,
@@ -119,9 +126,9 @@ impl Winograd {
         if 36 * c as i64 * 255 * max_g >= 1i64 << 31 {
             return None;
         }
-        let mut u = Vec::with_capacity(XI);
-        let mut uxi = vec![0i16; m * c];
-        let zero = vec![0i32; m];
+        let (c2, nblk) = (c.div_ceil(2), m.div_ceil(NR));
+        let xi_len = nblk * c2 * NR * 2;
+        let mut u = vec![0i16; XI * xi_len];
         for a in 0..4 {
             for b in 0..4 {
                 for o in 0..m {
@@ -134,10 +141,14 @@ impl Winograd {
                             }
                         }
                         // |U| <= 9·max|g|: i16 unless the weights are far beyond 8 bits.
-                        uxi[o * c + ci] = i16::try_from(s).ok()?;
+                        let at = (a * 4 + b) * xi_len
+                            + (o / NR) * c2 * NR * 2
+                            + (ci / 2) * NR * 2
+                            + (o % NR) * 2
+                            + ci % 2;
+                        u[at] = i16::try_from(s).ok()?;
                     }
                 }
-                u.push(PackedW::new(&uxi, m, c, &zero));
             }
         }
         let mp = m.next_multiple_of(NR);
@@ -149,6 +160,8 @@ impl Winograd {
             cq: c.next_multiple_of(CV),
             mp,
             u,
+            c2,
+            nblk,
             bias: bp,
             requant: Requant::new(stage),
             xp: Vec::new(),
@@ -205,17 +218,18 @@ impl Winograd {
                 let rows = band_rows.min(th - ty0);
                 let nt = rows * tw;
                 input_transform(isa, img, wp, cq, ty0, rows, tw, band_tiles, &mut self.v);
-                for (xi, u) in self.u.iter().enumerate() {
-                    gemm(
-                        isa,
-                        &self.v[xi * band_tiles * cq..],
-                        cq,
-                        nt,
-                        u,
-                        &mut self.mb[xi * band_tiles * mp..],
-                        mp,
-                    );
-                }
+                products(
+                    isa,
+                    &self.v,
+                    cq,
+                    band_tiles,
+                    nt,
+                    &self.u,
+                    self.c2,
+                    self.nblk,
+                    &mut self.mb,
+                    mp,
+                );
                 for t in 0..nt {
                     let (ty, tx) = (ty0 + t / tw, t % tw);
                     output_transform(
@@ -276,6 +290,52 @@ impl Winograd {
                 let src = &x[((n * h + iy) * w) * c..][..ix_end * c];
                 let dst = &mut self.xp[((n * hp + py) * wp + pl) * cq..][..ix_end * cq];
                 offset_row(isa, src, c, zp, dst, cq);
+            }
+        }
+    }
+}
+
+/// `M_ξ[tile] = V_ξ[tile] · U_ξ` for the first `nt` tiles of the band, all ξ.
+#[allow(clippy::too_many_arguments)]
+fn products(
+    isa: Isa,
+    v: &[i16],
+    cq: usize,
+    band: usize,
+    nt: usize,
+    u: &[i16],
+    c2: usize,
+    nblk: usize,
+    mb: &mut [i32],
+    mp: usize,
+) {
+    assert!(2 * c2 <= cq && nblk * NR == mp && nt <= band);
+    assert!(v.len() >= XI * band * cq && mb.len() >= XI * band * mp);
+    assert_eq!(u.len(), XI * nblk * c2 * NR * 2);
+    #[cfg(target_arch = "x86_64")]
+    if isa.is_avx2() {
+        // SAFETY: `Isa::Avx2` exists only when the CPU has AVX2; bounds asserted
+        // above.
+        unsafe { avx2::products(&v, cq, band, nt, &u, c2, nblk, mb, mp) };
+        return;
+    }
+    let _ = isa;
+    let blk_len = c2 * NR * 2;
+    for xi in 0..XI {
+        for blk in 0..nblk {
+            let wb = &u[(xi * nblk + blk) * blk_len..][..blk_len];
+            for t in 0..nt {
+                let a = &v[(xi * band + t) * cq..][..2 * c2];
+                let mut acc = [0i32; NR];
+                for (ap, wp) in a.chunks_exact(2).zip(wb.chunks_exact(NR * 2)) {
+                    let (a0, a1) = (ap[0] as i32, ap[1] as i32);
+                    for (s, wj) in acc.iter_mut().zip(wp.chunks_exact(2)) {
+                        *s = s
+                            .wrapping_add(a0 * wj[0] as i32)
+                            .wrapping_add(a1 * wj[1] as i32);
+                    }
+                }
+                mb[(xi * band + t) * mp + blk * NR..][..NR].copy_from_slice(&acc);
             }
         }
     }
@@ -438,8 +498,78 @@ fn output_transform(isa: Isa, m: &[i32], stride: usize, mp: usize, bias: &[i32],
 /// bodies, whole registers at a time (16 channels of i16 in, 8 channels of i32 out).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{CV, XI};
+    use super::{CV, NR, XI};
     use std::arch::x86_64::*;
+
+    /// Tiles per micro-kernel step (12 accumulators, 2 weight registers, 1 broadcast).
+    const MR: usize = 6;
+
+    /// # Safety
+    /// AVX2; the bounds asserted by [`super::products`].
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn products(
+        v: &[i16],
+        cq: usize,
+        band: usize,
+        nt: usize,
+        u: &[i16],
+        c2: usize,
+        nblk: usize,
+        mb: &mut [i32],
+        mp: usize,
+    ) {
+        let blk_len = c2 * NR * 2;
+        for xi in 0..XI {
+            for blk in 0..nblk {
+                let wb = u.as_ptr().add((xi * nblk + blk) * blk_len);
+                let a = v.as_ptr().add(xi * band * cq);
+                let c = mb.as_mut_ptr().add(xi * band * mp + blk * NR);
+                let mut t = 0;
+                while t + MR <= nt {
+                    tile::<MR>(a.add(t * cq), cq, c2, wb, c.add(t * mp), mp);
+                    t += MR;
+                }
+                let (a, c) = (a.add(t * cq), c.add(t * mp));
+                match nt - t {
+                    0 => {}
+                    1 => tile::<1>(a, cq, c2, wb, c, mp),
+                    2 => tile::<2>(a, cq, c2, wb, c, mp),
+                    3 => tile::<3>(a, cq, c2, wb, c, mp),
+                    4 => tile::<4>(a, cq, c2, wb, c, mp),
+                    _ => tile::<5>(a, cq, c2, wb, c, mp),
+                }
+            }
+        }
+    }
+
+    /// R tiles x 16 output channels, accumulators in registers.
+    #[inline(always)]
+    unsafe fn tile<const R: usize>(
+        a: *const i16,
+        lda: usize,
+        c2: usize,
+        wb: *const i16,
+        c: *mut i32,
+        ldc: usize,
+    ) {
+        let mut acc0 = [_mm256_setzero_si256(); R];
+        let mut acc1 = [_mm256_setzero_si256(); R];
+        for p in 0..c2 {
+            let w0 = _mm256_loadu_si256(wb.add(p * NR * 2) as *const __m256i);
+            let w1 = _mm256_loadu_si256(wb.add(p * NR * 2 + 16) as *const __m256i);
+            for i in 0..R {
+                let pair = (a.add(i * lda + 2 * p) as *const i32).read_unaligned();
+                let av = _mm256_set1_epi32(pair);
+                acc0[i] = _mm256_add_epi32(acc0[i], _mm256_madd_epi16(av, w0));
+                acc1[i] = _mm256_add_epi32(acc1[i], _mm256_madd_epi16(av, w1));
+            }
+        }
+        for i in 0..R {
+            _mm256_storeu_si256(c.add(i * ldc) as *mut __m256i, acc0[i]);
+            _mm256_storeu_si256(c.add(i * ldc + 8) as *mut __m256i, acc1[i]);
+        }
+    }
 
     /// # Safety
     /// AVX2; the bounds asserted by [`super::input_transform`].
