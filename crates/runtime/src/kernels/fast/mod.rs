@@ -40,6 +40,7 @@ pub mod requant;
 pub mod softmax;
 #[cfg(test)]
 mod tests;
+pub mod winograd;
 
 use super::quantized::common::{is_qint, QInt};
 use super::NodeCtx;
