@@ -265,6 +265,46 @@ unsafe fn store16(p: *mut u8, v: __m128i, valid: usize) {
     }
 }
 
+/// An output stage ready to run on 16 channels at a time, for kernels of other
+/// modules that produce their i32 accumulators in AVX2 registers.
+pub(crate) struct Stage<'a> {
+    rq: &'a Wide8,
+    e: Epi,
+}
+
+impl<'a> Stage<'a> {
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn new(rq: &'a Wide8, signed: bool) -> Stage<'a> {
+        Stage {
+            rq,
+            e: Epi::new(rq, signed),
+        }
+    }
+
+    /// Requantizes channels `16 * blk ..` (accumulators `a0`: the first 8, `a1`: the
+    /// next 8) and stores the first `valid` (capped at 16) bytes at `dst`.
+    ///
+    /// # Safety
+    /// AVX2; `blk` is a block of the stage; `dst` has room for `min(valid, 16)` bytes.
+    #[inline(always)]
+    pub(crate) unsafe fn store16(
+        &self,
+        blk: usize,
+        a0: __m256i,
+        a1: __m256i,
+        dst: *mut u8,
+        valid: usize,
+    ) {
+        debug_assert!(2 * blk + 1 < self.rq.blocks.len());
+        let b = self.rq.blocks.as_ptr().add(2 * blk);
+        let v0 = requant8(a0, &*b, &self.e);
+        let v1 = requant8(a1, &*b.add(1), &self.e);
+        store16(dst, to_bytes(v0, v1, &self.e), valid);
+    }
+}
+
 /// `y[r, c] = stage(bias[c] + Σ_k A[r, k] · W[c, k])` for every row of `ind` and
 /// channel `c < w.n`; row `r` of A is the concatenation of `ind.taps` runs of
 /// `w.k_pad() / taps` i16 values at element offsets `offs[r * taps + t]` of `x`. Rows

@@ -18,6 +18,7 @@ use super::avx512::{
 use super::bytes_mut;
 use super::gemm::{gemm, gemm_u8, PackedW, PackedW8};
 use super::requant::{Requant, Wide};
+use super::winograd::Winograd;
 use super::{out_buffer, weight_dtype_ok, Isa, Prepared};
 use crate::error::Result;
 use crate::kernels::quantized::common::{
@@ -56,6 +57,9 @@ enum ConvImpl {
     /// weights fit in i8 and the stage has the one-step form.
     #[cfg(target_arch = "x86_64")]
     IGemm2(PackedPairs, Wide8, PadLayout),
+    /// Integer Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions on `vpmaddwd`
+    /// ([`super::winograd`]): 2.25x fewer multiplies than the GEMM, bit-exact.
+    Winograd(Box<Winograd>),
     /// AVX-512 depthwise (channel multiplier 1) with the output stage fused.
     #[cfg(target_arch = "x86_64")]
     DepthwiseWide(DepthwiseWide),
@@ -136,6 +140,36 @@ fn igemm_parts<T: QInt>(
         packed8_any::<T>(w, n, k, bias, zp)?.group8(),
         Wide::new(stage)?,
     ))
+}
+
+/// The Winograd kernel of a 3x3, stride-1, dilation-1 convolution when the best
+/// instruction set is AVX2 without AVX-512 (whose VNNI GEMM does 4x more multiplies
+/// per instruction than `vpmaddwd`, more than Winograd saves) and the exactness bound
+/// holds. The zero point must be a value of `T` (`|x - zp| <= 255`).
+#[allow(clippy::too_many_arguments)]
+fn winograd<T: QInt>(
+    isa: Isa,
+    wo: &[i16],
+    m: usize,
+    wshape: &[usize],
+    a: &ConvAttrs,
+    bias: &[i32],
+    zp: i32,
+    stage: &OutputStage,
+) -> Option<Winograd> {
+    let ones = |v: &[usize]| v.iter().all(|&s| s == 1);
+    let fits = isa.is_avx2()
+        && !isa.is_avx512()
+        && std::mem::size_of::<T>() == 1
+        && (T::MIN..=T::MAX).contains(&zp)
+        && matches!(*wshape, [_, 3, 3, _])
+        && a.group <= 1
+        && ones(&a.strides)
+        && ones(&a.dilations);
+    if !fits {
+        return None;
+    }
+    Winograd::new(isa, wo, m, wshape[3], bias, stage)
 }
 
 /// The implicit GEMM of a (non-grouped) convolution on AVX-512 (u8 quads) or AVX2
@@ -428,6 +462,8 @@ impl<T: QInt> ConvKernel<T> {
                 }
             }
             ConvImpl::Depthwise { wt, bias }
+        } else if let Some(wg) = winograd::<T>(isa, &wo, m, &w.shape, a, &bias, xq.zp, &stage) {
+            ConvImpl::Winograd(Box::new(wg))
         } else if let Some(imp) = igemm_conv::<T>(isa, &wo, m, &w.shape, a, &bias, xq.zp, &stage) {
             imp
         } else {
@@ -524,8 +560,21 @@ impl<T: QInt> Prepared for ConvKernel<T> {
         let (shape4, shape3) = ([g.n, g.h.output, g.w.output, m], [g.n, g.w.output, m]);
         let shape: &[usize] = if x.shape.len() == 4 { &shape4 } else { &shape3 };
         let pixels = g.out_pixels();
-        let y = out_buffer::<T>(out, shape, pixels * m);
         let isa = self.isa;
+        if let ConvImpl::Winograd(wg) = &mut self.imp {
+            if !Winograd::applies(&g) {
+                return self.reference(ctx, inputs, out);
+            }
+            wg.run(
+                isa,
+                &g,
+                xs,
+                self.xq.zp,
+                out_buffer::<T>(out, shape, pixels * m),
+            );
+            return Ok(());
+        }
+        let y = out_buffer::<T>(out, shape, pixels * m);
         match &self.imp {
             ConvImpl::Gemm(pw) => {
                 let lda = pw.k_pad();
@@ -589,6 +638,7 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                 geo.fill(isa, &g, xs, self.xq.zp, &mut self.xw);
                 depthwise512(isa, geo, &self.xw, dw, bytes_mut(y));
             }
+            ConvImpl::Winograd(_) => unreachable!("handled above"),
             ConvImpl::Depthwise { wt, bias } => {
                 self.a.resize(xs.len(), 0);
                 offset(isa, xs, self.xq.zp, &mut self.a);

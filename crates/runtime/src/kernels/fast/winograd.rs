@@ -91,6 +91,10 @@ pub struct Winograd {
     /// Bias padded to `mp`.
     bias: Vec<i32>,
     requant: Requant,
+    /// The output stage in the 256-bit one-step form: with AVX2 it is fused into the
+    /// output transform (no i32 round trip through memory).
+    #[cfg(target_arch = "x86_64")]
+    wide8: Option<super::avx2::Wide8>,
     /// Zero-point-subtracted, padded input `[n, hp, wp, cq]`.
     xp: Vec<i16>,
     /// Geometry `xp` was laid out for: (n, h, w, pad top, pad left, hp, wp).
@@ -164,6 +168,8 @@ impl Winograd {
             nblk,
             bias: bp,
             requant: Requant::new(stage),
+            #[cfg(target_arch = "x86_64")]
+            wide8: super::avx2::Wide8::new(stage),
             xp: Vec::new(),
             xp_key: None,
             v: Vec::new(),
@@ -231,6 +237,40 @@ impl Winograd {
                     &mut self.mb,
                     mp,
                 );
+                #[cfg(target_arch = "x86_64")]
+                if let (Some(w8), true) = (&self.wide8, isa.is_avx2()) {
+                    let signed = T::MIN < 0;
+                    let yb = super::bytes_mut(yimg);
+                    for t in 0..nt {
+                        let (ty, tx) = (ty0 + t / tw, t % tw);
+                        // Output rows of the tile's 4 pixels (null: outside the image).
+                        let ys: [*mut u8; 4] = std::array::from_fn(|p| {
+                            let (oy, ox) = (2 * ty + p / 2, 2 * tx + p % 2);
+                            if oy < oh && ox < ow {
+                                yb[(oy * ow + ox) * g.m..].as_mut_ptr()
+                            } else {
+                                std::ptr::null_mut()
+                            }
+                        });
+                        // SAFETY: AVX2 checked; `mb` holds the band's 16 products of
+                        // tile `t` (`mp` channels each, `band_tiles * mp` apart), the
+                        // bias and stage have `mp` channels, and each non-null row has
+                        // `g.m` bytes.
+                        unsafe {
+                            avx2::output_fused(
+                                &self.mb[t * mp..],
+                                band_tiles * mp,
+                                mp,
+                                &self.bias,
+                                w8,
+                                signed,
+                                ys,
+                                g.m,
+                            )
+                        };
+                    }
+                    continue;
+                }
                 for t in 0..nt {
                     let (ty, tx) = (ty0 + t / tw, t % tw);
                     output_transform(
@@ -500,6 +540,7 @@ fn output_transform(isa: Isa, m: &[i32], stride: usize, mp: usize, bias: &[i32],
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{CV, NR, XI};
+    use crate::kernels::fast::avx2::{Stage, Wide8};
     use std::arch::x86_64::*;
 
     /// Tiles per micro-kernel step (12 accumulators, 2 weight registers, 1 broadcast).
@@ -617,6 +658,69 @@ mod avx2 {
                 }
             }
         }
+    }
+
+    /// The output transform of one tile ([`transform8`]) with the output stage fused:
+    /// writes the tile's pixels `p` whose row `ys[p]` is not null (`mreal` bytes
+    /// each).
+    ///
+    /// # Safety
+    /// AVX2; `m` holds the 16 products (`stride` apart, `mp` channels each) of the
+    /// tile, and every non-null `ys[p]` has room for `mreal` bytes.
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn output_fused(
+        m: &[i32],
+        stride: usize,
+        mp: usize,
+        bias: &[i32],
+        rq: &Wide8,
+        signed: bool,
+        ys: [*mut u8; 4],
+        mreal: usize,
+    ) {
+        assert!(mp.is_multiple_of(NR) && bias.len() >= mp && rq.channels() == mreal);
+        assert!(m.len() >= (XI - 1) * stride + mp);
+        let st = Stage::new(rq, signed);
+        for c0 in (0..mp).step_by(NR) {
+            // Pixel p of the tile, channels c0.. (h = 0) and c0 + 8.. (h = 1).
+            let mut out = [[_mm256_setzero_si256(); 2]; 4];
+            for h in 0..2 {
+                let [y00, y01, y10, y11] = transform8(m, stride, bias, c0 + 8 * h);
+                for (o, y) in out.iter_mut().zip([y00, y01, y10, y11]) {
+                    o[h] = y;
+                }
+            }
+            for (p, o) in out.iter().enumerate() {
+                if !ys[p].is_null() {
+                    st.store16(c0 / NR, o[0], o[1], ys[p].add(c0), mreal - c0);
+                }
+            }
+        }
+    }
+
+    /// `bias + (Aᵀ M A >> 2)` for channels `c0 .. c0 + 8` of one tile: the 4 pixels
+    /// (row-major) of its 2x2 output.
+    #[inline(always)]
+    unsafe fn transform8(m: &[i32], stride: usize, bias: &[i32], c0: usize) -> [__m256i; 4] {
+        let p = m.as_ptr().add(c0);
+        let ld = |xi: usize| _mm256_loadu_si256(p.add(xi * stride) as *const __m256i);
+        let mut r = [[_mm256_setzero_si256(); 4]; 2];
+        for j in 0..4 {
+            let (m0, m1, m2, m3) = (ld(j), ld(4 + j), ld(8 + j), ld(12 + j));
+            r[0][j] = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
+            r[1][j] = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
+        }
+        let b = _mm256_loadu_si256(bias.as_ptr().add(c0) as *const __m256i);
+        let mut y = [_mm256_setzero_si256(); 4];
+        for (i, [a0, a1, a2, a3]) in r.into_iter().enumerate() {
+            let y0 = _mm256_add_epi32(_mm256_add_epi32(a0, a1), a2);
+            let y1 = _mm256_sub_epi32(_mm256_sub_epi32(a1, a2), a3);
+            // 4y is exact (module doc): the shift divides exactly.
+            y[2 * i] = _mm256_add_epi32(b, _mm256_srai_epi32::<2>(y0));
+            y[2 * i + 1] = _mm256_add_epi32(b, _mm256_srai_epi32::<2>(y1));
+        }
+        y
     }
 
     /// # Safety
