@@ -20,7 +20,7 @@
 //! and the bias's image `2^(63 - sh)` is subtracted from the low 32 bits (folded into
 //! the per-channel `post` addend together with the output zero point).
 
-use super::avx512::{BinaryWide, Indirection};
+use super::avx512::{BinaryWide, DwGeom, Indirection};
 use super::gemm::NR;
 use super::requant::Wide;
 use super::Isa;
@@ -472,6 +472,149 @@ unsafe fn tile<const R: usize, const NB: usize>(
             let v0 = requant8(a[0], &*g.rq.add(2 * blk), e);
             let v1 = requant8(a[1], &*g.rq.add(2 * blk + 1), e);
             store16(yr.add(blk * NR), to_bytes(v0, v1, e), g.n - blk * NR);
+        }
+    }
+}
+
+/// Depthwise convolution (channel multiplier 1) with the output stage fused.
+///
+/// The input, minus its zero point, is an i16 buffer padded in space (borders 0, so
+/// every tap is in bounds) and in channels (whole 16-channel blocks) ([`DwGeom`]).
+/// Two taps share one `vpmaddwd`: the 16 channels of tap `t0` and of tap `t1`
+/// interleaved by `vpunpcklwd`/`vpunpckhwd` are pairs `(x_t0, x_t1)` per channel, and
+/// the weights are stored interleaved the same way, so an instruction does 16 MACs
+/// (an odd last tap pairs with itself and a zero weight). The unpacks work within
+/// 128-bit lanes, so the accumulators hold channels `0-3, 8-11` (`lo`) and `4-7,
+/// 12-15` (`hi`); the bias is stored in that order and two lane permutes restore
+/// channel order before the output stage. A step keeps [`DW_P`] output pixels of one
+/// block in registers and loads each tap pair's weights once for all of them.
+#[derive(Debug, Clone)]
+pub struct Depthwise2 {
+    pub c: usize,
+    nblk: usize,
+    taps: usize,
+    /// Per tap pair and block: 16 i16 for the `lo` accumulator, then 16 for `hi`.
+    w: Vec<i16>,
+    /// Per block: 8 i32 of `lo` then 8 of `hi`, in the accumulators' channel order.
+    bias: Vec<i32>,
+    rq: Wide8,
+}
+
+/// Output pixels per depthwise step.
+const DW_P: usize = 4;
+
+/// Channel (within a block of 16) of lane `l` of the `lo` (`hi = false`) or `hi`
+/// accumulator, and of i32 lane `l` of their `vpmaddwd` operands.
+fn dw_channel(hi: bool, l: usize) -> usize {
+    (l / 4) * 8 + usize::from(hi) * 4 + l % 4
+}
+
+impl Depthwise2 {
+    /// `wt` is `[taps, c]` (zero points subtracted), `bias` has `c` entries; `None`
+    /// when the stage has no one-step form.
+    pub fn new(
+        wt: &[i16],
+        taps: usize,
+        c: usize,
+        bias: &[i32],
+        stage: &OutputStage,
+    ) -> Option<Depthwise2> {
+        assert!(wt.len() == taps * c && bias.len() == c);
+        let rq = Wide8::new(stage)?;
+        let nblk = c.div_ceil(NR);
+        let pairs = taps.div_ceil(2);
+        let mut w = vec![0i16; pairs * nblk * 32];
+        let mut b = vec![0i32; nblk * 16];
+        for blk in 0..nblk {
+            for (h, hi) in [false, true].into_iter().enumerate() {
+                for l in 0..8 {
+                    let ch = blk * NR + dw_channel(hi, l);
+                    if ch >= c {
+                        continue;
+                    }
+                    b[blk * 16 + h * 8 + l] = bias[ch];
+                    for t in 0..taps {
+                        let at = ((t / 2) * nblk + blk) * 32 + h * 16 + 2 * l + t % 2;
+                        w[at] = wt[t * c + ch];
+                    }
+                }
+            }
+        }
+        Some(Depthwise2 {
+            c,
+            nblk,
+            taps,
+            w,
+            bias: b,
+            rq,
+        })
+    }
+
+    /// Channels of the padded input buffer.
+    pub fn cpad(&self) -> usize {
+        self.nblk * NR
+    }
+}
+
+/// `xp` is the padded input of `geo` ([`DwGeom::fill_i16`]); `y` the 8-bit output
+/// (NHWC, `dw.c` channels) as bytes, i8 when `signed`.
+pub fn depthwise(isa: Isa, geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bool, y: &mut [u8]) {
+    assert!(isa.is_avx2(), "needs AVX2");
+    assert_eq!(xp.len(), geo.len(), "padded input size");
+    assert_eq!(geo.cpad, dw.cpad(), "channel blocks");
+    assert_eq!(geo.toff.len(), dw.taps, "taps");
+    let pixels = geo.base.len();
+    assert_eq!(y.len(), pixels * dw.c, "output size");
+    if pixels == 0 || dw.taps == 0 {
+        return;
+    }
+    let reach = geo.base.iter().max().copied().unwrap_or(0)
+        + geo.toff.iter().max().copied().unwrap_or(0)
+        + geo.cpad;
+    assert!(reach <= xp.len(), "windows inside the padded input");
+    // SAFETY: AVX2 proven by `isa`; every load is a whole block of a window inside the
+    // padded input (checked above); stores are limited to `c` channels per pixel.
+    unsafe { depthwise_impl(geo, xp, dw, signed, y) }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bool, y: &mut [u8]) {
+    let st = Stage::new(&dw.rq, signed);
+    let pixels = geo.base.len();
+    let pairs = dw.taps.div_ceil(2);
+    let c = dw.c;
+    for blk in 0..dw.nblk {
+        let bias_lo = _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16) as *const __m256i);
+        let bias_hi = _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16 + 8) as *const __m256i);
+        let x0 = xp.as_ptr().add(blk * NR);
+        let mut p0 = 0;
+        while p0 < pixels {
+            let xs: [*const i16; DW_P] =
+                std::array::from_fn(|i| x0.add(geo.base[(p0 + i).min(pixels - 1)]));
+            let mut acc = [[bias_lo, bias_hi]; DW_P];
+            for pr in 0..pairs {
+                let wp = dw.w.as_ptr().add((pr * dw.nblk + blk) * 32);
+                let wl = _mm256_loadu_si256(wp as *const __m256i);
+                let wh = _mm256_loadu_si256(wp.add(16) as *const __m256i);
+                let o0 = geo.toff[2 * pr];
+                let o1 = geo.toff[(2 * pr + 1).min(dw.taps - 1)];
+                for i in 0..DW_P {
+                    let a = _mm256_loadu_si256(xs[i].add(o0) as *const __m256i);
+                    let b = _mm256_loadu_si256(xs[i].add(o1) as *const __m256i);
+                    let lo = _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), wl);
+                    let hi = _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), wh);
+                    acc[i][0] = _mm256_add_epi32(acc[i][0], lo);
+                    acc[i][1] = _mm256_add_epi32(acc[i][1], hi);
+                }
+            }
+            for (i, [lo, hi]) in acc.into_iter().enumerate().take(pixels - p0) {
+                // Channel order: 0-3 | 4-7 and 8-11 | 12-15.
+                let a0 = _mm256_permute2x128_si256::<0x20>(lo, hi);
+                let a1 = _mm256_permute2x128_si256::<0x31>(lo, hi);
+                let dst = y.as_mut_ptr().add((p0 + i) * c + blk * NR);
+                st.store16(blk, a0, a1, dst, c - blk * NR);
+            }
+            p0 += DW_P;
         }
     }
 }

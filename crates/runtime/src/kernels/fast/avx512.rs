@@ -519,7 +519,7 @@ impl DepthwiseWide {
     }
 
     /// Channels of the padded input buffer.
-    fn cpad(&self) -> usize {
+    pub(crate) fn cpad(&self) -> usize {
         self.nblk * NR
     }
 }
@@ -536,24 +536,24 @@ pub fn padded_extent(a: &Axis) -> (usize, usize) {
     (a.pad_begin, (a.pad_begin + a.input).max(last + 1))
 }
 
-/// The padded input layout of one geometry ([`DepthwiseWide`]): where each output
-/// pixel's window starts and where each tap is relative to it, in i32 elements.
+/// The padded input layout of one geometry for a depthwise kernel ([`DepthwiseWide`],
+/// [`super::avx2::Depthwise2`]): where each output pixel's window starts and where
+/// each tap is relative to it, in elements of a buffer of `cpad` channels per pixel.
 #[derive(Debug, Clone)]
 pub struct DwGeom {
     hp: usize,
     wp: usize,
     pt: usize,
     pl: usize,
-    cpad: usize,
-    base: Vec<usize>,
-    toff: Vec<usize>,
+    pub(crate) cpad: usize,
+    pub(crate) base: Vec<usize>,
+    pub(crate) toff: Vec<usize>,
     len: usize,
 }
 
 impl DwGeom {
-    pub fn new(g: &ConvGeom, dw: &DepthwiseWide) -> DwGeom {
+    pub fn new(g: &ConvGeom, cpad: usize) -> DwGeom {
         let ((pt, hp), (pl, wp)) = (padded_extent(&g.h), padded_extent(&g.w));
-        let cpad = dw.cpad();
         let mut base = Vec::with_capacity(g.out_pixels());
         for n in 0..g.n {
             for oy in 0..g.h.output {
@@ -616,6 +616,28 @@ impl DwGeom {
         }
         // SAFETY: AVX-512 proven by `isa`.
         unsafe { body(self, g, x, zp, xp) }
+    }
+
+    /// Writes `x - zp` (NHWC, `g.c` channels) as i16 into the interior of `xp` (whose
+    /// padding is already 0), for the AVX2 depthwise kernel.
+    pub fn fill_i16<T: QInt>(&self, isa: Isa, g: &ConvGeom, x: &[T], zp: i32, xp: &mut [i16]) {
+        assert!(isa.is_avx2(), "needs AVX2");
+        assert_eq!(xp.len(), self.len);
+        let (h, w, c) = (g.h.input, g.w.input, g.c);
+        for n in 0..g.n {
+            for iy in 0..h {
+                let src = &x[(n * h + iy) * w * c..][..w * c];
+                let row = ((n * self.hp + iy + self.pt) * self.wp + self.pl) * self.cpad;
+                let dst = &mut xp[row..][..w * self.cpad];
+                if c == self.cpad {
+                    super::conv::offset(isa, src, zp, dst);
+                    continue;
+                }
+                for (s, o) in src.chunks_exact(c).zip(dst.chunks_exact_mut(self.cpad)) {
+                    super::conv::offset(isa, s, zp, &mut o[..c]);
+                }
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 //! error, so the fast path never changes what is accepted.
 
 #[cfg(target_arch = "x86_64")]
-use super::avx2::{self, PackedPairs, Wide8};
+use super::avx2::{self, Depthwise2, PackedPairs, Wide8};
 #[cfg(target_arch = "x86_64")]
 use super::avx512::{
     depthwise as depthwise512, igemm, padded_extent, DepthwiseWide, DwGeom, Indirection,
@@ -63,6 +63,9 @@ enum ConvImpl {
     /// AVX-512 depthwise (channel multiplier 1) with the output stage fused.
     #[cfg(target_arch = "x86_64")]
     DepthwiseWide(DepthwiseWide),
+    /// AVX2 depthwise (channel multiplier 1) with the output stage fused.
+    #[cfg(target_arch = "x86_64")]
+    Depthwise2(Depthwise2),
     /// Weights `[kh*kw, M]` (a tap's channels contiguous) and bias.
     Depthwise {
         wt: Vec<i16>,
@@ -461,6 +464,13 @@ impl<T: QInt> ConvKernel<T> {
                     ));
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            if isa.is_avx2() && !isa.is_avx512() && m == group {
+                if let Some(dw) = Depthwise2::new(&wt, taps, m, &bias, &stage) {
+                    let imp = ConvImpl::Depthwise2(dw);
+                    return Some(Self::build(a, w, isa, xq, imp, &stage, num));
+                }
+            }
             ConvImpl::Depthwise { wt, bias }
         } else if let Some(wg) = winograd::<T>(isa, &wo, m, &w.shape, a, &bias, xq.zp, &stage) {
             ConvImpl::Winograd(Box::new(wg))
@@ -546,10 +556,18 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                 }
                 #[cfg(target_arch = "x86_64")]
                 if let ConvImpl::DepthwiseWide(dw) = &self.imp {
-                    let geo = DwGeom::new(&g, dw);
+                    let geo = DwGeom::new(&g, dw.cpad());
                     // Zero padding written once; runs rewrite the interior only.
                     self.xw.clear();
                     self.xw.resize(geo.len(), 0);
+                    self.dw_geom = Some(geo);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if let ConvImpl::Depthwise2(dw) = &self.imp {
+                    let geo = DwGeom::new(&g, dw.cpad());
+                    // Zero padding written once; runs rewrite the interior only.
+                    self.xp16.clear();
+                    self.xp16.resize(geo.len(), 0);
                     self.dw_geom = Some(geo);
                 }
                 g
@@ -637,6 +655,12 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                 let geo = self.dw_geom.as_ref().expect("built with the geometry");
                 geo.fill(isa, &g, xs, self.xq.zp, &mut self.xw);
                 depthwise512(isa, geo, &self.xw, dw, bytes_mut(y));
+            }
+            #[cfg(target_arch = "x86_64")]
+            ConvImpl::Depthwise2(dw) => {
+                let geo = self.dw_geom.as_ref().expect("built with the geometry");
+                geo.fill_i16(isa, &g, xs, self.xq.zp, &mut self.xp16);
+                avx2::depthwise(isa, geo, &self.xp16, dw, T::MIN < 0, bytes_mut(y));
             }
             ConvImpl::Winograd(_) => unreachable!("handled above"),
             ConvImpl::Depthwise { wt, bias } => {

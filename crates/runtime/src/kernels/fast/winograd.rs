@@ -239,36 +239,15 @@ impl Winograd {
                 );
                 #[cfg(target_arch = "x86_64")]
                 if let (Some(w8), true) = (&self.wide8, isa.is_avx2()) {
-                    let signed = T::MIN < 0;
-                    let yb = super::bytes_mut(yimg);
-                    for t in 0..nt {
-                        let (ty, tx) = (ty0 + t / tw, t % tw);
-                        // Output rows of the tile's 4 pixels (null: outside the image).
-                        let ys: [*mut u8; 4] = std::array::from_fn(|p| {
-                            let (oy, ox) = (2 * ty + p / 2, 2 * tx + p % 2);
-                            if oy < oh && ox < ow {
-                                yb[(oy * ow + ox) * g.m..].as_mut_ptr()
-                            } else {
-                                std::ptr::null_mut()
-                            }
-                        });
-                        // SAFETY: AVX2 checked; `mb` holds the band's 16 products of
-                        // tile `t` (`mp` channels each, `band_tiles * mp` apart), the
-                        // bias and stage have `mp` channels, and each non-null row has
-                        // `g.m` bytes.
-                        unsafe {
-                            avx2::output_fused(
-                                &self.mb[t * mp..],
-                                band_tiles * mp,
-                                mp,
-                                &self.bias,
-                                w8,
-                                signed,
-                                ys,
-                                g.m,
-                            )
-                        };
-                    }
+                    let out = avx2::Band {
+                        ty0,
+                        tiles: nt,
+                        tw,
+                        oh,
+                        ow,
+                        m: g.m,
+                    };
+                    avx2::output_fused(&self.mb, band_tiles, mp, &self.bias, w8, &out, yimg);
                     continue;
                 }
                 for t in 0..nt {
@@ -540,6 +519,7 @@ fn output_transform(isa: Isa, m: &[i32], stride: usize, mp: usize, bias: &[i32],
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{CV, NR, XI};
+    use crate::kernels::quantized::common::QInt;
     use crate::kernels::fast::avx2::{Stage, Wide8};
     use std::arch::x86_64::*;
 
@@ -660,40 +640,75 @@ mod avx2 {
         }
     }
 
-    /// The output transform of one tile ([`transform8`]) with the output stage fused:
-    /// writes the tile's pixels `p` whose row `ys[p]` is not null (`mreal` bytes
-    /// each).
-    ///
-    /// # Safety
-    /// AVX2; `m` holds the 16 products (`stride` apart, `mp` channels each) of the
-    /// tile, and every non-null `ys[p]` has room for `mreal` bytes.
-    #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn output_fused(
-        m: &[i32],
-        stride: usize,
+    /// The output tiles of one band: tile rows `ty0..`, `tw` tiles per row, `tiles`
+    /// of them, in an image of `oh x ow` pixels of `m` channels.
+    pub struct Band {
+        pub ty0: usize,
+        pub tiles: usize,
+        pub tw: usize,
+        pub oh: usize,
+        pub ow: usize,
+        pub m: usize,
+    }
+
+    /// The output transform of a band's tiles ([`transform8`]) with the output stage
+    /// fused, written into the image `y` (NHWC, 8-bit).
+    pub fn output_fused<T: QInt>(
+        mb: &[i32],
+        band: usize,
         mp: usize,
         bias: &[i32],
         rq: &Wide8,
-        signed: bool,
-        ys: [*mut u8; 4],
-        mreal: usize,
+        out: &Band,
+        y: &mut [T],
     ) {
-        assert!(mp.is_multiple_of(NR) && bias.len() >= mp && rq.channels() == mreal);
-        assert!(m.len() >= (XI - 1) * stride + mp);
+        assert!(mp.is_multiple_of(NR) && bias.len() >= mp && rq.channels() == out.m);
+        assert!(out.tiles <= band && mb.len() >= XI * band * mp);
+        if out.tiles == 0 {
+            return;
+        }
+        assert_eq!(y.len(), out.oh * out.ow * out.m, "output image");
+        assert!((out.ty0 + (out.tiles - 1) / out.tw) * 2 < out.oh && out.tw * 2 >= out.ow);
+        // SAFETY: the caller's isa is AVX2 (`Wide8` is only built and used under it);
+        // tile `t` reads its 16 products at `t * mp + ξ * band * mp` (< mb.len()), and
+        // writes only pixels inside the image (checked per pixel).
+        unsafe { output_fused_impl(mb, band, mp, bias, rq, out, super::super::bytes_mut(y), T::MIN < 0) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn output_fused_impl(
+        mb: &[i32],
+        band: usize,
+        mp: usize,
+        bias: &[i32],
+        rq: &Wide8,
+        out: &Band,
+        y: &mut [u8],
+        signed: bool,
+    ) {
         let st = Stage::new(rq, signed);
-        for c0 in (0..mp).step_by(NR) {
-            // Pixel p of the tile, channels c0.. (h = 0) and c0 + 8.. (h = 1).
-            let mut out = [[_mm256_setzero_si256(); 2]; 4];
-            for h in 0..2 {
-                let [y00, y01, y10, y11] = transform8(m, stride, bias, c0 + 8 * h);
-                for (o, y) in out.iter_mut().zip([y00, y01, y10, y11]) {
-                    o[h] = y;
+        let stride = band * mp;
+        for t in 0..out.tiles {
+            let (ty, tx) = (out.ty0 + t / out.tw, t % out.tw);
+            // Output rows of the tile's 4 pixels (null: outside the image).
+            let ys: [*mut u8; 4] = std::array::from_fn(|p| {
+                let (oy, ox) = (2 * ty + p / 2, 2 * tx + p % 2);
+                if oy < out.oh && ox < out.ow {
+                    y.as_mut_ptr().add((oy * out.ow + ox) * out.m)
+                } else {
+                    std::ptr::null_mut()
                 }
-            }
-            for (p, o) in out.iter().enumerate() {
-                if !ys[p].is_null() {
-                    st.store16(c0 / NR, o[0], o[1], ys[p].add(c0), mreal - c0);
+            });
+            let m = &mb[t * mp..];
+            for c0 in (0..mp).step_by(NR) {
+                // Pixel p of the tile, channels c0.. (h = 0) and c0 + 8.. (h = 1).
+                let lo = transform8(m, stride, bias, c0);
+                let hi = transform8(m, stride, bias, c0 + 8);
+                for p in 0..4 {
+                    if !ys[p].is_null() {
+                        st.store16(c0 / NR, lo[p], hi[p], ys[p].add(c0), out.m - c0);
+                    }
                 }
             }
         }
