@@ -5,7 +5,7 @@
 use crate::error::{Result, RuntimeError};
 use crate::kernels::fast::{self, Kernels, Prepared};
 use crate::kernels::{eval_node, eval_node_with, NodeCtx};
-use edgeopt_ir::{Graph, Tensor};
+use edgeopt_ir::{Graph, Tensor, TensorData};
 
 /// Checks that `inputs` fit the graph's declared inputs (count, dtype, fixed dims).
 pub fn check_inputs(graph: &Graph, inputs: &[Tensor]) -> Result<()> {
@@ -172,7 +172,7 @@ impl<'g> Session<'g> {
             match &mut self.slots[id] {
                 Some(s) if s.dtype() == t.dtype() && s.len() == t.len() => {
                     s.shape.clone_from(&t.shape);
-                    s.data.clone_from(&t.data);
+                    copy_data(&mut s.data, &t.data);
                 }
                 s => *s = Some(t.clone()),
             }
@@ -217,6 +217,24 @@ impl<'g> Session<'g> {
                     })
             })
             .collect()
+    }
+}
+
+/// `dst = src.clone()`, reusing `dst`'s allocation when both hold the same type (the
+/// derived `clone_from` of an enum reallocates).
+fn copy_data(dst: &mut TensorData, src: &TensorData) {
+    use TensorData as D;
+    match (dst, src) {
+        (D::F32(d), D::F32(s)) => d.clone_from(s),
+        (D::F16(d), D::F16(s)) => d.clone_from(s),
+        (D::I8(d), D::I8(s)) | (D::I4(d), D::I4(s)) => d.clone_from(s),
+        (D::U8(d), D::U8(s)) | (D::U4(d), D::U4(s)) => d.clone_from(s),
+        (D::I16(d), D::I16(s)) => d.clone_from(s),
+        (D::U16(d), D::U16(s)) => d.clone_from(s),
+        (D::I32(d), D::I32(s)) => d.clone_from(s),
+        (D::I64(d), D::I64(s)) => d.clone_from(s),
+        (D::Bool(d), D::Bool(s)) => d.clone_from(s),
+        (d, s) => *d = s.clone(),
     }
 }
 

@@ -37,6 +37,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod pool;
 pub mod requant;
+pub mod reshape;
 pub mod softmax;
 #[cfg(test)]
 mod tests;
@@ -235,6 +236,11 @@ pub fn prepare(ctx: &NodeCtx, consts: &[Option<&Tensor>], isa: Isa) -> Option<Bo
         Op::AveragePool(a) => by8!(prep_pool(ctx, a, false, isa)),
         Op::MaxPool(a) => by8!(prep_pool(ctx, a, true, isa)),
         Op::Softmax { axis, beta } => by8!(prep_softmax(ctx, *axis, *beta, num)),
+        Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Identity => by8!(prep_reshape(ctx)),
         _ => None,
     }
 }
@@ -286,6 +292,10 @@ fn prep_softmax<T: QInt>(
     softmax::SoftmaxKernel::<T>::new(ctx, axis, beta, num).map(|k| Box::new(k) as Box<dyn Prepared>)
 }
 
+fn prep_reshape<T: QInt>(ctx: &NodeCtx) -> Option<Box<dyn Prepared>> {
+    reshape::ReshapeKernel::<T>::new(ctx).map(|k| Box::new(k) as Box<dyn Prepared>)
+}
+
 /// Prepares and runs a node in one go (the stateless executor's path): `None` when no
 /// fast kernel applies.
 pub fn eval_once(
@@ -326,7 +336,6 @@ pub(crate) fn out_buffer<'o, T: QInt>(
 }
 
 /// An 8-bit slice as bytes (`T` is i8 or u8).
-#[cfg(target_arch = "x86_64")]
 pub(crate) fn bytes<T: QInt>(v: &[T]) -> &[u8] {
     assert_eq!(std::mem::size_of::<T>(), 1, "8-bit values only");
     // SAFETY: same length in bytes, alignment 1, every bit pattern valid.
@@ -334,7 +343,6 @@ pub(crate) fn bytes<T: QInt>(v: &[T]) -> &[u8] {
 }
 
 /// An 8-bit output buffer as bytes (`T` is i8 or u8: every bit pattern is valid).
-#[cfg(target_arch = "x86_64")]
 pub(crate) fn bytes_mut<T: QInt>(v: &mut [T]) -> &mut [u8] {
     assert_eq!(std::mem::size_of::<T>(), 1, "8-bit values only");
     // SAFETY: same length in bytes, alignment 1, and u8 has no invalid values.

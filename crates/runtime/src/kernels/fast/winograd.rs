@@ -519,8 +519,8 @@ fn output_transform(isa: Isa, m: &[i32], stride: usize, mp: usize, bias: &[i32],
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{CV, NR, XI};
-    use crate::kernels::quantized::common::QInt;
     use crate::kernels::fast::avx2::{Stage, Wide8};
+    use crate::kernels::quantized::common::QInt;
     use std::arch::x86_64::*;
 
     /// Tiles per micro-kernel step (12 accumulators, 2 weight registers, 1 broadcast).
@@ -672,7 +672,18 @@ mod avx2 {
         // SAFETY: the caller's isa is AVX2 (`Wide8` is only built and used under it);
         // tile `t` reads its 16 products at `t * mp + ξ * band * mp` (< mb.len()), and
         // writes only pixels inside the image (checked per pixel).
-        unsafe { output_fused_impl(mb, band, mp, bias, rq, out, super::super::bytes_mut(y), T::MIN < 0) }
+        unsafe {
+            output_fused_impl(
+                mb,
+                band,
+                mp,
+                bias,
+                rq,
+                out,
+                super::super::bytes_mut(y),
+                T::MIN < 0,
+            )
+        }
     }
 
     #[target_feature(enable = "avx2")]
@@ -721,10 +732,11 @@ mod avx2 {
         let p = m.as_ptr().add(c0);
         let ld = |xi: usize| _mm256_loadu_si256(p.add(xi * stride) as *const __m256i);
         let mut r = [[_mm256_setzero_si256(); 4]; 2];
-        for j in 0..4 {
+        let [r0, r1] = &mut r;
+        for (j, (r0, r1)) in r0.iter_mut().zip(r1.iter_mut()).enumerate() {
             let (m0, m1, m2, m3) = (ld(j), ld(4 + j), ld(8 + j), ld(12 + j));
-            r[0][j] = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
-            r[1][j] = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
+            *r0 = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
+            *r1 = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
         }
         let b = _mm256_loadu_si256(bias.as_ptr().add(c0) as *const __m256i);
         let mut y = [_mm256_setzero_si256(); 4];
