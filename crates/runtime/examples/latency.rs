@@ -1,7 +1,8 @@
 //! Batch-1 latency of a TFLite model on a prepared session, for kernel work without
 //! building the CLI: `cargo run --release -p edgeopt-runtime --example latency --
 //! MODEL.tflite [RUNS]` (`EDGEOPT_KERNELS` selects the kernels). Prints the median
-//! and the minimum in microseconds. `bench/latency_int8.py` is the benchmark of
+//! and the minimum in microseconds, and with `EDGEOPT_PER_NODE=1` the mean time of
+//! every node. `bench/latency_int8.py` is the benchmark of
 //! record; this is the quick loop.
 
 use edgeopt_ir::{Tensor, TensorData};
@@ -58,6 +59,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     t.sort_by(f64::total_cmp);
+    if std::env::var_os("EDGEOPT_PER_NODE").is_some() {
+        session.set_profiling(true);
+        for _ in 0..runs {
+            session.run(&inputs)?;
+        }
+        let times = session.node_times().unwrap_or_default();
+        for (node, s) in graph.nodes.iter().zip(times) {
+            println!("  {:40} {:>8.2} us", node.name, s * 1e6);
+        }
+    }
     println!(
         "{path}: median {:.2} us, min {:.2} us ({} fast nodes of {})",
         t[t.len() / 2],

@@ -124,6 +124,9 @@ pub struct Session<'g> {
     kernels: Kernels,
     prepared: Vec<Option<Box<dyn Prepared>>>,
     slots: Vec<Option<Tensor>>,
+    /// Per node: seconds spent in it over the profiled runs, when profiling is on.
+    node_secs: Option<Vec<f64>>,
+    profiled_runs: usize,
 }
 
 impl<'g> Session<'g> {
@@ -155,7 +158,24 @@ impl<'g> Session<'g> {
             kernels,
             prepared,
             slots: vec![None; graph.values.len()],
+            node_secs: None,
+            profiled_runs: 0,
         }
+    }
+
+    /// Turns per-node timing on (and resets it) or off. Off by default: it costs two
+    /// clock reads per node.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.node_secs = on.then(|| vec![0.0; self.graph.nodes.len()]);
+        self.profiled_runs = 0;
+    }
+
+    /// Mean seconds per run of every node (graph order) since profiling was turned
+    /// on; `None` when it is off or no run completed.
+    pub fn node_times(&self) -> Option<Vec<f64>> {
+        let secs = self.node_secs.as_ref()?;
+        (self.profiled_runs > 0)
+            .then(|| secs.iter().map(|s| s / self.profiled_runs as f64).collect())
     }
 
     /// Number of nodes that run on a prepared fast kernel.
@@ -177,30 +197,15 @@ impl<'g> Session<'g> {
                 s => *s = Some(t.clone()),
             }
         }
-        for (k, node) in graph.nodes.iter().enumerate() {
-            let ctx = NodeCtx::new(graph, node);
-            if let (Some(p), [o]) = (&mut self.prepared[k], node.outputs.as_slice()) {
-                // The output's previous tensor is taken out so the inputs can borrow
-                // the other slots (a node never reads its own output).
-                let mut out = self.slots[*o].take();
-                let r = {
-                    let ins = gather(graph, node, &self.slots)?;
-                    p.run(&ctx, ins.as_slice(), &mut out)
-                };
-                self.slots[*o] = out;
-                r?;
-                continue;
+        for k in 0..graph.nodes.len() {
+            let start = self.node_secs.is_some().then(std::time::Instant::now);
+            self.run_node(k)?;
+            if let (Some(secs), Some(t)) = (&mut self.node_secs, start) {
+                secs[k] += t.elapsed().as_secs_f64();
             }
-            let outs = {
-                let ins = gather(graph, node, &self.slots)?;
-                eval_node_with(&ctx, ins.as_slice(), self.kernels)?
-            };
-            if outs.len() < node.outputs.len() {
-                return Err(ctx.error("kernel returned too few outputs"));
-            }
-            for (&o, t) in node.outputs.iter().zip(outs) {
-                self.slots[o] = Some(t);
-            }
+        }
+        if self.node_secs.is_some() {
+            self.profiled_runs += 1;
         }
         graph
             .outputs
@@ -217,6 +222,37 @@ impl<'g> Session<'g> {
                     })
             })
             .collect()
+    }
+
+    /// Runs node `k` on the current slots.
+    fn run_node(&mut self, k: usize) -> Result<()> {
+        let graph = self.graph;
+        let node = &graph.nodes[k];
+        {
+            let ctx = NodeCtx::new(graph, node);
+            if let (Some(p), [o]) = (&mut self.prepared[k], node.outputs.as_slice()) {
+                // The output's previous tensor is taken out so the inputs can borrow
+                // the other slots (a node never reads its own output).
+                let mut out = self.slots[*o].take();
+                let r = {
+                    let ins = gather(graph, node, &self.slots)?;
+                    p.run(&ctx, ins.as_slice(), &mut out)
+                };
+                self.slots[*o] = out;
+                return r;
+            }
+            let outs = {
+                let ins = gather(graph, node, &self.slots)?;
+                eval_node_with(&ctx, ins.as_slice(), self.kernels)?
+            };
+            if outs.len() < node.outputs.len() {
+                return Err(ctx.error("kernel returned too few outputs"));
+            }
+            for (&o, t) in node.outputs.iter().zip(outs) {
+                self.slots[o] = Some(t);
+            }
+        }
+        Ok(())
     }
 }
 

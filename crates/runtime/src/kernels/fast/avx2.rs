@@ -20,7 +20,7 @@
 //! and the bias's image `2^(63 - sh)` is subtracted from the low 32 bits (folded into
 //! the per-channel `post` addend together with the output zero point).
 
-use super::avx512::{BinaryWide, DwGeom, Indirection};
+use super::avx512::{DwGeom, Indirection};
 use super::gemm::NR;
 use super::requant::Wide;
 use super::Isa;
@@ -615,138 +615,6 @@ unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bool
                 st.store16(blk, a0, a1, dst, c - blk * NR);
             }
             p0 += DW_P;
-        }
-    }
-}
-
-/// TFLite ADD / SUB / MUL of two 8-bit tensors of the same shape: the arithmetic of
-/// [`BinaryWide`] (see there) with every rescale in the 256-bit form of [`requant8`],
-/// 16 elements per step.
-#[derive(Debug, Clone)]
-pub struct Binary8 {
-    za: i32,
-    zb: i32,
-    /// `Some((s1, s2, sub))` for add/sub, `None` for mul.
-    addsub: Option<(Wide8, Wide8, bool)>,
-    so: Wide8,
-    left_shift: u32,
-    exact: [Option<u32>; 2],
-}
-
-impl Binary8 {
-    /// `op`'s stages are per tensor (one channel repeated over a block).
-    pub fn new(op: &BinaryWide) -> Binary8 {
-        Binary8 {
-            za: op.za,
-            zb: op.zb,
-            addsub: op
-                .addsub
-                .as_ref()
-                .map(|(s1, s2, sub)| (Wide8::from_wide(s1), Wide8::from_wide(s2), *sub)),
-            so: Wide8::from_wide(&op.so),
-            left_shift: op.left_shift,
-            exact: op.exact,
-        }
-    }
-}
-
-/// `y = op(a, b)` elementwise; `signed` says whether the bytes are i8 (else u8).
-pub fn binary(isa: Isa, op: &Binary8, signed: bool, a: &[u8], b: &[u8], y: &mut [u8]) {
-    assert!(isa.is_avx2(), "needs AVX2");
-    assert!(a.len() == y.len() && b.len() == y.len(), "same shapes");
-    let stages = op.addsub.iter().flat_map(|(s1, s2, _)| [s1, s2]);
-    for w in stages.chain([&op.so]) {
-        assert!(!w.blocks.is_empty(), "one block of constants");
-    }
-    let n = y.len();
-    let main = n / 16 * 16;
-    // SAFETY: AVX2 proven by `isa`; the kernel reads and writes 16 bytes at offsets
-    // below `main`, and the tail goes through 16-byte copies.
-    unsafe {
-        binary_impl(op, signed, a.as_ptr(), b.as_ptr(), y.as_mut_ptr(), main);
-        if main < n {
-            let (mut ta, mut tb, mut ty) = ([0u8; 16], [0u8; 16], [0u8; 16]);
-            ta[..n - main].copy_from_slice(&a[main..]);
-            tb[..n - main].copy_from_slice(&b[main..]);
-            binary_impl(op, signed, ta.as_ptr(), tb.as_ptr(), ty.as_mut_ptr(), 16);
-            y[main..].copy_from_slice(&ty[..n - main]);
-        }
-    }
-}
-
-/// Eight 8-bit values at `p` widened to i32 lanes.
-#[inline(always)]
-unsafe fn load8(p: *const u8, signed: bool) -> __m256i {
-    let v = _mm_loadl_epi64(p as *const __m128i);
-    if signed {
-        _mm256_cvtepi8_epi32(v)
-    } else {
-        _mm256_cvtepu8_epi32(v)
-    }
-}
-
-/// An add/sub input rescale: the exact shift when there is one, else the stage.
-#[inline(always)]
-unsafe fn rescale(x: __m256i, exact: Option<u32>, b: &Block8, e: &Epi) -> __m256i {
-    match exact {
-        Some(s) => _mm256_sra_epi32(x, _mm_cvtsi32_si128(s as i32)),
-        None => requant8(x, b, e),
-    }
-}
-
-/// The first `n` (a multiple of 16) elements. (Helpers are functions, not closures:
-/// closures do not inherit `target_feature` and would not be inlined here.)
-#[target_feature(enable = "avx2")]
-unsafe fn binary_impl(
-    op: &Binary8,
-    signed: bool,
-    a: *const u8,
-    b: *const u8,
-    y: *mut u8,
-    n: usize,
-) {
-    let (za, zb) = (_mm256_set1_epi32(op.za), _mm256_set1_epi32(op.zb));
-    let eo = Epi::new(&op.so, signed);
-    let bo = &op.so.blocks[0];
-    let mut i = 0;
-    match &op.addsub {
-        Some((s1, s2, sub)) => {
-            let (e1, e2) = (Epi::new(s1, signed), Epi::new(s2, signed));
-            let (b1, b2) = (&s1.blocks[0], &s2.blocks[0]);
-            let sh = _mm_cvtsi32_si128(op.left_shift as i32);
-            while i < n {
-                let mut v = [_mm256_setzero_si256(); 2];
-                for (h, v) in v.iter_mut().enumerate() {
-                    let j = i + 8 * h;
-                    let x1 = _mm256_sll_epi32(_mm256_sub_epi32(load8(a.add(j), signed), za), sh);
-                    let x2 = _mm256_sll_epi32(_mm256_sub_epi32(load8(b.add(j), signed), zb), sh);
-                    let r1 = rescale(x1, op.exact[0], b1, &e1);
-                    let r2 = rescale(x2, op.exact[1], b2, &e2);
-                    let raw = if *sub {
-                        _mm256_sub_epi32(r1, r2)
-                    } else {
-                        _mm256_add_epi32(r1, r2)
-                    };
-                    *v = requant8(raw, bo, &eo);
-                }
-                _mm_storeu_si128(y.add(i) as *mut __m128i, to_bytes(v[0], v[1], &eo));
-                i += 16;
-            }
-        }
-        None => {
-            while i < n {
-                let mut v = [_mm256_setzero_si256(); 2];
-                for (h, v) in v.iter_mut().enumerate() {
-                    let j = i + 8 * h;
-                    let p = _mm256_mullo_epi32(
-                        _mm256_sub_epi32(load8(a.add(j), signed), za),
-                        _mm256_sub_epi32(load8(b.add(j), signed), zb),
-                    );
-                    *v = requant8(p, bo, &eo);
-                }
-                _mm_storeu_si128(y.add(i) as *mut __m128i, to_bytes(v[0], v[1], &eo));
-                i += 16;
-            }
         }
     }
 }

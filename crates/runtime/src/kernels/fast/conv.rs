@@ -161,8 +161,7 @@ fn winograd<T: QInt>(
     stage: &OutputStage,
 ) -> Option<Winograd> {
     let ones = |v: &[usize]| v.iter().all(|&s| s == 1);
-    let fits = isa.is_avx2()
-        && !isa.is_avx512()
+    let fits = isa.is_avx2_only()
         && std::mem::size_of::<T>() == 1
         && (T::MIN..=T::MAX).contains(&zp)
         // Few input channels (an image's 3): the transforms, padded to 16 channels,
@@ -191,7 +190,7 @@ fn igemm_conv<T: QInt>(
     zp: i32,
     stage: &OutputStage,
 ) -> Option<ConvImpl> {
-    if !isa.is_avx2() || std::mem::size_of::<T>() != 1 {
+    if !(isa.is_avx512() || isa.is_avx2_only()) || std::mem::size_of::<T>() != 1 {
         return None;
     }
     let (kh, kw, c) = match *wshape {
@@ -468,7 +467,7 @@ impl<T: QInt> ConvKernel<T> {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            if isa.is_avx2() && !isa.is_avx512() && m == group {
+            if isa.is_avx2_only() && m == group {
                 if let Some(dw) = Depthwise2::new(&wt, taps, m, &bias, &stage) {
                     let imp = ConvImpl::Depthwise2(dw);
                     return Some(Self::build(a, w, isa, xq, imp, &stage, num));
@@ -926,7 +925,8 @@ impl<T: QInt> FcKernel<T> {
             xq,
             igemm: igemm_parts::<T>(isa, &wo, nout, k, &bias, xq.zp, &stage),
             #[cfg(target_arch = "x86_64")]
-            igemm2: (isa.is_avx2() && !isa.is_avx512())
+            igemm2: isa
+                .is_avx2_only()
                 .then(|| Some((PackedPairs::new(&wo, nout, k, &bias)?, Wide8::new(&stage)?)))
                 .flatten(),
             #[cfg(target_arch = "x86_64")]

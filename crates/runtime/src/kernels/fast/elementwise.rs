@@ -5,8 +5,6 @@
 //! so the loop vectorizes.
 
 #[cfg(target_arch = "x86_64")]
-use super::avx2::{self, Binary8};
-#[cfg(target_arch = "x86_64")]
 use super::avx512::{self, BinaryWide};
 use super::requant::{div_pot, high_mul, Wide};
 use super::{bytes, bytes_mut};
@@ -84,9 +82,9 @@ pub struct BinaryKernel<T> {
     activation: Activation,
     isa: Isa,
     plan: Plan,
-    /// The AVX-512 or AVX2 form of the same arithmetic, when the ISA has it.
+    /// The AVX-512 form of the same arithmetic, when the ISA has it.
     #[cfg(target_arch = "x86_64")]
-    wide: Option<WideImpl>,
+    wide: Option<avx512::BinaryWide>,
     /// Every result of the op, indexed by the two input bytes (`a << 8 | b`): an 8-bit
     /// binary op is a function of two bytes, so a 64 KiB table holds all of it, and a
     /// lookup per element beats evaluating three fixed-point rescales without
@@ -143,9 +141,7 @@ impl<T: QInt> BinaryKernel<T> {
         };
         #[cfg(target_arch = "x86_64")]
         let wide = if isa.is_avx512() {
-            binary_wide(plan, mults, qy.zp, min, max).map(WideImpl::Avx512)
-        } else if isa.is_avx2() {
-            binary_wide(plan, mults, qy.zp, min, max).map(|w| WideImpl::Avx2(Binary8::new(&w)))
+            binary_wide(plan, mults, qy.zp, min, max)
         } else {
             None
         };
@@ -233,14 +229,7 @@ fn table<T: QInt>(plan: Plan, zp: i32, lo: i32, hi: i32) -> Box<[u8; 1 << 16]> {
     t
 }
 
-/// The one-step 64-bit form of a binary kernel's arithmetic, per instruction set.
-#[cfg(target_arch = "x86_64")]
-enum WideImpl {
-    Avx512(BinaryWide),
-    Avx2(Binary8),
-}
-
-/// The one-step form of `plan` (`None` if a stage has no one-step [`Wide`] form).
+/// The AVX-512 form of `plan` (`None` if a stage has no one-step [`Wide`] form).
 /// `mults` are the raw `(multiplier, shift)` pairs of `plan`: input 1, input 2 and
 /// output rescales for add/sub, the output one (three times) for mul.
 #[cfg(target_arch = "x86_64")]
@@ -330,13 +319,9 @@ impl<T: QInt> Prepared for BinaryKernel<T> {
             return Ok(());
         }
         #[cfg(target_arch = "x86_64")]
-        if let Some(wide) = &self.wide {
+        if let Some(bw) = &self.wide {
             let signed = T::MIN < 0;
-            let (a, b, y) = (bytes(av), bytes(bv), bytes_mut(y));
-            match wide {
-                WideImpl::Avx512(bw) => avx512::binary(self.isa, bw, signed, a, b, y),
-                WideImpl::Avx2(b8) => avx2::binary(self.isa, b8, signed, a, b, y),
-            }
+            avx512::binary(self.isa, bw, signed, bytes(av), bytes(bv), bytes_mut(y));
             return Ok(());
         }
         let (zp, lo, hi) = (self.zp, self.min, self.max);

@@ -138,6 +138,13 @@ impl Isa {
         self.0 == IsaKind::Avx512
     }
 
+    /// AVX2 without VNNI of any width: the `vpmaddwd` kernels of [`avx2`] (implicit
+    /// GEMM, Winograd, depthwise) run. With AVX-VNNI the u8 GEMM is kept (not measured
+    /// against them), with AVX-512 its own kernels.
+    pub fn is_avx2_only(self) -> bool {
+        self.0 == IsaKind::Avx2
+    }
+
     /// Whether the AVX-VNNI u8 x i8 GEMM may run.
     pub fn is_vnni(self) -> bool {
         self.0 == IsaKind::AvxVnni
