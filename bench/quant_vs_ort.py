@@ -44,6 +44,8 @@ def lines(p):
 def ort_accuracy(model, x, y, batch=500):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
+    # Exact int8 products on x86 without VNNI (see scripts/oracle/ort_options.py).
+    so.add_session_config_entry("session.x64quantprecision", "1")
     s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
     correct = 0

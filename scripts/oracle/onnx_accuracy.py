@@ -7,16 +7,14 @@ import json
 import sys
 
 import numpy as np
-import onnxruntime as ort
+from ort_options import make_session
 
 
 def main():
     model, xp, yp = sys.argv[1:4]
     x = np.load(xp).astype(np.float32)
     y = np.load(yp).astype(np.int64)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    s = make_session(model, 2)
     name = s.get_inputs()[0].name
     correct = 0
     for i in range(0, len(x), 500):

@@ -12,17 +12,14 @@ import os
 import sys
 
 import numpy as np
-import onnxruntime as ort
+from ort_options import make_session
 
 
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     model, inputs, out_dir = sys.argv[1], sys.argv[2:-1], sys.argv[-1]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    sess = make_session(model, 1)
     names = [i.name for i in sess.get_inputs()]
     if len(names) != len(inputs):
         sys.exit(f"{model} has {len(names)} inputs, {len(inputs)} given")

@@ -14,7 +14,11 @@ import os
 import sys
 
 import numpy as np
-import onnxruntime as ort
+from ort_options import make_session
+
+
+def quiet(opts):
+    opts.log_severity_level = 3
 
 
 def main():
@@ -22,15 +26,11 @@ def main():
         sys.exit(__doc__)
     with open(sys.argv[1]) as f:
         jobs = json.load(f)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
     for job in jobs:
         out = job["out_dir"]
         os.makedirs(out, exist_ok=True)
         try:
-            sess = ort.InferenceSession(job["model"], opts, providers=["CPUExecutionProvider"])
+            sess = make_session(job["model"], 1, quiet)
             names = [i.name for i in sess.get_inputs()]
             if len(names) != len(job["inputs"]):
                 raise ValueError(f"model has {len(names)} inputs, {len(job['inputs'])} given")

@@ -713,3 +713,48 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod epilogue_speed {
+    use super::*;
+    use crate::kernels::quantized::common::Rounding;
+
+    /// Cycles (at the TSC rate) of the output stage per 8 outputs, constants from
+    /// memory per call (`cargo test --release -p edgeopt-runtime epilogue_speed --
+    /// --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn epilogue_speed() {
+        let Some(_) = Isa::avx2() else { return };
+        for rounding in [Rounding::TiesUp, Rounding::TiesAway] {
+            let n = 64;
+            let stage = OutputStage {
+                multiplier: (0..n).map(|i| (1 << 30) + i * 12345).collect(),
+                shift: (0..n).map(|i| -(i as i32 % 9) - 1).collect(),
+                out_zp: -128,
+                min: -128,
+                max: 127,
+                rounding,
+            };
+            let w = Wide8::new(&stage).unwrap();
+            let acc: Vec<i32> = (0..8000 * n as usize).map(|i| (i as i32 * 7919) % 100_000 - 50_000).collect();
+            let mut out = vec![0u8; acc.len()];
+            let t = std::time::Instant::now();
+            for _ in 0..100 {
+                unsafe { run(&w, &acc, &mut out) };
+            }
+            let ns = t.elapsed().as_secs_f64() * 1e9 / (100.0 * acc.len() as f64 / 8.0);
+            println!("{rounding:?}: {ns:.2} ns per 8 outputs ({})", out[7]);
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn run(w: &Wide8, acc: &[i32], out: &mut [u8]) {
+            let st = Stage::new(w, true);
+            for (i, chunk) in acc.chunks_exact(16).enumerate() {
+                let blk = i % (w.blocks.len() / 2);
+                let a0 = _mm256_loadu_si256(chunk.as_ptr() as *const __m256i);
+                let a1 = _mm256_loadu_si256(chunk.as_ptr().add(8) as *const __m256i);
+                st.store16(blk, a0, a1, out.as_mut_ptr().add(i * 16), 16);
+            }
+        }
+    }
+}
