@@ -14,6 +14,9 @@ pub struct BenchConfig {
     pub warmup: usize,
     pub runs: usize,
     pub seed: u64,
+    /// Also time every node (a second series of `runs` runs with per-node clocks, so
+    /// the end-to-end figures are not inflated by them).
+    pub per_layer: bool,
 }
 
 impl Default for BenchConfig {
@@ -23,8 +26,17 @@ impl Default for BenchConfig {
             warmup: 3,
             runs: 20,
             seed: 0,
+            per_layer: false,
         }
     }
+}
+
+/// Mean time of one node over the profiled runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerTime {
+    pub name: String,
+    pub op: String,
+    pub mean_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +50,9 @@ pub struct BenchReport {
     pub mean_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
+    /// With `per_layer`: every node in graph order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerTime>>,
 }
 
 /// A random batch-1 input for every graph input, within the range its values take:
@@ -116,6 +131,30 @@ pub fn bench(graph: &Graph, model_name: &str, cfg: &BenchConfig) -> Result<Bench
         }
         Ok(times)
     })?;
+    let layers = if cfg.per_layer {
+        session.set_profiling(true);
+        pool.install(|| -> Result<()> {
+            for _ in 0..cfg.runs {
+                session.run(&inputs).context("inference failed")?;
+            }
+            Ok(())
+        })?;
+        let secs = session.node_times().unwrap_or_default();
+        Some(
+            graph
+                .nodes
+                .iter()
+                .zip(secs)
+                .map(|(n, s)| LayerTime {
+                    name: n.name.clone(),
+                    op: n.op.name().to_string(),
+                    mean_ms: s * 1e3,
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
     times.sort_by(f64::total_cmp);
     Ok(BenchReport {
         model: model_name.to_string(),
@@ -127,6 +166,7 @@ pub fn bench(graph: &Graph, model_name: &str, cfg: &BenchConfig) -> Result<Bench
         mean_ms: times.iter().sum::<f64>() / times.len() as f64,
         min_ms: times[0],
         max_ms: times[times.len() - 1],
+        layers,
     })
 }
 

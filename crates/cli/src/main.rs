@@ -121,6 +121,9 @@ enum Command {
         /// Seed of the random input.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Also time every layer (mean over a second series of runs).
+        #[arg(long)]
+        per_layer: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -256,6 +259,7 @@ fn main_inner(cli: Cli) -> Result<()> {
             warmup,
             runs,
             seed,
+            per_layer,
             json,
         } => {
             let g = load_model(&model)?;
@@ -264,6 +268,7 @@ fn main_inner(cli: Cli) -> Result<()> {
                 warmup,
                 runs,
                 seed,
+                per_layer,
             };
             let r = bench(&g, &model_name(&model), &cfg)?;
             if json {
@@ -282,6 +287,25 @@ fn main_inner(cli: Cli) -> Result<()> {
                     r.threads,
                     if r.threads == 1 { "" } else { "s" }
                 ))?;
+                if let Some(layers) = &r.layers {
+                    let total: f64 = layers.iter().map(|l| l.mean_ms).sum();
+                    let mut t = format!(
+                        "{:>4}  {:<36} {:<16} {:>10} {:>6}\n",
+                        "#", "layer", "op", "mean ms", "share"
+                    );
+                    for (i, l) in layers.iter().enumerate() {
+                        let share = if total > 0.0 {
+                            100.0 * l.mean_ms / total
+                        } else {
+                            0.0
+                        };
+                        t += &format!(
+                            "{i:>4}  {:<36} {:<16} {:>10.4} {share:>5.1}%\n",
+                            l.name, l.op, l.mean_ms
+                        );
+                    }
+                    emit(&t)?;
+                }
             }
         }
     }
