@@ -776,7 +776,7 @@ mod epilogue_speed {
             let n = 64;
             let stage = OutputStage {
                 multiplier: (0..n).map(|i| (1 << 30) + i * 12345).collect(),
-                shift: (0..n).map(|i| -(i as i32 % 9) - 1).collect(),
+                shift: (0..n).map(|i| -(i % 9) - 1).collect(),
                 out_zp: -128,
                 min: -128,
                 max: 127,
