@@ -17,21 +17,19 @@ import sys
 import onnx
 import onnxruntime as ort
 
-from ort_options import make_session
-
 
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     model, out = sys.argv[1], sys.argv[2]
-
-    def configure(opts):
-        # Basic+extended fusions (the QDQ -> integer-kernel fusions live there) without
-        # the layout-specific NCHWc rewrites, so the saved graph is portable.
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        opts.optimized_model_filepath = out
-
-    make_session(model, 1, configure)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    # Basic+extended fusions (the QDQ -> integer-kernel fusions live there) without
+    # the layout-specific NCHWc rewrites, so the saved graph is portable.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = out
+    ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     g = onnx.load(out).graph
     counts = collections.Counter(f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in g.node)
     print(json.dumps(dict(sorted(counts.items()))))
