@@ -292,6 +292,20 @@ unsafe fn to_bytes(v0: __m256i, v1: __m256i, e: &Epi) -> __m128i {
     _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(b, e.order))
 }
 
+/// 16 clamped outputs whose channels are split across 128-bit lanes as the depthwise
+/// accumulators hold them (`v0`: channels 0-3 | 8-11, `v1`: 4-7 | 12-15) as 16 bytes
+/// in order: the i32 -> i16 pack interleaves the lanes back into order.
+#[inline(always)]
+unsafe fn to_bytes_lanes(v0: __m256i, v1: __m256i, e: &Epi) -> __m128i {
+    let w = _mm256_packs_epi32(v0, v1);
+    let b = if e.signed {
+        _mm256_packs_epi16(w, w)
+    } else {
+        _mm256_packus_epi16(w, w)
+    };
+    _mm_unpacklo_epi64(_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b))
+}
+
 /// Stores the first `valid` (capped at 16) bytes of `v` at `p`.
 #[inline(always)]
 unsafe fn store16(p: *mut u8, v: __m128i, valid: usize) {
@@ -341,6 +355,22 @@ impl<'a> Stage<'a> {
         let v0 = requant8(a0, &*b, &self.e);
         let v1 = requant8(a1, &*b.add(1), &self.e);
         store16(dst, to_bytes(v0, v1, &self.e), valid);
+    }
+}
+
+/// The depthwise kernel's output stage: its constants are laid out in the
+/// accumulators' lane order ([`dw_channel`]), so no lane permute is needed.
+struct LaneStage<'a>(Stage<'a>);
+
+impl LaneStage<'_> {
+    #[inline(always)]
+    unsafe fn store16(&self, blk: usize, lo: __m256i, hi: __m256i, dst: *mut u8, valid: usize) {
+        let (rq, e) = (self.0.rq, &self.0.e);
+        debug_assert!(2 * blk + 1 < rq.blocks.len());
+        let b = rq.blocks.as_ptr().add(2 * blk);
+        let v0 = requant8(lo, &*b, e);
+        let v1 = requant8(hi, &*b.add(1), e);
+        store16(dst, to_bytes_lanes(v0, v1, e), valid);
     }
 }
 
@@ -559,8 +589,24 @@ impl Depthwise2 {
         stage: &OutputStage,
     ) -> Option<Depthwise2> {
         assert!(wt.len() == taps * c && bias.len() == c);
-        let rq = Wide8::new(stage)?;
         let nblk = c.div_ceil(NR);
+        // The stage in the accumulators' channel order (padding lanes repeat
+        // channel 0; they are never stored).
+        let order: Vec<usize> = (0..nblk * NR)
+            .map(|q| {
+                let ch = (q / NR) * NR + dw_channel(q % NR >= 8, q % 8);
+                if ch < c {
+                    ch
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let rq = Wide8::new(&OutputStage {
+            multiplier: order.iter().map(|&ch| stage.multiplier[ch]).collect(),
+            shift: order.iter().map(|&ch| stage.shift[ch]).collect(),
+            ..stage.clone()
+        })?;
         let pairs = taps.div_ceil(2);
         let mut w = vec![0i16; pairs * nblk * 32];
         let mut b = vec![0i32; nblk * 16];
@@ -618,7 +664,7 @@ pub fn depthwise(isa: Isa, geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bo
 
 #[target_feature(enable = "avx2")]
 unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bool, y: &mut [u8]) {
-    let st = Stage::new(&dw.rq, signed);
+    let st = LaneStage(Stage::new(&dw.rq, signed));
     let pixels = geo.base.len();
     let pairs = dw.taps.div_ceil(2);
     let c = dw.c;
@@ -647,11 +693,8 @@ unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bool
                 }
             }
             for (i, [lo, hi]) in acc.into_iter().enumerate().take(pixels - p0) {
-                // Channel order: 0-3 | 4-7 and 8-11 | 12-15.
-                let a0 = _mm256_permute2x128_si256::<0x20>(lo, hi);
-                let a1 = _mm256_permute2x128_si256::<0x31>(lo, hi);
                 let dst = y.as_mut_ptr().add((p0 + i) * c + blk * NR);
-                st.store16(blk, a0, a1, dst, c - blk * NR);
+                st.store16(blk, lo, hi, dst, c - blk * NR);
             }
             p0 += DW_P;
         }
