@@ -96,18 +96,20 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     graph
         .outputs
         .iter()
-        .map(|&o| {
-            slots[o]
-                .take()
-                .or_else(|| graph.values[o].data.clone())
-                .ok_or_else(|| {
-                    RuntimeError::Input(format!(
-                        "output '{}' was not computed",
-                        graph.values[o].name
-                    ))
-                })
-        })
+        .map(|&o| output_or_const(graph, o, slots[o].take()))
         .collect()
+}
+
+/// Graph output `o`: the computed tensor, else the value's constant, else an error.
+fn output_or_const(graph: &Graph, o: usize, computed: Option<Tensor>) -> Result<Tensor> {
+    computed
+        .or_else(|| graph.values[o].data.clone())
+        .ok_or_else(|| {
+            RuntimeError::Input(format!(
+                "output '{}' was not computed",
+                graph.values[o].name
+            ))
+        })
 }
 
 /// A graph prepared for repeated inference: every node with a fast kernel has its
@@ -210,17 +212,7 @@ impl<'g> Session<'g> {
         graph
             .outputs
             .iter()
-            .map(|&o| {
-                self.slots[o]
-                    .clone()
-                    .or_else(|| graph.values[o].data.clone())
-                    .ok_or_else(|| {
-                        RuntimeError::Input(format!(
-                            "output '{}' was not computed",
-                            graph.values[o].name
-                        ))
-                    })
-            })
+            .map(|&o| output_or_const(graph, o, self.slots[o].clone()))
             .collect()
     }
 
