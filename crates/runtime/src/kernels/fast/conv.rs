@@ -691,6 +691,38 @@ impl<T: QInt> ConvKernel<T> {
     }
 }
 
+/// The row indirection of `rows` plain rows `lda` apart, rebuilt only when the row
+/// count changes (`None`: offsets beyond 32 bits).
+#[cfg(target_arch = "x86_64")]
+fn strided_rows(ind: &mut Option<Indirection>, rows: usize, lda: usize) -> Option<&Indirection> {
+    if ind.as_ref().is_none_or(|i| i.rows != rows) {
+        *ind = Indirection::strided(rows, lda);
+    }
+    ind.as_ref()
+}
+
+/// The rows of `k` inputs in `xs`, each converted by `conv` into `buf` at a stride of
+/// `lda`, the `lda - k` trailing columns set to `pad` (they meet zero weights).
+fn padded_rows<T: QInt, E: Copy>(
+    xs: &[T],
+    k: usize,
+    lda: usize,
+    pad: E,
+    buf: &mut Vec<E>,
+    conv: impl Fn(&[T], &mut [E]),
+) {
+    let rows = xs.len() / k;
+    buf.resize(rows * lda, pad);
+    if lda == k {
+        conv(xs, buf);
+        return;
+    }
+    for (src, dst) in xs.chunks_exact(k).zip(buf.chunks_exact_mut(lda)) {
+        conv(src, &mut dst[..k]);
+        dst[k..].fill(pad);
+    }
+}
+
 /// `dst[i] = src[i] - zp` as i16.
 pub fn offset<T: QInt>(isa: Isa, src: &[T], zp: i32, dst: &mut [i16]) {
     #[inline(always)]
@@ -990,15 +1022,8 @@ impl<T: QInt> FcKernel<T> {
         #[cfg(target_arch = "x86_64")]
         if let Some((p8, wide)) = &self.igemm {
             let lda = p8.k_pad();
-            if self.ind.as_ref().is_none_or(|i| i.rows != rows) {
-                self.ind = Indirection::strided(rows, lda);
-            }
-            if let Some(ind) = &self.ind {
-                self.au.resize(rows * lda, 0);
-                for (src, dst) in xs.chunks_exact(k).zip(self.au.chunks_exact_mut(lda)) {
-                    to_u8(isa, src, &mut dst[..k]);
-                    dst[k..].fill(p8.zu);
-                }
+            if let Some(ind) = strided_rows(&mut self.ind, rows, lda) {
+                padded_rows(xs, k, lda, p8.zu, &mut self.au, |s, d| to_u8(isa, s, d));
                 let y = out_buffer::<T>(out, shape, rows * nout);
                 igemm(isa, &self.au, ind, p8, wide, bytes_mut(y), nout);
                 return Ok(());
@@ -1007,15 +1032,9 @@ impl<T: QInt> FcKernel<T> {
         #[cfg(target_arch = "x86_64")]
         if let Some((pp, w8)) = &self.igemm2 {
             let lda = pp.k_pad();
-            if self.ind.as_ref().is_none_or(|i| i.rows != rows) {
-                self.ind = Indirection::strided(rows, lda);
-            }
-            if let Some(ind) = &self.ind {
-                self.a.resize(rows * lda, 0);
-                for (src, dst) in xs.chunks_exact(k).zip(self.a.chunks_exact_mut(lda)) {
-                    offset(isa, src, self.xq.zp, &mut dst[..k]);
-                    dst[k..].fill(0);
-                }
+            if let Some(ind) = strided_rows(&mut self.ind, rows, lda) {
+                let zp = self.xq.zp;
+                padded_rows(xs, k, lda, 0, &mut self.a, |s, d| offset(isa, s, zp, d));
                 let y = out_buffer::<T>(out, shape, rows * nout);
                 avx2::igemm(isa, &self.a, ind, pp, w8, T::MIN < 0, bytes_mut(y), nout);
                 return Ok(());
@@ -1025,23 +1044,12 @@ impl<T: QInt> FcKernel<T> {
         self.acc.resize(rows * ldc, 0);
         if let Some(p8) = &self.packed8 {
             let lda = p8.k_pad();
-            self.au.resize(rows * lda, 0);
-            for (src, dst) in xs.chunks_exact(k).zip(self.au.chunks_exact_mut(lda)) {
-                to_u8(isa, src, &mut dst[..k]);
-                dst[k..].fill(p8.zu);
-            }
+            padded_rows(xs, k, lda, p8.zu, &mut self.au, |s, d| to_u8(isa, s, d));
             gemm_u8(isa, &self.au, lda, rows, p8, &mut self.acc, ldc);
         } else {
             let lda = self.packed.k_pad();
-            self.a.resize(rows * lda, 0);
-            if lda == k {
-                offset(isa, xs, self.xq.zp, &mut self.a);
-            } else {
-                for (src, dst) in xs.chunks_exact(k).zip(self.a.chunks_exact_mut(lda)) {
-                    offset(isa, src, self.xq.zp, &mut dst[..k]);
-                    dst[k..].fill(0);
-                }
-            }
+            let zp = self.xq.zp;
+            padded_rows(xs, k, lda, 0, &mut self.a, |s, d| offset(isa, s, zp, d));
             gemm(isa, &self.a, lda, rows, &self.packed, &mut self.acc, ldc);
         }
         let y = out_buffer::<T>(out, shape, rows * nout);
