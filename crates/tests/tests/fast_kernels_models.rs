@@ -103,6 +103,9 @@ fn check(model: &str, inputs: impl Fn(&Path, &Graph) -> Vec<Tensor>) {
                 isa.name()
             );
         }
+        // `run` is `run_in_place` then a copy of `output(i)`; past the last output
+        // is an error, not a panic.
+        assert!(s.output(g.outputs.len()).is_err());
     }
     // The stateless executor (prepare-and-run per node) on the default kernels.
     let got = edgeopt_runtime::run(&g, std::slice::from_ref(&xs[0])).unwrap();
