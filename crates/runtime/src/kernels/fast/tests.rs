@@ -294,18 +294,27 @@ fn pool_case(seed: u64) -> Case {
     } else {
         DType::U8
     };
+    // Up to 70 channels (whole 16-channel vectors and a tail); one case in four a
+    // global pool over up to 18 x 18 (windows past the 8-bit sums' i16 limit too).
+    let global = r.gen_bool(0.25);
+    let side = if global { 18 } else { 10 };
     let shape = vec![
         r.gen_range(1..=2),
-        r.gen_range(1..=10),
-        r.gen_range(1..=10),
-        r.gen_range(1..=20),
+        r.gen_range(1..=side),
+        r.gen_range(1..=side),
+        r.gen_range(1..=70),
     ];
     let n: usize = shape.iter().product();
+    let kernel_shape = if global {
+        vec![shape[1], shape[2]]
+    } else {
+        vec![r.gen_range(1..=4), r.gen_range(1..=4)]
+    };
     let x = Tensor::new(shape, act_data(r, dt, n)).unwrap();
     let auto_pad = [AutoPad::NotSet, AutoPad::SameUpper, AutoPad::Valid][r.gen_range(0..3)];
     let attrs = PoolAttrs {
         layout: Layout::Nhwc,
-        kernel_shape: vec![r.gen_range(1..=4), r.gen_range(1..=4)],
+        kernel_shape,
         strides: vec![r.gen_range(1..=3), r.gen_range(1..=3)],
         dilations: vec![],
         pads: if auto_pad == AutoPad::NotSet {
