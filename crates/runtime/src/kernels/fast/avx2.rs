@@ -230,6 +230,11 @@ struct Epi {
     hi32: bool,
     any_post: bool,
     signed: bool,
+    /// Whether each clamp bound is inside the output type's range: the final 16 -> 8
+    /// bit pack saturates to the type's range, so a bound equal to the type's own
+    /// (no fused activation, or ReLU's upper bound) needs no instruction.
+    clamp_lo: bool,
+    clamp_hi: bool,
     /// The clamp bounds as i16 (the clamp runs after the i32 -> i16 pack).
     lo: __m256i,
     hi: __m256i,
@@ -248,6 +253,8 @@ impl Epi {
             hi32: rq.hi32,
             any_post: rq.any_post,
             signed,
+            clamp_lo: rq.min > if signed { -128 } else { 0 },
+            clamp_hi: rq.max < if signed { 127 } else { 255 },
             lo: _mm256_set1_epi16(rq.min.clamp(-32768, 32767) as i16),
             hi: _mm256_set1_epi16(rq.max.clamp(-32768, 32767) as i16),
             thr: _mm256_set1_epi64x(-(1i64 << 30)),
@@ -312,7 +319,16 @@ unsafe fn requant8(acc: __m256i, b: &Block8, e: &Epi) -> __m256i {
 #[inline(always)]
 unsafe fn clamp16(v0: __m256i, v1: __m256i, e: &Epi) -> __m256i {
     let w = _mm256_packs_epi32(v0, v1);
-    _mm256_min_epi16(_mm256_max_epi16(w, e.lo), e.hi)
+    let w = if e.clamp_lo {
+        _mm256_max_epi16(w, e.lo)
+    } else {
+        w
+    };
+    if e.clamp_hi {
+        _mm256_min_epi16(w, e.hi)
+    } else {
+        w
+    }
 }
 
 /// 16 outputs (channels 0-7 in `v0`, 8-15 in `v1`) clamped, as 16 bytes in order.
