@@ -23,7 +23,7 @@
 use super::avx512::{DwGeom, Indirection};
 use super::gemm::NR;
 use super::requant::Wide;
-use super::Isa;
+use super::{Aligned, Isa};
 use crate::kernels::quantized::common::OutputStage;
 use std::arch::x86_64::*;
 
@@ -615,7 +615,7 @@ pub struct Depthwise2 {
     nblk: usize,
     taps: usize,
     /// Per tap pair and block: 16 i16 for the `lo` accumulator, then 16 for `hi`.
-    w: Vec<i16>,
+    w: Aligned<i16>,
     /// Per block: 8 i32 of `lo` then 8 of `hi`, in the accumulators' channel order.
     bias: Vec<i32>,
     rq: Wide8,
@@ -660,7 +660,8 @@ impl Depthwise2 {
             ..stage.clone()
         })?;
         let pairs = taps.div_ceil(2);
-        let mut w = vec![0i16; pairs * nblk * 32];
+        let mut aligned = Aligned::zeroed(pairs * nblk * 32);
+        let w = aligned.as_mut_slice();
         let mut b = vec![0i32; nblk * 16];
         for blk in 0..nblk {
             for (h, hi) in [false, true].into_iter().enumerate() {
@@ -681,7 +682,7 @@ impl Depthwise2 {
             c,
             nblk,
             taps,
-            w,
+            w: aligned,
             bias: b,
             rq,
         })
@@ -717,6 +718,7 @@ pub fn depthwise(isa: Isa, geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bo
 #[target_feature(enable = "avx2")]
 unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bool, y: &mut [u8]) {
     let st = LaneStage(Stage::new(&dw.rq, signed));
+    let wbase = dw.w.as_slice().as_ptr();
     let pixels = geo.base.len();
     let pairs = dw.taps.div_ceil(2);
     let c = dw.c;
@@ -730,7 +732,7 @@ unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bool
                 std::array::from_fn(|i| x0.add(geo.base[(p0 + i).min(pixels - 1)]));
             let mut acc = [[bias_lo, bias_hi]; DW_P];
             for pr in 0..pairs {
-                let wp = dw.w.as_ptr().add((pr * dw.nblk + blk) * 32);
+                let wp = wbase.add((pr * dw.nblk + blk) * 32);
                 let wl = _mm256_loadu_si256(wp as *const __m256i);
                 let wh = _mm256_loadu_si256(wp.add(16) as *const __m256i);
                 let o0 = geo.toff[2 * pr];

@@ -19,7 +19,7 @@ use super::bytes_mut;
 use super::gemm::{gemm, gemm_u8, PackedW, PackedW8};
 use super::requant::{Requant, Wide};
 use super::winograd::Winograd;
-use super::{out_buffer, weight_dtype_ok, Isa, Prepared};
+use super::{out_buffer, weight_dtype_ok, Aligned, Isa, Prepared};
 use crate::error::Result;
 use crate::kernels::quantized::common::{
     activation_range, per_channel, per_tensor, Affine, OutputStage, QInt, Rounding,
@@ -98,6 +98,8 @@ pub struct ConvKernel<T> {
     xw: Vec<i32>,
     /// Padded input minus its zero point as i16 (AVX2 implicit GEMM).
     xp16: Vec<i16>,
+    /// Padded i16 input of the AVX2 depthwise kernel, cache-line aligned.
+    xdw: Aligned<i16>,
     /// u8 input and patches of the u8 GEMM.
     xu: Vec<u8>,
     au: Vec<u8>,
@@ -513,6 +515,7 @@ impl<T: QInt> ConvKernel<T> {
             a: Vec::new(),
             xw: Vec::new(),
             xp16: Vec::new(),
+            xdw: Aligned::default(),
             xu: Vec::new(),
             au: Vec::new(),
             acc: Vec::new(),
@@ -568,8 +571,7 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                 if let ConvImpl::Depthwise2(dw) = &self.imp {
                     let geo = DwGeom::new(&g, dw.cpad());
                     // Zero padding written once; runs rewrite the interior only.
-                    self.xp16.clear();
-                    self.xp16.resize(geo.len(), 0);
+                    self.xdw = Aligned::zeroed(geo.len());
                     self.dw_geom = Some(geo);
                 }
                 g
@@ -661,8 +663,9 @@ impl<T: QInt> Prepared for ConvKernel<T> {
             #[cfg(target_arch = "x86_64")]
             ConvImpl::Depthwise2(dw) => {
                 let geo = self.dw_geom.as_ref().expect("built with the geometry");
-                geo.fill_i16(isa, &g, xs, self.xq.zp, &mut self.xp16);
-                avx2::depthwise(isa, geo, &self.xp16, dw, T::MIN < 0, bytes_mut(y));
+                let xp = self.xdw.as_mut_slice();
+                geo.fill_i16(isa, &g, xs, self.xq.zp, xp);
+                avx2::depthwise(isa, geo, xp, dw, T::MIN < 0, bytes_mut(y));
             }
             ConvImpl::Winograd(_) => unreachable!("handled above"),
             ConvImpl::Depthwise { wt, bias } => {

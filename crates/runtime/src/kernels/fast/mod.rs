@@ -349,6 +349,54 @@ pub(crate) fn bytes<T: QInt>(v: &[T]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len()) }
 }
 
+/// A zero-initialised buffer whose slice starts on a 64-byte boundary (a cache
+/// line). The AVX2 kernels load 32 bytes at a time at multiples of 32 bytes from
+/// their i16 buffers; from a `Vec`'s 16-byte alignment a quarter of those loads cross
+/// a cache line, which cost DS-CNN's depthwise layers about 4% (measured on Zen 2).
+#[derive(Debug, Default)]
+pub struct Aligned<T> {
+    buf: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Aligned<T> {
+    const LINE: usize = 64;
+
+    /// `len` default (zero) values.
+    pub fn zeroed(len: usize) -> Aligned<T> {
+        let size = std::mem::size_of::<T>().max(1);
+        let buf = vec![T::default(); len + Self::LINE / size];
+        // The allocation is aligned for T, so the distance to the next line is a
+        // whole number of elements.
+        let start = (Self::LINE - buf.as_ptr() as usize % Self::LINE) % Self::LINE / size;
+        Aligned { buf, start, len }
+    }
+
+    /// A copy of `v`, aligned.
+    pub fn from_slice(v: &[T]) -> Aligned<T> {
+        let mut a = Aligned::zeroed(v.len());
+        a.as_mut_slice().copy_from_slice(v);
+        a
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// A clone is a new allocation, aligned anew (a derived clone would keep the old
+/// offset into a buffer at another address).
+impl<T: Copy + Default> Clone for Aligned<T> {
+    fn clone(&self) -> Self {
+        Aligned::from_slice(self.as_slice())
+    }
+}
+
 /// An 8-bit output buffer as bytes (`T` is i8 or u8: every bit pattern is valid).
 pub(crate) fn bytes_mut<T: QInt>(v: &mut [T]) -> &mut [u8] {
     assert_eq!(std::mem::size_of::<T>(), 1, "8-bit values only");
