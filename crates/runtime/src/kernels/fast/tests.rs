@@ -488,3 +488,22 @@ fn fast_kernels_are_used() {
     }
     assert!(used >= 140, "only {used} of 160 nodes got a fast kernel");
 }
+
+/// `Aligned` starts on a cache line, holds zeros, and a clone is aligned anew with
+/// the same contents.
+#[test]
+fn aligned_buffer_starts_on_a_line() {
+    use crate::kernels::fast::Aligned;
+    for len in [0usize, 1, 7, 64, 1000] {
+        let mut a = Aligned::<i16>::zeroed(len);
+        assert_eq!(a.as_slice().len(), len);
+        assert_eq!(a.as_slice().as_ptr() as usize % 64, 0);
+        assert!(a.as_slice().iter().all(|&v| v == 0));
+        for (i, v) in a.as_mut_slice().iter_mut().enumerate() {
+            *v = i as i16;
+        }
+        let b = a.clone();
+        assert_eq!(b.as_slice(), a.as_slice());
+        assert_eq!(b.as_slice().as_ptr() as usize % 64, 0);
+    }
+}
