@@ -558,12 +558,14 @@ unsafe fn tile<const R: usize, const NB: usize>(
     debug_assert!(j0 + NB <= GROUP);
     let ps = (g.nblk - gi * GROUP).min(GROUP) * PAIR_ROW;
     let wbase = g.w.add(gi * GROUP * g.k2 * PAIR_ROW + j0 * PAIR_ROW);
+    // Each row's tap offsets, found once per tile (rows past the last repeat it).
+    let offs: [*const u32; R] =
+        std::array::from_fn(|i| g.offs.add((r0 + i).min(g.rows - 1) * g.taps));
     let mut ap = [std::ptr::null::<i16>(); R];
     let mut k = 0;
     for t in 0..g.taps {
-        for (i, p) in ap.iter_mut().enumerate() {
-            let row = (r0 + i).min(g.rows - 1);
-            *p = g.x.add(*g.offs.add(row * g.taps + t) as usize);
+        for (p, o) in ap.iter_mut().zip(&offs) {
+            *p = g.x.add(*o.add(t) as usize);
         }
         let mut wq = wbase.add(k * ps);
         for q in 0..g.kp {
