@@ -219,6 +219,18 @@ pub struct Block16 {
     pub corr_o: [i64; 8],
 }
 
+/// Whether the ties-away correction can never change an output of `stage`: it only
+/// changes how a negative product rounds (`p < -2^30` needs `x < 0` when every
+/// multiplier is non-negative), and any negative product gives at most the output
+/// zero point, rounded either way (`RoundingDivideByPOT` of a non-positive value is
+/// non-positive, and so is the ties-up form's `floor((p + 2^30 + 2^(30+r)) /
+/// 2^(31+r))` for `p < 0`). When the clamp's lower bound is at least the zero point
+/// (a fused ReLU), all of those outputs become that bound. The vector output stages
+/// then skip the correction (4 instructions per 8 channels on AVX2).
+fn relu_hides_away(stage: &OutputStage) -> bool {
+    stage.min >= stage.out_zp && stage.multiplier.iter().all(|&m| m >= 0)
+}
+
 /// An [`OutputStage`] rewritten as one rounding step of a 64-bit product per channel:
 ///
 /// `v = ((x << left) · m + add - [away && p < -2^30] · corr) >> sh`, then `+ zp_post`
@@ -308,7 +320,7 @@ impl Wide {
             n,
             blocks,
             any_left: chans.iter().any(|c| c.0 != 0),
-            away: stage.rounding == Rounding::TiesAway,
+            away: stage.rounding == Rounding::TiesAway && !relu_hides_away(stage),
             zp_post: if fold { 0 } else { stage.out_zp },
             min: stage.min,
             max: stage.max,
@@ -392,6 +404,38 @@ mod wide_tests {
                     "{stage:?} acc {acc} c {c}"
                 );
             }
+        }
+    }
+
+    /// With a fused ReLU (the lower bound at or above the zero point) the ties-away
+    /// correction is dropped, and every accumulator, negative ones included, still
+    /// gives the reference's output; below the zero point it is kept.
+    #[test]
+    fn relu_drops_the_ties_away_correction_exactly() {
+        let mut r = StdRng::seed_from_u64(8);
+        for _ in 0..2000 {
+            let n = r.gen_range(1..20);
+            let out_zp = r.gen_range(-128..100);
+            let stage = OutputStage {
+                multiplier: (0..n).map(|_| r.gen_range(1 << 30..i32::MAX)).collect(),
+                shift: (0..n).map(|_| r.gen_range(-14..3)).collect(),
+                out_zp,
+                min: out_zp + r.gen_range(0..3),
+                max: 127,
+                rounding: Rounding::TiesAway,
+            };
+            let w = Wide::new(&stage).expect("no i32::MIN multiplier");
+            assert!(!w.away, "a ReLU stage keeps the correction");
+            for _ in 0..200 {
+                let acc = r.gen_range(-300_000..300_000);
+                let c = r.gen_range(0..n);
+                assert_eq!(w.apply(acc, c), stage.apply(acc, c), "{stage:?} acc {acc}");
+            }
+            let below = OutputStage {
+                min: out_zp - 1,
+                ..stage
+            };
+            assert!(Wide::new(&below).expect("valid").away);
         }
     }
 }
