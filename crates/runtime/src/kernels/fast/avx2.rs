@@ -621,7 +621,15 @@ pub struct Depthwise2 {
     /// Per block: 8 i32 of `lo` then 8 of `hi`, in the accumulators' channel order.
     bias: Vec<i32>,
     rq: Wide8,
+    /// A 3x3 stride-1 undilated kernel whose taps are paired as [`ROWS3_ORDER`]:
+    /// the kernel then shares each loaded and interleaved column between the
+    /// neighbouring output pixels of a row ([`rows3_step`]).
+    pub rows3: bool,
 }
+
+/// Tap order of a [`Depthwise2::rows3`] kernel (taps `ky * 3 + kx`): the first two
+/// kernel rows paired vertically, column by column, then `(2,0)-(2,1)` and `(2,2)`.
+pub const ROWS3_ORDER: [usize; 9] = [0, 3, 1, 4, 2, 5, 6, 7, 8];
 
 /// Output pixels per depthwise step.
 const DW_P: usize = 4;
@@ -634,15 +642,29 @@ fn dw_channel(hi: bool, l: usize) -> usize {
 
 impl Depthwise2 {
     /// `wt` is `[taps, c]` (zero points subtracted), `bias` has `c` entries; `None`
-    /// when the stage has no one-step form.
+    /// when the stage has no one-step form. `rows3`: the kernel is 3x3, stride 1,
+    /// undilated (its taps are then stored in [`ROWS3_ORDER`], and the geometry's tap
+    /// offsets must be permuted the same way).
     pub fn new(
         wt: &[i16],
         taps: usize,
         c: usize,
         bias: &[i32],
         stage: &OutputStage,
+        rows3: bool,
     ) -> Option<Depthwise2> {
         assert!(wt.len() == taps * c && bias.len() == c);
+        assert!(!rows3 || taps == 9, "a 3x3 kernel has 9 taps");
+        let permuted: Vec<i16>;
+        let wt = if rows3 {
+            permuted = ROWS3_ORDER
+                .iter()
+                .flat_map(|&t| wt[t * c..][..c].iter().copied())
+                .collect();
+            &permuted[..]
+        } else {
+            wt
+        };
         let nblk = c.div_ceil(NR);
         // The stage in the accumulators' channel order (padding lanes repeat
         // channel 0; they are never stored).
@@ -687,6 +709,7 @@ impl Depthwise2 {
             w: aligned,
             bias: b,
             rq,
+            rows3,
         })
     }
 
@@ -724,6 +747,9 @@ unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bool
     let pixels = geo.base.len();
     let pairs = dw.taps.div_ceil(2);
     let c = dw.c;
+    if dw.rows3 {
+        return rows3_impl(geo, xp, dw, &st, y);
+    }
     for blk in 0..dw.nblk {
         let bias_lo = _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16) as *const __m256i);
         let bias_hi = _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16 + 8) as *const __m256i);
@@ -753,6 +779,126 @@ unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i16], dw: &Depthwise2, signed: bool
                 st.store16(blk, lo, hi, dst, c - blk * NR);
             }
             p0 += DW_P;
+        }
+    }
+}
+
+/// The depthwise kernel of a [`Depthwise2::rows3`] layer: output pixels a row at a
+/// time, up to 4 per step. Each input column of the first two kernel rows is loaded
+/// and interleaved once per step and serves the up-to-3 pixels whose window covers
+/// it (the current kernel reloads and re-interleaves it for each). Same products and
+/// sums as the general loop, in another order.
+#[target_feature(enable = "avx2")]
+unsafe fn rows3_impl(geo: &DwGeom, xp: &[i16], dw: &Depthwise2, st: &LaneStage, y: &mut [u8]) {
+    let (images, out_h, out_w) = geo.rows;
+    debug_assert_eq!(images * out_h * out_w, geo.base.len());
+    let c = dw.c;
+    for blk in 0..dw.nblk {
+        let bias = [
+            _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16) as *const __m256i),
+            _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16 + 8) as *const __m256i),
+        ];
+        let w: [*const i16; 5] =
+            std::array::from_fn(|pr| dw.w.as_slice().as_ptr().add((pr * dw.nblk + blk) * 32));
+        let g = Rows3 {
+            wp: geo.wp,
+            cpad: geo.cpad,
+            w,
+            bias,
+        };
+        for row in 0..images * out_h {
+            let p0 = row * out_w;
+            let mut ox = 0;
+            while ox < out_w {
+                let p = p0 + ox;
+                let x = xp.as_ptr().add(geo.base[p] + blk * NR);
+                let dst = y.as_mut_ptr().add(p * c + blk * NR);
+                let n = c - blk * NR;
+                match out_w - ox {
+                    1 => g.store(st, blk, &g.step::<1>(x), dst, c, n),
+                    2 => g.store(st, blk, &g.step::<2>(x), dst, c, n),
+                    3 => g.store(st, blk, &g.step::<3>(x), dst, c, n),
+                    _ => g.store(st, blk, &g.step::<4>(x), dst, c, n),
+                }
+                ox += 4;
+            }
+        }
+    }
+}
+
+/// An unaligned 32-byte load (a function, not a closure: closures do not inherit
+/// the caller's target features, and the intrinsic would become a call).
+#[inline(always)]
+unsafe fn ldu(p: *const i16) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// One block's constants for [`rows3_impl`].
+struct Rows3 {
+    wp: usize,
+    cpad: usize,
+    /// Weights of the five tap pairs ([`ROWS3_ORDER`]): 16 i16 `lo`, then 16 `hi`.
+    w: [*const i16; 5],
+    bias: [__m256i; 2],
+}
+
+impl Rows3 {
+    /// `P` neighbouring output pixels of one row, from the window origin `x` of the
+    /// first (already offset to the block).
+    #[inline(always)]
+    unsafe fn step<const P: usize>(&self, x: *const i16) -> [[__m256i; 2]; P] {
+        let (col, r1, r2) = (self.cpad, self.wp * self.cpad, 2 * self.wp * self.cpad);
+        let mut acc = [self.bias; P];
+        // Kernel rows 0 and 1: column j interleaved once, used by pixels j - kx.
+        for j in 0..P + 2 {
+            let (a, b) = (ldu(x.add(j * col)), ldu(x.add(r1 + j * col)));
+            let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+            for kx in 0..3 {
+                if j >= kx && j - kx < P {
+                    let (a, w) = (&mut acc[j - kx], self.w[kx]);
+                    a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(lo, ldu(w)));
+                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(hi, ldu(w.add(16))));
+                }
+            }
+        }
+        // Kernel row 2: (2,0)-(2,1) as a pair, (2,2) with a zero weight.
+        let row = x.add(r2);
+        let mut prev = ldu(row);
+        for (i, a) in acc.iter_mut().enumerate() {
+            let next = ldu(row.add((i + 1) * col));
+            let last = ldu(row.add((i + 2) * col));
+            let (w3, w4) = (self.w[3], self.w[4]);
+            let h = (
+                _mm256_unpacklo_epi16(prev, next),
+                _mm256_unpackhi_epi16(prev, next),
+            );
+            let s = (
+                _mm256_unpacklo_epi16(last, last),
+                _mm256_unpackhi_epi16(last, last),
+            );
+            a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(h.0, ldu(w3)));
+            a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(h.1, ldu(w3.add(16))));
+            a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(s.0, ldu(w4)));
+            a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(s.1, ldu(w4.add(16))));
+            prev = next;
+        }
+        acc
+    }
+
+    /// Requantizes and stores `P` pixels' 16 channels (`n` of them valid), pixels
+    /// `c` bytes apart from `dst`.
+    #[inline(always)]
+    unsafe fn store<const P: usize>(
+        &self,
+        st: &LaneStage,
+        blk: usize,
+        acc: &[[__m256i; 2]; P],
+        dst: *mut u8,
+        c: usize,
+        n: usize,
+    ) {
+        for (i, a) in acc.iter().enumerate() {
+            st.store16(blk, a[0], a[1], dst.add(i * c), n);
         }
     }
 }

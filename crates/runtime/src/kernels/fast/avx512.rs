@@ -542,12 +542,14 @@ pub fn padded_extent(a: &Axis) -> (usize, usize) {
 #[derive(Debug, Clone)]
 pub struct DwGeom {
     hp: usize,
-    wp: usize,
+    pub(crate) wp: usize,
     pt: usize,
     pl: usize,
     pub(crate) cpad: usize,
     pub(crate) base: Vec<usize>,
     pub(crate) toff: Vec<usize>,
+    /// Images, output rows and output columns (`base` is in that order).
+    pub(crate) rows: (usize, usize, usize),
     len: usize,
 }
 
@@ -576,6 +578,7 @@ impl DwGeom {
             cpad,
             base,
             toff,
+            rows: (g.n, g.h.output, g.w.output),
             len: g.n * hp * wp * cpad,
         }
     }

@@ -470,7 +470,10 @@ impl<T: QInt> ConvKernel<T> {
             }
             #[cfg(target_arch = "x86_64")]
             if isa.is_avx2_only() && m == group {
-                if let Some(dw) = Depthwise2::new(&wt, taps, m, &bias, &stage) {
+                let ones = |v: &[usize]| v.iter().all(|&s| s == 1);
+                let rows3 =
+                    matches!(w.shape[..], [_, 3, 3, _]) && ones(&a.strides) && ones(&a.dilations);
+                if let Some(dw) = Depthwise2::new(&wt, taps, m, &bias, &stage, rows3) {
                     let imp = ConvImpl::Depthwise2(dw);
                     return Some(Self::build(a, w, isa, xq, imp, &stage, num));
                 }
@@ -569,7 +572,11 @@ impl<T: QInt> Prepared for ConvKernel<T> {
                 }
                 #[cfg(target_arch = "x86_64")]
                 if let ConvImpl::Depthwise2(dw) = &self.imp {
-                    let geo = DwGeom::new(&g, dw.cpad());
+                    let mut geo = DwGeom::new(&g, dw.cpad());
+                    if dw.rows3 {
+                        // The kernel's taps are stored in this order.
+                        geo.toff = avx2::ROWS3_ORDER.iter().map(|&t| geo.toff[t]).collect();
+                    }
                     // Zero padding written once; runs rewrite the interior only.
                     self.xdw = Aligned::zeroed(geo.len());
                     self.dw_geom = Some(geo);

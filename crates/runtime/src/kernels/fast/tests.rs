@@ -120,27 +120,41 @@ fn conv_case(seed: u64) -> Case {
     } else {
         DType::U8
     };
-    let one_d = r.gen_bool(0.15);
-    let depthwise = r.gen_bool(0.35);
+    // One case in five: the 3x3 stride-1 depthwise layer of the row-sharing AVX2
+    // kernel (`avx2::Depthwise2::rows3`), with rows of 1 to 12 pixels and up to 40
+    // channels (whole and partial 16-channel blocks).
+    let rows3 = r.gen_bool(0.2);
+    let one_d = !rows3 && r.gen_bool(0.15);
+    let depthwise = rows3 || r.gen_bool(0.35);
     let n = r.gen_range(1..=2);
     let (h, w) = (
         if one_d { 1 } else { r.gen_range(1..=9) },
-        r.gen_range(1..=9),
+        r.gen_range(1..=if rows3 { 12 } else { 9 }),
     );
-    let c = r.gen_range(1..=20);
-    let (kh, kw) = (
-        if one_d { 1 } else { r.gen_range(1..=4) },
-        r.gen_range(1..=4),
-    );
-    let (group, m) = if depthwise {
+    let c = r.gen_range(1..=if rows3 { 40 } else { 20 });
+    let (kh, kw) = if rows3 {
+        (3, 3)
+    } else {
+        (
+            if one_d { 1 } else { r.gen_range(1..=4) },
+            r.gen_range(1..=4),
+        )
+    };
+    let (group, m) = if rows3 {
+        (c, c)
+    } else if depthwise {
         (c, c * r.gen_range(1..=3))
     } else {
         (1, r.gen_range(1..=40))
     };
     let cg = c / group;
     let sp = if one_d { 1 } else { 2 };
-    let strides: Vec<usize> = (0..sp).map(|_| r.gen_range(1..=3)).collect();
-    let dilations: Vec<usize> = (0..sp).map(|_| r.gen_range(1..=2)).collect();
+    let strides: Vec<usize> = (0..sp)
+        .map(|_| if rows3 { 1 } else { r.gen_range(1..=3) })
+        .collect();
+    let dilations: Vec<usize> = (0..sp)
+        .map(|_| if rows3 { 1 } else { r.gen_range(1..=2) })
+        .collect();
     let auto_pad = [AutoPad::NotSet, AutoPad::SameUpper, AutoPad::Valid][r.gen_range(0..3)];
     let pads: Vec<usize> = if auto_pad == AutoPad::NotSet {
         (0..2 * sp).map(|_| r.gen_range(0..=2)).collect()
