@@ -296,7 +296,7 @@ mod vnni {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{PackedW, MR, NR};
     use std::arch::x86_64::*;
 
@@ -336,9 +336,16 @@ mod avx2 {
         }
     }
 
-    /// R rows x 16 channels. Accumulators stay in registers (R <= 4: 8 of them).
+    /// R rows x 16 channels, `c = bias + a · w` (pairs of `a` against the pair rows
+    /// of one packed block `wb`). Accumulators stay in registers (R <= 5: 10 of
+    /// them). Also the Winograd kernel's micro-kernel.
+    ///
+    /// # Safety
+    /// AVX2 (inlined into `target_feature` callers); `a` has `R` rows of `2 * k2`
+    /// values `lda` apart, `wb` `k2` pair rows, `bias` 16 values, `c` `R` rows of 16
+    /// `ldc` apart.
     #[inline(always)]
-    unsafe fn tile<const R: usize>(
+    pub(crate) unsafe fn tile<const R: usize>(
         a: *const i16,
         lda: usize,
         k2: usize,

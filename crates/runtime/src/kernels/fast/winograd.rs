@@ -565,7 +565,7 @@ mod avx2 {
         }
     }
 
-    /// R tiles x 16 output channels, accumulators in registers.
+    /// R tiles x 16 output channels: the i16 GEMM's micro-kernel with no bias.
     #[inline(always)]
     unsafe fn tile<const R: usize>(
         a: *const i16,
@@ -575,22 +575,8 @@ mod avx2 {
         c: *mut i32,
         ldc: usize,
     ) {
-        let mut acc0 = [_mm256_setzero_si256(); R];
-        let mut acc1 = [_mm256_setzero_si256(); R];
-        for p in 0..c2 {
-            let w0 = _mm256_loadu_si256(wb.add(p * NR * 2) as *const __m256i);
-            let w1 = _mm256_loadu_si256(wb.add(p * NR * 2 + 16) as *const __m256i);
-            for i in 0..R {
-                let pair = (a.add(i * lda + 2 * p) as *const i32).read_unaligned();
-                let av = _mm256_set1_epi32(pair);
-                acc0[i] = _mm256_add_epi32(acc0[i], _mm256_madd_epi16(av, w0));
-                acc1[i] = _mm256_add_epi32(acc1[i], _mm256_madd_epi16(av, w1));
-            }
-        }
-        for i in 0..R {
-            _mm256_storeu_si256(c.add(i * ldc) as *mut __m256i, acc0[i]);
-            _mm256_storeu_si256(c.add(i * ldc + 8) as *mut __m256i, acc1[i]);
-        }
+        static NO_BIAS: [i32; NR] = [0; NR];
+        crate::kernels::fast::gemm::avx2::tile::<R>(a, lda, c2, wb, NO_BIAS.as_ptr(), c, ldc)
     }
 
     /// # Safety
