@@ -162,21 +162,26 @@ fn winograd<T: QInt>(
     zp: i32,
     stage: &OutputStage,
 ) -> Option<Winograd> {
-    let ones = |v: &[usize]| v.iter().all(|&s| s == 1);
     let fits = isa.is_avx2_only()
         && std::mem::size_of::<T>() == 1
         && (T::MIN..=T::MAX).contains(&zp)
         // Few input channels (an image's 3): the transforms, padded to 16 channels,
         // cost more than the multiplies they save (measured: ResNet-8's first conv
         // 22.7 µs with Winograd, 11 µs with the GEMM).
-        && matches!(*wshape, [_, 3, 3, c] if c >= 8)
+        && matches!(*wshape, [_, _, _, c] if c >= 8)
         && a.group <= 1
-        && ones(&a.strides)
-        && ones(&a.dilations);
+        && is_3x3_unit_stride(wshape, a);
     if !fits {
         return None;
     }
     Winograd::new(isa, wo, m, wshape[3], bias, stage)
+}
+
+/// Whether the NHWC weights `[m, kh, kw, c]` are a 3x3 kernel applied with stride 1
+/// and no dilation (Winograd; the row-sharing depthwise kernel).
+fn is_3x3_unit_stride(wshape: &[usize], a: &ConvAttrs) -> bool {
+    let ones = |v: &[usize]| v.iter().all(|&s| s == 1);
+    matches!(*wshape, [_, 3, 3, _]) && ones(&a.strides) && ones(&a.dilations)
 }
 
 /// The implicit GEMM of a (non-grouped) convolution on AVX-512 (u8 quads) or AVX2
@@ -470,9 +475,7 @@ impl<T: QInt> ConvKernel<T> {
             }
             #[cfg(target_arch = "x86_64")]
             if isa.is_avx2_only() && m == group {
-                let ones = |v: &[usize]| v.iter().all(|&s| s == 1);
-                let rows3 =
-                    matches!(w.shape[..], [_, 3, 3, _]) && ones(&a.strides) && ones(&a.dilations);
+                let rows3 = is_3x3_unit_stride(&w.shape, a);
                 if let Some(dw) = Depthwise2::new(&wt, taps, m, &bias, &stage, rows3) {
                     let imp = ConvImpl::Depthwise2(dw);
                     return Some(Self::build(a, w, isa, xq, imp, &stage, num));
