@@ -101,8 +101,6 @@ pub struct Block8 {
     add_o: [i64; 4],
     sh_e: [u64; 4],
     sh_o: [u64; 4],
-    corr_e: [i64; 4],
-    corr_o: [i64; 4],
     /// `add - corr`: the addend of a product below `-2^30` (ties-away).
     addc_e: [i64; 4],
     addc_o: [i64; 4],
@@ -174,12 +172,10 @@ impl Wide8 {
                 add.wrapping_add(i64::MIN)
             };
             if l % 2 == 0 {
-                (b.add_e[h], b.sh_e[h], b.corr_e[h]) = (add, sh, corr);
-                b.addc_e[h] = add.wrapping_sub(corr);
+                (b.add_e[h], b.sh_e[h], b.addc_e[h]) = (add, sh, add.wrapping_sub(corr));
             } else {
                 b.m_odd[l - 1] = b16.m[j];
-                (b.add_o[h], b.sh_o[h], b.corr_o[h]) = (add, sh, corr);
-                b.addc_o[h] = add.wrapping_sub(corr);
+                (b.add_o[h], b.sh_o[h], b.addc_o[h]) = (add, sh, add.wrapping_sub(corr));
             }
         }
         let any_post = blocks.iter().any(|b| b.post.iter().any(|&p| p != 0));
@@ -204,15 +200,16 @@ impl Wide8 {
         let b = &self.blocks[c / 8];
         let (l, h) = (c % 8, c % 8 / 2);
         let p = acc.wrapping_shl(b.left[l]) as i64 * b.m[l] as i64;
-        let (add, sh, corr) = if l % 2 == 0 {
-            (b.add_e[h], b.sh_e[h], b.corr_e[h])
+        let (add, sh, addc) = if l % 2 == 0 {
+            (b.add_e[h], b.sh_e[h], b.addc_e[h])
         } else {
-            (b.add_o[h], b.sh_o[h], b.corr_o[h])
+            (b.add_o[h], b.sh_o[h], b.addc_o[h])
         };
-        let mut y = p.wrapping_add(add);
-        if self.away && p < -(1i64 << 30) {
-            y = y.wrapping_sub(corr);
-        }
+        let y = if self.away && p < -(1i64 << 30) {
+            p.wrapping_add(addc)
+        } else {
+            p.wrapping_add(add)
+        };
         let v = if self.hi32 {
             ((y >> 32) as i32) >> b.sh32[l]
         } else {
@@ -446,18 +443,10 @@ pub fn igemm(
     if rows == 0 {
         return;
     }
-    assert!(
-        ind.taps > 0 && w.k2.is_multiple_of(ind.taps),
-        "taps must split K"
-    );
-    let kp = w.k2 / ind.taps;
-    assert!(ind.max_off + kp * 2 <= x.len(), "A out of bounds");
+    let kp = ind.run_units(w.k2, 2, x.len());
     assert!(rq.channels() == w.n && rq.blocks.len() >= w.nblk * 2);
     assert!(w.data.len() == w.nblk * w.k2 * PAIR_ROW && w.bias.len() == w.nblk * NR);
-    assert!(
-        ldy >= w.n && y.len() >= (rows - 1) * ldy + w.n,
-        "y too short"
-    );
+    ind.check_out(w.n, ldy, y.len());
     let g = Gemm {
         x: x.as_ptr(),
         offs: ind.offs.as_ptr(),

@@ -55,6 +55,27 @@ impl Indirection {
     pub fn strided(rows: usize, lda: usize) -> Option<Indirection> {
         Indirection::new(rows, 1, (0..rows).map(|r| r * lda).collect())
     }
+
+    /// The length of each of a row's `taps` runs, in units of `unit` elements, for
+    /// rows `k_units` units long. Checks that the taps split the row and that every
+    /// run lies inside the `x_len` elements of A.
+    pub(crate) fn run_units(&self, k_units: usize, unit: usize, x_len: usize) -> usize {
+        assert!(
+            self.taps > 0 && k_units.is_multiple_of(self.taps),
+            "taps must split K"
+        );
+        let run = k_units / self.taps;
+        assert!(self.max_off + run * unit <= x_len, "A out of bounds");
+        run
+    }
+
+    /// Checks that `y_len` bytes hold this many output rows of `n` bytes, `ldy` apart.
+    pub(crate) fn check_out(&self, n: usize, ldy: usize, y_len: usize) {
+        assert!(
+            ldy >= n && y_len >= (self.rows - 1) * ldy + n,
+            "y too short"
+        );
+    }
 }
 
 /// `y[r, c] = stage(bias[c] + Σ_k A[r, k] · W[c, k])` for every row of `ind` and
@@ -74,22 +95,14 @@ pub fn igemm(
     if rows == 0 {
         return;
     }
-    assert!(
-        ind.taps > 0 && w.k4.is_multiple_of(ind.taps),
-        "taps must split K"
-    );
-    let kq = w.k4 / ind.taps;
-    assert!(ind.max_off + kq * 4 <= x.len(), "A out of bounds");
+    let kq = ind.run_units(w.k4, 4, x.len());
     assert!(rq.channels() == w.n && rq.blocks.len() == w.nblk);
     assert!(w.data.len() == w.nblk * w.k4 * NR * 4 && w.bias.len() == w.nblk * NR);
     assert!(
         w.grouped,
         "weights in the grouped layout (`PackedW8::group8`)"
     );
-    assert!(
-        ldy >= w.n && y.len() >= (rows - 1) * ldy + w.n,
-        "y too short"
-    );
+    ind.check_out(w.n, ldy, y.len());
     let g = Gemm {
         x: x.as_ptr(),
         offs: ind.offs.as_ptr(),
