@@ -17,6 +17,8 @@ use super::avx512::{
 #[cfg(target_arch = "x86_64")]
 use super::bytes_mut;
 use super::gemm::{gemm, gemm_u8, PackedW, PackedW8};
+#[cfg(target_arch = "x86_64")]
+use super::maddubs::{self, MaddubsW};
 use super::requant::{Requant, Wide};
 use super::winograd::Winograd;
 use super::{out_buffer, weight_dtype_ok, Aligned, Isa, Prepared};
@@ -919,6 +921,10 @@ pub struct FcKernel<T> {
     /// AVX2 GEMM with the fused output stage (CPUs without AVX-512).
     #[cfg(target_arch = "x86_64")]
     igemm2: Option<(PackedPairs, Wide8)>,
+    /// The `vpmaddubsw` kernel for a few rows, when its cost model takes the weights
+    /// (output stage: `igemm2`'s).
+    #[cfg(target_arch = "x86_64")]
+    maddubs: Option<MaddubsW>,
     #[cfg(target_arch = "x86_64")]
     ind: Option<Indirection>,
     requant: Requant,
@@ -964,16 +970,23 @@ impl<T: QInt> FcKernel<T> {
             Numerics::LiteRt => Rounding::TiesUp,
             Numerics::Reference => Rounding::Single,
         });
+        #[cfg(target_arch = "x86_64")]
+        let igemm2 = isa
+            .is_avx2_only()
+            .then(|| Some((PackedPairs::new(&wo, nout, k, &bias)?, Wide8::new(&stage)?)))
+            .flatten();
         Some(FcKernel {
             keep_num_dims,
             isa,
             xq,
             igemm: igemm_parts::<T>(isa, &wo, nout, k, &bias, xq.zp, &stage),
             #[cfg(target_arch = "x86_64")]
-            igemm2: isa
-                .is_avx2_only()
-                .then(|| Some((PackedPairs::new(&wo, nout, k, &bias)?, Wide8::new(&stage)?)))
-                .flatten(),
+            maddubs: igemm2.as_ref().and_then(|_| {
+                let zu = u8::try_from(xq.zp - T::MIN).ok()?;
+                MaddubsW::new(&wo, nout, k, &bias, zu)
+            }),
+            #[cfg(target_arch = "x86_64")]
+            igemm2,
             #[cfg(target_arch = "x86_64")]
             ind: None,
             packed8: packed8::<T>(isa, &wo, nout, k, &bias, xq.zp),
@@ -1039,6 +1052,29 @@ impl<T: QInt> FcKernel<T> {
                 padded_rows(xs, k, lda, p8.zu, &mut self.au, |s, d| to_u8(isa, s, d));
                 let y = out_buffer::<T>(out, shape, rows * nout);
                 igemm(isa, &self.au, ind, p8, wide, bytes_mut(y), nout);
+                return Ok(());
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (Some((_, w8)), Some(mw)) = (&self.igemm2, &self.maddubs) {
+            // Few rows only: the i16 GEMM's 4-row tiles read the weights once per 4 rows,
+            // this kernel once per row.
+            if rows <= 3 {
+                padded_rows(xs, k, mw.k_pad(), mw.zu, &mut self.au, |s, d| {
+                    to_u8(isa, s, d)
+                });
+                let y = out_buffer::<T>(out, shape, rows * nout);
+                let signed = T::MIN < 0;
+                maddubs::gemv(
+                    isa,
+                    &self.au,
+                    rows,
+                    mw,
+                    w8,
+                    signed,
+                    &mut self.acc,
+                    bytes_mut(y),
+                );
                 return Ok(());
             }
         }

@@ -35,6 +35,8 @@ pub mod avx512;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+pub mod maddubs;
 pub mod pool;
 pub mod requant;
 pub mod reshape;

@@ -69,11 +69,22 @@ fn weights(
 ) -> (Tensor, QuantParams) {
     let m = shape[0];
     let n: usize = shape.iter().product();
-    let kind = r.gen_range(0..4);
+    let kind = r.gen_range(0..5);
     let data = match kind {
         0 => TensorData::I8((0..n).map(|_| r.gen()).collect()),
         1 => TensorData::U8((0..n).map(|_| r.gen()).collect()),
         2 => TensorData::I4((0..n).map(|_| r.gen_range(-8..=7)).collect()),
+        // Trained-like: small next to the per-channel maximum, a few at the extremes
+        // (the AVX2 `vpmaddubsw` kernel takes these, with a remainder).
+        3 => TensorData::I8(
+            (0..n)
+                .map(|_| match r.gen_range(0..50) {
+                    0 => 127,
+                    1 => -127,
+                    _ => r.gen_range(-20..=20),
+                })
+                .collect(),
+        ),
         _ => TensorData::I8((0..n).map(|_| r.gen_range(-1..=1)).collect()),
     };
     let per_channel = r.gen_bool(0.6);
