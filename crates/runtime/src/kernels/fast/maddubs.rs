@@ -86,6 +86,61 @@ fn take_within_budget(w: &mut [i32], part: &mut [i32]) {
     }
 }
 
+/// Splits the weights of one 8-channel register and one group of `g` quads into the
+/// dense part and the remainder.
+struct GroupSplit<'a, W, A> {
+    /// Weight of channel `c`, input `k` (0 outside the matrix).
+    wt: &'a W,
+    /// Index of (register, quad, channel in register, byte in quad) in `dense`/`rest`.
+    at: &'a A,
+    g: usize,
+    lane: Vec<i32>,
+    part: Vec<i32>,
+    dense: &'a mut [i32],
+    rest: &'a mut [i32],
+}
+
+impl<W: Fn(usize, usize) -> i32, A: Fn(usize, usize, usize, usize) -> usize> GroupSplit<'_, W, A> {
+    /// Splits every lane with the quad `q0 + sink` last in its fill order, so that what
+    /// exceeds the budget lands on the sink's weights first. Returns the bit mask of
+    /// the group's quads left with a remainder.
+    fn run(&mut self, reg: usize, q0: usize, sink: usize) -> u32 {
+        let g = self.g;
+        // i-th weight of a lane: quad (the sink last), byte within the lane's pair.
+        let order = |i: usize| {
+            let j = i / 2;
+            let q = if j + 1 == g {
+                sink
+            } else {
+                j + usize::from(j >= sink)
+            };
+            (q0 + q, i % 2)
+        };
+        let mut with_rest = 0u32;
+        for l in 0..8 {
+            for half in 0..2 {
+                // The i16 lane `half` of channel `l` sums inputs 4q + 2·half + {0, 1}
+                // over the group's quads.
+                for (i, v) in self.lane.iter_mut().enumerate() {
+                    let (q, b) = order(i);
+                    *v = (self.wt)(reg * 8 + l, 4 * q + 2 * half + b);
+                }
+                take_within_budget(&mut self.lane, &mut self.part);
+                for i in 0..2 * g {
+                    let (q, b) = order(i);
+                    let ix = (self.at)(reg, q, l, 2 * half + b);
+                    self.dense[ix] = self.part[i];
+                    self.rest[ix] = self.lane[i];
+                    if self.lane[i] != 0 {
+                        with_rest |= 1 << (q - q0);
+                    }
+                }
+            }
+        }
+        with_rest
+    }
+}
+
 impl MaddubsW {
     /// The packing with the cheaper of G = 2 and G = 4, or `None` when neither beats
     /// the i16 GEMM by a clear margin (the estimate counts multiply instructions: the
@@ -131,25 +186,32 @@ impl MaddubsW {
         let mut dense_rq = vec![0i32; nregs * k4 * QREG];
         let mut rest = vec![0i32; nregs * k4 * QREG];
         let at = |reg: usize, q: usize, l: usize, b: usize| ((reg * k4 + q) * 8 + l) * 4 + b;
-        let mut lane = vec![0i32; 2 * g];
-        let mut part = vec![0i32; 2 * g];
-        for c in 0..nregs * 8 {
-            let (reg, l) = (c / 8, c % 8);
+        let mut split = GroupSplit {
+            wt: &wt,
+            at: &at,
+            g,
+            lane: vec![0; 2 * g],
+            part: vec![0; 2 * g],
+            dense: &mut dense_rq,
+            rest: &mut rest,
+        };
+        for reg in 0..nregs {
             for q0 in (0..k4).step_by(g) {
-                for half in 0..2 {
-                    // The i16 lane `half` of channel c sums inputs 4q + 2·half + {0, 1}
-                    // over the group's quads.
-                    let idx = |i: usize| (q0 + i / 2, 2 * half + i % 2);
-                    for (i, v) in lane.iter_mut().enumerate() {
-                        let (q, b) = idx(i);
-                        *v = wt(c, 4 * q + b);
+                // Each remainder quad costs an entry: keep the sink leaving the fewest.
+                let mut best = (0, u32::MAX);
+                let mut last = 0;
+                for sink in 0..g {
+                    let quads = split.run(reg, q0, sink).count_ones();
+                    last = sink;
+                    if quads < best.1 {
+                        best = (sink, quads);
                     }
-                    take_within_budget(&mut lane, &mut part);
-                    for i in 0..2 * g {
-                        let (q, b) = idx(i);
-                        dense_rq[at(reg, q, l, b)] = part[i];
-                        rest[at(reg, q, l, b)] = lane[i];
+                    if quads <= 1 {
+                        break;
                     }
+                }
+                if last != best.0 {
+                    split.run(reg, q0, best.0);
                 }
             }
         }
@@ -171,6 +233,7 @@ impl MaddubsW {
                 }
             }
         }
+        residual.sort_by_key(|e| (e.quad, e.reg));
         // Dense stream: groups of GROUP blocks, [quad][block in group][2 regs][8][4].
         let mut dense = vec![0i8; nregs * k4 * QREG];
         for blk in 0..nblk {
@@ -264,22 +327,20 @@ unsafe fn gemv_row(u: &[u8], w: &MaddubsW, rq: &Wide8, signed: bool, s: &mut [i3
         w.bias.as_ptr()
     } else {
         s.copy_from_slice(&w.bias);
-        // Entries are sorted by register: each register's sum stays in a register
-        // (a store and reload per entry would chain through store forwarding).
+        // One flat loop, no data-dependent branch. Entries are sorted by quad, so
+        // consecutive ones mostly update different registers' sums and the stores and
+        // reloads do not chain (each register's sum kept in a register instead costs a
+        // mispredicted branch per register).
         let ones = _mm256_set1_epi16(1);
-        let mut i = 0;
-        while i < w.residual.len() {
-            let reg = w.residual[i].reg;
-            let p = s.as_mut_ptr().add(8 * reg) as *mut __m256i;
-            let mut sum = _mm256_loadu_si256(p);
-            while let Some(e) = w.residual.get(i).filter(|e| e.reg == reg) {
-                let a = (u.as_ptr().add(4 * e.quad) as *const i32).read_unaligned();
-                let wv = _mm256_loadu_si256(e.w.as_ptr() as *const __m256i);
-                let t = _mm256_maddubs_epi16(_mm256_set1_epi32(a), wv);
-                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(t, ones));
-                i += 1;
-            }
-            _mm256_storeu_si256(p, sum);
+        for e in &w.residual {
+            let a = (u.as_ptr().add(4 * e.quad) as *const i32).read_unaligned();
+            let wv = _mm256_loadu_si256(e.w.as_ptr() as *const __m256i);
+            let t = _mm256_maddubs_epi16(_mm256_set1_epi32(a), wv);
+            let p = s.as_mut_ptr().add(8 * e.reg) as *mut __m256i;
+            _mm256_storeu_si256(
+                p,
+                _mm256_add_epi32(_mm256_loadu_si256(p), _mm256_madd_epi16(t, ones)),
+            );
         }
         s.as_ptr()
     };
