@@ -1056,7 +1056,7 @@ impl<T: QInt> FcKernel<T> {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        if let (Some((_, w8)), Some(mw)) = (&self.igemm2, &self.maddubs) {
+        if let (Some((_, w8)), Some(mw)) = (&self.igemm2, &mut self.maddubs) {
             // Few rows only: the i16 GEMM's 4-row tiles read the weights once per 4 rows,
             // this kernel once per row.
             if rows <= 3 {
@@ -1065,16 +1065,7 @@ impl<T: QInt> FcKernel<T> {
                 });
                 let y = out_buffer::<T>(out, shape, rows * nout);
                 let signed = T::MIN < 0;
-                maddubs::gemv(
-                    isa,
-                    &self.au,
-                    rows,
-                    mw,
-                    w8,
-                    signed,
-                    &mut self.acc,
-                    bytes_mut(y),
-                );
+                maddubs::gemv(isa, &self.au, rows, mw, w8, signed, bytes_mut(y));
                 return Ok(());
             }
         }

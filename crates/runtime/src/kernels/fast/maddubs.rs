@@ -65,6 +65,11 @@ pub struct MaddubsW {
     dense: Vec<i8>,
     residual: Vec<Residual>,
     bias: Vec<i32>,
+    /// The registers with remainder entries, each once.
+    res_regs: Vec<usize>,
+    /// Accumulator start values of a row: the bias, plus the remainder's sums in
+    /// `res_regs` (reset from `bias` at each row, so no row copies the whole bias).
+    start: Vec<i32>,
 }
 
 /// Splits `w` (one i16 lane's weights) into a part whose positive weights add up to
@@ -233,6 +238,9 @@ impl MaddubsW {
                 }
             }
         }
+        let mut res_regs: Vec<usize> = residual.iter().map(|e| e.reg).collect();
+        res_regs.sort_unstable();
+        res_regs.dedup();
         residual.sort_by_key(|e| (e.quad, e.reg));
         // Dense stream: groups of GROUP blocks, [quad][block in group][2 regs][8][4].
         let mut dense = vec![0i8; nregs * k4 * QREG];
@@ -267,6 +275,8 @@ impl MaddubsW {
             zu,
             dense,
             residual,
+            res_regs,
+            start: b.clone(),
             bias: b,
         })
     }
@@ -292,17 +302,15 @@ impl MaddubsW {
 
 /// `y[r, c] = stage(bias[c] + Σ_k (x[r, k] - zp) · W[c, k])` for the `rows` rows of
 /// `u` (u8 inputs `x - T::MIN`, rows `w.k_pad()` bytes apart, padding anything: it
-/// meets zero weights). `scratch` holds the bias with the remainder added, per row.
-/// Rows of `y` are `w.n` bytes; `signed` says whether they are i8.
-#[allow(clippy::too_many_arguments)]
+/// meets zero weights). Rows of `y` are `w.n` bytes; `signed` says whether they are
+/// i8. `w` is mutable for its row start values only.
 pub fn gemv(
     isa: Isa,
     u: &[u8],
     rows: usize,
-    w: &MaddubsW,
+    w: &mut MaddubsW,
     rq: &Wide8,
     signed: bool,
-    scratch: &mut Vec<i32>,
     y: &mut [u8],
 ) {
     assert!(isa.is_avx2(), "the maddubs kernel needs AVX2");
@@ -311,39 +319,40 @@ pub fn gemv(
     assert!(y.len() >= rows * w.n, "output too short");
     assert!(rq.channels() == w.n);
     assert!(w.dense.len() == w.nblk * 2 * w.k4 * QREG && w.bias.len() == w.nblk * NR);
-    scratch.resize(w.bias.len(), 0);
+    assert!(w.start.len() == w.bias.len());
     for r in 0..rows {
         let (ur, yr) = (&u[r * kp..(r + 1) * kp], &mut y[r * w.n..(r + 1) * w.n]);
         // SAFETY: `Isa::Avx2` exists only when the CPU has AVX2; the row, the weights,
         // the remainder entries (quad < k4, reg < 2 nblk: built so) and the output
         // are within the bounds asserted above.
-        unsafe { gemv_row(ur, w, rq, signed, scratch, yr) };
+        unsafe { gemv_row(ur, w, rq, signed, yr) };
     }
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn gemv_row(u: &[u8], w: &MaddubsW, rq: &Wide8, signed: bool, s: &mut [i32], y: &mut [u8]) {
-    let init = if w.residual.is_empty() {
-        w.bias.as_ptr()
-    } else {
-        s.copy_from_slice(&w.bias);
-        // One flat loop, no data-dependent branch. Entries are sorted by quad, so
-        // consecutive ones mostly update different registers' sums and the stores and
-        // reloads do not chain (each register's sum kept in a register instead costs a
-        // mispredicted branch per register).
-        let ones = _mm256_set1_epi16(1);
-        for e in &w.residual {
-            let a = (u.as_ptr().add(4 * e.quad) as *const i32).read_unaligned();
-            let wv = _mm256_loadu_si256(e.w.as_ptr() as *const __m256i);
-            let t = _mm256_maddubs_epi16(_mm256_set1_epi32(a), wv);
-            let p = s.as_mut_ptr().add(8 * e.reg) as *mut __m256i;
-            _mm256_storeu_si256(
-                p,
-                _mm256_add_epi32(_mm256_loadu_si256(p), _mm256_madd_epi16(t, ones)),
-            );
-        }
-        s.as_ptr()
-    };
+unsafe fn gemv_row(u: &[u8], w: &mut MaddubsW, rq: &Wide8, signed: bool, y: &mut [u8]) {
+    let s = w.start.as_mut_ptr();
+    for &reg in &w.res_regs {
+        let b = _mm256_loadu_si256(w.bias.as_ptr().add(8 * reg) as *const __m256i);
+        _mm256_storeu_si256(s.add(8 * reg) as *mut __m256i, b);
+    }
+    // One flat loop, no data-dependent branch. Entries are sorted by quad, so
+    // consecutive ones mostly update different registers' sums and the stores and
+    // reloads do not chain (each register's sum kept in a register instead costs a
+    // mispredicted branch per register).
+    let ones = _mm256_set1_epi16(1);
+    for e in &w.residual {
+        let a = (u.as_ptr().add(4 * e.quad) as *const i32).read_unaligned();
+        let wv = _mm256_loadu_si256(e.w.as_ptr() as *const __m256i);
+        let t = _mm256_maddubs_epi16(_mm256_set1_epi32(a), wv);
+        let p = s.add(8 * e.reg) as *mut __m256i;
+        _mm256_storeu_si256(
+            p,
+            _mm256_add_epi32(_mm256_loadu_si256(p), _mm256_madd_epi16(t, ones)),
+        );
+    }
+    let init = w.start.as_ptr();
+    let w = &*w;
     let st = Stage::new(rq, signed);
     let row = Row {
         u: u.as_ptr(),
@@ -481,7 +490,7 @@ mod tests {
             let rq = Wide8::new(&stage).expect("one-step stage");
             let x: Vec<i8> = (0..rows * k).map(|_| r.gen()).collect();
             for g in [1, 2, 4] {
-                let p = MaddubsW::with_group(&w, n, k, &bias, zu, g).unwrap();
+                let mut p = MaddubsW::with_group(&w, n, k, &bias, zu, g).unwrap();
                 with_remainder += usize::from(p.residual_len() > 0);
                 let kp = p.k_pad();
                 let mut u = vec![0xA5u8; rows * kp];
@@ -491,7 +500,7 @@ mod tests {
                     }
                 }
                 let mut y = vec![0u8; rows * n];
-                gemv(isa, &u, rows, &p, &rq, true, &mut Vec::new(), &mut y);
+                gemv(isa, &u, rows, &mut p, &rq, true, &mut y);
                 for rr in 0..rows {
                     for c in 0..n {
                         let acc = (0..k).fold(bias[c], |s, kk| {

@@ -335,7 +335,9 @@ pub(crate) fn out_buffer<'o, T: QInt>(
         });
     }
     let t = out.as_mut().expect("set above");
-    if t.shape != shape {
+    // Element by element: `!=` on slices calls `memcmp`, a library call per node for
+    // shapes of a few dimensions.
+    if t.shape.len() != shape.len() || t.shape.iter().zip(shape).any(|(a, b)| a != b) {
         t.shape.clear();
         t.shape.extend_from_slice(shape);
     }
