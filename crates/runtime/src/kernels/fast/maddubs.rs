@@ -19,7 +19,9 @@
 //! The packing splits each weight `w = m + r`: the dense part `m` meets that bound
 //! (filled greedily up to it), and the rare remainder `r` is kept as sparse entries of
 //! one quad and 8 channels, each again within the bound for one pair (`G = 1`), added
-//! into the bias before the dense pass. Trained weights are small next to their
+//! to the accumulators' start values before the dense pass (the split puts what
+//! exceeds the budget on one quad of the group where it can, so that few quads carry a
+//! remainder: each costs an entry). Trained weights are small next to their
 //! per-channel maximum, so the remainder is rare (under 4% of the 8-channel groups on
 //! the MLPerf anomaly-detection model at G = 2, none on most layers); when it is not,
 //! the cost model ([`MaddubsW::new`]) declines and the i16 GEMM runs.

@@ -11,8 +11,10 @@
 //!
 //! Instruction sets: every kernel has one portable Rust body. [`Isa::Avx2`] runs the
 //! GEMM through hand-written AVX2 micro-kernels (`vpmaddwd` on i16 operands, which
-//! cannot saturate for 8-bit data minus an 8-bit zero point) and compiles the other
-//! bodies with AVX2 enabled so LLVM vectorizes them; [`Isa::Portable`] runs the same
+//! cannot saturate for 8-bit data minus an 8-bit zero point), fully-connected layers
+//! whose weights allow it through [`maddubs`] (`vpmaddubsw` with partial sums the
+//! weights bound), and compiles the other bodies with AVX2 enabled so LLVM vectorizes
+//! them; [`Isa::Portable`] runs the same
 //! bodies without it. AVX-VNNI adds a 256-bit u8 x i8 `vpdpbusd` GEMM. AVX-512
 //! (F/BW/VL/VNNI, [`avx512`]) runs convolutions and fully-connected layers as an
 //! implicit 512-bit `vpdpbusd` GEMM reading a padded copy of the input in place (no
