@@ -26,7 +26,7 @@
 //! the MLPerf anomaly-detection model at G = 2, none on most layers); when it is not,
 //! the cost model ([`MaddubsW::new`]) declines and the i16 GEMM runs.
 
-use super::avx2::{Stage, Wide8};
+use super::avx2::{with_epi_kind, EpiKind, Stage, Wide8};
 use super::gemm::NR;
 use super::Isa;
 use std::arch::x86_64::*;
@@ -327,12 +327,12 @@ pub fn gemv(
         // SAFETY: `Isa::Avx2` exists only when the CPU has AVX2; the row, the weights,
         // the remainder entries (quad < k4, reg < 2 nblk: built so) and the output
         // are within the bounds asserted above.
-        unsafe { gemv_row(ur, w, rq, signed, yr) };
+        unsafe { with_epi_kind!(rq, signed, K => gemv_row::<K>(ur, w, rq, signed, yr)) };
     }
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn gemv_row(u: &[u8], w: &mut MaddubsW, rq: &Wide8, signed: bool, y: &mut [u8]) {
+unsafe fn gemv_row<K: EpiKind>(u: &[u8], w: &mut MaddubsW, rq: &Wide8, signed: bool, y: &mut [u8]) {
     let s = w.start.as_mut_ptr();
     for &reg in &w.res_regs {
         let b = _mm256_loadu_si256(w.bias.as_ptr().add(8 * reg) as *const __m256i);
@@ -355,7 +355,7 @@ unsafe fn gemv_row(u: &[u8], w: &mut MaddubsW, rq: &Wide8, signed: bool, y: &mut
     }
     let init = w.start.as_ptr();
     let w = &*w;
-    let st = Stage::new(rq, signed);
+    let st = Stage::<K>::new(rq, signed);
     let row = Row {
         u: u.as_ptr(),
         w,
@@ -372,34 +372,34 @@ unsafe fn gemv_row(u: &[u8], w: &mut MaddubsW, rq: &Wide8, signed: bool, y: &mut
             _ => 1,
         };
         match (w.g, nb) {
-            (2, 4) => tile::<2, 4>(&row, b0),
-            (2, 2) => tile::<2, 2>(&row, b0),
-            (2, _) => tile::<2, 1>(&row, b0),
-            (4, 4) => tile::<4, 4>(&row, b0),
-            (4, 2) => tile::<4, 2>(&row, b0),
-            (4, _) => tile::<4, 1>(&row, b0),
-            (_, 4) => tile::<1, 4>(&row, b0),
-            (_, 2) => tile::<1, 2>(&row, b0),
-            _ => tile::<1, 1>(&row, b0),
+            (2, 4) => tile::<K, 2, 4>(&row, b0),
+            (2, 2) => tile::<K, 2, 2>(&row, b0),
+            (2, _) => tile::<K, 2, 1>(&row, b0),
+            (4, 4) => tile::<K, 4, 4>(&row, b0),
+            (4, 2) => tile::<K, 4, 2>(&row, b0),
+            (4, _) => tile::<K, 4, 1>(&row, b0),
+            (_, 4) => tile::<K, 1, 4>(&row, b0),
+            (_, 2) => tile::<K, 1, 2>(&row, b0),
+            _ => tile::<K, 1, 1>(&row, b0),
         }
         b0 += nb;
     }
 }
 
 /// One row's operands.
-struct Row<'a> {
+struct Row<'a, K> {
     u: *const u8,
     w: &'a MaddubsW,
     /// Accumulator start values (`n_pad` i32).
     init: *const i32,
-    st: &'a Stage<'a>,
+    st: &'a Stage<'a, K>,
     y: *mut u8,
 }
 
 /// `NB` blocks of 16 channels from block `b0` (all in one group), `G` quads per i16
 /// partial sum.
 #[inline(always)]
-unsafe fn tile<const G: usize, const NB: usize>(row: &Row, b0: usize) {
+unsafe fn tile<K: EpiKind, const G: usize, const NB: usize>(row: &Row<K>, b0: usize) {
     let w = row.w;
     debug_assert_eq!(w.g, G);
     let ones = _mm256_set1_epi16(1);

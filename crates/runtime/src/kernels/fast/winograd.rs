@@ -519,7 +519,7 @@ fn output_transform(isa: Isa, m: &[i32], stride: usize, mp: usize, bias: &[i32],
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{CV, NR, XI};
-    use crate::kernels::fast::avx2::{Stage, Wide8};
+    use crate::kernels::fast::avx2::{with_epi_kind, EpiKind, Stage, Wide8};
     use crate::kernels::quantized::common::QInt;
     use std::arch::x86_64::*;
 
@@ -659,22 +659,17 @@ mod avx2 {
         // tile `t` reads its 16 products at `t * mp + ξ * band * mp` (< mb.len()), and
         // writes only pixels inside the image (checked per pixel).
         unsafe {
-            output_fused_impl(
-                mb,
-                band,
-                mp,
-                bias,
-                rq,
-                out,
-                super::super::bytes_mut(y),
-                T::MIN < 0,
-            )
+            let signed = T::MIN < 0;
+            let y = super::super::bytes_mut(y);
+            with_epi_kind!(rq, signed, K => output_fused_impl::<K>(
+                mb, band, mp, bias, rq, out, y, signed
+            ))
         }
     }
 
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn output_fused_impl(
+    unsafe fn output_fused_impl<K: EpiKind>(
         mb: &[i32],
         band: usize,
         mp: usize,
@@ -684,7 +679,7 @@ mod avx2 {
         y: &mut [u8],
         signed: bool,
     ) {
-        let st = Stage::new(rq, signed);
+        let st = Stage::<K>::new(rq, signed);
         let stride = band * mp;
         for t in 0..out.tiles {
             let (ty, tx) = (out.ty0 + t / out.tw, t % out.tw);
