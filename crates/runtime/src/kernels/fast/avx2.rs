@@ -222,8 +222,8 @@ impl Wide8 {
 /// Which steps of the epilogue a kernel instance decides at compile time. Each flag
 /// of [`Epi`] is a branch in the epilogue of every 8 outputs; fixing them for the
 /// stage almost every int8 TFLite layer has ([`Int8Stage`]) folds those branches away
-/// and frees the registers the run-time flags occupy (measured on Zen 2: DS-CNN 77.3
-/// -> 73.5 µs, ResNet-8 212.7 -> 203 µs). Other stages run [`AnyStage`].
+/// and frees the registers the run-time flags occupy (measured on Zen 2: DS-CNN 77.4
+/// -> 73.2 µs, ResNet-8 212.6 -> 202.9 µs). Other stages run [`AnyStage`].
 pub(crate) trait EpiKind {
     /// `Some(v)`: the flag is `v` in every stage this kind runs; `None`: read it from
     /// the [`Epi`].
