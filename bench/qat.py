@@ -91,7 +91,7 @@ def main():
     date = datetime.date.today().isoformat()
     suffix = f"-{a.only}" if a.only else ""
     meta = {"date": date, "machine": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "threads": 2}
+            "cpus": os.cpu_count(), "threads": 2, "load_average": os.getloadavg()}
     os.makedirs(a.out, exist_ok=True)
     base = os.path.join(a.out, f"qat-{date}{suffix}")
     tmp = base + ".json.tmp"
@@ -102,8 +102,8 @@ def main():
              f"Machine: {meta['machine']}, {meta['cpus']} cores, 2 training threads. "
              "Accuracies on the full test sets (10,000 images). `fake` = fake-quant in the "
              "training engine, `int` = the integer graph of `apply` on edgeopt's integer "
-             "kernels. Throughput/seconds were measured while other builds loaded the 2-core "
-             "machine (load 6-15): indicative only.", "",
+             "kernels. Seconds depend on what else ran on the 2-core machine: load average "
+             f"at the end {', '.join(f'{x:.1f}' for x in meta['load_average'])}.", "",
              "| run | float | PTQ fake | PTQ int | QAT fake | QAT int | fake−int (pt) | QAT s | target |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
