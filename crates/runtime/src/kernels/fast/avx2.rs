@@ -219,6 +219,49 @@ impl Wide8 {
     }
 }
 
+/// The output stage's flags, each a step of the epilogue that runs or not.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flags {
+    left: bool,
+    away: bool,
+    hi32: bool,
+    post: bool,
+    signed: bool,
+    /// Whether each clamp bound is inside the output type's range: the final 16 -> 8
+    /// bit pack saturates to the type's range, so a bound equal to the type's own
+    /// (no fused activation, or ReLU's upper bound) needs no instruction.
+    clamp_lo: bool,
+    clamp_hi: bool,
+}
+
+impl Wide8 {
+    /// The flags of this stage with an i8 (`signed`) or u8 output.
+    fn flags(&self, signed: bool) -> Flags {
+        let (tmin, tmax) = if signed { (-128, 127) } else { (0, 255) };
+        Flags {
+            left: self.any_left,
+            away: self.away,
+            hi32: self.hi32,
+            post: self.any_post,
+            signed,
+            clamp_lo: self.min > tmin,
+            clamp_hi: self.max < tmax,
+        }
+    }
+
+    /// `Some(away)` when the stage (output i8 when `signed`) runs as an [`Int8Stage`].
+    pub(crate) fn int8_stage(&self, signed: bool) -> Option<bool> {
+        let f = self.flags(signed);
+        if Int8Stage::<true>::admits(&f) {
+            Some(true)
+        } else if Int8Stage::<false>::admits(&f) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
 /// Which steps of the epilogue a kernel instance decides at compile time. Each flag
 /// of [`Epi`] is a branch in the epilogue of every 8 outputs; fixing them for the
 /// stage almost every int8 TFLite layer has ([`Int8Stage`]) folds those branches away
@@ -234,6 +277,18 @@ pub(crate) trait EpiKind {
     const SIGNED: Option<bool>;
     const CLAMP_LO: Option<bool>;
     const CLAMP_HI: Option<bool>;
+
+    /// Whether this kind runs a stage with flags `f`.
+    fn admits(f: &Flags) -> bool {
+        let fits = |fixed: Option<bool>, v: bool| fixed.is_none_or(|k| k == v);
+        fits(Self::LEFT, f.left)
+            && fits(Self::AWAY, f.away)
+            && fits(Self::HI32, f.hi32)
+            && fits(Self::POST, f.post)
+            && fits(Self::SIGNED, f.signed)
+            && fits(Self::CLAMP_LO, f.clamp_lo)
+            && fits(Self::CLAMP_HI, f.clamp_hi)
+    }
 }
 
 /// Every flag read at run time.
@@ -265,26 +320,6 @@ impl<const AWAY: bool> EpiKind for Int8Stage<AWAY> {
     const CLAMP_HI: Option<bool> = Some(false);
 }
 
-impl Wide8 {
-    /// Whether each clamp bound is inside the range of the output type (i8 when
-    /// `signed`, else u8): the final 16 -> 8 bit pack saturates to the type's range, so
-    /// a bound equal to the type's own needs no instruction.
-    fn clamps(&self, signed: bool) -> (bool, bool) {
-        let (tmin, tmax) = if signed { (-128, 127) } else { (0, 255) };
-        (self.min > tmin, self.max < tmax)
-    }
-
-    /// `Some(away)` when the stage (output i8 when `signed`) is an [`Int8Stage`].
-    pub(crate) fn int8_stage(&self, signed: bool) -> Option<bool> {
-        let int8 = signed
-            && !self.any_left
-            && self.hi32
-            && !self.any_post
-            && self.clamps(signed) == (false, false);
-        int8.then_some(self.away)
-    }
-}
-
 /// Evaluates `$body` with the type `$K` naming the [`EpiKind`] that runs the stage
 /// `$rq` (a `&Wide8`) with output signedness `$signed`.
 macro_rules! with_epi_kind {
@@ -310,14 +345,7 @@ pub(crate) use with_epi_kind;
 /// Layer-wide constants of the epilogue, for the kernels compiled for `K`.
 #[derive(Clone, Copy)]
 struct Epi<K> {
-    any_left: bool,
-    away: bool,
-    hi32: bool,
-    any_post: bool,
-    signed: bool,
-    /// Whether each clamp bound is inside the output type's range ([`Wide8::clamps`]).
-    clamp_lo: bool,
-    clamp_hi: bool,
+    f: Flags,
     /// The clamp bounds as i16 (the clamp runs after the i32 -> i16 pack).
     lo: __m256i,
     hi: __m256i,
@@ -331,63 +359,49 @@ struct Epi<K> {
 impl<K: EpiKind> Epi<K> {
     #[target_feature(enable = "avx2")]
     unsafe fn new(rq: &Wide8, signed: bool) -> Epi<K> {
-        let (clamp_lo, clamp_hi) = rq.clamps(signed);
-        let e = Epi {
-            any_left: rq.any_left,
-            away: rq.away,
-            hi32: rq.hi32,
-            any_post: rq.any_post,
-            signed,
-            clamp_lo,
-            clamp_hi,
+        let f = rq.flags(signed);
+        assert!(
+            K::admits(&f),
+            "the kernel's compile-time output stage differs from the layer's"
+        );
+        Epi {
+            f,
             lo: _mm256_set1_epi16(rq.min.clamp(-32768, 32767) as i16),
             hi: _mm256_set1_epi16(rq.max.clamp(-32768, 32767) as i16),
             thr: _mm256_set1_epi64x(-(1i64 << 30)),
             order: _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
             kind: std::marker::PhantomData,
-        };
-        let fits = |fixed: Option<bool>, v: bool| fixed.is_none_or(|f| f == v);
-        assert!(
-            fits(K::LEFT, e.any_left)
-                && fits(K::AWAY, e.away)
-                && fits(K::HI32, e.hi32)
-                && fits(K::POST, e.any_post)
-                && fits(K::SIGNED, e.signed)
-                && fits(K::CLAMP_LO, e.clamp_lo)
-                && fits(K::CLAMP_HI, e.clamp_hi),
-            "the kernel's compile-time output stage differs from the layer's"
-        );
-        e
+        }
     }
 
     // The flags, constants where `K` fixes them.
     #[inline(always)]
     fn left(&self) -> bool {
-        K::LEFT.unwrap_or(self.any_left)
+        K::LEFT.unwrap_or(self.f.left)
     }
     #[inline(always)]
     fn away(&self) -> bool {
-        K::AWAY.unwrap_or(self.away)
+        K::AWAY.unwrap_or(self.f.away)
     }
     #[inline(always)]
     fn hi32(&self) -> bool {
-        K::HI32.unwrap_or(self.hi32)
+        K::HI32.unwrap_or(self.f.hi32)
     }
     #[inline(always)]
     fn post(&self) -> bool {
-        K::POST.unwrap_or(self.any_post)
+        K::POST.unwrap_or(self.f.post)
     }
     #[inline(always)]
     fn signed(&self) -> bool {
-        K::SIGNED.unwrap_or(self.signed)
+        K::SIGNED.unwrap_or(self.f.signed)
     }
     #[inline(always)]
     fn clamp_lo(&self) -> bool {
-        K::CLAMP_LO.unwrap_or(self.clamp_lo)
+        K::CLAMP_LO.unwrap_or(self.f.clamp_lo)
     }
     #[inline(always)]
     fn clamp_hi(&self) -> bool {
-        K::CLAMP_HI.unwrap_or(self.clamp_hi)
+        K::CLAMP_HI.unwrap_or(self.f.clamp_hi)
     }
 }
 
