@@ -71,3 +71,73 @@ pub mod toycar {
             .collect()
     }
 }
+
+pub mod exporters {
+    //! The exporter corpus of ../shared/data (`exporters/`, see its README.md): model
+    //! files as PyTorch's and Keras's current exporters write them, each with its
+    //! input samples, float calibration samples and reference outputs, as listed in
+    //! `manifest.json`.
+
+    use std::path::{Path, PathBuf};
+
+    /// One model file of the corpus (the manifest's fields that tests use).
+    #[derive(Debug, Clone)]
+    pub struct Entry {
+        /// Path under `exporters/`, e.g. `onnx/mnist_cnn.ts17.onnx`.
+        pub file: String,
+        /// `onnx` or `tflite`.
+        pub format: String,
+        /// The exporter variant, e.g. `ts17`, `dynamo18`, `batch1.int8`.
+        pub exporter: String,
+        /// 4 samples in the file's own input dtype and layout.
+        pub input: PathBuf,
+        /// The same samples as float (the float model's input), when given.
+        pub input_float: Option<PathBuf>,
+        /// 32 float calibration samples in the float model's layout and range.
+        pub calib: Option<PathBuf>,
+        /// Reference outputs (onnxruntime / LiteRT builtin), one per model output.
+        pub expected: Vec<PathBuf>,
+    }
+
+    impl Entry {
+        pub fn path(&self, data: &Path) -> PathBuf {
+            data.join("exporters").join(&self.file)
+        }
+
+        /// A float-weight, float-activation file (what `quantize` starts from).
+        pub fn is_float32(&self) -> bool {
+            self.format == "onnx" || self.exporter.ends_with(".fp32")
+        }
+
+        /// The file name without folder, for tables.
+        pub fn name(&self) -> &str {
+            self.file.rsplit('/').next().unwrap_or(&self.file)
+        }
+    }
+
+    /// Every file the manifest lists as written (`status == "OK"`), in manifest order.
+    pub fn entries(data: &Path) -> Vec<Entry> {
+        let dir = data.join("exporters");
+        let text = std::fs::read_to_string(dir.join("manifest.json")).expect("read manifest");
+        let m: serde_json::Value = serde_json::from_str(&text).expect("manifest is JSON");
+        let path = |v: &serde_json::Value| v.as_str().map(|s| dir.join(s));
+        m["files"]
+            .as_array()
+            .expect("manifest files")
+            .iter()
+            .filter(|f| f["status"] == "OK")
+            .map(|f| Entry {
+                file: f["file"].as_str().expect("file").to_string(),
+                format: f["format"].as_str().expect("format").to_string(),
+                exporter: f["exporter"].as_str().unwrap_or_default().to_string(),
+                input: path(&f["input"]).expect("input"),
+                input_float: path(&f["input_float"]),
+                calib: path(&f["calib"]),
+                expected: f["expected"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(|e| path(&e["file"])).collect())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+}
