@@ -44,6 +44,18 @@ pub enum ActivationsArg {
     Fp16,
 }
 
+/// The model edge of the written model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoArg {
+    /// Float inputs and outputs, quantized and dequantized inside the model (the TFLite
+    /// converter's default; `compile` emits those steps in C).
+    Float,
+    /// Integer inputs and outputs carrying their quantization parameters (the TFLite
+    /// converter's inference_input_type / inference_output_type = int8): the caller
+    /// quantizes samples itself and the device holds no float buffer.
+    Int8,
+}
+
 /// Storage type of int8 activations in an ONNX (QDQ) output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnnxActivationsArg {
@@ -119,7 +131,9 @@ pub struct QuantizeArgs {
     /// Evaluate only this many samples, spread evenly over --eval-data.
     #[arg(long)]
     pub eval_limit: Option<usize>,
-    /// Preprocessing, as for eval: multiply raw values by this first.
+    /// Preprocessing of every data file given here (--calib, --eval-data, --train
+    /// alike, so give them all in the same raw form, e.g. uint8 pixels with --scale
+    /// 0.0039216): multiply raw values by this first; then --mean, --std as for eval.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f32,
     #[arg(
@@ -136,6 +150,14 @@ pub struct QuantizeArgs {
     /// Output model (.onnx: QDQ; .tflite).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Model inputs and outputs: float (default, as the TFLite converter writes) or
+    /// int8 (what a microcontroller wants: no float buffer, no conversion on device).
+    #[arg(long, value_enum, default_value_t = IoArg::Float)]
+    pub io: IoArg,
+    /// Refuse the result (exit non-zero, write nothing) when the quantized top-1
+    /// accuracy on --eval-data is more than this many points below the float model's.
+    #[arg(long, requires = "eval_data")]
+    pub max_accuracy_drop: Option<f64>,
     /// How an .onnx output stores int8 activations.
     #[arg(long, value_enum, default_value_t = OnnxActivationsArg::Uint8)]
     pub onnx_activations: OnnxActivationsArg,
@@ -319,7 +341,38 @@ pub fn load_calibration(args: &QuantizeArgs, graph: &Graph) -> Result<Vec<Vec<Te
     if rows.is_empty() {
         bail!("no calibration samples");
     }
-    calibration_samples(graph, &data, &rows, &args.eval_config())
+    let samples = calibration_samples(graph, &data, &rows, &args.eval_config())?;
+    check_calibration(&samples)?;
+    Ok(samples)
+}
+
+/// Calibration data that would silently ruin the model is refused: a NaN or an
+/// infinity (every range it touches becomes meaningless), or one value everywhere
+/// (all-zero or blank samples: every activation range collapses to a point and the
+/// scales to ~1e-35).
+pub fn check_calibration(samples: &[Vec<Tensor>]) -> Result<()> {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (i, sample) in samples.iter().enumerate() {
+        for t in sample {
+            if !t.dtype().is_float() {
+                continue;
+            }
+            for v in t.to_f32_vec() {
+                if !v.is_finite() {
+                    bail!("calibration sample {i} holds {v}: calibration data must be finite");
+                }
+                lo = lo.min(v as f64);
+                hi = hi.max(v as f64);
+            }
+        }
+    }
+    if lo == hi {
+        bail!(
+            "every calibration value is {lo}: constant samples give no activation ranges \
+             (is --calib the right file, and --scale/--mean/--std right for it?)"
+        );
+    }
+    Ok(())
 }
 
 fn eval_on(graph: &Graph, name: &str, args: &QuantizeArgs) -> Result<Option<EvalReport>> {
@@ -450,6 +503,9 @@ pub fn quantize_command(args: &QuantizeArgs) -> Result<QuantizeSummary> {
     let samples = load_calibration(args, &graph)?;
     let mut r = ptq::run(&graph, &samples, &opts)?;
     maybe_qat(args, &mut r, &samples)?;
+    if args.io == IoArg::Int8 {
+        edgeopt_compress::quant::edge::integer_io(&mut r.quantized, true).context("--io int8")?;
+    }
     let name = args
         .model
         .file_name()
@@ -457,6 +513,26 @@ pub fn quantize_command(args: &QuantizeArgs) -> Result<QuantizeSummary> {
         .unwrap_or_default();
     let float_eval = eval_on(&graph, &name, args)?;
     let q_eval = eval_on(&r.quantized, &format!("{name} (quantized)"), args)?;
+    if let (Some(f), Some(q)) = (&float_eval, &q_eval) {
+        let drop = f.accuracy - q.accuracy;
+        if let Some(max) = args.max_accuracy_drop {
+            if drop > max {
+                bail!(
+                    "quantized top-1 {:.2}% is {drop:.2} points below the float model's \
+                     {:.2}% (--max-accuracy-drop {max}); nothing written",
+                    q.accuracy,
+                    f.accuracy
+                );
+            }
+        } else if drop > 5.0 {
+            eprintln!(
+                "warning: quantized top-1 {:.2}% is {drop:.2} points below the float model's \
+                 {:.2}%: check that --calib holds samples like --eval-data (same range and \
+                 layout) and the preprocessing flags",
+                q.accuracy, f.accuracy
+            );
+        }
+    }
     let mut exported_eval = None;
     if let Some(o) = &args.output {
         export(&r.quantized, o, args.onnx_activations)?;

@@ -353,3 +353,144 @@ fn run_batches_a_batch1_model_and_places_outputs() {
         "-o given",
     );
 }
+
+/// `quantize --io int8` writes a model whose inputs and outputs are int8 with their
+/// quantization parameters (LiteRT loads it and agrees with edgeopt bit for bit), which
+/// compiles with a smaller arena than the float-edge model; calibration data that would
+/// ruin the model (NaN, constant) is refused, and `--max-accuracy-drop` refuses a
+/// model calibrated on data of the wrong range without writing it.
+#[test]
+fn quantize_integer_io_and_calibration_guards() {
+    let Some(data) = tk::data_dir() else { return };
+    if !tk::oracle_available() {
+        return;
+    }
+    let dir = tk::scratch_dir("cli_quantize_io");
+    let ex = data.join("exporters/tflite");
+    let m = ex.join("mlp_tabular.batch1.fp32.tflite");
+    let calib = ex.join("ai4i_8.calib.npy");
+    let quantize = |extra: &[&str], out: &Path| {
+        let mut args = vec!["quantize", p(&m), "--calib", p(&calib), "-o", p(out)];
+        args.extend_from_slice(extra);
+        edgeopt(&args)
+    };
+    let (float_io, int8_io) = (dir.join("float.tflite"), dir.join("int8.tflite"));
+    for (extra, out) in [(&[][..], &float_io), (&["--io", "int8"][..], &int8_io)] {
+        let o = quantize(extra, out);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let g = edgeopt_cli::load_model(&int8_io).unwrap();
+    let (i, o) = (&g.values[g.inputs[0]], &g.values[g.outputs[0]]);
+    assert_eq!(
+        (i.dtype, o.dtype),
+        (edgeopt_ir::DType::I8, edgeopt_ir::DType::I8)
+    );
+    let q = i
+        .quant
+        .clone()
+        .expect("the int8 input carries its parameters");
+
+    // The same samples, quantized with the input's parameters: LiteRT == edgeopt.
+    let x = edgeopt_npy::read(&ex.join("ai4i_8.input.npy")).unwrap();
+    let (s, z) = q.channel(0);
+    let xq = Tensor::new(
+        x.shape.clone(),
+        TensorData::I8(
+            x.to_f32_vec()
+                .iter()
+                .map(|&v| edgeopt_tests_quantize(v, s, z))
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let xq_path = dir.join("xq.npy");
+    write_npy(&xq_path, &xq);
+    let lite = dir.join("lite.npy");
+    tk::run_oracle("litert_run.py", &[&int8_io, &xq_path, &lite]);
+    let ours = edgeopt_runtime::run_per_sample(&g, &[xq]).unwrap();
+    assert_eq!(ours[0], edgeopt_npy::read(&lite).unwrap());
+
+    // Both compile; the integer edge holds no float buffer (never a larger arena).
+    let arena = |model: &Path, name: &str| {
+        let out = edgeopt(&[
+            "compile",
+            p(model),
+            "--target",
+            "cortex-m4",
+            "-o",
+            p(&dir.join(name)),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        j["arena_bytes"].as_u64().unwrap()
+    };
+    assert!(arena(&int8_io, "c_int8") <= arena(&float_io, "c_float"));
+    let h = std::fs::read_to_string(dir.join("c_int8/model.h")).unwrap();
+    assert!(h.contains("#define EDGEOPT_INPUT0_IS_FLOAT 0"), "{h}");
+
+    // Calibration guards.
+    let bad = dir.join("bad.npy");
+    let c = edgeopt_npy::read(&calib).unwrap();
+    let mut nan = c.to_f32_vec();
+    nan[5] = f32::NAN;
+    write_npy(&bad, &Tensor::from_f32(c.shape.clone(), nan).unwrap());
+    let out = dir.join("never.tflite");
+    let args = ["quantize", p(&m), "--calib", p(&bad), "-o", p(&out)];
+    assert_error(&edgeopt(&args), "must be finite");
+    write_npy(
+        &bad,
+        &Tensor::from_f32(c.shape.clone(), vec![0.0; c.len()]).unwrap(),
+    );
+    assert_error(&edgeopt(&args), "constant");
+    assert!(!out.exists());
+}
+
+/// Quantized like TFLite's QUANTIZE (round half away from zero, saturate).
+fn edgeopt_tests_quantize(v: f32, scale: f32, zp: i64) -> i8 {
+    ((v / scale).round() as i64 + zp).clamp(-128, 127) as i8
+}
+
+#[test]
+fn quantize_refuses_a_large_accuracy_drop() {
+    let Some(data) = tk::data_dir() else { return };
+    let dir = tk::scratch_dir("cli_quantize_drop");
+    let m = data.join(RESNET_TFLITE);
+    // Calibration on images scaled to a thousandth of their range: every activation
+    // range is far too small and the quantized model collapses.
+    let x = edgeopt_npy::read(&data.join("cifar10/test_x.npy")).unwrap();
+    let TensorData::U8(px) = &x.data else {
+        panic!("cifar is u8")
+    };
+    let n = 16 * 3072;
+    let tiny = Tensor::from_f32(
+        vec![16, 32, 32, 3],
+        px[..n].iter().map(|&b| b as f32 * 0.001).collect(),
+    )
+    .unwrap();
+    let calib = dir.join("tiny.npy");
+    write_npy(&calib, &tiny);
+    let out = dir.join("never.tflite");
+    let o = edgeopt(&[
+        "quantize",
+        p(&m),
+        "--calib",
+        p(&calib),
+        "--eval-data",
+        p(&data.join("cifar10/test_x.npy")),
+        "--eval-labels",
+        p(&data.join("cifar10/test_y.npy")),
+        "--eval-limit",
+        "200",
+        "--max-accuracy-drop",
+        "1",
+        "-o",
+        p(&out),
+    ]);
+    assert_error(&o, "--max-accuracy-drop 1");
+    assert!(!out.exists(), "nothing is written");
+}

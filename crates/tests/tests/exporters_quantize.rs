@@ -52,16 +52,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ("lstm.ts17.onnx", "import", "ONNX LSTM"),
     ("lstm.dynamo18_inline.onnx", "import", "ONNX LSTM"),
     (
-        "cnn1d.ts17.onnx",
-        "quantize",
-        "1-D conv has no TFLite form yet (lift to 2-D)",
-    ),
-    (
-        "cnn1d.dynamo18_inline.onnx",
-        "quantize",
-        "1-D conv has no TFLite form yet (lift to 2-D)",
-    ),
-    (
         "ds_cnn_like.dynbatch.fp32.tflite",
         "import",
         "SHAPE/STRIDED_SLICE/PACK batch arithmetic",
@@ -88,16 +78,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "ds_cnn_like.batch1.fp32.tflite",
         "tflite",
         "LiteRT's optimized int8 depthwise rounds unlike the reference kernel (numerics)",
-    ),
-    (
-        "conv1d_ts.batch1.fp32.tflite",
-        "onnx",
-        "QDQ of the dilated conv is refused by onnxruntime's QLinearConv",
-    ),
-    (
-        "conv1d_ts.batch1.fp32.tflite",
-        "compile",
-        "1-D MEAN (rank-3 global pool)",
     ),
 ];
 
@@ -199,7 +179,8 @@ fn run_row(data: &Path, dir: &Path, e: &Entry) -> Row {
             let ours = edgeopt_cli::load_model(&tfl)
                 .map_err(first_line)
                 .and_then(|g| {
-                    edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(&x)).map_err(first_line)
+                    edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(&x))
+                        .map_err(first_line)
                 });
             row.cells[2] = Some(match (ours, litert(&tfl, &input, &lite)) {
                 (Err(err), _) => Err(format!("edgeopt run: {err}")),
@@ -236,7 +217,8 @@ fn run_row(data: &Path, dir: &Path, e: &Entry) -> Row {
             let ours = edgeopt_cli::load_model(&onnx)
                 .map_err(first_line)
                 .and_then(|g| {
-                    edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(&x)).map_err(first_line)
+                    edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(&x))
+                        .map_err(first_line)
                 });
             match ours {
                 Err(err) => row.cells[3] = Some(Err(format!("edgeopt run: {err}"))),

@@ -19,6 +19,7 @@
 
 pub mod apply;
 pub mod calibrate;
+pub mod edge;
 pub mod equalize;
 pub mod mixed;
 pub mod prepare;

@@ -15,7 +15,8 @@
 //!    where a form is missing, so the tf2onnx pair (NHWC input → Transpose → NCHW) and
 //!    its inverse cancel, and a Transpose that moves no data (around 1×1 spatial
 //!    dims, before a Flatten) becomes a Reshape;
-//! 5. Relu / Relu6 / Clip(0, 6) / Clip(-1, 1) fused into the producer's `activation`.
+//! 5. Relu / Relu6 / Clip(0, 6) / Clip(-1, 1) fused into the producer's `activation`;
+//! 6. 1-D convs and pools lifted to 2-D ones over a unit height (between Reshapes).
 //!
 //! Every step keeps the float outputs equal up to float rounding (tested on real data).
 
@@ -39,6 +40,8 @@ pub fn prepare(graph: &Graph) -> Result<Graph> {
     let mut g = to_nhwc(&g)?;
     compact(&mut g);
     fuse_activations(&mut g);
+    compact(&mut g);
+    lift_1d(&mut g)?;
     compact(&mut g);
     merge_reshapes(&mut g);
     compact(&mut g);
@@ -230,7 +233,8 @@ fn fold_batchnorm(g: &mut Graph) -> Result<()> {
 }
 
 /// A float mean over axes 1 and 2 of a 4-D tensor (Keras GlobalAveragePooling2D as the
-/// TFLite converter writes it: MEAN axes [1, 2]) → an NHWC AveragePool whose window is
+/// TFLite converter writes it: MEAN axes [1, 2]; axis 1 of a 3-D one for the 1-D
+/// pooling) → an NHWC AveragePool whose window is
 /// the whole plane, followed by a Reshape when the axes are dropped. The two compute
 /// the same per-(n, c) average whatever the tensor means, and the pool has integer
 /// kernels in the runtime, the TFLite writer and the C generator.
@@ -252,27 +256,30 @@ fn mean_to_pool(g: &mut Graph) -> Result<()> {
         let x = n.input(0);
         let xs = x.and_then(|x| facts[x].as_ref()).map(|f| f.shape.clone());
         let f32_in = x.is_some_and(|x| g.values[x].dtype == DType::F32);
-        let axes_12 = {
+        // The axes between the batch and the last one: [1, 2] of a 4-D tensor, [1] of
+        // a 3-D one (Keras GlobalAveragePooling1D).
+        let plane = |rank: usize| {
             let mut a: Vec<i64> = axes
                 .iter()
-                .map(|&a| if a < 0 { a + 4 } else { a })
+                .map(|&a| if a < 0 { a + rank as i64 } else { a })
                 .collect();
             a.sort_unstable();
-            a == [1, 2]
+            a == (1..rank as i64 - 1).collect::<Vec<_>>()
         };
-        let (Some(xs), true, true, [y]) = (xs, f32_in, axes_12, n.outputs.as_slice()) else {
+        let (Some(xs), true, [y]) = (xs, f32_in, n.outputs.as_slice()) else {
             nodes.push(n);
             continue;
         };
-        if xs.len() != 4 || xs[1] == 0 || xs[2] == 0 {
+        let r = xs.len();
+        if !matches!(r, 3 | 4) || !plane(r) || xs[1..r - 1].contains(&0) {
             nodes.push(n);
             continue;
         }
         let y = *y;
         let p = PoolAttrs {
             layout: Layout::Nhwc,
-            kernel_shape: vec![xs[1], xs[2]],
-            strides: vec![1, 1],
+            kernel_shape: xs[1..r - 1].to_vec(),
+            strides: vec![1; r - 2],
             dilations: vec![],
             pads: vec![],
             auto_pad: AutoPad::Valid,
@@ -291,7 +298,7 @@ fn mean_to_pool(g: &mut Graph) -> Result<()> {
         let pooled_name = fresh_name(g, &format!("{}_pooled", g.values[y].name));
         let pooled = g.add_value(pooled_name, DType::F32, None);
         let shape_name = fresh_name(g, &format!("{}_shape", g.values[y].name));
-        let target = Tensor::from_i64(vec![2], vec![xs[0] as i64, xs[3] as i64])?;
+        let target = Tensor::from_i64(vec![2], vec![xs[0] as i64, xs[r - 1] as i64])?;
         let shape = g.add_const(shape_name, target);
         nodes.push(Node {
             name: format!("{}_pool", n.name),
@@ -308,6 +315,138 @@ fn mean_to_pool(g: &mut Graph) -> Result<()> {
     }
     g.nodes = nodes;
     Ok(())
+}
+
+/// 1-D NHWC convolutions and pools (`[N, W, C]`, after [`to_nhwc`]) → their 2-D form
+/// on `[N, 1, W, C]` between two Reshapes: kernel `[1, k]`, stride `[1, s]`, dilation
+/// `[1, d]`, padding only along W, conv weights `[M, k, C/g]` → `[M, 1, k, C/g]`. The
+/// arithmetic is the same element for element; what changes is that TFLite (whose
+/// convolutions and pools are 2-D), the C generator and the 2-D fast kernels take it.
+/// Back-to-back 1-D layers leave Reshape pairs that [`merge_reshapes`] collapses.
+fn lift_1d(g: &mut Graph) -> Result<()> {
+    let shapes = bind_input_shapes(g, 1)?;
+    let facts = infer_graph(g, &shapes)?;
+    let fact = |id: ValueId| facts.get(id).cloned().flatten().map(|f| f.shape);
+    let mut nodes = Vec::with_capacity(g.nodes.len());
+    for mut n in std::mem::take(&mut g.nodes) {
+        let (Some(x), &[y]) = (n.input(0), n.outputs.as_slice()) else {
+            nodes.push(n);
+            continue;
+        };
+        let (Some(xs), Some(ys)) = (fact(x), fact(y)) else {
+            nodes.push(n);
+            continue;
+        };
+        let is_1d = xs.len() == 3 && ys.len() == 3;
+        let w1d = n
+            .input(1)
+            .filter(|&w| g.values[w].data.as_ref().is_some_and(|t| t.rank() == 3));
+        let lifted = match &mut n.op {
+            Op::Conv(a) if is_1d && a.layout == Layout::Nhwc && w1d.is_some() => {
+                let w = w1d.expect("checked");
+                let wt = g.values[w].data.clone().expect("checked");
+                let (m, k, cg) = (wt.shape[0], wt.shape[1], wt.shape[2]);
+                let name = fresh_name(g, &format!("{}_2d", g.values[w].name));
+                let w2 = g.add_const(name, wt.reshaped(vec![m, 1, k, cg])?);
+                g.values[w2].quant = g.values[w].quant.clone();
+                n.inputs[1] = Some(w2);
+                lift_conv_attrs(a, k);
+                true
+            }
+            Op::MaxPool(p) | Op::AveragePool(p) if is_1d && p.layout == Layout::Nhwc => {
+                lift_pool_attrs(p);
+                true
+            }
+            _ => false,
+        };
+        if !lifted {
+            nodes.push(n);
+            continue;
+        }
+        let x2 = push_reshape(g, &mut nodes, x, &[xs[0], 1, xs[1], xs[2]], "2d");
+        let y2_name = fresh_name(g, &format!("{}_2d", g.values[y].name));
+        let y2 = g.add_value(y2_name, g.values[y].dtype, None);
+        n.inputs[0] = Some(x2);
+        n.outputs = vec![y2];
+        let name = n.name.clone();
+        nodes.push(n);
+        let shape_name = fresh_name(g, &format!("{name}_1d_shape"));
+        let shape = g.add_const(
+            shape_name,
+            Tensor::from_i64(vec![3], ys.iter().map(|&d| d as i64).collect())?,
+        );
+        nodes.push(Node {
+            name: format!("{name}_1d"),
+            op: Op::Reshape { allowzero: false },
+            inputs: vec![Some(y2), Some(shape)],
+            outputs: vec![y],
+        });
+    }
+    g.nodes = nodes;
+    Ok(())
+}
+
+/// A Reshape of `x` to `shape` appended to `nodes`; returns the new value.
+fn push_reshape(
+    g: &mut Graph,
+    nodes: &mut Vec<Node>,
+    x: ValueId,
+    shape: &[usize],
+    tag: &str,
+) -> ValueId {
+    let base = format!("{}_{tag}", g.values[x].name);
+    let out = g.add_value(fresh_name(g, &base), g.values[x].dtype, None);
+    let sname = fresh_name(g, &format!("{base}_shape"));
+    let target = Tensor::from_i64(vec![shape.len()], shape.iter().map(|&d| d as i64).collect())
+        .expect("a shape is a valid i64 vector");
+    let sid = g.add_const(sname, target);
+    nodes.push(Node {
+        name: g.values[out].name.clone(),
+        op: Op::Reshape { allowzero: false },
+        inputs: vec![Some(x), Some(sid)],
+        outputs: vec![out],
+    });
+    out
+}
+
+/// 1-D geometry → 2-D with a unit leading spatial axis (ONNX pads: begins, ends).
+fn lift_geometry(
+    kernel: &mut Vec<usize>,
+    strides: &mut Vec<usize>,
+    dilations: &mut Vec<usize>,
+    pads: &mut Vec<usize>,
+) {
+    let one = |v: &[usize]| v.first().copied().unwrap_or(1);
+    if !kernel.is_empty() {
+        *kernel = vec![1, kernel[0]];
+    }
+    *strides = vec![1, one(strides)];
+    *dilations = vec![1, one(dilations)];
+    if !pads.is_empty() {
+        let (b, e) = (pads[0], pads.get(1).copied().unwrap_or(0));
+        *pads = vec![0, b, 0, e];
+    }
+}
+
+fn lift_conv_attrs(a: &mut ConvAttrs, k: usize) {
+    if a.kernel_shape.is_empty() {
+        a.kernel_shape = vec![k];
+    }
+    lift_geometry(
+        &mut a.kernel_shape,
+        &mut a.strides,
+        &mut a.dilations,
+        &mut a.pads,
+    );
+}
+
+fn lift_pool_attrs(p: &mut PoolAttrs) {
+    lift_geometry(
+        &mut p.kernel_shape,
+        &mut p.strides,
+        &mut p.dilations,
+        &mut p.pads,
+    );
 }
 
 /// Gemm / MatMul with constant 2-D weights and a 2-D input → FullyConnected.

@@ -528,6 +528,46 @@ fn auto_pad_str(a: AutoPad) -> &'static str {
     }
 }
 
+/// The explicit pads (ONNX order) that a conv's SAME `auto_pad` resolves to, from its
+/// input's fixed shape.
+fn same_pads(g: &Graph, n: &Node, c: &ConvAttrs) -> Result<Vec<i64>> {
+    let fixed = |k: usize| n.input(k).and_then(|v| g.values[v].fixed_shape());
+    let (Some(xs), Some(ws)) = (fixed(0), fixed(1)) else {
+        return Err(OnnxError::Model(format!(
+            "node '{}': SAME padding with dilation needs fixed input and weight shapes",
+            n.name
+        )));
+    };
+    let bad = |e: String| OnnxError::Model(format!("node '{}': {e}", n.name));
+    let (_, _, spatial) = edgeopt_ir::shape::split_layout(&xs, c.layout).map_err(bad)?;
+    let kernel = if c.kernel_shape.is_empty() {
+        match c.layout {
+            Layout::Nchw => ws.get(2..).unwrap_or_default().to_vec(),
+            Layout::Nhwc => ws
+                .get(1..ws.len().saturating_sub(1))
+                .unwrap_or_default()
+                .to_vec(),
+        }
+    } else {
+        c.kernel_shape.clone()
+    };
+    let w = edgeopt_ir::shape::window(
+        &spatial,
+        &kernel,
+        &c.strides,
+        &c.dilations,
+        &[],
+        c.auto_pad,
+        false,
+    )
+    .map_err(bad)?;
+    Ok(w.pads_begin
+        .iter()
+        .chain(&w.pads_end)
+        .map(|&p| p as i64)
+        .collect())
+}
+
 fn conv_attrs(c: &ConvAttrs, with_group: bool) -> Vec<AttributeProto> {
     let mut a = Vec::new();
     if !c.kernel_shape.is_empty() {
@@ -1050,6 +1090,15 @@ impl Ex<'_> {
                 let mut attrs = conv_attrs(c, true);
                 if nhwc && c.kernel_shape.is_empty() {
                     attrs.retain(|a| a.name.as_deref() != Some("kernel_shape"));
+                }
+                // onnxruntime refuses SAME auto_pad with a dilation ("Dilation not
+                // supported for AutoPadType::SAME_UPPER"): write the pads SAME means.
+                if matches!(c.auto_pad, AutoPad::SameUpper | AutoPad::SameLower)
+                    && c.dilations.iter().any(|&d| d != 1)
+                {
+                    let pads = same_pads(g, n, c)?;
+                    attrs.retain(|a| a.name.as_deref() != Some("auto_pad"));
+                    attrs.push(a_ints("pads", pads));
                 }
                 let post = nhwc || c.activation != Activation::None;
                 let y = if post {
