@@ -266,12 +266,25 @@ fn knapsack(options: &[Vec<(WeightFormat, usize, f64)>], budget: usize) -> Vec<u
         first = false;
     }
     let _ = first;
-    let (mut b, _) = cur
+    let best = cur
         .iter()
         .enumerate()
         .filter(|(_, c)| c.is_finite())
-        .min_by(|x, y| x.1.partial_cmp(y.1).expect("finite").then(x.0.cmp(&y.0)))
-        .expect("budget checked against the smallest allocation");
+        .min_by(|x, y| x.1.total_cmp(y.1).then(x.0.cmp(&y.0)));
+    let Some((mut b, _)) = best else {
+        // Sizes are rounded up to whole units, so a budget within a few units of the
+        // smallest allocation can leave the table empty although that allocation
+        // fits (the caller checked it in bytes): take it, the smallest option of each
+        // layer (the cheapest in noise among equally small ones).
+        return options
+            .iter()
+            .map(|o| {
+                (0..o.len())
+                    .min_by(|&i, &j| o[i].1.cmp(&o[j].1).then(o[i].2.total_cmp(&o[j].2)))
+                    .unwrap_or(0)
+            })
+            .collect();
+    };
     let mut pick = vec![0; options.len()];
     for k in (0..options.len()).rev() {
         let (j, prev) = from[k][b];
@@ -297,5 +310,20 @@ mod tests {
         assert_eq!(knapsack(&opts, 150), vec![0, 1]);
         assert_eq!(knapsack(&opts, 200), vec![0, 0]);
         assert_eq!(knapsack(&opts, 100), vec![1, 1]);
+    }
+
+    #[test]
+    fn knapsack_at_exactly_the_smallest_allocation() {
+        use WeightFormat::*;
+        // Large layers make the byte unit > 1, and rounding every size up used to
+        // leave no feasible column at a budget equal to the smallest allocation.
+        let opts: Vec<_> = (0..7)
+            .map(|k| vec![(Int8, 30_001 + k, 0.0), (Int4, 15_001 + k, 1.0)])
+            .collect();
+        let min: usize = opts.iter().map(|o| o[1].1).sum();
+        assert_eq!(knapsack(&opts, min), vec![1; 7]);
+        let pick = knapsack(&opts, min + 15_010);
+        let bytes: usize = pick.iter().zip(&opts).map(|(&j, o)| o[j].1).sum();
+        assert!(bytes <= min + 15_010);
     }
 }

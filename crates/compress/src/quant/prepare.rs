@@ -25,8 +25,9 @@ use crate::{CompressError, Result};
 use edgeopt_ir::shape::{bind_input_shapes, infer_graph};
 use edgeopt_ir::{
     Activation, AutoPad, BinaryKind, ConvAttrs, DType, Graph, Layout, Node, Op, PoolAttrs,
-    QuantParams, ReduceKind, Tensor, TensorData, UnaryKind, ValueId,
+    ReduceKind, Tensor, TensorData, UnaryKind, ValueId,
 };
+use edgeopt_runtime::kernels::{eval_node, NodeCtx};
 
 /// Runs all preparation steps; the result is validated and re-annotated.
 pub fn prepare(graph: &Graph) -> Result<Graph> {
@@ -88,43 +89,31 @@ fn fold_const_dequantize(g: &mut Graph) -> Result<()> {
     let mut remove = Vec::new();
     for ni in 0..g.nodes.len() {
         let n = &g.nodes[ni];
-        let Some(x) = n.input(0) else { continue };
-        let Some(t) = g.const_data(x) else { continue };
-        let real: Vec<f32> = match &n.op {
-            Op::Dequantize => match (&g.values[x].quant, t.dtype()) {
-                (_, DType::F16) => t.to_f32_vec(),
-                (Some(q), dt) if dt.is_integer() => dequant_axis(t, q),
-                _ => continue,
-            },
-            Op::DequantizeLinear { axis, block_size } if *block_size == 0 => {
-                let (Some(s), z) = (n.input(1).and_then(|i| g.const_data(i)), n.input(2)) else {
-                    continue;
-                };
-                let scale = s.to_f32_vec();
-                let zp = match z.and_then(|i| g.const_data(i)) {
-                    Some(z) => z.to_i64_vec(),
-                    None => vec![0; scale.len()],
-                };
-                let q = if scale.len() == 1 {
-                    QuantParams::per_tensor(scale[0], zp[0])
-                } else {
-                    let a = if *axis < 0 {
-                        *axis + t.rank() as i64
-                    } else {
-                        *axis
-                    };
-                    QuantParams::per_axis(scale, zp, a.max(0) as usize)
-                };
-                dequant_axis(t, &q)
-            }
-            _ => continue,
+        let foldable = match &n.op {
+            Op::Dequantize => true,
+            Op::DequantizeLinear { block_size, .. } => *block_size == 0,
+            _ => false,
         };
-        let shape = t.shape.clone();
+        let consts: Option<Vec<Option<&Tensor>>> = n
+            .inputs
+            .iter()
+            .map(|x| match x {
+                Some(id) => g.const_data(*id).map(Some),
+                None => Some(None),
+            })
+            .collect();
+        let Some(consts) = consts.filter(|c| foldable && c.first().is_some_and(Option::is_some))
+        else {
+            continue;
+        };
+        // The runtime's own kernel: one definition of dequantization, with its checks
+        // (a per-axis scale shorter than the axis is an error here as at run time).
+        let real = eval_node(&NodeCtx::new(g, n), &consts)?.remove(0);
         let out = n.outputs[0];
         let v = &mut g.values[out];
-        v.dtype = DType::F32;
+        v.dtype = real.dtype();
         v.quant = None;
-        v.data = Some(Tensor::from_f32(shape, real)?);
+        v.data = Some(real);
         remove.push(ni);
     }
     let mut k = 0;
@@ -133,23 +122,6 @@ fn fold_const_dequantize(g: &mut Graph) -> Result<()> {
         !remove.contains(&(k - 1))
     });
     Ok(())
-}
-
-fn dequant_axis(t: &Tensor, q: &QuantParams) -> Vec<f32> {
-    let (outer, inner) = match q.axis {
-        Some(a) if q.scale.len() > 1 && a < t.rank() => (
-            t.shape[a],
-            t.shape[a + 1..].iter().product::<usize>().max(1),
-        ),
-        _ => (1, t.len().max(1)),
-    };
-    (0..t.len())
-        .map(|i| {
-            let c = if outer > 1 { (i / inner) % outer } else { 0 };
-            let (s, z) = q.channel(c);
-            (t.data.get_f64(i) - z as f64) as f32 * s
-        })
-        .collect()
 }
 
 /// Folds `BatchNorm(Conv(x))` (and after FullyConnected) into the producer's weights
@@ -298,7 +270,9 @@ fn mean_to_pool(g: &mut Graph) -> Result<()> {
         let pooled_name = fresh_name(g, &format!("{}_pooled", g.values[y].name));
         let pooled = g.add_value(pooled_name, DType::F32, None);
         let shape_name = fresh_name(g, &format!("{}_shape", g.values[y].name));
-        let target = Tensor::from_i64(vec![2], vec![xs[0] as i64, xs[r - 1] as i64])?;
+        // -1 for the batch: the graph may be run at any batch (shapes were inferred
+        // at batch 1).
+        let target = Tensor::from_i64(vec![2], vec![-1, xs[r - 1] as i64])?;
         let shape = g.add_const(shape_name, target);
         nodes.push(Node {
             name: format!("{}_pool", n.name),
@@ -363,7 +337,7 @@ fn lift_1d(g: &mut Graph) -> Result<()> {
             nodes.push(n);
             continue;
         }
-        let x2 = push_reshape(g, &mut nodes, x, &[xs[0], 1, xs[1], xs[2]], "2d");
+        let x2 = push_reshape(g, &mut nodes, x, &[-1, 1, xs[1] as i64, xs[2] as i64], "2d");
         let y2_name = fresh_name(g, &format!("{}_2d", g.values[y].name));
         let y2 = g.add_value(y2_name, g.values[y].dtype, None);
         n.inputs[0] = Some(x2);
@@ -373,7 +347,7 @@ fn lift_1d(g: &mut Graph) -> Result<()> {
         let shape_name = fresh_name(g, &format!("{name}_1d_shape"));
         let shape = g.add_const(
             shape_name,
-            Tensor::from_i64(vec![3], ys.iter().map(|&d| d as i64).collect())?,
+            Tensor::from_i64(vec![3], vec![-1, ys[1] as i64, ys[2] as i64])?,
         );
         nodes.push(Node {
             name: format!("{name}_1d"),
@@ -386,19 +360,20 @@ fn lift_1d(g: &mut Graph) -> Result<()> {
     Ok(())
 }
 
-/// A Reshape of `x` to `shape` appended to `nodes`; returns the new value.
+/// A Reshape of `x` to `shape` (ONNX rules: one -1 is inferred) appended to `nodes`;
+/// returns the new value.
 fn push_reshape(
     g: &mut Graph,
     nodes: &mut Vec<Node>,
     x: ValueId,
-    shape: &[usize],
+    shape: &[i64],
     tag: &str,
 ) -> ValueId {
     let base = format!("{}_{tag}", g.values[x].name);
     let out = g.add_value(fresh_name(g, &base), g.values[x].dtype, None);
     let sname = fresh_name(g, &format!("{base}_shape"));
-    let target = Tensor::from_i64(vec![shape.len()], shape.iter().map(|&d| d as i64).collect())
-        .expect("a shape is a valid i64 vector");
+    let target =
+        Tensor::from_i64(vec![shape.len()], shape.to_vec()).expect("a shape is a valid i64 vector");
     let sid = g.add_const(sname, target);
     nodes.push(Node {
         name: g.values[out].name.clone(),
@@ -1120,6 +1095,39 @@ mod tests {
         }
         assert_eq!(to_last(4), vec![0, 2, 3, 1]);
         assert_eq!(to_first(4), vec![0, 3, 1, 2]);
+    }
+
+    /// A per-axis DequantizeLinear of constant weights whose scale is shorter than the
+    /// axis: an error naming the node (it used to index past the scales and panic).
+    #[test]
+    fn short_per_axis_scale_is_an_error() {
+        let mut g = Graph::new("short_scale");
+        let x = g.add_value(
+            "x",
+            DType::F32,
+            Some(vec![edgeopt_ir::Dim::Fixed(1), edgeopt_ir::Dim::Fixed(3)]),
+        );
+        g.inputs.push(x);
+        let wq = g.add_const(
+            "wq",
+            Tensor::new(vec![4, 3], TensorData::I8(vec![1; 12])).unwrap(),
+        );
+        let s = g.add_const("s", Tensor::from_f32(vec![2], vec![0.5, 0.25]).unwrap());
+        let w = g.add_value("w", DType::F32, None);
+        g.add_node(
+            "dq",
+            Op::DequantizeLinear {
+                axis: 0,
+                block_size: 0,
+            },
+            vec![Some(wq), Some(s)],
+            vec![w],
+        );
+        let y = g.add_value("y", DType::F32, None);
+        g.add_node("mm", Op::MatMul, vec![Some(x), Some(w)], vec![y]);
+        g.outputs.push(y);
+        let err = fold_const_dequantize(&mut g).expect_err("short scale");
+        assert!(err.to_string().contains("dq"), "{err}");
     }
 
     #[test]

@@ -519,22 +519,34 @@ impl<'g> Writer<'g> {
             Op::Reshape { allowzero } => self.reshape(n, *allowzero, y)?,
             Op::Flatten { axis } => {
                 let x = x0()?;
-                let s = self
-                    .fixed_shape(x)
-                    .ok_or_else(|| unsupported("Flatten of a tensor with a dynamic shape"))?;
-                let r = s.len() as i64;
-                let a = if *axis < 0 { axis + r } else { *axis };
-                if !(0..=r).contains(&a) {
+                let r = self
+                    .rank(x)
+                    .ok_or_else(|| unsupported("Flatten of a tensor of unknown rank"))?;
+                let dims: Vec<Option<usize>> = (0..r).map(|i| self.dim(x, i)).collect();
+                let a = if *axis < 0 { axis + r as i64 } else { *axis };
+                if !(0..=r as i64).contains(&a) {
                     return Err(invalid(format!("axis {axis} for rank {r}")));
                 }
-                let lead: usize = s[..a as usize].iter().product();
-                let trail: usize = s[a as usize..].iter().product();
+                // Each side's size, or -1 (RESHAPE infers it) when one side holds the
+                // dynamic dims (a dynamic batch); both sides dynamic has no form.
+                let side = |d: &[Option<usize>]| -> Option<i64> {
+                    d.iter()
+                        .map(|&v| v.map(|v| v as i64))
+                        .product::<Option<i64>>()
+                };
+                let (lead, trail) = (&dims[..a as usize], &dims[a as usize..]);
+                let target = match (side(lead), side(trail)) {
+                    (Some(l), Some(t)) => [l, t],
+                    (None, Some(t)) => [-1, t],
+                    (Some(l), None) => [l, -1],
+                    (None, None) => {
+                        return Err(unsupported(
+                            "Flatten with dynamic dimensions on both sides of its axis",
+                        ))
+                    }
+                };
                 let xi = self.input(n, 0)?;
-                let shape = self.const_i32(
-                    &format!("{}/shape", n.name),
-                    vec![2],
-                    &[lead as i64, trail as i64],
-                )?;
+                let shape = self.const_i32(&format!("{}/shape", n.name), vec![2], &target)?;
                 self.op(
                     B::Reshape,
                     vec![xi, shape],
