@@ -42,7 +42,8 @@ typedef struct {
     const int32_t *shift;
 } eo_conv_params;
 
-/* FULLY_CONNECTED: x [rows, k], w [n, k]. Reference numerics round once (int64). */
+/* FULLY_CONNECTED: x [rows, k], w [n, k]. Requantized like CONV_2D (eo_mbqm: two roundings,
+ * as TFLite Micro and CMSIS-NN do). */
 typedef struct {
     int32_t rows, k, n;
     int32_t in_zp, out_zp, act_min, act_max;

@@ -12,19 +12,21 @@
 //!   paths under `__ARM_FEATURE_DSP` (crates/codegen/c/);
 //! - `README.md`: how to drop the files into a firmware project.
 //!
-//! Numerics: the generated code reproduces edgeopt's integer kernels under
-//! `Numerics::Reference` (TFLite's reference kernels, what TFLite Micro runs): fixed
-//! point everywhere, no float at run time except DEQUANTIZE outputs. Every
-//! requantization parameter is computed here with the runtime's own functions
-//! (`quantize_multiplier`, `OutputStage`, `activation_range`, ...), and element-wise
-//! int8 -> int8 ops (ReLU, ReLU6, logistic, tanh, hard-swish, requantizing QUANTIZE)
-//! become 256-entry tables filled by running the runtime's kernel on all 256 inputs, so
-//! the C does integer arithmetic the runtime does, op for op.
+//! Numerics: `tflm` (DESIGN.md), bit-exact with TensorFlow Lite Micro's reference
+//! kernels (and so with CMSIS-NN), checked against TFLM's own interpreter
+//! (crates/tests/tests/codegen_vs_tflm.rs): fixed point everywhere, no float at run time
+//! except DEQUANTIZE outputs. Every requantization parameter is computed here with the
+//! runtime's own functions (`quantize_multiplier`, `OutputStage`, `activation_range`,
+//! ...), and element-wise int8 -> int8 ops (ReLU, ReLU6, logistic, tanh, hard-swish,
+//! requantizing QUANTIZE) become 256-entry tables filled by running the runtime's kernel
+//! on all 256 inputs.
 //!
-//! Where `Numerics::LiteRt` (the default of `edgeopt run`) differs: CONV_2D (ruy's
-//! ties-up final shift), FULLY_CONNECTED (ties-up, vs. one rounding in the reference
-//! kernel) and SOFTMAX (a float exp table). Compare generated code with the runtime
-//! under `Numerics::Reference`.
+//! Where edgeopt's runtime differs: under `Numerics::Reference` (LiteRT's reference
+//! kernels) only FULLY_CONNECTED, whose requantization LiteRT rounds once while TFLM
+//! rounds twice (`MultiplyByQuantizedMultiplier`: doubling high multiply, then a
+//! ties-away shift) as the C does; under `Numerics::LiteRt` (the default of `edgeopt
+//! run`) also CONV_2D (ruy's ties-up final shift), FULLY_CONNECTED (ties-up) and SOFTMAX
+//! (a float exp table).
 
 pub mod harness;
 pub mod samples;

@@ -71,3 +71,39 @@ pub mod toycar {
             .collect()
     }
 }
+
+pub mod tflm {
+    //! TensorFlow Lite Micro as an oracle (`scripts/oracle/tflm_run.py`): the `tflm`
+    //! numerics that the generated C must reproduce bit for bit.
+
+    use edgeopt_ir::{Tensor, TensorData};
+    use std::path::Path;
+
+    /// Runs `model` (.tflite, one int8 input, one int8 output) under TFLite Micro on
+    /// `inputs` (int8 samples of `sample_shape` each, back to back, batch dimension
+    /// excluded) one sample at a time; returns the outputs back to back. `work` holds
+    /// the .npy files. Panics with the oracle's stderr on failure.
+    pub fn outputs_i8(model: &Path, sample_shape: &[usize], inputs: &[u8], work: &Path) -> Vec<u8> {
+        let per: usize = sample_shape.iter().product();
+        assert!(
+            per > 0 && inputs.len() % per == 0,
+            "inputs are not whole samples"
+        );
+        let mut shape = vec![inputs.len() / per];
+        shape.extend_from_slice(sample_shape);
+        let x = Tensor::new(
+            shape,
+            TensorData::I8(inputs.iter().map(|&b| b as i8).collect()),
+        )
+        .expect("input shape");
+        std::fs::create_dir_all(work).expect("create work dir");
+        let (xin, yout) = (work.join("tflm_in.npy"), work.join("tflm_out.npy"));
+        edgeopt_npy::write(&xin, &x).expect("write inputs");
+        edgeopt_testkit::run_oracle("tflm_run.py", &[model, &xin, &yout]);
+        let y = edgeopt_npy::read(&yout).expect("read TFLM outputs");
+        match y.data {
+            TensorData::I8(v) => v.iter().map(|&b| b as u8).collect(),
+            d => panic!("TFLM output is {}, int8 expected", d.dtype()),
+        }
+    }
+}
