@@ -13,27 +13,34 @@
 //! - `README.md`: how to drop the files into a firmware project.
 //!
 //! Numerics: `tflm` (DESIGN.md), bit-exact with TensorFlow Lite Micro's reference
-//! kernels (and so with CMSIS-NN), checked against TFLM's own interpreter
-//! (crates/tests/tests/codegen_vs_tflm.rs): fixed point everywhere, no float at run time
-//! except DEQUANTIZE outputs. Every requantization parameter is computed here with the
+//! kernels (and so with CMSIS-NN), checked against TFLM's own interpreter on the MLPerf
+//! models (crates/tests/tests/codegen_vs_tflm.rs) and op by op
+//! (codegen_ops_vs_tflm.rs): fixed point everywhere, no float at run time except
+//! DEQUANTIZE outputs. Every requantization parameter is computed here with the
 //! runtime's own functions (`quantize_multiplier`, `OutputStage`, `activation_range`,
 //! ...), and element-wise int8 -> int8 ops (ReLU, ReLU6, logistic, tanh, hard-swish,
-//! requantizing QUANTIZE) become 256-entry tables filled by running the runtime's kernel
-//! on all 256 inputs.
+//! requantizing QUANTIZE) become 256-entry tables, filled by running the runtime's
+//! kernel on all 256 inputs, except where TFLM's op differs from LiteRT's ([`tflm`]).
 //!
-//! Where edgeopt's runtime differs: under `Numerics::Reference` (LiteRT's reference
-//! kernels) only FULLY_CONNECTED, whose requantization LiteRT rounds once while TFLM
-//! rounds twice (`MultiplyByQuantizedMultiplier`: doubling high multiply, then a
-//! ties-away shift) as the C does; under `Numerics::LiteRt` (the default of `edgeopt
-//! run`) also CONV_2D (ruy's ties-up final shift), FULLY_CONNECTED (ties-up) and SOFTMAX
-//! (a float exp table).
+//! Where edgeopt's runtime differs from the C under `Numerics::Reference` (LiteRT's
+//! reference kernels):
+//! - FULLY_CONNECTED: LiteRT rounds the requantization once, TFLM (and the C) twice
+//!   (`MultiplyByQuantizedMultiplier`: doubling high multiply, then a ties-away shift);
+//! - RELU6 with input and output parameters that differ: TFLM clamps in the input's
+//!   units without requantizing, LiteRT requantizes ([`tflm::relu6_table`]);
+//! - RELU: TFLM derives the multiplier from a double division of the scales, LiteRT
+//!   from a float one (another table for ~1 scale pair in 1500; [`tflm::relu_table`]).
+//!
+//! Under `Numerics::LiteRt` (the default of `edgeopt run`) also CONV_2D (ruy's ties-up
+//! final shift), FULLY_CONNECTED (ties-up) and SOFTMAX (a float exp table).
 
 pub mod harness;
 pub mod samples;
 pub mod target;
+pub mod tflm;
 
 use edgeopt_ir::{
-    Activation, BinaryKind, DType, Graph, Node, Op, PadMode, Tensor, TensorData, ValueId,
+    Activation, BinaryKind, DType, Graph, Node, Op, PadMode, Tensor, TensorData, UnaryKind, ValueId,
 };
 use edgeopt_runtime::kernels::quantized::common::{
     activation_range, per_channel, per_tensor, Affine, OutputStage,
@@ -323,6 +330,24 @@ fn c_i32(v: i32) -> String {
     }
 }
 
+/// `Some(false)` for RELU, `Some(true)` for RELU6 (and the Clips the TFLite exporter
+/// writes as them), else `None`.
+fn tflm_relu(op: &Op) -> Option<bool> {
+    match op {
+        Op::Unary(UnaryKind::Relu) => Some(false),
+        Op::Unary(UnaryKind::Relu6) => Some(true),
+        Op::Clip {
+            min: Some(lo),
+            max: None,
+        } if *lo == 0.0 => Some(false),
+        Op::Clip {
+            min: Some(lo),
+            max: Some(hi),
+        } if *lo == 0.0 && *hi == 6.0 => Some(true),
+        _ => None,
+    }
+}
+
 fn c_f32(v: f32) -> String {
     let s = format!("{v:?}");
     if s.contains('.') || s.contains('e') || s.contains("inf") || s.contains("NaN") {
@@ -564,7 +589,18 @@ impl<'g> Emitter<'g> {
             Op::Unary(_) | Op::Clip { .. } | Op::Quantize => {
                 self.require_i8(node, x, "input")?;
                 self.require_i8(node, node.outputs[0], "output")?;
-                let table = self.table_by_runtime(node, false)?;
+                let table = match tflm_relu(&node.op) {
+                    // TFLM's RELU / RELU6 Prepare differs from LiteRT's (tflm.rs).
+                    Some(six) => {
+                        let (qx, qy) = self.act_in_out(node)?;
+                        if six {
+                            tflm::relu6_table(qx)
+                        } else {
+                            tflm::relu_table(qx, qy)
+                        }
+                    }
+                    None => self.table_by_runtime(node, false)?,
+                };
                 self.lut(node, x, table, k)?;
             }
             Op::Dequantize => self.dequantize(node, x, k)?,

@@ -86,7 +86,7 @@ pub mod tflm {
     pub fn outputs_i8(model: &Path, sample_shape: &[usize], inputs: &[u8], work: &Path) -> Vec<u8> {
         let per: usize = sample_shape.iter().product();
         assert!(
-            per > 0 && inputs.len() % per == 0,
+            per > 0 && inputs.len().is_multiple_of(per),
             "inputs are not whole samples"
         );
         let mut shape = vec![inputs.len() / per];
