@@ -12,10 +12,11 @@
 //! with input and output parameters that differ matched TFLM on 0 to 8 of 1024 outputs
 //! per scale (TFLM clamps in the input's units and ignores the output's parameters).
 //! Everything else matched as it was, including LOGISTIC and TANH (TFLM computes them in
-//! gemmlowp fixed point, the C looks up LiteRT's float-built table; equal on the six
-//! input scales here, 1536 inputs each) and HARD_SWISH. TFLM refuses a CONCATENATION
-//! whose inputs' parameters differ from the output's, so only the plain copy is
-//! compared. Runtime: ~45 s on 2 cores (42 small models, one gcc and one TFLM run each).
+//! gemmlowp fixed point, the C looks up LiteRT's float-built table; equal on all 256
+//! inputs at six input scales and on the requantized inputs at 70 more scales from
+//! 0.002 to 0.23) and HARD_SWISH. TFLM refuses a CONCATENATION whose inputs' parameters
+//! differ from the output's, so only the plain copy is compared. Runtime: ~55 s on 2
+//! cores (44 small models, one gcc and one TFLM run each).
 
 use edgeopt_codegen::{compile, harness, write_dir, Target};
 use edgeopt_testkit::{data_dir, scratch_dir, tflm_available};
@@ -26,6 +27,8 @@ use edgeopt_tflite::schema::{
 use rand::{Rng, SeedableRng};
 
 const SAMPLES: usize = 4;
+/// Input scales of the LOGISTIC / TANH sweeps (0.002 to ~0.23, geometric).
+const SWEEP: usize = 70;
 
 /// Deterministic int8 values in [-127, 127] (symmetric weights).
 fn values(n: usize, seed: u64) -> Vec<i8> {
@@ -302,6 +305,48 @@ fn cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
             let name: &'static str = Box::leak(format!("{name}_{i}").into_boxed_str());
             out.push((name, m.finish(&[x], &[y]), vec![256]));
         }
+    }
+    // LOGISTIC / TANH at many input scales in one model each: QUANTIZE_i rescales the
+    // input to scale_i, the op runs, and the outputs (fixed parameters) are
+    // concatenated.
+    for (name, code, (so, zo)) in [
+        ("logistic_sweep", B::Logistic, (1.0f32 / 256.0, -128i64)),
+        ("tanh_sweep", B::Tanh, (1.0 / 128.0, 0)),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 256], 0.05, 0);
+        let mut parts = Vec::new();
+        for i in 0..SWEEP {
+            let si = 0.002 * 1.07f32.powi(i as i32);
+            let zi = (i as i64 * 37) % 255 - 127;
+            let q = act(&mut m, &format!("q{i}"), &[1, 256], si, zi);
+            m.op(B::Quantize, &[x], &[q], None);
+            let y = act(&mut m, &format!("y{i}"), &[1, 256], so, zo);
+            m.op(code, &[q], &[y], None);
+            parts.push(y);
+        }
+        // TFLM's CONCATENATION takes at most 10 inputs: concatenate in two levels.
+        let concat = |m: &mut ModelBuilder, ins: &[i32], width: usize, name: &str| {
+            let y = act(m, name, &[1, width as i32], so, zo);
+            let o = s::ConcatenationOptions {
+                axis: 1,
+                fused_activation_function: A::None,
+            };
+            m.op(
+                B::Concatenation,
+                ins,
+                &[y],
+                Some(O::ConcatenationOptions(Box::new(o))),
+            );
+            y
+        };
+        let groups: Vec<i32> = parts
+            .chunks(10)
+            .enumerate()
+            .map(|(i, c)| concat(&mut m, c, 256 * c.len(), &format!("g{i}")))
+            .collect();
+        let y = concat(&mut m, &groups, 256 * SWEEP, "y");
+        out.push((name, m.finish(&[x], &[y]), vec![256]));
     }
     // PAD (constant, zero point fill), TRANSPOSE.
     {
