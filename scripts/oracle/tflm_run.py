@@ -6,7 +6,8 @@ usage: tflm_run.py MODEL INPUT.npy OUTPUT.npy [--arena BYTES]
 
 INPUT.npy holds N samples stacked on axis 0, each of the model's input shape without
 its batch dimension; they are run one at a time (batch 1) and OUTPUT.npy gets the N
-outputs stacked the same way, in the model's own dtype. Single input, single output.
+outputs stacked the same way (a leading dimension of 1 dropped), in the model's own
+dtype. Single input, single output.
 
 The interpreter is the `tflite-micro` PyPI package (module `tflite_micro`): TFLM's
 reference kernels (the same integer results as CMSIS-NN), not LiteRT's.
@@ -42,7 +43,10 @@ def main():
     for x in xs:
         it.set_input(np.ascontiguousarray(x[None]), 0)
         it.invoke()
-        ys.append(np.array(it.get_output(0))[0].copy())
+        y = np.array(it.get_output(0))
+        # Drop the batch dimension; an output whose first dimension is not the batch
+        # (FULLY_CONNECTED over [1, rows, k] gives [rows, n]) is kept whole.
+        ys.append((y[0] if y.shape[0] == 1 else y).copy())
     np.save(a.output, np.stack(ys))
 
 

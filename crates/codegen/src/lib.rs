@@ -1436,8 +1436,8 @@ fn readme(target: &Target, plan: &MemoryPlan) -> String {
          `edgeopt_model_invoke()`, read `edgeopt_model_output(0)`. The arena reuses the input's\n   \
          memory during inference: refill it before every invoke.\n\
          4. Define `EO_NO_DSP` to force the portable kernels (same results, slower).\n\n\
-         The results are bit-exact with `edgeopt`'s integer kernels in their TFLite-reference\n\
-         numerics (TFLite Micro's arithmetic). Weights are `static const` so the linker puts them\n\
+         The results are bit-exact with TensorFlow Lite Micro's reference kernels (and\n\
+         CMSIS-NN) running the same int8 model. Weights are `static const` so the linker puts them\n\
          in flash (`.rodata`); the arena and the kernel scratch are in `.bss`.\n",
         name = target.name,
         arena = plan.arena_bytes,

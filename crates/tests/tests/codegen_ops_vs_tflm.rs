@@ -229,6 +229,85 @@ fn cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
             vec![4, 6],
         ));
     }
+    // FULLY_CONNECTED with per-channel weights over 3 rows ([1, 3, 24] -> [3, 10]).
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 3, 24], 0.039, -6);
+        let ws = scales(10, 0.0023);
+        let w = weights(&mut m, "w", &[10, 24], &ws, 0);
+        let b = bias(&mut m, "b", 0.039, &ws);
+        let y = act(&mut m, "y", &[3, 10], 0.057, 12);
+        m.op(
+            B::FullyConnected,
+            &[x, w, b],
+            &[y],
+            Some(O::FullyConnectedOptions(Box::default())),
+        );
+        out.push((
+            "fully_connected_per_channel_3_rows",
+            m.finish(&[x], &[y]),
+            vec![3, 24],
+        ));
+    }
+    // CONV_2D with dilation 2 (VALID), and a grouped CONV_2D (2 groups, SAME).
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 9, 9, 4], 0.047, 1);
+        let ws = scales(6, 0.0029);
+        let w = weights(&mut m, "w", &[6, 3, 3, 4], &ws, 0);
+        let b = bias(&mut m, "b", 0.047, &ws);
+        let y = act(&mut m, "y", &[1, 5, 5, 6], 0.05, -3);
+        let o = s::Conv2DOptions {
+            padding: s::Padding::Valid,
+            stride_w: 1,
+            stride_h: 1,
+            fused_activation_function: A::None,
+            dilation_w_factor: 2,
+            dilation_h_factor: 2,
+            quantized_bias_type: s::TensorType::Float32,
+        };
+        m.op(
+            B::Conv2d,
+            &[x, w, b],
+            &[y],
+            Some(O::Conv2DOptions(Box::new(o))),
+        );
+        out.push((
+            "conv_3x3_dilation2_valid",
+            m.finish(&[x], &[y]),
+            vec![9, 9, 4],
+        ));
+    }
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 6, 6, 4], 0.047, 1);
+        let ws = scales(6, 0.0037);
+        let w = weights(&mut m, "w", &[6, 3, 3, 2], &ws, 0);
+        let b = bias(&mut m, "b", 0.047, &ws);
+        let y = act(&mut m, "y", &[1, 6, 6, 6], 0.05, -3);
+        m.op(
+            B::Conv2d,
+            &[x, w, b],
+            &[y],
+            conv_opts(s::Padding::Same, 1, A::None),
+        );
+        out.push(("conv_grouped_2", m.finish(&[x], &[y]), vec![6, 6, 4]));
+    }
+    // SOFTMAX with beta != 1.
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 4, 12], 0.21, -30);
+        let y = act(&mut m, "y", &[1, 4, 12], 1.0 / 256.0, -128);
+        m.op(
+            B::Softmax,
+            &[x],
+            &[y],
+            Some(O::SoftmaxOptions(Box::new(s::SoftmaxOptions {
+                beta: 0.63,
+            }))),
+        );
+        out.push(("softmax_beta", m.finish(&[x], &[y]), vec![4, 12]));
+    }
     // AVERAGE_POOL_2D / MAX_POOL_2D 3x3, stride 2, SAME (partial windows at the edges).
     for (name, code) in [
         ("average_pool_3x3_s2_same", B::AveragePool2d),
