@@ -79,11 +79,12 @@ pub mod tflm {
     use edgeopt_ir::{Tensor, TensorData};
     use std::path::Path;
 
-    /// Runs `model` (.tflite, one int8 input, one int8 output) under TFLite Micro on
-    /// `inputs` (int8 samples of `sample_shape` each, back to back, batch dimension
-    /// excluded) one sample at a time; returns the outputs back to back. `work` holds
-    /// the .npy files. Panics with the oracle's stderr on failure.
-    pub fn outputs_i8(model: &Path, sample_shape: &[usize], inputs: &[u8], work: &Path) -> Vec<u8> {
+    /// Runs `model` (.tflite, one int8 input, one int8 or float32 output) under TFLite
+    /// Micro on `inputs` (int8 samples of `sample_shape` each, back to back, batch
+    /// dimension excluded) one sample at a time; returns the outputs back to back as
+    /// little-endian bytes (what the generated C writes). `work` holds the .npy files.
+    /// Panics with the oracle's stderr on failure.
+    pub fn outputs(model: &Path, sample_shape: &[usize], inputs: &[u8], work: &Path) -> Vec<u8> {
         let per: usize = sample_shape.iter().product();
         assert!(
             per > 0 && inputs.len().is_multiple_of(per),
@@ -103,7 +104,8 @@ pub mod tflm {
         let y = edgeopt_npy::read(&yout).expect("read TFLM outputs");
         match y.data {
             TensorData::I8(v) => v.iter().map(|&b| b as u8).collect(),
-            d => panic!("TFLM output is {}, int8 expected", d.dtype()),
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            d => panic!("TFLM output is {}, int8 or float32 expected", d.dtype()),
         }
     }
 }

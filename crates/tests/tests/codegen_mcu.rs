@@ -59,7 +59,7 @@ fn tflm_outputs(data: &Path, rel: &str, g: &Graph, inputs: &[u8], work: &Path) -
     let shape = edgeopt_ir::shape::bind_input_shapes(g, 1)
         .unwrap()
         .remove(0);
-    edgeopt_tests::tflm::outputs_i8(&data.join(rel), &shape[1..], inputs, work)
+    edgeopt_tests::tflm::outputs(&data.join(rel), &shape[1..], inputs, work)
 }
 
 fn generate(g: &Graph, target: &str, dir: &Path) -> edgeopt_codegen::Generated {

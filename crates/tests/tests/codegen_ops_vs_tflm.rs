@@ -427,6 +427,14 @@ fn cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
         let y = concat(&mut m, &groups, 256 * SWEEP, "y");
         out.push((name, m.finish(&[x], &[y]), vec![256]));
     }
+    // DEQUANTIZE to a float32 output (compared as bytes).
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 256], 0.0173, -9);
+        let y = m.typed_activation("y", &[1, 256], s::TensorType::Float32, None);
+        m.op(B::Dequantize, &[x], &[y], None);
+        out.push(("dequantize", m.finish(&[x], &[y]), vec![256]));
+    }
     // PAD (constant, zero point fill), TRANSPOSE.
     {
         let mut m = ModelBuilder::new();
@@ -503,7 +511,7 @@ fn every_emitted_op_equals_tflm() {
         let exe = harness::build_host(&work.join("gen"), &work.join("build")).unwrap();
         let x = inputs(&shape);
         let got = harness::run_host(&exe, &x, &work.join("build")).unwrap();
-        let want = edgeopt_tests::tflm::outputs_i8(&path, &shape, &x, &work.join("tflm"));
+        let want = edgeopt_tests::tflm::outputs(&path, &shape, &x, &work.join("tflm"));
         assert_eq!(got.len(), want.len(), "{name}: output length");
         let bad = got.iter().zip(&want).filter(|(a, b)| a != b).count();
         let max_diff = got
@@ -513,7 +521,7 @@ fn every_emitted_op_equals_tflm() {
             .max()
             .unwrap_or(0);
         eprintln!(
-            "{name}: {}/{} outputs equal TFLite Micro (max |diff| {max_diff})",
+            "{name}: {}/{} output bytes equal TFLite Micro (max |diff| {max_diff} as int8)",
             want.len() - bad,
             want.len()
         );

@@ -56,7 +56,7 @@ fn check(which: &str) {
     let sample_shape = edgeopt_ir::shape::bind_input_shapes(&g, 1)
         .unwrap()
         .remove(0);
-    let want = edgeopt_tests::tflm::outputs_i8(
+    let want = edgeopt_tests::tflm::outputs(
         &data.join(rel),
         &sample_shape[1..],
         &inputs,
