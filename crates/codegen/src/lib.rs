@@ -165,7 +165,7 @@ impl Footprint {
 pub const CODE_BYTES: &[(&str, u64)] = &[
     ("common", 700),
     ("conv", 1400),
-    ("fc", 700),
+    ("fc", 400), // 378 B since FC shares eo_mbqm (was 618 with its own one-rounding requantization)
     ("binary", 500),
     ("pool", 450),
     ("softmax", 1500),
