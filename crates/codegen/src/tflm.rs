@@ -70,6 +70,23 @@ mod tests {
     }
 
     #[test]
+    fn relu_divides_the_scales_in_double() {
+        // in / out in f32 is 2.4569...f32, whose Q31 multiplier maps input 118 to 14;
+        // the double quotient's (TFLM's; codegen_ops_vs_tflm.rs) maps it to 15.
+        let qx = Affine {
+            scale: 0.024_050_42,
+            zp: 60,
+        };
+        let qy = Affine {
+            scale: 0.009_788_942_5,
+            zp: -128,
+        };
+        assert_eq!(relu_table(qx, qy)[(118 + 128) as usize], 15);
+        let (m, s) = quantize_multiplier((qx.scale / qy.scale) as f64);
+        assert_eq!(multiply_by_quantized_multiplier(118 - 60, m, s) - 128, 14);
+    }
+
+    #[test]
     fn relu_with_equal_params_is_a_clamp_at_the_zero_point() {
         let q = Affine {
             scale: 0.0233,

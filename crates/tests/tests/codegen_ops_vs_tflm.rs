@@ -385,6 +385,15 @@ fn cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
             out.push((name, m.finish(&[x], &[y]), vec![256]));
         }
     }
+    // RELU at a scale pair whose float quotient gives another multiplier than the double
+    // one TFLM uses: LiteRT's table (the runtime's) maps input 118 to 14, TFLM's to 15.
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 256], 0.024_050_42, 60);
+        let y = act(&mut m, "y", &[1, 256], 0.009_788_942_5, -128);
+        m.op(B::Relu, &[x], &[y], None);
+        out.push(("relu_double_division", m.finish(&[x], &[y]), vec![256]));
+    }
     // LOGISTIC / TANH at many input scales in one model each: QUANTIZE_i rescales the
     // input to scale_i, the op runs, and the outputs (fixed parameters) are
     // concatenated.
