@@ -86,15 +86,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the model on .npy inputs and write its outputs as .npy (any batch; arrays
-    /// in the model's own dtypes).
+    /// Run the model on .npy inputs and write its outputs as .npy (any batch: a batch of
+    /// N given to a batch-1 model runs sample by sample; arrays in the model's own
+    /// dtypes).
     Run {
         /// Model file (.onnx or .tflite).
         model: PathBuf,
         /// One per model input, in order.
         #[arg(long = "input", short = 'i', required = true)]
         inputs: Vec<PathBuf>,
-        /// One per model output, in order.
+        /// Where outputs go: files for the model's outputs in order (the first k for k
+        /// files), `NAME=FILE` for the output called NAME, or one directory for all of
+        /// them (`DIR/<output name>.npy`).
         #[arg(short = 'o', long = "output", required = true)]
         outputs: Vec<PathBuf>,
         /// Run inside one buffer laid out by the static memory planner (same outputs).
@@ -228,8 +231,10 @@ fn main_inner(cli: Cli) -> Result<()> {
             arena,
         } => {
             let g = load_model(&model)?;
-            let results = run::run_files(&g, &inputs, &outputs, arena)?;
-            for (t, p) in results.iter().zip(&outputs) {
+            let plan = run::plan_outputs(&g, &outputs)?;
+            let results = run::run_files(&g, &inputs, &plan, arena)?;
+            for (k, p) in &plan {
+                let t = &results[*k];
                 let _ = writeln!(
                     std::io::stderr(),
                     "wrote {} {} {:?}",

@@ -286,3 +286,70 @@ fn json_outputs() {
     assert!(v["median_ms"].as_f64().unwrap() > 0.0);
     assert!(v["p90_ms"].as_f64().unwrap() >= v["median_ms"].as_f64().unwrap());
 }
+
+/// A batch of 4 given to a batch-1 model runs sample by sample (the outputs stack on
+/// axis 0, each row equal to that sample's own run and to LiteRT's reference output);
+/// `-o` takes a folder for every output, `NAME=FILE` for one, and refuses more files
+/// than outputs.
+#[test]
+fn run_batches_a_batch1_model_and_places_outputs() {
+    let Some(data) = tk::data_dir() else { return };
+    let dir = tk::scratch_dir("cli_run_batch");
+    let ex = data.join("exporters/tflite");
+    let m = ex.join("mlp_tabular.batch1.fp32.tflite");
+    let input = ex.join("ai4i_8.input.npy");
+    let expected = edgeopt_npy::read(&ex.join("mlp_tabular.batch1.fp32.expected_0.npy")).unwrap();
+    let g = edgeopt_cli::load_model(&m).unwrap();
+    let x = edgeopt_npy::read(&input).unwrap();
+    assert_eq!(x.shape[0], 4, "the corpus gives 4 samples");
+
+    let out_dir = dir.join("outs");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = edgeopt(&["run", p(&m), "-i", p(&input), "-o", p(&out_dir)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert_eq!(files.len(), 1, "one file per output");
+    let got = edgeopt_npy::read(&files[0].as_ref().unwrap().path()).unwrap();
+    assert_eq!(got.shape, expected.shape);
+    for i in 0..4 {
+        let one = edgeopt_runtime::run(&g, &[x.rows(i, 1).unwrap()]).unwrap();
+        assert_eq!(got.rows(i, 1).unwrap(), one[0], "sample {i}");
+    }
+    let (a, b) = (got.to_f32_vec(), expected.to_f32_vec());
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4, "max |edgeopt - LiteRT| = {worst}");
+
+    let name = &g.values[g.outputs[0]].name;
+    let named = dir.join("named.npy");
+    let arg = format!("{name}={}", p(&named));
+    let out = edgeopt(&["run", p(&m), "-i", p(&input), "-o", &arg, "--arena"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(edgeopt_npy::read(&named).unwrap(), got);
+
+    let extra = dir.join("extra.npy");
+    assert_error(
+        &edgeopt(&[
+            "run",
+            p(&m),
+            "-i",
+            p(&input),
+            "-o",
+            p(&named),
+            "-o",
+            p(&extra),
+        ]),
+        "-o given",
+    );
+}

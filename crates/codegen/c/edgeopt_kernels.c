@@ -458,6 +458,33 @@ void eo_dequantize_s8(const eo_dequant_params *p, const int8_t *x, float *y) {
     for (i = 0; i < p->count; i++) y[i] = p->table[(int32_t)x[i] + 128];
 }
 
+void eo_quantize_f32_s8(const eo_quant_params *p, const float *x, int8_t *y) {
+    int32_t i;
+    for (i = 0; i < p->count; i++) {
+        float r = x[i] / p->scale;
+        int32_t q;
+        /* Saturate before the cast (out-of-range float -> int is undefined in C); NaN
+           becomes 0, as the runtime's saturating cast gives; anything past +-1e6
+           clamps to the same int8 bound. Then round half away from zero without libm:
+           the truncation and the remainder are exact for |r| <= 1e6 < 2^24. */
+        if (r != r) {
+            q = 0;
+        } else if (r > 1e6f) {
+            q = 1000000;
+        } else if (r < -1e6f) {
+            q = -1000000;
+        } else {
+            float d;
+            q = (int32_t)r;
+            d = r - (float)q;
+            if (d >= 0.5f) q++;
+            else if (d <= -0.5f) q--;
+        }
+        q += p->zero_point;
+        y[i] = (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
+    }
+}
+
 void eo_transpose_s8(const eo_transpose_params *p, const int8_t *x, int8_t *y) {
     int32_t idx[EO_MAX_RANK] = {0};
     int32_t i, d, off = 0;

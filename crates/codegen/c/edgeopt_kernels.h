@@ -91,6 +91,14 @@ typedef struct {
     const float *table;
 } eo_dequant_params;
 
+/* QUANTIZE float -> int8 (the float input edge): round(x / scale) + zero_point, in
+   float, ties away from zero (TFLite's AffineQuantize). */
+typedef struct {
+    int32_t count;
+    float scale;
+    int32_t zero_point;
+} eo_quant_params;
+
 /* TRANSPOSE / PAD (constant) / CONCAT on int8 data. */
 typedef struct {
     int32_t rank, count;
@@ -126,6 +134,7 @@ void eo_pool_s8(const eo_pool_params *p, const int8_t *x, int8_t *y);
 void eo_softmax_s8(const eo_softmax_params *p, const int8_t *x, int8_t *y);
 void eo_lut_s8(const eo_lut_params *p, const int8_t *x, int8_t *y);
 void eo_dequantize_s8(const eo_dequant_params *p, const int8_t *x, float *y);
+void eo_quantize_f32_s8(const eo_quant_params *p, const float *x, int8_t *y);
 void eo_transpose_s8(const eo_transpose_params *p, const int8_t *x, int8_t *y);
 void eo_pad_s8(const eo_pad_params *p, const int8_t *x, int8_t *y);
 void eo_concat_part_s8(const eo_concat_part *p, const int8_t *x, int8_t *y);

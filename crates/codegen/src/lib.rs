@@ -171,6 +171,7 @@ pub const CODE_BYTES: &[(&str, u64)] = &[
     ("softmax", 1500),
     ("lut", 50),
     ("dequantize", 50),
+    ("quantize", 120),
     ("transpose", 130),
     ("pad", 230),
     ("concat", 110),
@@ -586,6 +587,9 @@ impl<'g> Emitter<'g> {
             Op::AveragePool(a) => self.pool(node, a, false, k)?,
             Op::MaxPool(a) => self.pool(node, a, true, k)?,
             Op::Softmax { axis, beta } => self.softmax(node, *axis, *beta, k)?,
+            // The float edge of a model quantized with float I/O (the TFLite
+            // converter's default): the caller writes floats, the model quantizes.
+            Op::Quantize if self.dtype(x) == DType::F32 => self.quantize_f32(node, x, k)?,
             Op::Unary(_) | Op::Clip { .. } | Op::Quantize => {
                 self.require_i8(node, x, "input")?;
                 self.require_i8(node, node.outputs[0], "output")?;
@@ -1046,6 +1050,34 @@ impl<'g> Emitter<'g> {
         let y = self.out_ptr(node, DType::I8)?;
         self.kernels.insert("lut");
         self.stmt(node, format!("eo_lut_s8(&{pre}_p, {xin}, {y})"));
+        Ok(())
+    }
+
+    /// QUANTIZE float -> int8 (per tensor): `round(x / scale) + zp` in f32, ties away
+    /// from zero, saturated: TFLite's `AffineQuantize`, as the runtime computes it.
+    fn quantize_f32(&mut self, node: &Node, x: ValueId, k: usize) -> Result<()> {
+        self.require_i8(node, node.outputs[0], "output")?;
+        let ctx = NodeCtx::new(self.g, node);
+        let q = per_tensor(&ctx, ctx.out_quant(0), "output")?;
+        let pre = format!("eo_l{k}");
+        let count: usize = self.shape(node.outputs[0])?.iter().product();
+        self.emit_params(
+            "eo_quant_params",
+            &format!("{pre}_p"),
+            &format!("{count}, {}, {}", c_f32(q.scale), q.zp),
+            12,
+        );
+        let off = self
+            .plan
+            .offsets
+            .get(x)
+            .copied()
+            .flatten()
+            .ok_or_else(|| self.unsupported(node, "float input has no arena slot"))?;
+        let xin = format!("(const float *)(const void *)(eo_arena + {off})");
+        let y = self.out_ptr(node, DType::I8)?;
+        self.kernels.insert("quantize");
+        self.stmt(node, format!("eo_quantize_f32_s8(&{pre}_p, {xin}, {y})"));
         Ok(())
     }
 

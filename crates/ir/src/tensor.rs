@@ -65,6 +65,48 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Elements `a..b` as a new buffer of the same type (panics if out of range, as
+    /// slicing does; callers check the range).
+    pub fn slice(&self, a: usize, b: usize) -> TensorData {
+        match self {
+            TensorData::F32(x) => TensorData::F32(x[a..b].to_vec()),
+            TensorData::F16(x) => TensorData::F16(x[a..b].to_vec()),
+            TensorData::I8(x) => TensorData::I8(x[a..b].to_vec()),
+            TensorData::U8(x) => TensorData::U8(x[a..b].to_vec()),
+            TensorData::I16(x) => TensorData::I16(x[a..b].to_vec()),
+            TensorData::U16(x) => TensorData::U16(x[a..b].to_vec()),
+            TensorData::I32(x) => TensorData::I32(x[a..b].to_vec()),
+            TensorData::I64(x) => TensorData::I64(x[a..b].to_vec()),
+            TensorData::Bool(x) => TensorData::Bool(x[a..b].to_vec()),
+            TensorData::I4(x) => TensorData::I4(x[a..b].to_vec()),
+            TensorData::U4(x) => TensorData::U4(x[a..b].to_vec()),
+        }
+    }
+
+    /// Appends `other`'s elements; an error if the types differ.
+    pub fn extend_from(&mut self, other: &TensorData) -> Result<()> {
+        let (want, got) = (self.dtype(), other.dtype());
+        match (self, other) {
+            (TensorData::F32(x), TensorData::F32(y)) => x.extend_from_slice(y),
+            (TensorData::F16(x), TensorData::F16(y)) => x.extend_from_slice(y),
+            (TensorData::I8(x), TensorData::I8(y)) => x.extend_from_slice(y),
+            (TensorData::U8(x), TensorData::U8(y)) => x.extend_from_slice(y),
+            (TensorData::I16(x), TensorData::I16(y)) => x.extend_from_slice(y),
+            (TensorData::U16(x), TensorData::U16(y)) => x.extend_from_slice(y),
+            (TensorData::I32(x), TensorData::I32(y)) => x.extend_from_slice(y),
+            (TensorData::I64(x), TensorData::I64(y)) => x.extend_from_slice(y),
+            (TensorData::Bool(x), TensorData::Bool(y)) => x.extend_from_slice(y),
+            (TensorData::I4(x), TensorData::I4(y)) => x.extend_from_slice(y),
+            (TensorData::U4(x), TensorData::U4(y)) => x.extend_from_slice(y),
+            _ => {
+                return Err(IrError::Invalid(format!(
+                    "cannot append {got} elements to a {want} buffer"
+                )))
+            }
+        }
+        Ok(())
+    }
+
     /// A zero-filled buffer of `n` elements.
     pub fn zeros(dtype: DType, n: usize) -> TensorData {
         match dtype {
@@ -252,6 +294,58 @@ impl Tensor {
     }
 
     /// Same data, new shape (element count must match).
+    /// Rows `start..start + count` along axis 0 (a batch slice), as a new tensor.
+    pub fn rows(&self, start: usize, count: usize) -> Result<Tensor> {
+        let n0 = *self
+            .shape
+            .first()
+            .ok_or_else(|| IrError::Invalid("cannot take rows of a scalar".to_string()))?;
+        if start.checked_add(count).is_none_or(|e| e > n0) {
+            return Err(IrError::Invalid(format!(
+                "rows {start}..{} out of range for shape {:?}",
+                start.saturating_add(count),
+                self.shape
+            )));
+        }
+        let row = self.len().checked_div(n0).unwrap_or(0);
+        let (a, b) = (start * row, (start + count) * row);
+        let data = self.data.slice(a, b);
+        let mut shape = self.shape.clone();
+        shape[0] = count;
+        Tensor::new(shape, data)
+    }
+
+    /// Concatenates tensors of one dtype along axis 0 (the inverse of [`Tensor::rows`]).
+    pub fn concat_rows(parts: &[Tensor]) -> Result<Tensor> {
+        let first = parts
+            .first()
+            .ok_or_else(|| IrError::Invalid("nothing to concatenate".to_string()))?;
+        let mut n0 = 0usize;
+        for p in parts {
+            if p.dtype() != first.dtype()
+                || p.shape.len() != first.shape.len()
+                || p.shape.is_empty()
+                || p.shape[1..] != first.shape[1..]
+            {
+                return Err(IrError::Invalid(format!(
+                    "cannot concatenate {} {:?} and {} {:?} along axis 0",
+                    first.dtype(),
+                    first.shape,
+                    p.dtype(),
+                    p.shape
+                )));
+            }
+            n0 += p.shape[0];
+        }
+        let mut data = TensorData::zeros(first.dtype(), 0);
+        for p in parts {
+            data.extend_from(&p.data)?;
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = n0;
+        Tensor::new(shape, data)
+    }
+
     pub fn reshaped(mut self, shape: Vec<usize>) -> Result<Tensor> {
         let n = checked_numel(&shape)?;
         if n != self.len() {

@@ -46,6 +46,75 @@ pub fn check_inputs(graph: &Graph, inputs: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
+/// The batch `N > 1` of `inputs` when the graph is declared for batch 1 and the inputs
+/// are `N` such samples stacked on axis 0 (every input's leading dimension is a fixed 1
+/// in the graph and `N` in the data, the other dimensions fit): such a batch runs
+/// sample by sample ([`run_per_sample`]). `None` otherwise.
+pub fn per_sample_batch(graph: &Graph, inputs: &[Tensor]) -> Option<usize> {
+    if inputs.len() != graph.inputs.len() || inputs.is_empty() {
+        return None;
+    }
+    let n = *inputs[0].shape.first()?;
+    if n <= 1 {
+        return None;
+    }
+    let fits = graph.inputs.iter().zip(inputs).all(|(&id, t)| {
+        let v = &graph.values[id];
+        let Some(shape) = &v.shape else { return false };
+        t.dtype() == v.dtype
+            && shape.len() == t.shape.len()
+            && shape[0].fixed() == Some(1)
+            && t.shape[0] == n
+            && shape[1..]
+                .iter()
+                .zip(&t.shape[1..])
+                .all(|(d, &m)| d.fixed().is_none_or(|f| f == m))
+    });
+    fits.then_some(n)
+}
+
+/// Runs a batch of `N` samples through a graph declared for batch 1, one sample at a
+/// time in one [`Session`], and stacks each output's per-sample results on axis 0
+/// (every output must then have a leading dimension). Inputs that already fit the
+/// graph run in one call.
+pub fn run_per_sample(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    let Some(n) = per_sample_batch(graph, inputs) else {
+        return run(graph, inputs);
+    };
+    let mut session = Session::new(graph);
+    let mut per_output: Vec<Vec<Tensor>> = vec![Vec::with_capacity(n); graph.outputs.len()];
+    for i in 0..n {
+        let sample = inputs
+            .iter()
+            .map(|t| t.rows(i, 1))
+            .collect::<edgeopt_ir::Result<Vec<_>>>()
+            .map_err(|e| RuntimeError::Input(e.to_string()))?;
+        for (k, t) in session.run(&sample)?.into_iter().enumerate() {
+            per_output[k].push(t);
+        }
+    }
+    per_output
+        .iter()
+        .zip(&graph.outputs)
+        .map(|(parts, &o)| {
+            if parts.iter().any(|t| t.shape.first() != Some(&1)) {
+                return Err(RuntimeError::Input(format!(
+                    "output '{}' has no leading batch dimension of 1 ({:?}): a batch of {n} \
+                     cannot be run sample by sample",
+                    graph.values[o].name,
+                    parts.first().map(|t| t.shape.clone()).unwrap_or_default()
+                )));
+            }
+            Tensor::concat_rows(parts).map_err(|e| {
+                RuntimeError::Input(format!(
+                    "output '{}' cannot be stacked over the batch: {e}",
+                    graph.values[o].name
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Runs `graph` on `inputs` (one per graph input, in order) and returns its outputs.
 pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
     check_inputs(graph, inputs)?;

@@ -9,4 +9,4 @@ pub mod planner;
 pub mod profile;
 
 pub use error::{Result, RuntimeError};
-pub use executor::{run, Session};
+pub use executor::{run, run_per_sample, Session};

@@ -79,11 +79,30 @@ pub mod tflm {
     use edgeopt_ir::{Tensor, TensorData};
     use std::path::Path;
 
-    /// Runs `model` (.tflite, one int8 input, one int8 or float32 output) under TFLite
-    /// Micro on `inputs` (int8 samples of `sample_shape` each, back to back, batch
-    /// dimension excluded) one sample at a time; returns the outputs back to back as
-    /// little-endian bytes (what the generated C writes). `work` holds the .npy files.
-    /// Panics with the oracle's stderr on failure.
+    /// Runs `model` (.tflite, one input, one output) under TFLite Micro on the samples
+    /// of `x` (stacked on axis 0, in the model's input dtype), one at a time; returns
+    /// the outputs stacked the same way. `work` holds the .npy files. Panics with the
+    /// oracle's stderr on failure.
+    pub fn run(model: &Path, x: &Tensor, work: &Path) -> Tensor {
+        std::fs::create_dir_all(work).expect("create work dir");
+        let (xin, yout) = (work.join("tflm_in.npy"), work.join("tflm_out.npy"));
+        edgeopt_npy::write(&xin, x).expect("write inputs");
+        edgeopt_testkit::run_oracle("tflm_run.py", &[model, &xin, &yout]);
+        edgeopt_npy::read(&yout).expect("read TFLM outputs")
+    }
+
+    /// Little-endian bytes of an int8 or float32 tensor (the C harness's I/O format).
+    pub fn bytes(t: &Tensor) -> Vec<u8> {
+        match &t.data {
+            TensorData::I8(v) => v.iter().map(|&b| b as u8).collect(),
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            d => panic!("harness I/O of type {}", d.dtype()),
+        }
+    }
+
+    /// [`run`] on `inputs`: int8 samples of `sample_shape` each (batch dimension
+    /// excluded), back to back; returns the output bytes back to back (int8 or float32
+    /// outputs, what the generated C writes).
     pub fn outputs(model: &Path, sample_shape: &[usize], inputs: &[u8], work: &Path) -> Vec<u8> {
         let per: usize = sample_shape.iter().product();
         assert!(
@@ -97,15 +116,76 @@ pub mod tflm {
             TensorData::I8(inputs.iter().map(|&b| b as i8).collect()),
         )
         .expect("input shape");
-        std::fs::create_dir_all(work).expect("create work dir");
-        let (xin, yout) = (work.join("tflm_in.npy"), work.join("tflm_out.npy"));
-        edgeopt_npy::write(&xin, &x).expect("write inputs");
-        edgeopt_testkit::run_oracle("tflm_run.py", &[model, &xin, &yout]);
-        let y = edgeopt_npy::read(&yout).expect("read TFLM outputs");
-        match y.data {
-            TensorData::I8(v) => v.iter().map(|&b| b as u8).collect(),
-            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            d => panic!("TFLM output is {}, int8 or float32 expected", d.dtype()),
+        bytes(&run(model, &x, work))
+    }
+}
+
+pub mod exporters {
+    //! The exporter corpus of ../shared/data (`exporters/`, see its README.md): model
+    //! files as PyTorch's and Keras's current exporters write them, each with its
+    //! input samples, float calibration samples and reference outputs, as listed in
+    //! `manifest.json`.
+
+    use std::path::{Path, PathBuf};
+
+    /// One model file of the corpus (the manifest's fields that tests use).
+    #[derive(Debug, Clone)]
+    pub struct Entry {
+        /// Path under `exporters/`, e.g. `onnx/mnist_cnn.ts17.onnx`.
+        pub file: String,
+        /// `onnx` or `tflite`.
+        pub format: String,
+        /// The exporter variant, e.g. `ts17`, `dynamo18`, `batch1.int8`.
+        pub exporter: String,
+        /// 4 samples in the file's own input dtype and layout.
+        pub input: PathBuf,
+        /// The same samples as float (the float model's input), when given.
+        pub input_float: Option<PathBuf>,
+        /// 32 float calibration samples in the float model's layout and range.
+        pub calib: Option<PathBuf>,
+        /// Reference outputs (onnxruntime / LiteRT builtin), one per model output.
+        pub expected: Vec<PathBuf>,
+    }
+
+    impl Entry {
+        pub fn path(&self, data: &Path) -> PathBuf {
+            data.join("exporters").join(&self.file)
         }
+
+        /// A float-weight, float-activation file (what `quantize` starts from).
+        pub fn is_float32(&self) -> bool {
+            self.format == "onnx" || self.exporter.ends_with(".fp32")
+        }
+
+        /// The file name without folder, for tables.
+        pub fn name(&self) -> &str {
+            self.file.rsplit('/').next().unwrap_or(&self.file)
+        }
+    }
+
+    /// Every file the manifest lists as written (`status == "OK"`), in manifest order.
+    pub fn entries(data: &Path) -> Vec<Entry> {
+        let dir = data.join("exporters");
+        let text = std::fs::read_to_string(dir.join("manifest.json")).expect("read manifest");
+        let m: serde_json::Value = serde_json::from_str(&text).expect("manifest is JSON");
+        let path = |v: &serde_json::Value| v.as_str().map(|s| dir.join(s));
+        m["files"]
+            .as_array()
+            .expect("manifest files")
+            .iter()
+            .filter(|f| f["status"] == "OK")
+            .map(|f| Entry {
+                file: f["file"].as_str().expect("file").to_string(),
+                format: f["format"].as_str().expect("format").to_string(),
+                exporter: f["exporter"].as_str().unwrap_or_default().to_string(),
+                input: path(&f["input"]).expect("input"),
+                input_float: path(&f["input_float"]),
+                calib: path(&f["calib"]),
+                expected: f["expected"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(|e| path(&e["file"])).collect())
+                    .unwrap_or_default(),
+            })
+            .collect()
     }
 }

@@ -209,6 +209,40 @@ fn shares_input_params(op: &Op) -> bool {
     ) || op.is_reshape_like()
 }
 
+/// Gives a concat's operands its output's parameters where that is free: the operand
+/// is computed by an integer node whose output parameters are its own choice (not a
+/// pool/reshape that inherits them, not a fixed-range softmax/logistic/tanh) and is
+/// read by nothing but this concat. This is what the TFLite converter does ("requantize
+/// at the producer"): the producer's output stage writes the concat's scale directly,
+/// so no extra op runs. The others keep theirs and get a requantizing `Quantize` in
+/// front of the concat (step 2 of [`to_integer`]).
+fn share_concat_params(
+    g: &Graph,
+    concat: &Node,
+    float_node: &[bool],
+    consumers: &[usize],
+    params: &mut [Option<QuantParams>],
+) {
+    let Some(out) = concat.outputs.first().and_then(|&o| params[o].clone()) else {
+        return;
+    };
+    let producers = g.producers();
+    for x in concat.present_inputs() {
+        if params[x].is_none() || params[x].as_ref() == Some(&out) || consumers[x] != 1 {
+            continue;
+        }
+        let Some(pi) = producers[x] else { continue };
+        let p = &g.nodes[pi];
+        let fixed = matches!(
+            p.op,
+            Op::Softmax { .. } | Op::Unary(UnaryKind::Sigmoid) | Op::Unary(UnaryKind::Tanh)
+        );
+        if !float_node[pi] && !fixed && !shares_input_params(&p.op) && p.outputs.len() == 1 {
+            params[x] = Some(out.clone());
+        }
+    }
+}
+
 fn act_params(range: (f32, f32), dt: DType) -> QuantParams {
     match dt {
         DType::I16 => {
@@ -251,6 +285,15 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
         }
     }
     let weighted: HashMap<usize, ValueId> = weighted_nodes(prepared).into_iter().collect();
+    let mut consumers = vec![0usize; nv];
+    for n in &prepared.nodes {
+        for x in n.present_inputs() {
+            consumers[x] += 1;
+        }
+    }
+    for &o in &prepared.outputs {
+        consumers[o] += 1;
+    }
     let mut float_node = vec![false; prepared.nodes.len()];
     for (ni, n) in prepared.nodes.iter().enumerate() {
         let float_weights = weighted.get(&ni).is_some_and(|&w| {
@@ -284,6 +327,9 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                 }
                 _ => act_params(range_of(o)?, adt),
             });
+        }
+        if matches!(n.op, Op::Concat { .. }) && !float_node[ni] {
+            share_concat_params(prepared, n, &float_node, &consumers, &mut params);
         }
     }
     // 2. Rewrite node by node.
@@ -478,7 +524,33 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                 }
             }
             Op::Binary { .. } | Op::Concat { .. } => {
-                // Constant operands are quantized with their own min-max range.
+                let concat_params = match &n0.op {
+                    Op::Concat { .. } => n0.outputs.first().and_then(|&o| params[o].clone()),
+                    _ => None,
+                };
+                // A concat's operands carry its output's parameters (TFLite's kernel
+                // requires it); an operand that could not adopt them in step 1 is
+                // requantized in front of the concat.
+                if let Some(cp) = &concat_params {
+                    for x in n.inputs.iter_mut() {
+                        let Some(v) = *x else { continue };
+                        if g.values[v].data.is_some() || g.values[v].quant.as_ref() == Some(cp) {
+                            continue;
+                        }
+                        let name = fresh_name(&g, &format!("{}_requantized", g.values[v].name));
+                        let r = g.add_value(name.clone(), adt, g.values[v].shape.clone());
+                        g.values[r].quant = Some(cp.clone());
+                        nodes.push(Node {
+                            name,
+                            op: Op::Quantize,
+                            inputs: vec![Some(v)],
+                            outputs: vec![r],
+                        });
+                        *x = Some(r);
+                    }
+                }
+                // Constant operands are quantized with their own min-max range (a
+                // concat's with its output's parameters).
                 for x in n.inputs.iter_mut() {
                     let Some(v) = *x else { continue };
                     let Some(t) = g.values[v].data.clone() else {
@@ -490,7 +562,9 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                     let vals = t.to_f32_vec();
                     let lo = vals.iter().fold(0f32, |a, &b| a.min(b));
                     let hi = vals.iter().fold(0f32, |a, &b| a.max(b));
-                    let p = act_params((lo, hi), adt);
+                    let p = concat_params
+                        .clone()
+                        .unwrap_or_else(|| act_params((lo, hi), adt));
                     let (s, z) = p.channel(0);
                     let (qmin, qmax) = adt.int_range().expect("integer");
                     let codes: Vec<i64> = vals

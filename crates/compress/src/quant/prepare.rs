@@ -5,7 +5,8 @@
 //!    models) folded into f32 constants;
 //! 2. BatchNorm folded into the preceding Conv / FullyConnected;
 //! 3. Gemm / MatMul with constant weights → FullyConnected (bias from Gemm's C or a
-//!    following Add of a constant);
+//!    following Add of a constant); a mean over the plane of a 4-D tensor (axes 1, 2)
+//!    → an NHWC average pool (+ Reshape), and over axes 2, 3 → GlobalAveragePool;
 //! 4. NCHW → NHWC: each value is tracked in its original ("first") form and/or a
 //!    channel-last form; layout-sensitive ops (Conv, pools, GlobalAveragePool) read and
 //!    produce the channel-last form, elementwise ops (Relu, Add with constants
@@ -23,7 +24,7 @@ use crate::{CompressError, Result};
 use edgeopt_ir::shape::{bind_input_shapes, infer_graph};
 use edgeopt_ir::{
     Activation, AutoPad, BinaryKind, ConvAttrs, DType, Graph, Layout, Node, Op, PoolAttrs,
-    QuantParams, Tensor, TensorData, UnaryKind, ValueId,
+    QuantParams, ReduceKind, Tensor, TensorData, UnaryKind, ValueId,
 };
 
 /// Runs all preparation steps; the result is validated and re-annotated.
@@ -32,6 +33,7 @@ pub fn prepare(graph: &Graph) -> Result<Graph> {
     g.validate()?;
     fold_const_dequantize(&mut g)?;
     fold_batchnorm(&mut g)?;
+    mean_to_pool(&mut g)?;
     to_fully_connected(&mut g)?;
     compact(&mut g);
     let mut g = to_nhwc(&g)?;
@@ -43,6 +45,20 @@ pub fn prepare(graph: &Graph) -> Result<Graph> {
     reannotate(&mut g)?;
     g.validate()?;
     Ok(g)
+}
+
+/// Whether `axes` (negative counted from the end) are exactly the spatial axes
+/// `2..rank` of an NCHW tensor, each once.
+fn reduces_spatial(axes: &[i64], rank: usize) -> bool {
+    let mut norm: Vec<usize> = axes
+        .iter()
+        .filter_map(|&a| {
+            let a = if a < 0 { a + rank as i64 } else { a };
+            usize::try_from(a).ok().filter(|&a| a < rank)
+        })
+        .collect();
+    norm.sort_unstable();
+    norm.len() == axes.len() && norm == (2..rank).collect::<Vec<_>>()
 }
 
 /// Number of nodes reading each value, plus one if it is a graph output.
@@ -210,6 +226,87 @@ fn fold_batchnorm(g: &mut Graph) -> Result<()> {
         k += 1;
         !removed.contains(&(k - 1))
     });
+    Ok(())
+}
+
+/// A float mean over axes 1 and 2 of a 4-D tensor (Keras GlobalAveragePooling2D as the
+/// TFLite converter writes it: MEAN axes [1, 2]) → an NHWC AveragePool whose window is
+/// the whole plane, followed by a Reshape when the axes are dropped. The two compute
+/// the same per-(n, c) average whatever the tensor means, and the pool has integer
+/// kernels in the runtime, the TFLite writer and the C generator.
+fn mean_to_pool(g: &mut Graph) -> Result<()> {
+    let shapes = bind_input_shapes(g, 1)?;
+    let facts = infer_graph(g, &shapes)?;
+    let mut nodes = Vec::with_capacity(g.nodes.len());
+    for n in std::mem::take(&mut g.nodes) {
+        let Op::Reduce {
+            kind: ReduceKind::Mean,
+            axes: Some(axes),
+            keepdims,
+            ..
+        } = &n.op
+        else {
+            nodes.push(n);
+            continue;
+        };
+        let x = n.input(0);
+        let xs = x.and_then(|x| facts[x].as_ref()).map(|f| f.shape.clone());
+        let f32_in = x.is_some_and(|x| g.values[x].dtype == DType::F32);
+        let axes_12 = {
+            let mut a: Vec<i64> = axes
+                .iter()
+                .map(|&a| if a < 0 { a + 4 } else { a })
+                .collect();
+            a.sort_unstable();
+            a == [1, 2]
+        };
+        let (Some(xs), true, true, [y]) = (xs, f32_in, axes_12, n.outputs.as_slice()) else {
+            nodes.push(n);
+            continue;
+        };
+        if xs.len() != 4 || xs[1] == 0 || xs[2] == 0 {
+            nodes.push(n);
+            continue;
+        }
+        let y = *y;
+        let p = PoolAttrs {
+            layout: Layout::Nhwc,
+            kernel_shape: vec![xs[1], xs[2]],
+            strides: vec![1, 1],
+            dilations: vec![],
+            pads: vec![],
+            auto_pad: AutoPad::Valid,
+            ceil_mode: false,
+            count_include_pad: false,
+            activation: Activation::None,
+        };
+        if *keepdims {
+            nodes.push(Node {
+                op: Op::AveragePool(p),
+                inputs: vec![x],
+                ..n
+            });
+            continue;
+        }
+        let pooled_name = fresh_name(g, &format!("{}_pooled", g.values[y].name));
+        let pooled = g.add_value(pooled_name, DType::F32, None);
+        let shape_name = fresh_name(g, &format!("{}_shape", g.values[y].name));
+        let target = Tensor::from_i64(vec![2], vec![xs[0] as i64, xs[3] as i64])?;
+        let shape = g.add_const(shape_name, target);
+        nodes.push(Node {
+            name: format!("{}_pool", n.name),
+            op: Op::AveragePool(p),
+            inputs: vec![x],
+            outputs: vec![pooled],
+        });
+        nodes.push(Node {
+            name: n.name.clone(),
+            op: Op::Reshape { allowzero: false },
+            inputs: vec![Some(pooled), Some(shape)],
+            outputs: vec![y],
+        });
+    }
+    g.nodes = nodes;
     Ok(())
 }
 
@@ -557,6 +654,19 @@ impl Layouter<'_> {
                     Op::AveragePool(p2)
                 };
                 self.emit_last(n, op, vec![Some(xl)]);
+            }
+            // A mean over every spatial axis that keeps them (how torch's dynamo
+            // exporter writes adaptive_avg_pool2d(x, 1): ReduceMean axes [-1, -2]) is
+            // a global average pool, and runs on the integer pool kernel as one.
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes: Some(axes),
+                keepdims: true,
+                ..
+            } if rank_x.is_some_and(|r| matches!(r, 3 | 4) && reduces_spatial(axes, r)) => {
+                let mut gap = n.clone();
+                gap.op = Op::GlobalAveragePool;
+                return self.convert(&gap);
             }
             Op::GlobalAveragePool if matches!(rank_x, Some(3 | 4)) => {
                 let xv = x.expect("pool has an input");

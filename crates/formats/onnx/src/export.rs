@@ -1023,7 +1023,13 @@ impl Ex<'_> {
                         "NHWC integer convolution cannot be exported".into(),
                     ));
                 }
-                let mut cins = trim(ins.clone());
+                // x and w are required; only an absent bias is trimmed (the NHWC case
+                // fills the blanked x and w below).
+                let mut cins = ins.clone();
+                cins.resize(cins.len().max(2), String::new());
+                while cins.len() > 2 && cins.last().is_some_and(|s| s.is_empty()) {
+                    cins.pop();
+                }
                 let rank = c.kernel_shape.len().max(
                     n.input(1)
                         .and_then(|w| {

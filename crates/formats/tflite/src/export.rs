@@ -747,7 +747,9 @@ impl<'g> Writer<'g> {
     /// quantized node that has none. `-1` when absent.
     fn bias(&mut self, n: &Node, k: usize, dw: Option<()>) -> Result<i32> {
         let _ = dw;
-        let Some(b) = n.input(k) else { return Ok(-1) };
+        let Some(b) = n.input(k) else {
+            return self.zero_bias(n, k);
+        };
         let g = self.g;
         let bv = &g.values[b];
         if bv.dtype != DType::I32 || bv.quant.is_some() || bv.data.is_none() {
@@ -773,6 +775,61 @@ impl<'g> Writer<'g> {
         let t = self.tensor(b)?;
         self.tensors[t as usize].quantization = quant(DType::I32, Some(&q), None);
         Ok(t)
+    }
+
+    /// A zero bias for a conv / fully-connected node that has none. Why: LiteRT's
+    /// CONV_2D refuses a node without one (`has_bias` in its Prepare) and the TFLite
+    /// converter always writes one, so TFLite Micro and CMSIS-NN expect it too. Its type
+    /// follows the kernel's: f32 for float (and hybrid) nodes, int32 for int8
+    /// activations and int64 for int16 ones, quantized with `input_scale *
+    /// weight_scale[c]`. The channel count is the weights' leading dimension.
+    fn zero_bias(&mut self, n: &Node, k: usize) -> Result<i32> {
+        let g = self.g;
+        let (Some(x), Some(w)) = (n.input(0), n.input(1)) else {
+            return Ok(-1);
+        };
+        let w_raw = self.hybrid.get(&w).copied().unwrap_or(w);
+        let m = self
+            .fixed_shape(w_raw)
+            .and_then(|s| s.first().copied())
+            .ok_or_else(|| unsupported("a bias-free layer needs weights of fixed shape"))?;
+        let (xv, wv) = (&g.values[x], &g.values[w_raw]);
+        let name = self.fresh(&format!("{}/zero_bias{k}", n.name));
+        let (type_, data, quantization) = match (xv.dtype, &xv.quant, &wv.quant) {
+            (DType::I8 | DType::U8 | DType::I16, Some(xq), Some(wq)) if wv.dtype.is_integer() => {
+                let xs = xq.scale[0];
+                let scales: Vec<f32> = (0..m).map(|c| xs * wq.channel(c).0).collect();
+                let q = if wq.is_per_tensor() {
+                    QuantParams::per_tensor(scales.first().copied().unwrap_or(xs), 0)
+                } else {
+                    QuantParams::per_axis(scales, vec![0; m], 0)
+                };
+                if xv.dtype == DType::I16 {
+                    (
+                        s::TensorType::Int64,
+                        vec![0u8; m * 8],
+                        quant(DType::I64, Some(&q), None),
+                    )
+                } else {
+                    (
+                        s::TensorType::Int32,
+                        vec![0u8; m * 4],
+                        quant(DType::I32, Some(&q), None),
+                    )
+                }
+            }
+            _ => (s::TensorType::Float32, vec![0u8; m * 4], None),
+        };
+        let buffer = self.push_buffer(data);
+        Ok(self.push_tensor(s::Tensor {
+            shape: Some(vec![dim_i32(m)?]),
+            type_,
+            buffer,
+            name: Some(name),
+            quantization,
+            has_rank: true,
+            ..Default::default()
+        }))
     }
 
     fn conv(&mut self, n: &Node, c: &ConvAttrs, y: i32) -> Result<()> {
@@ -866,17 +923,20 @@ impl<'g> Writer<'g> {
                 p.kernel_shape.len()
             )));
         }
-        if p.ceil_mode {
-            return Err(unsupported("ceil_mode pooling"));
-        }
         if p.dilations.iter().any(|&d| d != 1) {
             return Err(unsupported("dilated pooling"));
         }
         let x = n.input(0).ok_or_else(|| invalid("input is missing"))?;
         let k = [p.kernel_shape[0], p.kernel_shape[1]];
         let strides = two(&p.strides, "strides")?;
-        let padding = self.padding(n, x, p.auto_pad, &p.pads, k, strides, [1, 1])?;
-        match padding {
+        let padding = if p.ceil_mode {
+            // ceil_mode adds windows that end in padding past the input: the same as
+            // more end padding and floor mode (the shape rule gives the output size).
+            self.ceil_pads(n, x, p, k, strides)?
+        } else {
+            self.padding(n, x, p.auto_pad, &p.pads, k, strides, [1, 1])?
+        };
+        let xi = match padding {
             // TFLite's average pool divides by the in-bounds count; max pool ignores
             // padding: SAME matches unless the IR counts the padding.
             Pre::Same if !max && p.count_include_pad => {
@@ -884,14 +944,21 @@ impl<'g> Writer<'g> {
                     "average pool that counts padding (TFLite excludes it)",
                 ))
             }
+            // Max pool: padding with the lowest value never wins a window (every
+            // window holds at least one input element), so PADV2 + VALID is exact.
+            Pre::Pad(ref pads) if max => self.explicit_pad_with(n, x, pads, f32::NEG_INFINITY)?,
+            // Average pool that counts the padding: zero padding + VALID is exact.
+            Pre::Pad(ref pads) if p.count_include_pad && !p.ceil_mode => {
+                self.explicit_pad_with(n, x, pads, 0.0)?
+            }
             Pre::Pad(_) => {
                 return Err(unsupported(
-                    "pooling with explicit padding other than SAME or VALID",
+                    "average pooling with explicit padding that is not counted \
+                     (TFLite's average pool counts only SAME padding out)",
                 ))
             }
-            _ => {}
-        }
-        let xi = self.input(n, 0)?;
+            Pre::Same | Pre::Valid => self.input(n, 0)?,
+        };
         let opts = s::Pool2DOptions {
             padding: if matches!(padding, Pre::Same) {
                 s::Padding::Same
@@ -992,6 +1059,58 @@ impl<'g> Writer<'g> {
 
     /// A PAD of value 0 (the zero point of a quantized input) before a conv.
     fn explicit_pad(&mut self, n: &Node, x: ValueId, pads: &[i64]) -> Result<i32> {
+        self.explicit_pad_with(n, x, pads, 0.0)
+    }
+
+    /// The explicit padding of a `ceil_mode` pool: the begin pads as given, the end
+    /// pads grown so that floor-mode VALID pooling yields the output the IR's shape
+    /// rule gives (ONNX: the last window must start inside the input or its begin
+    /// padding). `Pre::Valid` when no padding is needed.
+    fn ceil_pads(
+        &self,
+        n: &Node,
+        x: ValueId,
+        p: &PoolAttrs,
+        k: [usize; 2],
+        strides: [usize; 2],
+    ) -> Result<Pre> {
+        if !matches!(p.auto_pad, AutoPad::NotSet | AutoPad::Valid) {
+            return Err(unsupported("ceil_mode pooling with SAME padding"));
+        }
+        let (Some(xs), Some(ys)) = (self.fixed_shape(x), self.fixed_shape(n.outputs[0])) else {
+            return Err(unsupported(
+                "ceil_mode pooling on a tensor of dynamic shape",
+            ));
+        };
+        if xs.len() != 4 || ys.len() != 4 {
+            return Err(invalid("ceil_mode pooling needs 4-D NHWC tensors"));
+        }
+        let begin = |i: usize| p.pads.get(i).copied().unwrap_or(0);
+        let mut pads = vec![0i64; 8];
+        for i in 0..2 {
+            let (h, o, b) = (xs[1 + i], ys[1 + i], begin(i));
+            if o == 0 || strides[i] == 0 {
+                return Err(invalid("pooling with an empty output or zero stride"));
+            }
+            let span = (o - 1) * strides[i] + k[i];
+            let end = span.saturating_sub(h + b);
+            if (h + b + end - k[i]) / strides[i] + 1 != o {
+                return Err(unsupported(format!(
+                    "ceil_mode pooling whose output ({o}) no padding of input {h} gives"
+                )));
+            }
+            pads[1 + i] = b as i64;
+            pads[5 + i] = end as i64;
+        }
+        Ok(if pads.iter().all(|&v| v == 0) {
+            Pre::Valid
+        } else {
+            Pre::Pad(pads)
+        })
+    }
+
+    /// A PAD (PADV2 when `value` is not 0) of `x` into a fresh tensor.
+    fn explicit_pad_with(&mut self, n: &Node, x: ValueId, pads: &[i64], value: f32) -> Result<i32> {
         let s = self
             .fixed_shape(x)
             .ok_or_else(|| unsupported("explicit padding on an input of dynamic shape"))?;
@@ -1000,7 +1119,7 @@ impl<'g> Writer<'g> {
             .map(|i| s[i] + pads[i] as usize + pads[i + r] as usize)
             .collect();
         let t = self.temp_like(&format!("{}/padded", n.name), x, &padded)?;
-        self.pad_op(n, x, pads, 0.0, t)?;
+        self.pad_op(n, x, pads, value, t)?;
         Ok(t)
     }
 
@@ -1035,7 +1154,9 @@ impl<'g> Writer<'g> {
             (dt, Some(q)) if dt.is_integer() => {
                 let (sc, zp) = q.channel(0);
                 let (lo, hi) = dt.int_range().unwrap_or((i64::MIN, i64::MAX));
-                let v = ((value / sc).round() as i64 + zp).clamp(lo, hi);
+                let v = ((value / sc).round() as i64)
+                    .saturating_add(zp)
+                    .clamp(lo, hi);
                 match dt {
                     DType::I8 => TensorData::I8(vec![v as i8]),
                     DType::U8 => TensorData::U8(vec![v as u8]),
