@@ -5,8 +5,8 @@ For IC, KWS and AD: flash (weights/params + code, arm-none-eabi-size of model.o 
 edgeopt_kernels.o), RAM (arena = static memory planner peak, kernel scratch, stack
 estimate), and executed instructions per inference on emulated Cortex-M4
 (qemu mps2-an386) and Cortex-M7 (mps2-an500), with the DSP (SMLAD) path and with it
-disabled (-DEO_NO_DSP). Every run is also checked bit-exact against edgeopt's runtime
-(Numerics::Reference). Instruction counts: qemu -icount shift=0 (1 instruction = 1 ns of
+disabled (-DEO_NO_DSP). Every run is also checked bit-exact against TensorFlow Lite Micro
+(scripts/oracle/tflm_run.py with .venv's Python, or $EDGEOPT_PYTHON). Instruction counts: qemu -icount shift=0 (1 instruction = 1 ns of
 virtual time), read through SysTick and calibrated on a loop of known length (see
 crates/codegen/src/harness.rs). Instruction counts are deterministic, so one run each.
 
@@ -52,6 +52,7 @@ def main():
     args = ap.parse_args()
     env = dict(os.environ)
     env.setdefault("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    env.setdefault("EDGEOPT_PYTHON", os.path.join(ROOT, ".venv/bin/python"))
     with tempfile.TemporaryDirectory(prefix="edgeopt-codegen-bench-") as work:
         cmd = ["cargo", "run"] + ([] if args.dev else ["--release"]) + ["-q", "-p", "edgeopt-codegen", "--example", "mcu_bench", "--",
                os.path.abspath(args.data), work] + args.models
@@ -97,7 +98,7 @@ def main():
         md.append(f"| {m['model']} | {m['layers']} | {fp['weights_bytes']} | {text} | {fp['flash_bytes']} | "
                   f"{fp['arena_bytes']} (planner {m['planner_arena_bytes']}) | {fp['scratch_bytes']} | "
                   f"{fp['stack_bytes_estimate']} | {fp['ram_bytes']} |")
-    md += ["", "## Instructions per inference (bit-exact with edgeopt's runtime on every sample)\n",
+    md += ["", "## Instructions per inference (bit-exact with TensorFlow Lite Micro on every sample)\n",
            "| model | inputs | core | DSP path | instructions / inference | portable / DSP | samples bit-exact | image text / data / bss (B) |",
            "|---|---|---|---|---|---|---|---|"]
     for m in models:
@@ -116,17 +117,21 @@ def main():
                           f"{r['run']['instructions_per_inference']:,.0f} | {ratio} | {ok}/{r['run']['samples']} | "
                           f"{img['text']} / {img['data']} / {img['bss']} |")
     md += ["", "## Host build and numerics\n",
-           "| model | host gcc -std=c99 -Wall -Wextra -Werror: samples differing | runtime LiteRt vs Reference numerics: samples (elements) differing | top-1 of these inputs (Reference) |",
-           "|---|---|---|---|"]
+           "| model | host gcc -std=c99 -Wall -Wextra -Werror vs TFLM: samples differing | runtime Reference numerics vs the C: samples (elements) differing | runtime LiteRt vs Reference numerics: samples (elements) differing | top-1 of these inputs (TFLM) |",
+           "|---|---|---|---|---|"]
     for m in models:
         md.append(f"| {m['model']} | {m['host_samples_differing']} of {m['samples']} | "
+                  f"{m['reference_vs_c_samples_differing']} of {m['samples']} "
+                  f"({m['reference_vs_c_elements_differing']} of {m['elements']}) | "
                   f"{m['litert_vs_reference_samples_differing']} of {m['samples']} "
                   f"({m['litert_vs_reference_elements_differing']} of {m['elements']}) | "
                   + (f"{m['top1_correct']} / {m['labelled']}" if m.get('labelled') else "n/a (no labels)") + " |")
-    md.append("\nThe generated C follows `Numerics::Reference` (TFLite reference kernels = TFLite Micro). "
+    md.append("\nThe generated C follows TensorFlow Lite Micro's reference kernels (= CMSIS-NN). "
+              "edgeopt's runtime under `Numerics::Reference` (LiteRT's reference kernels) differs from it "
+              "in FULLY_CONNECTED, which LiteRT requantizes with one rounding and TFLM with two. "
               "`Numerics::LiteRt` (LiteRT's builtin x86 kernels) rounds CONV_2D and FULLY_CONNECTED "
-              "through ruy (ties up) and computes int8 SOFTMAX with a float exp table; the last "
-              "column counts where that changes outputs.\n")
+              "through ruy (ties up) and computes int8 SOFTMAX with a float exp table; the "
+              "LiteRt column counts where that changes outputs.\n")
     mpath = os.path.join(ROOT, f"bench/results/codegen-{stamp}.md")
     with open(mpath + ".tmp", "w") as f:
         f.write("\n".join(md))

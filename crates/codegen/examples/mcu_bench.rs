@@ -1,8 +1,9 @@
 //! Measurement driver of `bench/codegen.py`: compiles each MLPerf Tiny int8 model to C,
-//! checks it bit-exact against edgeopt's runtime (Numerics::Reference) on the host and
-//! on qemu Cortex-M4 / Cortex-M7 with the DSP path on and off, and prints one JSON
-//! object per line: a "model" record (footprint, host check, where LiteRt and Reference
-//! numerics differ) and one "run" record per (core, dsp) with sizes and instruction
+//! checks it bit-exact against TensorFlow Lite Micro (`scripts/oracle/tflm_run.py`, the
+//! oracle Python of `EDGEOPT_PYTHON`) on the host and on qemu Cortex-M4 / Cortex-M7 with
+//! the DSP path on and off, and prints one JSON object per line: a "model" record
+//! (footprint, host check, where edgeopt's runtime differs: LiteRt vs Reference numerics,
+//! Reference vs the C) and one "run" record per (core, dsp) with sizes and instruction
 //! counts.
 //!
 //! Usage: mcu_bench DATA_DIR WORK_DIR [ic|kws|ad ...]
@@ -35,6 +36,30 @@ fn runtime_outputs(g: &Graph, inputs: &[u8], num: Numerics) -> Result<Vec<u8>, S
     }
     set_numerics(Numerics::Reference);
     Ok(out)
+}
+
+/// TFLite Micro's outputs for `inputs` (samples of `g`'s input shape, back to back).
+fn tflm_outputs(
+    model: &std::path::Path,
+    g: &Graph,
+    inputs: &[u8],
+    work: &std::path::Path,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut shape = edgeopt_ir::shape::bind_input_shapes(g, 1)?.remove(0);
+    let per: usize = shape.iter().product();
+    shape[0] = inputs.len() / per.max(1);
+    let x = Tensor::new(
+        shape,
+        TensorData::I8(inputs.iter().map(|&b| b as i8).collect()),
+    )?;
+    std::fs::create_dir_all(work)?;
+    let (xin, yout) = (work.join("tflm_in.npy"), work.join("tflm_out.npy"));
+    edgeopt_npy::write(&xin, &x)?;
+    edgeopt_testkit::run_oracle("tflm_run.py", &[model, &xin, &yout]);
+    match edgeopt_npy::read(&yout)?.data {
+        TensorData::I8(v) => Ok(v.iter().map(|&b| b as u8).collect()),
+        d => Err(format!("TFLM output is {}, int8 expected", d.dtype()).into()),
+    }
 }
 
 fn differing(a: &[u8], b: &[u8], per: usize) -> (usize, usize) {
@@ -90,15 +115,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let reference = runtime_outputs(&g, &inputs, Numerics::Reference)?;
         let litert = runtime_outputs(&g, &inputs, Numerics::LiteRt)?;
+        let tflm = tflm_outputs(&data.join(rel), &g, &inputs, &work.join(&m).join("tflm"))?;
         let t = Target::by_name("cortex-m4").ok_or("no cortex-m4")?;
         let gen = compile(&g, t)?;
         let per: usize = g.outputs.iter().map(|&o| gen.plan.sizes[o]).sum();
         let (nd_samples, nd_elems) = differing(&litert, &reference, per);
-        // Top-1 of the reference outputs on the labelled inputs (a sanity check that the
-        // inputs are real: IC images, KWS MFCC features).
+        // Top-1 of TFLM's outputs on the labelled inputs (a sanity check that the inputs
+        // are real: IC images, KWS MFCC features).
         let correct = labels
             .iter()
-            .zip(reference.chunks(per))
+            .zip(tflm.chunks(per))
             .filter(|(&y, row)| {
                 let best = (0..row.len()).fold(0, |b, k| {
                     if (row[k] as i8) > (row[b] as i8) {
@@ -115,7 +141,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let host_dir = work.join(&m).join("host");
         let exe = harness::build_host(&dir, &host_dir)?;
         let host = harness::run_host(&exe, &inputs, &host_dir)?;
-        let (host_diff, _) = differing(&host, &reference, per);
+        let (host_diff, _) = differing(&host, &tflm, per);
+        let (ref_vs_c, ref_vs_c_elems) = differing(&reference, &host, per);
         let ops: std::collections::BTreeMap<String, usize> =
             g.nodes.iter().fold(Default::default(), |mut acc, n| {
                 *acc.entry(n.op.name().to_string()).or_default() += 1;
@@ -124,9 +151,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{}",
             json!({"record": "model", "model": m, "file": rel, "inputs": what,
-                   "samples": reference.len() / per, "layers": gen.layers, "ops": ops,
+                   "samples": tflm.len() / per, "layers": gen.layers, "ops": ops,
                    "footprint": gen.footprint, "planner_arena_bytes": gen.plan.arena_bytes,
                    "host_samples_differing": host_diff,
+                   "reference_vs_c_samples_differing": ref_vs_c,
+                   "reference_vs_c_elements_differing": ref_vs_c_elems,
                    "litert_vs_reference_samples_differing": nd_samples,
                    "litert_vs_reference_elements_differing": nd_elems,
                    "elements": reference.len(),
@@ -141,7 +170,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let b = harness::build_arm(&dir, t, dsp, STACK_BYTES, &w)?;
                 let machine = t.qemu_machine.ok_or("no qemu machine")?;
                 let r = harness::run_qemu(&b, machine, &inputs, &w, Duration::from_secs(900))?;
-                let (diff, _) = differing(&r.outputs, &reference, per);
+                let (diff, _) = differing(&r.outputs, &tflm, per);
                 println!(
                     "{}",
                     json!({"record": "run", "model": m, "core": core, "machine": machine, "dsp": dsp,

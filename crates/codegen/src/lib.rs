@@ -12,26 +12,35 @@
 //!   paths under `__ARM_FEATURE_DSP` (crates/codegen/c/);
 //! - `README.md`: how to drop the files into a firmware project.
 //!
-//! Numerics: the generated code reproduces edgeopt's integer kernels under
-//! `Numerics::Reference` (TFLite's reference kernels, what TFLite Micro runs): fixed
-//! point everywhere, no float at run time except DEQUANTIZE outputs. Every
-//! requantization parameter is computed here with the runtime's own functions
-//! (`quantize_multiplier`, `OutputStage`, `activation_range`, ...), and element-wise
-//! int8 -> int8 ops (ReLU, ReLU6, logistic, tanh, hard-swish, requantizing QUANTIZE)
-//! become 256-entry tables filled by running the runtime's kernel on all 256 inputs, so
-//! the C does integer arithmetic the runtime does, op for op.
+//! Numerics: `tflm` (DESIGN.md), bit-exact with TensorFlow Lite Micro's reference
+//! kernels (and so with CMSIS-NN), checked against TFLM's own interpreter on the MLPerf
+//! models (crates/tests/tests/codegen_vs_tflm.rs) and op by op
+//! (codegen_ops_vs_tflm.rs): fixed point everywhere, no float at run time except
+//! DEQUANTIZE outputs. Every requantization parameter is computed here with the
+//! runtime's own functions (`quantize_multiplier`, `OutputStage`, `activation_range`,
+//! ...), and element-wise int8 -> int8 ops (ReLU, ReLU6, logistic, tanh, hard-swish,
+//! requantizing QUANTIZE) become 256-entry tables, filled by running the runtime's
+//! kernel on all 256 inputs, except where TFLM's op differs from LiteRT's ([`tflm`]).
 //!
-//! Where `Numerics::LiteRt` (the default of `edgeopt run`) differs: CONV_2D (ruy's
-//! ties-up final shift), FULLY_CONNECTED (ties-up, vs. one rounding in the reference
-//! kernel) and SOFTMAX (a float exp table). Compare generated code with the runtime
-//! under `Numerics::Reference`.
+//! Where edgeopt's runtime differs from the C under `Numerics::Reference` (LiteRT's
+//! reference kernels):
+//! - FULLY_CONNECTED: LiteRT rounds the requantization once, TFLM (and the C) twice
+//!   (`MultiplyByQuantizedMultiplier`: doubling high multiply, then a ties-away shift);
+//! - RELU6 with input and output parameters that differ: TFLM clamps in the input's
+//!   units without requantizing, LiteRT requantizes ([`tflm::relu6_table`]);
+//! - RELU: TFLM derives the multiplier from a double division of the scales, LiteRT
+//!   from a float one (another table for ~1 scale pair in 1500; [`tflm::relu_table`]).
+//!
+//! Under `Numerics::LiteRt` (the default of `edgeopt run`) also CONV_2D (ruy's ties-up
+//! final shift), FULLY_CONNECTED (ties-up) and SOFTMAX (a float exp table).
 
 pub mod harness;
 pub mod samples;
 pub mod target;
+pub mod tflm;
 
 use edgeopt_ir::{
-    Activation, BinaryKind, DType, Graph, Node, Op, PadMode, Tensor, TensorData, ValueId,
+    Activation, BinaryKind, DType, Graph, Node, Op, PadMode, Tensor, TensorData, UnaryKind, ValueId,
 };
 use edgeopt_runtime::kernels::quantized::common::{
     activation_range, per_channel, per_tensor, Affine, OutputStage,
@@ -156,7 +165,7 @@ impl Footprint {
 pub const CODE_BYTES: &[(&str, u64)] = &[
     ("common", 700),
     ("conv", 1400),
-    ("fc", 700),
+    ("fc", 400), // 378 B since FC shares eo_mbqm (was 618 with its own one-rounding requantization)
     ("binary", 500),
     ("pool", 450),
     ("softmax", 1500),
@@ -319,6 +328,24 @@ fn c_i32(v: i32) -> String {
         "(-2147483647 - 1)".into()
     } else {
         v.to_string()
+    }
+}
+
+/// `Some(false)` for RELU, `Some(true)` for RELU6 (and the Clips the TFLite exporter
+/// writes as them), else `None`.
+fn tflm_relu(op: &Op) -> Option<bool> {
+    match op {
+        Op::Unary(UnaryKind::Relu) => Some(false),
+        Op::Unary(UnaryKind::Relu6) => Some(true),
+        Op::Clip {
+            min: Some(lo),
+            max: None,
+        } if *lo == 0.0 => Some(false),
+        Op::Clip {
+            min: Some(lo),
+            max: Some(hi),
+        } if *lo == 0.0 && *hi == 6.0 => Some(true),
+        _ => None,
     }
 }
 
@@ -566,7 +593,18 @@ impl<'g> Emitter<'g> {
             Op::Unary(_) | Op::Clip { .. } | Op::Quantize => {
                 self.require_i8(node, x, "input")?;
                 self.require_i8(node, node.outputs[0], "output")?;
-                let table = self.table_by_runtime(node, false)?;
+                let table = match tflm_relu(&node.op) {
+                    // TFLM's RELU / RELU6 Prepare differs from LiteRT's (tflm.rs).
+                    Some(six) => {
+                        let (qx, qy) = self.act_in_out(node)?;
+                        if six {
+                            tflm::relu6_table(qx)
+                        } else {
+                            tflm::relu_table(qx, qy)
+                        }
+                    }
+                    None => self.table_by_runtime(node, false)?,
+                };
                 self.lut(node, x, table, k)?;
             }
             Op::Dequantize => self.dequantize(node, x, k)?,
@@ -1430,8 +1468,8 @@ fn readme(target: &Target, plan: &MemoryPlan) -> String {
          `edgeopt_model_invoke()`, read `edgeopt_model_output(0)`. The arena reuses the input's\n   \
          memory during inference: refill it before every invoke.\n\
          4. Define `EO_NO_DSP` to force the portable kernels (same results, slower).\n\n\
-         The results are bit-exact with `edgeopt`'s integer kernels in their TFLite-reference\n\
-         numerics (TFLite Micro's arithmetic). Weights are `static const` so the linker puts them\n\
+         The results are bit-exact with TensorFlow Lite Micro's reference kernels (and\n\
+         CMSIS-NN) running the same int8 model. Weights are `static const` so the linker puts them\n\
          in flash (`.rodata`); the arena and the kernel scratch are in `.bss`.\n",
         name = target.name,
         arena = plan.arena_bytes,

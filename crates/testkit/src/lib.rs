@@ -4,7 +4,7 @@
 //!   they skipped, except under `EDGEOPT_REQUIRE_DATA=1` (set by `.ci/run`), where
 //!   absence is a failure.
 //! - [`python`]: the Python interpreter with the oracles (onnxruntime, onnx, numpy,
-//!   ai-edge-litert): `$EDGEOPT_PYTHON`, else `<workspace>/.venv/bin/python`, else
+//!   ai-edge-litert, tflite-micro): `$EDGEOPT_PYTHON`, else `<workspace>/.venv/bin/python`, else
 //!   `python3`. Oracle scripts live in `<workspace>/scripts/oracle/`.
 
 use std::path::{Path, PathBuf};
@@ -90,6 +90,26 @@ pub fn oracle_available() -> bool {
             );
         }
         eprintln!("skipped: oracle Python not available");
+    }
+    ok
+}
+
+/// Whether the oracle Python has TensorFlow Lite Micro (`tflite-micro` on PyPI, module
+/// `tflite_micro`), the reference for the generated C's numerics (`scripts/oracle/tflm_run.py`).
+/// Under `EDGEOPT_REQUIRE_DATA=1` a missing interpreter panics instead of returning false.
+pub fn tflm_available() -> bool {
+    let ok = Command::new(python_path())
+        .args(["-c", "import numpy, tflite_micro"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if required() {
+            panic!(
+                "EDGEOPT_REQUIRE_DATA=1 but the oracle Python {} lacks tflite_micro (pip install tflite-micro)",
+                python_path().display()
+            );
+        }
+        eprintln!("skipped: TensorFlow Lite Micro (tflite_micro) not available");
     }
     ok
 }

@@ -72,6 +72,54 @@ pub mod toycar {
     }
 }
 
+pub mod tflm {
+    //! TensorFlow Lite Micro as an oracle (`scripts/oracle/tflm_run.py`): the `tflm`
+    //! numerics that the generated C must reproduce bit for bit.
+
+    use edgeopt_ir::{Tensor, TensorData};
+    use std::path::Path;
+
+    /// Runs `model` (.tflite, one input, one output) under TFLite Micro on the samples
+    /// of `x` (stacked on axis 0, in the model's input dtype), one at a time; returns
+    /// the outputs stacked the same way. `work` holds the .npy files. Panics with the
+    /// oracle's stderr on failure.
+    pub fn run(model: &Path, x: &Tensor, work: &Path) -> Tensor {
+        std::fs::create_dir_all(work).expect("create work dir");
+        let (xin, yout) = (work.join("tflm_in.npy"), work.join("tflm_out.npy"));
+        edgeopt_npy::write(&xin, x).expect("write inputs");
+        edgeopt_testkit::run_oracle("tflm_run.py", &[model, &xin, &yout]);
+        edgeopt_npy::read(&yout).expect("read TFLM outputs")
+    }
+
+    /// Little-endian bytes of an int8 or float32 tensor (the C harness's I/O format).
+    pub fn bytes(t: &Tensor) -> Vec<u8> {
+        match &t.data {
+            TensorData::I8(v) => v.iter().map(|&b| b as u8).collect(),
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            d => panic!("harness I/O of type {}", d.dtype()),
+        }
+    }
+
+    /// [`run`] on `inputs`: int8 samples of `sample_shape` each (batch dimension
+    /// excluded), back to back; returns the output bytes back to back (int8 or float32
+    /// outputs, what the generated C writes).
+    pub fn outputs(model: &Path, sample_shape: &[usize], inputs: &[u8], work: &Path) -> Vec<u8> {
+        let per: usize = sample_shape.iter().product();
+        assert!(
+            per > 0 && inputs.len().is_multiple_of(per),
+            "inputs are not whole samples"
+        );
+        let mut shape = vec![inputs.len() / per];
+        shape.extend_from_slice(sample_shape);
+        let x = Tensor::new(
+            shape,
+            TensorData::I8(inputs.iter().map(|&b| b as i8).collect()),
+        )
+        .expect("input shape");
+        bytes(&run(model, &x, work))
+    }
+}
+
 pub mod exporters {
     //! The exporter corpus of ../shared/data (`exporters/`, see its README.md): model
     //! files as PyTorch's and Keras's current exporters write them, each with its

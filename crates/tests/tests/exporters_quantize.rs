@@ -8,8 +8,9 @@
 //!   edgeopt's run of the same file (onnxruntime requantizes in float, edgeopt in
 //!   TFLite's fixed point: they differ by a few LSB, a broken export by far more);
 //! - compiled for Cortex-M4 from the .tflite, and the generated C, built on the host
-//!   with `-Werror`, gives outputs byte for byte equal to edgeopt's runtime under
-//!   TFLite's reference numerics (what the C follows) on the 4 samples.
+//!   with `-Werror`, gives outputs byte for byte equal to TensorFlow Lite Micro's
+//!   (`tflm_run.py`; the C's numerics) on the 4 samples. Not edgeopt's runtime: its
+//!   `Numerics::Reference` rounds FULLY_CONNECTED once where TFLM rounds twice.
 //!
 //! Prints a table (file x stage). A cell that fails must be listed in [`KNOWN`] with
 //! its reason, and a listed cell that passes fails the test too (the list stays true).
@@ -17,8 +18,7 @@
 use edgeopt_cli::compile::{compile_command, CompileArgs};
 use edgeopt_cli::quantize::{quantize_command, QuantizeArgs};
 use edgeopt_codegen::{compile, harness, write_dir, Target};
-use edgeopt_ir::{Tensor, TensorData};
-use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
+use edgeopt_ir::Tensor;
 use edgeopt_testkit as tk;
 use edgeopt_tests::exporters::{self, Entry};
 use std::path::{Path, PathBuf};
@@ -294,19 +294,15 @@ fn run_onnx_jobs(dir: &Path, rows: &mut [Row]) {
     }
 }
 
-/// Raw little-endian bytes of a tensor (the harness's input and output format).
-fn bytes(t: &Tensor) -> Vec<u8> {
-    match &t.data {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
-        other => panic!("harness I/O of type {}", other.dtype()),
-    }
-}
+use edgeopt_tests::tflm::bytes;
 
-/// The generated C (host gcc, -Werror) vs the runtime under the reference numerics,
+/// The generated C (host gcc, -Werror) vs TensorFlow Lite Micro on the same .tflite,
 /// sample by sample, every output byte.
 fn host_c(dir: &Path, tfl: &Path, x: &Tensor) -> Result<String, String> {
     let g = edgeopt_cli::load_model(tfl).map_err(first_line)?;
+    if g.inputs.len() != 1 || g.outputs.len() != 1 {
+        return Err("the TFLM oracle runs one input and one output".into());
+    }
     let work = dir.join(format!(
         "{}_host",
         tfl.file_stem().unwrap().to_string_lossy()
@@ -315,21 +311,14 @@ fn host_c(dir: &Path, tfl: &Path, x: &Tensor) -> Result<String, String> {
         compile(&g, Target::by_name("generic").expect("generic target")).map_err(first_line)?;
     write_dir(&gen, &work.join("gen")).map_err(first_line)?;
     let exe = harness::build_host(&work.join("gen"), &work.join("build")).map_err(first_line)?;
-    let (mut input, mut want) = (Vec::new(), Vec::new());
-    for i in 0..x.shape[0] {
-        let sample = x.rows(i, 1).map_err(first_line)?;
-        input.extend(bytes(&sample));
-        for o in edgeopt_runtime::run(&g, &[sample]).map_err(first_line)? {
-            want.extend(bytes(&o));
-        }
-    }
-    let got = harness::run_host(&exe, &input, &work.join("build")).map_err(first_line)?;
+    let want = bytes(&edgeopt_tests::tflm::run(tfl, x, &work.join("tflm")));
+    let got = harness::run_host(&exe, &bytes(x), &work.join("build")).map_err(first_line)?;
     if got == want {
         Ok(String::new())
     } else {
         let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
         Err(format!(
-            "{differ} of {} output bytes differ from the runtime",
+            "{differ} of {} output bytes differ from TFLite Micro",
             want.len()
         ))
     }
@@ -349,10 +338,9 @@ fn float_corpus_quantizes_exports_and_compiles() {
         .map(|e| run_row(&data, &dir, e))
         .collect();
     run_onnx_jobs(&dir, &mut rows);
-    // The C follows TFLite's reference kernels: compare under those numerics (set
-    // last: the stages above compare with LiteRT's builtin kernels).
-    set_numerics(Numerics::Reference);
-    for row in &mut rows {
+    // The C follows TFLite Micro: compare with it (when the oracle is installed).
+    let tflm = tk::tflm_available();
+    for row in rows.iter_mut().filter(|_| tflm) {
         if let Some(tfl) = row.compiled.take() {
             let x = edgeopt_npy::read(row.entry.input_float.as_ref().unwrap_or(&row.entry.input))
                 .expect("corpus input");

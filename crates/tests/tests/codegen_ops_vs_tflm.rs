@@ -1,0 +1,545 @@
+//! Every op the C generator emits, one small int8 .tflite model each, compiled to C and
+//! compared with TensorFlow Lite Micro bit for bit (the MLPerf models of
+//! codegen_vs_tflm.rs only use CONV_2D, DEPTHWISE_CONV_2D, ADD, AVERAGE_POOL_2D,
+//! RESHAPE, FULLY_CONNECTED and SOFTMAX, without padding at the pools).
+//!
+//! The models are built with the TFLite schema types (deterministic weights, scales and
+//! zero points chosen off round values so requantization ties and clamps happen).
+//! Sample 0 of every case is a ramp over all 256 int8 values (so element-wise ops are
+//! checked on their whole domain), the others are seeded random.
+//!
+//! Found this way (before the fix, the C followed edgeopt's runtime = LiteRT): RELU6
+//! with input and output parameters that differ matched TFLM on 0 to 8 of 1024 outputs
+//! per scale (TFLM clamps in the input's units and ignores the output's parameters).
+//! Everything else matched as it was, including LOGISTIC and TANH (TFLM computes them in
+//! gemmlowp fixed point, the C looks up LiteRT's float-built table; equal on all 256
+//! inputs at six input scales and on the requantized inputs at 70 more scales from
+//! 0.002 to 0.23) and HARD_SWISH. TFLM refuses a CONCATENATION whose inputs' parameters
+//! differ from the output's, so only the plain copy is compared. Runtime: ~55 s on 2
+//! cores (44 small models, one gcc and one TFLM run each).
+
+use edgeopt_codegen::{compile, harness, write_dir, Target};
+use edgeopt_testkit::{data_dir, scratch_dir, tflm_available};
+use edgeopt_tflite::fixtures::ModelBuilder;
+use edgeopt_tflite::schema::{
+    self as s, ActivationFunctionType as A, BuiltinOperator as B, BuiltinOptions as O,
+};
+use rand::{Rng, SeedableRng};
+
+const SAMPLES: usize = 4;
+/// Input scales of the LOGISTIC / TANH sweeps (0.002 to ~0.23, geometric).
+const SWEEP: usize = 70;
+
+/// Deterministic int8 values in [-127, 127] (symmetric weights).
+fn values(n: usize, seed: u64) -> Vec<i8> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| r.gen_range(-127..=127i32) as i8).collect()
+}
+
+fn act(m: &mut ModelBuilder, name: &str, shape: &[i32], scale: f32, zp: i64) -> i32 {
+    m.typed_activation(name, shape, s::TensorType::Int8, Some((scale, zp)))
+}
+
+fn quant(scale: Vec<f32>, zp: Vec<i64>, dim: i32) -> s::QuantizationParameters {
+    s::QuantizationParameters {
+        scale: Some(scale),
+        zero_point: Some(zp),
+        quantized_dimension: dim,
+        ..Default::default()
+    }
+}
+
+/// Int8 weights quantized per channel along `dim` (zero points 0).
+fn weights(m: &mut ModelBuilder, name: &str, shape: &[i32], scales: &[f32], dim: i32) -> i32 {
+    let n = shape.iter().product::<i32>() as usize;
+    let v = values(n, n as u64 + name.len() as u64);
+    let q = quant(scales.to_vec(), vec![0; scales.len()], dim);
+    m.constant_bytes(
+        name,
+        shape,
+        s::TensorType::Int8,
+        v.iter().map(|&x| x as u8).collect(),
+        Some(q),
+    )
+}
+
+/// Int32 bias with scale input_scale * weight_scale[c].
+fn bias(m: &mut ModelBuilder, name: &str, in_scale: f32, w_scales: &[f32]) -> i32 {
+    let n = w_scales.len();
+    let v: Vec<i32> = values(n, 7 + n as u64)
+        .iter()
+        .map(|&x| x as i32 * 37)
+        .collect();
+    let q = quant(
+        w_scales.iter().map(|&w| in_scale * w).collect(),
+        vec![0; n],
+        0,
+    );
+    m.constant_bytes(
+        name,
+        &[n as i32],
+        s::TensorType::Int32,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Some(q),
+    )
+}
+
+/// An int8 constant activation (an operand of ADD/SUB/MUL).
+fn constant_i8(m: &mut ModelBuilder, name: &str, shape: &[i32], scale: f32, zp: i64) -> i32 {
+    let n = shape.iter().product::<i32>() as usize;
+    let v = values(n, 99 + n as u64);
+    m.constant_bytes(
+        name,
+        shape,
+        s::TensorType::Int8,
+        v.iter().map(|&x| x as u8).collect(),
+        Some(quant(vec![scale], vec![zp], 0)),
+    )
+}
+
+fn scales(n: usize, base: f32) -> Vec<f32> {
+    (0..n).map(|i| base * (1.0 + 0.37 * i as f32)).collect()
+}
+
+fn conv_opts(padding: s::Padding, stride: i32, act: A) -> Option<O> {
+    Some(O::Conv2DOptions(Box::new(s::Conv2DOptions {
+        padding,
+        stride_w: stride,
+        stride_h: stride,
+        fused_activation_function: act,
+        dilation_w_factor: 1,
+        dilation_h_factor: 1,
+        quantized_bias_type: s::TensorType::Float32,
+    })))
+}
+
+fn pool_opts(filter: i32, stride: i32, padding: s::Padding) -> Option<O> {
+    Some(O::Pool2DOptions(Box::new(s::Pool2DOptions {
+        padding,
+        stride_w: stride,
+        stride_h: stride,
+        filter_width: filter,
+        filter_height: filter,
+        fused_activation_function: A::None,
+    })))
+}
+
+/// (name, model, input shape).
+fn cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
+    let mut out = Vec::new();
+
+    // CONV_2D 3x3, stride 2, SAME padding, per-channel weights, fused ReLU6.
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 9, 9, 3], 0.047, -3);
+        let ws = scales(8, 0.0031);
+        let w = weights(&mut m, "w", &[8, 3, 3, 3], &ws, 0);
+        let b = bias(&mut m, "b", 0.047, &ws);
+        let y = act(&mut m, "y", &[1, 5, 5, 8], 0.031, -128);
+        m.op(
+            B::Conv2d,
+            &[x, w, b],
+            &[y],
+            conv_opts(s::Padding::Same, 2, A::Relu6),
+        );
+        out.push((
+            "conv_3x3_s2_same_relu6",
+            m.finish(&[x], &[y]),
+            vec![9, 9, 3],
+        ));
+    }
+    // DEPTHWISE_CONV_2D, depth multiplier 2, SAME, fused ReLU.
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 7, 7, 4], 0.052, 7);
+        let ws = scales(8, 0.0043);
+        let w = weights(&mut m, "w", &[1, 3, 3, 8], &ws, 3);
+        let b = bias(&mut m, "b", 0.052, &ws);
+        let y = act(&mut m, "y", &[1, 7, 7, 8], 0.029, -128);
+        let o = s::DepthwiseConv2DOptions {
+            padding: s::Padding::Same,
+            stride_w: 1,
+            stride_h: 1,
+            depth_multiplier: 2,
+            fused_activation_function: A::Relu,
+            dilation_w_factor: 1,
+            dilation_h_factor: 1,
+        };
+        m.op(
+            B::DepthwiseConv2d,
+            &[x, w, b],
+            &[y],
+            Some(O::DepthwiseConv2DOptions(Box::new(o))),
+        );
+        out.push((
+            "depthwise_mult2_same_relu",
+            m.finish(&[x], &[y]),
+            vec![7, 7, 4],
+        ));
+    }
+    // DEPTHWISE_CONV_2D stride 2, no activation.
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 8, 8, 6], 0.041, -11);
+        let ws = scales(6, 0.0051);
+        let w = weights(&mut m, "w", &[1, 3, 3, 6], &ws, 3);
+        let b = bias(&mut m, "b", 0.041, &ws);
+        let y = act(&mut m, "y", &[1, 4, 4, 6], 0.063, 4);
+        let o = s::DepthwiseConv2DOptions {
+            padding: s::Padding::Same,
+            stride_w: 2,
+            stride_h: 2,
+            depth_multiplier: 1,
+            fused_activation_function: A::None,
+            dilation_w_factor: 1,
+            dilation_h_factor: 1,
+        };
+        m.op(
+            B::DepthwiseConv2d,
+            &[x, w, b],
+            &[y],
+            Some(O::DepthwiseConv2DOptions(Box::new(o))),
+        );
+        out.push(("depthwise_s2_same", m.finish(&[x], &[y]), vec![8, 8, 6]));
+    }
+    // FULLY_CONNECTED, per-tensor weights, fused ReLU, after a RESHAPE.
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 4, 6], 0.044, 9);
+        let r = act(&mut m, "r", &[1, 24], 0.044, 9);
+        let shape = m.constant_i32("shape", &[2], &[1, 24]);
+        m.op(B::Reshape, &[x, shape], &[r], None);
+        let ws = [0.0071f32];
+        let w = weights(&mut m, "w", &[10, 24], &ws, 0);
+        let b = bias(&mut m, "b", 0.044, &[0.0071; 10]);
+        let y = act(&mut m, "y", &[1, 10], 0.083, -128);
+        let o = s::FullyConnectedOptions {
+            fused_activation_function: A::Relu,
+            ..Default::default()
+        };
+        m.op(
+            B::FullyConnected,
+            &[r, w, b],
+            &[y],
+            Some(O::FullyConnectedOptions(Box::new(o))),
+        );
+        out.push((
+            "reshape_fully_connected_relu",
+            m.finish(&[x], &[y]),
+            vec![4, 6],
+        ));
+    }
+    // FULLY_CONNECTED with per-channel weights over 3 rows ([1, 3, 24] -> [3, 10]).
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 3, 24], 0.039, -6);
+        let ws = scales(10, 0.0023);
+        let w = weights(&mut m, "w", &[10, 24], &ws, 0);
+        let b = bias(&mut m, "b", 0.039, &ws);
+        let y = act(&mut m, "y", &[3, 10], 0.057, 12);
+        m.op(
+            B::FullyConnected,
+            &[x, w, b],
+            &[y],
+            Some(O::FullyConnectedOptions(Box::default())),
+        );
+        out.push((
+            "fully_connected_per_channel_3_rows",
+            m.finish(&[x], &[y]),
+            vec![3, 24],
+        ));
+    }
+    // CONV_2D with dilation 2 (VALID), and a grouped CONV_2D (2 groups, SAME).
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 9, 9, 4], 0.047, 1);
+        let ws = scales(6, 0.0029);
+        let w = weights(&mut m, "w", &[6, 3, 3, 4], &ws, 0);
+        let b = bias(&mut m, "b", 0.047, &ws);
+        let y = act(&mut m, "y", &[1, 5, 5, 6], 0.05, -3);
+        let o = s::Conv2DOptions {
+            padding: s::Padding::Valid,
+            stride_w: 1,
+            stride_h: 1,
+            fused_activation_function: A::None,
+            dilation_w_factor: 2,
+            dilation_h_factor: 2,
+            quantized_bias_type: s::TensorType::Float32,
+        };
+        m.op(
+            B::Conv2d,
+            &[x, w, b],
+            &[y],
+            Some(O::Conv2DOptions(Box::new(o))),
+        );
+        out.push((
+            "conv_3x3_dilation2_valid",
+            m.finish(&[x], &[y]),
+            vec![9, 9, 4],
+        ));
+    }
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 6, 6, 4], 0.047, 1);
+        let ws = scales(6, 0.0037);
+        let w = weights(&mut m, "w", &[6, 3, 3, 2], &ws, 0);
+        let b = bias(&mut m, "b", 0.047, &ws);
+        let y = act(&mut m, "y", &[1, 6, 6, 6], 0.05, -3);
+        m.op(
+            B::Conv2d,
+            &[x, w, b],
+            &[y],
+            conv_opts(s::Padding::Same, 1, A::None),
+        );
+        out.push(("conv_grouped_2", m.finish(&[x], &[y]), vec![6, 6, 4]));
+    }
+    // SOFTMAX with beta != 1.
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 4, 12], 0.21, -30);
+        let y = act(&mut m, "y", &[1, 4, 12], 1.0 / 256.0, -128);
+        m.op(
+            B::Softmax,
+            &[x],
+            &[y],
+            Some(O::SoftmaxOptions(Box::new(s::SoftmaxOptions {
+                beta: 0.63,
+            }))),
+        );
+        out.push(("softmax_beta", m.finish(&[x], &[y]), vec![4, 12]));
+    }
+    // AVERAGE_POOL_2D / MAX_POOL_2D 3x3, stride 2, SAME (partial windows at the edges).
+    for (name, code) in [
+        ("average_pool_3x3_s2_same", B::AveragePool2d),
+        ("max_pool_3x3_s2_same", B::MaxPool2d),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 9, 9, 4], 0.05, -7);
+        let y = act(&mut m, "y", &[1, 5, 5, 4], 0.05, -7);
+        m.op(code, &[x], &[y], pool_opts(3, 2, s::Padding::Same));
+        out.push((name, m.finish(&[x], &[y]), vec![9, 9, 4]));
+    }
+    // ADD / SUB / MUL with a broadcast constant operand.
+    for (name, code) in [
+        ("add_broadcast_relu", B::Add),
+        ("sub_broadcast_relu", B::Sub),
+        ("mul_broadcast_relu", B::Mul),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 4, 4, 3], 0.037, 5);
+        let c = constant_i8(&mut m, "c", &[3], 0.021, -9);
+        let y = act(&mut m, "y", &[1, 4, 4, 3], 0.043, -20);
+        let opts = match code {
+            B::Add => O::AddOptions(Box::new(s::AddOptions {
+                fused_activation_function: A::Relu,
+                ..Default::default()
+            })),
+            B::Sub => O::SubOptions(Box::new(s::SubOptions {
+                fused_activation_function: A::Relu,
+                ..Default::default()
+            })),
+            _ => O::MulOptions(Box::new(s::MulOptions {
+                fused_activation_function: A::Relu,
+            })),
+        };
+        m.op(code, &[x, c], &[y], Some(opts));
+        out.push((name, m.finish(&[x], &[y]), vec![4, 4, 3]));
+    }
+    // SOFTMAX over the last axis (TFLM's int8 output is scale 1/256, zero point -128).
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 8, 32], 0.093, 3);
+        let y = act(&mut m, "y", &[1, 8, 32], 1.0 / 256.0, -128);
+        m.op(
+            B::Softmax,
+            &[x],
+            &[y],
+            Some(O::SoftmaxOptions(Box::new(s::SoftmaxOptions { beta: 1.0 }))),
+        );
+        out.push(("softmax", m.finish(&[x], &[y]), vec![8, 32]));
+    }
+    // Element-wise ops on all 256 input values, each at several input scales (ties of
+    // the requantization and of the fixed-point transcendental functions depend on them).
+    let sweep: [(f32, i64); 6] = [
+        (0.061, 3),
+        (0.0117, -128),
+        (0.0233, 17),
+        (0.1003, -5),
+        (0.00391, 0),
+        (0.2, 100),
+    ];
+    for (i, &(si, zi)) in sweep.iter().enumerate() {
+        for (name, code, (so, zo)) in [
+            ("logistic", B::Logistic, (1.0f32 / 256.0, -128i64)),
+            ("tanh", B::Tanh, (1.0 / 128.0, 0)),
+            ("relu", B::Relu, (si * 0.77, -128)),
+            ("relu6", B::Relu6, (6.0 / 255.0, -128)),
+            ("hard_swish", B::HardSwish, (0.021, -50)),
+            ("quantize_requant", B::Quantize, (si * 1.37, -10)),
+        ] {
+            let mut m = ModelBuilder::new();
+            let x = act(&mut m, "x", &[1, 256], si, zi);
+            let y = act(&mut m, "y", &[1, 256], so, zo);
+            m.op(code, &[x], &[y], None);
+            let name: &'static str = Box::leak(format!("{name}_{i}").into_boxed_str());
+            out.push((name, m.finish(&[x], &[y]), vec![256]));
+        }
+    }
+    // RELU at a scale pair whose float quotient gives another multiplier than the double
+    // one TFLM uses: LiteRT's table (the runtime's) maps input 118 to 14, TFLM's to 15.
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 256], 0.024_050_42, 60);
+        let y = act(&mut m, "y", &[1, 256], 0.009_788_942_5, -128);
+        m.op(B::Relu, &[x], &[y], None);
+        out.push(("relu_double_division", m.finish(&[x], &[y]), vec![256]));
+    }
+    // LOGISTIC / TANH at many input scales in one model each: QUANTIZE_i rescales the
+    // input to scale_i, the op runs, and the outputs (fixed parameters) are
+    // concatenated.
+    for (name, code, (so, zo)) in [
+        ("logistic_sweep", B::Logistic, (1.0f32 / 256.0, -128i64)),
+        ("tanh_sweep", B::Tanh, (1.0 / 128.0, 0)),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 256], 0.05, 0);
+        let mut parts = Vec::new();
+        for i in 0..SWEEP {
+            let si = 0.002 * 1.07f32.powi(i as i32);
+            let zi = (i as i64 * 37) % 255 - 127;
+            let q = act(&mut m, &format!("q{i}"), &[1, 256], si, zi);
+            m.op(B::Quantize, &[x], &[q], None);
+            let y = act(&mut m, &format!("y{i}"), &[1, 256], so, zo);
+            m.op(code, &[q], &[y], None);
+            parts.push(y);
+        }
+        // TFLM's CONCATENATION takes at most 10 inputs: concatenate in two levels.
+        let concat = |m: &mut ModelBuilder, ins: &[i32], width: usize, name: &str| {
+            let y = act(m, name, &[1, width as i32], so, zo);
+            let o = s::ConcatenationOptions {
+                axis: 1,
+                fused_activation_function: A::None,
+            };
+            m.op(
+                B::Concatenation,
+                ins,
+                &[y],
+                Some(O::ConcatenationOptions(Box::new(o))),
+            );
+            y
+        };
+        let groups: Vec<i32> = parts
+            .chunks(10)
+            .enumerate()
+            .map(|(i, c)| concat(&mut m, c, 256 * c.len(), &format!("g{i}")))
+            .collect();
+        let y = concat(&mut m, &groups, 256 * SWEEP, "y");
+        out.push((name, m.finish(&[x], &[y]), vec![256]));
+    }
+    // DEQUANTIZE to a float32 output (compared as bytes).
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 256], 0.0173, -9);
+        let y = m.typed_activation("y", &[1, 256], s::TensorType::Float32, None);
+        m.op(B::Dequantize, &[x], &[y], None);
+        out.push(("dequantize", m.finish(&[x], &[y]), vec![256]));
+    }
+    // PAD (constant, zero point fill), TRANSPOSE.
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 4, 4, 3], 0.05, -17);
+        let pads = m.constant_i32("pads", &[4, 2], &[0, 0, 1, 2, 2, 1, 0, 0]);
+        let p = act(&mut m, "p", &[1, 7, 7, 3], 0.05, -17);
+        m.op(
+            B::Pad,
+            &[x, pads],
+            &[p],
+            Some(O::PadOptions(Box::default())),
+        );
+        let perm = m.constant_i32("perm", &[4], &[0, 3, 1, 2]);
+        let y = act(&mut m, "y", &[1, 3, 7, 7], 0.05, -17);
+        m.op(
+            B::Transpose,
+            &[p, perm],
+            &[y],
+            Some(O::TransposeOptions(Box::default())),
+        );
+        out.push(("pad_transpose", m.finish(&[x], &[y]), vec![4, 4, 3]));
+    }
+    // CONCATENATION (TFLM requires every input's parameters to equal the output's:
+    // "input->params.scale != output->params.scale" fails Prepare otherwise).
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 4, 4, 3], 0.05, -17);
+        let r = act(&mut m, "r", &[1, 4, 4, 3], 0.05, -17);
+        m.op(B::Relu, &[x], &[r], None);
+        let y = act(&mut m, "y", &[1, 4, 4, 6], 0.05, -17);
+        let o = s::ConcatenationOptions {
+            axis: 3,
+            fused_activation_function: A::None,
+        };
+        m.op(
+            B::Concatenation,
+            &[x, r],
+            &[y],
+            Some(O::ConcatenationOptions(Box::new(o))),
+        );
+        out.push(("relu_concatenation", m.finish(&[x], &[y]), vec![4, 4, 3]));
+    }
+    out
+}
+
+/// SAMPLES inputs of `shape`: a ramp over -128..=127, then seeded random values.
+fn inputs(shape: &[usize]) -> Vec<u8> {
+    let per: usize = shape.iter().product();
+    let mut r = rand::rngs::StdRng::seed_from_u64(per as u64);
+    let mut v: Vec<u8> = (0..per).map(|i| (i % 256) as u8 ^ 0x80).collect();
+    for _ in 1..SAMPLES {
+        v.extend((0..per).map(|_| r.gen::<u8>()));
+    }
+    v
+}
+
+#[test]
+fn every_emitted_op_equals_tflm() {
+    // The models are synthetic; the data folder only gates the oracle requirement.
+    let Some(_) = data_dir() else { return };
+    if !tflm_available() {
+        return;
+    }
+    harness::host_cc().expect("no host C compiler");
+    let mut failures = Vec::new();
+    for (name, model, shape) in cases() {
+        let work = scratch_dir(&format!("codegen_ops_vs_tflm/{name}"));
+        let path = work.join(format!("{name}.tflite"));
+        std::fs::write(&path, edgeopt_tflite::finish_model(&model)).unwrap();
+        let g = edgeopt_tflite::import_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let gen = compile(&g, Target::by_name("generic").unwrap())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        write_dir(&gen, &work.join("gen")).unwrap();
+        let exe = harness::build_host(&work.join("gen"), &work.join("build")).unwrap();
+        let x = inputs(&shape);
+        let got = harness::run_host(&exe, &x, &work.join("build")).unwrap();
+        let want = edgeopt_tests::tflm::outputs(&path, &shape, &x, &work.join("tflm"));
+        assert_eq!(got.len(), want.len(), "{name}: output length");
+        let bad = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        let max_diff = got
+            .iter()
+            .zip(&want)
+            .map(|(&a, &b)| (a as i8 as i32 - b as i8 as i32).abs())
+            .max()
+            .unwrap_or(0);
+        eprintln!(
+            "{name}: {}/{} output bytes equal TFLite Micro (max |diff| {max_diff} as int8)",
+            want.len() - bad,
+            want.len()
+        );
+        if bad > 0 {
+            failures.push(name);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "differ from TFLite Micro: {failures:?}"
+    );
+}

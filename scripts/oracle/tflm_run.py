@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Runs a .tflite model with TensorFlow Lite Micro on a batch of samples (oracle for
+edgeopt tests: the `tflm` numerics, which the generated C must match bit for bit).
+
+usage: tflm_run.py MODEL INPUT.npy OUTPUT.npy [--arena BYTES]
+
+INPUT.npy holds N samples stacked on axis 0, each of the model's input shape without
+its batch dimension; they are run one at a time (batch 1) and OUTPUT.npy gets the N
+outputs stacked the same way (a leading dimension of 1 dropped), in the model's own
+dtype. Single input, single output.
+
+The interpreter is the `tflite-micro` PyPI package (module `tflite_micro`): TFLM's
+reference kernels (the same integer results as CMSIS-NN), not LiteRT's.
+"""
+import argparse
+import sys
+
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("input")
+    ap.add_argument("output")
+    ap.add_argument(
+        "--arena",
+        type=int,
+        default=None,
+        help="tensor arena bytes (default: the package's heuristic, 10x the model size)",
+    )
+    a = ap.parse_args()
+
+    xs = np.load(a.input)
+    it = runtime.Interpreter.from_file(a.model, arena_size=a.arena)
+    inp = it.get_input_details(0)
+    if xs.dtype != inp["dtype"]:
+        sys.exit(f"input dtype {xs.dtype} but the model takes {inp['dtype']}")
+    if tuple(xs.shape[1:]) != tuple(inp["shape"][1:]):
+        sys.exit(f"samples of shape {xs.shape[1:]} but the model takes {inp['shape']}")
+    ys = []
+    for x in xs:
+        it.set_input(np.ascontiguousarray(x[None]), 0)
+        it.invoke()
+        y = np.array(it.get_output(0))
+        # Drop the batch dimension; an output whose first dimension is not the batch
+        # (FULLY_CONNECTED over [1, rows, k] gives [rows, n]) is kept whole.
+        ys.append((y[0] if y.shape[0] == 1 else y).copy())
+    np.save(a.output, np.stack(ys))
+
+
+if __name__ == "__main__":
+    main()
