@@ -11,3 +11,33 @@ pub mod quantize;
 pub mod run;
 
 pub use model::load_model;
+
+use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
+
+/// `--numerics`: which runtime's integer results `run`, `eval`, `bench` and
+/// `quantize` reproduce bit for bit where TFLite's kernels disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum NumericsArg {
+    /// LiteRT's builtin CPU kernels (without the XNNPACK delegate): what a .tflite
+    /// gives on a phone or a Linux board.
+    #[default]
+    Litert,
+    /// TensorFlow Lite Micro's kernels (and CMSIS-NN's): what the microcontroller,
+    /// and the C `edgeopt compile` writes, computes.
+    Tflm,
+}
+
+impl NumericsArg {
+    pub fn numerics(self) -> Numerics {
+        match self {
+            NumericsArg::Litert => Numerics::LiteRt,
+            NumericsArg::Tflm => Numerics::Tflm,
+        }
+    }
+
+    /// Makes the integer kernels of this process follow `self`. Only the command line
+    /// calls it, once, before any work.
+    pub fn apply(self) {
+        set_numerics(self.numerics());
+    }
+}

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use edgeopt_cli::bench::{bench, BenchConfig};
 use edgeopt_cli::eval::{evaluate, DataLayout, EvalConfig, InputQuant};
 use edgeopt_cli::inspect::{inspect, render};
-use edgeopt_cli::{load_model, run};
+use edgeopt_cli::{load_model, run, NumericsArg};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,6 +82,10 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Integer arithmetic to reproduce: litert (LiteRT's builtin kernels) or tflm
+        /// (TensorFlow Lite Micro, i.e. the microcontroller and `compile`'s C).
+        #[arg(long, value_enum, default_value_t = NumericsArg::Litert)]
+        numerics: NumericsArg,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -103,6 +107,10 @@ enum Command {
         /// Run inside one buffer laid out by the static memory planner (same outputs).
         #[arg(long)]
         arena: bool,
+        /// Integer arithmetic to reproduce: litert (LiteRT's builtin kernels) or tflm
+        /// (TensorFlow Lite Micro, i.e. the microcontroller and `compile`'s C).
+        #[arg(long, value_enum, default_value_t = NumericsArg::Litert)]
+        numerics: NumericsArg,
     },
     /// Self-contained C for a microcontroller (model.h, model.c, int8 kernels): reports
     /// flash and RAM against the target and refuses a model that does not fit.
@@ -127,6 +135,10 @@ enum Command {
         /// Also time every layer (mean over a second series of runs).
         #[arg(long)]
         per_layer: bool,
+        /// Integer arithmetic: litert (LiteRT's builtin kernels) or tflm (TensorFlow
+        /// Lite Micro's).
+        #[arg(long, value_enum, default_value_t = NumericsArg::Litert)]
+        numerics: NumericsArg,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -184,8 +196,10 @@ fn main_inner(cli: Cli) -> Result<()> {
             no_input_quant,
             limit,
             threads,
+            numerics,
             json,
         } => {
+            numerics.apply();
             let g = load_model(&model)?;
             let x = edgeopt_npy::read(&data)
                 .with_context(|| format!("cannot read data {}", data.display()))?;
@@ -229,7 +243,9 @@ fn main_inner(cli: Cli) -> Result<()> {
             inputs,
             outputs,
             arena,
+            numerics,
         } => {
+            numerics.apply();
             let g = load_model(&model)?;
             let plan = run::plan_outputs(&g, &outputs)?;
             let results = run::run_files(&g, &inputs, &plan, arena)?;
@@ -245,6 +261,7 @@ fn main_inner(cli: Cli) -> Result<()> {
             }
         }
         Command::Quantize(args) => {
+            args.numerics.apply();
             let s = edgeopt_cli::quantize::quantize_command(&args)?;
             if args.json {
                 print_json(&s)?;
@@ -265,8 +282,10 @@ fn main_inner(cli: Cli) -> Result<()> {
             runs,
             seed,
             per_layer,
+            numerics,
             json,
         } => {
+            numerics.apply();
             let g = load_model(&model)?;
             let cfg = BenchConfig {
                 threads,

@@ -154,6 +154,11 @@ pub struct QuantizeArgs {
     /// int8 (what a microcontroller wants: no float buffer, no conversion on device).
     #[arg(long, value_enum, default_value_t = IoArg::Float)]
     pub io: IoArg,
+    /// Integer arithmetic of the evaluations (--eval-data): litert (LiteRT's builtin
+    /// kernels, for a .tflite run on a phone or board) or tflm (TensorFlow Lite Micro:
+    /// use it when the model goes to a microcontroller, `edgeopt compile`'s target).
+    #[arg(long, value_enum, default_value_t = crate::NumericsArg::Litert)]
+    pub numerics: crate::NumericsArg,
     /// Refuse the result (exit non-zero, write nothing) when the quantized top-1
     /// accuracy on --eval-data is more than this many points below the float model's.
     #[arg(long, requires = "eval_data")]

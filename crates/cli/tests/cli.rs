@@ -494,3 +494,62 @@ fn quantize_refuses_a_large_accuracy_drop() {
     assert_error(&o, "--max-accuracy-drop 1");
     assert!(!out.exists(), "nothing is written");
 }
+
+/// `run --numerics tflm` gives TensorFlow Lite Micro's integers on the MLPerf AD model
+/// (where TFLM's two-rounding FULLY_CONNECTED differs from LiteRT's builtin one), and
+/// the default (`litert`) gives LiteRT's builtin kernels' integers.
+#[test]
+fn run_numerics_follow_tflm_and_litert() {
+    let Some(data) = tk::data_dir() else { return };
+    if !tk::oracle_available() || !tk::tflm_available() {
+        return;
+    }
+    let dir = tk::scratch_dir("cli_run_numerics");
+    let m = data
+        .join("mlperf-tiny/benchmark/training/anomaly_detection/trained_models/ad01_int8.tflite");
+    let g = edgeopt_cli::load_model(&m).unwrap();
+    let q = g.values[g.inputs[0]].quant.clone().expect("int8 input");
+    let (s, z) = q.channel(0);
+    // 8 slices of the public AD sample (float32 [40, 640]), quantized for the input.
+    let bytes = std::fs::read(data.join(
+        "mlperf-tiny/benchmark/reference_submissions/anomaly_detection/datasets/dcase01/normal_id_01_00000000_hist_librosa.bin",
+    ))
+    .unwrap();
+    let vals: Vec<i8> = bytes
+        .chunks_exact(4)
+        .take(8 * 640)
+        .map(|b| edgeopt_tests_quantize(f32::from_le_bytes([b[0], b[1], b[2], b[3]]), s, z))
+        .collect();
+    let x = dir.join("x.npy");
+    write_npy(
+        &x,
+        &Tensor::new(vec![8, 640], TensorData::I8(vals)).unwrap(),
+    );
+    let run = |numerics: &str, out: &Path| {
+        let o = edgeopt(&[
+            "run",
+            p(&m),
+            "-i",
+            p(&x),
+            "-o",
+            p(out),
+            "--numerics",
+            numerics,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        edgeopt_npy::read(out).unwrap()
+    };
+    let ours_tflm = run("tflm", &dir.join("tflm.npy"));
+    let ours_litert = run("litert", &dir.join("litert.npy"));
+    let (tflm, lite) = (dir.join("tflm_oracle.npy"), dir.join("litert_oracle.npy"));
+    tk::run_oracle("tflm_run.py", &[&m, &x, &tflm]);
+    tk::run_oracle("litert_run.py", &[&m, &x, &lite]);
+    let flat = |t: &Tensor| t.to_f32_vec();
+    assert_eq!(flat(&ours_tflm), flat(&edgeopt_npy::read(&tflm).unwrap()));
+    assert_eq!(flat(&ours_litert), flat(&edgeopt_npy::read(&lite).unwrap()));
+    assert_ne!(
+        flat(&ours_tflm),
+        flat(&ours_litert),
+        "the two numerics differ on AD"
+    );
+}

@@ -27,9 +27,9 @@
 //! - FULLY_CONNECTED: LiteRT rounds the requantization once, TFLM (and the C) twice
 //!   (`MultiplyByQuantizedMultiplier`: doubling high multiply, then a ties-away shift);
 //! - RELU6 with input and output parameters that differ: TFLM clamps in the input's
-//!   units without requantizing, LiteRT requantizes ([`tflm::relu6_table`]);
+//!   units without requantizing, LiteRT requantizes ([`activation::tflm_relu6_table`]);
 //! - RELU: TFLM derives the multiplier from a double division of the scales, LiteRT
-//!   from a float one (another table for ~1 scale pair in 1500; [`tflm::relu_table`]).
+//!   from a float one (another table for ~1 scale pair in 1500; [`activation::tflm_relu_table`]).
 //!
 //! Under `Numerics::LiteRt` (the default of `edgeopt run`) also CONV_2D (ruy's ties-up
 //! final shift), FULLY_CONNECTED (ties-up) and SOFTMAX (a float exp table).
@@ -37,11 +37,11 @@
 pub mod harness;
 pub mod samples;
 pub mod target;
-pub mod tflm;
 
 use edgeopt_ir::{
     Activation, BinaryKind, DType, Graph, Node, Op, PadMode, Tensor, TensorData, UnaryKind, ValueId,
 };
+use edgeopt_runtime::kernels::quantized::activation;
 use edgeopt_runtime::kernels::quantized::common::{
     activation_range, per_channel, per_tensor, Affine, OutputStage,
 };
@@ -598,9 +598,9 @@ impl<'g> Emitter<'g> {
                     Some(six) => {
                         let (qx, qy) = self.act_in_out(node)?;
                         if six {
-                            tflm::relu6_table(qx)
+                            activation::tflm_relu6_table(qx)
                         } else {
-                            tflm::relu_table(qx, qy)
+                            activation::tflm_relu_table(qx, qy)
                         }
                     }
                     None => self.table_by_runtime(node, false)?,

@@ -7,13 +7,15 @@
 //! portable kernels), on real inputs: the 200 MLPerf IC perf samples (CIFAR-10),
 //! 120 Speech Commands test clips (10 per class) through the MFCC front end for KWS, the
 //! 40 log-mel slices of the public AD sample. Every output of every sample must equal
-//! TFLM's. Before FULLY_CONNECTED was requantized with two roundings as TFLM does, AD
-//! matched on 0 of 40 samples, IC on 195 of 200 (issue measurement).
+//! TFLM's, and edgeopt's runtime under `Numerics::Tflm` must give the same bytes.
+//! Before FULLY_CONNECTED was requantized with two roundings as TFLM does, AD matched
+//! on 0 of 40 samples, IC on 195 of 200 (issue measurement).
 //!
 //! Runtime: a few seconds per model on 2 cores (TFLM's Python interpreter dominates).
 
 use edgeopt_codegen::{compile, harness, samples, write_dir, Target};
-use edgeopt_ir::Graph;
+use edgeopt_ir::{Graph, Tensor, TensorData};
+use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
 use edgeopt_testkit::{data_dir, scratch_dir, tflm_available};
 use std::path::Path;
 
@@ -89,6 +91,35 @@ fn check(which: &str) {
         bad.len(),
         &bad[..bad.len().min(5)]
     );
+    // And edgeopt's runtime under `Numerics::Tflm` predicts both, byte for byte (what
+    // `edgeopt eval/run --numerics tflm` report for the device).
+    let ours = runtime_tflm(&g, &sample_shape, &inputs);
+    let differ = ours.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        differ, 0,
+        "{which}: runtime (tflm numerics) differs on {differ} outputs"
+    );
+}
+
+/// edgeopt's runtime under `Numerics::Tflm` on each sample; outputs back to back.
+fn runtime_tflm(g: &Graph, shape: &[usize], inputs: &[u8]) -> Vec<u8> {
+    set_numerics(Numerics::Tflm);
+    let per: usize = shape.iter().product();
+    let mut out = Vec::new();
+    for s in inputs.chunks_exact(per) {
+        let t = Tensor::new(
+            shape.to_vec(),
+            TensorData::I8(s.iter().map(|&b| b as i8).collect()),
+        )
+        .unwrap();
+        for o in edgeopt_runtime::run(g, &[t]).unwrap() {
+            let TensorData::I8(v) = o.data else {
+                panic!("int8 output expected")
+            };
+            out.extend(v.iter().map(|&x| x as u8));
+        }
+    }
+    out
 }
 
 #[test]

@@ -9,8 +9,8 @@
 //!   TFLite's fixed point: they differ by a few LSB, a broken export by far more);
 //! - compiled for Cortex-M4 from the .tflite, and the generated C, built on the host
 //!   with `-Werror`, gives outputs byte for byte equal to TensorFlow Lite Micro's
-//!   (`tflm_run.py`; the C's numerics) on the 4 samples. Not edgeopt's runtime: its
-//!   `Numerics::Reference` rounds FULLY_CONNECTED once where TFLM rounds twice.
+//!   (`tflm_run.py`; the C's numerics) and to edgeopt's runtime under
+//!   `Numerics::Tflm` on the 4 samples.
 //!
 //! Prints a table (file x stage). A cell that fails must be listed in [`KNOWN`] with
 //! its reason, and a listed cell that passes fails the test too (the list stays true).
@@ -19,6 +19,7 @@ use edgeopt_cli::compile::{compile_command, CompileArgs};
 use edgeopt_cli::quantize::{quantize_command, QuantizeArgs};
 use edgeopt_codegen::{compile, harness, write_dir, Target};
 use edgeopt_ir::Tensor;
+use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
 use edgeopt_testkit as tk;
 use edgeopt_tests::exporters::{self, Entry};
 use std::path::{Path, PathBuf};
@@ -313,14 +314,24 @@ fn host_c(dir: &Path, tfl: &Path, x: &Tensor) -> Result<String, String> {
     let exe = harness::build_host(&work.join("gen"), &work.join("build")).map_err(first_line)?;
     let want = bytes(&edgeopt_tests::tflm::run(tfl, x, &work.join("tflm")));
     let got = harness::run_host(&exe, &bytes(x), &work.join("build")).map_err(first_line)?;
-    if got == want {
-        Ok(String::new())
-    } else {
-        let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+    // edgeopt's runtime under `Numerics::Tflm` (set by the caller) predicts the device.
+    let ours = edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(x)).map_err(first_line)?;
+    let ours = bytes(&ours[0]);
+    let differ = |other: &[u8]| got.iter().zip(other).filter(|(a, b)| a != b).count();
+    if got != want {
         Err(format!(
-            "{differ} of {} output bytes differ from TFLite Micro",
+            "{} of {} output bytes differ from TFLite Micro",
+            differ(&want),
             want.len()
         ))
+    } else if got != ours {
+        Err(format!(
+            "{} of {} output bytes differ from edgeopt run --numerics tflm",
+            differ(&ours),
+            ours.len()
+        ))
+    } else {
+        Ok(String::new())
     }
 }
 
@@ -340,6 +351,7 @@ fn float_corpus_quantizes_exports_and_compiles() {
     run_onnx_jobs(&dir, &mut rows);
     // The C follows TFLite Micro: compare with it (when the oracle is installed).
     let tflm = tk::tflm_available();
+    set_numerics(Numerics::Tflm);
     for row in rows.iter_mut().filter(|_| tflm) {
         if let Some(tfl) = row.compiled.take() {
             let x = edgeopt_npy::read(row.entry.input_float.as_ref().unwrap_or(&row.entry.input))

@@ -969,6 +969,7 @@ impl<T: QInt> FcKernel<T> {
         .with_rounding(match num {
             Numerics::LiteRt => Rounding::TiesUp,
             Numerics::Reference => Rounding::Single,
+            Numerics::Tflm => Rounding::TiesAway,
         });
         #[cfg(target_arch = "x86_64")]
         let igemm2 = isa

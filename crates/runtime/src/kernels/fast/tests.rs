@@ -12,7 +12,7 @@
 //! (`Isa::available()`: portable, AVX2, AVX-VNNI, AVX-512), through a prepared
 //! `Session` (twice, to exercise buffer reuse) and through the stateless executor;
 //! the outputs (or the fact that all fail) must agree. Both integer arithmetics
-//! (`Numerics::LiteRt` and `Numerics::Reference`) are covered.
+//! (`Numerics::LiteRt`, `Numerics::Reference` and `Numerics::Tflm`) are covered.
 
 use crate::kernels::fast::{Isa, Kernels};
 use crate::kernels::quantized::{set_numerics, Numerics};
@@ -454,11 +454,12 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
 
 fn with_numerics(seed: u64, f: impl Fn(u64) -> Case) -> Result<(), TestCaseError> {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    // Odd seeds: TFLite's reference arithmetic; even: LiteRT's builtin kernels.
-    let num = if seed % 2 == 1 {
-        Numerics::Reference
-    } else {
-        Numerics::LiteRt
+    // Seeds cycle through LiteRT's builtin kernels, its reference kernels and TFLite
+    // Micro's arithmetic.
+    let num = match seed % 3 {
+        0 => Numerics::LiteRt,
+        1 => Numerics::Reference,
+        _ => Numerics::Tflm,
     };
     set_numerics(num);
     let r = check(&f(seed));

@@ -47,6 +47,7 @@ pub fn tflite_fc<T: QInt>(
     let stage = stage.with_rounding(match num {
         super::Numerics::LiteRt => Rounding::TiesUp,
         super::Numerics::Reference => Rounding::Single,
+        super::Numerics::Tflm => Rounding::TiesAway,
     });
     let out = requantize_rows::<T>(&acc, nout, &stage);
     Ok(vec![make(

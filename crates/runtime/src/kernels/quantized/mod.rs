@@ -36,8 +36,15 @@ pub enum Numerics {
     /// LiteRT's builtin CPU kernels (the `ai-edge-litert` interpreter without the
     /// XNNPACK delegate): e.g. the int8 softmax uses a float exp table.
     LiteRt,
-    /// TFLite's reference kernels (what TFLite Micro runs): fixed-point everywhere.
+    /// LiteRT's reference kernels (`BUILTIN_REF`): fixed-point everywhere.
     Reference,
+    /// TensorFlow Lite Micro's kernels (and CMSIS-NN's, which match them): the
+    /// reference arithmetic, except FULLY_CONNECTED requantizes with two roundings
+    /// (`MultiplyByQuantizedMultiplier`) where LiteRT's reference kernel rounds once,
+    /// and RELU / RELU6 derive their parameters as TFLM's Prepare does
+    /// ([`activation::tflm_relu_table`], [`activation::tflm_relu6_table`]). What the
+    /// generated C computes.
+    Tflm,
 }
 
 static NUMERICS: AtomicU8 = AtomicU8::new(0);
@@ -48,6 +55,7 @@ pub fn set_numerics(n: Numerics) {
         match n {
             Numerics::LiteRt => 0,
             Numerics::Reference => 1,
+            Numerics::Tflm => 2,
         },
         Ordering::Relaxed,
     );
@@ -57,6 +65,7 @@ pub fn set_numerics(n: Numerics) {
 pub fn numerics() -> Numerics {
     match NUMERICS.load(Ordering::Relaxed) {
         1 => Numerics::Reference,
+        2 => Numerics::Tflm,
         _ => Numerics::LiteRt,
     }
 }
@@ -255,7 +264,7 @@ fn relu_dispatch<T: common::QInt>(
     hi: Option<f32>,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
-    activation::relu_x::<T>(ctx, lo, hi, inputs)
+    activation::relu_x::<T>(ctx, lo, hi, numerics(), inputs)
 }
 fn hswish_dispatch<T: common::QInt>(
     ctx: &NodeCtx,
