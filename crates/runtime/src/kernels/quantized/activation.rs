@@ -202,7 +202,7 @@ pub fn relu_x<T: QInt>(
     if num == Numerics::Tflm && T::DTYPE == edgeopt_ir::DType::I8 && act_min == 0.0 {
         let table = match act_max {
             None => tflm_relu_table(qx, qy),
-            Some(m) if m == 6.0 => tflm_relu6_table(qx),
+            Some(6.0) => tflm_relu6_table(qx),
             Some(_) => return Err(ctx.error("TFLM has no RELU with this upper bound")),
         };
         let xv = data::<T>(ctx, x, "input")?;
