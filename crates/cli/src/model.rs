@@ -35,9 +35,28 @@ impl Format {
 
 /// Reads a `.onnx` or `.tflite` model and checks the resulting graph.
 pub fn load_model(path: &Path) -> Result<Graph> {
+    if path.is_dir() {
+        bail!(
+            "{}: is a directory; give a .onnx or .tflite model file",
+            path.display()
+        );
+    }
     let format = Format::of(path)?;
     if !path.is_file() {
         bail!("{}: no such model file", path.display());
+    }
+    // A model under the other format's extension (a renamed or mis-saved file): say
+    // what it is instead of a decoder error. TFLite files carry "TFL3" at byte 4.
+    let mut head = [0u8; 8];
+    let is_tflite = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|_| &head[4..8] == b"TFL3");
+    if format == Format::Onnx && is_tflite {
+        bail!(
+            "{}: this is a TFLite model (file identifier TFL3) under a .onnx name; \
+             rename it to .tflite",
+            path.display()
+        );
     }
     let graph = match format {
         Format::Onnx => edgeopt_onnx::import_file(path)

@@ -553,3 +553,32 @@ fn run_numerics_follow_tflm_and_litert() {
         "the two numerics differ on AD"
     );
 }
+
+/// Mistakes a new user makes with paths get one clear line each: a directory as MODEL,
+/// a TFLite file under a .onnx name, a missing data file (its OS error said once).
+#[test]
+fn clear_messages_for_path_mistakes() {
+    let Some(data) = tk::data_dir() else { return };
+    let dir = tk::scratch_dir("cli_path_mistakes");
+    let as_dir = dir.join("model.onnx");
+    std::fs::create_dir_all(&as_dir).unwrap();
+    assert_error(&edgeopt(&["inspect", p(&as_dir)]), "is a directory");
+    let renamed = dir.join("renamed.onnx");
+    std::fs::copy(data.join(RESNET_TFLITE), &renamed).unwrap();
+    assert_error(
+        &edgeopt(&["inspect", p(&renamed)]),
+        "this is a TFLite model",
+    );
+    let missing = dir.join("missing.npy");
+    let o = edgeopt(&[
+        "run",
+        p(&data.join(RESNET_TFLITE)),
+        "-i",
+        p(&missing),
+        "-o",
+        p(&dir.join("out.npy")),
+    ]);
+    assert_error(&o, "cannot read input");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
+}

@@ -78,11 +78,9 @@ pub enum CodegenError {
     Ir(#[from] edgeopt_ir::IrError),
     #[error("the model does not fit {target}: {detail}")]
     DoesNotFit { target: String, detail: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The OS error is in the message, not a `source()`: a printed chain names it once.
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
 }
 
 pub type Result<T, E = CodegenError> = std::result::Result<T, E>;
@@ -258,7 +256,7 @@ pub fn compile(graph: &Graph, target: &Target) -> Result<Generated> {
 pub fn write_dir(gen: &Generated, dir: &Path) -> Result<()> {
     let io = |p: &Path| {
         let p = p.display().to_string();
-        move |source| CodegenError::Io { path: p, source }
+        move |error| CodegenError::Io { path: p, error }
     };
     let name = dir
         .file_name()

@@ -12,11 +12,10 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The OS error is part of this message and not a `source()`, so a printed error
+    /// chain names it once.
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{0}: not a .npy file (bad magic)")]
     Magic(String),
     #[error("{0}: bad .npy header: {1}")]
@@ -39,7 +38,7 @@ pub fn read(path: &Path) -> Result<Tensor> {
     let name = path.display().to_string();
     let io = |e| NpyError::Io {
         path: name.clone(),
-        source: e,
+        error: e,
     };
     let mut f = BufReader::new(File::open(path).map_err(io)?);
     let mut magic = [0u8; 2];
@@ -56,7 +55,7 @@ pub fn read(path: &Path) -> Result<Tensor> {
 pub fn read_from<R: Read>(mut r: R, name: &str) -> Result<Tensor> {
     let io = |e| NpyError::Io {
         path: name.to_string(),
-        source: e,
+        error: e,
     };
     let mut pre = [0u8; 8];
     r.read_exact(&mut pre).map_err(io)?;
@@ -264,7 +263,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn write(path: &Path, t: &Tensor) -> Result<()> {
     write_atomic(path, &to_bytes(t)).map_err(|e| NpyError::Io {
         path: path.display().to_string(),
-        source: e,
+        error: e,
     })
 }
 
