@@ -160,10 +160,18 @@ impl Prep {
                 graph.inputs.len()
             );
         }
+        Prep::for_input(graph, 0, data_shape, cfg)
+    }
+
+    /// The preprocessing of data for graph input `k`.
+    fn for_input(graph: &Graph, k: usize, data_shape: &[usize], cfg: &EvalConfig) -> Result<Prep> {
         if graph.outputs.is_empty() {
             bail!("the model has no output");
         }
-        let id = graph.inputs[0];
+        let id = *graph
+            .inputs
+            .get(k)
+            .ok_or_else(|| anyhow!("the model has no input {k}"))?;
         let v = &graph.values[id];
         let declared = v
             .shape
@@ -480,11 +488,28 @@ pub fn prepare(
     samples: std::ops::Range<usize>,
     cfg: &EvalConfig,
 ) -> Result<Tensor> {
+    if graph.inputs.len() != 1 {
+        bail!(
+            "eval needs a model with one input, this one has {}",
+            graph.inputs.len()
+        );
+    }
+    prepare_input(graph, 0, data, samples, cfg)
+}
+
+/// [`prepare`] for graph input `k` of a model with several inputs.
+pub fn prepare_input(
+    graph: &Graph,
+    k: usize,
+    data: &Tensor,
+    samples: std::ops::Range<usize>,
+    cfg: &EvalConfig,
+) -> Result<Tensor> {
     let n_data = data.shape.first().copied().unwrap_or(0);
     if samples.start >= samples.end || samples.end > n_data {
         bail!("samples {samples:?} out of range for {n_data} samples");
     }
-    let prep = Prep::new(graph, &data.shape, cfg)?;
+    let prep = Prep::for_input(graph, k, &data.shape, cfg)?;
     let mut parts = samples.clone().map(|i| prep.sample(&data.data, i));
     let first = parts.next().expect("non-empty range")?;
     let mut shape = first.shape.clone();

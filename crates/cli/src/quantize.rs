@@ -7,7 +7,7 @@
 //! (`--calib-names` gives one name per row, `--calib-select` the names to use: the
 //! MLPerf Tiny calibration list matches CIFAR-10 files that way).
 
-use crate::eval::{evaluate, prepare, DataLayout, EvalConfig, EvalReport};
+use crate::eval::{evaluate, prepare, prepare_input, DataLayout, EvalConfig, EvalReport};
 use crate::load_model;
 use anyhow::{anyhow, bail, Context, Result};
 use edgeopt_compress::quant::ptq::{self, PtqOptions, PtqResult};
@@ -71,9 +71,10 @@ pub enum OnnxActivationsArg {
 pub struct QuantizeArgs {
     /// Float model (.onnx or .tflite).
     pub model: PathBuf,
-    /// Calibration samples, [N, ...] (.npy or .npy.gz).
-    #[arg(long)]
-    pub calib: PathBuf,
+    /// Calibration samples, [N, ...] (.npy or .npy.gz); a model with several inputs
+    /// takes one --calib per input, in the model's input order, with N rows each.
+    #[arg(long, required = true, num_args = 1)]
+    pub calib: Vec<PathBuf>,
     /// One name per row of --calib (e.g. cifar10/test_filenames.txt).
     #[arg(long, requires = "calib_select")]
     pub calib_names: Option<PathBuf>,
@@ -325,11 +326,59 @@ pub fn calibration_samples(
         .collect()
 }
 
+/// [`calibration_samples`] of a model with one data array per input (`data[k]` for
+/// graph input `k`, the same rows of each).
+pub fn calibration_samples_multi(
+    graph: &Graph,
+    data: &[Tensor],
+    rows: &[usize],
+    cfg: &EvalConfig,
+) -> Result<Vec<Vec<Tensor>>> {
+    rows.iter()
+        .map(|&i| {
+            data.iter()
+                .enumerate()
+                .map(|(k, d)| {
+                    prepare_input(graph, k, d, i..i + 1, cfg).with_context(|| {
+                        format!("input {k} ('{}')", graph.values[graph.inputs[k]].name)
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Loads `--calib` and picks the rows to use.
 pub fn load_calibration(args: &QuantizeArgs, graph: &Graph) -> Result<Vec<Vec<Tensor>>> {
-    let data = edgeopt_npy::read(&args.calib)
-        .with_context(|| format!("cannot read calibration data {}", args.calib.display()))?;
-    let n = data.shape.first().copied().unwrap_or(0);
+    if args.calib.len() != graph.inputs.len() {
+        bail!(
+            "the model has {} input(s), {} --calib given (one calibration file per input, \
+             in the model's input order)",
+            graph.inputs.len(),
+            args.calib.len()
+        );
+    }
+    let arrays = args
+        .calib
+        .iter()
+        .map(|p| {
+            edgeopt_npy::read(p)
+                .with_context(|| format!("cannot read calibration data {}", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let n = arrays[0].shape.first().copied().unwrap_or(0);
+    if let Some((p, a)) = args
+        .calib
+        .iter()
+        .zip(&arrays)
+        .find(|(_, a)| a.shape.first().copied().unwrap_or(0) != n)
+    {
+        bail!(
+            "{} has {} samples, the first --calib {n}: every input needs the same rows",
+            p.display(),
+            a.shape.first().copied().unwrap_or(0)
+        );
+    }
     let mut rows: Vec<usize> = match (&args.calib_names, &args.calib_select) {
         (Some(names), Some(select)) => {
             let names = read_lines(names)?;
@@ -346,7 +395,11 @@ pub fn load_calibration(args: &QuantizeArgs, graph: &Graph) -> Result<Vec<Vec<Te
     if rows.is_empty() {
         bail!("no calibration samples");
     }
-    let samples = calibration_samples(graph, &data, &rows, &args.eval_config())?;
+    let samples = if arrays.len() == 1 {
+        calibration_samples(graph, &arrays[0], &rows, &args.eval_config())?
+    } else {
+        calibration_samples_multi(graph, &arrays, &rows, &args.eval_config())?
+    };
     check_calibration(&samples)?;
     Ok(samples)
 }

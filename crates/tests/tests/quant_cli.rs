@@ -178,3 +178,81 @@ fn quantize_with_qat_writes_the_tuned_model() {
         sp.len()
     );
 }
+
+/// A model with two inputs quantizes with one calibration file per input (in the
+/// model's input order) and the written .tflite reads back with both inputs and runs;
+/// one file for two inputs is a clear error.
+#[test]
+fn quantize_a_two_input_model() {
+    use edgeopt_ir::{Activation, BinaryKind, DType, Dim, Graph, Op, Tensor};
+    let dir = tk::scratch_dir("quant_cli_two_inputs");
+    // y = relu(fc(a, Wa) + fc(b, Wb)), a: [1, 6], b: [1, 4], seeded weights.
+    let mut g = Graph::new("two_inputs");
+    let mut seed = 7u64;
+    let mut rnd = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect()
+    };
+    let a = g.add_value("a", DType::F32, Some(vec![Dim::Fixed(1), Dim::Fixed(6)]));
+    let b = g.add_value("b", DType::F32, Some(vec![Dim::Fixed(1), Dim::Fixed(4)]));
+    g.inputs = vec![a, b];
+    let wa = g.add_const("wa", Tensor::from_f32(vec![5, 6], rnd(30)).unwrap());
+    let wb = g.add_const("wb", Tensor::from_f32(vec![5, 4], rnd(20)).unwrap());
+    let fc = |g: &mut Graph, name: &str, x, w| {
+        let y = g.add_value(name, DType::F32, None);
+        let op = Op::FullyConnected {
+            activation: Activation::None,
+            keep_num_dims: false,
+        };
+        g.add_node(name, op, vec![Some(x), Some(w)], vec![y]);
+        y
+    };
+    let (ya, yb) = (fc(&mut g, "fa", a, wa), fc(&mut g, "fb", b, wb));
+    let y = g.add_value("y", DType::F32, None);
+    let add = Op::Binary {
+        kind: BinaryKind::Add,
+        activation: Activation::Relu,
+    };
+    g.add_node("add", add, vec![Some(ya), Some(yb)], vec![y]);
+    g.outputs = vec![y];
+    edgeopt_ir::shape::annotate(&mut g).unwrap();
+    let model = dir.join("two.tflite");
+    edgeopt_tflite::export_file(&g, &model).unwrap();
+
+    let (ca, cb) = (dir.join("ca.npy"), dir.join("cb.npy"));
+    edgeopt_npy::write(&ca, &Tensor::from_f32(vec![32, 6], rnd(192)).unwrap()).unwrap();
+    edgeopt_npy::write(&cb, &Tensor::from_f32(vec![32, 4], rnd(128)).unwrap()).unwrap();
+    let out = dir.join("two_int8.tflite");
+    let one = QuantizeArgs {
+        output: Some(out.clone()),
+        ..QuantizeArgs::new(&model, &ca)
+    };
+    let e = quantize_command(&one).unwrap_err().to_string();
+    assert!(e.contains("one calibration file per input"), "{e}");
+    let both = QuantizeArgs {
+        calib: vec![ca.clone(), cb.clone()],
+        ..one
+    };
+    quantize_command(&both).unwrap();
+    let q = edgeopt_cli::load_model(&out).unwrap();
+    assert_eq!(q.inputs.len(), 2);
+    let ours = edgeopt_runtime::run(
+        &q,
+        &[
+            Tensor::from_f32(vec![1, 6], rnd(6)).unwrap(),
+            Tensor::from_f32(vec![1, 4], rnd(4)).unwrap(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(ours[0].shape, vec![1, 5]);
+    assert!(ours[0]
+        .to_f32_vec()
+        .iter()
+        .all(|v| v.is_finite() && *v >= 0.0));
+}
