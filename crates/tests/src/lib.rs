@@ -189,3 +189,94 @@ pub mod exporters {
             .collect()
     }
 }
+
+pub mod hostile {
+    //! What the mutation tests (tflite_hostile.rs, onnx_hostile.rs) do with a mutant
+    //! that imports: everything a user would do next — export it to both formats,
+    //! compile it to C, quantize it (on two seeded random samples) and export and
+    //! compile the result. Each stage may refuse with an error; none may panic.
+
+    use edgeopt_compress::quant::ptq::{self, PtqOptions};
+    use edgeopt_ir::{DType, Graph, Tensor};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    /// Mutants whose activations (at batch 1) exceed this are not calibrated: running
+    /// a model that legitimately needs gigabytes is not what these tests are about.
+    pub const MAX_ACTIVATION_BYTES: usize = 32 << 20;
+
+    fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    }
+
+    /// Runs `f`; a panic becomes a description naming `stage`.
+    fn stage<T>(name: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+        catch_unwind(AssertUnwindSafe(f))
+            .map_err(|p| format!("{name} panicked: {}", panic_message(p.as_ref())))
+    }
+
+    fn export_and_compile(g: &Graph, what: &str) -> Result<(), String> {
+        stage(&format!("{what} TFLite export"), || {
+            edgeopt_tflite::export(g).is_ok()
+        })?;
+        stage(&format!("{what} ONNX export"), || {
+            edgeopt_onnx::export(g).is_ok()
+        })?;
+        let target = edgeopt_codegen::Target::by_name("generic").expect("generic target");
+        stage(&format!("{what} C generation"), || {
+            edgeopt_codegen::compile(g, target).is_ok()
+        })?;
+        Ok(())
+    }
+
+    /// Seeded calibration samples for the graph's float inputs at batch 1, or `None`
+    /// when an input is not float or the activations are too large to run.
+    fn samples(g: &Graph, seed: u64) -> Option<Vec<Vec<Tensor>>> {
+        let shapes = edgeopt_ir::shape::bind_input_shapes(g, 1).ok()?;
+        let facts = edgeopt_ir::shape::infer_graph(g, &shapes).ok()?;
+        let bytes = facts.iter().flatten().try_fold(0usize, |acc, f| {
+            let n = edgeopt_ir::checked_numel(&f.shape).ok()?;
+            acc.checked_add(n.checked_mul(f.dtype.storage_bytes(1).max(1))?)
+        })?;
+        if bytes > MAX_ACTIVATION_BYTES {
+            return None;
+        }
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        (0..2)
+            .map(|_| {
+                g.inputs
+                    .iter()
+                    .zip(&shapes)
+                    .map(|(&i, s)| {
+                        if g.values[i].dtype != DType::F32 {
+                            return None;
+                        }
+                        let n = s.iter().product::<usize>();
+                        Tensor::from_f32(s.clone(), (0..n).map(|_| next()).collect()).ok()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The downstream stages on an imported mutant; `Err` describes a panic.
+    pub fn downstream(g: &Graph, seed: u64) -> Result<(), String> {
+        export_and_compile(g, "imported")?;
+        let Some(samples) = stage("calibration set-up", || samples(g, seed))? else {
+            return Ok(());
+        };
+        let q = stage("quantize", || ptq::run(g, &samples, &PtqOptions::default()))?;
+        if let Ok(r) = q {
+            export_and_compile(&r.quantized, "quantized")?;
+        }
+        Ok(())
+    }
+}

@@ -1,7 +1,9 @@
 //! Hostile input for the ONNX importer: thousands of seeded mutations of real model
 //! files (the MLPerf Tiny ONNX models and a few backend node-test models). Every import
 //! must end in `Ok` or `Err` - never a panic - and must not allocate beyond a cap tied
-//! to the file size; whatever imports must survive `Graph::validate` (Ok or Err).
+//! to the file size; whatever imports must survive `Graph::validate` (Ok or Err), and
+//! one mutant in three that imports also goes through export to both formats, C
+//! generation and quantization without a panic (`edgeopt_tests::hostile`).
 //!
 //! Mutations: bit flips; byte overwrites (0x00, 0xFF, random); truncation; deleted or
 //! duplicated chunks; protobuf varints (lengths, dims, enum values, attribute ints)
@@ -72,6 +74,9 @@ static ALLOC: Counting = Counting;
 const PER_MODEL: usize = 5000;
 /// Mutations of each node-test model.
 const PER_NODE_TEST: usize = 500;
+/// One mutant in this many, when it imports, also goes through export, C generation
+/// and quantization.
+const DOWNSTREAM_EVERY: usize = 3;
 const NODE_TESTS: &[&str] = &[
     "test_basic_conv_with_padding",
     "test_convtranspose_3d",
@@ -487,10 +492,14 @@ struct Stats {
     worst_ratio: f64,
     worst: String,
     largest: usize,
+    /// Imported mutants taken through export, compile and quantize.
+    downstream: usize,
 }
 
 /// Imports one mutated file; returns a failure description, if any.
-fn attempt(bytes: &[u8], desc: &str, stats: &mut Stats) -> Option<String> {
+/// With `downstream`, a mutant that imports also goes through export, C generation and
+/// quantization (`edgeopt_tests::hostile`); a panic there is a failure too.
+fn attempt(bytes: &[u8], desc: &str, stats: &mut Stats, downstream: bool) -> Option<String> {
     let base = CURRENT.load(Relaxed);
     PEAK.store(base, Relaxed);
     LARGEST.store(0, Relaxed);
@@ -499,8 +508,22 @@ fn attempt(bytes: &[u8], desc: &str, stats: &mut Stats) -> Option<String> {
         if let Ok(g) = &g {
             let _ = g.validate();
         }
-        g.is_ok()
+        g
     });
+    // The downstream stages run outside the import's allocation accounting (they
+    // legitimately allocate activations and packed weights).
+    let r = r.map(|g| match g {
+        Ok(g) if downstream && g.validate().is_ok() => {
+            stats.downstream += 1;
+            edgeopt_tests::hostile::downstream(&g, bytes.len() as u64).map(|_| true)
+        }
+        g => Ok(g.is_ok()),
+    });
+    let r = match r {
+        Ok(Err(e)) => return Some(format!("{desc}: {e}")),
+        Ok(Ok(ok)) => Ok(ok),
+        Err(p) => Err(p),
+    };
     let peak = PEAK.load(Relaxed).saturating_sub(base);
     let largest = LARGEST.load(Relaxed);
     stats.runs += 1;
@@ -577,9 +600,10 @@ fn mutated_onnx_files_never_panic_or_overallocate() {
             worst_ratio: 0.0,
             worst: String::new(),
             largest: 0,
+            downstream: 0,
         };
         // The unmutated file imports.
-        let orig = attempt(&base, "original", &mut stats);
+        let orig = attempt(&base, "original", &mut stats, true);
         if orig.is_some() || stats.ok != 1 {
             std::panic::set_hook(hook);
             panic!("{name}: the original does not import: {orig:?}");
@@ -588,7 +612,7 @@ fn mutated_onnx_files_never_panic_or_overallocate() {
         for k in 0..*count {
             let (desc, bytes) = mutate(&mut rng, &base, &model, &varints);
             let before = PANICS.load(Relaxed);
-            if let Some(f) = attempt(&bytes, &desc, &mut stats) {
+            if let Some(f) = attempt(&bytes, &desc, &mut stats, k % DOWNSTREAM_EVERY == 0) {
                 failures.push(format!("{name} #{k} {f}"));
             } else if PANICS.load(Relaxed) != before {
                 failures.push(format!(
@@ -598,9 +622,10 @@ fn mutated_onnx_files_never_panic_or_overallocate() {
         }
         total += stats.runs - 1;
         println!(
-            "{name}: {} mutations, {} imported Ok, peak memory <= {:.1}% of the cap ({}), largest allocation {} bytes (file {} bytes)",
+            "{name}: {} mutations, {} imported Ok ({} through export/compile/quantize), peak memory <= {:.1}% of the cap ({}), largest allocation {} bytes (file {} bytes)",
             stats.runs - 1,
             stats.ok - 1,
+            stats.downstream,
             100.0 * stats.worst_ratio,
             stats.worst,
             stats.largest,

@@ -3,7 +3,9 @@
 //! offsets, vtables, vector lengths, tensor dimensions, indices and quantization
 //! fields). Every import must end in `Ok` or `Err`, never panic, and never allocate
 //! more than a cap tied to the file size; whatever imports must pass
-//! `Graph::validate` without panicking.
+//! `Graph::validate` without panicking, and one in three of those also goes through
+//! export to both formats, C generation and quantization (Ok or Err, never a panic;
+//! `edgeopt_tests::hostile`).
 //!
 //! A counting global allocator measures, per thread, the peak live bytes and the
 //! largest single allocation during each import.
@@ -969,6 +971,8 @@ const MODELS: [&str; 6] = [
 const PER_FILE: usize = 2000;
 /// Semantic (schema-level) mutations per file, on top.
 const SEMANTIC_PER_FILE: usize = 1000;
+/// One mutant in this many, when it imports, also goes through the downstream stages.
+const DOWNSTREAM_EVERY: usize = 3;
 
 fn cap(file_len: usize) -> usize {
     16 * file_len + (16 << 20)
@@ -1006,6 +1010,8 @@ struct Outcome {
     failures: Vec<String>,
     peak: usize,
     largest: usize,
+    /// Imported mutants taken through export, compile and quantize.
+    downstream: usize,
 }
 
 fn attack(name: &str, original: &[u8], seed: u64) -> Outcome {
@@ -1049,6 +1055,14 @@ fn attack(name: &str, original: &[u8], seed: u64) -> Outcome {
                     Ok(Err(e)) => out
                         .failures
                         .push(format!("{name} #{i} [{what}]: imported but invalid: {e}")),
+                    // Every third mutant that imports also goes through export, C
+                    // generation and quantization (the stages a user runs next).
+                    Ok(Ok(())) if i % DOWNSTREAM_EVERY == 0 => {
+                        out.downstream += 1;
+                        if let Err(e) = edgeopt_tests::hostile::downstream(&g, seed ^ i as u64) {
+                            out.failures.push(format!("{name} #{i} [{what}]: {e}"));
+                        }
+                    }
                     Ok(Ok(())) => {}
                 }
             }
@@ -1108,10 +1122,11 @@ fn mutated_tflite_files_never_panic_or_overallocate() {
     for (name, len, o) in &results {
         total += o.ok + o.err;
         eprintln!(
-            "{name} ({len} B): {} mutations, {} imported, {} rejected, {} failures; \
-             peak live {} B, largest allocation {} B (cap {} B)",
+            "{name} ({len} B): {} mutations, {} imported ({} through export/compile/quantize), \
+             {} rejected, {} failures; peak live {} B, largest allocation {} B (cap {} B)",
             o.ok + o.err + o.failures.len(),
             o.ok,
+            o.downstream,
             o.err,
             o.failures.len(),
             o.peak,
