@@ -299,6 +299,7 @@ fn frozen_inputs_become_constants() {
             "pads".into(),
             Tensor::from_i64(vec![4], vec![0, 1, 0, 1]).unwrap(),
         )],
+        ..Default::default()
     };
     let g = edgeopt_onnx::import_with(&bytes, &opts).unwrap();
     assert_eq!(g.inputs.len(), 1);
