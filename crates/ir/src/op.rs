@@ -123,6 +123,8 @@ pub enum UnaryKind {
     Floor,
     Ceil,
     Not,
+    /// The Gauss error function (GELU in transformers is `0.5 x (1 + erf(x / sqrt 2))`).
+    Erf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -258,6 +260,14 @@ pub enum Op {
     BatchNorm {
         epsilon: f32,
     },
+    /// x, scale, [bias] -> y (ONNX LayerNormalization): each slice over the axes
+    /// `axis..rank` is normalized to zero mean and unit variance (`1 / sqrt(var +
+    /// epsilon)`, biased variance), then multiplied by `scale` and shifted by `bias`,
+    /// both broadcast to `shape[axis..]`.
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
     Flatten {
         axis: i64,
     },
@@ -284,6 +294,19 @@ pub enum Op {
     /// data, indices -> y.
     Gather {
         axis: i64,
+    },
+    /// x -> y0, y1, ...: consecutive pieces of x along `axis`, `split[i]` wide
+    /// (ONNX Split; TFLite SPLIT / SPLIT_V).
+    Split { axis: i64, split: Vec<usize> },
+    /// x -> y (ONNX Slice, constant operands folded): along `axes[i]`, elements
+    /// `starts[i], starts[i] + steps[i], ...` up to but excluding `ends[i]`; negative
+    /// starts/ends count from the end and out-of-range ones are clamped as in ONNX.
+    /// The four lists have the same length; axes not listed are kept whole.
+    Slice {
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        axes: Vec<i64>,
+        steps: Vec<i64>,
     },
     /// `pads` over all axes in ONNX order `[begins..., ends...]` (negative crops);
     /// `value` is the real pad value (quantized tensors pad with its quantized form).
@@ -374,6 +397,7 @@ impl Op {
                 UnaryKind::Floor => "Floor",
                 UnaryKind::Ceil => "Ceil",
                 UnaryKind::Not => "Not",
+                UnaryKind::Erf => "Erf",
             },
             Op::Clip { .. } => "Clip",
             Op::LeakyRelu { .. } => "LeakyRelu",
@@ -384,6 +408,7 @@ impl Op {
             Op::AveragePool(_) => "AveragePool",
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::BatchNorm { .. } => "BatchNormalization",
+            Op::LayerNorm { .. } => "LayerNormalization",
             Op::Flatten { .. } => "Flatten",
             Op::Reshape { .. } => "Reshape",
             Op::Transpose { .. } => "Transpose",
@@ -391,6 +416,8 @@ impl Op {
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Concat { .. } => "Concat",
             Op::Gather { .. } => "Gather",
+            Op::Split { .. } => "Split",
+            Op::Slice { .. } => "Slice",
             Op::Pad { .. } => "Pad",
             Op::Reduce { kind, .. } => match kind {
                 ReduceKind::Mean => "ReduceMean",

@@ -210,6 +210,7 @@ fn node_elem_ops(node: &Node, facts: &[Option<OutputFact>]) -> u64 {
         | Op::Softmax { .. }
         | Op::LogSoftmax { .. }
         | Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
         | Op::Resize(_)
         | Op::QuantizeLinear { .. }
         | Op::DequantizeLinear { .. }

@@ -225,6 +225,7 @@ fn required_opset(g: &Graph) -> i64 {
                 14
             }
             Op::Unary(UnaryKind::HardSwish) => 14,
+            Op::LayerNorm { .. } => 17,
             _ => 13,
         };
         v = v.max(need);
@@ -1194,6 +1195,7 @@ impl Ex<'_> {
                     UnaryKind::Floor => "Floor",
                     UnaryKind::Ceil => "Ceil",
                     UnaryKind::Not => "Not",
+                    UnaryKind::Erf => "Erf",
                 };
                 simple(self, op, vec![]);
             }
@@ -1264,6 +1266,11 @@ impl Ex<'_> {
             Op::BatchNorm { epsilon } => {
                 simple(self, "BatchNormalization", vec![a_f("epsilon", *epsilon)])
             }
+            Op::LayerNorm { axis, epsilon } => simple(
+                self,
+                "LayerNormalization",
+                vec![a_i("axis", *axis), a_f("epsilon", *epsilon)],
+            ),
             Op::Flatten { axis } => simple(self, "Flatten", vec![a_i("axis", *axis)]),
             Op::Reshape { allowzero } => {
                 let attrs = if *allowzero {
@@ -1302,6 +1309,23 @@ impl Ex<'_> {
                 }
             }
             Op::Gather { axis } => simple(self, "Gather", vec![a_i("axis", *axis)]),
+            Op::Split { axis, split } => {
+                let sizes: Vec<i64> = split.iter().map(|&w| w as i64).collect();
+                let s = self.i64s(&format!("{name}_split"), &sizes)?;
+                self.push(&name, "Split", vec![inp(0), s], outs.to_vec(), vec![a_i("axis", *axis)]);
+            }
+            Op::Slice {
+                starts,
+                ends,
+                axes,
+                steps,
+            } => {
+                let mut i = vec![inp(0)];
+                for (what, v) in [("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps)] {
+                    i.push(self.i64s(&format!("{name}_{what}"), v)?);
+                }
+                self.push(&name, "Slice", i, vec![out], vec![]);
+            }
             Op::Pad { mode, pads, value } => {
                 let m = match mode {
                     PadMode::Constant => "constant",

@@ -725,6 +725,7 @@ impl Importer {
                     | Op::Reshape { .. }
                     | Op::Identity
                     | Op::Flatten { .. }
+                    | Op::Slice { .. }
             );
             let mut folded = false;
             if let (Some(a), Some(b)) = (&a, &b) {

@@ -238,6 +238,7 @@ pub fn unary(kind: UnaryKind, x: &Tensor) -> KResult<Tensor> {
         UnaryKind::Reciprocal => |e| 1.0 / e,
         UnaryKind::Floor => f32::floor,
         UnaryKind::Ceil => f32::ceil,
+        UnaryKind::Erf => |e| super::util::erf(e as f64) as f32,
         UnaryKind::Not => unreachable!("handled above"),
     };
     map_f32(x, f)

@@ -90,6 +90,8 @@ fn computes_in_f32(op: &Op) -> bool {
             | Op::Unsqueeze { .. }
             | Op::Concat { .. }
             | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
             | Op::Pad { .. }
             | Op::Identity
             | Op::Shape
@@ -162,6 +164,7 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
         Op::AveragePool(p) => one(pool::avg_pool(p, req(inputs, 0)?, out)?),
         Op::GlobalAveragePool => one(pool::global_avg_pool(req(inputs, 0)?, out)?),
         Op::BatchNorm { epsilon } => one(norm::batch_norm(inputs, *epsilon)?),
+        Op::LayerNorm { axis, epsilon } => one(norm::layer_norm(inputs, *axis, *epsilon)?),
         Op::Flatten { .. }
         | Op::Reshape { .. }
         | Op::Squeeze { .. }
@@ -170,6 +173,13 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
         Op::Transpose { perm } => one(movement::transpose(req(inputs, 0)?, perm, out)?),
         Op::Concat { axis, activation } => one(movement::concat(inputs, *axis, *activation, out)?),
         Op::Gather { axis } => one(movement::gather(req(inputs, 0)?, req(inputs, 1)?, *axis, out)?),
+        Op::Split { axis, split } => movement::split(req(inputs, 0)?, *axis, split, outs),
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => one(movement::slice(req(inputs, 0)?, starts, ends, axes, steps, out)?),
         Op::Pad { mode, pads, value } => one(movement::pad(req(inputs, 0)?, *mode, pads, *value, out)?),
         Op::Shape => one(movement::shape(req(inputs, 0)?)),
         Op::Reduce {

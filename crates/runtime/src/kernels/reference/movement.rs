@@ -1,8 +1,8 @@
 //! Data movement on every dtype: Reshape/Flatten/Squeeze/Unsqueeze/Identity (same data,
-//! new shape), Transpose, Concat, Gather, Pad, Shape.
+//! new shape), Transpose, Concat, Split, Slice, Gather, Pad, Shape.
 
 use super::util::{apply_act, for_variant, inc, map_same, strides, take, KResult, NONE};
-use edgeopt_ir::shape::{full_perm, norm_axis, OutputFact};
+use edgeopt_ir::shape::{full_perm, norm_axis, slice_geometry, OutputFact};
 use edgeopt_ir::{Activation, PadMode, Tensor, TensorData};
 
 pub fn reshape(x: &Tensor, out: &OutputFact) -> KResult<Tensor> {
@@ -80,6 +80,44 @@ pub fn concat(
         }
     }
     Tensor::new(out.shape.clone(), data).map_err(|e| e.to_string())
+}
+
+/// Consecutive pieces of `x` along `axis`, `split[i]` wide (shapes from the rule).
+pub fn split(x: &Tensor, axis: i64, split: &[usize], outs: &[OutputFact]) -> KResult<Vec<Tensor>> {
+    let a = norm_axis(axis, x.rank())?;
+    let outer: usize = x.shape[..a].iter().product();
+    let inner: usize = x.shape[a + 1..].iter().product();
+    let row = x.shape[a] * inner;
+    let mut first = 0usize;
+    let mut res = Vec::with_capacity(split.len());
+    for (&w, o) in split.iter().zip(outs) {
+        let (lo, n) = (first * inner, w * inner);
+        let data = map_same!(&x.data, v => {
+            let mut p = Vec::with_capacity(outer * n);
+            for b in 0..outer {
+                p.extend_from_slice(&v[b * row + lo..b * row + lo + n]);
+            }
+            p
+        });
+        res.push(Tensor::new(o.shape.clone(), data).map_err(|e| e.to_string())?);
+        first += w;
+    }
+    Ok(res)
+}
+
+/// ONNX Slice with constant operands (geometry from the IR's rule).
+pub fn slice(
+    x: &Tensor,
+    starts: &[i64],
+    ends: &[i64],
+    axes: &[i64],
+    steps: &[i64],
+    out: &OutputFact,
+) -> KResult<Tensor> {
+    let g = slice_geometry(&x.shape, starts, ends, axes, steps)?;
+    let mut idx = Vec::with_capacity(out.shape.iter().product());
+    g.for_each_source(&strides(&x.shape), |i| idx.push(i));
+    Tensor::new(out.shape.clone(), take(&x.data, &idx, 0.0)).map_err(|e| e.to_string())
 }
 
 pub fn gather(d: &Tensor, i: &Tensor, axis: i64, out: &OutputFact) -> KResult<Tensor> {
