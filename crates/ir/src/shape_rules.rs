@@ -666,7 +666,7 @@ impl SliceGeometry {
 
 /// ONNX Slice semantics: negative starts/ends count from the end; starts and ends are
 /// clamped to `[0, dim]` (`[0, dim - 1]` and `[-1, dim - 1]` for negative steps), so
-/// huge values (INT64_MAX as "to the end") are fine. Empty `axes` means `0..n`, empty
+/// huge values are fine; an end of INT_MAX means "to the end" in either direction. Empty `axes` means `0..n`, empty
 /// `steps` all 1.
 pub fn slice_geometry(
     shape: &[usize],
@@ -712,6 +712,11 @@ pub fn slice_geometry(
         let fix = |x: i64| if x < 0 { x.saturating_add(d) } else { x };
         let (st, en) = if s > 0 {
             (fix(starts[k]).clamp(0, d), fix(ends[k]).clamp(0, d))
+        } else if ends[k] == i64::MAX || ends[k] == i32::MAX as i64 {
+            // An INT_MAX end is numpy's `None`, "to the end in the step's direction",
+            // also for negative steps (onnxruntime; the clamp alone would give an
+            // empty slice).
+            (fix(starts[k]).clamp(0, d - 1), -1)
         } else {
             (fix(starts[k]).clamp(0, d - 1), fix(ends[k]).clamp(-1, d - 1))
         };
