@@ -14,7 +14,9 @@ axes, aspect-ratio policies, antialias, exclude_outside, cubic_coeff_a); Gemm, M
 with broadcasting; Softmax/LogSoftmax, ReduceMean/Sum/Max, Pad in every mode; Erf,
 LayerNormalization (any axis, broadcast scale/bias), Split (sizes, equal parts,
 opset-18 num_outputs with a short last part; the pieces concatenated in reverse order)
-and Slice (negative and out-of-range starts/ends, INT64_MAX, negative steps, axes).
+and Slice (negative and out-of-range starts/ends, INT64_MAX, negative steps, axes);
+LSTM (every direction, both layouts, biases, initial states, peepholes, clip,
+input_forget, sequence lengths; any one of its three outputs).
 Cases onnxruntime itself rejects are skipped (not printed).
 """
 import os
@@ -195,8 +197,41 @@ def graph_model(nodes, inits, x_shape):
     return m
 
 
+def lstm_case(rng):
+    seq, batch, isz, hid = (int(rng.integers(1, 6)) for _ in range(4))
+    direction = str(rng.choice(["forward", "reverse", "bidirectional"]))
+    d = 2 if direction == "bidirectional" else 1
+    layout = int(rng.integers(0, 2))
+    x_shape = [batch, seq, isz] if layout else [seq, batch, isz]
+    state = [batch, d, hid] if layout else [d, batch, hid]
+    f = lambda *s: (rng.standard_normal(s) * 0.7).astype(np.float32)
+    ins, inits = ["x", "w", "r"], [("w", f(d, 4 * hid, isz)), ("r", f(d, 4 * hid, hid))]
+    optional = [("b", f(d, 8 * hid)),
+                ("lens", rng.integers(0, seq + 1, size=batch).astype(np.int32)),
+                ("h0", f(*state)), ("c0", f(*state)), ("p", f(d, 3 * hid))]
+    for name, val in optional:
+        if rng.integers(0, 2):
+            ins.append(name)
+            inits.append((name, val))
+        else:
+            ins.append("")
+    while ins[-1] == "":
+        ins.pop()
+    attrs = dict(hidden_size=hid, direction=direction, layout=layout)
+    if rng.integers(0, 4) == 0:
+        attrs["clip"] = float(rng.choice([0.5, 2.0]))
+    if rng.integers(0, 4) == 0:
+        attrs["input_forget"] = 1
+    which = int(rng.integers(0, 3))
+    outs = ["", "", ""]
+    outs[which] = "y"
+    return model(h.make_node("LSTM", ins, outs[: which + 1], **attrs), inits, x_shape), x_shape
+
+
 def new_ops_case(rng, i):
-    kind = ["Erf", "LayerNormalization", "Split", "Slice"][i % 4]
+    kind = ["Erf", "LayerNormalization", "Split", "Slice", "LSTM"][i % 5]
+    if kind == "LSTM":
+        return lstm_case(rng)
     x_shape = [int(rng.integers(1, 6)) for _ in range(int(rng.integers(1, 5)))]
     r = len(x_shape)
     if kind == "Erf":
@@ -272,7 +307,7 @@ def main():
     opts.intra_op_num_threads = 1
     cases = []
     for kind, count in [("Conv", 60), ("ConvTranspose", 40), ("MaxPool", 40), ("AveragePool", 40),
-                        ("Resize", 120), ("Misc", 60), ("New", 80)]:
+                        ("Resize", 120), ("Misc", 60), ("New", 100)]:
         for i in range(count):
             try:
                 if kind == "Resize":

@@ -197,6 +197,24 @@ pub struct ResizeAttrs {
     pub roi: Option<Vec<f32>>,
 }
 
+/// Which way a recurrent layer runs over the sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RnnDirection {
+    Forward,
+    Reverse,
+    /// Forward and reverse, with their own weights; outputs stacked on the direction axis.
+    Bidirectional,
+}
+
+impl RnnDirection {
+    pub fn count(self) -> usize {
+        match self {
+            RnnDirection::Bidirectional => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// One operator. Inputs and outputs are listed per variant as `inputs -> outputs`;
 /// `[x]` marks an optional input (absent = `None` in `Node::inputs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -315,6 +333,21 @@ pub enum Op {
         pads: Vec<i64>,
         value: f32,
     },
+    /// ONNX LSTM with the default activations (sigmoid for the gates, tanh for the
+    /// cell and hidden state): x, w `[dirs, 4H, I]`, r `[dirs, 4H, H]`, [b `[dirs, 8H]`],
+    /// [sequence_lens `[batch]`], [initial_h], [initial_c], [p `[dirs, 3H]`] -> y, y_h,
+    /// y_c. Gate order i, o, f, c (peepholes i, o, f). With `batch_first` (ONNX
+    /// `layout = 1`) x is `[batch, seq, I]`, y `[batch, seq, dirs, H]` and the states
+    /// `[batch, dirs, H]`; otherwise x is `[seq, batch, I]`, y `[seq, dirs, batch, H]`
+    /// and the states `[dirs, batch, H]`. `clip` bounds the gate pre-activations;
+    /// `input_forget` couples the forget gate to the input gate (f = 1 - i).
+    Lstm {
+        hidden_size: usize,
+        direction: RnnDirection,
+        batch_first: bool,
+        clip: Option<f32>,
+        input_forget: bool,
+    },
     /// `axes == None` reduces all axes (unless `noop_with_empty_axes`).
     Reduce {
         kind: ReduceKind,
@@ -416,6 +449,7 @@ impl Op {
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Concat { .. } => "Concat",
             Op::Gather { .. } => "Gather",
+            Op::Lstm { .. } => "LSTM",
             Op::Split { .. } => "Split",
             Op::Slice { .. } => "Slice",
             Op::Pad { .. } => "Pad",

@@ -293,6 +293,55 @@ fn infer_op(
             }
             one(out(x.dtype, x.shape.to_vec()))
         }
+        Op::Lstm {
+            hidden_size,
+            direction,
+            batch_first,
+            ..
+        } => {
+            let x = req(inputs, 0)?;
+            if !x.dtype.is_float() {
+                return Err(format!("LSTM needs a float input, got {}", x.dtype));
+            }
+            let &[a, b, i] = x.shape else {
+                return Err(format!("x must have rank 3, got {:?}", x.shape));
+            };
+            let (seq, batch) = if *batch_first { (b, a) } else { (a, b) };
+            let (h, d) = (*hidden_size, direction.count());
+            let g = h.checked_mul(4).ok_or("hidden_size overflows")?;
+            let want: [(usize, &str, Vec<usize>); 6] = [
+                (1, "w", vec![d, g, i]),
+                (2, "r", vec![d, g, h]),
+                (3, "b", vec![d, 2 * g]),
+                (5, "initial_h", state_shape(*batch_first, d, batch, h)),
+                (6, "initial_c", state_shape(*batch_first, d, batch, h)),
+                (7, "p", vec![d, 3 * h]),
+            ];
+            for (k, name, shape) in want {
+                match opt(inputs, k) {
+                    Some(t) if t.shape != shape.as_slice() => {
+                        return Err(format!("{name} has shape {:?}, expected {shape:?}", t.shape))
+                    }
+                    None if k <= 2 => return Err(format!("{name} is missing")),
+                    _ => {}
+                }
+            }
+            if let Some(l) = opt(inputs, 4) {
+                if l.shape != [batch] || !l.dtype.is_integer() {
+                    return Err(format!(
+                        "sequence_lens must be integers of shape [{batch}], got {} {:?}",
+                        l.dtype, l.shape
+                    ));
+                }
+            }
+            let y = if *batch_first {
+                vec![batch, seq, d, h]
+            } else {
+                vec![seq, d, batch, h]
+            };
+            let st = state_shape(*batch_first, d, batch, h);
+            Ok(vec![out(x.dtype, y), out(x.dtype, st.clone()), out(x.dtype, st)])
+        }
         Op::Flatten { axis } => {
             let x = req(inputs, 0)?;
             let r = x.shape.len() as i64;
@@ -621,6 +670,15 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
         };
     }
     Ok(s)
+}
+
+/// Shape of an RNN's initial and final states.
+pub fn state_shape(batch_first: bool, dirs: usize, batch: usize, hidden: usize) -> Vec<usize> {
+    if batch_first {
+        vec![batch, dirs, hidden]
+    } else {
+        vec![dirs, batch, hidden]
+    }
 }
 
 /// Where an ONNX Slice reads from, per axis of the input: the first index, the step

@@ -11,11 +11,7 @@ use edgeopt_ir::{Tensor, TensorData};
 use std::path::Path;
 
 /// Files expected to fail, with why.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    ("onnx/lstm.ts17.onnx", "LSTM is not in the IR yet"),
-    ("onnx/lstm.dynamo18.onnx", "LSTM is not in the IR yet"),
-    ("onnx/lstm.dynamo18_inline.onnx", "LSTM is not in the IR yet"),
-];
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 const REL_TOL: f32 = 1e-4;
 

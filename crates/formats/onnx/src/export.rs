@@ -226,6 +226,8 @@ fn required_opset(g: &Graph) -> i64 {
             }
             Op::Unary(UnaryKind::HardSwish) => 14,
             Op::LayerNorm { .. } => 17,
+            // LSTM's layout attribute arrived in opset 14.
+            Op::Lstm { .. } => 14,
             _ => 13,
         };
         v = v.max(need);
@@ -1309,6 +1311,29 @@ impl Ex<'_> {
                 }
             }
             Op::Gather { axis } => simple(self, "Gather", vec![a_i("axis", *axis)]),
+            Op::Lstm {
+                hidden_size,
+                direction,
+                batch_first,
+                clip,
+                input_forget,
+            } => {
+                let dir = match direction {
+                    RnnDirection::Forward => "forward",
+                    RnnDirection::Reverse => "reverse",
+                    RnnDirection::Bidirectional => "bidirectional",
+                };
+                let mut attrs = vec![
+                    a_i("hidden_size", *hidden_size as i64),
+                    a_s("direction", dir),
+                    a_i("layout", *batch_first as i64),
+                    a_i("input_forget", *input_forget as i64),
+                ];
+                if let Some(c) = clip {
+                    attrs.push(a_f("clip", *c));
+                }
+                self.push(&name, "LSTM", trim(ins.clone()), outs.to_vec(), attrs);
+            }
             Op::Split { axis, split } => {
                 let sizes: Vec<i64> = split.iter().map(|&w| w as i64).collect();
                 let s = self.i64s(&format!("{name}_split"), &sizes)?;

@@ -55,6 +55,7 @@ const KNOWN: &[&str] = &[
     "Gather",
     "Split",
     "Slice",
+    "LSTM",
     "Pad",
     "ReduceMean",
     "ReduceSum",
@@ -393,6 +394,7 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
             emit(im, v, op, vec![Some(x()?), Some(req(v, ins, 1)?)], dt0(im)?)
         }
         "Split" => split(im, v, ins),
+        "LSTM" => lstm(im, v, ins),
         "Slice" => slice(im, v, ins),
         "Pad" => pad(im, v, ins),
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => reduce(im, v, ins),
@@ -991,4 +993,66 @@ fn slice(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()>
         steps,
     };
     emit(im, v, op, vec![Some(x)], dt)
+}
+
+/// LSTM with the default activations (anything else is refused by name). All three
+/// IR outputs exist; ONNX outputs left out get fresh names.
+fn lstm(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
+    let x = req(v, ins, 0)?;
+    let dt = im.dtype(x);
+    let hidden = v.i_opt("hidden_size")?.ok_or_else(|| v.err("hidden_size is required"))?;
+    if !(1..=MAX_GEOMETRY).contains(&hidden) {
+        return Err(v.err(format!("invalid hidden_size {hidden}")));
+    }
+    let direction = match v.s("direction")?.as_deref() {
+        None | Some("forward") => RnnDirection::Forward,
+        Some("reverse") => RnnDirection::Reverse,
+        Some("bidirectional") => RnnDirection::Bidirectional,
+        Some(d) => return Err(v.err(format!("unknown direction '{d}'"))),
+    };
+    if let Some(a) = v.attr("activations") {
+        let names: Vec<String> = a
+            .strings
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+            .collect();
+        let default = ["sigmoid", "tanh", "tanh"];
+        let ok = names.len() == 3 * direction.count()
+            && names.iter().enumerate().all(|(k, n)| n == default[k % 3]);
+        if !ok {
+            return Err(v.err(format!(
+                "activations {names:?} are not supported (only the default Sigmoid, Tanh, Tanh)"
+            )));
+        }
+    }
+    let batch_first = match v.i("layout", 0)? {
+        0 => false,
+        1 => true,
+        l => return Err(v.err(format!("invalid layout {l}"))),
+    };
+    let clip = v.f_opt("clip")?;
+    if clip.is_some_and(|c| c.is_nan() || c <= 0.0) {
+        return Err(v.err(format!("clip must be positive, got {clip:?}")));
+    }
+    let op = Op::Lstm {
+        hidden_size: hidden as usize,
+        direction,
+        batch_first,
+        clip,
+        input_forget: v.i("input_forget", 0)? != 0,
+    };
+    let mut inputs = vec![Some(x), Some(req(v, ins, 1)?), Some(req(v, ins, 2)?)];
+    inputs.extend((3..8).map(|k| opt(ins, k)));
+    if v.node.output.len() > 3 {
+        return Err(v.err("LSTM has at most 3 outputs"));
+    }
+    let mut outs = Vec::with_capacity(3);
+    for k in 0..3 {
+        outs.push(match v.node.output.get(k).filter(|s| !s.is_empty()) {
+            Some(name) => im.new_value(name, dt, None)?,
+            None => im.fresh_value(&format!("{}_out{k}", v.name), dt)?,
+        });
+    }
+    im.g.add_node(v.name.clone(), op, inputs, outs);
+    Ok(())
 }

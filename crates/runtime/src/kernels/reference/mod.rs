@@ -15,6 +15,7 @@ mod norm;
 mod pool;
 mod reduce;
 mod resize;
+mod rnn;
 mod softmax;
 pub(crate) mod util;
 
@@ -165,6 +166,22 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
         Op::GlobalAveragePool => one(pool::global_avg_pool(req(inputs, 0)?, out)?),
         Op::BatchNorm { epsilon } => one(norm::batch_norm(inputs, *epsilon)?),
         Op::LayerNorm { axis, epsilon } => one(norm::layer_norm(inputs, *axis, *epsilon)?),
+        Op::Lstm {
+            hidden_size,
+            direction,
+            batch_first,
+            clip,
+            input_forget,
+        } => {
+            let a = rnn::LstmAttrs {
+                hidden: *hidden_size,
+                direction: *direction,
+                batch_first: *batch_first,
+                clip: *clip,
+                input_forget: *input_forget,
+            };
+            rnn::lstm(&a, inputs, outs)
+        }
         Op::Flatten { .. }
         | Op::Reshape { .. }
         | Op::Squeeze { .. }

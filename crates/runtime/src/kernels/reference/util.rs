@@ -454,3 +454,13 @@ pub fn erf(x: f64) -> f64 {
     let r = std::f64::consts::FRAC_2_SQRT_PI * (-a * a).exp() * sum;
     r.min(1.0).copysign(x)
 }
+
+/// The logistic function, split by sign so `exp` never overflows.
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let t = x.exp();
+        t / (1.0 + t)
+    }
+}
