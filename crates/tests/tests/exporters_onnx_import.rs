@@ -6,9 +6,12 @@
 //! Files that do not pass yet are listed in [`KNOWN_FAILURES`] with the reason; every
 //! other file must pass, and a listed file that passes fails the test (so the list
 //! stays true).
+//!
+//! Export: every imported graph, written back with `edgeopt_onnx::export_file`, runs in
+//! onnxruntime with the same outputs (sample 0) as the original file.
 
 use edgeopt_ir::{Tensor, TensorData};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Files expected to fail, with why.
 const KNOWN_FAILURES: &[(&str, &str)] = &[];
@@ -49,35 +52,104 @@ fn check(path: &Path, input: &Tensor, expected: &[Tensor]) -> Result<f32, String
         if g.len() != w.len() {
             return Err(format!("output {i}: {} values, expected {}", g.len(), w.len()));
         }
-        let scale = w.iter().fold(1.0f32, |m, x| m.max(x.abs()));
-        let diff = g
-            .iter()
-            .zip(&w)
-            .map(|(a, b)| if a.is_nan() && b.is_nan() { 0.0 } else { (a - b).abs() })
-            .fold(0.0f32, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) });
-        worst = worst.max(diff / scale);
+        worst = worst.max(rel_diff(g, &w));
     }
     Ok(worst)
 }
 
-#[test]
-fn exporter_corpus_onnx_files_match_onnxruntime() {
-    let Some(data) = edgeopt_testkit::data_dir() else {
-        return;
-    };
-    let root = data.join("exporters");
-    let manifest = match std::fs::read_to_string(root.join("manifest.json")) {
-        Ok(s) => s,
+/// The corpus folder and its parsed manifest, or `None` (skip) without the data.
+fn manifest() -> Option<(PathBuf, serde_json::Value)> {
+    let root = edgeopt_testkit::data_dir()?.join("exporters");
+    match std::fs::read_to_string(root.join("manifest.json")) {
+        Ok(s) => Some((root, serde_json::from_str(&s).expect("manifest.json"))),
         Err(e) => {
             assert!(
                 std::env::var("EDGEOPT_REQUIRE_DATA").as_deref() != Ok("1"),
                 "exporters/manifest.json: {e}"
             );
             println!("skipped: {}/manifest.json not found", root.display());
-            return;
+            None
         }
+    }
+}
+
+/// Largest |a - b| relative to max(1, max |b|).
+fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    let scale = b.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    let d = a.iter().zip(b).fold(0.0f32, |m, (p, q)| {
+        let d = (p - q).abs();
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max(d)
+        }
+    });
+    d / scale
+}
+
+#[test]
+fn exported_corpus_graphs_run_in_onnxruntime() {
+    let Some((root, m)) = manifest() else {
+        return;
     };
-    let m: serde_json::Value = serde_json::from_str(&manifest).expect("manifest.json");
+    if !edgeopt_testkit::oracle_available() {
+        return;
+    }
+    let dir = edgeopt_testkit::scratch_dir("exporters_onnx_export");
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for f in m["files"].as_array().expect("files").iter().filter(|f| f["format"] == "onnx") {
+        let file = f["file"].as_str().expect("file");
+        if KNOWN_FAILURES.iter().any(|(k, _)| *k == file) {
+            continue;
+        }
+        let r = (|| -> Result<f32, String> {
+            let g = edgeopt_onnx::import_file(root.join(file)).map_err(|e| format!("import: {e}"))?;
+            let stem = file.replace('/', "_");
+            let out = dir.join(&stem);
+            edgeopt_onnx::export_file(&g, &out).map_err(|e| format!("export: {e}"))?;
+            let input = edgeopt_npy::read(&root.join(f["input"].as_str().ok_or("input")?))
+                .map_err(|e| e.to_string())?;
+            let x = dir.join(format!("{stem}.x.npy"));
+            edgeopt_npy::write(&x, &sample(&input, 0)?).map_err(|e| e.to_string())?;
+            let ort_out = dir.join(format!("{stem}.out"));
+            edgeopt_testkit::run_oracle("onnx_run.py", &[&out, &x, &ort_out]);
+            let mut worst = 0.0f32;
+            for (k, e) in f["expected"].as_array().ok_or("expected")?.iter().enumerate() {
+                let want = edgeopt_npy::read(&root.join(e["file"].as_str().ok_or("file")?))
+                    .map_err(|e| e.to_string())?;
+                let got = edgeopt_npy::read(&ort_out.join(format!("output_{k}.npy")))
+                    .map_err(|e| e.to_string())?;
+                let want = want.to_f32_vec();
+                let per = want.len() / want_samples(f, k).max(1);
+                worst = worst.max(rel_diff(&got.to_f32_vec(), &want[..per]));
+            }
+            Ok(worst)
+        })();
+        n += 1;
+        match r {
+            Ok(d) if d <= REL_TOL => println!("{file:<46} export ok  {d:.2e}"),
+            Ok(d) => failures.push(format!("{file}: exported model differs by {d:.2e}")),
+            Err(e) => failures.push(format!("{file}: {e}")),
+        }
+    }
+    assert!(n >= 20, "only {n} files exported");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Number of samples stacked in expected output `k` (its first dimension).
+fn want_samples(f: &serde_json::Value, k: usize) -> usize {
+    f["expected"][k]["shape"][0].as_u64().unwrap_or(1) as usize
+}
+
+#[test]
+fn exporter_corpus_onnx_files_match_onnxruntime() {
+    let Some((root, m)) = manifest() else {
+        return;
+    };
     let files = m["files"].as_array().expect("manifest files");
     let mut rows = Vec::new();
     let mut failures = Vec::new();

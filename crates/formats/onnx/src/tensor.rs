@@ -410,7 +410,12 @@ fn resolve_inside(name: &str, dir: &Path, location: &str) -> Result<PathBuf> {
     };
     let base = dir.canonicalize().map_err(|e| io(dir, e))?;
     let joined = dir.join(rel);
-    let real = joined.canonicalize().map_err(|e| io(&joined, e))?;
+    let real = joined.canonicalize().map_err(|e| {
+        tensor_err(
+            name,
+            format!("external data file '{}': {e}", joined.display()),
+        )
+    })?;
     if !real.starts_with(&base) {
         return Err(refuse("it resolves (through a symlink) outside the model's folder"));
     }
