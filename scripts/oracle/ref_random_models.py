@@ -16,7 +16,8 @@ LayerNormalization (any axis, broadcast scale/bias), Split (sizes, equal parts,
 opset-18 num_outputs with a short last part; the pieces concatenated in reverse order)
 and Slice (negative and out-of-range starts/ends, INT64_MAX, negative steps, axes);
 LSTM (every direction, both layouts, biases, initial states, peepholes, clip,
-input_forget, sequence lengths; any one of its three outputs).
+input_forget, sequence lengths; any one of its three outputs); TopK (largest and
+smallest, ties, values or indices).
 Cases onnxruntime itself rejects are skipped (not printed).
 """
 import os
@@ -228,8 +229,29 @@ def lstm_case(rng):
     return model(h.make_node("LSTM", ins, outs[: which + 1], **attrs), inits, x_shape), x_shape
 
 
+def topk_case(rng):
+    x_shape = [int(rng.integers(1, 6)) for _ in range(int(rng.integers(1, 4)))]
+    r = len(x_shape)
+    axis = int(rng.integers(-r, r))
+    k = int(rng.integers(1, x_shape[axis % r] + 1))
+    largest = int(rng.integers(0, 2))
+    which = int(rng.integers(0, 2))
+    inits = [("k", np.array([k], np.int64))]
+    if which == 0:
+        node = h.make_node("TopK", ["x", "k"], ["y", "i"], axis=axis, largest=largest)
+        return model(node, inits, x_shape), x_shape
+    # Indices as float, so the single float output checks them too; ties are made likely
+    # by flooring the input.
+    nodes = [h.make_node("Floor", ["x"], ["xr"]),
+             h.make_node("TopK", ["xr", "k"], ["v", "i"], axis=axis, largest=largest),
+             h.make_node("Cast", ["i"], ["y"], to=T.FLOAT)]
+    return graph_model(nodes, inits, x_shape), x_shape
+
+
 def new_ops_case(rng, i):
-    kind = ["Erf", "LayerNormalization", "Split", "Slice", "LSTM"][i % 5]
+    kind = ["Erf", "LayerNormalization", "Split", "Slice", "LSTM", "TopK"][i % 6]
+    if kind == "TopK":
+        return topk_case(rng)
     if kind == "LSTM":
         return lstm_case(rng)
     x_shape = [int(rng.integers(1, 6)) for _ in range(int(rng.integers(1, 5)))]
@@ -307,7 +329,7 @@ def main():
     opts.intra_op_num_threads = 1
     cases = []
     for kind, count in [("Conv", 60), ("ConvTranspose", 40), ("MaxPool", 40), ("AveragePool", 40),
-                        ("Resize", 120), ("Misc", 60), ("New", 100)]:
+                        ("Resize", 120), ("Misc", 60), ("New", 180)]:
         for i in range(count):
             try:
                 if kind == "Resize":

@@ -348,6 +348,14 @@ pub enum Op {
         clip: Option<f32>,
         input_forget: bool,
     },
+    /// x -> values, indices (i64): the `k` largest (or smallest) elements along `axis`,
+    /// best first; equal elements keep their original order (ONNX TopK, `k` folded from
+    /// its constant input; unsorted output is also returned sorted).
+    TopK {
+        axis: i64,
+        k: usize,
+        largest: bool,
+    },
     /// `axes == None` reduces all axes (unless `noop_with_empty_axes`).
     Reduce {
         kind: ReduceKind,
@@ -450,6 +458,7 @@ impl Op {
             Op::Concat { .. } => "Concat",
             Op::Gather { .. } => "Gather",
             Op::Lstm { .. } => "LSTM",
+            Op::TopK { .. } => "TopK",
             Op::Split { .. } => "Split",
             Op::Slice { .. } => "Slice",
             Op::Pad { .. } => "Pad",

@@ -342,6 +342,22 @@ fn infer_op(
             let st = state_shape(*batch_first, d, batch, h);
             Ok(vec![out(x.dtype, y), out(x.dtype, st.clone()), out(x.dtype, st)])
         }
+        Op::TopK { axis, k, .. } => {
+            let x = req(inputs, 0)?;
+            if x.dtype == DType::Bool {
+                return Err("TopK needs numbers, got bool".into());
+            }
+            let a = norm_axis(*axis, x.shape.len())?;
+            if *k > x.shape[a] {
+                return Err(format!(
+                    "k = {k} is larger than dimension {a} of {:?}",
+                    x.shape
+                ));
+            }
+            let mut s = x.shape.to_vec();
+            s[a] = *k;
+            Ok(vec![out(x.dtype, s.clone()), out(DType::I64, s)])
+        }
         Op::Flatten { axis } => {
             let x = req(inputs, 0)?;
             let r = x.shape.len() as i64;

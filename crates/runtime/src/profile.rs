@@ -230,7 +230,7 @@ fn node_elem_ops(node: &Node, facts: &[Option<OutputFact>]) -> u64 {
             out.saturating_mul(p.kernel_shape.iter().map(|&k| k as u64).product::<u64>())
         }
         // Every input element is read once.
-        Op::GlobalAveragePool | Op::Reduce { .. } => input0,
+        Op::GlobalAveragePool | Op::Reduce { .. } | Op::TopK { .. } => input0,
         _ => 0,
     }
 }

@@ -1334,6 +1334,11 @@ impl Ex<'_> {
                 }
                 self.push(&name, "LSTM", trim(ins.clone()), outs.to_vec(), attrs);
             }
+            Op::TopK { axis, k, largest } => {
+                let kk = self.i64s(&format!("{name}_k"), &[*k as i64])?;
+                let attrs = vec![a_i("axis", *axis), a_i("largest", *largest as i64)];
+                self.push(&name, "TopK", vec![inp(0), kk], outs.to_vec(), attrs);
+            }
             Op::Split { axis, split } => {
                 let sizes: Vec<i64> = split.iter().map(|&w| w as i64).collect();
                 let s = self.i64s(&format!("{name}_split"), &sizes)?;

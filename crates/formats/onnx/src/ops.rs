@@ -56,6 +56,7 @@ const KNOWN: &[&str] = &[
     "Split",
     "Slice",
     "LSTM",
+    "TopK",
     "Pad",
     "ReduceMean",
     "ReduceSum",
@@ -395,6 +396,7 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
         }
         "Split" => split(im, v, ins),
         "LSTM" => lstm(im, v, ins),
+        "TopK" => top_k(im, v, ins),
         "Slice" => slice(im, v, ins),
         "Pad" => pad(im, v, ins),
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => reduce(im, v, ins),
@@ -1054,5 +1056,39 @@ fn lstm(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> 
         });
     }
     im.g.add_node(v.name.clone(), op, inputs, outs);
+    Ok(())
+}
+
+/// TopK: `k` from the constant input (opset 10+) or attribute (before). Its `sorted`
+/// attribute is honoured by always sorting (unsorted order is unspecified).
+fn top_k(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
+    let x = req(v, ins, 0)?;
+    let dt = im.dtype(x);
+    let k = if im.opset >= 10 {
+        let k = const_ints(im, v, ins, 1, "k")?.ok_or_else(|| v.err("k is required"))?;
+        match k.as_slice() {
+            [k] => *k,
+            _ => return Err(v.err(format!("k must hold one value, got {k:?}"))),
+        }
+    } else {
+        v.i_opt("k")?.ok_or_else(|| v.err("attribute k is required"))?
+    };
+    let k = usize::try_from(k).map_err(|_| v.err(format!("invalid k {k}")))?;
+    let op = Op::TopK {
+        axis: v.i("axis", -1)?,
+        k,
+        largest: v.i("largest", 1)? != 0,
+    };
+    if v.node.output.len() > 2 {
+        return Err(v.err("TopK has 2 outputs"));
+    }
+    let mut outs = Vec::with_capacity(2);
+    for (j, d) in [dt, DType::I64].into_iter().enumerate() {
+        outs.push(match v.node.output.get(j).filter(|s| !s.is_empty()) {
+            Some(name) => im.new_value(name, d, None)?,
+            None => im.fresh_value(&format!("{}_out{j}", v.name), d)?,
+        });
+    }
+    im.g.add_node(v.name.clone(), op, vec![Some(x)], outs);
     Ok(())
 }

@@ -93,6 +93,8 @@ fn computes_in_f32(op: &Op) -> bool {
             | Op::Gather { .. }
             | Op::Split { .. }
             | Op::Slice { .. }
+            // Compares and moves elements of any dtype.
+            | Op::TopK { .. }
             | Op::Pad { .. }
             | Op::Identity
             | Op::Shape
@@ -191,6 +193,7 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
         Op::Concat { axis, activation } => one(movement::concat(inputs, *axis, *activation, out)?),
         Op::Gather { axis } => one(movement::gather(req(inputs, 0)?, req(inputs, 1)?, *axis, out)?),
         Op::Split { axis, split } => movement::split(req(inputs, 0)?, *axis, split, outs),
+        Op::TopK { axis, k, largest } => movement::top_k(req(inputs, 0)?, *axis, *k, *largest, outs),
         Op::Slice {
             starts,
             ends,

@@ -120,6 +120,58 @@ pub fn slice(
     Tensor::new(out.shape.clone(), take(&x.data, &idx, 0.0)).map_err(|e| e.to_string())
 }
 
+/// ONNX TopK: per line along `axis`, the indices of the `k` best elements (largest or
+/// smallest; NaN counts as the largest, as in onnxruntime), ties in index order; values
+/// gathered from them.
+pub fn top_k(x: &Tensor, axis: i64, k: usize, largest: bool, outs: &[OutputFact]) -> KResult<Vec<Tensor>> {
+    let a = norm_axis(axis, x.rank())?;
+    let d = x.shape[a];
+    let outer: usize = x.shape[..a].iter().product();
+    let inner: usize = x.shape[a + 1..].iter().product();
+    let mut src = Vec::with_capacity(outer * k * inner);
+    let mut picks = Vec::with_capacity(outer * k * inner);
+    let mut order: Vec<usize> = Vec::with_capacity(d);
+    // The chosen indices of every line (outer, inner), best first.
+    let mut lines: Vec<Vec<usize>> = Vec::with_capacity(outer * inner);
+    for o in 0..outer {
+        for i in 0..inner {
+            let base = o * d * inner + i;
+            let key = |j: usize| x.data.get_f64(base + j * inner);
+            order.clear();
+            order.extend(0..d);
+            // Stable sort: equal keys keep index order.
+            order.sort_by(|&p, &q| {
+                let (u, v) = (key(p), key(q));
+                let c = match (u.is_nan(), v.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ => u.partial_cmp(&v).unwrap_or(std::cmp::Ordering::Equal),
+                };
+                if largest {
+                    c.reverse()
+                } else {
+                    c
+                }
+            });
+            lines.push(order[..k].to_vec());
+        }
+    }
+    // Output layout [outer, k, inner].
+    for o in 0..outer {
+        for r in 0..k {
+            for i in 0..inner {
+                let j = lines[o * inner + i][r];
+                src.push(o * d * inner + j * inner + i);
+                picks.push(j as i64);
+            }
+        }
+    }
+    let values = Tensor::new(outs[0].shape.clone(), take(&x.data, &src, 0.0)).map_err(|e| e.to_string())?;
+    let indices = Tensor::new(outs[1].shape.clone(), TensorData::I64(picks)).map_err(|e| e.to_string())?;
+    Ok(vec![values, indices])
+}
+
 pub fn gather(d: &Tensor, i: &Tensor, axis: i64, out: &OutputFact) -> KResult<Tensor> {
     if !i.dtype().is_integer() {
         return Err(format!("indices must be integers, got {}", i.dtype()));
