@@ -315,7 +315,10 @@ pub enum Op {
     },
     /// x -> y0, y1, ...: consecutive pieces of x along `axis`, `split[i]` wide
     /// (ONNX Split; TFLite SPLIT / SPLIT_V).
-    Split { axis: i64, split: Vec<usize> },
+    Split {
+        axis: i64,
+        split: Vec<usize>,
+    },
     /// x -> y (ONNX Slice, constant operands folded): along `axes[i]`, elements
     /// `starts[i], starts[i] + steps[i], ...` up to but excluding `ends[i]`; negative
     /// starts/ends count from the end and out-of-range ones are clamped as in ONNX.

@@ -320,7 +320,10 @@ fn infer_op(
             for (k, name, shape) in want {
                 match opt(inputs, k) {
                     Some(t) if t.shape != shape.as_slice() => {
-                        return Err(format!("{name} has shape {:?}, expected {shape:?}", t.shape))
+                        return Err(format!(
+                            "{name} has shape {:?}, expected {shape:?}",
+                            t.shape
+                        ))
                     }
                     None if k <= 2 => return Err(format!("{name} is missing")),
                     _ => {}
@@ -340,7 +343,11 @@ fn infer_op(
                 vec![seq, d, batch, h]
             };
             let st = state_shape(*batch_first, d, batch, h);
-            Ok(vec![out(x.dtype, y), out(x.dtype, st.clone()), out(x.dtype, st)])
+            Ok(vec![
+                out(x.dtype, y),
+                out(x.dtype, st.clone()),
+                out(x.dtype, st),
+            ])
         }
         Op::TopK { axis, k, .. } => {
             let x = req(inputs, 0)?;
@@ -792,7 +799,10 @@ pub fn slice_geometry(
             // empty slice).
             (fix(starts[k]).clamp(0, d - 1), -1)
         } else {
-            (fix(starts[k]).clamp(0, d - 1), fix(ends[k]).clamp(-1, d - 1))
+            (
+                fix(starts[k]).clamp(0, d - 1),
+                fix(ends[k]).clamp(-1, d - 1),
+            )
         };
         // Elements strictly between st and en, every |s|-th (ceil division).
         let span = if s > 0 { en - st } else { st - en };

@@ -27,7 +27,8 @@ fn sample(x: &Tensor, k: usize) -> Result<Tensor, String> {
     };
     let mut shape = x.shape.clone();
     shape[0] = 1;
-    Tensor::new(shape, TensorData::F32(v[k * per..(k + 1) * per].to_vec())).map_err(|e| e.to_string())
+    Tensor::new(shape, TensorData::F32(v[k * per..(k + 1) * per].to_vec()))
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `path` on every sample of `input`; the worst relative difference over all
@@ -40,7 +41,11 @@ fn check(path: &Path, input: &Tensor, expected: &[Tensor]) -> Result<f32, String
         let x = sample(input, k)?;
         let outs = edgeopt_runtime::run(&g, &[x]).map_err(|e| format!("run: {e}"))?;
         if outs.len() != expected.len() {
-            return Err(format!("{} outputs, expected {}", outs.len(), expected.len()));
+            return Err(format!(
+                "{} outputs, expected {}",
+                outs.len(),
+                expected.len()
+            ));
         }
         for (acc, o) in got.iter_mut().zip(&outs) {
             acc.extend(o.to_f32_vec());
@@ -50,7 +55,11 @@ fn check(path: &Path, input: &Tensor, expected: &[Tensor]) -> Result<f32, String
     for (i, (g, want)) in got.iter().zip(expected).enumerate() {
         let w = want.to_f32_vec();
         if g.len() != w.len() {
-            return Err(format!("output {i}: {} values, expected {}", g.len(), w.len()));
+            return Err(format!(
+                "output {i}: {} values, expected {}",
+                g.len(),
+                w.len()
+            ));
         }
         worst = worst.max(rel_diff(g, &w));
     }
@@ -101,13 +110,19 @@ fn exported_corpus_graphs_run_in_onnxruntime() {
     let dir = edgeopt_testkit::scratch_dir("exporters_onnx_export");
     let mut failures = Vec::new();
     let mut n = 0;
-    for f in m["files"].as_array().expect("files").iter().filter(|f| f["format"] == "onnx") {
+    for f in m["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["format"] == "onnx")
+    {
         let file = f["file"].as_str().expect("file");
         if KNOWN_FAILURES.iter().any(|(k, _)| *k == file) {
             continue;
         }
         let r = (|| -> Result<f32, String> {
-            let g = edgeopt_onnx::import_file(root.join(file)).map_err(|e| format!("import: {e}"))?;
+            let g =
+                edgeopt_onnx::import_file(root.join(file)).map_err(|e| format!("import: {e}"))?;
             let stem = file.replace('/', "_");
             let out = dir.join(&stem);
             edgeopt_onnx::export_file(&g, &out).map_err(|e| format!("export: {e}"))?;
@@ -118,7 +133,12 @@ fn exported_corpus_graphs_run_in_onnxruntime() {
             let ort_out = dir.join(format!("{stem}.out"));
             edgeopt_testkit::run_oracle("onnx_run.py", &[&out, &x, &ort_out]);
             let mut worst = 0.0f32;
-            for (k, e) in f["expected"].as_array().ok_or("expected")?.iter().enumerate() {
+            for (k, e) in f["expected"]
+                .as_array()
+                .ok_or("expected")?
+                .iter()
+                .enumerate()
+            {
                 let want = edgeopt_npy::read(&root.join(e["file"].as_str().ok_or("file")?))
                     .map_err(|e| e.to_string())?;
                 let got = edgeopt_npy::read(&ort_out.join(format!("output_{k}.npy")))
@@ -178,18 +198,27 @@ fn exporter_corpus_onnx_files_match_onnxruntime() {
         let pass = matches!(r, Ok(d) if d <= REL_TOL);
         rows.push(format!("{file:<46} {import:<6} {result}"));
         match (pass, known) {
-            (true, Some(_)) => failures.push(format!("{file}: passes now; remove it from KNOWN_FAILURES")),
+            (true, Some(_)) => {
+                failures.push(format!("{file}: passes now; remove it from KNOWN_FAILURES"))
+            }
             (false, None) => failures.push(format!("{file}: {result}")),
             _ => {}
         }
     }
-    println!("{:<46} {:<6} max |diff| / max(1, max |expected|)", "file", "import");
+    println!(
+        "{:<46} {:<6} max |diff| / max(1, max |expected|)",
+        "file", "import"
+    );
     for r in &rows {
         println!("{r}");
     }
     for (file, why) in KNOWN_FAILURES {
         println!("known failure {file}: {why}");
     }
-    assert!(rows.len() >= 20, "only {} ONNX files in the manifest", rows.len());
+    assert!(
+        rows.len() >= 20,
+        "only {} ONNX files in the manifest",
+        rows.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

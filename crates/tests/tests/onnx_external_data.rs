@@ -6,8 +6,9 @@
 
 use edgeopt_ir::Tensor;
 use edgeopt_onnx::proto::{
-    tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -101,7 +102,11 @@ fn import_err(path: &Path) -> String {
 fn external_weight_imports_and_runs() {
     let path = setup(
         "ok",
-        &[("location", "m.onnx.data"), ("offset", "16"), ("length", "16")],
+        &[
+            ("location", "m.onnx.data"),
+            ("offset", "16"),
+            ("length", "16"),
+        ],
     );
     let g = edgeopt_onnx::import_file(&path).expect("import");
     let x = Tensor::from_f32(vec![4], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
@@ -119,6 +124,36 @@ fn external_weight_imports_and_runs() {
     }
 }
 
+/// The weight given by a Constant node (whose tensor is external) instead of an
+/// initializer.
+#[test]
+fn external_constant_node_imports() {
+    let path = setup("constant", &[("location", "m.onnx.data"), ("offset", "16")]);
+    let mut m = ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let w = g.initializer.remove(0);
+    g.node.insert(
+        0,
+        NodeProto {
+            name: Some("c".into()),
+            op_type: Some("Constant".into()),
+            output: vec!["w".into()],
+            attribute: vec![AttributeProto {
+                name: Some("value".into()),
+                r#type: Some(4),
+                t: Some(w),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    );
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let g = edgeopt_onnx::import_file(&path).expect("import");
+    let x = Tensor::from_f32(vec![4], vec![0.0; 4]).unwrap();
+    let y = edgeopt_runtime::run(&g, &[x]).expect("run");
+    assert_eq!(y[0].to_f32_vec(), W.to_vec());
+}
+
 /// `path` relative to the current directory when it lies below it.
 fn pathdiff(path: &Path) -> Option<PathBuf> {
     let cwd = std::env::current_dir().ok()?;
@@ -127,24 +162,49 @@ fn pathdiff(path: &Path) -> Option<PathBuf> {
 
 #[test]
 fn hostile_external_data_is_refused() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    // (case, external_data entries, what the error must say)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("escape", &[("location", "../secret.data")], "'..'"),
-        ("escape_inner", &[("location", "sub/../../secret.data")], "'..'"),
+        (
+            "escape_inner",
+            &[("location", "sub/../../secret.data")],
+            "'..'",
+        ),
         ("absolute", &[("location", "/etc/passwd")], "absolute"),
         ("backslash", &[("location", "\\etc\\passwd")], "absolute"),
         ("empty", &[("location", "")], "empty"),
         ("no_location", &[("offset", "0")], "location"),
         ("missing", &[("location", "nope.data")], "nope.data"),
         ("directory", &[("location", ".")], "not a regular file"),
-        ("offset_beyond", &[("location", "m.onnx.data"), ("offset", "1000")], "beyond the end"),
-        ("tail_short", &[("location", "m.onnx.data"), ("offset", "20")], "beyond the end"),
+        (
+            "offset_beyond",
+            &[("location", "m.onnx.data"), ("offset", "1000")],
+            "beyond the end",
+        ),
+        (
+            "tail_short",
+            &[("location", "m.onnx.data"), ("offset", "20")],
+            "beyond the end",
+        ),
         (
             "offset_overflow",
-            &[("location", "m.onnx.data"), ("offset", "18446744073709551615")],
+            &[
+                ("location", "m.onnx.data"),
+                ("offset", "18446744073709551615"),
+            ],
             "overflows",
         ),
-        ("offset_text", &[("location", "m.onnx.data"), ("offset", "-4")], "not a byte count"),
-        ("length_short", &[("location", "m.onnx.data"), ("length", "8")], "does not match"),
+        (
+            "offset_text",
+            &[("location", "m.onnx.data"), ("offset", "-4")],
+            "not a byte count",
+        ),
+        (
+            "length_short",
+            &[("location", "m.onnx.data"), ("length", "8")],
+            "does not match",
+        ),
         (
             "length_huge",
             &[("location", "m.onnx.data"), ("length", "1099511627776")],
@@ -173,12 +233,18 @@ fn hostile_external_data_is_refused() {
 fn symlink_out_of_the_folder_is_refused() {
     let path = setup("symlink", &[("location", "link.data")]);
     let dir = path.parent().unwrap();
-    std::os::unix::fs::symlink(dir.parent().unwrap().join("secret.data"), dir.join("link.data"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        dir.parent().unwrap().join("secret.data"),
+        dir.join("link.data"),
+    )
+    .unwrap();
     let e = import_err(&path);
     assert!(e.contains("outside the model's folder"), "{e}");
     // A symlink that stays inside the folder is fine.
-    let path = setup("symlink_inside", &[("location", "link.data"), ("offset", "16")]);
+    let path = setup(
+        "symlink_inside",
+        &[("location", "link.data"), ("offset", "16")],
+    );
     let dir = path.parent().unwrap();
     std::os::unix::fs::symlink(dir.join("m.onnx.data"), dir.join("link.data")).unwrap();
     edgeopt_onnx::import_file(&path).expect("symlink inside the folder");
@@ -188,7 +254,10 @@ fn symlink_out_of_the_folder_is_refused() {
 fn external_data_from_bytes_is_a_clear_error() {
     let bytes = model(&[("location", "m.onnx.data")]);
     let e = edgeopt_onnx::import(&bytes).unwrap_err().to_string();
-    assert!(e.contains("'w'") && e.contains("import the model from its file"), "{e}");
+    assert!(
+        e.contains("'w'") && e.contains("import the model from its file"),
+        "{e}"
+    );
 }
 
 /// Every dynamo export with external data in the corpus imports to the same
@@ -229,7 +298,10 @@ fn corpus_external_data_matches_inline() {
                 .iter()
                 .map(|t| {
                     let x = edgeopt_onnx::tensor_from_proto_in(t, Some(d));
-                    Ok((t.name.clone().unwrap_or_default(), x.map_err(|e| e.to_string())?))
+                    Ok((
+                        t.name.clone().unwrap_or_default(),
+                        x.map_err(|e| e.to_string())?,
+                    ))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -240,5 +312,9 @@ fn corpus_external_data_matches_inline() {
         n += 1;
     }
     println!("{n} external-data models match their inline twins");
-    assert!(n >= 5, "only {n} external-data models found in {}", dir.display());
+    assert!(
+        n >= 5,
+        "only {n} external-data models found in {}",
+        dir.display()
+    );
 }

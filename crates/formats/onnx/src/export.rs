@@ -1342,7 +1342,13 @@ impl Ex<'_> {
             Op::Split { axis, split } => {
                 let sizes: Vec<i64> = split.iter().map(|&w| w as i64).collect();
                 let s = self.i64s(&format!("{name}_split"), &sizes)?;
-                self.push(&name, "Split", vec![inp(0), s], outs.to_vec(), vec![a_i("axis", *axis)]);
+                self.push(
+                    &name,
+                    "Split",
+                    vec![inp(0), s],
+                    outs.to_vec(),
+                    vec![a_i("axis", *axis)],
+                );
             }
             Op::Slice {
                 starts,
@@ -1351,7 +1357,12 @@ impl Ex<'_> {
                 steps,
             } => {
                 let mut i = vec![inp(0)];
-                for (what, v) in [("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps)] {
+                for (what, v) in [
+                    ("starts", starts),
+                    ("ends", ends),
+                    ("axes", axes),
+                    ("steps", steps),
+                ] {
                     i.push(self.i64s(&format!("{name}_{what}"), v)?);
                 }
                 self.push(&name, "Slice", i, vec![out], vec![]);

@@ -83,7 +83,11 @@ pub fn eval(
                     let (a, b) = (first?, ins.get(1).copied().flatten()?);
                     // fmod=1: C fmod (sign of the dividend); fmod=0: integer modulo with
                     // the sign of the divisor (Python), only defined on integers.
-                    let op = if v.i("fmod", 0).ok()? != 0 { "FMod" } else { "Mod" };
+                    let op = if v.i("fmod", 0).ok()? != 0 {
+                        "FMod"
+                    } else {
+                        "Mod"
+                    };
                     arith(op, a, b)?.map(|t| vec![t])
                 }
                 "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" => {

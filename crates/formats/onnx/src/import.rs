@@ -180,6 +180,7 @@ pub(crate) fn import_model(
         // hostile shape chain cannot make us allocate without bound.
         fold_budget: file_len.saturating_mul(2).saturating_add(1 << 20),
         fresh: 0,
+        model_dir: opts.model_dir.clone(),
     };
     for t in &gp.initializer {
         let name = t.name.clone().unwrap_or_default();
@@ -385,6 +386,8 @@ pub(crate) struct Importer {
     facts_b: Vec<Option<OutputFact>>,
     fold_budget: usize,
     fresh: usize,
+    /// Where external tensor data is read from (see [`ImportOptions::model_dir`]).
+    model_dir: Option<PathBuf>,
 }
 
 impl Importer {
@@ -557,6 +560,14 @@ impl Importer {
         let ins = self.inputs(v)?;
         if v.present_outputs() == 0 {
             return Ok(()); // nothing reads it
+        }
+        // A Constant whose tensor lives in an external file, like an initializer.
+        if v.op_type == "Constant" {
+            if let Some(t) = v.t("value")?.filter(|t| t.data_location == Some(1)) {
+                let t = tensor_from_proto_in(t, self.model_dir.as_deref())?;
+                self.fold_budget = self.fold_budget.saturating_add(t.len().saturating_mul(16));
+                return self.bind_folded(v, vec![t]);
+            }
         }
         // Fold when every input is constant (or for Shape, when the shape is static).
         // CastLike only needs the dtype of its second input.

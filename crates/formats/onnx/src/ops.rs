@@ -865,7 +865,13 @@ fn layer_norm(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resul
         epsilon: v.f("epsilon", 1e-5)?,
     };
     let dt = im.dtype(x);
-    emit(im, v, op, vec![Some(x), Some(req(v, ins, 1)?), opt(ins, 2)], dt)
+    emit(
+        im,
+        v,
+        op,
+        vec![Some(x), Some(req(v, ins, 1)?), opt(ins, 2)],
+        dt,
+    )
 }
 
 /// Split: sizes from the `split` attribute (before opset 13) or constant input (13+);
@@ -895,10 +901,15 @@ fn split(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()>
                 return Err(v.err("both split and num_outputs are given"));
             }
             if s.len() != n_out {
-                return Err(v.err(format!("split {s:?} has {} sizes for {n_out} outputs", s.len())));
+                return Err(v.err(format!(
+                    "split {s:?} has {} sizes for {n_out} outputs",
+                    s.len()
+                )));
             }
             s.iter()
-                .map(|&w| usize::try_from(w).map_err(|_| v.err(format!("negative size in split {s:?}"))))
+                .map(|&w| {
+                    usize::try_from(w).map_err(|_| v.err(format!("negative size in split {s:?}")))
+                })
                 .collect::<Result<_>>()?
         }
         None => {
@@ -909,12 +920,14 @@ fn split(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()>
                 }
                 None => n_out,
             };
-            let shape = im
-                .static_shape(x)
-                .ok_or_else(|| v.err("Split without sizes needs the input rank, which is unknown"))?;
+            let shape = im.static_shape(x).ok_or_else(|| {
+                v.err("Split without sizes needs the input rank, which is unknown")
+            })?;
             let a = edgeopt_ir::shape::norm_axis(axis, shape.len()).map_err(|m| v.err(m))?;
             let d = shape[a].fixed().ok_or_else(|| {
-                v.err(format!("Split without sizes needs a static dimension {a}, it is dynamic"))
+                v.err(format!(
+                    "Split without sizes needs a static dimension {a}, it is dynamic"
+                ))
             })?;
             if num_outputs.is_some() {
                 let chunk = d.div_ceil(n);
@@ -926,9 +939,7 @@ fn split(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()>
                 s
             } else {
                 if d % n != 0 {
-                    return Err(v.err(format!(
-                        "dimension {d} does not split into {n} equal parts"
-                    )));
+                    return Err(v.err(format!("dimension {d} does not split into {n} equal parts")));
                 }
                 vec![d / n; n]
             }
@@ -942,7 +953,12 @@ fn split(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()>
             im.new_value(name, dt, None)?
         });
     }
-    im.g.add_node(v.name.clone(), Op::Split { axis, split }, vec![Some(x)], outs);
+    im.g.add_node(
+        v.name.clone(),
+        Op::Split { axis, split },
+        vec![Some(x)],
+        outs,
+    );
     Ok(())
 }
 
@@ -1002,7 +1018,9 @@ fn slice(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()>
 fn lstm(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
     let x = req(v, ins, 0)?;
     let dt = im.dtype(x);
-    let hidden = v.i_opt("hidden_size")?.ok_or_else(|| v.err("hidden_size is required"))?;
+    let hidden = v
+        .i_opt("hidden_size")?
+        .ok_or_else(|| v.err("hidden_size is required"))?;
     if !(1..=MAX_GEOMETRY).contains(&hidden) {
         return Err(v.err(format!("invalid hidden_size {hidden}")));
     }
@@ -1071,7 +1089,8 @@ fn top_k(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()>
             _ => return Err(v.err(format!("k must hold one value, got {k:?}"))),
         }
     } else {
-        v.i_opt("k")?.ok_or_else(|| v.err("attribute k is required"))?
+        v.i_opt("k")?
+            .ok_or_else(|| v.err("attribute k is required"))?
     };
     let k = usize::try_from(k).map_err(|_| v.err(format!("invalid k {k}")))?;
     let op = Op::TopK {

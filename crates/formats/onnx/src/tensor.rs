@@ -317,7 +317,10 @@ pub fn read_external(
             _ => continue, // "checksum" and future keys do not change where the data is
         };
         if slot.replace(value).is_some() {
-            return Err(tensor_err(name, format!("external_data key '{key}' is given twice")));
+            return Err(tensor_err(
+                name,
+                format!("external_data key '{key}' is given twice"),
+            ));
         }
     }
     let location =
@@ -325,7 +328,10 @@ pub fn read_external(
     let number = |what: &str, v: Option<&str>| -> Result<Option<u64>> {
         v.map(|s| {
             s.trim().parse::<u64>().map_err(|_| {
-                tensor_err(name, format!("external data {what} '{s}' is not a byte count"))
+                tensor_err(
+                    name,
+                    format!("external data {what} '{s}' is not a byte count"),
+                )
             })
         })
         .transpose()
@@ -359,7 +365,10 @@ pub fn read_external(
         }
     }
     let end = offset.checked_add(want64).ok_or_else(|| {
-        tensor_err(name, format!("external data offset {offset} + length {want} overflows"))
+        tensor_err(
+            name,
+            format!("external data offset {offset} + length {want} overflows"),
+        )
     })?;
     if end > size || end > MAX_EXTERNAL_BYTES {
         return Err(tensor_err(
@@ -401,7 +410,11 @@ fn resolve_inside(name: &str, dir: &Path, location: &str) -> Result<PathBuf> {
             Component::Normal(p) if !p.to_string_lossy().contains('\\') => {}
             Component::CurDir => {}
             Component::ParentDir => return Err(refuse("'..' components are not allowed")),
-            _ => return Err(refuse("only a relative path inside the model's folder is allowed")),
+            _ => {
+                return Err(refuse(
+                    "only a relative path inside the model's folder is allowed",
+                ))
+            }
         }
     }
     let io = |p: &Path, e: std::io::Error| OnnxError::Io {
@@ -417,7 +430,9 @@ fn resolve_inside(name: &str, dir: &Path, location: &str) -> Result<PathBuf> {
         )
     })?;
     if !real.starts_with(&base) {
-        return Err(refuse("it resolves (through a symlink) outside the model's folder"));
+        return Err(refuse(
+            "it resolves (through a symlink) outside the model's folder",
+        ));
     }
     if !real.is_file() {
         return Err(refuse("it is not a regular file"));

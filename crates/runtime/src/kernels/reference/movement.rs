@@ -123,7 +123,13 @@ pub fn slice(
 /// ONNX TopK: per line along `axis`, the indices of the `k` best elements (largest or
 /// smallest; NaN counts as the largest, as in onnxruntime), ties in index order; values
 /// gathered from them.
-pub fn top_k(x: &Tensor, axis: i64, k: usize, largest: bool, outs: &[OutputFact]) -> KResult<Vec<Tensor>> {
+pub fn top_k(
+    x: &Tensor,
+    axis: i64,
+    k: usize,
+    largest: bool,
+    outs: &[OutputFact],
+) -> KResult<Vec<Tensor>> {
     let a = norm_axis(axis, x.rank())?;
     let d = x.shape[a];
     let outer: usize = x.shape[..a].iter().product();
@@ -158,17 +164,19 @@ pub fn top_k(x: &Tensor, axis: i64, k: usize, largest: bool, outs: &[OutputFact]
         }
     }
     // Output layout [outer, k, inner].
-    for o in 0..outer {
+    for (o, block) in lines.chunks(inner.max(1)).enumerate() {
         for r in 0..k {
-            for i in 0..inner {
-                let j = lines[o * inner + i][r];
+            for (i, line) in block.iter().enumerate() {
+                let j = line[r];
                 src.push(o * d * inner + j * inner + i);
                 picks.push(j as i64);
             }
         }
     }
-    let values = Tensor::new(outs[0].shape.clone(), take(&x.data, &src, 0.0)).map_err(|e| e.to_string())?;
-    let indices = Tensor::new(outs[1].shape.clone(), TensorData::I64(picks)).map_err(|e| e.to_string())?;
+    let values =
+        Tensor::new(outs[0].shape.clone(), take(&x.data, &src, 0.0)).map_err(|e| e.to_string())?;
+    let indices =
+        Tensor::new(outs[1].shape.clone(), TensorData::I64(picks)).map_err(|e| e.to_string())?;
     Ok(vec![values, indices])
 }
 

@@ -39,7 +39,11 @@ pub fn batch_norm(inputs: &[Option<&Tensor>], eps: f32) -> KResult<Tensor> {
 /// own mean and biased variance, then scaled and shifted (scale and bias broadcast to
 /// the slice shape). Statistics are accumulated in f64 so long rows lose nothing.
 pub fn layer_norm(inputs: &[Option<&Tensor>], axis: i64, eps: f32) -> KResult<Tensor> {
-    let x = inputs.first().copied().flatten().ok_or("input 0 is missing")?;
+    let x = inputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or("input 0 is missing")?;
     let xs = f32_of(x)?;
     let a = norm_axis(axis, x.rank())?;
     let inner_shape = &x.shape[a..];

@@ -18,7 +18,11 @@ pub struct LstmAttrs {
 /// valid step); outputs past a row's length stay zero and its final states are those
 /// of its last valid step (zero for a row of length 0). Dot products accumulate in
 /// f64.
-pub fn lstm(a: &LstmAttrs, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<Vec<Tensor>> {
+pub fn lstm(
+    a: &LstmAttrs,
+    inputs: &[Option<&Tensor>],
+    outs: &[OutputFact],
+) -> KResult<Vec<Tensor>> {
     let get = |k: usize| inputs.get(k).copied().flatten();
     let x = get(0).ok_or("input 0 is missing")?;
     let xs = f32_of(x)?;
@@ -47,7 +51,11 @@ pub fn lstm(a: &LstmAttrs, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> K
     let (h, d) = (a.hidden, a.direction.count());
     let g4 = 4 * h;
     let x_at = |bi: usize, t: usize| {
-        let o = if a.batch_first { bi * seq + t } else { t * batch + bi } * isz;
+        let o = if a.batch_first {
+            bi * seq + t
+        } else {
+            t * batch + bi
+        } * isz;
         &xs[o..o + isz]
     };
     let y_at = |t: usize, dir: usize, bi: usize| {
@@ -81,11 +89,10 @@ pub fn lstm(a: &LstmAttrs, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> K
             None => vec![0.0; g4],
         };
         let peep = |k: usize, j: usize| p.map_or(0.0, |p| p[dir * 3 * h + k * h + j]);
-        for bi in 0..batch {
+        for (bi, &n) in lens.iter().enumerate() {
             let s0 = state_at(dir, bi);
             let mut hs = h0.map_or(vec![0.0; h], |v| v[s0..s0 + h].to_vec());
             let mut cs = c0.map_or(vec![0.0; h], |v| v[s0..s0 + h].to_vec());
-            let n = lens[bi];
             for step in 0..n {
                 let t = if reverse { n - 1 - step } else { step };
                 let xt = x_at(bi, t);
