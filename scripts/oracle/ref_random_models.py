@@ -15,8 +15,8 @@ with broadcasting; Softmax/LogSoftmax, ReduceMean/Sum/Max, Pad in every mode; Er
 LayerNormalization (any axis, broadcast scale/bias), Split (sizes, equal parts,
 opset-18 num_outputs with a short last part; the pieces concatenated in reverse order)
 and Slice (negative and out-of-range starts/ends, INT64_MAX, negative steps, axes);
-LSTM (every direction, both layouts, biases, initial states, peepholes, clip,
-input_forget, sequence lengths; any one of its three outputs); TopK (largest and
+LSTM and GRU (every direction, both layouts, biases, initial states, peepholes, clip,
+input_forget, linear_before_reset, sequence lengths; any one of their outputs); TopK (largest and
 smallest, ties, values or indices).
 Cases onnxruntime itself rejects are skipped (not printed).
 """
@@ -198,7 +198,8 @@ def graph_model(nodes, inits, x_shape):
     return m
 
 
-def lstm_case(rng):
+def lstm_case(rng, op="LSTM"):
+    gates, n_out = (4, 3) if op == "LSTM" else (3, 2)
     seq, batch, isz, hid = (int(rng.integers(1, 6)) for _ in range(4))
     direction = str(rng.choice(["forward", "reverse", "bidirectional"]))
     d = 2 if direction == "bidirectional" else 1
@@ -206,10 +207,11 @@ def lstm_case(rng):
     x_shape = [batch, seq, isz] if layout else [seq, batch, isz]
     state = [batch, d, hid] if layout else [d, batch, hid]
     f = lambda *s: (rng.standard_normal(s) * 0.7).astype(np.float32)
-    ins, inits = ["x", "w", "r"], [("w", f(d, 4 * hid, isz)), ("r", f(d, 4 * hid, hid))]
-    optional = [("b", f(d, 8 * hid)),
+    g = gates * hid
+    ins, inits = ["x", "w", "r"], [("w", f(d, g, isz)), ("r", f(d, g, hid))]
+    optional = [("b", f(d, 2 * g)),
                 ("lens", rng.integers(0, seq + 1, size=batch).astype(np.int32)),
-                ("h0", f(*state)), ("c0", f(*state)), ("p", f(d, 3 * hid))]
+                ("h0", f(*state)), ("c0", f(*state)), ("p", f(d, 3 * hid))][: n_out + 2]
     for name, val in optional:
         if rng.integers(0, 2):
             ins.append(name)
@@ -221,12 +223,14 @@ def lstm_case(rng):
     attrs = dict(hidden_size=hid, direction=direction, layout=layout)
     if rng.integers(0, 4) == 0:
         attrs["clip"] = float(rng.choice([0.5, 2.0]))
-    if rng.integers(0, 4) == 0:
+    if op == "LSTM" and rng.integers(0, 4) == 0:
         attrs["input_forget"] = 1
-    which = int(rng.integers(0, 3))
-    outs = ["", "", ""]
+    if op == "GRU":
+        attrs["linear_before_reset"] = int(rng.integers(0, 2))
+    which = int(rng.integers(0, n_out))
+    outs = [""] * n_out
     outs[which] = "y"
-    return model(h.make_node("LSTM", ins, outs[: which + 1], **attrs), inits, x_shape), x_shape
+    return model(h.make_node(op, ins, outs[: which + 1], **attrs), inits, x_shape), x_shape
 
 
 def topk_case(rng):
@@ -249,9 +253,11 @@ def topk_case(rng):
 
 
 def new_ops_case(rng, i):
-    kind = ["Erf", "LayerNormalization", "Split", "Slice", "LSTM", "TopK"][i % 6]
+    kind = ["Erf", "LayerNormalization", "Split", "Slice", "LSTM", "TopK", "GRU"][i % 7]
     if kind == "TopK":
         return topk_case(rng)
+    if kind == "GRU":
+        return lstm_case(rng, "GRU")
     if kind == "LSTM":
         return lstm_case(rng)
     x_shape = [int(rng.integers(1, 6)) for _ in range(int(rng.integers(1, 5)))]
@@ -329,7 +335,7 @@ def main():
     opts.intra_op_num_threads = 1
     cases = []
     for kind, count in [("Conv", 60), ("ConvTranspose", 40), ("MaxPool", 40), ("AveragePool", 40),
-                        ("Resize", 120), ("Misc", 60), ("New", 180)]:
+                        ("Resize", 120), ("Misc", 60), ("New", 210)]:
         for i in range(count):
             try:
                 if kind == "Resize":

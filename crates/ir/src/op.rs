@@ -359,6 +359,18 @@ pub enum Op {
         k: usize,
         largest: bool,
     },
+    /// ONNX GRU with the default activations (sigmoid gates, tanh candidate): x, w
+    /// `[dirs, 3H, I]`, r `[dirs, 3H, H]`, [b `[dirs, 6H]`], [sequence_lens],
+    /// [initial_h] -> y, y_h; gate order z, r, h; layouts as [`Op::Lstm`]. With
+    /// `linear_before_reset` (PyTorch's form) the reset gate multiplies the recurrent
+    /// product `H R_h + Rb_h` instead of the state before it.
+    Gru {
+        hidden_size: usize,
+        direction: RnnDirection,
+        batch_first: bool,
+        clip: Option<f32>,
+        linear_before_reset: bool,
+    },
     /// `axes == None` reduces all axes (unless `noop_with_empty_axes`).
     Reduce {
         kind: ReduceKind,
@@ -461,6 +473,7 @@ impl Op {
             Op::Concat { .. } => "Concat",
             Op::Gather { .. } => "Gather",
             Op::Lstm { .. } => "LSTM",
+            Op::Gru { .. } => "GRU",
             Op::TopK { .. } => "TopK",
             Op::Split { .. } => "Split",
             Op::Slice { .. } => "Slice",

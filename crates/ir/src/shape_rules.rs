@@ -298,57 +298,13 @@ fn infer_op(
             direction,
             batch_first,
             ..
-        } => {
-            let x = req(inputs, 0)?;
-            if !x.dtype.is_float() {
-                return Err(format!("LSTM needs a float input, got {}", x.dtype));
-            }
-            let &[a, b, i] = x.shape else {
-                return Err(format!("x must have rank 3, got {:?}", x.shape));
-            };
-            let (seq, batch) = if *batch_first { (b, a) } else { (a, b) };
-            let (h, d) = (*hidden_size, direction.count());
-            let g = h.checked_mul(4).ok_or("hidden_size overflows")?;
-            let want: [(usize, &str, Vec<usize>); 6] = [
-                (1, "w", vec![d, g, i]),
-                (2, "r", vec![d, g, h]),
-                (3, "b", vec![d, 2 * g]),
-                (5, "initial_h", state_shape(*batch_first, d, batch, h)),
-                (6, "initial_c", state_shape(*batch_first, d, batch, h)),
-                (7, "p", vec![d, 3 * h]),
-            ];
-            for (k, name, shape) in want {
-                match opt(inputs, k) {
-                    Some(t) if t.shape != shape.as_slice() => {
-                        return Err(format!(
-                            "{name} has shape {:?}, expected {shape:?}",
-                            t.shape
-                        ))
-                    }
-                    None if k <= 2 => return Err(format!("{name} is missing")),
-                    _ => {}
-                }
-            }
-            if let Some(l) = opt(inputs, 4) {
-                if l.shape != [batch] || !l.dtype.is_integer() {
-                    return Err(format!(
-                        "sequence_lens must be integers of shape [{batch}], got {} {:?}",
-                        l.dtype, l.shape
-                    ));
-                }
-            }
-            let y = if *batch_first {
-                vec![batch, seq, d, h]
-            } else {
-                vec![seq, d, batch, h]
-            };
-            let st = state_shape(*batch_first, d, batch, h);
-            Ok(vec![
-                out(x.dtype, y),
-                out(x.dtype, st.clone()),
-                out(x.dtype, st),
-            ])
-        }
+        } => rnn(inputs, "LSTM", 4, *hidden_size, *direction, *batch_first),
+        Op::Gru {
+            hidden_size,
+            direction,
+            batch_first,
+            ..
+        } => rnn(inputs, "GRU", 3, *hidden_size, *direction, *batch_first),
         Op::TopK { axis, k, .. } => {
             let x = req(inputs, 0)?;
             if x.dtype == DType::Bool {
@@ -693,6 +649,71 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
         };
     }
     Ok(s)
+}
+
+/// ONNX LSTM (4 gates) and GRU (3 gates): x, w, r, [b], [sequence_lens], [initial_h],
+/// then for LSTM [initial_c], [p] -> y, y_h (, y_c).
+fn rnn(
+    inputs: &[Option<InputFact>],
+    op: &str,
+    gates: usize,
+    h: usize,
+    direction: RnnDirection,
+    batch_first: bool,
+) -> R<Vec<OutputFact>> {
+    let x = req(inputs, 0)?;
+    if !x.dtype.is_float() {
+        return Err(format!("{op} needs a float input, got {}", x.dtype));
+    }
+    let &[a, b, i] = x.shape else {
+        return Err(format!("x must have rank 3, got {:?}", x.shape));
+    };
+    let (seq, batch) = if batch_first { (b, a) } else { (a, b) };
+    let d = direction.count();
+    let g = h.checked_mul(gates).ok_or("hidden_size overflows")?;
+    let st = state_shape(batch_first, d, batch, h);
+    let mut want = vec![
+        (1, "w", vec![d, g, i]),
+        (2, "r", vec![d, g, h]),
+        (3, "b", vec![d, 2 * g]),
+        (5, "initial_h", st.clone()),
+    ];
+    if gates == 4 {
+        want.push((6, "initial_c", st.clone()));
+        want.push((7, "p", vec![d, 3 * h]));
+    } else if inputs.len() > 6 {
+        return Err(format!("{op} has at most 6 inputs"));
+    }
+    for (k, name, shape) in want {
+        match opt(inputs, k) {
+            Some(t) if t.shape != shape.as_slice() => {
+                return Err(format!(
+                    "{name} has shape {:?}, expected {shape:?}",
+                    t.shape
+                ))
+            }
+            None if k <= 2 => return Err(format!("{name} is missing")),
+            _ => {}
+        }
+    }
+    if let Some(l) = opt(inputs, 4) {
+        if l.shape != [batch] || !l.dtype.is_integer() {
+            return Err(format!(
+                "sequence_lens must be integers of shape [{batch}], got {} {:?}",
+                l.dtype, l.shape
+            ));
+        }
+    }
+    let y = if batch_first {
+        vec![batch, seq, d, h]
+    } else {
+        vec![seq, d, batch, h]
+    };
+    let mut outs = vec![out(x.dtype, y), out(x.dtype, st.clone())];
+    if gates == 4 {
+        outs.push(out(x.dtype, st));
+    }
+    Ok(outs)
 }
 
 /// Shape of an RNN's initial and final states.

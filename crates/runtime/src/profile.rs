@@ -181,13 +181,18 @@ pub fn node_macs(node: &Node, facts: &[Option<OutputFact>]) -> u64 {
         Op::MatMul | Op::MatMulInteger => matmul(shape(0).and_then(|a| a.last()).copied()),
         Op::QLinearMatMul => matmul(shape(0).and_then(|a| a.last()).copied()),
         Op::FullyConnected { .. } => matmul(shape(1).and_then(|w| w.get(1)).copied()),
-        Op::Lstm { hidden_size, .. } => {
-            // Every step of every direction multiplies [I + H] by the 4H gate rows;
-            // y holds one H-vector per step and direction.
+        Op::Lstm { hidden_size, .. } | Op::Gru { hidden_size, .. } => {
+            // Every step of every direction multiplies [I + H] by the gate rows (4H for
+            // LSTM, 3H for GRU); y holds one H-vector per step and direction.
+            let gates = if matches!(node.op, Op::Lstm { .. }) {
+                4
+            } else {
+                3
+            };
             let (y, w) = (out(), shape(1));
             y.zip(w).and_then(|(y, w)| {
                 let k = *w.get(2)? as u64 + *hidden_size as u64;
-                Some(numel(y).saturating_mul(4).saturating_mul(k))
+                Some(numel(y).saturating_mul(gates).saturating_mul(k))
             })
         }
         _ => None,

@@ -226,8 +226,8 @@ fn required_opset(g: &Graph) -> i64 {
             }
             Op::Unary(UnaryKind::HardSwish) => 14,
             Op::LayerNorm { .. } => 17,
-            // LSTM's layout attribute arrived in opset 14.
-            Op::Lstm { .. } => 14,
+            // The layout attribute of LSTM and GRU arrived in opset 14.
+            Op::Lstm { .. } | Op::Gru { .. } => 14,
             _ => 13,
         };
         v = v.max(need);
@@ -1316,7 +1316,14 @@ impl Ex<'_> {
                 direction,
                 batch_first,
                 clip,
-                input_forget,
+                ..
+            }
+            | Op::Gru {
+                hidden_size,
+                direction,
+                batch_first,
+                clip,
+                ..
             } => {
                 let dir = match direction {
                     RnnDirection::Forward => "forward",
@@ -1327,12 +1334,22 @@ impl Ex<'_> {
                     a_i("hidden_size", *hidden_size as i64),
                     a_s("direction", dir),
                     a_i("layout", *batch_first as i64),
-                    a_i("input_forget", *input_forget as i64),
                 ];
+                match &n.op {
+                    Op::Lstm { input_forget, .. } => {
+                        attrs.push(a_i("input_forget", *input_forget as i64))
+                    }
+                    Op::Gru {
+                        linear_before_reset,
+                        ..
+                    } => attrs.push(a_i("linear_before_reset", *linear_before_reset as i64)),
+                    _ => {}
+                }
                 if let Some(c) = clip {
                     attrs.push(a_f("clip", *c));
                 }
-                self.push(&name, "LSTM", trim(ins.clone()), outs.to_vec(), attrs);
+                let op = n.op.name();
+                self.push(&name, op, trim(ins.clone()), outs.to_vec(), attrs);
             }
             Op::TopK { axis, k, largest } => {
                 let kk = self.i64s(&format!("{name}_k"), &[*k as i64])?;

@@ -56,6 +56,7 @@ const KNOWN: &[&str] = &[
     "Split",
     "Slice",
     "LSTM",
+    "GRU",
     "TopK",
     "Pad",
     "ReduceMean",
@@ -395,7 +396,7 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
             emit(im, v, op, vec![Some(x()?), Some(req(v, ins, 1)?)], dt0(im)?)
         }
         "Split" => split(im, v, ins),
-        "LSTM" => lstm(im, v, ins),
+        "LSTM" | "GRU" => rnn(im, v, ins),
         "TopK" => top_k(im, v, ins),
         "Slice" => slice(im, v, ins),
         "Pad" => pad(im, v, ins),
@@ -1013,9 +1014,10 @@ fn slice(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()>
     emit(im, v, op, vec![Some(x)], dt)
 }
 
-/// LSTM with the default activations (anything else is refused by name). All three
-/// IR outputs exist; ONNX outputs left out get fresh names.
-fn lstm(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
+/// LSTM and GRU with the default activations (anything else is refused by name).
+/// Every IR output exists; ONNX outputs left out get fresh names.
+fn rnn(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
+    let is_lstm = v.op_type == "LSTM";
     let x = req(v, ins, 0)?;
     let dt = im.dtype(x);
     let hidden = v
@@ -1036,12 +1038,19 @@ fn lstm(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> 
             .iter()
             .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
             .collect();
-        let default = ["sigmoid", "tanh", "tanh"];
-        let ok = names.len() == 3 * direction.count()
-            && names.iter().enumerate().all(|(k, n)| n == default[k % 3]);
+        let default: &[&str] = if is_lstm {
+            &["sigmoid", "tanh", "tanh"]
+        } else {
+            &["sigmoid", "tanh"]
+        };
+        let ok = names.len() == default.len() * direction.count()
+            && names
+                .iter()
+                .enumerate()
+                .all(|(k, n)| n == default[k % default.len()]);
         if !ok {
             return Err(v.err(format!(
-                "activations {names:?} are not supported (only the default Sigmoid, Tanh, Tanh)"
+                "activations {names:?} are not supported (only the defaults {default:?})"
             )));
         }
     }
@@ -1054,20 +1063,35 @@ fn lstm(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> 
     if clip.is_some_and(|c| c.is_nan() || c <= 0.0) {
         return Err(v.err(format!("clip must be positive, got {clip:?}")));
     }
-    let op = Op::Lstm {
-        hidden_size: hidden as usize,
-        direction,
-        batch_first,
-        clip,
-        input_forget: v.i("input_forget", 0)? != 0,
+    let (op, n_in, n_out) = if is_lstm {
+        let op = Op::Lstm {
+            hidden_size: hidden as usize,
+            direction,
+            batch_first,
+            clip,
+            input_forget: v.i("input_forget", 0)? != 0,
+        };
+        (op, 8, 3)
+    } else {
+        let op = Op::Gru {
+            hidden_size: hidden as usize,
+            direction,
+            batch_first,
+            clip,
+            linear_before_reset: v.i("linear_before_reset", 0)? != 0,
+        };
+        (op, 6, 2)
     };
-    let mut inputs = vec![Some(x), Some(req(v, ins, 1)?), Some(req(v, ins, 2)?)];
-    inputs.extend((3..8).map(|k| opt(ins, k)));
-    if v.node.output.len() > 3 {
-        return Err(v.err("LSTM has at most 3 outputs"));
+    if ins.len() > n_in || v.node.output.len() > n_out {
+        return Err(v.err(format!(
+            "{} takes at most {n_in} inputs and {n_out} outputs",
+            v.op_type
+        )));
     }
-    let mut outs = Vec::with_capacity(3);
-    for k in 0..3 {
+    let mut inputs = vec![Some(x), Some(req(v, ins, 1)?), Some(req(v, ins, 2)?)];
+    inputs.extend((3..n_in).map(|k| opt(ins, k)));
+    let mut outs = Vec::with_capacity(n_out);
+    for k in 0..n_out {
         outs.push(match v.node.output.get(k).filter(|s| !s.is_empty()) {
             Some(name) => im.new_value(name, dt, None)?,
             None => im.fresh_value(&format!("{}_out{k}", v.name), dt)?,

@@ -175,14 +175,32 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
             clip,
             input_forget,
         } => {
-            let a = rnn::LstmAttrs {
+            let a = rnn::RnnAttrs {
                 hidden: *hidden_size,
                 direction: *direction,
                 batch_first: *batch_first,
                 clip: *clip,
                 input_forget: *input_forget,
+                linear_before_reset: false,
             };
             rnn::lstm(&a, inputs, outs)
+        }
+        Op::Gru {
+            hidden_size,
+            direction,
+            batch_first,
+            clip,
+            linear_before_reset,
+        } => {
+            let a = rnn::RnnAttrs {
+                hidden: *hidden_size,
+                direction: *direction,
+                batch_first: *batch_first,
+                clip: *clip,
+                input_forget: false,
+                linear_before_reset: *linear_before_reset,
+            };
+            rnn::gru(&a, inputs, outs)
         }
         Op::Flatten { .. }
         | Op::Reshape { .. }
