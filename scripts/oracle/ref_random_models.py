@@ -11,7 +11,13 @@ with a fixed seed over what the reference kernels support: Conv / ConvTranspose 
 MaxPool / AveragePool in 1-D, 2-D and 3-D with strides, dilations, pads, auto_pad,
 groups and ceil_mode; Resize in every mode and coordinate transform (scales or sizes,
 axes, aspect-ratio policies, antialias, exclude_outside, cubic_coeff_a); Gemm, MatMul
-with broadcasting; Softmax/LogSoftmax, ReduceMean/Sum/Max, Pad in every mode.
+with broadcasting; Softmax/LogSoftmax, ReduceMean/Sum/Max, Pad in every mode; Erf,
+LayerNormalization (any axis, broadcast scale/bias), Split (sizes, equal parts,
+opset-18 num_outputs with a short last part; the pieces concatenated in reverse order)
+and Slice (negative and out-of-range starts/ends, INT64_MAX, negative steps, axes);
+LSTM and GRU (every direction, both layouts, biases, initial states, peepholes, clip,
+input_forget, linear_before_reset, sequence lengths; any one of their outputs); TopK (largest and
+smallest, ties, values or indices).
 Cases onnxruntime itself rejects are skipped (not printed).
 """
 import os
@@ -179,6 +185,145 @@ def misc_case(rng, i):
     return model(h.make_node("Pad", ["x", "pads", "v"], ["y"], mode=mode), inits, x_shape), x_shape
 
 
+def graph_model(nodes, inits, x_shape):
+    g = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, list(x_shape))],
+        [h.make_tensor_value_info("y", T.FLOAT, None)],
+        [nh.from_array(np.asarray(a), n) for n, a in inits],
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", OPSET)])
+    m.ir_version = 9
+    return m
+
+
+def lstm_case(rng, op="LSTM"):
+    gates, n_out = (4, 3) if op == "LSTM" else (3, 2)
+    seq, batch, isz, hid = (int(rng.integers(1, 6)) for _ in range(4))
+    direction = str(rng.choice(["forward", "reverse", "bidirectional"]))
+    d = 2 if direction == "bidirectional" else 1
+    layout = int(rng.integers(0, 2))
+    x_shape = [batch, seq, isz] if layout else [seq, batch, isz]
+    state = [batch, d, hid] if layout else [d, batch, hid]
+    f = lambda *s: (rng.standard_normal(s) * 0.7).astype(np.float32)
+    g = gates * hid
+    ins, inits = ["x", "w", "r"], [("w", f(d, g, isz)), ("r", f(d, g, hid))]
+    optional = [("b", f(d, 2 * g)),
+                ("lens", rng.integers(0, seq + 1, size=batch).astype(np.int32)),
+                ("h0", f(*state)), ("c0", f(*state)), ("p", f(d, 3 * hid))][: n_out + 2]
+    for name, val in optional:
+        if rng.integers(0, 2):
+            ins.append(name)
+            inits.append((name, val))
+        else:
+            ins.append("")
+    while ins[-1] == "":
+        ins.pop()
+    attrs = dict(hidden_size=hid, direction=direction, layout=layout)
+    if rng.integers(0, 4) == 0:
+        attrs["clip"] = float(rng.choice([0.5, 2.0]))
+    if op == "LSTM" and rng.integers(0, 4) == 0:
+        attrs["input_forget"] = 1
+    if op == "GRU":
+        attrs["linear_before_reset"] = int(rng.integers(0, 2))
+    which = int(rng.integers(0, n_out))
+    outs = [""] * n_out
+    outs[which] = "y"
+    return model(h.make_node(op, ins, outs[: which + 1], **attrs), inits, x_shape), x_shape
+
+
+def topk_case(rng):
+    x_shape = [int(rng.integers(1, 6)) for _ in range(int(rng.integers(1, 4)))]
+    r = len(x_shape)
+    axis = int(rng.integers(-r, r))
+    k = int(rng.integers(1, x_shape[axis % r] + 1))
+    largest = int(rng.integers(0, 2))
+    which = int(rng.integers(0, 2))
+    inits = [("k", np.array([k], np.int64))]
+    if which == 0:
+        node = h.make_node("TopK", ["x", "k"], ["y", "i"], axis=axis, largest=largest)
+        return model(node, inits, x_shape), x_shape
+    # Indices as float, so the single float output checks them too; ties are made likely
+    # by flooring the input.
+    nodes = [h.make_node("Floor", ["x"], ["xr"]),
+             h.make_node("TopK", ["xr", "k"], ["v", "i"], axis=axis, largest=largest),
+             h.make_node("Cast", ["i"], ["y"], to=T.FLOAT)]
+    return graph_model(nodes, inits, x_shape), x_shape
+
+
+def new_ops_case(rng, i):
+    kind = ["Erf", "LayerNormalization", "Split", "Slice", "LSTM", "TopK", "GRU"][i % 7]
+    if kind == "TopK":
+        return topk_case(rng)
+    if kind == "GRU":
+        return lstm_case(rng, "GRU")
+    if kind == "LSTM":
+        return lstm_case(rng)
+    x_shape = [int(rng.integers(1, 6)) for _ in range(int(rng.integers(1, 5)))]
+    r = len(x_shape)
+    if kind == "Erf":
+        # Spread the inputs over erf's whole range (tails included).
+        k = np.array(float(rng.choice([0.5, 2.0, 4.0])), np.float32)
+        nodes = [h.make_node("Mul", ["x", "k"], ["t"]), h.make_node("Erf", ["t"], ["y"])]
+        return graph_model(nodes, [("k", k)], x_shape), x_shape
+    if kind == "LayerNormalization":
+        axis = int(rng.integers(-r, r))
+        a = axis % r
+        inner = x_shape[a:]
+        # scale/bias: the full normalized shape, or a broadcastable suffix of it.
+        cut = int(rng.integers(0, len(inner)))
+        sshape = [1 if rng.integers(0, 3) == 0 else d for d in inner[cut:]]
+        scale = rng.standard_normal(sshape).astype(np.float32)
+        ins, inits = ["x", "s"], [("s", scale)]
+        if rng.integers(0, 2):
+            ins.append("b")
+            inits.append(("b", rng.standard_normal(sshape).astype(np.float32)))
+        eps = float(rng.choice([1e-5, 1e-3, 0.1]))
+        node = h.make_node("LayerNormalization", ins, ["y"], axis=axis, epsilon=eps)
+        return model(node, inits, x_shape), x_shape
+    if kind == "Split":
+        axis = int(rng.integers(-r, r))
+        d = x_shape[axis % r] + int(rng.integers(0, 4))
+        x_shape[axis % r] = d
+        mode = int(rng.integers(0, 3))
+        inits = []
+        if mode == 0:  # explicit sizes
+            n = int(rng.integers(1, min(d, 4) + 1))
+            cuts = sorted(rng.choice(np.arange(1, d), size=n - 1, replace=False)) if n > 1 else []
+            sizes = np.diff([0] + [int(c) for c in cuts] + [d]).astype(np.int64)
+            split = h.make_node("Split", ["x", "sizes"], [f"p{k}" for k in range(n)], axis=axis)
+            inits = [("sizes", sizes)]
+        elif mode == 1:  # equal parts
+            n = int(rng.choice([k for k in range(1, 5) if d % k == 0]))
+            split = h.make_node("Split", ["x"], [f"p{k}" for k in range(n)], axis=axis)
+        else:  # opset 18 num_outputs, last part shorter
+            n = int(rng.integers(1, d + 1))
+            c = -(-d // n)
+            if c * (n - 1) >= d:
+                raise ValueError
+            split = h.make_node("Split", ["x"], [f"p{k}" for k in range(n)], axis=axis, num_outputs=n)
+        cat = h.make_node("Concat", [f"p{k}" for k in reversed(range(n))], ["y"], axis=axis)
+        return graph_model([split, cat], inits, x_shape), x_shape
+    naxes = int(rng.integers(1, r + 1))
+    axes = [int(a) for a in rng.permutation(r)[:naxes]]
+    axes = [a - r if rng.integers(0, 2) else a for a in axes]
+    big = np.iinfo(np.int64).max
+    starts, ends, steps = [], [], []
+    for a in axes:
+        d = x_shape[a % r]
+        st = int(rng.choice([rng.integers(-d - 2, d + 2), 0, -1]))
+        en = int(rng.choice([rng.integers(-d - 2, d + 2), big, -big]))
+        sp = int(rng.choice([1, 1, 2, 3, -1, -2]))
+        starts.append(st)
+        ends.append(en)
+        steps.append(sp)
+    inits = [("st", np.array(starts, np.int64)), ("en", np.array(ends, np.int64)),
+             ("ax", np.array(axes, np.int64)), ("sp", np.array(steps, np.int64))]
+    node = h.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["y"])
+    return model(node, inits, x_shape), x_shape
+
+
 def main():
     if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
@@ -190,13 +335,15 @@ def main():
     opts.intra_op_num_threads = 1
     cases = []
     for kind, count in [("Conv", 60), ("ConvTranspose", 40), ("MaxPool", 40), ("AveragePool", 40),
-                        ("Resize", 120), ("Misc", 60)]:
+                        ("Resize", 120), ("Misc", 60), ("New", 210)]:
         for i in range(count):
             try:
                 if kind == "Resize":
                     m, xs = resize_case(rng)
                 elif kind == "Misc":
                     m, xs = misc_case(rng, i)
+                elif kind == "New":
+                    m, xs = new_ops_case(rng, i)
                 else:
                     m, xs = spatial_case(rng, kind)
             except ValueError:

@@ -123,6 +123,8 @@ pub enum UnaryKind {
     Floor,
     Ceil,
     Not,
+    /// The Gauss error function (GELU in transformers is `0.5 x (1 + erf(x / sqrt 2))`).
+    Erf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -195,6 +197,24 @@ pub struct ResizeAttrs {
     pub roi: Option<Vec<f32>>,
 }
 
+/// Which way a recurrent layer runs over the sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RnnDirection {
+    Forward,
+    Reverse,
+    /// Forward and reverse, with their own weights; outputs stacked on the direction axis.
+    Bidirectional,
+}
+
+impl RnnDirection {
+    pub fn count(self) -> usize {
+        match self {
+            RnnDirection::Bidirectional => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// One operator. Inputs and outputs are listed per variant as `inputs -> outputs`;
 /// `[x]` marks an optional input (absent = `None` in `Node::inputs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -258,6 +278,14 @@ pub enum Op {
     BatchNorm {
         epsilon: f32,
     },
+    /// x, scale, [bias] -> y (ONNX LayerNormalization): each slice over the axes
+    /// `axis..rank` is normalized to zero mean and unit variance (`1 / sqrt(var +
+    /// epsilon)`, biased variance), then multiplied by `scale` and shifted by `bias`,
+    /// both broadcast to `shape[axis..]`.
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
     Flatten {
         axis: i64,
     },
@@ -285,12 +313,63 @@ pub enum Op {
     Gather {
         axis: i64,
     },
+    /// x -> y0, y1, ...: consecutive pieces of x along `axis`, `split[i]` wide
+    /// (ONNX Split; TFLite SPLIT / SPLIT_V).
+    Split {
+        axis: i64,
+        split: Vec<usize>,
+    },
+    /// x -> y (ONNX Slice, constant operands folded): along `axes[i]`, elements
+    /// `starts[i], starts[i] + steps[i], ...` up to but excluding `ends[i]`; negative
+    /// starts/ends count from the end and out-of-range ones are clamped as in ONNX.
+    /// The four lists have the same length; axes not listed are kept whole.
+    Slice {
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        axes: Vec<i64>,
+        steps: Vec<i64>,
+    },
     /// `pads` over all axes in ONNX order `[begins..., ends...]` (negative crops);
     /// `value` is the real pad value (quantized tensors pad with its quantized form).
     Pad {
         mode: PadMode,
         pads: Vec<i64>,
         value: f32,
+    },
+    /// ONNX LSTM with the default activations (sigmoid for the gates, tanh for the
+    /// cell and hidden state): x, w `[dirs, 4H, I]`, r `[dirs, 4H, H]`, [b `[dirs, 8H]`],
+    /// [sequence_lens `[batch]`], [initial_h], [initial_c], [p `[dirs, 3H]`] -> y, y_h,
+    /// y_c. Gate order i, o, f, c (peepholes i, o, f). With `batch_first` (ONNX
+    /// `layout = 1`) x is `[batch, seq, I]`, y `[batch, seq, dirs, H]` and the states
+    /// `[batch, dirs, H]`; otherwise x is `[seq, batch, I]`, y `[seq, dirs, batch, H]`
+    /// and the states `[dirs, batch, H]`. `clip` bounds the gate pre-activations;
+    /// `input_forget` couples the forget gate to the input gate (f = 1 - i).
+    Lstm {
+        hidden_size: usize,
+        direction: RnnDirection,
+        batch_first: bool,
+        clip: Option<f32>,
+        input_forget: bool,
+    },
+    /// x -> values, indices (i64): the `k` largest (or smallest) elements along `axis`,
+    /// best first; equal elements keep their original order (ONNX TopK, `k` folded from
+    /// its constant input; unsorted output is also returned sorted).
+    TopK {
+        axis: i64,
+        k: usize,
+        largest: bool,
+    },
+    /// ONNX GRU with the default activations (sigmoid gates, tanh candidate): x, w
+    /// `[dirs, 3H, I]`, r `[dirs, 3H, H]`, [b `[dirs, 6H]`], [sequence_lens],
+    /// [initial_h] -> y, y_h; gate order z, r, h; layouts as [`Op::Lstm`]. With
+    /// `linear_before_reset` (PyTorch's form) the reset gate multiplies the recurrent
+    /// product `H R_h + Rb_h` instead of the state before it.
+    Gru {
+        hidden_size: usize,
+        direction: RnnDirection,
+        batch_first: bool,
+        clip: Option<f32>,
+        linear_before_reset: bool,
     },
     /// `axes == None` reduces all axes (unless `noop_with_empty_axes`).
     Reduce {
@@ -374,6 +453,7 @@ impl Op {
                 UnaryKind::Floor => "Floor",
                 UnaryKind::Ceil => "Ceil",
                 UnaryKind::Not => "Not",
+                UnaryKind::Erf => "Erf",
             },
             Op::Clip { .. } => "Clip",
             Op::LeakyRelu { .. } => "LeakyRelu",
@@ -384,6 +464,7 @@ impl Op {
             Op::AveragePool(_) => "AveragePool",
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::BatchNorm { .. } => "BatchNormalization",
+            Op::LayerNorm { .. } => "LayerNormalization",
             Op::Flatten { .. } => "Flatten",
             Op::Reshape { .. } => "Reshape",
             Op::Transpose { .. } => "Transpose",
@@ -391,6 +472,11 @@ impl Op {
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Concat { .. } => "Concat",
             Op::Gather { .. } => "Gather",
+            Op::Lstm { .. } => "LSTM",
+            Op::Gru { .. } => "GRU",
+            Op::TopK { .. } => "TopK",
+            Op::Split { .. } => "Split",
+            Op::Slice { .. } => "Slice",
             Op::Pad { .. } => "Pad",
             Op::Reduce { kind, .. } => match kind {
                 ReduceKind::Mean => "ReduceMean",

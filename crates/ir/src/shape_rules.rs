@@ -269,6 +269,58 @@ fn infer_op(
             }
             one(out(x.dtype, x.shape.to_vec()))
         }
+        Op::LayerNorm { axis, .. } => {
+            let x = req(inputs, 0)?;
+            if !x.dtype.is_float() {
+                return Err(format!("LayerNorm needs a float input, got {}", x.dtype));
+            }
+            let a = norm_axis(*axis, x.shape.len())?;
+            let inner = &x.shape[a..];
+            for (i, name) in [(1, "scale"), (2, "bias")] {
+                let Some(p) = opt(inputs, i) else {
+                    if i == 1 {
+                        return Err("scale is missing".into());
+                    }
+                    continue;
+                };
+                // Unidirectional broadcast to the normalized shape.
+                if broadcast(inner, p.shape).ok().as_deref() != Some(inner) {
+                    return Err(format!(
+                        "{name} has shape {:?}, which does not broadcast to {inner:?}",
+                        p.shape
+                    ));
+                }
+            }
+            one(out(x.dtype, x.shape.to_vec()))
+        }
+        Op::Lstm {
+            hidden_size,
+            direction,
+            batch_first,
+            ..
+        } => rnn(inputs, "LSTM", 4, *hidden_size, *direction, *batch_first),
+        Op::Gru {
+            hidden_size,
+            direction,
+            batch_first,
+            ..
+        } => rnn(inputs, "GRU", 3, *hidden_size, *direction, *batch_first),
+        Op::TopK { axis, k, .. } => {
+            let x = req(inputs, 0)?;
+            if x.dtype == DType::Bool {
+                return Err("TopK needs numbers, got bool".into());
+            }
+            let a = norm_axis(*axis, x.shape.len())?;
+            if *k > x.shape[a] {
+                return Err(format!(
+                    "k = {k} is larger than dimension {a} of {:?}",
+                    x.shape
+                ));
+            }
+            let mut s = x.shape.to_vec();
+            s[a] = *k;
+            Ok(vec![out(x.dtype, s.clone()), out(DType::I64, s)])
+        }
         Op::Flatten { axis } => {
             let x = req(inputs, 0)?;
             let r = x.shape.len() as i64;
@@ -364,6 +416,45 @@ fn infer_op(
             Ok(vec![OutputFact {
                 dtype: d.dtype,
                 shape: s,
+                value,
+            }])
+        }
+        Op::Split { axis, split } => {
+            let x = req(inputs, 0)?;
+            let a = norm_axis(*axis, x.shape.len())?;
+            let total = split.iter().try_fold(0usize, |s, &w| s.checked_add(w));
+            if split.is_empty() || total != Some(x.shape[a]) {
+                return Err(format!(
+                    "split {split:?} does not add up to dimension {a} of {:?}",
+                    x.shape
+                ));
+            }
+            Ok(split
+                .iter()
+                .map(|&w| {
+                    let mut s = x.shape.to_vec();
+                    s[a] = w;
+                    out(x.dtype, s)
+                })
+                .collect())
+        }
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
+            let x = req(inputs, 0)?;
+            let sl = slice_geometry(x.shape, starts, ends, axes, steps)?;
+            let value = small_int(x).map(|v| {
+                let st = strides_of(x.shape);
+                let mut vals = Vec::with_capacity(checked_numel(&sl.count).unwrap_or(0));
+                sl.for_each_source(&st, |i| vals.push(v[i]));
+                make_value(x.dtype, sl.count.clone(), &vals)
+            });
+            Ok(vec![OutputFact {
+                dtype: x.dtype,
+                shape: sl.count,
                 value,
             }])
         }
@@ -558,6 +649,192 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
         };
     }
     Ok(s)
+}
+
+/// ONNX LSTM (4 gates) and GRU (3 gates): x, w, r, [b], [sequence_lens], [initial_h],
+/// then for LSTM [initial_c], [p] -> y, y_h (, y_c).
+fn rnn(
+    inputs: &[Option<InputFact>],
+    op: &str,
+    gates: usize,
+    h: usize,
+    direction: RnnDirection,
+    batch_first: bool,
+) -> R<Vec<OutputFact>> {
+    let x = req(inputs, 0)?;
+    if !x.dtype.is_float() {
+        return Err(format!("{op} needs a float input, got {}", x.dtype));
+    }
+    let &[a, b, i] = x.shape else {
+        return Err(format!("x must have rank 3, got {:?}", x.shape));
+    };
+    let (seq, batch) = if batch_first { (b, a) } else { (a, b) };
+    let d = direction.count();
+    let g = h.checked_mul(gates).ok_or("hidden_size overflows")?;
+    let st = state_shape(batch_first, d, batch, h);
+    let mut want = vec![
+        (1, "w", vec![d, g, i]),
+        (2, "r", vec![d, g, h]),
+        (3, "b", vec![d, 2 * g]),
+        (5, "initial_h", st.clone()),
+    ];
+    if gates == 4 {
+        want.push((6, "initial_c", st.clone()));
+        want.push((7, "p", vec![d, 3 * h]));
+    } else if inputs.len() > 6 {
+        return Err(format!("{op} has at most 6 inputs"));
+    }
+    for (k, name, shape) in want {
+        match opt(inputs, k) {
+            Some(t) if t.shape != shape.as_slice() => {
+                return Err(format!(
+                    "{name} has shape {:?}, expected {shape:?}",
+                    t.shape
+                ))
+            }
+            None if k <= 2 => return Err(format!("{name} is missing")),
+            _ => {}
+        }
+    }
+    if let Some(l) = opt(inputs, 4) {
+        if l.shape != [batch] || !l.dtype.is_integer() {
+            return Err(format!(
+                "sequence_lens must be integers of shape [{batch}], got {} {:?}",
+                l.dtype, l.shape
+            ));
+        }
+    }
+    let y = if batch_first {
+        vec![batch, seq, d, h]
+    } else {
+        vec![seq, d, batch, h]
+    };
+    let mut outs = vec![out(x.dtype, y), out(x.dtype, st.clone())];
+    if gates == 4 {
+        outs.push(out(x.dtype, st));
+    }
+    Ok(outs)
+}
+
+/// Shape of an RNN's initial and final states.
+pub fn state_shape(batch_first: bool, dirs: usize, batch: usize, hidden: usize) -> Vec<usize> {
+    if batch_first {
+        vec![batch, dirs, hidden]
+    } else {
+        vec![dirs, batch, hidden]
+    }
+}
+
+/// Where an ONNX Slice reads from, per axis of the input: the first index, the step
+/// and the number of elements taken (the output shape).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceGeometry {
+    pub begin: Vec<i64>,
+    pub step: Vec<i64>,
+    pub count: Vec<usize>,
+}
+
+impl SliceGeometry {
+    /// Calls `f` with the flat source index (under row-major `strides` of the input)
+    /// of every output element, in output order.
+    pub fn for_each_source(&self, strides: &[usize], mut f: impl FnMut(usize)) {
+        if self.count.contains(&0) {
+            return;
+        }
+        let r = self.count.len();
+        let mut pos = vec![0usize; r];
+        let flat = |pos: &[usize]| -> usize {
+            (0..r)
+                .map(|k| (self.begin[k] + pos[k] as i64 * self.step[k]) as usize * strides[k])
+                .sum()
+        };
+        loop {
+            f(flat(&pos));
+            let mut d = r;
+            loop {
+                if d == 0 {
+                    return;
+                }
+                d -= 1;
+                pos[d] += 1;
+                if pos[d] < self.count[d] {
+                    break;
+                }
+                pos[d] = 0;
+            }
+        }
+    }
+}
+
+/// ONNX Slice semantics: negative starts/ends count from the end; starts and ends are
+/// clamped to `[0, dim]` (`[0, dim - 1]` and `[-1, dim - 1]` for negative steps), so
+/// huge values are fine; an end of INT_MAX means "to the end" in either direction. Empty `axes` means `0..n`, empty
+/// `steps` all 1.
+pub fn slice_geometry(
+    shape: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    axes: &[i64],
+    steps: &[i64],
+) -> R<SliceGeometry> {
+    let n = starts.len();
+    let axes: Vec<i64> = if axes.is_empty() {
+        (0..n as i64).collect()
+    } else {
+        axes.to_vec()
+    };
+    let steps: Vec<i64> = if steps.is_empty() {
+        vec![1; n]
+    } else {
+        steps.to_vec()
+    };
+    if ends.len() != n || axes.len() != n || steps.len() != n {
+        return Err(format!(
+            "starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} differ in length"
+        ));
+    }
+    let r = shape.len();
+    let axes = norm_axes(&axes, r)?;
+    let mut g = SliceGeometry {
+        begin: vec![0; r],
+        step: vec![1; r],
+        count: shape.to_vec(),
+    };
+    for k in 0..n {
+        let (a, s) = (axes[k], steps[k]);
+        if s == 0 {
+            return Err("slice step 0".into());
+        }
+        let d = shape[a] as i64;
+        g.step[a] = s;
+        if d == 0 {
+            g.count[a] = 0;
+            continue;
+        }
+        let fix = |x: i64| if x < 0 { x.saturating_add(d) } else { x };
+        let (st, en) = if s > 0 {
+            (fix(starts[k]).clamp(0, d), fix(ends[k]).clamp(0, d))
+        } else if ends[k] == i64::MAX || ends[k] == i32::MAX as i64 {
+            // An INT_MAX end is numpy's `None`, "to the end in the step's direction",
+            // also for negative steps (onnxruntime; the clamp alone would give an
+            // empty slice).
+            (fix(starts[k]).clamp(0, d - 1), -1)
+        } else {
+            (
+                fix(starts[k]).clamp(0, d - 1),
+                fix(ends[k]).clamp(-1, d - 1),
+            )
+        };
+        // Elements strictly between st and en, every |s|-th (ceil division).
+        let span = if s > 0 { en - st } else { st - en };
+        g.count[a] = if span > 0 {
+            (span as u64).div_ceil(s.unsigned_abs()) as usize
+        } else {
+            0
+        };
+        g.begin[a] = st;
+    }
+    Ok(g)
 }
 
 /// Full permutation (empty = reverse), validated.

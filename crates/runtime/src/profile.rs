@@ -181,6 +181,20 @@ pub fn node_macs(node: &Node, facts: &[Option<OutputFact>]) -> u64 {
         Op::MatMul | Op::MatMulInteger => matmul(shape(0).and_then(|a| a.last()).copied()),
         Op::QLinearMatMul => matmul(shape(0).and_then(|a| a.last()).copied()),
         Op::FullyConnected { .. } => matmul(shape(1).and_then(|w| w.get(1)).copied()),
+        Op::Lstm { hidden_size, .. } | Op::Gru { hidden_size, .. } => {
+            // Every step of every direction multiplies [I + H] by the gate rows (4H for
+            // LSTM, 3H for GRU); y holds one H-vector per step and direction.
+            let gates = if matches!(node.op, Op::Lstm { .. }) {
+                4
+            } else {
+                3
+            };
+            let (y, w) = (out(), shape(1));
+            y.zip(w).and_then(|(y, w)| {
+                let k = *w.get(2)? as u64 + *hidden_size as u64;
+                Some(numel(y).saturating_mul(gates).saturating_mul(k))
+            })
+        }
         _ => None,
     };
     r.unwrap_or(0)
@@ -210,6 +224,7 @@ fn node_elem_ops(node: &Node, facts: &[Option<OutputFact>]) -> u64 {
         | Op::Softmax { .. }
         | Op::LogSoftmax { .. }
         | Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
         | Op::Resize(_)
         | Op::QuantizeLinear { .. }
         | Op::DequantizeLinear { .. }
@@ -220,7 +235,7 @@ fn node_elem_ops(node: &Node, facts: &[Option<OutputFact>]) -> u64 {
             out.saturating_mul(p.kernel_shape.iter().map(|&k| k as u64).product::<u64>())
         }
         // Every input element is read once.
-        Op::GlobalAveragePool | Op::Reduce { .. } => input0,
+        Op::GlobalAveragePool | Op::Reduce { .. } | Op::TopK { .. } => input0,
         _ => 0,
     }
 }

@@ -1,7 +1,8 @@
 //! The reference kernels against onnxruntime on random single-op models
 //! (scripts/oracle/ref_random_models.py): Conv / ConvTranspose / pools in 1-D, 2-D and
 //! 3-D with strides, dilations, pads, auto_pad, groups and ceil_mode; Resize in every
-//! mode and coordinate transform; Gemm, MatMul, Softmax, reductions, Pad.
+//! mode and coordinate transform; Gemm, MatMul, Softmax, reductions, Pad; Erf,
+//! LayerNormalization, Split, Slice, LSTM, GRU and TopK.
 //! Tolerance as the ONNX conformance tests: |got - want| <= 1e-5 + 1e-3 * |want|.
 
 use edgeopt_ir::Tensor;

@@ -225,6 +225,9 @@ fn required_opset(g: &Graph) -> i64 {
                 14
             }
             Op::Unary(UnaryKind::HardSwish) => 14,
+            Op::LayerNorm { .. } => 17,
+            // The layout attribute of LSTM and GRU arrived in opset 14.
+            Op::Lstm { .. } | Op::Gru { .. } => 14,
             _ => 13,
         };
         v = v.max(need);
@@ -1249,6 +1252,7 @@ impl Ex<'_> {
                     UnaryKind::Floor => "Floor",
                     UnaryKind::Ceil => "Ceil",
                     UnaryKind::Not => "Not",
+                    UnaryKind::Erf => "Erf",
                 };
                 simple(self, op, vec![]);
             }
@@ -1319,6 +1323,11 @@ impl Ex<'_> {
             Op::BatchNorm { epsilon } => {
                 simple(self, "BatchNormalization", vec![a_f("epsilon", *epsilon)])
             }
+            Op::LayerNorm { axis, epsilon } => simple(
+                self,
+                "LayerNormalization",
+                vec![a_i("axis", *axis), a_f("epsilon", *epsilon)],
+            ),
             Op::Flatten { axis } => simple(self, "Flatten", vec![a_i("axis", *axis)]),
             Op::Reshape { allowzero } => {
                 let attrs = if *allowzero {
@@ -1357,6 +1366,79 @@ impl Ex<'_> {
                 }
             }
             Op::Gather { axis } => simple(self, "Gather", vec![a_i("axis", *axis)]),
+            Op::Lstm {
+                hidden_size,
+                direction,
+                batch_first,
+                clip,
+                ..
+            }
+            | Op::Gru {
+                hidden_size,
+                direction,
+                batch_first,
+                clip,
+                ..
+            } => {
+                let dir = match direction {
+                    RnnDirection::Forward => "forward",
+                    RnnDirection::Reverse => "reverse",
+                    RnnDirection::Bidirectional => "bidirectional",
+                };
+                let mut attrs = vec![
+                    a_i("hidden_size", *hidden_size as i64),
+                    a_s("direction", dir),
+                    a_i("layout", *batch_first as i64),
+                ];
+                match &n.op {
+                    Op::Lstm { input_forget, .. } => {
+                        attrs.push(a_i("input_forget", *input_forget as i64))
+                    }
+                    Op::Gru {
+                        linear_before_reset,
+                        ..
+                    } => attrs.push(a_i("linear_before_reset", *linear_before_reset as i64)),
+                    _ => {}
+                }
+                if let Some(c) = clip {
+                    attrs.push(a_f("clip", *c));
+                }
+                let op = n.op.name();
+                self.push(&name, op, trim(ins.clone()), outs.to_vec(), attrs);
+            }
+            Op::TopK { axis, k, largest } => {
+                let kk = self.i64s(&format!("{name}_k"), &[*k as i64])?;
+                let attrs = vec![a_i("axis", *axis), a_i("largest", *largest as i64)];
+                self.push(&name, "TopK", vec![inp(0), kk], outs.to_vec(), attrs);
+            }
+            Op::Split { axis, split } => {
+                let sizes: Vec<i64> = split.iter().map(|&w| w as i64).collect();
+                let s = self.i64s(&format!("{name}_split"), &sizes)?;
+                self.push(
+                    &name,
+                    "Split",
+                    vec![inp(0), s],
+                    outs.to_vec(),
+                    vec![a_i("axis", *axis)],
+                );
+            }
+            Op::Slice {
+                starts,
+                ends,
+                axes,
+                steps,
+            } => {
+                let mut i = vec![inp(0)];
+                for (what, v) in [
+                    ("starts", starts),
+                    ("ends", ends),
+                    ("axes", axes),
+                    ("steps", steps),
+                ] {
+                    i.push(self.i64s(&format!("{name}_{what}"), v)?);
+                }
+                self.push(&name, "Slice", i, vec![out], vec![]);
+            }
             Op::Pad { mode, pads, value } => {
                 let m = match mode {
                     PadMode::Constant => "constant",

@@ -79,6 +79,17 @@ pub fn eval(
                 "Expand" => expand(v, first?, ins.get(1).copied().flatten()?)?.map(|t| vec![t]),
                 "ConstantOfShape" => constant_of_shape(v, first?).map(|t| vec![t]),
                 "Range" => range(v, ins)?.map(|t| vec![t]),
+                "Mod" => {
+                    let (a, b) = (first?, ins.get(1).copied().flatten()?);
+                    // fmod=1: C fmod (sign of the dividend); fmod=0: integer modulo with
+                    // the sign of the divisor (Python), only defined on integers.
+                    let op = if v.i("fmod", 0).ok()? != 0 {
+                        "FMod"
+                    } else {
+                        "Mod"
+                    };
+                    arith(op, a, b)?.map(|t| vec![t])
+                }
                 "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" => {
                     let (a, b) = match ins {
                         [Some(a)] => return Some(Ok(vec![(*a).clone()])),
@@ -530,60 +541,13 @@ fn slice(v: &NodeView, ins: &[Option<&Tensor>], opset: i64) -> Option<Result<Ten
         )
     };
     Some((|| {
-        let r = data.rank();
-        let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
-        let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
-        if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-            return Err(v.err("starts, ends, axes and steps differ in length"));
-        }
-        let mut begin = vec![0i64; r];
-        let mut step = vec![1i64; r];
-        let mut count: Vec<usize> = data.shape.clone();
-        let mut seen = vec![false; r];
-        for k in 0..starts.len() {
-            let a = norm_axis(v, axes[k], r)?;
-            if std::mem::replace(&mut seen[a], true) {
-                return Err(v.err(format!("axis {} repeated", axes[k])));
-            }
-            let d = data.shape[a] as i64;
-            let s = steps[k];
-            if s == 0 {
-                return Err(v.err("step 0"));
-            }
-            let fix = |x: i64| if x < 0 { x.saturating_add(d) } else { x };
-            let (mut st, mut en) = (fix(starts[k]), fix(ends[k]));
-            if s > 0 {
-                st = st.clamp(0, d);
-                en = en.clamp(0, d);
-            } else {
-                st = st.clamp(0, d - 1);
-                en = en.clamp(-1, d - 1);
-            }
-            let n = if s > 0 {
-                if en > st {
-                    (en - st + s - 1) / s
-                } else {
-                    0
-                }
-            } else if st > en {
-                (st - en + (-s) - 1) / (-s)
-            } else {
-                0
-            };
-            begin[a] = st;
-            step[a] = s;
-            count[a] = n as usize;
-        }
-        let st = strides(&data.shape);
-        let mut idx = Vec::with_capacity(checked_numel(&count)?);
-        for_each_index(&count, |o| {
-            let mut flat = 0i64;
-            for k in 0..r {
-                flat += (begin[k] + o[k] as i64 * step[k]) * st[k] as i64;
-            }
-            idx.push(flat as usize);
-        });
-        Ok(Tensor::new(count, take(&data.data, &idx))?)
+        let axes = axes.unwrap_or_default();
+        let steps = steps.unwrap_or_default();
+        let g = edgeopt_ir::shape::slice_geometry(&data.shape, &starts, &ends, &axes, &steps)
+            .map_err(|m| v.err(m))?;
+        let mut idx = Vec::with_capacity(checked_numel(&g.count)?);
+        g.for_each_source(&strides(&data.shape), |i| idx.push(i));
+        Ok(Tensor::new(g.count, take(&data.data, &idx))?)
     })())
 }
 
@@ -736,7 +700,11 @@ fn arith(op: &str, a: &Tensor, b: &Tensor) -> Option<Result<Tensor>> {
     let ib = broadcast_index(&out, &b.shape);
     let data = match (&a.data, &b.data) {
         (TensorData::F32(x), TensorData::F32(y)) => {
+            if op == "Mod" {
+                return None; // float Mod needs fmod=1
+            }
             let f = |p: f32, q: f32| match op {
+                "FMod" => p % q,
                 "Add" => p + q,
                 "Sub" => p - q,
                 "Mul" => p * q,
@@ -758,6 +726,15 @@ fn arith(op: &str, a: &Tensor, b: &Tensor) -> Option<Result<Tensor>> {
                     // Integer division truncates (C semantics, as ORT); by zero: leave
                     // the node to the runtime.
                     "Div" => p.checked_div(q)?,
+                    "FMod" => p.checked_rem(q)?,
+                    "Mod" => {
+                        let r = p.checked_rem(q)?;
+                        if r != 0 && (r < 0) != (q < 0) {
+                            r + q
+                        } else {
+                            r
+                        }
+                    }
                     "Max" => p.max(q),
                     _ => p.min(q),
                 });

@@ -14,12 +14,12 @@ use crate::error::{tensor_err, OnnxError, Result};
 use crate::fold;
 use crate::ops;
 use crate::proto::{type_proto, ModelProto, NodeProto, ValueInfoProto};
-use crate::tensor::{dtype_from_onnx, tensor_from_proto};
+use crate::tensor::{dtype_from_onnx, tensor_from_proto_in};
 use edgeopt_ir::shape::{infer_node, InputFact, OutputFact};
 use edgeopt_ir::{DType, Dim, Graph, Op, Source, Tensor, ValueId};
 use prost::Message;
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Oldest and newest `ai.onnx` opset the importer accepts.
 pub const MIN_OPSET: i64 = 10;
@@ -42,7 +42,16 @@ pub fn import_file(path: impl AsRef<Path>) -> Result<Graph> {
         path: path.display().to_string(),
         source: e,
     })?;
-    import(&bytes)
+    // External data files are named relative to the model's folder.
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let opts = ImportOptions {
+        model_dir: Some(dir),
+        ..ImportOptions::default()
+    };
+    import_with(&bytes, &opts)
 }
 
 /// Imports a serialized ONNX `ModelProto`.
@@ -58,6 +67,10 @@ pub struct ImportOptions {
     /// operand the IR keeps as an attribute (Pad's pads, Resize's scales, axes...) as
     /// a graph input; see [`constant_operand_inputs`].
     pub constant_inputs: Vec<(String, Tensor)>,
+    /// Folder the model file is in: tensors stored in external files (the default of
+    /// PyTorch's dynamo exporter, `<model>.onnx.data`) are read from there, and only
+    /// from there. `None` (a model given as bytes) makes external tensors an error.
+    pub model_dir: Option<PathBuf>,
 }
 
 /// Imports a serialized ONNX `ModelProto` with options.
@@ -167,13 +180,19 @@ pub(crate) fn import_model(
         // hostile shape chain cannot make us allocate without bound.
         fold_budget: file_len.saturating_mul(2).saturating_add(1 << 20),
         fresh: 0,
+        model_dir: opts.model_dir.clone(),
     };
     for t in &gp.initializer {
         let name = t.name.clone().unwrap_or_default();
         if name.is_empty() {
             return Err(tensor_err("", "initializer without a name"));
         }
-        let tensor = tensor_from_proto(t)?;
+        let tensor = tensor_from_proto_in(t, opts.model_dir.as_deref())?;
+        if t.data_location == Some(1) {
+            // Weights read from an external file count like weights in the model file.
+            let bytes = tensor.len().saturating_mul(16);
+            im.fold_budget = im.fold_budget.saturating_add(bytes);
+        }
         im.add_const(&name, tensor)?;
     }
     for vi in &gp.input {
@@ -367,6 +386,8 @@ pub(crate) struct Importer {
     facts_b: Vec<Option<OutputFact>>,
     fold_budget: usize,
     fresh: usize,
+    /// Where external tensor data is read from (see [`ImportOptions::model_dir`]).
+    model_dir: Option<PathBuf>,
 }
 
 impl Importer {
@@ -540,6 +561,14 @@ impl Importer {
         if v.present_outputs() == 0 {
             return Ok(()); // nothing reads it
         }
+        // A Constant whose tensor lives in an external file, like an initializer.
+        if v.op_type == "Constant" {
+            if let Some(t) = v.t("value")?.filter(|t| t.data_location == Some(1)) {
+                let t = tensor_from_proto_in(t, self.model_dir.as_deref())?;
+                self.fold_budget = self.fold_budget.saturating_add(t.len().saturating_mul(16));
+                return self.bind_folded(v, vec![t]);
+            }
+        }
         // Fold when every input is constant (or for Shape, when the shape is static).
         // CastLike only needs the dtype of its second input.
         let like = match (v.op_type, ins.get(1)) {
@@ -707,6 +736,7 @@ impl Importer {
                     | Op::Reshape { .. }
                     | Op::Identity
                     | Op::Flatten { .. }
+                    | Op::Slice { .. }
             );
             let mut folded = false;
             if let (Some(a), Some(b)) = (&a, &b) {

@@ -1,6 +1,7 @@
 //! ONNX import and export for edgeopt.
 //!
-//! - [`import`] / [`import_file`]: an ONNX model (opsets 10 to 22) to an IR [`Graph`].
+//! - [`import`] / [`import_file`]: an ONNX model (opsets 10 to 22) to an IR [`Graph`];
+//!   [`import_file`] also reads weights stored in external files next to the model.
 //!   Constant inputs that the IR keeps as attributes are folded; shape-only
 //!   subgraphs are folded to constants when the shapes they read are static.
 //! - [`export`] / [`export_file`]: an IR graph to an ONNX model that onnxruntime runs.
@@ -30,5 +31,6 @@ pub use import::{
     constant_operand_inputs, import, import_file, import_with, ImportOptions, MAX_OPSET, MIN_OPSET,
 };
 pub use tensor::{
-    dtype_from_onnx, dtype_to_onnx, read_tensor_proto, tensor_from_proto, tensor_to_proto,
+    dtype_from_onnx, dtype_to_onnx, read_external, read_tensor_proto, tensor_from_proto,
+    tensor_from_proto_in, tensor_to_proto,
 };

@@ -35,6 +35,7 @@ const KNOWN: &[&str] = &[
     "Ceil",
     "Not",
     "HardSwish",
+    "Erf",
     "Clip",
     "LeakyRelu",
     "HardSigmoid",
@@ -44,6 +45,7 @@ const KNOWN: &[&str] = &[
     "AveragePool",
     "GlobalAveragePool",
     "BatchNormalization",
+    "LayerNormalization",
     "Flatten",
     "Reshape",
     "Transpose",
@@ -51,6 +53,11 @@ const KNOWN: &[&str] = &[
     "Unsqueeze",
     "Concat",
     "Gather",
+    "Split",
+    "Slice",
+    "LSTM",
+    "GRU",
+    "TopK",
     "Pad",
     "ReduceMean",
     "ReduceSum",
@@ -77,7 +84,7 @@ const KNOWN: &[&str] = &[
     "Greater",
     "GreaterOrEqual",
     "Where", // folded only:
-    "Slice",
+    "Mod",
     "ConstantOfShape",
     "Range",
     "Expand",
@@ -302,7 +309,7 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
             variadic(im, v, ins, kind)
         }
         "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Neg" | "Abs" | "Sqrt" | "Reciprocal"
-        | "Floor" | "Ceil" | "Not" | "HardSwish" => {
+        | "Floor" | "Ceil" | "Not" | "HardSwish" | "Erf" => {
             let k = match v.op_type {
                 "Relu" => UnaryKind::Relu,
                 "Sigmoid" => UnaryKind::Sigmoid,
@@ -316,6 +323,7 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
                 "Floor" => UnaryKind::Floor,
                 "Ceil" => UnaryKind::Ceil,
                 "Not" => UnaryKind::Not,
+                "Erf" => UnaryKind::Erf,
                 _ => UnaryKind::HardSwish,
             };
             emit(im, v, Op::Unary(k), vec![Some(x()?)], dt0(im)?)
@@ -348,6 +356,7 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
             }
             emit(im, v, op, inputs, dt0(im)?)
         }
+        "LayerNormalization" => layer_norm(im, v, ins),
         "Flatten" => emit(im, v, Op::Flatten { axis: v.i("axis", 1)? }, vec![Some(x()?)], dt0(im)?),
         "Reshape" => {
             let shape = req(v, ins, 1)?;
@@ -386,6 +395,10 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
             let op = Op::Gather { axis: v.i("axis", 0)? };
             emit(im, v, op, vec![Some(x()?), Some(req(v, ins, 1)?)], dt0(im)?)
         }
+        "Split" => split(im, v, ins),
+        "LSTM" | "GRU" => rnn(im, v, ins),
+        "TopK" => top_k(im, v, ins),
+        "Slice" => slice(im, v, ins),
         "Pad" => pad(im, v, ins),
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => reduce(im, v, ins),
         "Resize" => resize(im, v, ins),
@@ -397,12 +410,19 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
         }
         "Shape" => {
             let start = v.i("start", 0)?;
-            if start != 0 || v.has("end") {
-                return Err(v.err(
-                    "Shape with start/end of a dynamic shape is not supported (no Slice in the IR)",
-                ));
+            let end = v.i_opt("end")?;
+            if start == 0 && end.is_none() {
+                return emit(im, v, Op::Shape, vec![Some(x()?)], DType::I64);
             }
-            emit(im, v, Op::Shape, vec![Some(x()?)], DType::I64)
+            // Opset 15's start/end clamp like Slice's.
+            let shape = emit_tmp(im, v, Op::Shape, vec![Some(x()?)], DType::I64)?;
+            let op = Op::Slice {
+                starts: vec![start],
+                ends: vec![end.unwrap_or(i64::MAX)],
+                axes: vec![0],
+                steps: vec![1],
+            };
+            emit(im, v, op, vec![Some(shape)], DType::I64)
         }
         "Cast" => {
             let to = v.i_opt("to")?.ok_or_else(|| v.err("attribute 'to' is required"))?;
@@ -477,7 +497,7 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
             let inputs = vec![Some(x()?), Some(req(v, ins, 1)?), opt(ins, 2), opt(ins, 3)];
             emit(im, v, Op::MatMulInteger, inputs, DType::I32)
         }
-        "Constant" | "Slice" | "ConstantOfShape" | "Range" | "Expand" | "Size" => Err(v.err(
+        "Constant" | "Mod" | "ConstantOfShape" | "Range" | "Expand" | "Size" => Err(v.err(
             "this op is only supported when it can be folded to a constant (its inputs are computed at run time)",
         )),
         other => Err(v.err(format!("op {other} is not supported"))),
@@ -832,4 +852,286 @@ fn resize(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()
         roi,
     };
     emit(im, v, Op::Resize(attrs), vec![Some(x)], dt)
+}
+
+/// LayerNormalization (opset 17). Only Y is produced: the Mean and InvStdDev outputs
+/// are training aids with no IR equivalent.
+fn layer_norm(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
+    max_outputs(v, 1, "the Mean/InvStdDev outputs of LayerNormalization")?;
+    let x = req(v, ins, 0)?;
+    // stash_type only picks the precision of the statistics; the reference kernel
+    // accumulates them in f64, at least as precise as any choice.
+    let op = Op::LayerNorm {
+        axis: v.i("axis", -1)?,
+        epsilon: v.f("epsilon", 1e-5)?,
+    };
+    let dt = im.dtype(x);
+    emit(
+        im,
+        v,
+        op,
+        vec![Some(x), Some(req(v, ins, 1)?), opt(ins, 2)],
+        dt,
+    )
+}
+
+/// Split: sizes from the `split` attribute (before opset 13) or constant input (13+);
+/// without them, equal parts, one per output, or with opset 18's `num_outputs`
+/// `ceil(d / n)` each and a smaller last one.
+fn split(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
+    let x = req(v, ins, 0)?;
+    let dt = im.dtype(x);
+    let axis = v.i("axis", 0)?;
+    let n_out = v.node.output.len();
+    if n_out == 0 {
+        return Err(v.err("Split has no outputs"));
+    }
+    let given = if im.opset >= 13 {
+        const_ints(im, v, ins, 1, "split")?
+    } else {
+        v.ints("split")?.map(<[i64]>::to_vec)
+    };
+    let num_outputs = if im.opset >= 18 {
+        v.i_opt("num_outputs")?
+    } else {
+        None
+    };
+    let split: Vec<usize> = match given {
+        Some(s) => {
+            if num_outputs.is_some() {
+                return Err(v.err("both split and num_outputs are given"));
+            }
+            if s.len() != n_out {
+                return Err(v.err(format!(
+                    "split {s:?} has {} sizes for {n_out} outputs",
+                    s.len()
+                )));
+            }
+            s.iter()
+                .map(|&w| {
+                    usize::try_from(w).map_err(|_| v.err(format!("negative size in split {s:?}")))
+                })
+                .collect::<Result<_>>()?
+        }
+        None => {
+            let n = match num_outputs {
+                Some(n) if n >= 1 && n as usize == n_out => n_out,
+                Some(n) => {
+                    return Err(v.err(format!("num_outputs {n} but the node has {n_out} outputs")))
+                }
+                None => n_out,
+            };
+            let shape = im.static_shape(x).ok_or_else(|| {
+                v.err("Split without sizes needs the input rank, which is unknown")
+            })?;
+            let a = edgeopt_ir::shape::norm_axis(axis, shape.len()).map_err(|m| v.err(m))?;
+            let d = shape[a].fixed().ok_or_else(|| {
+                v.err(format!(
+                    "Split without sizes needs a static dimension {a}, it is dynamic"
+                ))
+            })?;
+            if num_outputs.is_some() {
+                let chunk = d.div_ceil(n);
+                if chunk * (n - 1) > d {
+                    return Err(v.err(format!("dimension {d} cannot be split into {n} parts")));
+                }
+                let mut s = vec![chunk; n - 1];
+                s.push(d - chunk * (n - 1));
+                s
+            } else {
+                if d % n != 0 {
+                    return Err(v.err(format!("dimension {d} does not split into {n} equal parts")));
+                }
+                vec![d / n; n]
+            }
+        }
+    };
+    let mut outs = Vec::with_capacity(n_out);
+    for name in &v.node.output {
+        outs.push(if name.is_empty() {
+            im.fresh_value(&v.name, dt)?
+        } else {
+            im.new_value(name, dt, None)?
+        });
+    }
+    im.g.add_node(
+        v.name.clone(),
+        Op::Split { axis, split },
+        vec![Some(x)],
+        outs,
+    );
+    Ok(())
+}
+
+/// Slice with constant starts/ends/axes/steps (inputs from opset 10, attributes
+/// before). Ends are often INT64_MAX ("to the end"): any i64 is accepted, the IR's
+/// geometry clamps them.
+fn slice(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
+    let x = req(v, ins, 0)?;
+    let dt = im.dtype(x);
+    let ints = |k: usize, what: &str| -> Result<Option<Vec<i64>>> {
+        match const_input(im, v, ins, k, what)? {
+            None => Ok(None),
+            Some(t) if matches!(t.dtype(), DType::I64 | DType::I32) => Ok(Some(t.to_i64_vec())),
+            Some(t) => Err(v.err(format!("{what} must be int64 or int32, got {}", t.dtype()))),
+        }
+    };
+    let (starts, ends, axes, steps) = if im.opset >= 10 {
+        (
+            ints(1, "starts")?.ok_or_else(|| v.err("starts are required"))?,
+            ints(2, "ends")?.ok_or_else(|| v.err("ends are required"))?,
+            ints(3, "axes")?,
+            ints(4, "steps")?,
+        )
+    } else {
+        let get = |n: &str| -> Result<Option<Vec<i64>>> { Ok(v.ints(n)?.map(<[i64]>::to_vec)) };
+        (
+            get("starts")?.ok_or_else(|| v.err("starts are required"))?,
+            get("ends")?.ok_or_else(|| v.err("ends are required"))?,
+            get("axes")?,
+            None,
+        )
+    };
+    let n = starts.len();
+    let axes = axes.unwrap_or_else(|| (0..n as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; n]);
+    if ends.len() != n || axes.len() != n || steps.len() != n {
+        return Err(v.err(format!(
+            "starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} differ in length"
+        )));
+    }
+    if let Some(r) = im.rank(x) {
+        let shape = vec![1; r];
+        edgeopt_ir::shape::slice_geometry(&shape, &starts, &ends, &axes, &steps)
+            .map_err(|m| v.err(m))?;
+    }
+    let op = Op::Slice {
+        starts,
+        ends,
+        axes,
+        steps,
+    };
+    emit(im, v, op, vec![Some(x)], dt)
+}
+
+/// LSTM and GRU with the default activations (anything else is refused by name).
+/// Every IR output exists; ONNX outputs left out get fresh names.
+fn rnn(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
+    let is_lstm = v.op_type == "LSTM";
+    let x = req(v, ins, 0)?;
+    let dt = im.dtype(x);
+    let hidden = v
+        .i_opt("hidden_size")?
+        .ok_or_else(|| v.err("hidden_size is required"))?;
+    if !(1..=MAX_GEOMETRY).contains(&hidden) {
+        return Err(v.err(format!("invalid hidden_size {hidden}")));
+    }
+    let direction = match v.s("direction")?.as_deref() {
+        None | Some("forward") => RnnDirection::Forward,
+        Some("reverse") => RnnDirection::Reverse,
+        Some("bidirectional") => RnnDirection::Bidirectional,
+        Some(d) => return Err(v.err(format!("unknown direction '{d}'"))),
+    };
+    if let Some(a) = v.attr("activations") {
+        let names: Vec<String> = a
+            .strings
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+            .collect();
+        let default: &[&str] = if is_lstm {
+            &["sigmoid", "tanh", "tanh"]
+        } else {
+            &["sigmoid", "tanh"]
+        };
+        let ok = names.len() == default.len() * direction.count()
+            && names
+                .iter()
+                .enumerate()
+                .all(|(k, n)| n == default[k % default.len()]);
+        if !ok {
+            return Err(v.err(format!(
+                "activations {names:?} are not supported (only the defaults {default:?})"
+            )));
+        }
+    }
+    let batch_first = match v.i("layout", 0)? {
+        0 => false,
+        1 => true,
+        l => return Err(v.err(format!("invalid layout {l}"))),
+    };
+    let clip = v.f_opt("clip")?;
+    if clip.is_some_and(|c| c.is_nan() || c <= 0.0) {
+        return Err(v.err(format!("clip must be positive, got {clip:?}")));
+    }
+    let (op, n_in, n_out) = if is_lstm {
+        let op = Op::Lstm {
+            hidden_size: hidden as usize,
+            direction,
+            batch_first,
+            clip,
+            input_forget: v.i("input_forget", 0)? != 0,
+        };
+        (op, 8, 3)
+    } else {
+        let op = Op::Gru {
+            hidden_size: hidden as usize,
+            direction,
+            batch_first,
+            clip,
+            linear_before_reset: v.i("linear_before_reset", 0)? != 0,
+        };
+        (op, 6, 2)
+    };
+    if ins.len() > n_in || v.node.output.len() > n_out {
+        return Err(v.err(format!(
+            "{} takes at most {n_in} inputs and {n_out} outputs",
+            v.op_type
+        )));
+    }
+    let mut inputs = vec![Some(x), Some(req(v, ins, 1)?), Some(req(v, ins, 2)?)];
+    inputs.extend((3..n_in).map(|k| opt(ins, k)));
+    let mut outs = Vec::with_capacity(n_out);
+    for k in 0..n_out {
+        outs.push(match v.node.output.get(k).filter(|s| !s.is_empty()) {
+            Some(name) => im.new_value(name, dt, None)?,
+            None => im.fresh_value(&format!("{}_out{k}", v.name), dt)?,
+        });
+    }
+    im.g.add_node(v.name.clone(), op, inputs, outs);
+    Ok(())
+}
+
+/// TopK: `k` from the constant input (opset 10+) or attribute (before). Its `sorted`
+/// attribute is honoured by always sorting (unsorted order is unspecified).
+fn top_k(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
+    let x = req(v, ins, 0)?;
+    let dt = im.dtype(x);
+    let k = if im.opset >= 10 {
+        let k = const_ints(im, v, ins, 1, "k")?.ok_or_else(|| v.err("k is required"))?;
+        match k.as_slice() {
+            [k] => *k,
+            _ => return Err(v.err(format!("k must hold one value, got {k:?}"))),
+        }
+    } else {
+        v.i_opt("k")?
+            .ok_or_else(|| v.err("attribute k is required"))?
+    };
+    let k = usize::try_from(k).map_err(|_| v.err(format!("invalid k {k}")))?;
+    let op = Op::TopK {
+        axis: v.i("axis", -1)?,
+        k,
+        largest: v.i("largest", 1)? != 0,
+    };
+    if v.node.output.len() > 2 {
+        return Err(v.err("TopK has 2 outputs"));
+    }
+    let mut outs = Vec::with_capacity(2);
+    for (j, d) in [dt, DType::I64].into_iter().enumerate() {
+        outs.push(match v.node.output.get(j).filter(|s| !s.is_empty()) {
+            Some(name) => im.new_value(name, d, None)?,
+            None => im.fresh_value(&format!("{}_out{j}", v.name), d)?,
+        });
+    }
+    im.g.add_node(v.name.clone(), op, vec![Some(x)], outs);
+    Ok(())
 }

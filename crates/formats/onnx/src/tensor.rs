@@ -5,10 +5,11 @@
 //! a corrupted file can never make us allocate more than it holds.
 
 use crate::error::{tensor_err, OnnxError, Result};
-use crate::proto::TensorProto;
+use crate::proto::{StringStringEntryProto, TensorProto};
 use edgeopt_ir::{DType, Tensor, TensorData};
 use half::f16;
 use prost::Message;
+use std::path::{Path, PathBuf};
 
 // ONNX TensorProto.DataType codes.
 pub const FLOAT: i32 = 1;
@@ -151,55 +152,45 @@ fn unpack_nibbles(packed: impl Iterator<Item = u8>, n: usize, signed: bool) -> V
     out
 }
 
-/// Converts a `TensorProto` into a tensor. External data, strings and types the IR has
-/// no dtype for (double, bfloat16, float8, ...) are errors.
+/// Converts a `TensorProto` into a tensor. External data (see
+/// [`tensor_from_proto_in`]), strings and types the IR has no dtype for (double,
+/// bfloat16, float8, ...) are errors.
 pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
+    tensor_from_proto_in(t, None)
+}
+
+/// Converts a `TensorProto` into a tensor; tensors whose data is stored in an external
+/// file (`data_location = EXTERNAL`) are read from `model_dir`, the folder of the model
+/// file (see [`read_external`] for what is refused). Without a folder (a model given as
+/// bytes) external tensors are an error.
+pub fn tensor_from_proto_in(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor> {
     let name = t.name.as_deref().unwrap_or("");
-    if t.data_location == Some(1) || !t.external_data.is_empty() {
-        return Err(tensor_err(
-            name,
-            "data stored in an external file is not supported (save the model with its weights inside)",
-        ));
-    }
     if t.segment.is_some() {
         return Err(tensor_err(name, "segmented tensors are not supported"));
     }
     let code = t.data_type.unwrap_or(0);
     let dtype = dtype_from_onnx(code).map_err(|m| tensor_err(name, m))?;
     let (shape, n) = checked_shape(name, &t.dims)?;
+    // Packed size of the data; checked before anything of that size is allocated.
+    let want = n
+        .checked_mul(dtype.bits())
+        .map(|b| b.div_ceil(8))
+        .ok_or_else(|| tensor_err(name, format!("shape {shape:?} overflows")))?;
+    if t.data_location == Some(1) || !t.external_data.is_empty() {
+        if t.data_location != Some(1) {
+            return Err(tensor_err(
+                name,
+                "has external_data entries but data_location is not EXTERNAL",
+            ));
+        }
+        let raw = read_external(name, &t.external_data, want, model_dir)?;
+        return Ok(Tensor::new(shape, decode_raw(dtype, n, &raw))?);
+    }
     let data = if let Some(raw) = &t.raw_data {
         // The byte count must match before we allocate the decoded vector (whose size is
         // then bounded by the raw bytes actually present).
-        let want = n
-            .checked_mul(dtype.bits())
-            .map(|b| b.div_ceil(8))
-            .ok_or_else(|| tensor_err(name, format!("shape {shape:?} overflows")))?;
         expect_len(name, "bytes", raw.len(), want, &shape)?;
-        match dtype {
-            DType::F32 => TensorData::F32(from_raw(raw, 4, |b| f32::from_le_bytes(le(b)))),
-            DType::F16 => TensorData::F16(from_raw(raw, 2, |b| {
-                f16::from_bits(u16::from_le_bytes(le(b)))
-            })),
-            DType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
-            DType::U8 => TensorData::U8(raw.clone()),
-            DType::I16 => TensorData::I16(from_raw(raw, 2, |b| i16::from_le_bytes(le(b)))),
-            DType::U16 => TensorData::U16(from_raw(raw, 2, |b| u16::from_le_bytes(le(b)))),
-            DType::I32 => TensorData::I32(from_raw(raw, 4, |b| i32::from_le_bytes(le(b)))),
-            DType::I64 => TensorData::I64(from_raw(raw, 8, |b| i64::from_le_bytes(le(b)))),
-            DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
-            DType::I4 => TensorData::I4(
-                unpack_nibbles(raw.iter().copied(), n, true)
-                    .into_iter()
-                    .map(|v| v as i8)
-                    .collect(),
-            ),
-            DType::U4 => TensorData::U4(
-                unpack_nibbles(raw.iter().copied(), n, false)
-                    .into_iter()
-                    .map(|v| v as u8)
-                    .collect(),
-            ),
-        }
+        decode_raw(dtype, n, raw)
     } else {
         // Typed fields: the element count must match before converting.
         let i32s = &t.int32_data;
@@ -264,6 +255,189 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
         }
     };
     Ok(Tensor::new(shape, data)?)
+}
+
+/// Decodes little-endian raw bytes (4-bit types packed two per byte, low nibble first)
+/// whose length the caller has checked against `n` elements of `dtype`.
+fn decode_raw(dtype: DType, n: usize, raw: &[u8]) -> TensorData {
+    match dtype {
+        DType::F32 => TensorData::F32(from_raw(raw, 4, |b| f32::from_le_bytes(le(b)))),
+        DType::F16 => TensorData::F16(from_raw(raw, 2, |b| {
+            f16::from_bits(u16::from_le_bytes(le(b)))
+        })),
+        DType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
+        DType::U8 => TensorData::U8(raw.to_vec()),
+        DType::I16 => TensorData::I16(from_raw(raw, 2, |b| i16::from_le_bytes(le(b)))),
+        DType::U16 => TensorData::U16(from_raw(raw, 2, |b| u16::from_le_bytes(le(b)))),
+        DType::I32 => TensorData::I32(from_raw(raw, 4, |b| i32::from_le_bytes(le(b)))),
+        DType::I64 => TensorData::I64(from_raw(raw, 8, |b| i64::from_le_bytes(le(b)))),
+        DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
+        DType::I4 => TensorData::I4(
+            unpack_nibbles(raw.iter().copied(), n, true)
+                .into_iter()
+                .map(|v| v as i8)
+                .collect(),
+        ),
+        DType::U4 => TensorData::U4(
+            unpack_nibbles(raw.iter().copied(), n, false)
+                .into_iter()
+                .map(|v| v as u8)
+                .collect(),
+        ),
+    }
+}
+
+/// Largest external data file read; far above any model edgeopt targets, and a cap on
+/// what a hostile `length` can make us allocate even when the file is that large.
+const MAX_EXTERNAL_BYTES: u64 = 1 << 34;
+
+/// Reads the `want` bytes of an external tensor described by `entries` (`location`,
+/// optional `offset` and `length`; `checksum` is ignored).
+///
+/// The location must be a relative path that stays inside `model_dir`: absolute paths,
+/// `..` components, and anything that resolves outside the folder after
+/// canonicalization (symlinks included) are refused, so that a model cannot make us
+/// read arbitrary files. `offset + length` must lie within the file and `length` must
+/// be the tensor's byte size; only then are `want` bytes allocated (at most what the
+/// file holds).
+pub fn read_external(
+    name: &str,
+    entries: &[StringStringEntryProto],
+    want: usize,
+    model_dir: Option<&Path>,
+) -> Result<Vec<u8>> {
+    let (mut location, mut offset, mut length) = (None, None, None);
+    for e in entries {
+        let key = e.key.as_deref().unwrap_or("");
+        let value = e.value.as_deref().unwrap_or("");
+        let slot = match key {
+            "location" => &mut location,
+            "offset" => &mut offset,
+            "length" => &mut length,
+            _ => continue, // "checksum" and future keys do not change where the data is
+        };
+        if slot.replace(value).is_some() {
+            return Err(tensor_err(
+                name,
+                format!("external_data key '{key}' is given twice"),
+            ));
+        }
+    }
+    let location =
+        location.ok_or_else(|| tensor_err(name, "external data without a 'location'"))?;
+    let number = |what: &str, v: Option<&str>| -> Result<Option<u64>> {
+        v.map(|s| {
+            s.trim().parse::<u64>().map_err(|_| {
+                tensor_err(
+                    name,
+                    format!("external data {what} '{s}' is not a byte count"),
+                )
+            })
+        })
+        .transpose()
+    };
+    let offset = number("offset", offset)?.unwrap_or(0);
+    let length = number("length", length)?;
+    let Some(dir) = model_dir else {
+        return Err(tensor_err(
+            name,
+            format!(
+                "its data is in the external file '{location}', which can only be found from \
+                 the model's path: import the model from its file, not from bytes"
+            ),
+        ));
+    };
+    let file = resolve_inside(name, dir, location)?;
+    let shown = file.display().to_string();
+    let io = |e: std::io::Error| OnnxError::Io {
+        path: shown.clone(),
+        source: e,
+    };
+    let mut f = std::fs::File::open(&file).map_err(io)?;
+    let size = f.metadata().map_err(io)?.len();
+    let want64 = want as u64;
+    if let Some(l) = length {
+        if l != want64 {
+            return Err(tensor_err(
+                name,
+                format!("external data length {l} does not match the tensor's {want} bytes"),
+            ));
+        }
+    }
+    let end = offset.checked_add(want64).ok_or_else(|| {
+        tensor_err(
+            name,
+            format!("external data offset {offset} + length {want} overflows"),
+        )
+    })?;
+    if end > size || end > MAX_EXTERNAL_BYTES {
+        return Err(tensor_err(
+            name,
+            format!(
+                "external data bytes {offset}..{end} lie beyond the end of '{location}' ({size} bytes)"
+            ),
+        ));
+    }
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut buf = vec![0u8; want];
+    // A file that shrank since we measured it fails here rather than reading short.
+    f.read_exact(&mut buf).map_err(io)?;
+    Ok(buf)
+}
+
+/// `dir/location` if `location` is a plain relative path and the file it names (after
+/// resolving symlinks) lies inside `dir`.
+fn resolve_inside(name: &str, dir: &Path, location: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let refuse = |why: &str| {
+        tensor_err(
+            name,
+            format!("external data location '{location}' is refused: {why}"),
+        )
+    };
+    if location.is_empty() {
+        return Err(refuse("it is empty"));
+    }
+    let rel = Path::new(location);
+    // Backslashes and drive letters are separators/roots on Windows; refuse them
+    // everywhere so a model means the same file on every system.
+    if rel.is_absolute() || location.starts_with(['/', '\\']) || location.contains(':') {
+        return Err(refuse("absolute paths are not allowed"));
+    }
+    for c in rel.components() {
+        match c {
+            Component::Normal(p) if !p.to_string_lossy().contains('\\') => {}
+            Component::CurDir => {}
+            Component::ParentDir => return Err(refuse("'..' components are not allowed")),
+            _ => {
+                return Err(refuse(
+                    "only a relative path inside the model's folder is allowed",
+                ))
+            }
+        }
+    }
+    let io = |p: &Path, e: std::io::Error| OnnxError::Io {
+        path: p.display().to_string(),
+        source: e,
+    };
+    let base = dir.canonicalize().map_err(|e| io(dir, e))?;
+    let joined = dir.join(rel);
+    let real = joined.canonicalize().map_err(|e| {
+        tensor_err(
+            name,
+            format!("external data file '{}': {e}", joined.display()),
+        )
+    })?;
+    if !real.starts_with(&base) {
+        return Err(refuse(
+            "it resolves (through a symlink) outside the model's folder",
+        ));
+    }
+    if !real.is_file() {
+        return Err(refuse("it is not a regular file"));
+    }
+    Ok(real)
 }
 
 /// Decodes a serialized `TensorProto` (the `input_*.pb` / `output_*.pb` files of the

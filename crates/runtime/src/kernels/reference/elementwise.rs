@@ -219,15 +219,7 @@ pub fn unary(kind: UnaryKind, x: &Tensor) -> KResult<Tensor> {
     let f: fn(f32) -> f32 = match kind {
         UnaryKind::Relu => |e| if e < 0.0 { 0.0 } else { e },
         UnaryKind::Relu6 => |e| e.clamp(0.0, 6.0),
-        UnaryKind::Sigmoid => |e| {
-            // Split by sign so exp never overflows.
-            if e >= 0.0 {
-                1.0 / (1.0 + (-e).exp())
-            } else {
-                let t = e.exp();
-                t / (1.0 + t)
-            }
-        },
+        UnaryKind::Sigmoid => super::util::sigmoid,
         UnaryKind::Tanh => f32::tanh,
         UnaryKind::HardSwish => |e| e * (e / 6.0 + 0.5).clamp(0.0, 1.0),
         UnaryKind::Exp => f32::exp,
@@ -238,6 +230,7 @@ pub fn unary(kind: UnaryKind, x: &Tensor) -> KResult<Tensor> {
         UnaryKind::Reciprocal => |e| 1.0 / e,
         UnaryKind::Floor => f32::floor,
         UnaryKind::Ceil => f32::ceil,
+        UnaryKind::Erf => |e| super::util::erf(e as f64) as f32,
         UnaryKind::Not => unreachable!("handled above"),
     };
     map_f32(x, f)

@@ -15,6 +15,7 @@ mod norm;
 mod pool;
 mod reduce;
 mod resize;
+mod rnn;
 mod softmax;
 pub(crate) mod util;
 
@@ -90,6 +91,10 @@ fn computes_in_f32(op: &Op) -> bool {
             | Op::Unsqueeze { .. }
             | Op::Concat { .. }
             | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            // Compares and moves elements of any dtype.
+            | Op::TopK { .. }
             | Op::Pad { .. }
             | Op::Identity
             | Op::Shape
@@ -162,6 +167,41 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
         Op::AveragePool(p) => one(pool::avg_pool(p, req(inputs, 0)?, out)?),
         Op::GlobalAveragePool => one(pool::global_avg_pool(req(inputs, 0)?, out)?),
         Op::BatchNorm { epsilon } => one(norm::batch_norm(inputs, *epsilon)?),
+        Op::LayerNorm { axis, epsilon } => one(norm::layer_norm(inputs, *axis, *epsilon)?),
+        Op::Lstm {
+            hidden_size,
+            direction,
+            batch_first,
+            clip,
+            input_forget,
+        } => {
+            let a = rnn::RnnAttrs {
+                hidden: *hidden_size,
+                direction: *direction,
+                batch_first: *batch_first,
+                clip: *clip,
+                input_forget: *input_forget,
+                linear_before_reset: false,
+            };
+            rnn::lstm(&a, inputs, outs)
+        }
+        Op::Gru {
+            hidden_size,
+            direction,
+            batch_first,
+            clip,
+            linear_before_reset,
+        } => {
+            let a = rnn::RnnAttrs {
+                hidden: *hidden_size,
+                direction: *direction,
+                batch_first: *batch_first,
+                clip: *clip,
+                input_forget: false,
+                linear_before_reset: *linear_before_reset,
+            };
+            rnn::gru(&a, inputs, outs)
+        }
         Op::Flatten { .. }
         | Op::Reshape { .. }
         | Op::Squeeze { .. }
@@ -170,6 +210,14 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
         Op::Transpose { perm } => one(movement::transpose(req(inputs, 0)?, perm, out)?),
         Op::Concat { axis, activation } => one(movement::concat(inputs, *axis, *activation, out)?),
         Op::Gather { axis } => one(movement::gather(req(inputs, 0)?, req(inputs, 1)?, *axis, out)?),
+        Op::Split { axis, split } => movement::split(req(inputs, 0)?, *axis, split, outs),
+        Op::TopK { axis, k, largest } => movement::top_k(req(inputs, 0)?, *axis, *k, *largest, outs),
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => one(movement::slice(req(inputs, 0)?, starts, ends, axes, steps, out)?),
         Op::Pad { mode, pads, value } => one(movement::pad(req(inputs, 0)?, *mode, pads, *value, out)?),
         Op::Shape => one(movement::shape(req(inputs, 0)?)),
         Op::Reduce {

@@ -1,8 +1,8 @@
 //! Data movement on every dtype: Reshape/Flatten/Squeeze/Unsqueeze/Identity (same data,
-//! new shape), Transpose, Concat, Gather, Pad, Shape.
+//! new shape), Transpose, Concat, Split, Slice, Gather, Pad, Shape.
 
 use super::util::{apply_act, for_variant, inc, map_same, strides, take, KResult, NONE};
-use edgeopt_ir::shape::{full_perm, norm_axis, OutputFact};
+use edgeopt_ir::shape::{full_perm, norm_axis, slice_geometry, OutputFact};
 use edgeopt_ir::{Activation, PadMode, Tensor, TensorData};
 
 pub fn reshape(x: &Tensor, out: &OutputFact) -> KResult<Tensor> {
@@ -80,6 +80,104 @@ pub fn concat(
         }
     }
     Tensor::new(out.shape.clone(), data).map_err(|e| e.to_string())
+}
+
+/// Consecutive pieces of `x` along `axis`, `split[i]` wide (shapes from the rule).
+pub fn split(x: &Tensor, axis: i64, split: &[usize], outs: &[OutputFact]) -> KResult<Vec<Tensor>> {
+    let a = norm_axis(axis, x.rank())?;
+    let outer: usize = x.shape[..a].iter().product();
+    let inner: usize = x.shape[a + 1..].iter().product();
+    let row = x.shape[a] * inner;
+    let mut first = 0usize;
+    let mut res = Vec::with_capacity(split.len());
+    for (&w, o) in split.iter().zip(outs) {
+        let (lo, n) = (first * inner, w * inner);
+        let data = map_same!(&x.data, v => {
+            let mut p = Vec::with_capacity(outer * n);
+            for b in 0..outer {
+                p.extend_from_slice(&v[b * row + lo..b * row + lo + n]);
+            }
+            p
+        });
+        res.push(Tensor::new(o.shape.clone(), data).map_err(|e| e.to_string())?);
+        first += w;
+    }
+    Ok(res)
+}
+
+/// ONNX Slice with constant operands (geometry from the IR's rule).
+pub fn slice(
+    x: &Tensor,
+    starts: &[i64],
+    ends: &[i64],
+    axes: &[i64],
+    steps: &[i64],
+    out: &OutputFact,
+) -> KResult<Tensor> {
+    let g = slice_geometry(&x.shape, starts, ends, axes, steps)?;
+    let mut idx = Vec::with_capacity(out.shape.iter().product());
+    g.for_each_source(&strides(&x.shape), |i| idx.push(i));
+    Tensor::new(out.shape.clone(), take(&x.data, &idx, 0.0)).map_err(|e| e.to_string())
+}
+
+/// ONNX TopK: per line along `axis`, the indices of the `k` best elements (largest or
+/// smallest; NaN counts as the largest, as in onnxruntime), ties in index order; values
+/// gathered from them.
+pub fn top_k(
+    x: &Tensor,
+    axis: i64,
+    k: usize,
+    largest: bool,
+    outs: &[OutputFact],
+) -> KResult<Vec<Tensor>> {
+    let a = norm_axis(axis, x.rank())?;
+    let d = x.shape[a];
+    let outer: usize = x.shape[..a].iter().product();
+    let inner: usize = x.shape[a + 1..].iter().product();
+    let mut src = Vec::with_capacity(outer * k * inner);
+    let mut picks = Vec::with_capacity(outer * k * inner);
+    let mut order: Vec<usize> = Vec::with_capacity(d);
+    // The chosen indices of every line (outer, inner), best first.
+    let mut lines: Vec<Vec<usize>> = Vec::with_capacity(outer * inner);
+    for o in 0..outer {
+        for i in 0..inner {
+            let base = o * d * inner + i;
+            let key = |j: usize| x.data.get_f64(base + j * inner);
+            order.clear();
+            order.extend(0..d);
+            // Stable sort: equal keys keep index order.
+            order.sort_by(|&p, &q| {
+                let (u, v) = (key(p), key(q));
+                let c = match (u.is_nan(), v.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ => u.partial_cmp(&v).unwrap_or(std::cmp::Ordering::Equal),
+                };
+                if largest {
+                    c.reverse()
+                } else {
+                    c
+                }
+            });
+            lines.push(order[..k].to_vec());
+        }
+    }
+    // Output layout [outer, k, inner].
+    for (o, block) in lines.chunks(inner.max(1)).enumerate() {
+        for r in 0..k {
+            for (i, line) in block.iter().enumerate() {
+                let j = line[r];
+                src.push(o * d * inner + j * inner + i);
+                picks.push(j as i64);
+            }
+        }
+    }
+    let values =
+        Tensor::new(outs[0].shape.clone(), take(&x.data, &src, 0.0)).map_err(|e| e.to_string())?;
+    let indices =
+        Tensor::new(outs[1].shape.clone(), TensorData::I64(picks)).map_err(|e| e.to_string())?;
+    Ok(vec![values, indices])
 }
 
 pub fn gather(d: &Tensor, i: &Tensor, axis: i64, out: &OutputFact) -> KResult<Tensor> {

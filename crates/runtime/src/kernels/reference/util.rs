@@ -428,3 +428,39 @@ pub fn downcast(t: Tensor) -> Tensor {
         _ => t,
     }
 }
+
+/// The Gauss error function, accurate to a few ulp of f64 (so exact after rounding to
+/// f32 in all but rare ties). Rust's std has no erf.
+///
+/// Uses `erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n (2x^2)^n x / (1*3*...*(2n+1))`, whose
+/// terms are all positive (no cancellation); beyond |x| = 6, 1 - erf(|x|) < 1e-17.
+pub fn erf(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let a = x.abs();
+    if a >= 6.0 {
+        return 1.0f64.copysign(x);
+    }
+    let two_x2 = 2.0 * a * a;
+    let (mut term, mut sum) = (a, a);
+    let mut n = 0.0;
+    // Terms grow until n ~ x^2 (at most 36 here), then shrink geometrically.
+    while term > sum * 1e-17 {
+        n += 1.0;
+        term *= two_x2 / (2.0 * n + 1.0);
+        sum += term;
+    }
+    let r = std::f64::consts::FRAC_2_SQRT_PI * (-a * a).exp() * sum;
+    r.min(1.0).copysign(x)
+}
+
+/// The logistic function, split by sign so `exp` never overflows.
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let t = x.exp();
+        t / (1.0 + t)
+    }
+}
