@@ -195,6 +195,24 @@ pub struct ResizeAttrs {
     pub roi: Option<Vec<f32>>,
 }
 
+/// TFLite STRIDED_SLICE with constant `begin`/`end`/`strides` (one entry per sliced
+/// dimension, masks as bit sets over those entries). The masks are kept as TFLite
+/// writes them and resolved against the input shape by
+/// [`crate::shape::strided_slice_plan`], the one home of their semantics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StridedSliceAttrs {
+    pub begin: Vec<i64>,
+    pub end: Vec<i64>,
+    pub strides: Vec<i64>,
+    pub begin_mask: u32,
+    pub end_mask: u32,
+    pub ellipsis_mask: u32,
+    pub new_axis_mask: u32,
+    pub shrink_axis_mask: u32,
+    /// `end` is relative to `begin` (`end[i] = begin[i] + end[i]`).
+    pub offset: bool,
+}
+
 /// One operator. Inputs and outputs are listed per variant as `inputs -> outputs`;
 /// `[x]` marks an optional input (absent = `None` in `Node::inputs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -280,6 +298,14 @@ pub enum Op {
     Concat {
         axis: i64,
         activation: Activation,
+    },
+    /// x -> y: TFLite STRIDED_SLICE (data movement on any dtype; quantized tensors keep
+    /// their parameters).
+    StridedSlice(StridedSliceAttrs),
+    /// x -> y with axis `i` repeated `repeats[i]` times (ONNX Tile / TFLite TILE with
+    /// constant multiples).
+    Tile {
+        repeats: Vec<usize>,
     },
     /// data, indices -> y.
     Gather {
@@ -390,6 +416,8 @@ impl Op {
             Op::Squeeze { .. } => "Squeeze",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Concat { .. } => "Concat",
+            Op::StridedSlice(_) => "StridedSlice",
+            Op::Tile { .. } => "Tile",
             Op::Gather { .. } => "Gather",
             Op::Pad { .. } => "Pad",
             Op::Reduce { kind, .. } => match kind {

@@ -1302,6 +1302,18 @@ impl Ex<'_> {
                 }
             }
             Op::Gather { axis } => simple(self, "Gather", vec![a_i("axis", *axis)]),
+            Op::Tile { repeats } => {
+                let r: Vec<i64> = repeats.iter().map(|&r| r as i64).collect();
+                let r = self.i64s(&format!("{name}_repeats"), &r)?;
+                self.push(&name, "Tile", vec![inp(0), r], vec![out], vec![]);
+            }
+            Op::StridedSlice(_) => {
+                // ONNX Slice cannot express TFLite's masks without the input shape;
+                // a TFLite import reaching export would need Slice+Squeeze lowering.
+                return Err(OnnxError::Model(format!(
+                    "node '{name}': StridedSlice (from TFLite) has no ONNX export yet"
+                )));
+            }
             Op::Pad { mode, pads, value } => {
                 let m = match mode {
                     PadMode::Constant => "constant",
