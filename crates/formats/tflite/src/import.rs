@@ -20,13 +20,15 @@
 //! - `Transpose` for depthwise weights that are not constants (constant ones are
 //!   transposed in place to the IR's `[C*mult, kh, kw, 1]` layout).
 
+mod dilated;
+
 use crate::error::{invalid, unsupported, TfliteError};
 use crate::generated::tflite as fb;
 use crate::tensor::{self, Budget, MAX_RANK};
 use edgeopt_ir::{
     Activation, AspectRatioPolicy, AutoPad, BinaryKind, ConvAttrs, CoordTransform, DType, Dim,
     Graph, Layout, NearestMode, Node, Op, PadMode, PoolAttrs, QuantParams, ReduceKind, ResizeAttrs,
-    ResizeMode, Source, Tensor, TensorData, UnaryKind, Value, ValueId,
+    ResizeMode, Source, StridedSliceAttrs, Tensor, TensorData, UnaryKind, Value, ValueId,
 };
 use planus::ReadAsRoot;
 use std::collections::{HashMap, HashSet};
@@ -187,6 +189,16 @@ fn op_name(b: fb::BuiltinOperator) -> String {
         B::ExpandDims => "EXPAND_DIMS",
         B::LeakyRelu => "LEAKY_RELU",
         B::Gather => "GATHER",
+        B::Shape => "SHAPE",
+        B::StridedSlice => "STRIDED_SLICE",
+        B::Pack => "PACK",
+        B::Unpack => "UNPACK",
+        B::Tile => "TILE",
+        B::Fill => "FILL",
+        B::Split => "SPLIT",
+        B::SplitV => "SPLIT_V",
+        B::SpaceToBatchNd => "SPACE_TO_BATCH_ND",
+        B::BatchToSpaceNd => "BATCH_TO_SPACE_ND",
         B::Custom => "CUSTOM",
         B::If => "IF",
         B::While => "WHILE",
@@ -263,6 +275,10 @@ struct Importer<'a> {
     /// stays linear.
     suffix: HashMap<String, usize>,
     budget: Budget,
+    /// Operators rewritten by a recognized pattern (dilated convolutions), by index.
+    fold: HashMap<usize, dilated::Role>,
+    /// Declared shapes that a rewrite changes (TFLite tensor index -> shape).
+    shape_override: HashMap<usize, Vec<Dim>>,
 }
 
 impl<'a> Importer<'a> {
@@ -284,6 +300,8 @@ impl<'a> Importer<'a> {
             names: HashSet::new(),
             suffix: HashMap::new(),
             budget,
+            fold: HashMap::new(),
+            shape_override: HashMap::new(),
         })
     }
 
@@ -301,6 +319,7 @@ impl<'a> Importer<'a> {
             }
             self.graph.inputs.push(v);
         }
+        self.find_dilated_convs()?;
         if let Some(ops) = self.sg.operators()? {
             for (k, op) in ops.iter().enumerate() {
                 let op = op.map_err(|e| TfliteError::from(e).context(&format!("operator #{k}")))?;
@@ -540,7 +559,10 @@ impl<'a> Importer<'a> {
         }
         let v = match view {
             View::Plain => {
-                let info = self.read_tensor(t)?;
+                let mut info = self.read_tensor(t)?;
+                if let Some(s) = self.shape_override.get(&t) {
+                    info.shape = Some(s.clone());
+                }
                 self.push_value(info, t)?
             }
             View::Depthwise => self.depthwise_weights(t)?,
@@ -659,6 +681,28 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
+    /// A helper value (not a TFLite tensor) named after `base`, for the nodes the
+    /// importer adds itself.
+    fn helper_value(
+        &mut self,
+        base: &str,
+        dtype: DType,
+        shape: Option<Vec<Dim>>,
+        quant: Option<QuantParams>,
+    ) -> Result<ValueId> {
+        let name = self.unique_name(base, String::new);
+        self.budget
+            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64 + 64)?;
+        self.graph.values.push(Value {
+            name,
+            dtype,
+            shape,
+            quant,
+            data: None,
+        });
+        Ok(self.graph.values.len() - 1)
+    }
+
     /// Contents of a constant integer operand (shape, axes, paddings...).
     fn const_ints(info: &TensorInfo, what: &str) -> Result<Vec<i64>> {
         let Some(t) = &info.data else {
@@ -697,8 +741,29 @@ impl<'a> Importer<'a> {
         if outs.len() != 1 {
             return Err(invalid(format!("{} outputs, expected 1", outs.len())));
         }
+        let role = self.fold.get(&k).cloned();
+        let mut out_tensor = outs[0];
+        match role {
+            Some(dilated::Role::Alias { from, to }) => {
+                let v = self.tensor_value(to, View::Plain)?;
+                self.values.insert((from, View::Plain), v);
+                return Ok(());
+            }
+            Some(dilated::Role::Skip) => return Ok(()),
+            Some(dilated::Role::Squeeze { axis, out }) => {
+                let x = match ins.first() {
+                    Some(&t) => self.tensor_value(t, View::Plain)?,
+                    None => return Err(invalid("no inputs")),
+                };
+                let y = self.tensor_value(out, View::Plain)?;
+                let op = Op::Squeeze { axes: vec![axis] };
+                return self.push_node(format!("{}_{k}", op_name(b)), op, vec![Some(x)], y);
+            }
+            Some(dilated::Role::Conv { out: Some(t), .. }) => out_tensor = t,
+            Some(dilated::Role::Conv { out: None, .. }) | None => {}
+        }
         let opts = op.builtin_options()?;
-        let y = self.tensor_value(outs[0], View::Plain)?;
+        let y = self.tensor_value(out_tensor, View::Plain)?;
         if self.graph.values[y].is_const() {
             return Err(invalid(format!(
                 "output '{}' is a constant tensor",
@@ -711,7 +776,14 @@ impl<'a> Importer<'a> {
             ins: &ins,
             float_op,
         };
-        let (op_ir, inputs) = match b {
+        let (mut op_ir, inputs) = match b {
+            B::SpaceToBatchNd | B::BatchToSpaceNd => {
+                return Err(unsupported(
+                    "SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND are supported only as the \
+                     converter's dilated convolution (S2B -> [EXPAND_DIMS] -> CONV_2D or \
+                     DEPTHWISE_CONV_2D, VALID, stride 1 -> [SQUEEZE/RESHAPE] -> B2S)",
+                ))
+            }
             B::Conv2d => cx.conv(opts, false)?,
             B::DepthwiseConv2d => cx.conv(opts, true)?,
             B::FullyConnected => cx.fully_connected(opts)?,
@@ -777,8 +849,24 @@ impl<'a> Importer<'a> {
             B::Squeeze => cx.squeeze(opts)?,
             B::ExpandDims => cx.expand_dims()?,
             B::Gather => cx.gather(opts)?,
+            // Shape arithmetic that the converter writes for a dynamic batch.
+            B::Shape => cx.shape(opts, y)?,
+            B::StridedSlice => cx.strided_slice(opts)?,
+            B::Pack => cx.pack(opts, y)?,
+            B::Tile => cx.tile()?,
             _ => return Err(unsupported("operator not supported by the importer")),
         };
+        if let (
+            Some(dilated::Role::Conv {
+                dilations, pads, ..
+            }),
+            Op::Conv(a),
+        ) = (&role, &mut op_ir)
+        {
+            a.dilations = dilations.to_vec();
+            a.pads = pads.to_vec();
+            a.auto_pad = AutoPad::NotSet;
+        }
         self.push_node(format!("{}_{k}", op_name(b)), op_ir, inputs, y)
     }
 }
@@ -1130,7 +1218,27 @@ impl OpCx<'_, '_> {
         // ReshapeOptions.new_shape; we fall back to the declared output shape.
         let mut shape: Option<Vec<i64>> = None;
         let mut shape_name = None;
-        if self.index(1)?.is_some() {
+        if let Some(t) = self.index(1)? {
+            let t_us = usize::try_from(t).map_err(|_| invalid(format!("tensor index {t}")))?;
+            if self.imp.tensor_ref(t_us)?.buffer()? == 0
+                || self
+                    .imp
+                    .buffer_bytes(self.imp.tensor_ref(t_us)?.buffer()?)?
+                    .is_empty()
+            {
+                // A target computed at run time (SHAPE -> STRIDED_SLICE -> PACK for a
+                // dynamic batch): the IR's Reshape takes it as an input, and the shape
+                // rules evaluate that arithmetic once the batch is bound.
+                let v = self.imp.tensor_value(t, View::Plain)?;
+                let val = &self.imp.graph.values[v];
+                if !val.dtype.is_integer() || val.shape.as_ref().is_some_and(|s| s.len() != 1) {
+                    return Err(invalid(format!(
+                        "shape input '{}' must be a 1-D integer tensor",
+                        val.name
+                    )));
+                }
+                return Ok((Op::Reshape { allowzero: true }, vec![Some(x), Some(v)]));
+            }
             let info = self.attr_input(1, "shape")?;
             shape = Some(Importer::const_ints(&info, "shape")?);
             shape_name = Some(info.name);
@@ -1438,6 +1546,143 @@ impl OpCx<'_, '_> {
         let idx = self.req_raw(1)?;
         check_axes(&[axis], self.rank(x))?;
         Ok((Op::Gather { axis }, vec![Some(x), Some(idx)]))
+    }
+
+    /// SHAPE: the IR's Shape yields i64; TFLite's `out_type` (int32 by default) is
+    /// reached with a Cast, so the declared tensor keeps its dtype.
+    fn shape(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+        y: ValueId,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(1, 1)?;
+        if let Some(fb::BuiltinOptionsRef::ShapeOptions(o)) = opts {
+            let want = tensor::dtype(o.out_type()?)?;
+            if want != DType::I32 && want != DType::I64 {
+                return Err(invalid(format!("SHAPE out_type {want}")));
+            }
+        }
+        let x = self.req_raw(0)?;
+        let out_dt = self.imp.graph.values[y].dtype;
+        if out_dt != DType::I32 && out_dt != DType::I64 {
+            return Err(invalid(format!(
+                "SHAPE output is {out_dt}, expected int32 or int64"
+            )));
+        }
+        if out_dt == DType::I64 {
+            return Ok((Op::Shape, vec![Some(x)]));
+        }
+        let rank = self.rank(x);
+        let base = format!("{}/i64", self.imp.graph.values[y].name);
+        let s =
+            self.imp
+                .helper_value(&base, DType::I64, rank.map(|r| vec![Dim::Fixed(r)]), None)?;
+        let name = self.imp.graph.values[s].name.clone();
+        self.imp.push_node(name, Op::Shape, vec![Some(x)], s)?;
+        Ok((Op::Cast { to: DType::I32 }, vec![Some(s)]))
+    }
+
+    fn strided_slice(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(4, 4)?;
+        let Some(fb::BuiltinOptionsRef::StridedSliceOptions(o)) = opts else {
+            return Err(invalid("missing StridedSliceOptions"));
+        };
+        let mask = |m: i32| m as u32;
+        let x = self.req_raw(0)?;
+        let begin = Importer::const_ints(&self.attr_input(1, "begin")?, "begin")?;
+        let end = Importer::const_ints(&self.attr_input(2, "end")?, "end")?;
+        let strides = Importer::const_ints(&self.attr_input(3, "strides")?, "strides")?;
+        if begin.len() != end.len() || begin.len() != strides.len() || begin.len() > MAX_RANK {
+            return Err(invalid(format!(
+                "begin/end/strides have {}/{}/{} entries",
+                begin.len(),
+                end.len(),
+                strides.len()
+            )));
+        }
+        if strides.contains(&0) {
+            return Err(invalid("stride 0"));
+        }
+        let attrs = StridedSliceAttrs {
+            begin,
+            end,
+            strides,
+            begin_mask: mask(o.begin_mask()?),
+            end_mask: mask(o.end_mask()?),
+            ellipsis_mask: mask(o.ellipsis_mask()?),
+            new_axis_mask: mask(o.new_axis_mask()?),
+            shrink_axis_mask: mask(o.shrink_axis_mask()?),
+            offset: o.offset()?,
+        };
+        Ok((Op::StridedSlice(attrs), vec![Some(x)]))
+    }
+
+    /// PACK(axis) of N tensors = Concat(axis) of the N tensors each unsqueezed at
+    /// `axis`: expressed with the IR's own ops rather than a new one.
+    fn pack(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+        y: ValueId,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
+        if self.ins.is_empty() {
+            return Err(invalid("no inputs"));
+        }
+        let (count, axis) = match opts {
+            Some(fb::BuiltinOptionsRef::PackOptions(o)) => (o.values_count()?, o.axis()? as i64),
+            _ => return Err(invalid("missing PackOptions")),
+        };
+        if count as usize != self.ins.len() {
+            return Err(invalid(format!(
+                "values_count {count} but {} inputs",
+                self.ins.len()
+            )));
+        }
+        let mut inputs = Vec::with_capacity(self.ins.len());
+        for i in 0..self.ins.len() {
+            let x = self.req(i)?;
+            check_axes(&[axis], self.rank(x).map(|r| r + 1))?;
+            let v = &self.imp.graph.values[x];
+            let shape = v.shape.as_ref().map(|s| {
+                let r = s.len() as i64 + 1;
+                let a = if axis < 0 { axis + r } else { axis } as usize;
+                let mut s = s.clone();
+                s.insert(a.min(s.len()), Dim::Fixed(1));
+                s
+            });
+            let (dtype, quant) = (v.dtype, v.quant.clone());
+            let base = format!("{}/packed{i}", self.imp.graph.values[y].name);
+            let u = self.imp.helper_value(&base, dtype, shape, quant)?;
+            let name = self.imp.graph.values[u].name.clone();
+            self.imp
+                .push_node(name, Op::Unsqueeze { axes: vec![axis] }, vec![Some(x)], u)?;
+            inputs.push(Some(u));
+        }
+        Ok((
+            Op::Concat {
+                axis,
+                activation: Activation::None,
+            },
+            inputs,
+        ))
+    }
+
+    fn tile(&mut self) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(2, 2)?;
+        let x = self.req_raw(0)?;
+        let m = Importer::const_ints(&self.attr_input(1, "multiples")?, "multiples")?;
+        if let Some(r) = self.rank(x) {
+            if r != m.len() {
+                return Err(invalid(format!("{} multiples for rank {r}", m.len())));
+            }
+        }
+        let repeats = m
+            .iter()
+            .map(|&k| usize::try_from(k).map_err(|_| invalid(format!("multiples {m:?}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((Op::Tile { repeats }, vec![Some(x)]))
     }
 }
 
