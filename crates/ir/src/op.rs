@@ -307,6 +307,9 @@ pub enum Op {
     Tile {
         repeats: Vec<usize>,
     },
+    /// dims (1-D integer), value (one element) -> y of shape `dims` filled with `value`
+    /// (TFLite FILL; `dims` may be computed at run time, e.g. from a dynamic batch).
+    Fill,
     /// data, indices -> y.
     Gather {
         axis: i64,
@@ -418,6 +421,7 @@ impl Op {
             Op::Concat { .. } => "Concat",
             Op::StridedSlice(_) => "StridedSlice",
             Op::Tile { .. } => "Tile",
+            Op::Fill => "Fill",
             Op::Gather { .. } => "Gather",
             Op::Pad { .. } => "Pad",
             Op::Reduce { kind, .. } => match kind {

@@ -384,6 +384,37 @@ fn infer_op(
                 .ok_or_else(|| format!("tiling {:?} by {repeats:?} overflows", x.shape))?;
             one(out(x.dtype, s))
         }
+        Op::Fill => {
+            let d = req(inputs, 0)?;
+            let v = req(inputs, 1)?;
+            if !d.dtype.is_integer() || d.shape.len() != 1 {
+                return Err(format!(
+                    "dims must be a 1-D integer tensor, got {} {:?}",
+                    d.dtype, d.shape
+                ));
+            }
+            if v.shape.iter().product::<usize>() != 1 {
+                return Err(format!(
+                    "value must have one element, has shape {:?}",
+                    v.shape
+                ));
+            }
+            let dims = small_int(d).ok_or("dims are not known before run time")?;
+            let s = dims
+                .iter()
+                .map(|&k| usize::try_from(k).map_err(|_| format!("dims {dims:?}")))
+                .collect::<R<Vec<usize>>>()?;
+            let n = checked_numel(&s).map_err(|_| format!("dims {dims:?} overflow"))?;
+            let value = match small_int(v) {
+                Some(x) if n <= VALUE_LIMIT => Some(make_value(v.dtype, s.clone(), &vec![x[0]; n])),
+                _ => None,
+            };
+            Ok(vec![OutputFact {
+                dtype: v.dtype,
+                shape: s,
+                value,
+            }])
+        }
         Op::Gather { axis } => {
             let d = req(inputs, 0)?;
             let i = req(inputs, 1)?;

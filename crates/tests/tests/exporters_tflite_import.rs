@@ -31,11 +31,11 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
     ),
     (
         "tflite/gru_kws_unrolled.dynbatch.fp32.tflite",
-        "UNPACK / SPLIT: waiting for the IR's Split op (another branch)",
+        "UNPACK / SPLIT: waiting for the IR's Split op (another branch); SHAPE, STRIDED_SLICE, PACK, FILL import",
     ),
     (
         "tflite/gru_kws_unrolled.dynbatch.int8.tflite",
-        "UNPACK / SPLIT: waiting for the IR's Split op (another branch)",
+        "UNPACK / SPLIT: waiting for the IR's Split op (another branch); SHAPE, STRIDED_SLICE, PACK, FILL import",
     ),
     (
         "tflite/gru_kws_unrolled.batch1.fp32.tflite",

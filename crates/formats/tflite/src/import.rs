@@ -4,7 +4,10 @@
 //! MAXIMUM, MINIMUM, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, RESHAPE, SQUEEZE,
 //! EXPAND_DIMS, SOFTMAX, LOG_SOFTMAX, PAD, PADV2, CONCATENATION, TRANSPOSE, GATHER,
 //! QUANTIZE, DEQUANTIZE, LOGISTIC, TANH, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU,
-//! HARD_SWISH, RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR; fused activations NONE,
+//! HARD_SWISH, RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR, TILE, FILL; the shape
+//! arithmetic of a dynamic batch (SHAPE, STRIDED_SLICE, PACK, and RESHAPE with a
+//! target computed at run time); SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND as the
+//! converter's dilated convolution (folded into the conv, see `dilated`); fused activations NONE,
 //! RELU, RELU_N1_TO_1, RELU6. Constant operands that the IR keeps as attributes
 //! (paddings, perm, axes, sizes) are read from the file and do not become values;
 //! RESHAPE's target becomes an i64 constant input. Control-flow ops (IF, WHILE,
@@ -14,11 +17,13 @@
 //! first references them, so unused tensors cost nothing and every decoded constant
 //! is used by the graph (the parameter count is the model's). Operators map one to
 //! one onto IR nodes named `<TFLITE_OP>_<index>` (e.g. `CONV_2D_3`); the importer adds
-//! only two kinds of helper nodes, named after the tensor they serve:
+//! only these helper nodes, named after the tensor they serve:
 //! - `Dequantize` in front of int8 constants that a float operator consumes directly
 //!   (hybrid models such as `kws_ref_model_float32.tflite`), so float kernels see f32;
 //! - `Transpose` for depthwise weights that are not constants (constant ones are
-//!   transposed in place to the IR's `[C*mult, kh, kw, 1]` layout).
+//!   transposed in place to the IR's `[C*mult, kh, kw, 1]` layout);
+//! - `Shape` in front of a `Cast` to int32 for SHAPE (the IR's Shape yields i64);
+//! - `Unsqueeze` per input of PACK, whose node is then a `Concat`.
 
 mod dilated;
 
@@ -854,6 +859,10 @@ impl<'a> Importer<'a> {
             B::StridedSlice => cx.strided_slice(opts)?,
             B::Pack => cx.pack(opts, y)?,
             B::Tile => cx.tile()?,
+            B::Fill => {
+                cx.arity(2, 2)?;
+                (Op::Fill, vec![Some(cx.req_raw(0)?), Some(cx.req_raw(1)?)])
+            }
             _ => return Err(unsupported("operator not supported by the importer")),
         };
         if let (

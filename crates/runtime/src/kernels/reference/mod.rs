@@ -92,6 +92,7 @@ fn computes_in_f32(op: &Op) -> bool {
             | Op::Gather { .. }
             | Op::StridedSlice(_)
             | Op::Tile { .. }
+            | Op::Fill
             | Op::Pad { .. }
             | Op::Identity
             | Op::Shape
@@ -173,6 +174,7 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
         Op::Concat { axis, activation } => one(movement::concat(inputs, *axis, *activation, out)?),
         Op::StridedSlice(a) => one(movement::strided_slice(req(inputs, 0)?, a, out)?),
         Op::Tile { .. } => one(movement::tile(req(inputs, 0)?, out)?),
+        Op::Fill => one(movement::fill(req(inputs, 1)?, out)?),
         Op::Gather { axis } => one(movement::gather(req(inputs, 0)?, req(inputs, 1)?, *axis, out)?),
         Op::Pad { mode, pads, value } => one(movement::pad(req(inputs, 0)?, *mode, pads, *value, out)?),
         Op::Shape => one(movement::shape(req(inputs, 0)?)),

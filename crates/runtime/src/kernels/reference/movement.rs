@@ -206,3 +206,9 @@ pub fn tile(x: &Tensor, out: &OutputFact) -> KResult<Tensor> {
     }
     Tensor::new(out.shape.clone(), take(&x.data, &idx, 0.0)).map_err(|e| e.to_string())
 }
+
+/// FILL: the one-element `value` repeated over the output shape.
+pub fn fill(value: &Tensor, out: &OutputFact) -> KResult<Tensor> {
+    let n: usize = out.shape.iter().product();
+    Tensor::new(out.shape.clone(), take(&value.data, &vec![0; n], 0.0)).map_err(|e| e.to_string())
+}
