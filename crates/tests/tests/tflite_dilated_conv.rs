@@ -52,7 +52,7 @@ fn conv1d(int8: bool) -> (s::Model, Vec<usize>) {
     let (w, bias) = if int8 {
         let ws = [0.01f32, 0.02, 0.015, 0.03];
         let wv: Vec<u8> = (0..36)
-            .map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8)
+            .map(|i: i32| (i * 37 % 255 - 127) as i8 as u8)
             .collect();
         let w = b.constant_bytes(
             "w",

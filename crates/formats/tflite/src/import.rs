@@ -5,13 +5,15 @@
 //! EXPAND_DIMS, SOFTMAX, LOG_SOFTMAX, PAD, PADV2, CONCATENATION, TRANSPOSE, GATHER,
 //! QUANTIZE, DEQUANTIZE, LOGISTIC, TANH, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU,
 //! HARD_SWISH, RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR, TILE, FILL; the shape
-//! arithmetic of a dynamic batch (SHAPE, STRIDED_SLICE, PACK, and RESHAPE with a
-//! target computed at run time); SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND as the
-//! converter's dilated convolution (folded into the conv, see `dilated`); fused activations NONE,
-//! RELU, RELU_N1_TO_1, RELU6. Constant operands that the IR keeps as attributes
-//! (paddings, perm, axes, sizes) are read from the file and do not become values;
-//! RESHAPE's target becomes an i64 constant input. Control-flow ops (IF, WHILE,
-//! CALL...) and custom ops are rejected with a clear error: only subgraph 0 runs.
+//! arithmetic the converter writes for a dynamic batch (SHAPE, STRIDED_SLICE, PACK,
+//! and RESHAPE with a target computed at run time, evaluated by the IR's shape rules
+//! once the batch is bound); SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND only as the
+//! converter's dilated convolution, folded into the conv (see `dilated`). Fused
+//! activations NONE, RELU, RELU_N1_TO_1, RELU6. Constant operands that the IR keeps
+//! as attributes (paddings, perm, axes, sizes, slice bounds, multiples) are read from
+//! the file and do not become values; RESHAPE's target becomes an i64 constant input
+//! (or stays the tensor that computes it). Control-flow ops (IF, WHILE, CALL...) and
+//! custom ops are rejected with a clear error: only subgraph 0 runs.
 //!
 //! Tensors become values lazily, when an operator or the subgraph's input/output list
 //! first references them, so unused tensors cost nothing and every decoded constant
@@ -1229,12 +1231,8 @@ impl OpCx<'_, '_> {
         let mut shape_name = None;
         if let Some(t) = self.index(1)? {
             let t_us = usize::try_from(t).map_err(|_| invalid(format!("tensor index {t}")))?;
-            if self.imp.tensor_ref(t_us)?.buffer()? == 0
-                || self
-                    .imp
-                    .buffer_bytes(self.imp.tensor_ref(t_us)?.buffer()?)?
-                    .is_empty()
-            {
+            let buffer = self.imp.tensor_ref(t_us)?.buffer()?;
+            if self.imp.buffer_bytes(buffer)?.is_empty() {
                 // A target computed at run time (SHAPE -> STRIDED_SLICE -> PACK for a
                 // dynamic batch): the IR's Reshape takes it as an input, and the shape
                 // rules evaluate that arithmetic once the batch is bound.

@@ -168,6 +168,8 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
         | Op::Flatten { .. }
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
+        | Op::StridedSlice(_)
+        | Op::Tile { .. }
         | Op::Identity => {
             // Data movement stays with the reference kernels unless the parameters change.
             if ctx.in_quant(0) == ctx.out_quant(0) || ctx.out_quant(0).is_none() {

@@ -421,7 +421,9 @@ pub fn resize_bilinear<T: QInt>(
                 } else {
                     v * scale
                 };
-                let lo = (s / (1 << 10)).max(0);
+                // TFLite does not bound `lo` above; extreme upscales (scale rounded
+                // up) would read past the input there, so it is clamped here.
+                let lo = (s / (1 << 10)).max(0).min(size as i32 - 1);
                 let hi = ((s + (1 << 10) - 1) / (1 << 10)).min(size as i32 - 1);
                 (s as i64, lo as usize, hi.max(0) as usize)
             })
