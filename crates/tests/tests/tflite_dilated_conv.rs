@@ -33,6 +33,13 @@ fn conv_opts() -> Option<O> {
 /// x [1, 20, 3] -> S2B(block 2, pads [2, 4]) -> EXPAND_DIMS(1) -> CONV_2D 3 taps, 4
 /// filters -> SQUEEZE([1]) -> B2S(block 2, crops [0, 1]) -> y [1, 21, 4].
 fn conv1d(int8: bool) -> (s::Model, Vec<usize>) {
+    conv1d_with(int8, [2, 4], [0, 1])
+}
+
+/// [`conv1d`] with other paddings and crops (shapes follow).
+fn conv1d_with(int8: bool, pad: [i32; 2], crop: [i32; 2]) -> (s::Model, Vec<usize>) {
+    let phase = (20 + pad[0] + pad[1]) / 2;
+    let out = 2 * (phase - 2) - crop[0] - crop[1];
     let mut b = ModelBuilder::new();
     let (ty, qa, qy) = if int8 {
         (s::TensorType::Int8, Some((0.05, -3)), Some((0.08, 5)))
@@ -41,14 +48,14 @@ fn conv1d(int8: bool) -> (s::Model, Vec<usize>) {
     };
     let x = b.typed_activation("x", &[1, 20, 3], ty, qa);
     let block = b.constant_i32("block", &[1], &[2]);
-    let pads = b.constant_i32("pads", &[1, 2], &[2, 4]);
-    let crops = b.constant_i32("crops", &[1, 2], &[0, 1]);
+    let pads = b.constant_i32("pads", &[1, 2], &pad);
+    let crops = b.constant_i32("crops", &[1, 2], &crop);
     let axis = b.constant_i32("axis", &[], &[1]);
-    let s2b = b.typed_activation("s2b", &[2, 13, 3], ty, qa);
-    let e = b.typed_activation("expand", &[2, 1, 13, 3], ty, qa);
-    let c = b.typed_activation("conv", &[2, 1, 11, 4], ty, qy);
-    let sq = b.typed_activation("squeeze", &[2, 11, 4], ty, qy);
-    let y = b.typed_activation("y", &[1, 21, 4], ty, qy);
+    let s2b = b.typed_activation("s2b", &[2, phase, 3], ty, qa);
+    let e = b.typed_activation("expand", &[2, 1, phase, 3], ty, qa);
+    let c = b.typed_activation("conv", &[2, 1, phase - 2, 4], ty, qy);
+    let sq = b.typed_activation("squeeze", &[2, phase - 2, 4], ty, qy);
+    let y = b.typed_activation("y", &[1, out, 4], ty, qy);
     let (w, bias) = if int8 {
         let ws = [0.01f32, 0.02, 0.015, 0.03];
         let wv: Vec<u8> = (0..36)
@@ -213,4 +220,17 @@ fn dilated_conv_chains_fold_and_match_litert() {
         println!("{name}: max |edgeopt - LiteRT| = {d:e}");
         assert!(if int8 { d == 0.0 } else { d <= 1e-5 }, "{name}: {d}");
     }
+}
+
+#[test]
+fn space_to_batch_outside_the_pattern_is_refused_clearly() {
+    // Crops larger than the paddings: not a plain padded dilated conv.
+    let (m, _) = conv1d_with(false, [0, 2], [1, 1]);
+    let err = edgeopt_tflite::import(&edgeopt_tflite::finish_model(&m))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("SPACE_TO_BATCH_ND") && err.contains("dilated convolution"),
+        "{err}"
+    );
 }
