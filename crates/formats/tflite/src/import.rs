@@ -622,17 +622,8 @@ impl<'a> Importer<'a> {
         // Weights computed at run time: transpose them with a node.
         let src = self.tensor_value(t as i32, View::Plain)?;
         let base = format!("{}/ohwi", self.graph.values[src].name);
-        let name = self.unique_name(&base, String::new);
-        self.budget
-            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64)?;
-        let out = self.graph.values.len();
-        self.graph.values.push(Value {
-            name: name.clone(),
-            dtype: info.dtype,
-            shape: Some(new_shape),
-            quant,
-            data: None,
-        });
+        let out = self.helper_value(&base, info.dtype, Some(new_shape), quant)?;
+        let name = self.graph.values[out].name.clone();
         self.push_node(
             name,
             Op::Transpose {
@@ -657,18 +648,9 @@ impl<'a> Importer<'a> {
         }
         let shape = val.shape.clone();
         let base = format!("{}/dequantized", val.name);
-        let name = self.unique_name(&base, String::new);
-        // The f32 copy exists at run time only; charge the metadata.
-        self.budget
-            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64 + 64)?;
-        let out = self.graph.values.len();
-        self.graph.values.push(Value {
-            name: name.clone(),
-            dtype: DType::F32,
-            shape,
-            quant: None,
-            data: None,
-        });
+        // The f32 copy exists at run time only; the helper charges the metadata.
+        let out = self.helper_value(&base, DType::F32, shape, None)?;
+        let name = self.graph.values[out].name.clone();
         self.push_node(name, Op::Dequantize, vec![Some(v)], out)?;
         self.dequantized.insert(v, out);
         Ok(out)
@@ -689,7 +671,7 @@ impl<'a> Importer<'a> {
     }
 
     /// A helper value (not a TFLite tensor) named after `base`, for the nodes the
-    /// importer adds itself.
+    /// importer adds itself; only its metadata is charged to the budget.
     fn helper_value(
         &mut self,
         base: &str,
