@@ -4,7 +4,7 @@
 //! MAXIMUM, MINIMUM, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, RESHAPE, SQUEEZE,
 //! EXPAND_DIMS, SOFTMAX, LOG_SOFTMAX, PAD, PADV2, CONCATENATION, TRANSPOSE, GATHER,
 //! QUANTIZE, DEQUANTIZE, LOGISTIC, TANH, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU,
-//! HARD_SWISH, RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR, TILE, FILL; the shape
+//! HARD_SWISH, RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR, TILE, FILL, CAST; the shape
 //! arithmetic the converter writes for a dynamic batch (SHAPE, STRIDED_SLICE, PACK,
 //! and RESHAPE with a target computed at run time, evaluated by the IR's shape rules
 //! once the batch is bound); SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND only as the
@@ -202,6 +202,7 @@ fn op_name(b: fb::BuiltinOperator) -> String {
         B::Unpack => "UNPACK",
         B::Tile => "TILE",
         B::Fill => "FILL",
+        B::Cast => "CAST",
         B::Split => "SPLIT",
         B::SplitV => "SPLIT_V",
         B::SpaceToBatchNd => "SPACE_TO_BATCH_ND",
@@ -843,6 +844,13 @@ impl<'a> Importer<'a> {
             B::StridedSlice => cx.strided_slice(opts)?,
             B::Pack => cx.pack(opts, y)?,
             B::Tile => cx.tile()?,
+            B::Cast => {
+                // TFLite CAST converts values (static_cast), ignoring quantization, as
+                // the IR's Cast does; the target is the declared output dtype.
+                cx.arity(1, 1)?;
+                let to = cx.imp.graph.values[y].dtype;
+                (Op::Cast { to }, vec![Some(cx.req_raw(0)?)])
+            }
             B::Fill => {
                 cx.arity(2, 2)?;
                 (Op::Fill, vec![Some(cx.req_raw(0)?), Some(cx.req_raw(1)?)])
