@@ -100,6 +100,11 @@ fn cases() -> Vec<(&'static str, Case)> {
             "mean_hw_keep_sameq",
             mean(&[1, 4, 4, 24], &[1, 2], true, true),
         ),
+        // scale_in / (count * scale_out) > 1: a left shift in the vector lanes.
+        (
+            "mean_hw_keep_gain",
+            mean(&[1, 1, 2, 20], &[1, 2], true, false),
+        ),
         (
             "mean_hw_nokeep_c40",
             mean(&[1, 5, 5, 40], &[1, 2], false, false),
