@@ -215,6 +215,24 @@ impl RnnDirection {
     }
 }
 
+/// TFLite STRIDED_SLICE with constant `begin`/`end`/`strides` (one entry per sliced
+/// dimension, masks as bit sets over those entries). The masks are kept as TFLite
+/// writes them and resolved against the input shape by
+/// [`crate::shape::strided_slice_plan`], the one home of their semantics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StridedSliceAttrs {
+    pub begin: Vec<i64>,
+    pub end: Vec<i64>,
+    pub strides: Vec<i64>,
+    pub begin_mask: u32,
+    pub end_mask: u32,
+    pub ellipsis_mask: u32,
+    pub new_axis_mask: u32,
+    pub shrink_axis_mask: u32,
+    /// `end` is relative to `begin` (`end[i] = begin[i] + end[i]`).
+    pub offset: bool,
+}
+
 /// One operator. Inputs and outputs are listed per variant as `inputs -> outputs`;
 /// `[x]` marks an optional input (absent = `None` in `Node::inputs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -309,6 +327,17 @@ pub enum Op {
         axis: i64,
         activation: Activation,
     },
+    /// x -> y: TFLite STRIDED_SLICE (data movement on any dtype; quantized tensors keep
+    /// their parameters).
+    StridedSlice(StridedSliceAttrs),
+    /// x -> y with axis `i` repeated `repeats[i]` times (ONNX Tile / TFLite TILE with
+    /// constant multiples).
+    Tile {
+        repeats: Vec<usize>,
+    },
+    /// dims (1-D integer), value (one element) -> y of shape `dims` filled with `value`
+    /// (TFLite FILL; `dims` may be computed at run time, e.g. from a dynamic batch).
+    Fill,
     /// data, indices -> y.
     Gather {
         axis: i64,
@@ -471,6 +500,9 @@ impl Op {
             Op::Squeeze { .. } => "Squeeze",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Concat { .. } => "Concat",
+            Op::StridedSlice(_) => "StridedSlice",
+            Op::Tile { .. } => "Tile",
+            Op::Fill => "Fill",
             Op::Gather { .. } => "Gather",
             Op::Lstm { .. } => "LSTM",
             Op::Gru { .. } => "GRU",

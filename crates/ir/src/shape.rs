@@ -12,7 +12,8 @@ use crate::tensor::Tensor;
 pub use crate::shape_rules::{
     bcast_strides, broadcast, conv_geometry, conv_transpose_geometry, full_perm, join_layout,
     matmul_shape, norm_axis, pad_shape, pool_geometry, reduce_axes, reshape_shape, resize_geometry,
-    slice_geometry, split_layout, window, ConvGeometry, SliceGeometry, Window, MAX_TENSOR_BYTES,
+    slice_geometry, split_layout, strided_slice_plan, tile_source_index, window, ConvGeometry,
+    SliceGeometry, SlicePlan, Window, MAX_TENSOR_BYTES,
 };
 
 /// What inference knows about one input of a node.

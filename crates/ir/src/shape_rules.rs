@@ -402,6 +402,71 @@ fn infer_op(
             }])
         }
         Op::Concat { axis, .. } => concat(inputs, *axis),
+        Op::StridedSlice(a) => {
+            let x = req(inputs, 0)?;
+            let plan = strided_slice_plan(a, x.shape)?;
+            // Shape arithmetic (SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE, as the TFLite
+            // converter writes a dynamic batch) is evaluated here, as for Gather.
+            let value = small_int(x).map(|v| {
+                let mut out = Vec::with_capacity(plan.numel());
+                plan.for_each_source(|i| out.push(v[i]));
+                make_value(x.dtype, plan.out_shape.clone(), &out)
+            });
+            Ok(vec![OutputFact {
+                dtype: x.dtype,
+                shape: plan.out_shape,
+                value,
+            }])
+        }
+        Op::Tile { repeats } => {
+            let x = req(inputs, 0)?;
+            if repeats.len() != x.shape.len() {
+                return Err(format!(
+                    "{} repeats for an input of rank {}",
+                    repeats.len(),
+                    x.shape.len()
+                ));
+            }
+            let s: Vec<usize> = x
+                .shape
+                .iter()
+                .zip(repeats)
+                .map(|(&d, &r)| d.checked_mul(r))
+                .collect::<Option<_>>()
+                .ok_or_else(|| format!("tiling {:?} by {repeats:?} overflows", x.shape))?;
+            one(out(x.dtype, s))
+        }
+        Op::Fill => {
+            let d = req(inputs, 0)?;
+            let v = req(inputs, 1)?;
+            if !d.dtype.is_integer() || d.shape.len() != 1 {
+                return Err(format!(
+                    "dims must be a 1-D integer tensor, got {} {:?}",
+                    d.dtype, d.shape
+                ));
+            }
+            if v.shape.iter().product::<usize>() != 1 {
+                return Err(format!(
+                    "value must have one element, has shape {:?}",
+                    v.shape
+                ));
+            }
+            let dims = small_int(d).ok_or("dims are not known before run time")?;
+            let s = dims
+                .iter()
+                .map(|&k| usize::try_from(k).map_err(|_| format!("dims {dims:?}")))
+                .collect::<R<Vec<usize>>>()?;
+            let n = checked_numel(&s).map_err(|_| format!("dims {dims:?} overflow"))?;
+            let value = match small_int(v) {
+                Some(x) if n <= VALUE_LIMIT => Some(make_value(v.dtype, s.clone(), &vec![x[0]; n])),
+                _ => None,
+            };
+            Ok(vec![OutputFact {
+                dtype: v.dtype,
+                shape: s,
+                value,
+            }])
+        }
         Op::Gather { axis } => {
             let d = req(inputs, 0)?;
             let i = req(inputs, 1)?;
@@ -934,6 +999,224 @@ pub fn reshape_shape(input: &[usize], target: &[i64], allowzero: bool) -> R<Vec<
         ));
     }
     Ok(s)
+}
+
+/// A resolved TFLite strided slice: for every *effective* dimension (the input's, with
+/// ellipsis expanded and new axes inserted) the first index, the step and the number
+/// of elements taken; and the output shape (shrunk axes removed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlicePlan {
+    /// Effective input shape (new axes are dimensions of size 1).
+    pub dims: Vec<usize>,
+    pub start: Vec<i64>,
+    pub step: Vec<i64>,
+    pub len: Vec<usize>,
+    pub out_shape: Vec<usize>,
+}
+
+impl SlicePlan {
+    pub fn numel(&self) -> usize {
+        self.len.iter().product()
+    }
+
+    /// Calls `f` with the flat input index of every output element, in output order.
+    pub fn for_each_source(&self, mut f: impl FnMut(usize)) {
+        let r = self.dims.len();
+        if self.len.contains(&0) {
+            return;
+        }
+        let strides = strides_of(&self.dims);
+        let mut idx = vec![0usize; r];
+        loop {
+            let mut src = 0i64;
+            for d in 0..r {
+                src += (self.start[d] + idx[d] as i64 * self.step[d]) * strides[d] as i64;
+            }
+            f(src as usize);
+            // Odometer over the output positions, last axis fastest.
+            let mut d = r;
+            loop {
+                if d == 0 {
+                    return;
+                }
+                d -= 1;
+                idx[d] += 1;
+                if idx[d] < self.len[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+}
+
+/// Resolves TFLite STRIDED_SLICE semantics (begin/end/ellipsis/new-axis/shrink masks,
+/// negative indices, clamping, `offset`) against an input shape, as TFLite's
+/// `BuildStridedSliceParams` + `StartForAxis`/`StopForAxis` do.
+pub fn strided_slice_plan(a: &StridedSliceAttrs, input: &[usize]) -> R<SlicePlan> {
+    let n = a.begin.len();
+    if a.end.len() != n || a.strides.len() != n {
+        return Err(format!(
+            "begin/end/strides have {}/{}/{} entries",
+            n,
+            a.end.len(),
+            a.strides.len()
+        ));
+    }
+    if n > 32 {
+        return Err(format!("{n} slice entries"));
+    }
+    let bit = |m: u32, i: usize| i < 32 && m & (1 << i) != 0;
+    // New axes not covered by the ellipsis add dimensions.
+    let num_add = (0..n)
+        .filter(|&i| !bit(a.ellipsis_mask, i) && bit(a.new_axis_mask, i))
+        .count();
+    let rank = input.len();
+    let named = (0..n)
+        .filter(|&i| !bit(a.ellipsis_mask, i) && !bit(a.new_axis_mask, i))
+        .count();
+    if named > rank {
+        return Err(format!(
+            "slice spec names {named} dimensions of an input of rank {rank}"
+        ));
+    }
+    let eff = rank + num_add;
+    if eff > 32 {
+        return Err(format!("slice of rank {eff}"));
+    }
+    // Expand the ellipsis over the dimensions the spec does not name.
+    let (mut ell_mask, mut new_mask) = (0u64, 0u64);
+    let (mut ell_start, mut expanded) = (eff, 0usize);
+    let mut i = 0;
+    while i < eff {
+        if bit(a.ellipsis_mask, i) {
+            ell_start = i;
+            let end = (i + 1).max((i + 1 + num_add + rank).saturating_sub(n).min(eff));
+            expanded = end - i - 1;
+            while i < end {
+                ell_mask |= 1 << i;
+                i += 1;
+            }
+            continue;
+        }
+        if i >= expanded && bit(a.new_axis_mask, i - expanded) {
+            new_mask |= 1 << i;
+        }
+        i += 1;
+    }
+    let mut dims = Vec::with_capacity(eff);
+    let (mut start, mut step, mut len) = (Vec::new(), Vec::new(), Vec::new());
+    let mut out_shape = Vec::new();
+    let (mut added_ell, mut added_axes) = (0usize, 0usize);
+    for i in 0..eff {
+        // (begin, end, stride, begin masked, end masked, shrink) of effective dim i.
+        let spec = if ell_mask & (1 << i) != 0 {
+            added_ell = i.saturating_sub(ell_start);
+            None
+        } else if new_mask & (1 << i) != 0 {
+            added_axes += 1;
+            dims.push(1);
+            start.push(0);
+            step.push(1);
+            len.push(1);
+            out_shape.push(1);
+            continue;
+        } else if i >= n + expanded {
+            None
+        } else {
+            let o = i - added_ell;
+            let e = if a.offset {
+                a.begin[o].checked_add(a.end[o]).ok_or("end overflows")?
+            } else {
+                a.end[o]
+            };
+            Some((
+                a.begin[o],
+                e,
+                a.strides[o],
+                bit(a.begin_mask, o),
+                bit(a.end_mask, o),
+                bit(a.shrink_axis_mask, o),
+            ))
+        };
+        let d = *input
+            .get(i - added_axes)
+            .ok_or_else(|| format!("slice spec does not fit an input of rank {rank}"))?;
+        dims.push(d);
+        let (b, e, s, bm, em, shrink) = spec.unwrap_or((0, 0, 1, true, true, false));
+        if s == 0 {
+            return Err("stride 0".into());
+        }
+        let size = d as i64;
+        let clamp = |v: i64| {
+            if s > 0 {
+                v.clamp(0, size)
+            } else {
+                v.clamp(-1, size - 1)
+            }
+        };
+        let norm = |v: i64| if v < 0 { v + size } else { v };
+        let first = if size == 0 {
+            0
+        } else if bm {
+            if s > 0 {
+                0
+            } else {
+                size - 1
+            }
+        } else {
+            clamp(norm(b))
+        };
+        let stop = if size == 0 {
+            0
+        } else if shrink {
+            first + 1
+        } else if em {
+            if s > 0 {
+                size
+            } else {
+                -1
+            }
+        } else {
+            clamp(norm(e))
+        };
+        if shrink && (first < 0 || first >= size) {
+            return Err(format!(
+                "shrunk axis {i} index {b} is out of range for size {d}"
+            ));
+        }
+        // ceil((stop - first) / s), never negative.
+        let span = stop - first;
+        let s_abs = s.checked_abs().ok_or("stride out of range")?;
+        let n_el = if (span > 0) == (s > 0) && span != 0 {
+            ((span.abs() + s_abs - 1) / s_abs) as usize
+        } else {
+            0
+        };
+        start.push(first);
+        step.push(s);
+        len.push(n_el);
+        if !shrink {
+            out_shape.push(n_el);
+        }
+    }
+    Ok(SlicePlan {
+        dims,
+        start,
+        step,
+        len,
+        out_shape,
+    })
+}
+
+/// Flat index into a tensor of shape `input` of the element that TILE puts at output
+/// multi-index `out_idx` (every axis wraps around its input size).
+pub fn tile_source_index(input: &[usize], out_idx: &[usize]) -> usize {
+    let mut src = 0;
+    for (d, &i) in input.iter().zip(out_idx) {
+        src = src * d + i % d.max(&1);
+    }
+    src
 }
 
 fn unsqueeze_shape(input: &[usize], axes: &[i64]) -> R<Vec<usize>> {

@@ -1439,6 +1439,31 @@ impl Ex<'_> {
                 }
                 self.push(&name, "Slice", i, vec![out], vec![]);
             }
+            Op::Tile { repeats } => {
+                let r: Vec<i64> = repeats.iter().map(|&r| r as i64).collect();
+                let r = self.i64s(&format!("{name}_repeats"), &r)?;
+                self.push(&name, "Tile", vec![inp(0), r], vec![out], vec![]);
+            }
+            Op::Fill => {
+                // ONNX Expand broadcasts the value to the (run-time) dims.
+                let dims = inp(0);
+                let d64 = format!("{name}_dims_i64");
+                self.push(
+                    &format!("{name}_cast"),
+                    "Cast",
+                    vec![dims],
+                    vec![d64.clone()],
+                    vec![a_i("to", dtype_to_onnx(DType::I64) as i64)],
+                );
+                self.push(&name, "Expand", vec![inp(1), d64], vec![out], vec![]);
+            }
+            Op::StridedSlice(_) => {
+                // ONNX Slice cannot express TFLite's masks without the input shape;
+                // a TFLite import reaching export would need Slice+Squeeze lowering.
+                return Err(OnnxError::Model(format!(
+                    "node '{name}': StridedSlice (from TFLite) has no ONNX export yet"
+                )));
+            }
             Op::Pad { mode, pads, value } => {
                 let m = match mode {
                     PadMode::Constant => "constant",

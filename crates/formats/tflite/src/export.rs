@@ -733,6 +733,66 @@ impl<'g> Writer<'g> {
                 );
             }
             Op::Resize(r) => self.resize(n, r, y)?,
+            Op::Tile { repeats } => {
+                let xi = self.input(n, 0)?;
+                let r: Vec<i64> = repeats.iter().map(|&k| k as i64).collect();
+                let m = self.const_i32(&format!("{}/multiples", n.name), vec![r.len()], &r)?;
+                let o = s::BuiltinOptions::TileOptions(Box::default());
+                self.op(B::Tile, vec![xi, m], y, Some(o));
+            }
+            Op::StridedSlice(a) => {
+                let xi = self.input(n, 0)?;
+                let k = a.begin.len();
+                let base = &n.name;
+                let b = self.const_i32(&format!("{base}/begin"), vec![k], &a.begin)?;
+                let e = self.const_i32(&format!("{base}/end"), vec![k], &a.end)?;
+                let st = self.const_i32(&format!("{base}/strides"), vec![k], &a.strides)?;
+                let o = s::StridedSliceOptions {
+                    begin_mask: a.begin_mask as i32,
+                    end_mask: a.end_mask as i32,
+                    ellipsis_mask: a.ellipsis_mask as i32,
+                    new_axis_mask: a.new_axis_mask as i32,
+                    shrink_axis_mask: a.shrink_axis_mask as i32,
+                    offset: a.offset,
+                };
+                let o = s::BuiltinOptions::StridedSliceOptions(Box::new(o));
+                self.op(B::StridedSlice, vec![xi, b, e, st], y, Some(o));
+            }
+            Op::Fill => {
+                let ins = vec![self.input(n, 0)?, self.input(n, 1)?];
+                self.op(
+                    B::Fill,
+                    ins,
+                    y,
+                    Some(s::BuiltinOptions::FillOptions(Box::default())),
+                );
+            }
+            Op::Shape => {
+                let xi = self.input(n, 0)?;
+                let o = s::ShapeOptions {
+                    out_type: tensor_type(g.values[y_id].dtype)?,
+                };
+                self.op(
+                    B::Shape,
+                    vec![xi],
+                    y,
+                    Some(s::BuiltinOptions::ShapeOptions(Box::new(o))),
+                );
+            }
+            Op::Cast { to } if to.is_integer() && g.values[x0()?].dtype.is_integer() => {
+                // Integer casts only (shape arithmetic); float casts are not written.
+                let xi = self.input(n, 0)?;
+                let o = s::CastOptions {
+                    in_data_type: tensor_type(g.values[x0()?].dtype)?,
+                    out_data_type: tensor_type(*to)?,
+                };
+                self.op(
+                    B::Cast,
+                    vec![xi],
+                    y,
+                    Some(s::BuiltinOptions::CastOptions(Box::new(o))),
+                );
+            }
             other => {
                 return Err(unsupported(format!(
                     "{} has no TFLite equivalent that edgeopt writes",

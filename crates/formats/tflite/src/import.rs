@@ -4,21 +4,30 @@
 //! MAXIMUM, MINIMUM, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, RESHAPE, SQUEEZE,
 //! EXPAND_DIMS, SOFTMAX, LOG_SOFTMAX, PAD, PADV2, CONCATENATION, TRANSPOSE, GATHER,
 //! QUANTIZE, DEQUANTIZE, LOGISTIC, TANH, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU,
-//! HARD_SWISH, RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR; fused activations NONE,
-//! RELU, RELU_N1_TO_1, RELU6. Constant operands that the IR keeps as attributes
-//! (paddings, perm, axes, sizes) are read from the file and do not become values;
-//! RESHAPE's target becomes an i64 constant input. Control-flow ops (IF, WHILE,
-//! CALL...) and custom ops are rejected with a clear error: only subgraph 0 runs.
+//! HARD_SWISH, RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR, TILE, FILL, CAST; the shape
+//! arithmetic the converter writes for a dynamic batch (SHAPE, STRIDED_SLICE, PACK,
+//! and RESHAPE with a target computed at run time, evaluated by the IR's shape rules
+//! once the batch is bound); SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND only as the
+//! converter's dilated convolution, folded into the conv (see `dilated`). Fused
+//! activations NONE, RELU, RELU_N1_TO_1, RELU6. Constant operands that the IR keeps
+//! as attributes (paddings, perm, axes, sizes, slice bounds, multiples) are read from
+//! the file and do not become values; RESHAPE's target becomes an i64 constant input
+//! (or stays the tensor that computes it). Control-flow ops (IF, WHILE, CALL...) and
+//! custom ops are rejected with a clear error: only subgraph 0 runs.
 //!
 //! Tensors become values lazily, when an operator or the subgraph's input/output list
 //! first references them, so unused tensors cost nothing and every decoded constant
 //! is used by the graph (the parameter count is the model's). Operators map one to
 //! one onto IR nodes named `<TFLITE_OP>_<index>` (e.g. `CONV_2D_3`); the importer adds
-//! only two kinds of helper nodes, named after the tensor they serve:
+//! only these helper nodes, named after the tensor they serve:
 //! - `Dequantize` in front of int8 constants that a float operator consumes directly
 //!   (hybrid models such as `kws_ref_model_float32.tflite`), so float kernels see f32;
 //! - `Transpose` for depthwise weights that are not constants (constant ones are
-//!   transposed in place to the IR's `[C*mult, kh, kw, 1]` layout).
+//!   transposed in place to the IR's `[C*mult, kh, kw, 1]` layout);
+//! - `Shape` in front of a `Cast` to int32 for SHAPE (the IR's Shape yields i64);
+//! - `Unsqueeze` per input of PACK, whose node is then a `Concat`.
+
+mod dilated;
 
 use crate::error::{invalid, unsupported, TfliteError};
 use crate::generated::tflite as fb;
@@ -26,7 +35,7 @@ use crate::tensor::{self, Budget, MAX_RANK};
 use edgeopt_ir::{
     Activation, AspectRatioPolicy, AutoPad, BinaryKind, ConvAttrs, CoordTransform, DType, Dim,
     Graph, Layout, NearestMode, Node, Op, PadMode, PoolAttrs, QuantParams, ReduceKind, ResizeAttrs,
-    ResizeMode, Source, Tensor, TensorData, UnaryKind, Value, ValueId,
+    ResizeMode, Source, StridedSliceAttrs, Tensor, TensorData, UnaryKind, Value, ValueId,
 };
 use planus::ReadAsRoot;
 use std::collections::{HashMap, HashSet};
@@ -187,6 +196,17 @@ fn op_name(b: fb::BuiltinOperator) -> String {
         B::ExpandDims => "EXPAND_DIMS",
         B::LeakyRelu => "LEAKY_RELU",
         B::Gather => "GATHER",
+        B::Shape => "SHAPE",
+        B::StridedSlice => "STRIDED_SLICE",
+        B::Pack => "PACK",
+        B::Unpack => "UNPACK",
+        B::Tile => "TILE",
+        B::Fill => "FILL",
+        B::Cast => "CAST",
+        B::Split => "SPLIT",
+        B::SplitV => "SPLIT_V",
+        B::SpaceToBatchNd => "SPACE_TO_BATCH_ND",
+        B::BatchToSpaceNd => "BATCH_TO_SPACE_ND",
         B::Custom => "CUSTOM",
         B::If => "IF",
         B::While => "WHILE",
@@ -263,6 +283,10 @@ struct Importer<'a> {
     /// stays linear.
     suffix: HashMap<String, usize>,
     budget: Budget,
+    /// Operators rewritten by a recognized pattern (dilated convolutions), by index.
+    fold: HashMap<usize, dilated::Role>,
+    /// Declared shapes that a rewrite changes (TFLite tensor index -> shape).
+    shape_override: HashMap<usize, Vec<Dim>>,
 }
 
 impl<'a> Importer<'a> {
@@ -284,6 +308,8 @@ impl<'a> Importer<'a> {
             names: HashSet::new(),
             suffix: HashMap::new(),
             budget,
+            fold: HashMap::new(),
+            shape_override: HashMap::new(),
         })
     }
 
@@ -301,6 +327,7 @@ impl<'a> Importer<'a> {
             }
             self.graph.inputs.push(v);
         }
+        self.find_dilated_convs()?;
         if let Some(ops) = self.sg.operators()? {
             for (k, op) in ops.iter().enumerate() {
                 let op = op.map_err(|e| TfliteError::from(e).context(&format!("operator #{k}")))?;
@@ -540,7 +567,10 @@ impl<'a> Importer<'a> {
         }
         let v = match view {
             View::Plain => {
-                let info = self.read_tensor(t)?;
+                let mut info = self.read_tensor(t)?;
+                if let Some(s) = self.shape_override.get(&t) {
+                    info.shape = Some(s.clone());
+                }
                 self.push_value(info, t)?
             }
             View::Depthwise => self.depthwise_weights(t)?,
@@ -593,17 +623,8 @@ impl<'a> Importer<'a> {
         // Weights computed at run time: transpose them with a node.
         let src = self.tensor_value(t as i32, View::Plain)?;
         let base = format!("{}/ohwi", self.graph.values[src].name);
-        let name = self.unique_name(&base, String::new);
-        self.budget
-            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64)?;
-        let out = self.graph.values.len();
-        self.graph.values.push(Value {
-            name: name.clone(),
-            dtype: info.dtype,
-            shape: Some(new_shape),
-            quant,
-            data: None,
-        });
+        let out = self.helper_value(&base, info.dtype, Some(new_shape), quant)?;
+        let name = self.graph.values[out].name.clone();
         self.push_node(
             name,
             Op::Transpose {
@@ -628,18 +649,9 @@ impl<'a> Importer<'a> {
         }
         let shape = val.shape.clone();
         let base = format!("{}/dequantized", val.name);
-        let name = self.unique_name(&base, String::new);
-        // The f32 copy exists at run time only; charge the metadata.
-        self.budget
-            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64 + 64)?;
-        let out = self.graph.values.len();
-        self.graph.values.push(Value {
-            name: name.clone(),
-            dtype: DType::F32,
-            shape,
-            quant: None,
-            data: None,
-        });
+        // The f32 copy exists at run time only; the helper charges the metadata.
+        let out = self.helper_value(&base, DType::F32, shape, None)?;
+        let name = self.graph.values[out].name.clone();
         self.push_node(name, Op::Dequantize, vec![Some(v)], out)?;
         self.dequantized.insert(v, out);
         Ok(out)
@@ -657,6 +669,28 @@ impl<'a> Importer<'a> {
         )?;
         self.graph.add_node(name, op, inputs, vec![out]);
         Ok(())
+    }
+
+    /// A helper value (not a TFLite tensor) named after `base`, for the nodes the
+    /// importer adds itself; only its metadata is charged to the budget.
+    fn helper_value(
+        &mut self,
+        base: &str,
+        dtype: DType,
+        shape: Option<Vec<Dim>>,
+        quant: Option<QuantParams>,
+    ) -> Result<ValueId> {
+        let name = self.unique_name(base, String::new);
+        self.budget
+            .charge(std::mem::size_of::<Value>() as u64 + 2 * name.len() as u64 + 64)?;
+        self.graph.values.push(Value {
+            name,
+            dtype,
+            shape,
+            quant,
+            data: None,
+        });
+        Ok(self.graph.values.len() - 1)
     }
 
     /// Contents of a constant integer operand (shape, axes, paddings...).
@@ -697,8 +731,29 @@ impl<'a> Importer<'a> {
         if outs.len() != 1 {
             return Err(invalid(format!("{} outputs, expected 1", outs.len())));
         }
+        let role = self.fold.get(&k).cloned();
+        let mut out_tensor = outs[0];
+        match role {
+            Some(dilated::Role::Alias { from, to }) => {
+                let v = self.tensor_value(to, View::Plain)?;
+                self.values.insert((from, View::Plain), v);
+                return Ok(());
+            }
+            Some(dilated::Role::Skip) => return Ok(()),
+            Some(dilated::Role::Squeeze { axis, out }) => {
+                let x = match ins.first() {
+                    Some(&t) => self.tensor_value(t, View::Plain)?,
+                    None => return Err(invalid("no inputs")),
+                };
+                let y = self.tensor_value(out, View::Plain)?;
+                let op = Op::Squeeze { axes: vec![axis] };
+                return self.push_node(format!("{}_{k}", op_name(b)), op, vec![Some(x)], y);
+            }
+            Some(dilated::Role::Conv { out: Some(t), .. }) => out_tensor = t,
+            Some(dilated::Role::Conv { out: None, .. }) | None => {}
+        }
         let opts = op.builtin_options()?;
-        let y = self.tensor_value(outs[0], View::Plain)?;
+        let y = self.tensor_value(out_tensor, View::Plain)?;
         if self.graph.values[y].is_const() {
             return Err(invalid(format!(
                 "output '{}' is a constant tensor",
@@ -711,7 +766,14 @@ impl<'a> Importer<'a> {
             ins: &ins,
             float_op,
         };
-        let (op_ir, inputs) = match b {
+        let (mut op_ir, inputs) = match b {
+            B::SpaceToBatchNd | B::BatchToSpaceNd => {
+                return Err(unsupported(
+                    "SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND are supported only as the \
+                     converter's dilated convolution (S2B -> [EXPAND_DIMS] -> CONV_2D or \
+                     DEPTHWISE_CONV_2D, VALID, stride 1 -> [SQUEEZE/RESHAPE] -> B2S)",
+                ))
+            }
             B::Conv2d => cx.conv(opts, false)?,
             B::DepthwiseConv2d => cx.conv(opts, true)?,
             B::FullyConnected => cx.fully_connected(opts)?,
@@ -777,8 +839,35 @@ impl<'a> Importer<'a> {
             B::Squeeze => cx.squeeze(opts)?,
             B::ExpandDims => cx.expand_dims()?,
             B::Gather => cx.gather(opts)?,
+            // Shape arithmetic that the converter writes for a dynamic batch.
+            B::Shape => cx.shape(opts, y)?,
+            B::StridedSlice => cx.strided_slice(opts)?,
+            B::Pack => cx.pack(opts, y)?,
+            B::Tile => cx.tile()?,
+            B::Cast => {
+                // TFLite CAST converts values (static_cast), ignoring quantization, as
+                // the IR's Cast does; the target is the declared output dtype.
+                cx.arity(1, 1)?;
+                let to = cx.imp.graph.values[y].dtype;
+                (Op::Cast { to }, vec![Some(cx.req_raw(0)?)])
+            }
+            B::Fill => {
+                cx.arity(2, 2)?;
+                (Op::Fill, vec![Some(cx.req_raw(0)?), Some(cx.req_raw(1)?)])
+            }
             _ => return Err(unsupported("operator not supported by the importer")),
         };
+        if let (
+            Some(dilated::Role::Conv {
+                dilations, pads, ..
+            }),
+            Op::Conv(a),
+        ) = (&role, &mut op_ir)
+        {
+            a.dilations = dilations.to_vec();
+            a.pads = pads.to_vec();
+            a.auto_pad = AutoPad::NotSet;
+        }
         self.push_node(format!("{}_{k}", op_name(b)), op_ir, inputs, y)
     }
 }
@@ -1130,7 +1219,23 @@ impl OpCx<'_, '_> {
         // ReshapeOptions.new_shape; we fall back to the declared output shape.
         let mut shape: Option<Vec<i64>> = None;
         let mut shape_name = None;
-        if self.index(1)?.is_some() {
+        if let Some(t) = self.index(1)? {
+            let t_us = usize::try_from(t).map_err(|_| invalid(format!("tensor index {t}")))?;
+            let buffer = self.imp.tensor_ref(t_us)?.buffer()?;
+            if self.imp.buffer_bytes(buffer)?.is_empty() {
+                // A target computed at run time (SHAPE -> STRIDED_SLICE -> PACK for a
+                // dynamic batch): the IR's Reshape takes it as an input, and the shape
+                // rules evaluate that arithmetic once the batch is bound.
+                let v = self.imp.tensor_value(t, View::Plain)?;
+                let val = &self.imp.graph.values[v];
+                if !val.dtype.is_integer() || val.shape.as_ref().is_some_and(|s| s.len() != 1) {
+                    return Err(invalid(format!(
+                        "shape input '{}' must be a 1-D integer tensor",
+                        val.name
+                    )));
+                }
+                return Ok((Op::Reshape { allowzero: true }, vec![Some(x), Some(v)]));
+            }
             let info = self.attr_input(1, "shape")?;
             shape = Some(Importer::const_ints(&info, "shape")?);
             shape_name = Some(info.name);
@@ -1438,6 +1543,143 @@ impl OpCx<'_, '_> {
         let idx = self.req_raw(1)?;
         check_axes(&[axis], self.rank(x))?;
         Ok((Op::Gather { axis }, vec![Some(x), Some(idx)]))
+    }
+
+    /// SHAPE: the IR's Shape yields i64; TFLite's `out_type` (int32 by default) is
+    /// reached with a Cast, so the declared tensor keeps its dtype.
+    fn shape(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+        y: ValueId,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(1, 1)?;
+        if let Some(fb::BuiltinOptionsRef::ShapeOptions(o)) = opts {
+            let want = tensor::dtype(o.out_type()?)?;
+            if want != DType::I32 && want != DType::I64 {
+                return Err(invalid(format!("SHAPE out_type {want}")));
+            }
+        }
+        let x = self.req_raw(0)?;
+        let out_dt = self.imp.graph.values[y].dtype;
+        if out_dt != DType::I32 && out_dt != DType::I64 {
+            return Err(invalid(format!(
+                "SHAPE output is {out_dt}, expected int32 or int64"
+            )));
+        }
+        if out_dt == DType::I64 {
+            return Ok((Op::Shape, vec![Some(x)]));
+        }
+        let rank = self.rank(x);
+        let base = format!("{}/i64", self.imp.graph.values[y].name);
+        let s =
+            self.imp
+                .helper_value(&base, DType::I64, rank.map(|r| vec![Dim::Fixed(r)]), None)?;
+        let name = self.imp.graph.values[s].name.clone();
+        self.imp.push_node(name, Op::Shape, vec![Some(x)], s)?;
+        Ok((Op::Cast { to: DType::I32 }, vec![Some(s)]))
+    }
+
+    fn strided_slice(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(4, 4)?;
+        let Some(fb::BuiltinOptionsRef::StridedSliceOptions(o)) = opts else {
+            return Err(invalid("missing StridedSliceOptions"));
+        };
+        let mask = |m: i32| m as u32;
+        let x = self.req_raw(0)?;
+        let begin = Importer::const_ints(&self.attr_input(1, "begin")?, "begin")?;
+        let end = Importer::const_ints(&self.attr_input(2, "end")?, "end")?;
+        let strides = Importer::const_ints(&self.attr_input(3, "strides")?, "strides")?;
+        if begin.len() != end.len() || begin.len() != strides.len() || begin.len() > MAX_RANK {
+            return Err(invalid(format!(
+                "begin/end/strides have {}/{}/{} entries",
+                begin.len(),
+                end.len(),
+                strides.len()
+            )));
+        }
+        if strides.contains(&0) {
+            return Err(invalid("stride 0"));
+        }
+        let attrs = StridedSliceAttrs {
+            begin,
+            end,
+            strides,
+            begin_mask: mask(o.begin_mask()?),
+            end_mask: mask(o.end_mask()?),
+            ellipsis_mask: mask(o.ellipsis_mask()?),
+            new_axis_mask: mask(o.new_axis_mask()?),
+            shrink_axis_mask: mask(o.shrink_axis_mask()?),
+            offset: o.offset()?,
+        };
+        Ok((Op::StridedSlice(attrs), vec![Some(x)]))
+    }
+
+    /// PACK(axis) of N tensors = Concat(axis) of the N tensors each unsqueezed at
+    /// `axis`: expressed with the IR's own ops rather than a new one.
+    fn pack(
+        &mut self,
+        opts: Option<fb::BuiltinOptionsRef<'_>>,
+        y: ValueId,
+    ) -> Result<(Op, Vec<Option<ValueId>>)> {
+        if self.ins.is_empty() {
+            return Err(invalid("no inputs"));
+        }
+        let (count, axis) = match opts {
+            Some(fb::BuiltinOptionsRef::PackOptions(o)) => (o.values_count()?, o.axis()? as i64),
+            _ => return Err(invalid("missing PackOptions")),
+        };
+        if count as usize != self.ins.len() {
+            return Err(invalid(format!(
+                "values_count {count} but {} inputs",
+                self.ins.len()
+            )));
+        }
+        let mut inputs = Vec::with_capacity(self.ins.len());
+        for i in 0..self.ins.len() {
+            let x = self.req(i)?;
+            check_axes(&[axis], self.rank(x).map(|r| r + 1))?;
+            let v = &self.imp.graph.values[x];
+            let shape = v.shape.as_ref().map(|s| {
+                let r = s.len() as i64 + 1;
+                let a = if axis < 0 { axis + r } else { axis } as usize;
+                let mut s = s.clone();
+                s.insert(a.min(s.len()), Dim::Fixed(1));
+                s
+            });
+            let (dtype, quant) = (v.dtype, v.quant.clone());
+            let base = format!("{}/packed{i}", self.imp.graph.values[y].name);
+            let u = self.imp.helper_value(&base, dtype, shape, quant)?;
+            let name = self.imp.graph.values[u].name.clone();
+            self.imp
+                .push_node(name, Op::Unsqueeze { axes: vec![axis] }, vec![Some(x)], u)?;
+            inputs.push(Some(u));
+        }
+        Ok((
+            Op::Concat {
+                axis,
+                activation: Activation::None,
+            },
+            inputs,
+        ))
+    }
+
+    fn tile(&mut self) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(2, 2)?;
+        let x = self.req_raw(0)?;
+        let m = Importer::const_ints(&self.attr_input(1, "multiples")?, "multiples")?;
+        if let Some(r) = self.rank(x) {
+            if r != m.len() {
+                return Err(invalid(format!("{} multiples for rank {r}", m.len())));
+            }
+        }
+        let repeats = m
+            .iter()
+            .map(|&k| usize::try_from(k).map_err(|_| invalid(format!("multiples {m:?}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((Op::Tile { repeats }, vec![Some(x)]))
     }
 }
 

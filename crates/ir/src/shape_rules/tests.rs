@@ -520,3 +520,87 @@ fn absurd_shapes_are_errors() {
     .unwrap_err();
     assert!(e.contains("limit") || e.contains("overflow"), "{e}");
 }
+
+fn ss(begin: &[i64], end: &[i64], strides: &[i64], masks: [u32; 5]) -> StridedSliceAttrs {
+    StridedSliceAttrs {
+        begin: begin.to_vec(),
+        end: end.to_vec(),
+        strides: strides.to_vec(),
+        begin_mask: masks[0],
+        end_mask: masks[1],
+        ellipsis_mask: masks[2],
+        new_axis_mask: masks[3],
+        shrink_axis_mask: masks[4],
+        offset: false,
+    }
+}
+
+/// Output shape and flat source indices of a strided slice (numpy semantics).
+fn slice_of(a: &StridedSliceAttrs, shape: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let p = strided_slice_plan(a, shape).unwrap();
+    let mut src = Vec::new();
+    p.for_each_source(|i| src.push(i));
+    (p.out_shape, src)
+}
+
+#[test]
+fn strided_slice_masks() {
+    // x[0] of a shape vector (shrink): a scalar, as Keras' batch lookup.
+    assert_eq!(
+        slice_of(&ss(&[0], &[1], &[1], [0, 0, 0, 0, 1]), &[4]),
+        (vec![], vec![0])
+    );
+    // x[:, 64:] of [2, 96] (begin_mask on axis 0, end_mask on both).
+    let (s, src) = slice_of(&ss(&[0, 64], &[0, 0], &[1, 1], [1, 3, 0, 0, 0]), &[2, 96]);
+    assert_eq!(s, vec![2, 32]);
+    assert_eq!((src[0], src[31], src[32]), (64, 95, 160));
+    // x[..., 1:3] of [2, 3, 4].
+    let (s, src) = slice_of(&ss(&[0, 1], &[0, 3], &[1, 1], [0, 0, 1, 0, 0]), &[2, 3, 4]);
+    assert_eq!(s, vec![2, 3, 2]);
+    assert_eq!(&src[..4], &[1, 2, 5, 6]);
+    // x[None, :] of [3].
+    assert_eq!(
+        slice_of(&ss(&[0, 0], &[0, 0], &[1, 1], [2, 2, 0, 1, 0]), &[3]),
+        (vec![1, 3], vec![0, 1, 2])
+    );
+    // x[::-2] and x[-1:0:-1] of [5]; x[-2] (shrink with a negative index).
+    assert_eq!(
+        slice_of(&ss(&[0], &[0], &[-2], [1, 1, 0, 0, 0]), &[5]),
+        (vec![3], vec![4, 2, 0])
+    );
+    assert_eq!(
+        slice_of(&ss(&[-1], &[0], &[-1], [0, 0, 0, 0, 0]), &[5]),
+        (vec![4], vec![4, 3, 2, 1])
+    );
+    assert_eq!(
+        slice_of(&ss(&[-2], &[0], &[1], [0, 0, 0, 0, 1]), &[5]),
+        (vec![], vec![3])
+    );
+    // Out-of-range ends clamp; an empty range gives an empty axis.
+    assert_eq!(
+        slice_of(&ss(&[1], &[100], &[2], [0, 0, 0, 0, 0]), &[5]),
+        (vec![2], vec![1, 3])
+    );
+    assert_eq!(slice_of(&ss(&[3], &[1], &[1], [0; 5]), &[5]).0, vec![0]);
+    // offset: end is relative to begin.
+    let mut a = ss(&[1], &[2], &[1], [0; 5]);
+    a.offset = true;
+    assert_eq!(slice_of(&a, &[5]), (vec![2], vec![1, 2]));
+    // Errors, not panics.
+    assert!(strided_slice_plan(&ss(&[0], &[1], &[0], [0; 5]), &[5]).is_err());
+    assert!(strided_slice_plan(&ss(&[7], &[8], &[1], [0, 0, 0, 0, 1]), &[5]).is_err());
+    assert!(strided_slice_plan(&ss(&[0, 0, 0], &[1, 1, 1], &[1, 1, 1], [0; 5]), &[5]).is_err());
+}
+
+#[test]
+fn tile_shape() {
+    let t = Op::Tile {
+        repeats: vec![1, 2, 3],
+    };
+    assert_eq!(
+        shape_of(t.clone(), &[fact(DType::I8, &[2, 1, 2])]),
+        Ok(vec![2, 2, 6])
+    );
+    assert!(shape_of(t, &[fact(DType::I8, &[2, 2])]).is_err());
+    assert_eq!(tile_source_index(&[2, 3], &[3, 4]), 3 + 1);
+}

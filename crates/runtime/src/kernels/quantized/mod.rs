@@ -23,11 +23,12 @@ pub mod movement;
 pub mod onnx;
 pub mod pool;
 pub mod quantize;
+pub mod reduce;
 
 use super::NodeCtx;
 use crate::error::Result;
 use common::is_qint;
-use edgeopt_ir::{DType, Op, Tensor, UnaryKind};
+use edgeopt_ir::{DType, Op, ReduceKind, Tensor, UnaryKind};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Which integer arithmetic to reproduce where TFLite's kernels disagree.
@@ -176,6 +177,8 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
         | Op::Flatten { .. }
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
+        | Op::StridedSlice(_)
+        | Op::Tile { .. }
         | Op::Identity => {
             // Data movement stays with the reference kernels unless the parameters change.
             if ctx.in_quant(0) == ctx.out_quant(0) || ctx.out_quant(0).is_none() {
@@ -188,7 +191,26 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
             })
         }
         Op::LogSoftmax { .. } => Err(ctx.error("quantized LogSoftmax is not supported yet")),
-        Op::Reduce { .. } => Err(ctx.error("quantized Reduce is not supported yet")),
+        Op::Reduce {
+            kind: ReduceKind::Mean,
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        } => by_type!(
+            dt,
+            ctx,
+            mean_dispatch(
+                ctx,
+                axes.as_deref(),
+                *keepdims,
+                *noop_with_empty_axes,
+                num,
+                inputs
+            )
+        ),
+        Op::Reduce { kind, .. } => {
+            Err(ctx.error(format!("quantized Reduce{kind:?} is not supported yet")))
+        }
         // Ops that read a quantized tensor but are not arithmetic on it (Shape,
         // Gather, Cast, comparisons, ...) fall back to the reference kernels.
         _ => return None,
@@ -301,7 +323,20 @@ fn resize_dispatch<T: common::QInt>(
     a: &edgeopt_ir::ResizeAttrs,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
-    movement::resize_nearest::<T>(ctx, a, inputs)
+    match a.mode {
+        edgeopt_ir::ResizeMode::Linear => movement::resize_bilinear::<T>(ctx, a, inputs),
+        _ => movement::resize_nearest::<T>(ctx, a, inputs),
+    }
+}
+fn mean_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    axes: Option<&[i64]>,
+    keepdims: bool,
+    noop: bool,
+    num: Numerics,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
+    reduce::mean::<T>(ctx, axes, keepdims, noop, num, inputs)
 }
 fn requant_dispatch<T: common::QInt>(ctx: &NodeCtx, t: Tensor) -> Result<Tensor> {
     movement::requantize_if_needed::<T>(ctx, t)

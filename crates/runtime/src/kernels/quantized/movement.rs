@@ -358,3 +358,101 @@ pub fn resize_nearest<T: QInt>(
     let t = make(out_shape, out);
     Ok(vec![requantize_if_needed::<T>(ctx, t)?])
 }
+
+/// RESIZE_BILINEAR on quantized NHWC data, TFLite's integer kernel
+/// (`reference_ops::ResizeBilinearInteger`): source coordinates in 1/1024 steps, the
+/// four weighted taps summed in i64 (weights in 2^20 units), rounded half away from
+/// zero. C's truncating division is reproduced with Rust's `/`, including the
+/// negative half-pixel coordinate at the first row/column (truncated to 0, not floored).
+pub fn resize_bilinear<T: QInt>(
+    ctx: &NodeCtx,
+    a: &ResizeAttrs,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
+    let x = input(ctx, inputs, 0)?;
+    if x.rank() != 4 {
+        return Err(ctx.error("quantized bilinear Resize needs a 4-D NHWC input"));
+    }
+    let (align, half) = match a.coord {
+        CoordTransform::AlignCorners => (true, false),
+        CoordTransform::HalfPixel => (false, true),
+        CoordTransform::Asymmetric => (false, false),
+        c => {
+            return Err(ctx.error(format!(
+                "quantized bilinear Resize does not support {c:?} coordinates"
+            )))
+        }
+    };
+    let (ih, iw) = (x.shape[1], x.shape[2]);
+    let (oh, ow) = match (&a.axes, &a.sizes) {
+        (Some(ax), Some(s)) if ax == &[1, 2] && s.len() == 2 => (s[0], s[1]),
+        (None, Some(s)) if s.len() == 4 && s[0] == x.shape[0] && s[3] == x.shape[3] => (s[1], s[2]),
+        _ => {
+            return Err(
+                ctx.error("quantized bilinear Resize needs output sizes for the H and W axes")
+            )
+        }
+    };
+    // Coordinates are int32 fixed point with 10 fractional bits, as in TFLite.
+    let limit = (i32::MAX >> 11) as usize;
+    if oh == 0 || ow == 0 || ih == 0 || iw == 0 || [ih, iw, oh, ow].iter().any(|&d| d > limit) {
+        return Err(ctx.error(format!(
+            "bilinear Resize from {ih}x{iw} to {oh}x{ow} is out of range"
+        )));
+    }
+    let (n, c) = (x.shape[0], x.shape[3]);
+    let out_shape = vec![n, oh, ow, c];
+    numel(ctx, &out_shape)?;
+    let xv = data::<T>(ctx, x, "input")?;
+    let scale_10 = |i: usize, o: usize| -> i32 {
+        let (i, o) = (i as i32, o as i32);
+        if align && o > 1 {
+            ((1 << 10) * (i - 1) + (o - 1) / 2) / (o - 1)
+        } else {
+            ((1 << 10) * i + o / 2) / o
+        }
+    };
+    // (scaled coordinate, lower, upper) per output row / column.
+    let taps = |o: usize, scale: i32, size: usize| -> Vec<(i64, usize, usize)> {
+        (0..o as i32)
+            .map(|v| {
+                let s = if half {
+                    v * scale + scale / 2 - (1 << 9)
+                } else {
+                    v * scale
+                };
+                // TFLite does not bound `lo` above; extreme upscales (scale rounded
+                // up) would read past the input there, so it is clamped here.
+                let lo = (s / (1 << 10)).max(0).min(size as i32 - 1);
+                let hi = ((s + (1 << 10) - 1) / (1 << 10)).min(size as i32 - 1);
+                (s as i64, lo as usize, hi.max(0) as usize)
+            })
+            .collect()
+    };
+    let ys = taps(oh, scale_10(ih, oh), ih);
+    let xs = taps(ow, scale_10(iw, ow), iw);
+    let at = |b: usize, y: usize, xx: usize, ch: usize| {
+        xv[((b * ih + y) * iw + xx) * c + ch].to_i32() as i64
+    };
+    let one = 1i64 << 10;
+    let mut out = Vec::with_capacity(n * oh * ow * c);
+    for b in 0..n {
+        for &(sy, y0, y1) in &ys {
+            let dy = sy - one * y0 as i64;
+            for &(sx, x0, x1) in &xs {
+                let dx = sx - one * x0 as i64;
+                for ch in 0..c {
+                    let v = at(b, y0, x0, ch) * (one - dy) * (one - dx)
+                        + at(b, y1, x0, ch) * dy * (one - dx)
+                        + at(b, y0, x1, ch) * (one - dy) * dx
+                        + at(b, y1, x1, ch) * dy * dx;
+                    let round = if v > 0 { 1i64 << 19 } else { -(1i64 << 19) };
+                    let r = (v + round) / (1i64 << 20);
+                    out.push(T::from_i32(r.clamp(T::MIN as i64, T::MAX as i64) as i32));
+                }
+            }
+        }
+    }
+    let t = make(out_shape, out);
+    Ok(vec![requantize_if_needed::<T>(ctx, t)?])
+}

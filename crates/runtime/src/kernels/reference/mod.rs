@@ -95,6 +95,9 @@ fn computes_in_f32(op: &Op) -> bool {
             | Op::Slice { .. }
             // Compares and moves elements of any dtype.
             | Op::TopK { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
             | Op::Pad { .. }
             | Op::Identity
             | Op::Shape
@@ -209,6 +212,9 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
         | Op::Identity => one(movement::reshape(req(inputs, 0)?, out)?),
         Op::Transpose { perm } => one(movement::transpose(req(inputs, 0)?, perm, out)?),
         Op::Concat { axis, activation } => one(movement::concat(inputs, *axis, *activation, out)?),
+        Op::StridedSlice(a) => one(movement::strided_slice(req(inputs, 0)?, a, out)?),
+        Op::Tile { .. } => one(movement::tile(req(inputs, 0)?, out)?),
+        Op::Fill => one(movement::fill(req(inputs, 1)?, out)?),
         Op::Gather { axis } => one(movement::gather(req(inputs, 0)?, req(inputs, 1)?, *axis, out)?),
         Op::Split { axis, split } => movement::split(req(inputs, 0)?, *axis, split, outs),
         Op::TopK { axis, k, largest } => movement::top_k(req(inputs, 0)?, *axis, *k, *largest, outs),

@@ -279,3 +279,34 @@ pub fn pad(
     }
     Tensor::new(out.shape.clone(), take(&x.data, &idx, value as f64)).map_err(|e| e.to_string())
 }
+
+/// TFLite STRIDED_SLICE: the plan (masks resolved against the input shape) lives in
+/// the IR's shape rules; this only gathers the elements it names.
+pub fn strided_slice(
+    x: &Tensor,
+    a: &edgeopt_ir::StridedSliceAttrs,
+    out: &OutputFact,
+) -> KResult<Tensor> {
+    let plan = edgeopt_ir::shape::strided_slice_plan(a, &x.shape)?;
+    let mut idx = Vec::with_capacity(plan.numel());
+    plan.for_each_source(|i| idx.push(i));
+    Tensor::new(out.shape.clone(), take(&x.data, &idx, 0.0)).map_err(|e| e.to_string())
+}
+
+/// TILE: every output position reads the input at its index modulo the input size.
+pub fn tile(x: &Tensor, out: &OutputFact) -> KResult<Tensor> {
+    let n: usize = out.shape.iter().product();
+    let mut idx = Vec::with_capacity(n);
+    let mut pos = vec![0usize; out.shape.len()];
+    for _ in 0..n {
+        idx.push(edgeopt_ir::shape::tile_source_index(&x.shape, &pos));
+        inc(&mut pos, &out.shape);
+    }
+    Tensor::new(out.shape.clone(), take(&x.data, &idx, 0.0)).map_err(|e| e.to_string())
+}
+
+/// FILL: the one-element `value` repeated over the output shape.
+pub fn fill(value: &Tensor, out: &OutputFact) -> KResult<Tensor> {
+    let n: usize = out.shape.iter().product();
+    Tensor::new(out.shape.clone(), take(&value.data, &vec![0; n], 0.0)).map_err(|e| e.to_string())
+}
