@@ -429,6 +429,12 @@ impl<'g> Emitter<'g> {
             {
                 continue;
             }
+            // A folded Shape reads only its input's planned shape.
+            if let (Op::Shape, Some(x), [o]) = (&node.op, node.input(0), node.outputs.as_slice()) {
+                let s: Vec<i64> = self.shape(x)?.iter().map(|&d| d as i64).collect();
+                self.folded.insert(*o, Tensor::from_i64(vec![s.len()], s)?);
+                continue;
+            }
             let ins: Vec<Option<Tensor>> = node
                 .inputs
                 .iter()

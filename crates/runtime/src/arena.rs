@@ -66,6 +66,17 @@ pub fn run_with_plan(graph: &Graph, plan: &MemoryPlan, inputs: &[Tensor]) -> Res
     let mut folded: Vec<Option<Tensor>> = vec![None; graph.values.len()];
     for node in graph.nodes.iter().filter(|n| is_folded(n)) {
         let ctx = NodeCtx::new(graph, node);
+        // A folded Shape reads only its input's planned shape.
+        if let (edgeopt_ir::Op::Shape, Some(x), [o]) =
+            (&node.op, node.input(0), node.outputs.as_slice())
+        {
+            let shape = plan.shapes.get(x).cloned().flatten().ok_or_else(|| {
+                ctx.error("the plan has no shape for the input of a folded Shape")
+            })?;
+            let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            folded[*o] = Some(Tensor::from_i64(vec![dims.len()], dims)?);
+            continue;
+        }
         let ins: Vec<Option<&Tensor>> = node
             .inputs
             .iter()

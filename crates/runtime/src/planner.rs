@@ -215,14 +215,18 @@ pub fn plan_from_facts(
     let dtypes: Vec<Option<DType>> = facts.iter().map(|f| f.as_ref().map(|f| f.dtype)).collect();
 
     // Values that depend on constants only (a node with at least one input, all of
-    // them constant or themselves folded).
+    // them constant or themselves folded), and the Shape of a value whose shape is
+    // fixed at this batch (the shape arithmetic of a dynamic-batch conversion).
     let mut folded = vec![false; nv];
     let mut folded_bytes = 0usize;
     if options.fold_constants {
         for n in &graph.nodes {
             let mut ins = n.present_inputs().peekable();
-            let from_consts = ins.peek().is_some()
-                && ins.all(|i| i < nv && (graph.values[i].is_const() || folded[i]));
+            let known_shape = matches!(n.op, Op::Shape)
+                && n.input(0).is_some_and(|x| x < nv && facts[x].is_some());
+            let from_consts = known_shape
+                || ins.peek().is_some()
+                    && ins.all(|i| i < nv && (graph.values[i].is_const() || folded[i]));
             if from_consts {
                 for &o in &n.outputs {
                     if o < nv && !graph.values[o].is_const() && !folded[o] {

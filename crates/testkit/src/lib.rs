@@ -114,6 +114,31 @@ pub fn tflm_available() -> bool {
     ok
 }
 
+/// Runs `scripts/oracle/<script>` with `args`; `Err` holds the last line of its stderr
+/// (for tests that record an oracle's refusal as a result, e.g. a model the oracle
+/// cannot run).
+pub fn try_oracle(script: &str, args: &[&Path]) -> Result<String, String> {
+    let path = workspace_root().join("scripts/oracle").join(script);
+    let out = Command::new(python_path())
+        .arg(&path)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", python_path().display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        // The oracle's own message comes before the Python traceback.
+        let msg = lines
+            .iter()
+            .find(|l| !l.starts_with("Traceback") && !l.starts_with(' '))
+            .or(lines.last())
+            .copied()
+            .unwrap_or_default();
+        return Err(format!("{script}: {msg}"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Runs `scripts/oracle/<script>` with `args`; panics with its stderr on failure.
 pub fn run_oracle(script: &str, args: &[&Path]) -> String {
     let path = workspace_root().join("scripts/oracle").join(script);

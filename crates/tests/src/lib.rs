@@ -91,6 +91,15 @@ pub mod tflm {
         edgeopt_npy::read(&yout).expect("read TFLM outputs")
     }
 
+    /// [`run`], with TFLite Micro's refusal (an op or type it lacks) as `Err`.
+    pub fn try_run(model: &Path, x: &Tensor, work: &Path) -> Result<Tensor, String> {
+        std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
+        let (xin, yout) = (work.join("tflm_in.npy"), work.join("tflm_out.npy"));
+        edgeopt_npy::write(&xin, x).map_err(|e| e.to_string())?;
+        edgeopt_testkit::try_oracle("tflm_run.py", &[model, &xin, &yout])?;
+        edgeopt_npy::read(&yout).map_err(|e| e.to_string())
+    }
+
     /// Little-endian bytes of an int8 or float32 tensor (the C harness's I/O format).
     pub fn bytes(t: &Tensor) -> Vec<u8> {
         match &t.data {

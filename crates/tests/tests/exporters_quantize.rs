@@ -27,62 +27,28 @@ use std::path::{Path, PathBuf};
 /// Cells known to fail: (file name, stage, reason). Stages: import, quantize,
 /// tflite, onnx, compile, c-host.
 const KNOWN: &[(&str, &str, &str)] = &[
-    (
-        "shufflenet_v2_x0_5.ts17.onnx",
-        "quantize",
-        "the TFLite writer has no Slice (STRIDED_SLICE) yet",
-    ),
-    (
-        "shufflenet_v2_x0_5.dynamo18_inline.onnx",
-        "quantize",
-        "the TFLite writer has no Split (SPLIT_V, several outputs) yet",
-    ),
-    (
-        "transformer.ts17.onnx",
-        "quantize",
-        "the TFLite writer has no batched MatMul, LayerNorm or GELU yet",
-    ),
-    (
-        "transformer.dynamo18.onnx",
-        "quantize",
-        "the TFLite writer has no batched MatMul, LayerNorm or GELU yet",
-    ),
-    (
-        "transformer.dynamo18_inline.onnx",
-        "quantize",
-        "the TFLite writer has no batched MatMul, LayerNorm or GELU yet",
-    ),
+    ("shufflenet_v2_x0_5.ts17.onnx", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
+    ("shufflenet_v2_x0_5.ts17.onnx", "compile", "the C generator has no STRIDED_SLICE / SPLIT yet"),
+    ("shufflenet_v2_x0_5.dynamo18_inline.onnx", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
+    ("shufflenet_v2_x0_5.dynamo18_inline.onnx", "compile", "the C generator has no STRIDED_SLICE / SPLIT yet"),
+    ("transformer.ts17.onnx", "quantize", "the TFLite writer has no batched MatMul, LayerNorm or GELU yet"),
+    ("transformer.dynamo18.onnx", "quantize", "the TFLite writer has no batched MatMul, LayerNorm or GELU yet"),
+    ("transformer.dynamo18_inline.onnx", "quantize", "the TFLite writer has no batched MatMul, LayerNorm or GELU yet"),
     ("lstm.ts17.onnx", "quantize", "the TFLite writer has no LSTM yet"),
     ("lstm.dynamo18.onnx", "quantize", "the TFLite writer has no LSTM yet"),
     ("lstm.dynamo18_inline.onnx", "quantize", "the TFLite writer has no LSTM yet"),
-    (
-        "ds_cnn_like.dynbatch.fp32.tflite",
-        "import",
-        "SHAPE/STRIDED_SLICE/PACK batch arithmetic",
-    ),
-    (
-        "conv1d_ts.dynbatch.fp32.tflite",
-        "import",
-        "SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND",
-    ),
-    ("unet_bits.dynbatch.fp32.tflite", "import", "TILE"),
-    ("unet_bits.batch1.fp32.tflite", "import", "TILE"),
-    (
-        "gru_kws.batch1.fp32.tflite",
-        "import",
-        "WHILE (control flow)",
-    ),
-    (
-        "gru_kws_unrolled.dynbatch.fp32.tflite",
-        "import",
-        "SHAPE batch arithmetic, UNPACK",
-    ),
-    ("gru_kws_unrolled.batch1.fp32.tflite", "import", "UNPACK"),
-    (
-        "ds_cnn_like.batch1.fp32.tflite",
-        "tflite",
-        "LiteRT's optimized int8 depthwise rounds unlike the reference kernel (numerics)",
-    ),
+    ("ds_cnn_like.dynbatch.fp32.tflite", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
+    ("ds_cnn_like.dynbatch.fp32.tflite", "onnx", "the ONNX writer has no StridedSlice (batch arithmetic kept in the graph)"),
+    ("ds_cnn_like.dynbatch.fp32.tflite", "c-host", "the written SHAPE outputs int64, which TFLite Micro refuses"),
+    ("ds_cnn_like.batch1.fp32.tflite", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
+    ("unet_bits.dynbatch.fp32.tflite", "onnx", "the ONNX writer has no StridedSlice (batch arithmetic kept in the graph)"),
+    ("unet_bits.dynbatch.fp32.tflite", "compile", "the C generator has no TILE / RESIZE_BILINEAR yet"),
+    ("unet_bits.batch1.fp32.tflite", "onnx", "the written ONNX Tile is not read back by the importer"),
+    ("unet_bits.batch1.fp32.tflite", "compile", "the C generator has no TILE / RESIZE_BILINEAR yet"),
+    ("gru_kws.batch1.fp32.tflite", "import", "WHILE (control flow)"),
+    ("gru_kws_unrolled.dynbatch.fp32.tflite", "import", "SPLIT of a dynamic-batch tensor"),
+    ("gru_kws_unrolled.batch1.fp32.tflite", "onnx", "the ONNX writer has no StridedSlice"),
+    ("gru_kws_unrolled.batch1.fp32.tflite", "compile", "the C generator has no SPLIT / STRIDED_SLICE yet"),
 ];
 
 const STAGES: [&str; 6] = ["import", "quantize", "tflite", "onnx", "compile", "c-host"];
@@ -315,7 +281,7 @@ fn host_c(dir: &Path, tfl: &Path, x: &Tensor) -> Result<String, String> {
         compile(&g, Target::by_name("generic").expect("generic target")).map_err(first_line)?;
     write_dir(&gen, &work.join("gen")).map_err(first_line)?;
     let exe = harness::build_host(&work.join("gen"), &work.join("build")).map_err(first_line)?;
-    let want = bytes(&edgeopt_tests::tflm::run(tfl, x, &work.join("tflm")));
+    let want = bytes(&edgeopt_tests::tflm::try_run(tfl, x, &work.join("tflm"))?);
     let got = harness::run_host(&exe, &bytes(x), &work.join("build")).map_err(first_line)?;
     // edgeopt's runtime under `Numerics::Tflm` (set by the caller) predicts the device.
     let ours = edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(x)).map_err(first_line)?;

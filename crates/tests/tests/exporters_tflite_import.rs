@@ -31,19 +31,11 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
     ),
     (
         "tflite/gru_kws_unrolled.dynbatch.fp32.tflite",
-        "UNPACK / SPLIT: waiting for the IR's Split op (another branch); SHAPE, STRIDED_SLICE, PACK, FILL import",
+        "SPLIT / UNPACK of a tensor whose batch is dynamic (the importer needs the split axis's size and the other dims fixed)",
     ),
     (
         "tflite/gru_kws_unrolled.dynbatch.int8.tflite",
-        "UNPACK / SPLIT: waiting for the IR's Split op (another branch); SHAPE, STRIDED_SLICE, PACK, FILL import",
-    ),
-    (
-        "tflite/gru_kws_unrolled.batch1.fp32.tflite",
-        "UNPACK / SPLIT: waiting for the IR's Split op (another branch)",
-    ),
-    (
-        "tflite/gru_kws_unrolled.batch1.int8.tflite",
-        "UNPACK / SPLIT: waiting for the IR's Split op (another branch)",
+        "SPLIT / UNPACK of a tensor whose batch is dynamic (the importer needs the split axis's size and the other dims fixed)",
     ),
 ];
 

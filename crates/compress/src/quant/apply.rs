@@ -196,7 +196,12 @@ fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
         },
         Op::Clip { min, .. } => min.is_some_and(|m| m == 0.0),
         Op::Pad { mode, .. } => *mode == edgeopt_ir::PadMode::Constant,
-        Op::Concat { .. } | Op::Transpose { .. } => true,
+        // Data movement: the integer tensors move as they are.
+        Op::Concat { .. }
+        | Op::Transpose { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::StridedSlice(_) => true,
         op => op.is_reshape_like(),
     }
 }
@@ -205,7 +210,13 @@ fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
 fn shares_input_params(op: &Op) -> bool {
     matches!(
         op,
-        Op::MaxPool(_) | Op::AveragePool(_) | Op::Pad { .. } | Op::Transpose { .. }
+        Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::Pad { .. }
+            | Op::Transpose { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::StridedSlice(_)
     ) || op.is_reshape_like()
 }
 

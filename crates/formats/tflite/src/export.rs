@@ -398,8 +398,104 @@ impl<'g> Writer<'g> {
         self.g.values[id].shape.as_ref().map(Vec::len)
     }
 
+    /// SPLIT_V: x, size_splits (int32), axis (int32 scalar) -> one output per piece.
+    /// Split moves data, so the pieces keep x's quantization (TFLite requires it).
+    fn split(&mut self, n: &Node, axis: i64, split: &[usize]) -> Result<()> {
+        let x = n.input(0).ok_or_else(|| invalid("input 0 is missing"))?;
+        let xi = self.input(n, 0)?;
+        let r = self
+            .rank(x)
+            .ok_or_else(|| unsupported("Split of a tensor of unknown rank"))?;
+        let a = if axis < 0 { axis + r as i64 } else { axis };
+        let sizes: Vec<i64> = split.iter().map(|&v| v as i64).collect();
+        let sz = self.const_i32(
+            &format!("{}/size_splits", n.name),
+            vec![sizes.len()],
+            &sizes,
+        )?;
+        let ax = self.const_i32(&format!("{}/axis", n.name), vec![], &[a])?;
+        let outputs = n
+            .outputs
+            .iter()
+            .map(|&o| self.tensor(o))
+            .collect::<Result<Vec<i32>>>()?;
+        let opcode_index = self.code(B::SplitV);
+        self.ops.push(s::Operator {
+            opcode_index,
+            inputs: Some(vec![xi, sz, ax]),
+            outputs: Some(outputs),
+            builtin_options: Some(s::BuiltinOptions::SplitVOptions(Box::new(
+                s::SplitVOptions {
+                    num_splits: dim_i32(split.len())?,
+                },
+            ))),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// ONNX Slice with positive steps → STRIDED_SLICE over every axis, begin and end
+    /// resolved against the input's dimensions (axes not sliced keep everything through
+    /// the end mask, so a dynamic batch is fine).
+    fn slice(
+        &mut self,
+        n: &Node,
+        (starts, ends, axes, steps): (&[i64], &[i64], &[i64], &[i64]),
+        y: i32,
+    ) -> Result<()> {
+        let x = n.input(0).ok_or_else(|| invalid("input 0 is missing"))?;
+        let r = self
+            .rank(x)
+            .ok_or_else(|| unsupported("Slice of a tensor of unknown rank"))?;
+        let sliced: Vec<usize> = if axes.is_empty() {
+            (0..starts.len()).collect()
+        } else {
+            axes.iter()
+                .map(|&a| if a < 0 { a + r as i64 } else { a } as usize)
+                .collect()
+        };
+        // Fixed sizes stand in for the dims that are not sliced (any value works).
+        let shape: Vec<usize> = (0..r)
+            .map(|i| match self.dim(x, i) {
+                Some(d) => Ok(d),
+                None if !sliced.contains(&i) => Ok(1),
+                None => Err(unsupported("Slice along a dimension of dynamic size")),
+            })
+            .collect::<Result<_>>()?;
+        let geo = edgeopt_ir::shape::slice_geometry(&shape, starts, ends, axes, steps)
+            .map_err(|e| invalid(format!("node '{}': {e}", n.name)))?;
+        if geo.step.iter().any(|&st| st < 1) {
+            return Err(unsupported("Slice with a negative step"));
+        }
+        let mut end_mask = 0i32;
+        let mut end = Vec::with_capacity(r);
+        for i in 0..r {
+            if sliced.contains(&i) {
+                end.push(geo.begin[i] + geo.count[i] as i64 * geo.step[i]);
+            } else {
+                end.push(0);
+                end_mask |= 1 << i;
+            }
+        }
+        let xi = self.input(n, 0)?;
+        let base = &n.name;
+        let b = self.const_i32(&format!("{base}/begin"), vec![r], &geo.begin)?;
+        let e = self.const_i32(&format!("{base}/end"), vec![r], &end)?;
+        let st = self.const_i32(&format!("{base}/strides"), vec![r], &geo.step)?;
+        let o = s::StridedSliceOptions {
+            end_mask,
+            ..Default::default()
+        };
+        let o = s::BuiltinOptions::StridedSliceOptions(Box::new(o));
+        self.op(B::StridedSlice, vec![xi, b, e, st], y, Some(o));
+        Ok(())
+    }
+
     fn node(&mut self, n: &Node) -> Result<()> {
         let g = self.g;
+        if let Op::Split { axis, split } = &n.op {
+            return self.split(n, *axis, split);
+        }
         if n.outputs.len() != 1 {
             return Err(unsupported(format!(
                 "{} outputs (TFLite operators written here have one)",
@@ -740,6 +836,12 @@ impl<'g> Writer<'g> {
                 let o = s::BuiltinOptions::TileOptions(Box::default());
                 self.op(B::Tile, vec![xi, m], y, Some(o));
             }
+            Op::Slice {
+                starts,
+                ends,
+                axes,
+                steps,
+            } => self.slice(n, (starts, ends, axes, steps), y)?,
             Op::StridedSlice(a) => {
                 let xi = self.input(n, 0)?;
                 let k = a.begin.len();

@@ -728,6 +728,9 @@ impl<'a> Importer<'a> {
         }
         let ins = read_indices(op.inputs()?, &mut self.budget)?;
         let outs = read_indices(op.outputs()?, &mut self.budget)?;
+        if matches!(b, B::Split | B::SplitV | B::Unpack) {
+            return self.split(k, b, op, &ins, &outs);
+        }
         if outs.len() != 1 {
             return Err(invalid(format!("{} outputs, expected 1", outs.len())));
         }
@@ -871,6 +874,159 @@ impl<'a> Importer<'a> {
         self.push_node(format!("{}_{k}", op_name(b)), op_ir, inputs, y)
     }
 }
+
+impl<'a> Importer<'a> {
+    /// SPLIT (axis, x; `num_splits` equal pieces), SPLIT_V (x, size_splits, axis; one
+    /// size may be -1) and UNPACK (x; `num` pieces of width 1 along `axis`, each with
+    /// that axis removed): one IR `Split` (data movement, every dtype; a quantized
+    /// tensor keeps its parameters as TFLite requires), plus a Squeeze per output for
+    /// UNPACK.
+    fn split(
+        &mut self,
+        k: usize,
+        b: fb::BuiltinOperator,
+        op: &fb::OperatorRef<'a>,
+        ins: &[i32],
+        outs: &[i32],
+    ) -> Result<()> {
+        use fb::BuiltinOperator as B;
+        if outs.is_empty() || outs.len() > MAX_SPLIT_OUTPUTS {
+            return Err(invalid(format!("{} outputs", outs.len())));
+        }
+        let opts = op.builtin_options()?;
+        let mut cx = OpCx {
+            imp: self,
+            ins,
+            float_op: false,
+        };
+        let (x, axis, count) = match (b, opts) {
+            (B::Split, Some(fb::BuiltinOptionsRef::SplitOptions(o))) => {
+                cx.arity(2, 2)?;
+                let axis = Importer::const_ints(&cx.attr_input(0, "axis")?, "axis")?;
+                (cx.req_raw(1)?, axis, o.num_splits()?)
+            }
+            (B::SplitV, Some(fb::BuiltinOptionsRef::SplitVOptions(o))) => {
+                cx.arity(3, 3)?;
+                let axis = Importer::const_ints(&cx.attr_input(2, "axis")?, "axis")?;
+                (cx.req_raw(0)?, axis, o.num_splits()?)
+            }
+            (B::Unpack, Some(fb::BuiltinOptionsRef::UnpackOptions(o))) => {
+                cx.arity(1, 1)?;
+                (cx.req_raw(0)?, vec![o.axis()? as i64], o.num()?)
+            }
+            _ => return Err(invalid("missing or wrong builtin options")),
+        };
+        if count < 1 || count as usize != outs.len() {
+            return Err(invalid(format!(
+                "{count} pieces declared, {} outputs",
+                outs.len()
+            )));
+        }
+        let shape = cx
+            .fixed_shape(x)
+            .ok_or_else(|| unsupported("splitting a tensor of dynamic shape"))?;
+        let [axis] = axis[..] else {
+            return Err(invalid(format!(
+                "axis has {} values, expected 1",
+                axis.len()
+            )));
+        };
+        check_axes(&[axis], Some(shape.len()))?;
+        let a = if axis < 0 {
+            axis + shape.len() as i64
+        } else {
+            axis
+        } as usize;
+        let dim = shape[a];
+        let n = outs.len();
+        let split: Vec<usize> = match b {
+            B::SplitV => {
+                let sizes = Importer::const_ints(&cx.attr_input(1, "size_splits")?, "size_splits")?;
+                if sizes.len() != n {
+                    return Err(invalid(format!(
+                        "{} size_splits for {n} outputs",
+                        sizes.len()
+                    )));
+                }
+                let known: i64 = sizes.iter().filter(|&&v| v >= 0).sum();
+                let unknown = sizes.iter().filter(|&&v| v == -1).count();
+                if sizes.iter().any(|&v| v < -1) || unknown > 1 || known > dim as i64 {
+                    return Err(invalid(format!(
+                        "size_splits {sizes:?} for dimension {dim}"
+                    )));
+                }
+                sizes
+                    .iter()
+                    .map(|&v| {
+                        if v == -1 {
+                            dim - known as usize
+                        } else {
+                            v as usize
+                        }
+                    })
+                    .collect()
+            }
+            _ => {
+                if dim % n != 0 {
+                    return Err(invalid(format!("dimension {dim} does not split into {n}")));
+                }
+                vec![dim / n; n]
+            }
+        };
+        if split.iter().sum::<usize>() != dim {
+            return Err(invalid(format!("pieces {split:?} do not add up to {dim}")));
+        }
+        let mut ys = Vec::with_capacity(n);
+        for &t in outs {
+            let y = self.tensor_value(t, View::Plain)?;
+            if self.graph.values[y].is_const() {
+                return Err(invalid("an output is a constant tensor"));
+            }
+            ys.push(y);
+        }
+        let name = format!("{}_{k}", op_name(b));
+        let pieces = if b == B::Unpack {
+            let mut pieces = Vec::with_capacity(n);
+            for (i, &y) in ys.iter().enumerate() {
+                let mut s: Vec<Dim> = shape.iter().map(|&d| Dim::Fixed(d)).collect();
+                s[a] = Dim::Fixed(1);
+                let (dt, q) = (
+                    self.graph.values[x].dtype,
+                    self.graph.values[x].quant.clone(),
+                );
+                let piece = self.helper_value(&format!("{name}_piece{i}"), dt, Some(s), q)?;
+                pieces.push((piece, y));
+            }
+            pieces
+        } else {
+            ys.iter().map(|&y| (y, y)).collect()
+        };
+        let op = Op::Split {
+            axis: a as i64,
+            split,
+        };
+        self.budget.charge(64 * n as u64 + name.len() as u64)?;
+        self.graph.add_node(
+            name.clone(),
+            op,
+            vec![Some(x)],
+            pieces.iter().map(|p| p.0).collect(),
+        );
+        if b == B::Unpack {
+            for (i, (piece, y)) in pieces.into_iter().enumerate() {
+                let squeeze = Op::Squeeze {
+                    axes: vec![a as i64],
+                };
+                self.push_node(format!("{name}_squeeze{i}"), squeeze, vec![Some(piece)], y)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// More pieces than any real SPLIT / UNPACK has (a recurrent layer unrolled over its
+/// time steps writes one per step): a bound for hostile files.
+const MAX_SPLIT_OUTPUTS: usize = 4096;
 
 /// One operator's inputs while it is being converted.
 struct OpCx<'i, 'a> {
