@@ -112,13 +112,12 @@ pub fn run_files(
         .iter()
         .map(|p| edgeopt_npy::read(p).with_context(|| format!("cannot read input {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
-    let results = match (
-        arena,
-        edgeopt_runtime::executor::per_sample_batch(graph, &tensors),
-    ) {
-        (false, _) => edgeopt_runtime::run_per_sample(graph, &tensors),
-        (true, None) => edgeopt_runtime::arena::run_in_arena(graph, &tensors),
-        (true, Some(n)) => arena_per_sample(graph, &tensors, n),
+    let results = if arena {
+        edgeopt_runtime::executor::per_sample_with(graph, &tensors, |x| {
+            edgeopt_runtime::arena::run_in_arena(graph, x)
+        })
+    } else {
+        edgeopt_runtime::run_per_sample(graph, &tensors)
     }
     .context("inference failed")?;
     for (k, p) in plan {
@@ -126,35 +125,6 @@ pub fn run_files(
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(results)
-}
-
-/// The arena executor, one sample at a time (see [`edgeopt_runtime::run_per_sample`]).
-fn arena_per_sample(
-    graph: &Graph,
-    inputs: &[Tensor],
-    n: usize,
-) -> edgeopt_runtime::Result<Vec<Tensor>> {
-    let mut per_output: Vec<Vec<Tensor>> = vec![Vec::with_capacity(n); graph.outputs.len()];
-    for i in 0..n {
-        let sample = inputs
-            .iter()
-            .map(|t| t.rows(i, 1))
-            .collect::<edgeopt_ir::Result<Vec<_>>>()
-            .map_err(|e| edgeopt_runtime::RuntimeError::Input(e.to_string()))?;
-        for (k, t) in edgeopt_runtime::arena::run_in_arena(graph, &sample)?
-            .into_iter()
-            .enumerate()
-        {
-            per_output[k].push(t);
-        }
-    }
-    per_output
-        .iter()
-        .map(|parts| {
-            Tensor::concat_rows(parts)
-                .map_err(|e| edgeopt_runtime::RuntimeError::Input(e.to_string()))
-        })
-        .collect()
 }
 
 fn names(graph: &Graph, ids: &[usize]) -> String {

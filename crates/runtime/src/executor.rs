@@ -78,10 +78,24 @@ pub fn per_sample_batch(graph: &Graph, inputs: &[Tensor]) -> Option<usize> {
 /// (every output must then have a leading dimension). Inputs that already fit the
 /// graph run in one call.
 pub fn run_per_sample(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-    let Some(n) = per_sample_batch(graph, inputs) else {
+    if per_sample_batch(graph, inputs).is_none() {
         return run(graph, inputs);
-    };
+    }
     let mut session = Session::new(graph);
+    per_sample_with(graph, inputs, |sample| session.run(sample))
+}
+
+/// Runs `run` on each sample of a batch given to a batch-1 graph ([`per_sample_batch`];
+/// the whole inputs at once otherwise) and stacks each output's results on axis 0:
+/// the batching of [`run_per_sample`] for any executor (e.g. the arena one).
+pub fn per_sample_with(
+    graph: &Graph,
+    inputs: &[Tensor],
+    mut run: impl FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<Vec<Tensor>> {
+    let Some(n) = per_sample_batch(graph, inputs) else {
+        return run(inputs);
+    };
     let mut per_output: Vec<Vec<Tensor>> = vec![Vec::with_capacity(n); graph.outputs.len()];
     for i in 0..n {
         let sample = inputs
@@ -89,7 +103,7 @@ pub fn run_per_sample(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
             .map(|t| t.rows(i, 1))
             .collect::<edgeopt_ir::Result<Vec<_>>>()
             .map_err(|e| RuntimeError::Input(e.to_string()))?;
-        for (k, t) in session.run(&sample)?.into_iter().enumerate() {
+        for (k, t) in run(&sample)?.into_iter().enumerate() {
             per_output[k].push(t);
         }
     }

@@ -248,17 +248,7 @@ fn mean_to_pool(g: &mut Graph) -> Result<()> {
             continue;
         }
         let y = *y;
-        let p = PoolAttrs {
-            layout: Layout::Nhwc,
-            kernel_shape: xs[1..r - 1].to_vec(),
-            strides: vec![1; r - 2],
-            dilations: vec![],
-            pads: vec![],
-            auto_pad: AutoPad::Valid,
-            ceil_mode: false,
-            count_include_pad: false,
-            activation: Activation::None,
-        };
+        let p = whole_plane_pool(xs[1..r - 1].to_vec());
         if *keepdims {
             nodes.push(Node {
                 op: Op::AveragePool(p),
@@ -422,6 +412,21 @@ fn lift_pool_attrs(p: &mut PoolAttrs) {
         &mut p.dilations,
         &mut p.pads,
     );
+}
+
+/// An NHWC average pool whose window is the whole `spatial` plane (a global average).
+fn whole_plane_pool(spatial: Vec<usize>) -> PoolAttrs {
+    PoolAttrs {
+        layout: Layout::Nhwc,
+        strides: vec![1; spatial.len()],
+        kernel_shape: spatial,
+        dilations: vec![],
+        pads: vec![],
+        auto_pad: AutoPad::Valid,
+        ceil_mode: false,
+        count_include_pad: false,
+        activation: Activation::None,
+    }
 }
 
 /// Gemm / MatMul with constant 2-D weights and a 2-D input → FullyConnected.
@@ -789,18 +794,7 @@ impl Layouter<'_> {
                     return Ok(());
                 };
                 let xl = self.last(xv)?;
-                let spatial = shape[2..].to_vec();
-                let p = PoolAttrs {
-                    layout: Layout::Nhwc,
-                    kernel_shape: spatial.clone(),
-                    strides: vec![1; spatial.len()],
-                    dilations: vec![],
-                    pads: vec![],
-                    auto_pad: AutoPad::Valid,
-                    ceil_mode: false,
-                    count_include_pad: false,
-                    activation: Activation::None,
-                };
+                let p = whole_plane_pool(shape[2..].to_vec());
                 self.emit_last(n, Op::AveragePool(p), vec![Some(xl)]);
             }
             Op::Unary(_)
