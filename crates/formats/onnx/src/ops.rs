@@ -58,6 +58,7 @@ const KNOWN: &[&str] = &[
     "LSTM",
     "GRU",
     "TopK",
+    "Tile",
     "Pad",
     "ReduceMean",
     "ReduceSum",
@@ -398,6 +399,16 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
         "Split" => split(im, v, ins),
         "LSTM" | "GRU" => rnn(im, v, ins),
         "TopK" => top_k(im, v, ins),
+        "Tile" => {
+            // `repeats` folded from its constant input (one count per axis).
+            let r = const_ints(im, v, ins, 1, "repeats")?
+                .ok_or_else(|| v.err("repeats must be a constant"))?;
+            let repeats = r
+                .iter()
+                .map(|&n| usize::try_from(n).map_err(|_| v.err(format!("repeats {r:?}"))))
+                .collect::<Result<Vec<_>>>()?;
+            emit(im, v, Op::Tile { repeats }, vec![Some(x()?)], dt0(im)?)
+        }
         "Slice" => slice(im, v, ins),
         "Pad" => pad(im, v, ins),
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => reduce(im, v, ins),
