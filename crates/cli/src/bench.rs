@@ -2,6 +2,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use edgeopt_ir::{shape::bind_input_shapes, DType, Graph, Tensor, TensorData};
+use edgeopt_runtime::ExecOptions;
 use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -17,6 +18,8 @@ pub struct BenchConfig {
     /// Also time every node (a second series of `runs` runs with per-node clocks, so
     /// the end-to-end figures are not inflated by them).
     pub per_layer: bool,
+    /// Numerics and kernels of the session.
+    pub exec: ExecOptions,
 }
 
 impl Default for BenchConfig {
@@ -27,6 +30,7 @@ impl Default for BenchConfig {
             runs: 20,
             seed: 0,
             per_layer: false,
+            exec: ExecOptions::default(),
         }
     }
 }
@@ -117,7 +121,7 @@ pub fn bench(graph: &Graph, model_name: &str, cfg: &BenchConfig) -> Result<Bench
         .context("cannot start the thread pool")?;
     // A prepared session: weights are packed and buffers allocated once, outside the
     // timed runs, as a deployed model would be.
-    let mut session = edgeopt_runtime::Session::new(graph);
+    let mut session = edgeopt_runtime::Session::with_options(graph, cfg.exec);
     let mut times = pool.install(|| -> Result<Vec<f64>> {
         for _ in 0..cfg.warmup {
             session.run_in_place(&inputs).context("inference failed")?;

@@ -10,6 +10,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use edgeopt_ir::{DType, Dim, Graph, Op, QuantParams, Source, Tensor, TensorData, ValueId};
+use edgeopt_runtime::ExecOptions;
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -51,6 +52,8 @@ pub struct EvalConfig {
     pub threads: Option<usize>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Numerics and kernels of the runs.
+    pub exec: ExecOptions,
 }
 
 impl Default for EvalConfig {
@@ -64,6 +67,7 @@ impl Default for EvalConfig {
             limit: None,
             threads: None,
             progress: false,
+            exec: ExecOptions::default(),
         }
     }
 }
@@ -585,7 +589,7 @@ pub fn evaluate(
             .into_par_iter()
             .map(|i| -> Result<usize> {
                 let x = prep.sample(&data.data, row(i))?;
-                let outs = edgeopt_runtime::run(graph, &[x])
+                let outs = edgeopt_runtime::run_with(graph, &[x], cfg.exec)
                     .with_context(|| format!("inference failed on sample {}", row(i)))?;
                 bar.inc(1);
                 Ok(argmax(&outs[0]))

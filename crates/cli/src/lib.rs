@@ -12,7 +12,9 @@ pub mod run;
 
 pub use model::load_model;
 
-use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
+use edgeopt_runtime::kernels::fast::Kernels;
+use edgeopt_runtime::kernels::quantized::Numerics;
+use edgeopt_runtime::ExecOptions;
 
 /// `--numerics`: which runtime's integer results `run`, `eval`, `bench` and
 /// `quantize` reproduce bit for bit where TFLite's kernels disagree.
@@ -35,9 +37,12 @@ impl NumericsArg {
         }
     }
 
-    /// Makes the integer kernels of this process follow `self`. Only the command line
-    /// calls it, once, before any work.
-    pub fn apply(self) {
-        set_numerics(self.numerics());
+    /// The execution options of a command: these numerics, on the kernels
+    /// `EDGEOPT_KERNELS` names (native by default; results do not depend on it).
+    pub fn options(self) -> ExecOptions {
+        ExecOptions {
+            numerics: self.numerics(),
+            kernels: Kernels::from_env(),
+        }
     }
 }

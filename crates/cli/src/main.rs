@@ -199,7 +199,6 @@ fn main_inner(cli: Cli) -> Result<()> {
             numerics,
             json,
         } => {
-            numerics.apply();
             let g = load_model(&model)?;
             let x = edgeopt_npy::read(&data)
                 .with_context(|| format!("cannot read data {}", data.display()))?;
@@ -220,6 +219,7 @@ fn main_inner(cli: Cli) -> Result<()> {
                 limit,
                 threads,
                 progress: std::io::stderr().is_terminal(),
+                exec: numerics.options(),
             };
             let r = evaluate(&g, &model_name(&model), &x, &y, &cfg)?;
             if json {
@@ -245,10 +245,9 @@ fn main_inner(cli: Cli) -> Result<()> {
             arena,
             numerics,
         } => {
-            numerics.apply();
             let g = load_model(&model)?;
             let plan = run::plan_outputs(&g, &outputs)?;
-            let results = run::run_files(&g, &inputs, &plan, arena)?;
+            let results = run::run_files(&g, &inputs, &plan, arena, numerics.options())?;
             for (k, p) in &plan {
                 let t = &results[*k];
                 let _ = writeln!(
@@ -261,7 +260,6 @@ fn main_inner(cli: Cli) -> Result<()> {
             }
         }
         Command::Quantize(args) => {
-            args.numerics.apply();
             let s = edgeopt_cli::quantize::quantize_command(&args)?;
             if args.json {
                 print_json(&s)?;
@@ -285,7 +283,6 @@ fn main_inner(cli: Cli) -> Result<()> {
             numerics,
             json,
         } => {
-            numerics.apply();
             let g = load_model(&model)?;
             let cfg = BenchConfig {
                 threads,
@@ -293,6 +290,7 @@ fn main_inner(cli: Cli) -> Result<()> {
                 runs,
                 seed,
                 per_layer,
+                exec: numerics.options(),
             };
             let r = bench(&g, &model_name(&model), &cfg)?;
             if json {

@@ -155,11 +155,13 @@ pub struct QuantizeArgs {
     /// int8 (what a microcontroller wants: no float buffer, no conversion on device).
     #[arg(long, value_enum, default_value_t = IoArg::Float)]
     pub io: IoArg,
-    /// Integer arithmetic of the evaluations (--eval-data): litert (LiteRT's builtin
-    /// kernels, for a .tflite run on a phone or board) or tflm (TensorFlow Lite Micro:
-    /// use it when the model goes to a microcontroller, `edgeopt compile`'s target).
-    #[arg(long, value_enum, default_value_t = crate::NumericsArg::Litert)]
-    pub numerics: crate::NumericsArg,
+    /// Integer arithmetic of every run of the quantized model (--eval-data, --report,
+    /// --budget's sensitivities): litert (LiteRT's builtin kernels, for a .tflite run
+    /// on a phone or board) or tflm (TensorFlow Lite Micro: the microcontroller,
+    /// `edgeopt compile`'s target). Default: tflm with --io int8 (a microcontroller
+    /// model), litert otherwise.
+    #[arg(long, value_enum)]
+    pub numerics: Option<crate::NumericsArg>,
     /// Refuse the result (exit non-zero, write nothing) when the quantized top-1
     /// accuracy on --eval-data is more than this many points below the float model's.
     #[arg(long, requires = "eval_data")]
@@ -229,12 +231,21 @@ impl QuantizeArgs {
             .args
     }
 
+    /// `--numerics`, or its default for `--io`.
+    pub fn numerics(&self) -> crate::NumericsArg {
+        self.numerics.unwrap_or(match self.io {
+            IoArg::Int8 => crate::NumericsArg::Tflm,
+            IoArg::Float => crate::NumericsArg::Litert,
+        })
+    }
+
     pub fn eval_config(&self) -> EvalConfig {
         EvalConfig {
             scale: self.scale,
             mean: self.mean.clone(),
             std: self.std.clone(),
             layout: self.layout,
+            exec: self.numerics().options(),
             ..EvalConfig::default()
         }
     }
@@ -282,6 +293,7 @@ impl QuantizeArgs {
             bias_correction: self.bias_correction,
             equalize: self.equalize,
             report: self.report,
+            exec: self.numerics().options(),
             ..PtqOptions::default()
         })
     }
@@ -525,6 +537,7 @@ fn maybe_qat(args: &QuantizeArgs, r: &mut PtqResult, samples: &[Vec<Tensor>]) ->
             &plan,
             samples,
             r.mixed.as_ref(),
+            args.numerics().options(),
         )?);
     }
     r.prepared = tuned;

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use edgeopt_ir::{Graph, Tensor};
+use edgeopt_runtime::ExecOptions;
 use std::path::PathBuf;
 
 /// Where each written output goes: `(graph output index, file)`.
@@ -99,6 +100,7 @@ pub fn run_files(
     inputs: &[PathBuf],
     plan: &OutputPlan,
     arena: bool,
+    opts: ExecOptions,
 ) -> Result<Vec<Tensor>> {
     if inputs.len() != graph.inputs.len() {
         bail!(
@@ -114,10 +116,10 @@ pub fn run_files(
         .collect::<Result<Vec<_>>>()?;
     let results = if arena {
         edgeopt_runtime::executor::per_sample_with(graph, &tensors, |x| {
-            edgeopt_runtime::arena::run_in_arena(graph, x)
+            edgeopt_runtime::arena::run_in_arena(graph, x, opts)
         })
     } else {
-        edgeopt_runtime::run_per_sample(graph, &tensors)
+        edgeopt_runtime::run_per_sample(graph, &tensors, opts)
     }
     .context("inference failed")?;
     for (k, p) in plan {

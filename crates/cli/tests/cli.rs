@@ -407,7 +407,8 @@ fn quantize_integer_io_and_calibration_guards() {
     write_npy(&xq_path, &xq);
     let lite = dir.join("lite.npy");
     tk::run_oracle("litert_run.py", &[&int8_io, &xq_path, &lite]);
-    let ours = edgeopt_runtime::run_per_sample(&g, &[xq]).unwrap();
+    let ours = edgeopt_runtime::run_per_sample(&g, &[xq], edgeopt_runtime::ExecOptions::default())
+        .unwrap();
     assert_eq!(ours[0], edgeopt_npy::read(&lite).unwrap());
 
     // Both compile; the integer edge holds no float buffer (never a larger arena).

@@ -9,13 +9,13 @@
 //! Usage: mcu_bench DATA_DIR WORK_DIR [ic|kws|ad ...]
 use edgeopt_codegen::{compile, harness, samples, write_dir, Target, STACK_BYTES};
 use edgeopt_ir::{Graph, Tensor, TensorData};
-use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
+use edgeopt_runtime::kernels::quantized::Numerics;
+use edgeopt_runtime::ExecOptions;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
 
 fn runtime_outputs(g: &Graph, inputs: &[u8], num: Numerics) -> Result<Vec<u8>, String> {
-    set_numerics(num);
     let shape = edgeopt_ir::shape::bind_input_shapes(g, 1)
         .map_err(|e| e.to_string())?
         .remove(0);
@@ -27,14 +27,15 @@ fn runtime_outputs(g: &Graph, inputs: &[u8], num: Numerics) -> Result<Vec<u8>, S
             TensorData::I8(s.iter().map(|&b| b as i8).collect()),
         )
         .map_err(|e| e.to_string())?;
-        for o in edgeopt_runtime::run(g, &[t]).map_err(|e| e.to_string())? {
+        for o in edgeopt_runtime::run_with(g, &[t], ExecOptions::numerics(num))
+            .map_err(|e| e.to_string())?
+        {
             match o.data {
                 TensorData::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
                 d => return Err(format!("unexpected output dtype {}", d.dtype())),
             }
         }
     }
-    set_numerics(Numerics::Reference);
     Ok(out)
 }
 

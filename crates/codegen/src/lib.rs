@@ -50,8 +50,10 @@ use edgeopt_runtime::kernels::quantized::fixedpoint::{
     calculate_input_radius, quantize_multiplier, quantize_multiplier_smaller_than_one_exp,
 };
 use edgeopt_runtime::kernels::quantized::movement::requantize_if_needed;
+use edgeopt_runtime::kernels::quantized::Numerics;
 use edgeopt_runtime::kernels::{eval_node, NodeCtx};
 use edgeopt_runtime::planner::{self, MemoryPlan};
+use edgeopt_runtime::ExecOptions;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -410,6 +412,16 @@ impl<'g> Emitter<'g> {
         }
     }
 
+    /// The runtime's view of `node` under TFLite Micro's numerics: what the emitted C
+    /// computes, so the tables and folded constants taken from the runtime's kernels
+    /// are TFLM's.
+    fn ctx<'n>(&self, node: &'n Node) -> NodeCtx<'n>
+    where
+        'g: 'n,
+    {
+        NodeCtx::new(self.g, node, ExecOptions::numerics(Numerics::Tflm))
+    }
+
     fn unsupported(&self, node: &Node, msg: impl Into<String>) -> CodegenError {
         CodegenError::Unsupported {
             node: node.name.clone(),
@@ -441,7 +453,7 @@ impl<'g> Emitter<'g> {
                 .map(|x| x.and_then(|id| self.const_tensor(id).cloned()))
                 .collect();
             let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
-            let outs = eval_node(&NodeCtx::new(self.g, node), &refs)?;
+            let outs = eval_node(&self.ctx(node), &refs)?;
             for (&o, t) in node.outputs.iter().zip(outs) {
                 self.folded.insert(o, t);
             }
@@ -633,7 +645,7 @@ impl<'g> Emitter<'g> {
     }
 
     fn act_in_out(&self, node: &Node) -> Result<(Affine, Affine)> {
-        let ctx = NodeCtx::new(self.g, node);
+        let ctx = self.ctx(node);
         Ok((
             per_tensor(&ctx, ctx.in_quant(0), "input")?,
             per_tensor(&ctx, ctx.out_quant(0), "output")?,
@@ -641,7 +653,7 @@ impl<'g> Emitter<'g> {
     }
 
     fn conv(&mut self, node: &Node, a: &edgeopt_ir::ConvAttrs, k: usize) -> Result<()> {
-        let ctx = NodeCtx::new(self.g, node);
+        let ctx = self.ctx(node);
         let (x, w) = (node.input(0).unwrap(), node.input(1));
         let w = w.ok_or_else(|| self.unsupported(node, "missing weights"))?;
         self.require_i8(node, x, "input")?;
@@ -743,7 +755,7 @@ impl<'g> Emitter<'g> {
     }
 
     fn fc(&mut self, node: &Node, act: Activation, k: usize) -> Result<()> {
-        let ctx = NodeCtx::new(self.g, node);
+        let ctx = self.ctx(node);
         let x = node.input(0).unwrap();
         let w = node
             .input(1)
@@ -817,7 +829,7 @@ impl<'g> Emitter<'g> {
     }
 
     fn binary(&mut self, node: &Node, kind: BinaryKind, act: Activation, k: usize) -> Result<()> {
-        let ctx = NodeCtx::new(self.g, node);
+        let ctx = self.ctx(node);
         let a = node.input(0).unwrap();
         let b = node
             .input(1)
@@ -905,7 +917,7 @@ impl<'g> Emitter<'g> {
         is_max: bool,
         k: usize,
     ) -> Result<()> {
-        let ctx = NodeCtx::new(self.g, node);
+        let ctx = self.ctx(node);
         let x = node.input(0).unwrap();
         self.require_i8(node, x, "input")?;
         self.require_i8(node, node.outputs[0], "output")?;
@@ -1011,7 +1023,7 @@ impl<'g> Emitter<'g> {
     /// parameters differ from its input's).
     fn table_by_runtime(&self, node: &Node, requant_only: bool) -> Result<Vec<i8>> {
         let all = Tensor::new(vec![256], TensorData::I8((-128..=127).collect()))?;
-        let ctx = NodeCtx::new(self.g, node);
+        let ctx = self.ctx(node);
         let out = if requant_only {
             requantize_if_needed::<i8>(&ctx, all)?
         } else {
@@ -1061,7 +1073,7 @@ impl<'g> Emitter<'g> {
     /// from zero, saturated: TFLite's `AffineQuantize`, as the runtime computes it.
     fn quantize_f32(&mut self, node: &Node, x: ValueId, k: usize) -> Result<()> {
         self.require_i8(node, node.outputs[0], "output")?;
-        let ctx = NodeCtx::new(self.g, node);
+        let ctx = self.ctx(node);
         let q = per_tensor(&ctx, ctx.out_quant(0), "output")?;
         let pre = format!("eo_l{k}");
         let count: usize = self.shape(node.outputs[0])?.iter().product();
@@ -1092,7 +1104,7 @@ impl<'g> Emitter<'g> {
             return Err(self.unsupported(node, "DEQUANTIZE must produce float32"));
         }
         let all = Tensor::new(vec![256], TensorData::I8((-128..=127).collect()))?;
-        let out = eval_node(&NodeCtx::new(self.g, node), &[Some(&all)])?.remove(0);
+        let out = eval_node(&self.ctx(node), &[Some(&all)])?.remove(0);
         let TensorData::F32(table) = out.data else {
             return Err(self.unsupported(node, "DEQUANTIZE did not produce float32"));
         };
@@ -1117,7 +1129,7 @@ impl<'g> Emitter<'g> {
     }
 
     fn needs_requant(&self, node: &Node) -> bool {
-        let ctx = NodeCtx::new(self.g, node);
+        let ctx = self.ctx(node);
         ctx.out_quant(0).is_some() && ctx.in_quant(0) != ctx.out_quant(0)
     }
 
@@ -1255,7 +1267,7 @@ impl<'g> Emitter<'g> {
     }
 
     fn concat(&mut self, node: &Node, axis: i64, act: Activation, k: usize) -> Result<()> {
-        let ctx = NodeCtx::new(self.g, node);
+        let ctx = self.ctx(node);
         let o = node.outputs[0];
         self.require_i8(node, o, "output")?;
         let oshape = self.shape(o)?;

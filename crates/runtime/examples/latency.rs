@@ -45,7 +45,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Tensor { shape, data }
         })
         .collect();
-    let mut session = Session::new(&graph);
+    let opts = edgeopt_runtime::ExecOptions::default()
+        .with_kernels(edgeopt_runtime::kernels::fast::Kernels::from_env());
+    let mut session = Session::with_options(&graph, opts);
     for _ in 0..runs / 10 + 3 {
         session.run_in_place(&inputs)?;
     }

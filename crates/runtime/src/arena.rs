@@ -20,21 +20,27 @@
 use crate::error::{Result, RuntimeError};
 use crate::executor::check_inputs;
 use crate::kernels::{eval_node, NodeCtx};
+use crate::options::ExecOptions;
 use crate::planner::{plan, MemoryPlan};
 use edgeopt_ir::{DType, Graph, Tensor, TensorData};
 use half::f16;
 
 /// Plans the graph for the shapes of `inputs`, then runs it inside the planned arena.
-pub fn run_in_arena(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+pub fn run_in_arena(graph: &Graph, inputs: &[Tensor], opts: ExecOptions) -> Result<Vec<Tensor>> {
     check_inputs(graph, inputs)?;
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
     let p = plan(graph, &shapes)?;
-    run_with_plan(graph, &p, inputs)
+    run_with_plan(graph, &p, inputs, opts)
 }
 
 /// Runs `graph` on `inputs` with every activation at its offset in one buffer of
 /// `plan.arena_bytes` bytes. `plan` must have been made for these input shapes.
-pub fn run_with_plan(graph: &Graph, plan: &MemoryPlan, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+pub fn run_with_plan(
+    graph: &Graph,
+    plan: &MemoryPlan,
+    inputs: &[Tensor],
+    opts: ExecOptions,
+) -> Result<Vec<Tensor>> {
     check_inputs(graph, inputs)?;
     if plan.offsets.len() != graph.values.len() {
         return Err(RuntimeError::Input(
@@ -65,7 +71,7 @@ pub fn run_with_plan(graph: &Graph, plan: &MemoryPlan, inputs: &[Tensor]) -> Res
     };
     let mut folded: Vec<Option<Tensor>> = vec![None; graph.values.len()];
     for node in graph.nodes.iter().filter(|n| is_folded(n)) {
-        let ctx = NodeCtx::new(graph, node);
+        let ctx = NodeCtx::new(graph, node, opts);
         // A folded Shape reads only its input's planned shape.
         if let (edgeopt_ir::Op::Shape, Some(x), [o]) =
             (&node.op, node.input(0), node.outputs.as_slice())
@@ -98,7 +104,7 @@ pub fn run_with_plan(graph: &Graph, plan: &MemoryPlan, inputs: &[Tensor]) -> Res
         }
     }
     for node in graph.nodes.iter().filter(|n| !is_folded(n)) {
-        let ctx = NodeCtx::new(graph, node);
+        let ctx = NodeCtx::new(graph, node, opts);
         let mut owned: Vec<Option<Tensor>> = Vec::with_capacity(node.inputs.len());
         for x in &node.inputs {
             owned.push(match x {
@@ -341,9 +347,10 @@ mod tests {
             assert!(plan.shared_with.iter().flatten().count() >= 2);
             assert!(plan.arena_bytes < plan.naive_bytes);
             let plain = crate::run(&g, std::slice::from_ref(&x)).unwrap();
-            let arena = run_with_plan(&g, &plan, std::slice::from_ref(&x)).unwrap();
+            let opts = ExecOptions::default();
+            let arena = run_with_plan(&g, &plan, std::slice::from_ref(&x), opts).unwrap();
             assert_eq!(plain, arena);
-            assert_eq!(run_in_arena(&g, &[x]).unwrap(), plain);
+            assert_eq!(run_in_arena(&g, &[x], opts).unwrap(), plain);
         }
     }
 
@@ -352,7 +359,9 @@ mod tests {
         let g = net();
         let plan = plan_for_batch(&g, 1).unwrap();
         let x = Tensor::zeros(DType::F32, vec![2, 3, 8, 8]).unwrap();
-        let e = run_with_plan(&g, &plan, &[x]).unwrap_err().to_string();
+        let e = run_with_plan(&g, &plan, &[x], ExecOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("made for input shape"), "{e}");
     }
 

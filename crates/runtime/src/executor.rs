@@ -3,8 +3,9 @@
 //! weights, output stages, reused buffers) for repeated runs.
 
 use crate::error::{Result, RuntimeError};
-use crate::kernels::fast::{self, Kernels, Prepared};
-use crate::kernels::{eval_node, eval_node_with, NodeCtx};
+use crate::kernels::fast::{self, Prepared};
+use crate::kernels::{eval_node, NodeCtx};
+use crate::options::ExecOptions;
 use edgeopt_ir::{Graph, Tensor, TensorData};
 
 /// Checks that `inputs` fit the graph's declared inputs (count, dtype, fixed dims).
@@ -77,11 +78,11 @@ pub fn per_sample_batch(graph: &Graph, inputs: &[Tensor]) -> Option<usize> {
 /// time in one [`Session`], and stacks each output's per-sample results on axis 0
 /// (every output must then have a leading dimension). Inputs that already fit the
 /// graph run in one call.
-pub fn run_per_sample(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+pub fn run_per_sample(graph: &Graph, inputs: &[Tensor], opts: ExecOptions) -> Result<Vec<Tensor>> {
     if per_sample_batch(graph, inputs).is_none() {
-        return run(graph, inputs);
+        return run_with(graph, inputs, opts);
     }
-    let mut session = Session::new(graph);
+    let mut session = Session::with_options(graph, opts);
     per_sample_with(graph, inputs, |sample| session.run(sample))
 }
 
@@ -129,8 +130,14 @@ pub fn per_sample_with(
         .collect()
 }
 
-/// Runs `graph` on `inputs` (one per graph input, in order) and returns its outputs.
+/// Runs `graph` on `inputs` (one per graph input, in order) and returns its outputs,
+/// with the default options (LiteRT numerics, native kernels).
 pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    run_with(graph, inputs, ExecOptions::default())
+}
+
+/// [`run`] with explicit options.
+pub fn run_with(graph: &Graph, inputs: &[Tensor], opts: ExecOptions) -> Result<Vec<Tensor>> {
     check_inputs(graph, inputs)?;
     let nv = graph.values.len();
     // Remaining number of reads per value, so intermediates are dropped early.
@@ -157,14 +164,14 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
                 .collect();
             for (k, x) in node.inputs.iter().enumerate() {
                 if let (Some(id), None) = (x, ins[k]) {
-                    return Err(NodeCtx::new(graph, node)
+                    return Err(NodeCtx::new(graph, node, opts)
                         .error(format!("input '{}' has no value", graph.values[*id].name)));
                 }
             }
-            eval_node(&NodeCtx::new(graph, node), &ins)?
+            eval_node(&NodeCtx::new(graph, node, opts), &ins)?
         };
         if outs.len() < node.outputs.len() {
-            return Err(NodeCtx::new(graph, node).error("kernel returned too few outputs"));
+            return Err(NodeCtx::new(graph, node, opts).error("kernel returned too few outputs"));
         }
         for (&o, t) in node.outputs.iter().zip(outs) {
             slots[o] = Some(t);
@@ -212,7 +219,7 @@ fn const_output(graph: &Graph, o: usize) -> Result<&Tensor> {
 /// for minimal memory.
 pub struct Session<'g> {
     graph: &'g Graph,
-    kernels: Kernels,
+    opts: ExecOptions,
     prepared: Vec<Option<Box<dyn Prepared>>>,
     /// Every node's inputs resolved once (`plan_starts[k]..plan_starts[k + 1]`), and
     /// its single output's slot: a steady-state run reads these compact arrays and the
@@ -229,19 +236,18 @@ pub struct Session<'g> {
 }
 
 impl<'g> Session<'g> {
-    /// Prepares `graph` with the process default kernels ([`fast::default_kernels`]).
+    /// Prepares `graph` with the default options (LiteRT numerics, native kernels).
     pub fn new(graph: &'g Graph) -> Session<'g> {
-        Session::with_kernels(graph, fast::default_kernels())
+        Session::with_options(graph, ExecOptions::default())
     }
 
-    /// Prepares `graph` for the given kernel choice. Integer arithmetic follows the
-    /// process-wide [`crate::kernels::quantized::numerics`] at preparation time.
-    pub fn with_kernels(graph: &'g Graph, kernels: Kernels) -> Session<'g> {
+    /// Prepares `graph` for the given numerics and kernels.
+    pub fn with_options(graph: &'g Graph, opts: ExecOptions) -> Session<'g> {
         let prepared = graph
             .nodes
             .iter()
             .map(|node| {
-                let Kernels::Fast(isa) = kernels else {
+                let fast::Kernels::Fast(isa) = opts.kernels else {
                     return None;
                 };
                 let consts: Vec<Option<&Tensor>> = node
@@ -249,13 +255,13 @@ impl<'g> Session<'g> {
                     .iter()
                     .map(|x| x.and_then(|id| graph.values[id].data.as_ref()))
                     .collect();
-                fast::prepare(&NodeCtx::new(graph, node), &consts, isa)
+                fast::prepare(&NodeCtx::new(graph, node, opts), &consts, isa)
             })
             .collect();
         let (plan, plan_starts) = plan_sources(graph);
         Session {
             graph,
-            kernels,
+            opts,
             prepared,
             plan,
             plan_starts,
@@ -351,7 +357,7 @@ impl<'g> Session<'g> {
         let node = &graph.nodes[k];
         let sources = &self.plan[self.plan_starts[k]..self.plan_starts[k + 1]];
         {
-            let ctx = NodeCtx::new(graph, node);
+            let ctx = NodeCtx::new(graph, node, self.opts);
             if let (Some(p), Some(o)) = (&mut self.prepared[k], self.single_out[k]) {
                 // The output's previous tensor is taken out so the inputs can borrow
                 // the other slots (a node never reads its own output).
@@ -365,7 +371,7 @@ impl<'g> Session<'g> {
             }
             let outs = {
                 let ins = gather_planned(&ctx, sources, &self.slots)?;
-                eval_node_with(&ctx, ins.as_slice(), self.kernels)?
+                eval_node(&ctx, ins.as_slice())?
             };
             if outs.len() < node.outputs.len() {
                 return Err(ctx.error("kernel returned too few outputs"));

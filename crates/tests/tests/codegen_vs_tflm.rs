@@ -15,7 +15,8 @@
 
 use edgeopt_codegen::{compile, harness, samples, write_dir, Target};
 use edgeopt_ir::{Graph, Tensor, TensorData};
-use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
+use edgeopt_runtime::kernels::quantized::Numerics;
+use edgeopt_runtime::ExecOptions;
 use edgeopt_testkit::{data_dir, scratch_dir, tflm_available};
 use std::path::Path;
 
@@ -103,7 +104,6 @@ fn check(which: &str) {
 
 /// edgeopt's runtime under `Numerics::Tflm` on each sample; outputs back to back.
 fn runtime_tflm(g: &Graph, shape: &[usize], inputs: &[u8]) -> Vec<u8> {
-    set_numerics(Numerics::Tflm);
     let per: usize = shape.iter().product();
     let mut out = Vec::new();
     for s in inputs.chunks_exact(per) {
@@ -112,7 +112,8 @@ fn runtime_tflm(g: &Graph, shape: &[usize], inputs: &[u8]) -> Vec<u8> {
             TensorData::I8(s.iter().map(|&b| b as i8).collect()),
         )
         .unwrap();
-        for o in edgeopt_runtime::run(g, &[t]).unwrap() {
+        for o in edgeopt_runtime::run_with(g, &[t], ExecOptions::numerics(Numerics::Tflm)).unwrap()
+        {
             let TensorData::I8(v) = o.data else {
                 panic!("int8 output expected")
             };

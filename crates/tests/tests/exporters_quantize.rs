@@ -19,7 +19,8 @@ use edgeopt_cli::compile::{compile_command, CompileArgs};
 use edgeopt_cli::quantize::{quantize_command, QuantizeArgs};
 use edgeopt_codegen::{compile, harness, write_dir, Target};
 use edgeopt_ir::Tensor;
-use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
+use edgeopt_runtime::kernels::quantized::Numerics;
+use edgeopt_runtime::ExecOptions;
 use edgeopt_testkit as tk;
 use edgeopt_tests::exporters::{self, Entry};
 use std::path::{Path, PathBuf};
@@ -148,7 +149,8 @@ fn run_row(data: &Path, dir: &Path, e: &Entry) -> Row {
             let ours = edgeopt_cli::load_model(&tfl)
                 .map_err(first_line)
                 .and_then(|g| {
-                    edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(&x))
+                    let litert = ExecOptions::numerics(Numerics::LiteRt);
+                    edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(&x), litert)
                         .map_err(first_line)
                 });
             row.cells[2] = Some(match (ours, litert(&tfl, &input, &lite)) {
@@ -186,7 +188,8 @@ fn run_row(data: &Path, dir: &Path, e: &Entry) -> Row {
             let ours = edgeopt_cli::load_model(&onnx)
                 .map_err(first_line)
                 .and_then(|g| {
-                    edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(&x))
+                    let litert = ExecOptions::numerics(Numerics::LiteRt);
+                    edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(&x), litert)
                         .map_err(first_line)
                 });
             match ours {
@@ -282,8 +285,10 @@ fn host_c(dir: &Path, tfl: &Path, x: &Tensor) -> Result<String, String> {
     let exe = harness::build_host(&work.join("gen"), &work.join("build")).map_err(first_line)?;
     let want = bytes(&edgeopt_tests::tflm::try_run(tfl, x, &work.join("tflm"))?);
     let got = harness::run_host(&exe, &bytes(x), &work.join("build")).map_err(first_line)?;
-    // edgeopt's runtime under `Numerics::Tflm` (set by the caller) predicts the device.
-    let ours = edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(x)).map_err(first_line)?;
+    // edgeopt's runtime under `Numerics::Tflm` predicts the device.
+    let tflm = ExecOptions::numerics(Numerics::Tflm);
+    let ours =
+        edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(x), tflm).map_err(first_line)?;
     let ours = bytes(&ours[0]);
     let differ = |other: &[u8]| got.iter().zip(other).filter(|(a, b)| a != b).count();
     if got != want {
@@ -319,7 +324,6 @@ fn float_corpus_quantizes_exports_and_compiles() {
     run_onnx_jobs(&dir, &mut rows);
     // The C follows TFLite Micro: compare with it (when the oracle is installed).
     let tflm = tk::tflm_available();
-    set_numerics(Numerics::Tflm);
     for row in rows.iter_mut().filter(|_| tflm) {
         if let Some(tfl) = row.compiled.take() {
             let x = edgeopt_npy::read(row.entry.input_float.as_ref().unwrap_or(&row.entry.input))

@@ -10,7 +10,7 @@
 
 use edgeopt_ir::{Graph, Tensor, TensorData};
 use edgeopt_runtime::kernels::fast::{Isa, Kernels};
-use edgeopt_runtime::Session;
+use edgeopt_runtime::{ExecOptions, Session};
 use edgeopt_testkit::data_dir;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -86,13 +86,15 @@ fn check(model: &str, inputs: impl Fn(&Path, &Graph) -> Vec<Tensor>) {
     };
     let g = edgeopt_tflite::import_file(dir.join(model)).expect("import");
     let xs = inputs(&dir, &g);
-    let mut reference = Session::with_kernels(&g, Kernels::Reference);
+    let mut reference =
+        Session::with_options(&g, ExecOptions::default().with_kernels(Kernels::Reference));
     let want: Vec<Vec<Tensor>> = xs
         .iter()
         .map(|x| reference.run(std::slice::from_ref(x)).unwrap())
         .collect();
     for isa in Isa::available() {
-        let mut s = Session::with_kernels(&g, Kernels::Fast(isa));
+        let mut s =
+            Session::with_options(&g, ExecOptions::default().with_kernels(Kernels::Fast(isa)));
         assert!(s.fast_nodes() > 0, "{model}: no node got a fast kernel");
         for (i, (x, w)) in xs.iter().zip(&want).enumerate() {
             let got = s.run(std::slice::from_ref(x)).unwrap();

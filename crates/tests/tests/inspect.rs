@@ -82,7 +82,9 @@ fn check(rel: &str) {
     for i in (0..10).map(|k| k * 1000) {
         let input = prepare(&g, &x, i..i + 1, &EvalConfig::default()).unwrap();
         let plain = edgeopt_runtime::run(&g, std::slice::from_ref(&input)).unwrap();
-        let in_arena = arena::run_with_plan(&g, &plan, &[input]).unwrap();
+        let in_arena =
+            arena::run_with_plan(&g, &plan, &[input], edgeopt_runtime::ExecOptions::default())
+                .unwrap();
         assert_eq!(plain.len(), in_arena.len());
         for (a, b) in plain.iter().zip(&in_arena) {
             assert_eq!(bits(a), bits(b), "{rel}: image {i}: arena run differs");

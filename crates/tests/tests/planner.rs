@@ -67,7 +67,8 @@ fn check_run(name: &str, g: &Graph, input: Tensor) -> planner::MemoryPlan {
     );
     let plain = run(g, std::slice::from_ref(&input)).unwrap_or_else(|e| panic!("{name}: {e}"));
     let in_arena =
-        arena::run_with_plan(g, &plan, &[input]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        arena::run_with_plan(g, &plan, &[input], edgeopt_runtime::ExecOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(plain.len(), in_arena.len());
     for (a, b) in plain.iter().zip(&in_arena) {
         assert_eq!(

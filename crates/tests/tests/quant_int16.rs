@@ -139,7 +139,10 @@ fn first_differing_node(g: &Graph, model: &Path, xp: &Path, k: usize, dir: &Path
             continue;
         };
         let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
-        let got = match eval_node(&NodeCtx::new(g, node), &refs) {
+        let got = match eval_node(
+            &NodeCtx::new(g, node, edgeopt_runtime::ExecOptions::default()),
+            &refs,
+        ) {
             Ok(mut o) => o.remove(0),
             Err(e) => return format!("node '{}' fails on LiteRT's inputs: {e}", node.name),
         };

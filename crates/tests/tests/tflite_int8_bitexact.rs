@@ -17,16 +17,13 @@
 //! whose output differs.
 
 use edgeopt_ir::{DType, Graph, Tensor, TensorData};
-use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
+use edgeopt_runtime::kernels::quantized::Numerics;
 use edgeopt_runtime::kernels::{eval_node, NodeCtx};
+use edgeopt_runtime::ExecOptions;
 use edgeopt_testkit::{data_dir, oracle_available, run_oracle, scratch_dir};
 use rand::{Rng, SeedableRng};
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-/// The integer arithmetic is a process-wide setting: tests that change it take turns.
-static NUMERICS_LOCK: Mutex<()> = Mutex::new(());
 
 const IC: &str =
     "mlperf-tiny/benchmark/training/image_classification/trained_models/pretrainedResnet_quant.tflite";
@@ -116,6 +113,7 @@ fn trace(
     inputs_npy: &Path,
     sample: usize,
     resolver: &str,
+    numerics: Numerics,
     dir: &Path,
 ) -> String {
     let tdir = dir.join(format!("tensors-{resolver}"));
@@ -164,7 +162,10 @@ fn trace(
             continue;
         }
         let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
-        let got = match eval_node(&NodeCtx::new(g, node), &refs) {
+        let got = match eval_node(
+            &NodeCtx::new(g, node, ExecOptions::numerics(numerics)),
+            &refs,
+        ) {
             Ok(mut o) => o.remove(0),
             Err(e) => return format!("node '{}' fails on LiteRT's inputs: {e}", node.name),
         };
@@ -212,7 +213,6 @@ fn check_model(rel: &str, make_inputs: impl Fn(&Path, &Graph) -> Tensor) {
     edgeopt_npy::write(&in_npy, &inputs).unwrap();
     let n = inputs.shape[0];
 
-    let _guard = NUMERICS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     for (numerics, resolver) in [(Numerics::LiteRt, "builtin"), (Numerics::Reference, "ref")] {
         let out_npy = scratch.join(format!("litert-{resolver}.npy"));
         run_oracle(
@@ -229,10 +229,10 @@ fn check_model(rel: &str, make_inputs: impl Fn(&Path, &Graph) -> Tensor) {
         assert_eq!(expected.shape[0], n);
         let exp = int_values(&expected);
         let per = exp.len() / n;
-        set_numerics(numerics);
         let mut bad = Vec::new();
         for i in 0..n {
-            let out = edgeopt_runtime::run(&g, &[sample(&inputs, i)]).expect("run");
+            let opts = ExecOptions::numerics(numerics);
+            let out = edgeopt_runtime::run_with(&g, &[sample(&inputs, i)], opts).expect("run");
             let got = int_values(&out[0]);
             assert_eq!(got.len(), per, "output size");
             if got != exp[i * per..(i + 1) * per] {
@@ -240,8 +240,7 @@ fn check_model(rel: &str, make_inputs: impl Fn(&Path, &Graph) -> Tensor) {
             }
         }
         if !bad.is_empty() {
-            let why = trace(&g, &model, &in_npy, bad[0], resolver, &scratch);
-            set_numerics(Numerics::LiteRt);
+            let why = trace(&g, &model, &in_npy, bad[0], resolver, numerics, &scratch);
             panic!(
                 "{stem} ({numerics:?} vs LiteRT {resolver}): {} of {n} samples differ (first: {}); {why}",
                 bad.len(),
@@ -250,7 +249,6 @@ fn check_model(rel: &str, make_inputs: impl Fn(&Path, &Graph) -> Tensor) {
         }
         eprintln!("{stem}: {n} samples bit-exact with LiteRT ({resolver} kernels, {numerics:?})");
     }
-    set_numerics(Numerics::LiteRt);
 }
 
 #[test]
@@ -374,8 +372,6 @@ fn resnet8_int8_full_cifar10_bitexact() {
     let exp = int_values(&edgeopt_npy::read(&out_npy).unwrap());
     let n = inputs.shape[0];
     let per = exp.len() / n;
-    let _guard = NUMERICS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    set_numerics(Numerics::LiteRt);
     let t0 = std::time::Instant::now();
     let got: Vec<Vec<i64>> = (0..n)
         .into_par_iter()

@@ -196,7 +196,11 @@ pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
             .map(|x| x.and_then(|v| graph.values[v].data.as_ref()))
             .collect();
         let outs = edgeopt_runtime::kernels::eval_node(
-            &edgeopt_runtime::kernels::NodeCtx::new(graph, &node),
+            &edgeopt_runtime::kernels::NodeCtx::new(
+                graph,
+                &node,
+                edgeopt_runtime::ExecOptions::default(),
+            ),
             &ins,
         )
         .map_err(|e| err(&node, format!("constant folding: {e}")))?;

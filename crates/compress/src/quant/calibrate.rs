@@ -11,6 +11,7 @@ use super::util::run_all;
 use super::CalibMethod;
 use crate::{CompressError, Result};
 use edgeopt_ir::{DType, Graph, Tensor};
+use edgeopt_runtime::ExecOptions;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
@@ -61,7 +62,8 @@ pub fn observe(g: &Graph, samples: &[Vec<Tensor>], histograms: bool) -> Result<O
     let per_sample: Vec<Result<Stats>> = samples
         .par_iter()
         .map(|s| {
-            let vals = run_all(g, s)?;
+            // A float graph: the options (numerics) do not change its values.
+            let vals = run_all(g, s, ExecOptions::default())?;
             let mut mm = Vec::with_capacity(ids.len());
             let mut cm = Vec::with_capacity(ids.len());
             for &id in &ids {
@@ -126,7 +128,7 @@ pub fn observe(g: &Graph, samples: &[Vec<Tensor>], histograms: bool) -> Result<O
     let per_sample: Vec<Result<Vec<Vec<f64>>>> = samples
         .par_iter()
         .map(|s| {
-            let vals = run_all(g, s)?;
+            let vals = run_all(g, s, ExecOptions::default())?;
             let mut hs = Vec::with_capacity(ids.len());
             for (k, &id) in ids.iter().enumerate() {
                 let v = vals[id].as_ref().expect("computed in pass 1").as_f32()?;

@@ -18,6 +18,7 @@ use super::weights::weight_bytes;
 use super::{QuantPlan, WeightFormat, WeightSpec};
 use crate::{CompressError, Result};
 use edgeopt_ir::{Graph, Op, Tensor, ValueId};
+use edgeopt_runtime::ExecOptions;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -88,7 +89,8 @@ pub(crate) fn float_targets(prepared: &Graph, samples: &[Vec<Tensor>]) -> Result
     samples
         .par_iter()
         .map(|s| {
-            let v = run_all(prepared, s)?;
+            // The float graph: the options (numerics) do not change its values.
+            let v = run_all(prepared, s, ExecOptions::default())?;
             Ok(v[t].as_ref().map(|t| t.to_f32_vec()).unwrap_or_default())
         })
         .collect()
@@ -100,6 +102,7 @@ pub(crate) fn plan_sqnr(
     plan: &QuantPlan,
     samples: &[Vec<Tensor>],
     reference: &[Vec<f32>],
+    exec: ExecOptions,
 ) -> Result<f64> {
     let q = apply(prepared, plan)?;
     let name = &prepared.values[target_value(prepared).expect("checked by float_targets")].name;
@@ -109,7 +112,7 @@ pub(crate) fn plan_sqnr(
     let outs: Vec<Vec<f32>> = samples
         .par_iter()
         .map(|s| -> Result<Vec<f32>> {
-            let v = run_all(&q, s)?;
+            let v = run_all(&q, s, exec)?;
             let t = v[tid]
                 .as_ref()
                 .ok_or_else(|| CompressError::Invalid(format!("'{name}' was not computed")))?;
@@ -132,6 +135,7 @@ pub fn allocate(
     samples: &[Vec<Tensor>],
     budget: usize,
     opts: &MixedOptions,
+    exec: ExecOptions,
 ) -> Result<MixedResult> {
     let samples = &samples[..opts
         .samples
@@ -160,7 +164,7 @@ pub fn allocate(
     for s in plan0.weights.values_mut() {
         *s = spec(WeightFormat::Int8);
     }
-    let base_db = plan_sqnr(prepared, &plan0, samples, &reference)?;
+    let base_db = plan_sqnr(prepared, &plan0, samples, &reference, exec)?;
     let base_noise = noise(base_db);
     let mut cands: Vec<WeightFormat> = opts.candidates.clone();
     if !cands.contains(&WeightFormat::Int8) {
@@ -181,7 +185,7 @@ pub fn allocate(
             } else {
                 let mut p = plan0.clone();
                 p.weights.insert(wname.clone(), spec(f));
-                plan_sqnr(prepared, &p, samples, &reference)?
+                plan_sqnr(prepared, &p, samples, &reference, exec)?
             };
             sens.insert(fmt_name(f), db);
             opt.push((f, weight_bytes(n, f), (noise(db) - base_noise).max(0.0)));
@@ -217,7 +221,7 @@ pub fn allocate(
         total += b;
         plan.weights.insert(choices[k].weight.clone(), spec(f));
     }
-    let sqnr = plan_sqnr(prepared, &plan, samples, &reference)?;
+    let sqnr = plan_sqnr(prepared, &plan, samples, &reference, exec)?;
     Ok(MixedResult {
         budget,
         int8_bytes,

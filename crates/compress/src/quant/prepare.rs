@@ -28,6 +28,7 @@ use edgeopt_ir::{
     ReduceKind, Tensor, TensorData, UnaryKind, ValueId,
 };
 use edgeopt_runtime::kernels::{eval_node, NodeCtx};
+use edgeopt_runtime::ExecOptions;
 
 /// Runs all preparation steps; the result is validated and re-annotated.
 pub fn prepare(graph: &Graph) -> Result<Graph> {
@@ -108,7 +109,7 @@ fn fold_const_dequantize(g: &mut Graph) -> Result<()> {
         };
         // The runtime's own kernel: one definition of dequantization, with its checks
         // (a per-axis scale shorter than the axis is an error here as at run time).
-        let real = eval_node(&NodeCtx::new(g, n), &consts)?.remove(0);
+        let real = eval_node(&NodeCtx::new(g, n, ExecOptions::default()), &consts)?.remove(0);
         let out = n.outputs[0];
         let v = &mut g.values[out];
         v.dtype = real.dtype();

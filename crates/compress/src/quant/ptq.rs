@@ -10,6 +10,7 @@ use super::{
 };
 use crate::Result;
 use edgeopt_ir::{Graph, Tensor};
+use edgeopt_runtime::ExecOptions;
 
 #[derive(Debug, Clone)]
 pub struct PtqOptions {
@@ -22,6 +23,9 @@ pub struct PtqOptions {
     pub bias_correction: bool,
     pub equalize: bool,
     pub report: bool,
+    /// How the quantized graph runs when it is measured (mixed precision's
+    /// sensitivities, the report): the numerics it is quantized for.
+    pub exec: ExecOptions,
 }
 
 impl Default for PtqOptions {
@@ -35,6 +39,7 @@ impl Default for PtqOptions {
             bias_correction: false,
             equalize: false,
             report: false,
+            exec: ExecOptions::default(),
         }
     }
 }
@@ -66,7 +71,7 @@ pub fn run(graph: &Graph, samples: &[Vec<Tensor>], opts: &PtqOptions) -> Result<
         Some(budget) => {
             let base =
                 QuantPlan::uniform(&prepared, super::DEFAULT_WEIGHT, opts.activations, ranges);
-            let m = mixed::allocate(&prepared, &base, samples, budget, &opts.mixed)?;
+            let m = mixed::allocate(&prepared, &base, samples, budget, &opts.mixed, opts.exec)?;
             (m.plan.clone(), Some(m))
         }
         None => (
@@ -85,6 +90,7 @@ pub fn run(graph: &Graph, samples: &[Vec<Tensor>], opts: &PtqOptions) -> Result<
             &plan,
             samples,
             mixed.as_ref(),
+            opts.exec,
         )?)
     } else {
         None

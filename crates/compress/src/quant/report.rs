@@ -12,6 +12,7 @@ use super::util::{dequantized, run_all, sqnr_db};
 use super::{QuantPlan, WeightFormat};
 use crate::Result;
 use edgeopt_ir::{Graph, Tensor};
+use edgeopt_runtime::ExecOptions;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -46,13 +47,14 @@ pub fn build(
     plan: &QuantPlan,
     samples: &[Vec<Tensor>],
     mixed: Option<&MixedResult>,
+    exec: ExecOptions,
 ) -> Result<Report> {
     let samples = &samples[..samples.len().min(REPORT_SAMPLES)];
     // (float values, integer values) per sample, indexed by value id.
     type Run = (Vec<Option<Tensor>>, Vec<Option<Tensor>>);
     let runs: Vec<Run> = samples
         .par_iter()
-        .map(|s| Ok((run_all(prepared, s)?, run_all(quantized, s)?)))
+        .map(|s| Ok((run_all(prepared, s, exec)?, run_all(quantized, s, exec)?)))
         .collect::<Result<_>>()?;
     let weighted: std::collections::HashMap<usize, usize> =
         weighted_nodes(prepared).into_iter().collect();

@@ -5,6 +5,7 @@
 use crate::{CompressError, Result};
 use edgeopt_ir::{Dim, Graph, Tensor, ValueId};
 use edgeopt_runtime::kernels::{eval_node, NodeCtx};
+use edgeopt_runtime::ExecOptions;
 use std::collections::HashSet;
 
 /// A value name not used in `graph`, derived from `base`.
@@ -110,7 +111,7 @@ pub fn reannotate(graph: &mut Graph) -> Result<()> {
 
 /// Runs `graph` on one set of inputs and returns every value (inputs, constants are
 /// `None`, computed values `Some`), indexed by value id.
-pub fn run_all(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Option<Tensor>>> {
+pub fn run_all(graph: &Graph, inputs: &[Tensor], opts: ExecOptions) -> Result<Vec<Option<Tensor>>> {
     edgeopt_runtime::executor::check_inputs(graph, inputs)?;
     let mut slots: Vec<Option<Tensor>> = vec![None; graph.values.len()];
     for (&id, t) in graph.inputs.iter().zip(inputs) {
@@ -131,7 +132,7 @@ pub fn run_all(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Option<Tensor>>> 
                     )));
                 }
             }
-            eval_node(&NodeCtx::new(graph, node), &ins)?
+            eval_node(&NodeCtx::new(graph, node, opts), &ins)?
         };
         for (&o, t) in node.outputs.iter().zip(outs) {
             slots[o] = Some(t);

@@ -18,18 +18,26 @@ pub mod quantized;
 pub mod reference;
 
 use crate::error::{Result, RuntimeError};
+use crate::options::ExecOptions;
 use edgeopt_ir::{DType, Graph, Node, QuantParams, Tensor};
 
 /// What a kernel may know about the node it runs: attributes, and the declared
 /// dtype/quant params of its input and output values.
+/// The execution options ride along, so a kernel knows which numerics to follow.
 pub struct NodeCtx<'a> {
     pub graph: &'a Graph,
     pub node: &'a Node,
+    pub opts: ExecOptions,
 }
 
 impl<'a> NodeCtx<'a> {
-    pub fn new(graph: &'a Graph, node: &'a Node) -> Self {
-        NodeCtx { graph, node }
+    pub fn new(graph: &'a Graph, node: &'a Node, opts: ExecOptions) -> Self {
+        NodeCtx { graph, node, opts }
+    }
+
+    /// The integer arithmetic this node follows.
+    pub fn numerics(&self) -> quantized::Numerics {
+        self.opts.numerics
     }
 
     /// Quant params of input `i` (None if absent or not quantized).
@@ -57,19 +65,10 @@ impl<'a> NodeCtx<'a> {
     }
 }
 
-/// Runs one node on its inputs (`None` = absent optional input) and returns its outputs.
-/// Uses the process default kernels ([`fast::default_kernels`]).
+/// Runs one node on its inputs (`None` = absent optional input) and returns its outputs,
+/// on the kernels and numerics of `ctx.opts`.
 pub fn eval_node(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    eval_node_with(ctx, inputs, fast::default_kernels())
-}
-
-/// [`eval_node`] with an explicit kernel choice.
-pub fn eval_node_with(
-    ctx: &NodeCtx,
-    inputs: &[Option<&Tensor>],
-    kernels: fast::Kernels,
-) -> Result<Vec<Tensor>> {
-    if let fast::Kernels::Fast(isa) = kernels {
+    if let fast::Kernels::Fast(isa) = ctx.opts.kernels {
         if let Some(r) = fast::eval_once(ctx, inputs, isa) {
             return r;
         }

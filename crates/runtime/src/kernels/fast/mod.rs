@@ -51,7 +51,6 @@ use super::quantized::common::{is_qint, QInt};
 use super::NodeCtx;
 use crate::error::Result;
 use edgeopt_ir::{DType, Op, Tensor, TensorData};
-use std::sync::OnceLock;
 
 /// Instruction set a fast kernel runs on. `Avx2` can only be obtained when the CPU
 /// has it, so the `unsafe` calls into `#[target_feature]` code are sound.
@@ -179,27 +178,28 @@ impl Kernels {
         Kernels::Fast(Isa::detect())
     }
 
-    /// From `EDGEOPT_KERNELS`: `reference`, `portable`, `avx2` (no VNNI), `avx-vnni`
-    /// (256-bit VNNI, no AVX-512), `avx512`, or anything else / unset for native (the
-    /// best this CPU has). An instruction set the CPU lacks falls back to the next
-    /// lower one. Lets a whole-model run be repeated on any path without recompiling.
-    pub fn from_env() -> Kernels {
+    /// By name: `reference`, `portable`, `avx2` (no VNNI), `avx-vnni` (256-bit VNNI,
+    /// no AVX-512), `avx512`, or anything else / `None` for native (the best this CPU
+    /// has). An instruction set the CPU lacks falls back to the next lower one. The
+    /// command line passes `EDGEOPT_KERNELS` here, so a whole-model run can be repeated
+    /// on any path without recompiling; the runtime itself never reads it.
+    pub fn from_name(name: Option<&str>) -> Kernels {
         let avx2 = || Isa::avx2().unwrap_or(Isa::PORTABLE);
-        match std::env::var("EDGEOPT_KERNELS").as_deref() {
-            Ok("reference") => Kernels::Reference,
-            Ok("portable") => Kernels::Fast(Isa::PORTABLE),
-            Ok("avx2") => Kernels::Fast(avx2()),
-            Ok("avx-vnni") => Kernels::Fast(Isa::avx_vnni().unwrap_or_else(avx2)),
-            Ok("avx512") => Kernels::Fast(Isa::avx512().unwrap_or_else(avx2)),
+        match name {
+            Some("reference") => Kernels::Reference,
+            Some("portable") => Kernels::Fast(Isa::PORTABLE),
+            Some("avx2") => Kernels::Fast(avx2()),
+            Some("avx-vnni") => Kernels::Fast(Isa::avx_vnni().unwrap_or_else(avx2)),
+            Some("avx512") => Kernels::Fast(Isa::avx512().unwrap_or_else(avx2)),
             _ => Kernels::native(),
         }
     }
-}
 
-/// The process default ([`Kernels::from_env`], read once).
-pub fn default_kernels() -> Kernels {
-    static K: OnceLock<Kernels> = OnceLock::new();
-    *K.get_or_init(Kernels::from_env)
+    /// [`Kernels::from_name`] of the `EDGEOPT_KERNELS` environment variable: for
+    /// programs (the command line, examples, benchmarks), never called by the runtime.
+    pub fn from_env() -> Kernels {
+        Kernels::from_name(std::env::var("EDGEOPT_KERNELS").ok().as_deref())
+    }
 }
 
 /// A node's kernel with its constants prepared (weights packed, output stages
@@ -225,7 +225,7 @@ pub fn prepare(ctx: &NodeCtx, consts: &[Option<&Tensor>], isa: Isa) -> Option<Bo
     if !is_qint(xv.dtype) || xv.quant.is_none() {
         return None;
     }
-    let num = super::quantized::numerics();
+    let num = ctx.numerics();
     macro_rules! by8 {
         ($f:ident ( $($arg:expr),* )) => {
             match xv.dtype {

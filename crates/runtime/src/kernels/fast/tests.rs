@@ -15,9 +15,9 @@
 //! (`Numerics::LiteRt`, `Numerics::Reference` and `Numerics::Tflm`) are covered.
 
 use crate::kernels::fast::{Isa, Kernels};
-use crate::kernels::quantized::{set_numerics, Numerics};
-use crate::kernels::{eval_node_with, NodeCtx};
-use crate::Session;
+use crate::kernels::quantized::Numerics;
+use crate::kernels::{eval_node, NodeCtx};
+use crate::{ExecOptions, Session};
 use edgeopt_ir::{
     Activation, AutoPad, BinaryKind, ConvAttrs, DType, Dim, Graph, Layout, Op, PoolAttrs,
     QuantParams, Tensor, TensorData,
@@ -25,12 +25,6 @@ use edgeopt_ir::{
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::sync::Mutex;
-
-/// `set_numerics` is process-wide: the tests of this file take turns (other unit
-/// tests of this crate call kernels directly with the default, `LiteRt`, and do not
-/// go through prepared fast kernels).
-static LOCK: Mutex<()> = Mutex::new(());
 
 fn fixed(shape: &[usize]) -> Option<Vec<Dim>> {
     Some(shape.iter().map(|&d| Dim::Fixed(d)).collect())
@@ -404,7 +398,7 @@ fn softmax_case(seed: u64) -> Case {
 }
 
 /// Every fast way of running the case gives the reference's result (or all fail).
-fn check(case: &Case) -> Result<(), TestCaseError> {
+fn check(case: &Case, numerics: Numerics) -> Result<(), TestCaseError> {
     let g = &case.g;
     let node = &g.nodes[0];
     let ins: Vec<Option<&Tensor>> = node
@@ -418,10 +412,12 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
             })
         })
         .collect();
-    let ctx = NodeCtx::new(g, node);
-    let want = eval_node_with(&ctx, &ins, Kernels::Reference).map(|mut o| o.remove(0));
+    let opts = |kernels| ExecOptions { numerics, kernels };
+    let reference = NodeCtx::new(g, node, opts(Kernels::Reference));
+    let want = eval_node(&reference, &ins).map(|mut o| o.remove(0));
     for isa in Isa::available() {
-        let got = eval_node_with(&ctx, &ins, Kernels::Fast(isa)).map(|mut o| o.remove(0));
+        let ctx = NodeCtx::new(g, node, opts(Kernels::Fast(isa)));
+        let got = eval_node(&ctx, &ins).map(|mut o| o.remove(0));
         match (&want, &got) {
             (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "stateless, {}", isa.name()),
             (Err(_), Err(_)) => {}
@@ -433,7 +429,7 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
                 got
             ),
         }
-        let mut s = Session::with_kernels(g, Kernels::Fast(isa));
+        let mut s = Session::with_options(g, opts(Kernels::Fast(isa)));
         for run in 0..2 {
             let got = s.run(&case.inputs).map(|mut o| o.remove(0));
             match (&want, &got) {
@@ -453,7 +449,6 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
 }
 
 fn with_numerics(seed: u64, f: impl Fn(u64) -> Case) -> Result<(), TestCaseError> {
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     // Seeds cycle through LiteRT's builtin kernels, its reference kernels and TFLite
     // Micro's arithmetic.
     let num = match seed % 3 {
@@ -461,10 +456,7 @@ fn with_numerics(seed: u64, f: impl Fn(u64) -> Case) -> Result<(), TestCaseError
         1 => Numerics::Reference,
         _ => Numerics::Tflm,
     };
-    set_numerics(num);
-    let r = check(&f(seed));
-    set_numerics(Numerics::LiteRt);
-    r
+    check(&f(seed), num)
 }
 
 proptest! {
@@ -500,7 +492,6 @@ proptest! {
 /// so the property tests above do not pass by falling back to the reference.
 #[test]
 fn fast_kernels_are_used() {
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut used = 0;
     for seed in 0..40 {
         for case in [
@@ -509,7 +500,8 @@ fn fast_kernels_are_used() {
             binary_case(seed),
             pool_case(seed),
         ] {
-            used += Session::with_kernels(&case.g, Kernels::Fast(Isa::PORTABLE)).fast_nodes();
+            let opts = ExecOptions::default().with_kernels(Kernels::Fast(Isa::PORTABLE));
+            used += Session::with_options(&case.g, opts).fast_nodes();
         }
     }
     assert!(used >= 140, "only {used} of 160 nodes got a fast kernel");

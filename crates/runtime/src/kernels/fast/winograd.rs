@@ -776,8 +776,7 @@ mod tests {
     //! down to 1x1 with padding, every padding mode, batch 1-2, i8/u8 activations and
     //! weights, per-tensor/per-channel scales, fused activations, biases up to the
     //! full i32 range), both arithmetics, every instruction set of this CPU. The
-    //! numerics are passed to `tflite_conv` directly, so the process-wide
-    //! `set_numerics` (and the LOCK of `fast::tests`) is not involved.
+    //! numerics are passed to `tflite_conv` directly and carried by the node context.
 
     use super::*;
     use crate::kernels::fast::conv::ConvKernel;
@@ -942,7 +941,7 @@ mod tests {
     /// the input zero point.
     fn prepare(l: &Layer, num: Numerics, isa: Isa) -> (ConvGeom, Option<Winograd>, i32) {
         let node = &l.g.nodes[0];
-        let ctx = NodeCtx::new(&l.g, node);
+        let ctx = NodeCtx::new(&l.g, node, crate::ExecOptions::numerics(num));
         let cst = |i: usize| {
             node.inputs
                 .get(i)
@@ -984,7 +983,7 @@ mod tests {
 
     fn reference(l: &Layer, num: Numerics) -> Vec<i32> {
         let node = &l.g.nodes[0];
-        let ctx = NodeCtx::new(&l.g, node);
+        let ctx = NodeCtx::new(&l.g, node, crate::ExecOptions::numerics(num));
         let ins: Vec<Option<&Tensor>> = node
             .inputs
             .iter()
@@ -1181,7 +1180,7 @@ mod tests {
                 Some(20000),
             );
             let node = &l.g.nodes[0];
-            let ctx = NodeCtx::new(&l.g, node);
+            let ctx = NodeCtx::new(&l.g, node, crate::ExecOptions::default());
             let ins: Vec<Option<&Tensor>> = node
                 .inputs
                 .iter()

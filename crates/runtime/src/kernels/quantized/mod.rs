@@ -29,7 +29,6 @@ use super::NodeCtx;
 use crate::error::Result;
 use common::is_qint;
 use edgeopt_ir::{DType, Op, ReduceKind, Tensor, UnaryKind};
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Which integer arithmetic to reproduce where TFLite's kernels disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,29 +45,6 @@ pub enum Numerics {
     /// ([`activation::tflm_relu_table`], [`activation::tflm_relu6_table`]). What the
     /// generated C computes.
     Tflm,
-}
-
-static NUMERICS: AtomicU8 = AtomicU8::new(0);
-
-/// Selects the integer arithmetic for the whole process (default: `LiteRt`).
-pub fn set_numerics(n: Numerics) {
-    NUMERICS.store(
-        match n {
-            Numerics::LiteRt => 0,
-            Numerics::Reference => 1,
-            Numerics::Tflm => 2,
-        },
-        Ordering::Relaxed,
-    );
-}
-
-/// The process-wide integer arithmetic choice.
-pub fn numerics() -> Numerics {
-    match NUMERICS.load(Ordering::Relaxed) {
-        1 => Numerics::Reference,
-        2 => Numerics::Tflm,
-        _ => Numerics::LiteRt,
-    }
 }
 
 /// Calls `$f::<T>` with T the activation type of input 0.
@@ -115,7 +91,7 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
     let x_quant = is_qint(x.dtype()) && ctx.in_quant(0).is_some();
     match op {
         Op::Quantize => {
-            if numerics() == Numerics::LiteRt {
+            if ctx.numerics() == Numerics::LiteRt {
                 if let Some(r) = int16::quantize_litert(ctx, inputs) {
                     return Some(r);
                 }
@@ -133,7 +109,7 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
         return None;
     }
     let dt = x.dtype();
-    let num = numerics();
+    let num = ctx.numerics();
     Some(match op {
         Op::Conv(a) => by_type!(dt, ctx, tflite_conv_dispatch(ctx, a, inputs)),
         Op::FullyConnected {
@@ -226,7 +202,7 @@ fn tflite_conv_dispatch<T: common::QInt>(
     if T::DTYPE == DType::I16 {
         return int16::conv(ctx, a, inputs);
     }
-    conv::tflite_conv::<T>(ctx, a, numerics(), inputs)
+    conv::tflite_conv::<T>(ctx, a, ctx.numerics(), inputs)
 }
 fn fc_dispatch<T: common::QInt>(
     ctx: &NodeCtx,
@@ -237,7 +213,7 @@ fn fc_dispatch<T: common::QInt>(
     if T::DTYPE == DType::I16 {
         return int16::fully_connected(ctx, act, keep, inputs);
     }
-    fc::tflite_fc::<T>(ctx, act, keep, numerics(), inputs)
+    fc::tflite_fc::<T>(ctx, act, keep, ctx.numerics(), inputs)
 }
 fn binary_dispatch<T: common::QInt>(
     ctx: &NodeCtx,
@@ -245,7 +221,9 @@ fn binary_dispatch<T: common::QInt>(
     act: edgeopt_ir::Activation,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
-    if T::DTYPE == DType::I16 && k == edgeopt_ir::BinaryKind::Add && numerics() == Numerics::LiteRt
+    if T::DTYPE == DType::I16
+        && k == edgeopt_ir::BinaryKind::Add
+        && ctx.numerics() == Numerics::LiteRt
     {
         if let Some(r) = int16::add_litert(ctx, act, inputs) {
             return r;
@@ -286,7 +264,7 @@ fn relu_dispatch<T: common::QInt>(
     hi: Option<f32>,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
-    activation::relu_x::<T>(ctx, lo, hi, numerics(), inputs)
+    activation::relu_x::<T>(ctx, lo, hi, ctx.numerics(), inputs)
 }
 fn hswish_dispatch<T: common::QInt>(
     ctx: &NodeCtx,

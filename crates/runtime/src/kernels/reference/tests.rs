@@ -119,7 +119,7 @@ fn run1(op: Op, inputs: Vec<Tensor>, out_dtype: DType) -> crate::Result<Tensor> 
     g.add_node("n", op, ids.clone(), vec![o]);
     let node = &g.nodes[0];
     let ins: Vec<Option<&Tensor>> = ids.iter().map(|i| g.const_data(i.unwrap())).collect();
-    let mut r = super::eval(&NodeCtx::new(&g, node), &ins)?;
+    let mut r = super::eval(&NodeCtx::new(&g, node, crate::ExecOptions::default()), &ins)?;
     Ok(r.remove(0))
 }
 
