@@ -630,7 +630,6 @@ fn cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
         let o = s::ResizeBilinearOptions {
             align_corners: align,
             half_pixel_centers: half,
-            ..Default::default()
         };
         m.op(
             B::ResizeBilinear,
