@@ -536,6 +536,135 @@ void eo_concat_part_s8(const eo_concat_part *p, const int8_t *x, int8_t *y) {
     }
 }
 
+/* movement::strided_slice / slice: a strided gather. The generator drops the dims of
+ * extent 1 and merges contiguous ones, so the last dim is often a plain run. */
+void eo_slice_s8(const eo_slice_params *p, const int8_t *x, int8_t *y) {
+    int32_t idx[EO_MAX_RANK] = {0};
+    int32_t i, d, off = p->base;
+    const int32_t last = p->rank - 1;
+    if (p->count == 0) return;
+    if (p->rank == 0) {
+        y[0] = x[off];
+        return;
+    }
+    {
+        /* One run of the last dim at a time; the odometer walks the others. */
+        const int32_t run = p->out_shape[last], step = p->in_stride[last];
+        for (i = 0; i < p->count; i += run) {
+            int32_t j;
+            if (step == 1) {
+                memcpy(y + i, x + off, (size_t)run);
+            } else {
+                for (j = 0; j < run; j++) y[i + j] = x[off + j * step];
+            }
+            for (d = last - 1; d >= 0; d--) {
+                idx[d]++;
+                off += p->in_stride[d];
+                if (idx[d] < p->out_shape[d]) break;
+                off -= p->in_stride[d] * p->out_shape[d];
+                idx[d] = 0;
+            }
+        }
+    }
+}
+
+/* movement::split: one output's slices of the input. */
+void eo_split_part_s8(const eo_split_part *p, const int8_t *x, int8_t *y) {
+    int32_t o;
+    for (o = 0; o < p->outer; o++) {
+        memcpy(y + (size_t)o * p->chunk, x + (size_t)o * p->in_chunk + p->offset,
+               (size_t)p->chunk);
+    }
+}
+
+/* movement::tile: every output row (last dim) repeats one input row. */
+void eo_tile_s8(const eo_tile_params *p, const int8_t *x, int8_t *y) {
+    int32_t idx[EO_MAX_RANK] = {0};
+    int32_t in_stride[EO_MAX_RANK];
+    int32_t rows = 1, r, d, j;
+    const int32_t last = p->rank - 1;
+    int32_t in_row, out_row;
+    if (p->rank == 0) {
+        y[0] = x[0];
+        return;
+    }
+    in_row = p->in_shape[last];
+    out_row = p->out_shape[last];
+    in_stride[last] = 1;
+    for (d = last - 1; d >= 0; d--) in_stride[d] = in_stride[d + 1] * p->in_shape[d + 1];
+    for (d = 0; d < last; d++) rows *= p->out_shape[d];
+    if (in_row == 0) return;
+    for (r = 0; r < rows; r++) {
+        int32_t src = 0;
+        for (d = 0; d < last; d++) src += (idx[d] % p->in_shape[d]) * in_stride[d];
+        for (j = 0; j < out_row; j += in_row) memcpy(y + j, x + src, (size_t)in_row);
+        y += out_row;
+        for (d = last - 1; d >= 0; d--) {
+            if (++idx[d] < p->out_shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+}
+
+/* ComputeInterpolationValuesInteger: the scaled source coordinate and its two taps.
+ * C's division truncates toward zero, so a negative half-pixel coordinate (first
+ * row/column) gives lower tap 0. The lower tap is also bounded by size - 1 (TFLite
+ * leaves it unbounded; it only matters for extreme upscales, where TFLite would read
+ * past the input), as the runtime (movement::resize_bilinear) does. */
+static void eo_resize_taps(int32_t v, int32_t scale, int32_t half, int32_t size,
+                           int32_t *scaled, int32_t *lo, int32_t *hi) {
+    const int32_t s = half ? v * scale + scale / 2 - (1 << 9) : v * scale;
+    int32_t l = s / (1 << 10), h = (s + (1 << 10) - 1) / (1 << 10);
+    if (l < 0) l = 0;
+    if (l > size - 1) l = size - 1;
+    if (h > size - 1) h = size - 1;
+    if (h < 0) h = 0;
+    *scaled = s;
+    *lo = l;
+    *hi = h;
+}
+
+/* movement::resize_bilinear (TFLite ResizeBilinearInteger, which TFLite Micro runs):
+ * the weighted sum in int64 as TFLite computes it, rounded half away from zero. */
+void eo_resize_bilinear_s8(const eo_resize_bilinear_params *p, const int8_t *x, int8_t *y) {
+    int32_t b, oy, ox, ch;
+    const int32_t one = 1 << 10;
+    for (b = 0; b < p->n; b++) {
+        const int8_t *xb = x + (size_t)b * p->ih * p->iw * p->c;
+        for (oy = 0; oy < p->oh; oy++) {
+            int32_t sy, y0, y1, dy;
+            eo_resize_taps(oy, p->scale_h, p->half_pixel, p->ih, &sy, &y0, &y1);
+            dy = sy - one * y0;
+            for (ox = 0; ox < p->ow; ox++) {
+                int32_t sx, x0, x1, dx;
+                const int8_t *r00, *r10, *r01, *r11;
+                int32_t w00, w10, w01, w11;
+                eo_resize_taps(ox, p->scale_w, p->half_pixel, p->iw, &sx, &x0, &x1);
+                dx = sx - one * x0;
+                /* Each weight is a product of two factors of at most ~1.5 * 2^10: it
+                 * fits int32; the sum of the four products is taken in int64. */
+                w00 = (one - dy) * (one - dx);
+                w10 = dy * (one - dx);
+                w01 = (one - dy) * dx;
+                w11 = dy * dx;
+                r00 = xb + ((size_t)y0 * p->iw + x0) * p->c;
+                r10 = xb + ((size_t)y1 * p->iw + x0) * p->c;
+                r01 = xb + ((size_t)y0 * p->iw + x1) * p->c;
+                r11 = xb + ((size_t)y1 * p->iw + x1) * p->c;
+                for (ch = 0; ch < p->c; ch++) {
+                    const int64_t v = (int64_t)r00[ch] * w00 + (int64_t)r10[ch] * w10 +
+                                      (int64_t)r01[ch] * w01 + (int64_t)r11[ch] * w11;
+                    const int64_t round = v > 0 ? ((int64_t)1 << 19) : -((int64_t)1 << 19);
+                    int64_t q = (v + round) / ((int64_t)1 << 20);
+                    if (q < -128) q = -128;
+                    if (q > 127) q = 127;
+                    *y++ = (int8_t)q;
+                }
+            }
+        }
+    }
+}
+
 void eo_copy(const void *x, void *y, size_t bytes) {
     if (x != y) memmove(y, x, bytes);
 }

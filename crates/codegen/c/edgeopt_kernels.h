@@ -123,6 +123,34 @@ typedef struct {
     int32_t act_min, act_max;
 } eo_concat_part;
 
+/* STRIDED_SLICE / SLICE: y[i] = x[base + sum_d idx_d * in_stride[d]] over the output
+ * positions idx (row-major over out_shape); strides may be negative. */
+typedef struct {
+    int32_t rank, count, base;
+    int32_t out_shape[EO_MAX_RANK];
+    int32_t in_stride[EO_MAX_RANK];
+} eo_slice_params;
+/* SPLIT: one output's slices of the input (the inverse of eo_concat_part). */
+typedef struct {
+    int32_t outer;    /* product of the dims before the axis */
+    int32_t chunk;    /* elements of this output per outer step */
+    int32_t in_chunk; /* elements of the input per outer step */
+    int32_t offset;   /* where this output starts inside an input step */
+} eo_split_part;
+/* TILE: output position idx reads the input at idx mod in_shape. */
+typedef struct {
+    int32_t rank;
+    int32_t in_shape[EO_MAX_RANK];
+    int32_t out_shape[EO_MAX_RANK];
+} eo_tile_params;
+/* RESIZE_BILINEAR, NHWC, TFLite's integer kernel (ResizeBilinearInteger): source
+ * coordinates in 1/1024 steps, the four taps weighted in 2^20 units, rounded half away
+ * from zero. scale_h / scale_w: the 10-bit scales computed at compile time. */
+typedef struct {
+    int32_t n, ih, iw, c, oh, ow;
+    int32_t scale_h, scale_w;
+    int32_t half_pixel; /* half_pixel_centers */
+} eo_resize_bilinear_params;
 /* Kernel scratch (not part of the arena, sized by the generator): `scratch` holds the
  * int16 receptive field / input row of the dot products, `acc` the int32 per-channel
  * accumulators of a depthwise convolution. */
@@ -138,6 +166,10 @@ void eo_quantize_f32_s8(const eo_quant_params *p, const float *x, int8_t *y);
 void eo_transpose_s8(const eo_transpose_params *p, const int8_t *x, int8_t *y);
 void eo_pad_s8(const eo_pad_params *p, const int8_t *x, int8_t *y);
 void eo_concat_part_s8(const eo_concat_part *p, const int8_t *x, int8_t *y);
+void eo_slice_s8(const eo_slice_params *p, const int8_t *x, int8_t *y);
+void eo_split_part_s8(const eo_split_part *p, const int8_t *x, int8_t *y);
+void eo_tile_s8(const eo_tile_params *p, const int8_t *x, int8_t *y);
+void eo_resize_bilinear_s8(const eo_resize_bilinear_params *p, const int8_t *x, int8_t *y);
 void eo_copy(const void *x, void *y, size_t bytes);
 
 /* Fixed-point helpers (gemmlowp / TFLite common.h), exposed for tests. */

@@ -176,6 +176,12 @@ pub const CODE_BYTES: &[(&str, u64)] = &[
     ("pad", 230),
     ("concat", 110),
     ("copy", 20),
+    // Estimates until re-measured with bench/codegen.py (the loops are the size of
+    // transpose's / concat's; resize has its tap arithmetic and an int64 sum).
+    ("slice", 160),
+    ("split", 60),
+    ("tile", 200),
+    ("resize", 500),
 ];
 /// Bytes per layer call in `edgeopt_model_invoke` (argument set-up and the call;
 /// measured ~20 on the IC model).
@@ -632,6 +638,31 @@ impl<'g> Emitter<'g> {
             Op::Transpose { perm } => self.transpose(node, perm, k)?,
             Op::Pad { mode, pads, value } => self.pad(node, *mode, pads, *value, k)?,
             Op::Concat { axis, activation } => self.concat(node, *axis, *activation, k)?,
+            Op::StridedSlice(a) => {
+                let xs = self.shape(x)?;
+                let p = edgeopt_ir::shape::strided_slice_plan(a, &xs)
+                    .map_err(|m| self.unsupported(node, m))?;
+                self.slice(node, x, &p.dims, &p.start, &p.step, &p.len, k)?;
+                // The runtime requantizes a StridedSlice whose parameters change.
+                if self.needs_requant(node) {
+                    let t = self.table_by_runtime(node, true)?;
+                    self.lut(node, node.outputs[0], t, k)?;
+                }
+            }
+            Op::Slice {
+                starts,
+                ends,
+                axes,
+                steps,
+            } => {
+                let xs = self.shape(x)?;
+                let g = edgeopt_ir::shape::slice_geometry(&xs, starts, ends, axes, steps)
+                    .map_err(|m| self.unsupported(node, m))?;
+                self.slice(node, x, &xs, &g.begin, &g.step, &g.count, k)?;
+            }
+            Op::Split { axis, split } => self.split(node, x, *axis, split, k)?,
+            Op::Tile { .. } => self.tile(node, x, k)?,
+            Op::Resize(a) => self.resize(node, x, a, k)?,
             op => {
                 return Err(self.unsupported(
                     node,
@@ -1314,6 +1345,266 @@ impl<'g> Emitter<'g> {
             offset += chunk;
         }
         self.kernels.insert("concat");
+        Ok(())
+    }
+
+    /// STRIDED_SLICE / SLICE: the elements `start[d] + i * step[d]`, `i < count[d]`, of
+    /// an input of shape `dims` (row-major), gathered by `eo_slice_s8`. Dims of extent 1
+    /// only move the base; adjacent dims that stay contiguous merge, so the kernel's
+    /// last dim is as long a run as the slice allows.
+    #[allow(clippy::too_many_arguments)]
+    fn slice(
+        &mut self,
+        node: &Node,
+        x: ValueId,
+        dims: &[usize],
+        start: &[i64],
+        step: &[i64],
+        count: &[usize],
+        k: usize,
+    ) -> Result<()> {
+        self.require_i8(node, x, "input")?;
+        self.require_i8(node, node.outputs[0], "output")?;
+        let r = dims.len();
+        if start.len() != r || step.len() != r || count.len() != r {
+            return Err(self.unsupported(node, "slice geometry does not match the input rank"));
+        }
+        let mut stride = vec![1i64; r];
+        for d in (0..r.saturating_sub(1)).rev() {
+            stride[d] = stride[d + 1] * dims[d + 1] as i64;
+        }
+        let total: usize = count.iter().product();
+        let mut base = 0i64;
+        // (extent, input stride) of the dims that move, outermost first.
+        let mut kept: Vec<(i64, i64)> = Vec::new();
+        for d in 0..r {
+            base += start[d] * stride[d];
+            if count[d] != 1 {
+                kept.push((count[d] as i64, step[d] * stride[d]));
+            }
+        }
+        // Merge dim d into d+1 when stepping d equals running through d+1 entirely.
+        let mut merged: Vec<(i64, i64)> = Vec::new();
+        for (n, st) in kept {
+            match merged.last_mut() {
+                Some(last) if last.1 == n * st => *last = (last.0 * n, st),
+                _ => merged.push((n, st)),
+            }
+        }
+        if merged.len() > MAX_RANK {
+            return Err(self.unsupported(
+                node,
+                format!("a slice of rank {} (at most {MAX_RANK})", merged.len()),
+            ));
+        }
+        let fits = |v: i64| i32::try_from(v).is_ok();
+        if total > 0
+            && (!fits(base)
+                || merged
+                    .iter()
+                    .any(|&(n, st)| !fits(n) || !fits(st) || !fits(n * st)))
+        {
+            return Err(self.unsupported(node, "slice offsets exceed int32"));
+        }
+        let shape: Vec<i32> = merged.iter().map(|&(n, _)| n as i32).collect();
+        let strides: Vec<i32> = merged.iter().map(|&(_, st)| st as i32).collect();
+        let pad = |mut v: Vec<i32>| {
+            v.resize(MAX_RANK, 0);
+            v
+        };
+        let pre = format!("eo_l{k}");
+        let f = format!(
+            "{}, {total}, {}, {}, {}",
+            merged.len(),
+            if total > 0 { base } else { 0 },
+            i32s(&pad(shape)),
+            i32s(&pad(strides))
+        );
+        self.emit_params(
+            "eo_slice_params",
+            &format!("{pre}_p"),
+            &f,
+            (3 + 2 * MAX_RANK as u64) * 4,
+        );
+        let xin = self.ptr_i8(x)?;
+        let y = self.out_ptr(node, DType::I8)?;
+        self.kernels.insert("slice");
+        self.stmt(node, format!("eo_slice_s8(&{pre}_p, {xin}, {y})"));
+        Ok(())
+    }
+
+    /// SPLIT: one `eo_split_part_s8` per output (the runtime copies; TFLite Micro's SPLIT
+    /// too: the outputs carry the input's parameters).
+    fn split(
+        &mut self,
+        node: &Node,
+        x: ValueId,
+        axis: i64,
+        split: &[usize],
+        k: usize,
+    ) -> Result<()> {
+        let ctx = NodeCtx::new(self.g, node);
+        self.require_i8(node, x, "input")?;
+        let xs = self.shape(x)?;
+        let r = xs.len() as i64;
+        let ax = if axis < 0 { axis + r } else { axis };
+        if ax < 0 || ax >= r {
+            return Err(self.unsupported(node, format!("axis {axis} for rank {r}")));
+        }
+        let ax = ax as usize;
+        if split.len() != node.outputs.len() || split.iter().sum::<usize>() != xs[ax] {
+            return Err(self.unsupported(
+                node,
+                format!(
+                    "split {split:?} of axis {ax} (size {}) into {} outputs",
+                    xs[ax],
+                    node.outputs.len()
+                ),
+            ));
+        }
+        let qx = ctx.in_quant(0);
+        let outer: usize = xs[..ax].iter().product();
+        let inner: usize = xs[ax + 1..].iter().product();
+        let in_chunk = xs[ax] * inner;
+        let xin = self.ptr_i8(x)?;
+        let mut offset = 0usize;
+        for (i, (&o, &w)) in node.outputs.iter().zip(split).enumerate() {
+            self.require_i8(node, o, "output")?;
+            if ctx.out_quant(i).is_some() && ctx.out_quant(i) != qx {
+                return Err(self.unsupported(
+                    node,
+                    "a SPLIT output whose quantization differs from the input's",
+                ));
+            }
+            let chunk = w * inner;
+            let off =
+                self.plan.offsets.get(o).copied().flatten().ok_or_else(|| {
+                    self.unsupported(node, format!("output {i} has no arena slot"))
+                })?;
+            let pre = format!("eo_l{k}_{i}");
+            let f = format!("{outer}, {chunk}, {in_chunk}, {offset}");
+            self.emit_params("eo_split_part", &format!("{pre}_p"), &f, 4 * 4);
+            self.stmt(
+                node,
+                format!("eo_split_part_s8(&{pre}_p, {xin}, (int8_t *)(eo_arena + {off}))"),
+            );
+            offset += chunk;
+        }
+        self.kernels.insert("split");
+        Ok(())
+    }
+
+    /// TILE: `eo_tile_s8` over the input and output shapes (leading dims of extent 1 on
+    /// both sides dropped).
+    fn tile(&mut self, node: &Node, x: ValueId, k: usize) -> Result<()> {
+        self.require_i8(node, x, "input")?;
+        self.require_i8(node, node.outputs[0], "output")?;
+        let xs = self.shape(x)?;
+        let ys = self.shape(node.outputs[0])?;
+        if xs.len() != ys.len()
+            || xs
+                .iter()
+                .zip(&ys)
+                .any(|(&i, &o)| i == 0 || !o.is_multiple_of(i))
+        {
+            return Err(self.unsupported(node, format!("tile of {xs:?} to {ys:?}")));
+        }
+        let lead = xs
+            .iter()
+            .zip(&ys)
+            .take_while(|(&i, &o)| i == 1 && o == 1)
+            .count()
+            .min(xs.len().saturating_sub(1));
+        let (xs, ys) = (&xs[lead..], &ys[lead..]);
+        if xs.len() > MAX_RANK {
+            return Err(self.unsupported(node, format!("rank {} > {MAX_RANK}", xs.len())));
+        }
+        let pre = format!("eo_l{k}");
+        let f = format!("{}, {}, {}", xs.len(), i32s(&dims(xs)), i32s(&dims(ys)));
+        self.emit_params(
+            "eo_tile_params",
+            &format!("{pre}_p"),
+            &f,
+            (1 + 2 * MAX_RANK as u64) * 4,
+        );
+        let xin = self.ptr_i8(x)?;
+        let y = self.out_ptr(node, DType::I8)?;
+        self.kernels.insert("tile");
+        self.stmt(node, format!("eo_tile_s8(&{pre}_p, {xin}, {y})"));
+        // The runtime requantizes a TILE whose parameters change.
+        if self.needs_requant(node) {
+            let t = self.table_by_runtime(node, true)?;
+            self.lut(node, node.outputs[0], t, k)?;
+        }
+        Ok(())
+    }
+
+    /// RESIZE_BILINEAR (int8, NHWC): `eo_resize_bilinear_s8` with the 10-bit scales of
+    /// TFLite's `ResizeBilinearInteger` (the kernel TFLite Micro runs), computed here as
+    /// the runtime's `movement::resize_bilinear` does.
+    fn resize(
+        &mut self,
+        node: &Node,
+        x: ValueId,
+        a: &edgeopt_ir::ResizeAttrs,
+        k: usize,
+    ) -> Result<()> {
+        use edgeopt_ir::{CoordTransform, ResizeMode};
+        self.require_i8(node, x, "input")?;
+        self.require_i8(node, node.outputs[0], "output")?;
+        if a.mode != ResizeMode::Linear {
+            return Err(self.unsupported(node, format!("{:?} resize (bilinear only)", a.mode)));
+        }
+        let (align, half) = match a.coord {
+            CoordTransform::AlignCorners => (true, false),
+            CoordTransform::HalfPixel => (false, true),
+            CoordTransform::Asymmetric => (false, false),
+            c => {
+                return Err(self.unsupported(
+                    node,
+                    format!("bilinear resize with {c:?} coordinates (TFLite has align_corners / half_pixel_centers)"),
+                ))
+            }
+        };
+        let xs = self.shape(x)?;
+        let ys = self.shape(node.outputs[0])?;
+        if xs.len() != 4 || ys.len() != 4 || xs[0] != ys[0] || xs[3] != ys[3] {
+            return Err(self.unsupported(
+                node,
+                format!("bilinear resize of {xs:?} to {ys:?} (NHWC, H and W only)"),
+            ));
+        }
+        let (n, ih, iw, c, oh, ow) = (xs[0], xs[1], xs[2], xs[3], ys[1], ys[2]);
+        // The runtime's bound: coordinates are int32 with 10 fractional bits.
+        let limit = (i32::MAX >> 11) as usize;
+        if [ih, iw, oh, ow].iter().any(|&d| d == 0 || d > limit) {
+            return Err(self.unsupported(node, format!("resize {ih}x{iw} to {oh}x{ow}")));
+        }
+        let scale_10 = |i: usize, o: usize| -> i32 {
+            let (i, o) = (i as i32, o as i32);
+            if align && o > 1 {
+                ((1 << 10) * (i - 1) + (o - 1) / 2) / (o - 1)
+            } else {
+                ((1 << 10) * i + o / 2) / o
+            }
+        };
+        let pre = format!("eo_l{k}");
+        let f = format!(
+            "{n}, {ih}, {iw}, {c}, {oh}, {ow}, {}, {}, {}",
+            scale_10(ih, oh),
+            scale_10(iw, ow),
+            half as i32
+        );
+        self.emit_params("eo_resize_bilinear_params", &format!("{pre}_p"), &f, 9 * 4);
+        let xin = self.ptr_i8(x)?;
+        let y = self.out_ptr(node, DType::I8)?;
+        self.kernels.insert("resize");
+        self.stmt(node, format!("eo_resize_bilinear_s8(&{pre}_p, {xin}, {y})"));
+        // movement::resize_bilinear requantizes when the parameters change.
+        if self.needs_requant(node) {
+            let t = self.table_by_runtime(node, true)?;
+            self.lut(node, node.outputs[0], t, k)?;
+        }
         Ok(())
     }
 

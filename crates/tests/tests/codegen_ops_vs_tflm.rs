@@ -15,16 +15,21 @@
 //! gemmlowp fixed point, the C looks up LiteRT's float-built table; equal on all 256
 //! inputs at six input scales and on the requantized inputs at 70 more scales from
 //! 0.002 to 0.23) and HARD_SWISH. TFLM refuses a CONCATENATION whose inputs' parameters
-//! differ from the output's, so only the plain copy is compared. Runtime: ~55 s on 2
-//! cores (44 small models, one gcc and one TFLM run each).
+//! differ from the output's, so only the plain copy is compared. STRIDED_SLICE, SPLIT /
+//! SPLIT_V and RESIZE_BILINEAR (half-pixel, align-corners, asymmetric; up and down)
+//! matched on their first run; TFLM has no TILE, whose C is compared with LiteRT's
+//! builtin kernel instead. Runtime: ~60 s on 2 idle cores (54 small models, one gcc and
+//! one oracle run each).
 
 use edgeopt_codegen::{compile, harness, write_dir, Target};
-use edgeopt_testkit::{data_dir, scratch_dir, tflm_available};
+use edgeopt_ir::{Tensor, TensorData};
+use edgeopt_testkit::{data_dir, run_oracle, scratch_dir, tflm_available};
 use edgeopt_tflite::fixtures::ModelBuilder;
 use edgeopt_tflite::schema::{
     self as s, ActivationFunctionType as A, BuiltinOperator as B, BuiltinOptions as O,
 };
 use rand::{Rng, SeedableRng};
+use std::path::Path;
 
 const SAMPLES: usize = 4;
 /// Input scales of the LOGISTIC / TANH sweeps (0.002 to ~0.23, geometric).
@@ -486,7 +491,205 @@ fn cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
         );
         out.push(("relu_concatenation", m.finish(&[x], &[y]), vec![4, 4, 3]));
     }
+    // STRIDED_SLICE: a negative stride with begin/end masks, and the Keras `x[:, t, :]`
+    // form (masks on the kept axes, the time axis shrunk).
+    for (name, shape, out_shape, begin, end, strides, masks) in [
+        (
+            "strided_slice_negative_stride",
+            vec![1, 6, 8, 5],
+            vec![1, 3, 3, 3],
+            vec![0, 1, 7, 1],
+            vec![0, 6, 0, 4],
+            vec![1, 2, -3, 1],
+            (1, 1, 0),
+        ),
+        (
+            "strided_slice_shrink_time",
+            vec![1, 7, 12],
+            vec![1, 12],
+            vec![0, 4, 0],
+            vec![0, 5, 0],
+            vec![1, 1, 1],
+            (5, 5, 2),
+        ),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &shape, 0.043, -5);
+        let k = begin.len() as i32;
+        let b = m.constant_i32("begin", &[k], &begin);
+        let e = m.constant_i32("end", &[k], &end);
+        let st = m.constant_i32("strides", &[k], &strides);
+        let y = act(&mut m, "y", &out_shape, 0.043, -5);
+        let o = s::StridedSliceOptions {
+            begin_mask: masks.0,
+            end_mask: masks.1,
+            shrink_axis_mask: masks.2,
+            ..Default::default()
+        };
+        m.op(
+            B::StridedSlice,
+            &[x, b, e, st],
+            &[y],
+            Some(O::StridedSliceOptions(Box::new(o))),
+        );
+        let sample: Vec<usize> = shape[1..].iter().map(|&d| d as usize).collect();
+        out.push((name, m.finish(&[x], &[y]), sample));
+    }
+    // SPLIT (3 equal parts of the channels) and SPLIT_V (3, 5, 2 rows), the parts
+    // concatenated back in another order so every output is checked.
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 6, 4, 9], 0.05, 3);
+        let axis = m.constant_i32("axis", &[], &[3]);
+        let parts: Vec<i32> = (0..3)
+            .map(|i| act(&mut m, &format!("p{i}"), &[1, 6, 4, 3], 0.05, 3))
+            .collect();
+        m.op(
+            B::Split,
+            &[axis, x],
+            &parts,
+            Some(O::SplitOptions(Box::new(s::SplitOptions { num_splits: 3 }))),
+        );
+        let y = act(&mut m, "y", &[1, 6, 4, 9], 0.05, 3);
+        let o = s::ConcatenationOptions {
+            axis: 3,
+            fused_activation_function: A::None,
+        };
+        m.op(
+            B::Concatenation,
+            &[parts[2], parts[0], parts[1]],
+            &[y],
+            Some(O::ConcatenationOptions(Box::new(o))),
+        );
+        out.push(("split_channels", m.finish(&[x], &[y]), vec![6, 4, 9]));
+    }
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 10, 6], 0.05, 3);
+        let sizes = m.constant_i32("sizes", &[3], &[3, 5, 2]);
+        let axis = m.constant_i32("axis", &[], &[1]);
+        let parts: Vec<i32> = [3, 5, 2]
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| act(&mut m, &format!("p{i}"), &[1, w, 6], 0.05, 3))
+            .collect();
+        m.op(
+            B::SplitV,
+            &[x, sizes, axis],
+            &parts,
+            Some(O::SplitVOptions(Box::new(s::SplitVOptions {
+                num_splits: 3,
+            }))),
+        );
+        let y = act(&mut m, "y", &[1, 10, 6], 0.05, 3);
+        let o = s::ConcatenationOptions {
+            axis: 1,
+            fused_activation_function: A::None,
+        };
+        m.op(
+            B::Concatenation,
+            &[parts[1], parts[2], parts[0]],
+            &[y],
+            Some(O::ConcatenationOptions(Box::new(o))),
+        );
+        out.push(("split_v_rows", m.finish(&[x], &[y]), vec![10, 6]));
+    }
+    // RESIZE_BILINEAR (int8: TFLite's ResizeBilinearInteger): half-pixel upscale by a
+    // non-integer ratio, align-corners, a plain (asymmetric) downscale, and the 2x
+    // half-pixel upscale of Keras `Resizing(bilinear)` in the corpus U-Net.
+    for (name, (ih, iw, c), (oh, ow), (align, half)) in [
+        (
+            "resize_bilinear_half_pixel",
+            (5, 7, 3),
+            (9, 12),
+            (false, true),
+        ),
+        (
+            "resize_bilinear_align_corners",
+            (5, 7, 3),
+            (10, 14),
+            (true, false),
+        ),
+        (
+            "resize_bilinear_downscale",
+            (8, 6, 4),
+            (3, 5),
+            (false, false),
+        ),
+        (
+            "resize_bilinear_2x_half_pixel",
+            (6, 6, 4),
+            (12, 12),
+            (false, true),
+        ),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, ih, iw, c], 0.047, -9);
+        let size = m.constant_i32("size", &[2], &[oh, ow]);
+        let y = act(&mut m, "y", &[1, oh, ow, c], 0.047, -9);
+        let o = s::ResizeBilinearOptions {
+            align_corners: align,
+            half_pixel_centers: half,
+        };
+        m.op(
+            B::ResizeBilinear,
+            &[x, size],
+            &[y],
+            Some(O::ResizeBilinearOptions(Box::new(o))),
+        );
+        let sample = vec![ih as usize, iw as usize, c as usize];
+        out.push((name, m.finish(&[x], &[y]), sample));
+    }
     out
+}
+
+/// Ops TensorFlow Lite Micro does not have (no TILE kernel in the `tflite-micro`
+/// package): compared with LiteRT's builtin kernels instead (pure data movement, so
+/// any runtime's result is the one answer).
+fn litert_cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
+    let mut out = Vec::new();
+    // TILE of a 4-D tensor, and the rank-5 form Keras UpSampling2D converts to.
+    for (name, shape, multiples) in [
+        ("tile_4d", vec![1, 3, 4, 2], vec![1, 2, 1, 3]),
+        (
+            "tile_5d_upsampling",
+            vec![1, 4, 1, 4, 5],
+            vec![1, 1, 2, 1, 1],
+        ),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &shape, 0.05, -7);
+        let k = multiples.len() as i32;
+        let mult = m.constant_i32("multiples", &[k], &multiples);
+        let out_shape: Vec<i32> = shape.iter().zip(&multiples).map(|(a, b)| a * b).collect();
+        let y = act(&mut m, "y", &out_shape, 0.05, -7);
+        m.op(
+            B::Tile,
+            &[x, mult],
+            &[y],
+            Some(O::TileOptions(Box::default())),
+        );
+        let sample: Vec<usize> = shape[1..].iter().map(|&d| d as usize).collect();
+        out.push((name, m.finish(&[x], &[y]), sample));
+    }
+    out
+}
+
+/// LiteRT (builtin kernels) on int8 `inputs` of `sample_shape`, as [`edgeopt_tests::tflm::outputs`].
+fn litert_outputs(model: &Path, sample_shape: &[usize], inputs: &[u8], work: &Path) -> Vec<u8> {
+    let per: usize = sample_shape.iter().product();
+    let mut shape = vec![inputs.len() / per];
+    shape.extend_from_slice(sample_shape);
+    let x = Tensor::new(
+        shape,
+        TensorData::I8(inputs.iter().map(|&b| b as i8).collect()),
+    )
+    .expect("input shape");
+    std::fs::create_dir_all(work).expect("work dir");
+    let (xin, yout) = (work.join("litert_in.npy"), work.join("litert_out.npy"));
+    edgeopt_npy::write(&xin, &x).expect("write inputs");
+    run_oracle("litert_run.py", &[model, &xin, &yout]);
+    edgeopt_tests::tflm::bytes(&edgeopt_npy::read(&yout).expect("LiteRT outputs"))
 }
 
 /// SAMPLES inputs of `shape`: a ramp over -128..=127, then seeded random values.
@@ -509,7 +712,9 @@ fn every_emitted_op_equals_tflm() {
     }
     harness::host_cc().expect("no host C compiler");
     let mut failures = Vec::new();
-    for (name, model, shape) in cases() {
+    let tflm = cases().into_iter().map(|c| (c, "TFLite Micro"));
+    let litert = litert_cases().into_iter().map(|c| (c, "LiteRT"));
+    for ((name, model, shape), oracle) in tflm.chain(litert) {
         let work = scratch_dir(&format!("codegen_ops_vs_tflm/{name}"));
         let path = work.join(format!("{name}.tflite"));
         std::fs::write(&path, edgeopt_tflite::finish_model(&model)).unwrap();
@@ -520,7 +725,11 @@ fn every_emitted_op_equals_tflm() {
         let exe = harness::build_host(&work.join("gen"), &work.join("build")).unwrap();
         let x = inputs(&shape);
         let got = harness::run_host(&exe, &x, &work.join("build")).unwrap();
-        let want = edgeopt_tests::tflm::outputs(&path, &shape, &x, &work.join("tflm"));
+        let want = if oracle == "LiteRT" {
+            litert_outputs(&path, &shape, &x, &work.join("litert"))
+        } else {
+            edgeopt_tests::tflm::outputs(&path, &shape, &x, &work.join("tflm"))
+        };
         assert_eq!(got.len(), want.len(), "{name}: output length");
         let bad = got.iter().zip(&want).filter(|(a, b)| a != b).count();
         let max_diff = got
@@ -530,7 +739,7 @@ fn every_emitted_op_equals_tflm() {
             .max()
             .unwrap_or(0);
         eprintln!(
-            "{name}: {}/{} output bytes equal TFLite Micro (max |diff| {max_diff} as int8)",
+            "{name}: {}/{} output bytes equal {oracle} (max |diff| {max_diff} as int8)",
             want.len() - bad,
             want.len()
         );

@@ -29,14 +29,6 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
         "tflite/gru_kws.batch1.fp16.tflite",
         "WHILE control flow (the Keras GRU loop) is not supported",
     ),
-    (
-        "tflite/gru_kws_unrolled.dynbatch.fp32.tflite",
-        "SPLIT / UNPACK of a tensor whose batch is dynamic (the importer needs the split axis's size and the other dims fixed)",
-    ),
-    (
-        "tflite/gru_kws_unrolled.dynbatch.int8.tflite",
-        "SPLIT / UNPACK of a tensor whose batch is dynamic (the importer needs the split axis's size and the other dims fixed)",
-    ),
 ];
 
 /// Files that pass but cannot be exported back to TFLite yet, with why. Every other

@@ -201,9 +201,40 @@ fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
         | Op::Transpose { .. }
         | Op::Split { .. }
         | Op::Slice { .. }
-        | Op::StridedSlice(_) => true,
+        | Op::StridedSlice(_)
+        | Op::Tile { .. } => true,
+        Op::Resize(r) => integer_resize(g, n, r),
         op => op.is_reshape_like(),
     }
+}
+
+/// Whether the runtime's integer RESIZE (and TFLite's int8 RESIZE_BILINEAR /
+/// RESIZE_NEAREST_NEIGHBOR, which the writer emits) runs this node: a 4-D NHWC input
+/// resized over H and W by output sizes, with coordinates TFLite has. Bilinear then
+/// stays int8 (TFLite's integer kernel, bit-exact in the runtime and the C) instead of
+/// running in float between a DEQUANTIZE and a QUANTIZE.
+fn integer_resize(g: &Graph, n: &Node, r: &edgeopt_ir::ResizeAttrs) -> bool {
+    use edgeopt_ir::{CoordTransform as C, NearestMode as Nm, ResizeMode as M};
+    let coord_ok = matches!(
+        (r.mode, r.coord, r.nearest_mode),
+        (M::Linear, C::AlignCorners | C::HalfPixel | C::Asymmetric, _)
+            | (M::Nearest, C::AlignCorners, Nm::RoundPreferCeil)
+            | (M::Nearest, C::TfHalfPixelForNn | C::Asymmetric, Nm::Floor)
+    );
+    let Some(shape) = n.input(0).and_then(|x| g.values[x].shape.as_ref()) else {
+        return false;
+    };
+    let hw_sizes = match (&r.sizes, &r.axes) {
+        (Some(s), Some(a)) => a.as_slice() == [1, 2] && s.len() == 2,
+        (Some(s), None) => {
+            s.len() == 4
+                && shape.len() == 4
+                && shape[0].fixed() == Some(s[0])
+                && shape[3].fixed() == Some(s[3])
+        }
+        _ => false,
+    };
+    coord_ok && hw_sizes && shape.len() == 4 && !r.antialias && r.roi.is_none()
 }
 
 /// Ops whose integer kernel needs the output to carry the input's parameters.
@@ -217,6 +248,8 @@ fn shares_input_params(op: &Op) -> bool {
             | Op::Split { .. }
             | Op::Slice { .. }
             | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Resize(_)
     ) || op.is_reshape_like()
 }
 

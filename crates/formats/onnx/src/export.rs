@@ -1335,7 +1335,18 @@ impl Ex<'_> {
                 } else {
                     vec![]
                 };
-                simple(self, "Reshape", attrs);
+                let computed_i32 = n
+                    .input(1)
+                    .is_some_and(|v| !g.values[v].is_const() && g.values[v].dtype != DType::I64);
+                if computed_i32 {
+                    // A shape computed at run time in int32 (the SHAPE arithmetic of a
+                    // dynamic-batch TFLite conversion): ONNX's Reshape takes int64.
+                    let to = vec![a_i("to", dtype_to_onnx(DType::I64) as i64)];
+                    let s64 = self.step(&name, "Cast", vec![inp(1)], to);
+                    self.push(&name, "Reshape", vec![inp(0), s64], vec![out], attrs);
+                } else {
+                    simple(self, "Reshape", attrs);
+                }
             }
             Op::Transpose { perm } => {
                 let attrs = if perm.is_empty() {
@@ -1457,12 +1468,32 @@ impl Ex<'_> {
                 );
                 self.push(&name, "Expand", vec![inp(1), d64], vec![out], vec![]);
             }
-            Op::StridedSlice(_) => {
-                // ONNX Slice cannot express TFLite's masks without the input shape;
-                // a TFLite import reaching export would need Slice+Squeeze lowering.
-                return Err(OnnxError::Model(format!(
-                    "node '{name}': StridedSlice (from TFLite) has no ONNX export yet"
-                )));
+            Op::StridedSlice(a) => {
+                let (starts, ends, steps, shrunk) = strided_slice_as_onnx(a)
+                    .map_err(|e| OnnxError::Model(format!("node '{name}': {e}")))?;
+                let axes: Vec<i64> = (0..starts.len() as i64).collect();
+                let mut i = vec![inp(0)];
+                for (what, v) in [
+                    ("starts", &starts),
+                    ("ends", &ends),
+                    ("axes", &axes),
+                    ("steps", &steps),
+                ] {
+                    i.push(self.i64s(&format!("{name}_{what}"), v)?);
+                }
+                if shrunk.is_empty() {
+                    self.push(&name, "Slice", i, vec![out], vec![]);
+                } else {
+                    let y = self.step(&name, "Slice", i, vec![]);
+                    let sq = self.i64s(&format!("{name}_shrink_axes"), &shrunk)?;
+                    self.push(
+                        &format!("{name}_shrink"),
+                        "Squeeze",
+                        vec![y, sq],
+                        vec![out],
+                        vec![],
+                    );
+                }
             }
             Op::Pad { mode, pads, value } => {
                 let m = match mode {
@@ -1661,4 +1692,80 @@ impl Ex<'_> {
         self.push(&name, "Resize", i, vec![out], attrs);
         Ok(())
     }
+}
+
+/// ONNX Slice operands (starts, ends, steps; axes `0..n`) and the axes to squeeze.
+type SliceOperands = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>);
+
+/// TFLite STRIDED_SLICE as ONNX Slice (+ Squeeze of the shrunk axes): per entry `i`
+/// (axis `i`), starts / ends / steps with the masks resolved as ONNX's clamping does
+/// TFLite's (`i64::MAX` / `i64::MIN` for a masked end, as the ONNX spec advises for
+/// "to the end" with positive / negative steps). Returns (starts, ends, steps, shrunk
+/// axes). The ellipsis and new-axis masks need the input's rank to place entries and
+/// are refused.
+fn strided_slice_as_onnx(
+    a: &edgeopt_ir::StridedSliceAttrs,
+) -> std::result::Result<SliceOperands, String> {
+    let k = a.begin.len();
+    if a.end.len() != k || a.strides.len() != k || k > 32 {
+        return Err(format!(
+            "StridedSlice with {k} begin, {} end and {} strides entries",
+            a.end.len(),
+            a.strides.len()
+        ));
+    }
+    if a.ellipsis_mask != 0 || a.new_axis_mask != 0 {
+        return Err("StridedSlice with an ellipsis or new-axis mask has no ONNX export".into());
+    }
+    let bit = |m: u32, i: usize| m & (1 << i) != 0;
+    let (mut starts, mut ends, mut steps, mut shrunk) = (vec![], vec![], vec![], vec![]);
+    for i in 0..k {
+        let s = a.strides[i];
+        if s == 0 {
+            return Err("StridedSlice with stride 0".into());
+        }
+        let masked_begin = if s > 0 { 0 } else { i64::MAX };
+        let b = if bit(a.begin_mask, i) {
+            masked_begin
+        } else {
+            a.begin[i]
+        };
+        if bit(a.shrink_axis_mask, i) {
+            // One element at `b` (TFLite ignores end and stride there; a masked begin
+            // is the first element, or the last one for a negative stride); -1 is the
+            // last element, whose exclusive end is "to the end".
+            let b = match (bit(a.begin_mask, i), s > 0) {
+                (true, true) => 0,
+                (true, false) => -1,
+                (false, _) => a.begin[i],
+            };
+            let e = if b == -1 {
+                i64::MAX
+            } else {
+                b.checked_add(1).ok_or("StridedSlice begin overflows")?
+            };
+            starts.push(b);
+            ends.push(e);
+            steps.push(1);
+            shrunk.push(i as i64);
+            continue;
+        }
+        let e = if bit(a.end_mask, i) {
+            if s > 0 {
+                i64::MAX
+            } else {
+                i64::MIN
+            }
+        } else if a.offset {
+            a.begin[i]
+                .checked_add(a.end[i])
+                .ok_or("StridedSlice end overflows")?
+        } else {
+            a.end[i]
+        };
+        starts.push(b);
+        ends.push(e);
+        steps.push(s);
+    }
+    Ok((starts, ends, steps, shrunk))
 }

@@ -74,6 +74,7 @@ pub fn export_model(graph: &Graph) -> Result<s::Model> {
     }
     let mut w = Writer::new(graph);
     w.fold_hybrid_dequantize();
+    w.fold_shape_casts();
     for n in &graph.nodes {
         if w.skipped.contains(&n.outputs[0]) {
             continue;
@@ -108,8 +109,12 @@ struct Writer<'g> {
     depthwise: HashMap<ValueId, i32>,
     /// Output of a `Dequantize` folded into hybrid operators -> its int8 constant.
     hybrid: HashMap<ValueId, ValueId>,
-    /// Values whose producer is not written (folded dequantizations).
+    /// Values whose producer is not written (folded dequantizations, the int32 casts
+    /// of a shape written as an int32 SHAPE).
     skipped: HashSet<ValueId>,
+    /// Shape value (int64 in the IR) -> the int32 cast of it that the SHAPE writes
+    /// directly (TFLite's default `out_type`; TFLite Micro has no int64 SHAPE).
+    shape_i32: HashMap<ValueId, ValueId>,
     /// Names in use, so helper tensors never take a value's name.
     taken: HashSet<String>,
 }
@@ -127,6 +132,7 @@ impl<'g> Writer<'g> {
             depthwise: HashMap::new(),
             hybrid: HashMap::new(),
             skipped: HashSet::new(),
+            shape_i32: HashMap::new(),
             taken: g.values.iter().map(|v| v.name.clone()).collect(),
         }
     }
@@ -196,6 +202,34 @@ impl<'g> Writer<'g> {
             if all_weights {
                 self.hybrid.insert(y, x);
                 self.skipped.insert(y);
+            }
+        }
+    }
+
+    /// Finds `Shape` nodes read only by one int32 `Cast` (how the importer represents
+    /// a TFLite SHAPE with the default `out_type`, the IR's Shape being int64): the
+    /// SHAPE is written with an int32 output, the cast's, and the cast is not written.
+    /// Without this a dynamic-batch conversion is written back with an int64 SHAPE,
+    /// which TFLite Micro refuses ("Output type INT64 (4) not supported").
+    fn fold_shape_casts(&mut self) {
+        let g = self.g;
+        let consumers = g.consumers();
+        for n in &g.nodes {
+            let (Op::Shape, Some(&s)) = (&n.op, n.outputs.first()) else {
+                continue;
+            };
+            if g.outputs.contains(&s) || consumers[s].is_empty() {
+                continue;
+            }
+            let [reader] = consumers[s][..] else {
+                continue;
+            };
+            let cast = &g.nodes[reader];
+            if let (Op::Cast { to: DType::I32 }, [Some(_)], [c]) =
+                (&cast.op, cast.inputs.as_slice(), cast.outputs.as_slice())
+            {
+                self.skipped.insert(*c);
+                self.shape_i32.insert(s, *c);
             }
         }
     }
@@ -503,6 +537,16 @@ impl<'g> Writer<'g> {
             )));
         }
         let y_id = n.outputs[0];
+        if let (Op::Shape, Some(&c)) = (&n.op, self.shape_i32.get(&y_id)) {
+            let xi = self.input(n, 0)?;
+            let y = self.tensor(c)?;
+            let o = s::ShapeOptions {
+                out_type: s::TensorType::Int32,
+            };
+            let o = Some(s::BuiltinOptions::ShapeOptions(Box::new(o)));
+            self.op(B::Shape, vec![xi], y, o);
+            return Ok(());
+        }
         let y = self.tensor(y_id)?;
         let x0 = || n.input(0).ok_or_else(|| invalid("input 0 is missing"));
         match &n.op {

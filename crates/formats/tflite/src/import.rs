@@ -922,22 +922,29 @@ impl<'a> Importer<'a> {
                 outs.len()
             )));
         }
-        let shape = cx
-            .fixed_shape(x)
-            .ok_or_else(|| unsupported("splitting a tensor of dynamic shape"))?;
+        // Only the split axis must be fixed: other dimensions (a dynamic batch) are
+        // carried over to the pieces as they are.
+        let dims: Vec<Dim> = cx.imp.graph.values[x]
+            .shape
+            .clone()
+            .ok_or_else(|| unsupported("splitting a tensor of unknown rank"))?;
         let [axis] = axis[..] else {
             return Err(invalid(format!(
                 "axis has {} values, expected 1",
                 axis.len()
             )));
         };
-        check_axes(&[axis], Some(shape.len()))?;
+        check_axes(&[axis], Some(dims.len()))?;
         let a = if axis < 0 {
-            axis + shape.len() as i64
+            axis + dims.len() as i64
         } else {
             axis
         } as usize;
-        let dim = shape[a];
+        let dim = dims[a].fixed().ok_or_else(|| {
+            unsupported(format!(
+                "splitting axis {a}, whose size is only known at run time"
+            ))
+        })?;
         let n = outs.len();
         let split: Vec<usize> = match b {
             B::SplitV => {
@@ -988,7 +995,7 @@ impl<'a> Importer<'a> {
         let pieces = if b == B::Unpack {
             let mut pieces = Vec::with_capacity(n);
             for (i, &y) in ys.iter().enumerate() {
-                let mut s: Vec<Dim> = shape.iter().map(|&d| Dim::Fixed(d)).collect();
+                let mut s = dims.clone();
                 s[a] = Dim::Fixed(1);
                 let (dt, q) = (
                     self.graph.values[x].dtype,
