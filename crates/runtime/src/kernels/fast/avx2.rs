@@ -1123,7 +1123,12 @@ mod tests {
         let mut kinds = [0; 3];
         for case in 0..2000 {
             let n = r.gen_range(1..40);
-            let rounding = [Rounding::TiesAway, Rounding::TiesUp, Rounding::Single][case % 3];
+            let rounding = [
+                Rounding::TiesAway,
+                Rounding::TiesUp,
+                Rounding::Single,
+                Rounding::litert_depthwise(n),
+            ][case % 4];
             let mut stage = random_stage(&mut r, n, rounding);
             if case % 2 == 0 {
                 // Every real multiplier below 1/2: the high-dword mode of `Wide8`.
