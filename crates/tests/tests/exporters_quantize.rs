@@ -27,27 +27,91 @@ use std::path::{Path, PathBuf};
 /// Cells known to fail: (file name, stage, reason). Stages: import, quantize,
 /// tflite, onnx, compile, c-host.
 const KNOWN: &[(&str, &str, &str)] = &[
-    ("shufflenet_v2_x0_5.ts17.onnx", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
-    ("shufflenet_v2_x0_5.ts17.onnx", "compile", "the C generator has no STRIDED_SLICE / SPLIT yet"),
-    ("shufflenet_v2_x0_5.dynamo18_inline.onnx", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
-    ("shufflenet_v2_x0_5.dynamo18_inline.onnx", "compile", "the C generator has no STRIDED_SLICE / SPLIT yet"),
-    ("transformer.ts17.onnx", "quantize", "the TFLite writer has no batched MatMul, LayerNorm or GELU yet"),
-    ("transformer.dynamo18.onnx", "quantize", "the TFLite writer has no batched MatMul, LayerNorm or GELU yet"),
-    ("transformer.dynamo18_inline.onnx", "quantize", "the TFLite writer has no batched MatMul, LayerNorm or GELU yet"),
-    ("lstm.ts17.onnx", "quantize", "the TFLite writer has no LSTM yet"),
-    ("lstm.dynamo18.onnx", "quantize", "the TFLite writer has no LSTM yet"),
-    ("lstm.dynamo18_inline.onnx", "quantize", "the TFLite writer has no LSTM yet"),
-    ("ds_cnn_like.dynbatch.fp32.tflite", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
-    ("ds_cnn_like.dynbatch.fp32.tflite", "onnx", "the ONNX writer has no StridedSlice (batch arithmetic kept in the graph)"),
-    ("ds_cnn_like.dynbatch.fp32.tflite", "c-host", "the written SHAPE outputs int64, which TFLite Micro refuses"),
-    ("ds_cnn_like.batch1.fp32.tflite", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
-    ("unet_bits.dynbatch.fp32.tflite", "onnx", "the ONNX writer has no StridedSlice (batch arithmetic kept in the graph)"),
-    ("unet_bits.dynbatch.fp32.tflite", "compile", "the C generator has no TILE / RESIZE_BILINEAR yet"),
-    ("unet_bits.batch1.fp32.tflite", "compile", "the C generator has no TILE / RESIZE_BILINEAR yet"),
-    ("gru_kws.batch1.fp32.tflite", "import", "WHILE (control flow)"),
-    ("gru_kws_unrolled.dynbatch.fp32.tflite", "import", "SPLIT of a dynamic-batch tensor"),
-    ("gru_kws_unrolled.batch1.fp32.tflite", "onnx", "the ONNX writer has no StridedSlice"),
-    ("gru_kws_unrolled.batch1.fp32.tflite", "compile", "the C generator has no SPLIT / STRIDED_SLICE yet"),
+    (
+        "shufflenet_v2_x0_5.ts17.onnx",
+        "compile",
+        "the C generator has no STRIDED_SLICE / SPLIT yet",
+    ),
+    (
+        "shufflenet_v2_x0_5.dynamo18_inline.onnx",
+        "compile",
+        "the C generator has no STRIDED_SLICE / SPLIT yet",
+    ),
+    (
+        "transformer.ts17.onnx",
+        "quantize",
+        "the TFLite writer has no batched MatMul, LayerNorm or GELU yet",
+    ),
+    (
+        "transformer.dynamo18.onnx",
+        "quantize",
+        "the TFLite writer has no batched MatMul, LayerNorm or GELU yet",
+    ),
+    (
+        "transformer.dynamo18_inline.onnx",
+        "quantize",
+        "the TFLite writer has no batched MatMul, LayerNorm or GELU yet",
+    ),
+    (
+        "lstm.ts17.onnx",
+        "quantize",
+        "the TFLite writer has no LSTM yet",
+    ),
+    (
+        "lstm.dynamo18.onnx",
+        "quantize",
+        "the TFLite writer has no LSTM yet",
+    ),
+    (
+        "lstm.dynamo18_inline.onnx",
+        "quantize",
+        "the TFLite writer has no LSTM yet",
+    ),
+    (
+        "ds_cnn_like.dynbatch.fp32.tflite",
+        "onnx",
+        "the ONNX writer has no StridedSlice (batch arithmetic kept in the graph)",
+    ),
+    (
+        "ds_cnn_like.dynbatch.fp32.tflite",
+        "c-host",
+        "the written SHAPE outputs int64, which TFLite Micro refuses",
+    ),
+    (
+        "unet_bits.dynbatch.fp32.tflite",
+        "onnx",
+        "the ONNX writer has no StridedSlice (batch arithmetic kept in the graph)",
+    ),
+    (
+        "unet_bits.dynbatch.fp32.tflite",
+        "compile",
+        "the C generator has no TILE / RESIZE_BILINEAR yet",
+    ),
+    (
+        "unet_bits.batch1.fp32.tflite",
+        "compile",
+        "the C generator has no TILE / RESIZE_BILINEAR yet",
+    ),
+    (
+        "gru_kws.batch1.fp32.tflite",
+        "import",
+        "WHILE (control flow)",
+    ),
+    (
+        "gru_kws_unrolled.dynbatch.fp32.tflite",
+        "import",
+        "SPLIT of a dynamic-batch tensor",
+    ),
+    (
+        "gru_kws_unrolled.batch1.fp32.tflite",
+        "onnx",
+        "the ONNX writer has no StridedSlice",
+    ),
+    (
+        "gru_kws_unrolled.batch1.fp32.tflite",
+        "compile",
+        "the C generator has no SPLIT / STRIDED_SLICE yet",
+    ),
 ];
 
 const STAGES: [&str; 6] = ["import", "quantize", "tflite", "onnx", "compile", "c-host"];

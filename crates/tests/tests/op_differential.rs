@@ -48,6 +48,8 @@ struct Case {
     model: s::Model,
     /// The model input's shape (batch 1 included).
     input: Vec<usize>,
+    /// A float32 input of this scale's grid (QUANTIZE from float), else int8.
+    float_input: Option<f32>,
 }
 
 fn log_uniform(r: &mut StdRng, lo: f32, hi: f32) -> f32 {
@@ -293,6 +295,7 @@ fn conv_case(r: &mut StdRng, i: usize, depthwise: bool) -> Case {
         ),
         model: m.finish(&[x], &[y]),
         input: xs.to_vec(),
+        float_input: None,
     }
 }
 
@@ -337,6 +340,7 @@ fn fc_case(r: &mut StdRng, i: usize) -> Case {
         name: format!("fully_connected_{i}_k{k}_n{n}_rows{rows}"),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
     }
 }
 
@@ -406,6 +410,7 @@ fn binary_case(r: &mut StdRng, i: usize, code: B) -> Case {
         name: format!("{}_{i}_{xs:?}_{cs:?}", op.to_lowercase()).replace([' ', ','], ""),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
     }
 }
 
@@ -449,6 +454,7 @@ fn pool_case(r: &mut StdRng, i: usize, code: B) -> Case {
         ),
         model: m.finish(&[x], &[y]),
         input: xs.to_vec(),
+        float_input: None,
     }
 }
 
@@ -481,6 +487,7 @@ fn softmax_case(r: &mut StdRng, i: usize) -> Case {
         name: format!("softmax_{i}_n{n}_rows{rows}"),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
     }
 }
 
@@ -533,6 +540,27 @@ fn unary_case(r: &mut StdRng, i: usize, code: B) -> Case {
         name: format!("{}_{i}", op.to_lowercase()),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
+    }
+}
+
+/// QUANTIZE from float32 to int8 or int16 (per tensor).
+fn quantize_float_case(r: &mut StdRng, i: usize, ty: s::TensorType) -> Case {
+    let yq = (
+        log_uniform(r, 0.002, 0.25),
+        if ty == s::TensorType::Int8 { zp(r) } else { 0 },
+    );
+    let mut m = ModelBuilder::new();
+    let xs = vec![1, element_count(r, i)];
+    let x = m.typed_activation("x", &dims(&xs), s::TensorType::Float32, None);
+    let y = m.typed_activation("y", &dims(&xs), ty, Some(yq));
+    m.op(B::Quantize, &[x], &[y], None);
+    Case {
+        op: "QUANTIZE (float)",
+        name: format!("quantize_float_{ty:?}_{i}").to_lowercase(),
+        model: m.finish(&[x], &[y]),
+        input: xs,
+        float_input: Some(yq.0),
     }
 }
 
@@ -548,6 +576,7 @@ fn dequantize_case(r: &mut StdRng, i: usize) -> Case {
         name: format!("dequantize_{i}"),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
     }
 }
 
@@ -593,6 +622,7 @@ fn mean_case(r: &mut StdRng, i: usize) -> Case {
         name: format!("mean_{i}_axes{axes:?}_keep{keep}").replace([' ', ','], ""),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
     }
 }
 
@@ -637,6 +667,7 @@ fn resize_case(r: &mut StdRng, i: usize, code: B) -> Case {
         ),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
     }
 }
 
@@ -685,6 +716,7 @@ fn concat_case(r: &mut StdRng, i: usize) -> Case {
         name: format!("concatenation_{i}_axis{axis}_parts{parts}"),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
     }
 }
 
@@ -724,6 +756,7 @@ fn pad_case(r: &mut StdRng, i: usize) -> Case {
         name: format!("{}_{i}_{pads:?}", op.to_lowercase()).replace([' ', ','], ""),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
     }
 }
 
@@ -760,6 +793,7 @@ fn transpose_case(r: &mut StdRng, i: usize) -> Case {
         name: format!("transpose_{i}_{perm:?}").replace([' ', ','], ""),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
     }
 }
 
@@ -783,6 +817,7 @@ fn minmax_case(r: &mut StdRng, i: usize, code: B) -> Case {
         name: format!("{}_{i}_{cs:?}", op.to_lowercase()).replace([' ', ','], ""),
         model: m.finish(&[x], &[y]),
         input: xs,
+        float_input: None,
     }
 }
 
@@ -827,6 +862,8 @@ fn cases() -> Vec<Case> {
     }
     for i in 0..8 {
         out.push(dequantize_case(rr, i));
+        out.push(quantize_float_case(rr, i, s::TensorType::Int8));
+        out.push(quantize_float_case(rr, i, s::TensorType::Int16));
     }
     for i in 0..12 {
         out.push(mean_case(rr, i));
@@ -854,28 +891,42 @@ fn cases() -> Vec<Case> {
 }
 
 /// SAMPLES inputs of `shape` (batch 1 excluded) stacked: a ramp, then random values.
-fn inputs(shape: &[usize], seed: u64) -> Tensor {
+/// Float inputs (`grid`: the output scale of a QUANTIZE) are half-integer multiples of
+/// the grid (rounding ties, as far as f32 represents them), then random values.
+fn inputs(shape: &[usize], grid: Option<f32>, seed: u64) -> Tensor {
     let per: usize = shape[1..].iter().product();
     let mut r = StdRng::seed_from_u64(seed);
-    let mut v: Vec<i8> = (0..per).map(|k| ((k % 256) as i32 - 128) as i8).collect();
-    for _ in 1..SAMPLES {
-        v.extend((0..per).map(|_| r.gen::<i8>()));
-    }
     let mut s = vec![SAMPLES];
     s.extend_from_slice(&shape[1..]);
-    Tensor::new(s, TensorData::I8(v)).expect("input shape")
+    let data = match grid {
+        None => {
+            let mut v: Vec<i8> = (0..per).map(|k| ((k % 256) as i32 - 128) as i8).collect();
+            for _ in 1..SAMPLES {
+                v.extend((0..per).map(|_| r.gen::<i8>()));
+            }
+            TensorData::I8(v)
+        }
+        Some(g) => {
+            let mut v: Vec<f32> = (0..per)
+                .map(|k| ((k % 512) as f32 - 256.0 + 0.5) * g)
+                .collect();
+            for _ in 1..SAMPLES {
+                v.extend((0..per).map(|_| r.gen_range(-300.0..300.0f32) * g));
+            }
+            TensorData::F32(v)
+        }
+    };
+    Tensor::new(s, data).expect("input shape")
 }
 
 fn sample(batch: &Tensor, k: usize, shape: &[usize]) -> Tensor {
-    let TensorData::I8(v) = &batch.data else {
-        unreachable!("inputs are int8")
-    };
     let per: usize = shape.iter().product();
-    Tensor::new(
-        shape.to_vec(),
-        TensorData::I8(v[k * per..(k + 1) * per].to_vec()),
-    )
-    .expect("sample shape")
+    let data = match &batch.data {
+        TensorData::I8(v) => TensorData::I8(v[k * per..(k + 1) * per].to_vec()),
+        TensorData::F32(v) => TensorData::F32(v[k * per..(k + 1) * per].to_vec()),
+        d => unreachable!("inputs are int8 or float32, not {}", d.dtype()),
+    };
+    Tensor::new(shape.to_vec(), data).expect("sample shape")
 }
 
 /// Runs `script` over every job in one process; per job, Ok(output) or Err(refusal).
@@ -970,7 +1021,7 @@ fn every_int8_op_equals_litert_and_tflm() {
         std::fs::create_dir_all(&d).unwrap();
         let model = d.join("model.tflite");
         std::fs::write(&model, edgeopt_tflite::finish_model(&c.model)).unwrap();
-        let x = inputs(&c.input, k as u64);
+        let x = inputs(&c.input, c.float_input, k as u64);
         let xin = d.join("input.npy");
         edgeopt_npy::write(&xin, &x).unwrap();
         jobs_l.push((model.clone(), xin.clone(), d.join("litert")));

@@ -115,11 +115,6 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
     let x_quant = is_qint(x.dtype()) && ctx.in_quant(0).is_some();
     match op {
         Op::Quantize => {
-            if numerics() == Numerics::LiteRt {
-                if let Some(r) = int16::quantize_litert(ctx, inputs) {
-                    return Some(r);
-                }
-            }
             // Float input needs only the output's params; quantized input needs both.
             return ctx
                 .out_quant(0)
