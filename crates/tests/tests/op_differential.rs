@@ -8,8 +8,8 @@
 //! - by edgeopt under `Numerics::Tflm` against TensorFlow Lite Micro
 //!   (`tflm_run_many.py`: the `tflite-micro` interpreter's reference kernels),
 //!
-//! both on edgeopt's reference integer kernels and on its fast kernels (which must
-//! give the same integers). Every output must be equal (0 LSB). A case one runtime
+//! both on edgeopt's reference integer kernels and on its fast kernels on every
+//! instruction set the CPU has (which must give the same integers). Every output must be equal (0 LSB). A case one runtime
 //! refuses must be listed in [`SKIPS`] with the reason (a listed case that runs fails
 //! the test, so the list stays true). Prints a per-op table.
 //!
@@ -19,7 +19,7 @@
 //! away from zero ([`Rounding::TiesUpBelow`](edgeopt_runtime::kernels::quantized::common::Rounding)).
 
 use edgeopt_ir::{Tensor, TensorData};
-use edgeopt_runtime::kernels::fast::Kernels;
+use edgeopt_runtime::kernels::fast::{Isa, Kernels};
 use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
 use edgeopt_runtime::Session;
 use edgeopt_testkit as tk;
@@ -646,7 +646,6 @@ fn resize_case(r: &mut StdRng, i: usize, code: B) -> Case {
             O::ResizeBilinearOptions(Box::new(s::ResizeBilinearOptions {
                 align_corners: align,
                 half_pixel_centers: half,
-                ..Default::default()
             })),
         )
     } else {
@@ -1081,10 +1080,14 @@ fn every_int8_op_equals_litert_and_tflm() {
             }
             set_numerics(num);
             let mut ok = true;
-            for (kname, kernels) in [
-                ("reference", Kernels::Reference),
-                ("fast", Kernels::native()),
-            ] {
+            // The reference kernels, then the fast ones on every instruction set this
+            // CPU has (each has its own kernels: AVX-512, AVX2, portable).
+            let kernel_sets = std::iter::once(("reference", Kernels::Reference)).chain(
+                Isa::available()
+                    .into_iter()
+                    .map(|isa| (isa.name(), Kernels::Fast(isa))),
+            );
+            for (kname, kernels) in kernel_sets {
                 match run_edgeopt(&g, &xs[k], &c.input, kernels).and_then(|got| compare(&got, want))
                 {
                     Ok((worst, 0)) => debug_assert_eq!(worst, 0.0),
