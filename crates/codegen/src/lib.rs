@@ -1443,7 +1443,7 @@ impl<'g> Emitter<'g> {
         split: &[usize],
         k: usize,
     ) -> Result<()> {
-        let ctx = NodeCtx::new(self.g, node);
+        let ctx = self.ctx(node);
         self.require_i8(node, x, "input")?;
         let xs = self.shape(x)?;
         let r = xs.len() as i64;

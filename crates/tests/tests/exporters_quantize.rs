@@ -28,9 +28,7 @@ use std::path::{Path, PathBuf};
 /// Cells known to fail: (file name, stage, reason). Stages: import, quantize,
 /// tflite, onnx, compile, c-host.
 const KNOWN: &[(&str, &str, &str)] = &[
-    ("shufflenet_v2_x0_5.ts17.onnx", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
     ("shufflenet_v2_x0_5.ts17.onnx", "compile", "the C generator has no int8 MEAN yet"),
-    ("shufflenet_v2_x0_5.dynamo18_inline.onnx", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
     ("shufflenet_v2_x0_5.dynamo18_inline.onnx", "compile", "the C generator has no int8 MEAN yet"),
     ("transformer.ts17.onnx", "quantize", "the TFLite writer has no batched MatMul, LayerNorm or GELU yet"),
     ("transformer.dynamo18.onnx", "quantize", "the TFLite writer has no batched MatMul, LayerNorm or GELU yet"),
@@ -38,9 +36,7 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ("lstm.ts17.onnx", "quantize", "the TFLite writer has no LSTM yet"),
     ("lstm.dynamo18.onnx", "quantize", "the TFLite writer has no LSTM yet"),
     ("lstm.dynamo18_inline.onnx", "quantize", "the TFLite writer has no LSTM yet"),
-    ("ds_cnn_like.dynbatch.fp32.tflite", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
     ("ds_cnn_like.dynbatch.fp32.tflite", "c-host", "TFLite Micro's EXPAND_DIMS takes no int32: the batch arithmetic (SHAPE, STRIDED_SLICE, EXPAND_DIMS, CONCATENATION) stays in the written file"),
-    ("ds_cnn_like.batch1.fp32.tflite", "tflite", "LiteRT's builtin int8 depthwise rounds unlike edgeopt's litert numerics (not yet isolated; the numerics item of the issue)"),
     ("unet_bits.dynbatch.fp32.tflite", "c-host", "two outputs (tflm_run.py runs one), and TFLite Micro has no TILE"),
     ("unet_bits.batch1.fp32.tflite", "c-host", "two outputs (tflm_run.py runs one), and TFLite Micro has no TILE"),
     ("gru_kws.batch1.fp32.tflite", "import", "WHILE (control flow)"),

@@ -24,7 +24,7 @@ use super::avx512::{DwGeom, Indirection};
 use super::gemm::NR;
 use super::requant::Wide;
 use super::{Aligned, Isa};
-use crate::kernels::quantized::common::OutputStage;
+use crate::kernels::quantized::common::{OutputStage, Rounding};
 use std::arch::x86_64::*;
 
 /// Blocks of 16 output channels per weight group: a tile spans at most this many.
@@ -804,6 +804,16 @@ impl Depthwise2 {
             wt
         };
         let nblk = c.div_ceil(NR);
+        // The stage is permuted within blocks of NR channels below, so a rounding that
+        // changes with the channel (LiteRT's depthwise: ties up below a multiple of 8)
+        // keeps its meaning only at a block boundary; one inside a block (24 of 25
+        // channels) has no permuted form here: the generic kernel runs it.
+        let rounding = match stage.rounding {
+            Rounding::TiesUpBelow(n) if n >= c => Rounding::TiesUp,
+            Rounding::TiesUpBelow(n) if n % NR == 0 => Rounding::TiesUpBelow(n),
+            Rounding::TiesUpBelow(_) => return None,
+            r @ (Rounding::TiesAway | Rounding::TiesUp | Rounding::Single) => r,
+        };
         // The stage in the accumulators' channel order (padding lanes repeat
         // channel 0; they are never stored).
         let order: Vec<usize> = (0..nblk * NR)
@@ -819,6 +829,7 @@ impl Depthwise2 {
         let rq = Wide8::new(&OutputStage {
             multiplier: order.iter().map(|&ch| stage.multiplier[ch]).collect(),
             shift: order.iter().map(|&ch| stage.shift[ch]).collect(),
+            rounding,
             ..stage.clone()
         })?;
         let pairs = taps.div_ceil(2);
@@ -1123,7 +1134,12 @@ mod tests {
         let mut kinds = [0; 3];
         for case in 0..2000 {
             let n = r.gen_range(1..40);
-            let rounding = [Rounding::TiesAway, Rounding::TiesUp, Rounding::Single][case % 3];
+            let rounding = [
+                Rounding::TiesAway,
+                Rounding::TiesUp,
+                Rounding::Single,
+                Rounding::litert_depthwise(n),
+            ][case % 4];
             let mut stage = random_stage(&mut r, n, rounding);
             if case % 2 == 0 {
                 // Every real multiplier below 1/2: the high-dword mode of `Wide8`.

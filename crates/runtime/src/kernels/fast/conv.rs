@@ -440,11 +440,7 @@ impl<T: QInt> ConvKernel<T> {
         let (wscales, wzps) = per_channel(ctx, ctx.in_quant(1), m, "weights").ok()?;
         let wo = weights_i16(ctx, w, &wzps).ok()?;
         let bias = bias_i32(ctx, b, m).ok()?;
-        let rounding = if num == Numerics::LiteRt && !depthwise {
-            Rounding::TiesUp
-        } else {
-            Rounding::TiesAway
-        };
+        let rounding = crate::kernels::quantized::conv::output_rounding::<T>(num, depthwise, m);
         let stage = OutputStage::new(
             xq.scale,
             &wscales,

@@ -27,7 +27,9 @@ pub struct Requant {
     out_zp: i32,
     min: i32,
     max: i32,
-    ties_up: bool,
+    /// Channels `0..ties_up_below` round ties up, the others ties away
+    /// ([`Rounding::TiesUpBelow`]; `TiesUp`: all, `TiesAway`: none).
+    ties_up_below: usize,
     /// Rounding modes without a branch-free form here (`Single`) use the stage itself.
     fallback: Option<OutputStage>,
 }
@@ -47,7 +49,11 @@ impl Requant {
             out_zp: stage.out_zp,
             min: stage.min,
             max: stage.max,
-            ties_up: stage.rounding == Rounding::TiesUp,
+            ties_up_below: match stage.rounding {
+                Rounding::TiesUp => n,
+                Rounding::TiesUpBelow(b) => b.min(n),
+                Rounding::TiesAway | Rounding::Single => 0,
+            },
             fallback,
         };
         for &s in &stage.shift {
@@ -111,6 +117,12 @@ impl Requant {
         let signed = T::MIN < 0;
         let mut c = 0;
         while c < main {
+            // A block of 8 channels rounds one way (LiteRT's split is a multiple of 8);
+            // one that straddles the bound goes to the generic body.
+            let ties_up = c + 8 <= self.ties_up_below;
+            if !ties_up && c < self.ties_up_below {
+                break;
+            }
             let x = _mm256_sllv_epi32(ld(acc, c), ldu(&self.left, c));
             let m = ld(&self.mult, c);
             let even = _mm256_srli_epi64::<31>(_mm256_add_epi64(_mm256_mul_epi32(x, m), round));
@@ -120,7 +132,7 @@ impl Requant {
             ));
             let h = _mm256_blend_epi32::<0b1010_1010>(even, odd);
             let right = ldu(&self.right, c);
-            let v = if self.ties_up {
+            let v = if ties_up {
                 let bit = _mm256_and_si256(
                     _mm256_srav_epi32(h, ldu(&self.rbit_shift, c)),
                     ld(&self.rbit_mask, c),
@@ -148,8 +160,8 @@ impl Requant {
             );
             c += 8;
         }
-        if main < n {
-            self.row_generic_from(main, acc, out);
+        if c < n {
+            self.row_generic_from(c, acc, out);
         }
     }
 
@@ -169,20 +181,18 @@ impl Requant {
             &self.right[..n],
         );
         let (zp, lo, hi) = (self.out_zp, self.min, self.max);
-        if self.ties_up {
-            let (rs, rm) = (&self.rbit_shift[..n], &self.rbit_mask[..n]);
-            for c in start..n {
-                let h = high_mul(acc[c].wrapping_shl(left[c]), mult[c]);
-                let v = (h >> right[c]) + ((h >> rs[c]) & rm[c]);
-                out[c] = T::from_i32((v + zp).clamp(lo, hi));
-            }
-        } else {
-            let mask = &self.mask[..n];
-            for c in start..n {
-                let h = high_mul(acc[c].wrapping_shl(left[c]), mult[c]);
-                let v = div_pot(h, right[c], mask[c]);
-                out[c] = T::from_i32((v + zp).clamp(lo, hi));
-            }
+        let split = self.ties_up_below.clamp(start, n);
+        let (rs, rm) = (&self.rbit_shift[..n], &self.rbit_mask[..n]);
+        for c in start..split {
+            let h = high_mul(acc[c].wrapping_shl(left[c]), mult[c]);
+            let v = (h >> right[c]) + ((h >> rs[c]) & rm[c]);
+            out[c] = T::from_i32((v + zp).clamp(lo, hi));
+        }
+        let mask = &self.mask[..n];
+        for c in split..n {
+            let h = high_mul(acc[c].wrapping_shl(left[c]), mult[c]);
+            let v = div_pot(h, right[c], mask[c]);
+            out[c] = T::from_i32((v + zp).clamp(lo, hi));
         }
     }
 }
@@ -276,16 +286,17 @@ impl Wide {
             .multiplier
             .iter()
             .zip(&stage.shift)
-            .map(|(&m, &s)| match stage.rounding {
+            .enumerate()
+            .map(|(c, (&m, &s))| match stage.rounding {
                 Rounding::Single => {
                     let t = (31 - s).clamp(1, 62) as u32;
                     (0, m, 1i64 << (t - 1), t, 0)
                 }
-                Rounding::TiesUp | Rounding::TiesAway => {
+                Rounding::TiesUp | Rounding::TiesAway | Rounding::TiesUpBelow(_) => {
                     let left = (s.max(0) as u32) & 31;
                     let r = (-s).clamp(0, 31) as u32;
                     let round = if r > 0 { 1i64 << (30 + r) } else { 0 };
-                    let corr = if r > 0 && stage.rounding == Rounding::TiesAway {
+                    let corr = if r > 0 && !stage.rounding.ties_up(c) {
                         1i64 << 31
                     } else {
                         0
@@ -320,7 +331,9 @@ impl Wide {
             n,
             blocks,
             any_left: chans.iter().any(|c| c.0 != 0),
-            away: stage.rounding == Rounding::TiesAway && !relu_hides_away(stage),
+            away: (0..n).any(|c| !stage.rounding.ties_up(c))
+                && stage.rounding != Rounding::Single
+                && !relu_hides_away(stage),
             zp_post: if fold { 0 } else { stage.out_zp },
             min: stage.min,
             max: stage.max,
@@ -362,7 +375,12 @@ mod wide_tests {
         let mut r = StdRng::seed_from_u64(7);
         for case in 0..3000 {
             let n = r.gen_range(1..40);
-            let rounding = [Rounding::TiesAway, Rounding::TiesUp, Rounding::Single][case % 3];
+            let rounding = [
+                Rounding::TiesAway,
+                Rounding::TiesUp,
+                Rounding::Single,
+                Rounding::litert_depthwise(n),
+            ][case % 4];
             let multiplier: Vec<i32> = (0..n)
                 .map(|_| match r.gen_range(0..10) {
                     0 => i32::MAX,
@@ -436,6 +454,44 @@ mod wide_tests {
                 ..stage
             };
             assert!(Wide::new(&below).expect("valid").away);
+        }
+    }
+
+    /// `Requant::row` (AVX2 blocks of 8 and the generic tail) equals the reference
+    /// output stage when the rounding changes between channels (LiteRT's depthwise:
+    /// ties up below a multiple of 8, ties away above; and a bound inside a block).
+    #[test]
+    fn requant_row_splits_the_rounding_by_channel() {
+        let mut r = StdRng::seed_from_u64(9);
+        for case in 0..1000 {
+            let n = r.gen_range(1..45);
+            let rounding = if case % 2 == 0 {
+                Rounding::litert_depthwise(n)
+            } else {
+                Rounding::TiesUpBelow(r.gen_range(0..=n))
+            };
+            let stage = OutputStage {
+                multiplier: (0..n).map(|_| r.gen_range(1 << 30..i32::MAX)).collect(),
+                shift: (0..n).map(|_| r.gen_range(-14..3)).collect(),
+                out_zp: r.gen_range(-128..=127),
+                min: -128,
+                max: 127,
+                rounding,
+            };
+            let rq = Requant::new(&stage);
+            for isa in [Some(Isa::PORTABLE), Isa::avx2()].into_iter().flatten() {
+                for _ in 0..20 {
+                    // Small accumulators and exact ties (multiples of a power of two).
+                    let acc: Vec<i32> = (0..n)
+                        .map(|_| r.gen_range(-3000..3000) << r.gen_range(0..6))
+                        .collect();
+                    let mut out = vec![0i8; n];
+                    rq.row(isa, &acc, &mut out);
+                    for c in 0..n {
+                        assert_eq!(out[c] as i32, stage.apply(acc[c], c), "{stage:?} c {c}");
+                    }
+                }
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Quantized activations: SOFTMAX, LOGISTIC, TANH (lookup tables), RELU/RELU6 (ReluX
-//! requantization), HARD_SWISH (fixed point).
+//! requantization), LEAKY_RELU (two requantizations), HARD_SWISH (fixed point).
 
 use super::super::NodeCtx;
 use super::common::*;
@@ -289,6 +289,40 @@ fn saturating_doubling_high_mul_i16(a: i16, b: i16) -> i16 {
 fn shift_left_sat_i16(a: i16, offset: i32) -> i16 {
     let wide = (a as i32) * (1i32 << offset);
     wide.clamp(i16::MIN as i32, i16::MAX as i32) as i16
+}
+
+/// LEAKY_RELU on 8-bit tensors (TFLite `reference_ops::QuantizeLeakyRelu`, which
+/// LiteRT's builtin kernel runs for 8-bit data and TFLM runs too): `x - zp_in`
+/// requantized by `in_scale / out_scale` when non-negative, by `in_scale * alpha /
+/// out_scale` when negative (both quotients in f32 as the kernels' Prepare computes
+/// them, then `QuantizeMultiplier`), plus the output zero point, clamped.
+pub fn leaky_relu<T: QInt>(
+    ctx: &NodeCtx,
+    alpha: f32,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
+    if T::DTYPE == edgeopt_ir::DType::I16 {
+        // LiteRT's int16 kernel is an AVX2 one with its own rounding (not reproduced).
+        return Err(ctx.error("quantized int16 LeakyRelu is not supported"));
+    }
+    let x = input(ctx, inputs, 0)?;
+    let qx = per_tensor(ctx, ctx.in_quant(0), "input")?;
+    let qy = per_tensor(ctx, ctx.out_quant(0), "output")?;
+    if !alpha.is_finite() {
+        return Err(ctx.error(format!("LeakyRelu alpha {alpha} is not finite")));
+    }
+    let identity = quantize_multiplier((qx.scale / qy.scale) as f64);
+    let negative = quantize_multiplier((qx.scale * alpha / qy.scale) as f64);
+    let out = data::<T>(ctx, x, "input")?
+        .iter()
+        .map(|v| {
+            let d = v.to_i32() - qx.zp;
+            let (m, s) = if d >= 0 { identity } else { negative };
+            let r = qy.zp + multiply_by_quantized_multiplier(d, m, s);
+            T::from_i32(r.clamp(T::MIN, T::MAX))
+        })
+        .collect();
+    Ok(vec![make(x.shape.clone(), out)])
 }
 
 /// HARD_SWISH on 8-bit tensors (TFLite `reference_ops::HardSwish`, fixed point).

@@ -161,6 +161,30 @@ pub enum Rounding {
     /// (TFLite's `TFLITE_SINGLE_ROUNDING` formula): what LiteRT's reference
     /// FULLY_CONNECTED produces.
     Single,
+    /// `TiesUp` for the channels below the bound, `TiesAway` for the others: LiteRT's
+    /// optimized int8 DEPTHWISE_CONV_2D (`optimized_ops::Quantize` after
+    /// `DepthwiseConvGeneral`, NEON intrinsics, NEON_2_SSE on x86) requantizes whole
+    /// blocks of 8 channels in vector lanes (`vqrdmulhq_s32`, then the rounding shift
+    /// `vrshlq_s32`: ties up) and the remaining `channels % 8` one by one with
+    /// `MultiplyByQuantizedMultiplier` (ties away).
+    TiesUpBelow(usize),
+}
+
+impl Rounding {
+    /// LiteRT's depthwise output rounding over `channels` output channels.
+    pub fn litert_depthwise(channels: usize) -> Rounding {
+        Rounding::TiesUpBelow(channels / 8 * 8)
+    }
+
+    /// Whether channel `c` rounds ties up (`TiesUp`, or `TiesUpBelow` below its bound).
+    #[inline(always)]
+    pub fn ties_up(self, c: usize) -> bool {
+        match self {
+            Rounding::TiesUp => true,
+            Rounding::TiesUpBelow(n) => c < n,
+            Rounding::TiesAway | Rounding::Single => false,
+        }
+    }
 }
 
 /// Accumulator -> quantized output, per output channel: fixed-point requantization
@@ -201,22 +225,27 @@ impl OutputStage {
     #[inline(always)]
     pub fn apply(&self, acc: i32, c: usize) -> i32 {
         let (m, shift) = (self.multiplier[c], self.shift[c]);
-        let v = match self.rounding {
-            Rounding::TiesAway => multiply_by_quantized_multiplier(acc, m, shift),
-            Rounding::TiesUp => {
-                let left = shift.max(0);
-                let right = (-shift).clamp(0, 31);
-                let hi = srdhm(acc.wrapping_mul(1i32.wrapping_shl(left as u32)), m) as i64;
-                if right == 0 {
-                    hi as i32
-                } else {
-                    ((hi + (1i64 << (right - 1))) >> right) as i32
-                }
+        let ties_up = match self.rounding {
+            Rounding::TiesAway | Rounding::TiesUp | Rounding::TiesUpBelow(_) => {
+                self.rounding.ties_up(c)
             }
             Rounding::Single => {
                 let total = (31 - shift).clamp(1, 62);
-                ((acc as i64 * m as i64 + (1i64 << (total - 1))) >> total) as i32
+                let v = ((acc as i64 * m as i64 + (1i64 << (total - 1))) >> total) as i32;
+                return (v + self.out_zp).clamp(self.min, self.max);
             }
+        };
+        let v = if ties_up {
+            let left = shift.max(0);
+            let right = (-shift).clamp(0, 31);
+            let hi = srdhm(acc.wrapping_mul(1i32.wrapping_shl(left as u32)), m) as i64;
+            if right == 0 {
+                hi as i32
+            } else {
+                ((hi + (1i64 << (right - 1))) >> right) as i32
+            }
+        } else {
+            multiply_by_quantized_multiplier(acc, m, shift)
         };
         (v + self.out_zp).clamp(self.min, self.max)
     }

@@ -11,9 +11,8 @@
 //!   shifted right once with round-half-up ([`requantize_i64`]); FULLY_CONNECTED
 //!   requantizes in double precision (see [`fully_connected`]);
 //! - ADD (same shapes) follows LiteRT's optimized int16 kernel, whose vector loop
-//!   rounds once per input ([`add_litert`]), and QUANTIZE float -> int16 its vector
-//!   loop's reciprocal multiply with ties to even ([`quantize_litert`]); both only
-//!   under `Numerics::LiteRt`;
+//!   rounds once per input ([`add_litert`]), only under `Numerics::LiteRt` (QUANTIZE
+//!   float -> int16: `quantize::tflite_quantize`, as for 8 bits);
 //! - SOFTMAX uses two 513-entry int16 lookup tables (exp on [-10, 0] and 1/(1+x) on
 //!   [0, 1]) with linear interpolation, as TFLite's `SoftmaxInt16`.
 //!
@@ -332,48 +331,6 @@ fn add_litert_same_shape(
         *o = raw.clamp(min, max) as i16;
     }
     Ok(vec![make(a.shape.clone(), out)])
-}
-
-/// QUANTIZE float -> int16 as LiteRT's builtin kernel computes it
-/// (`optimized_ops::AffineQuantize<int16_t>`): blocks of 8 values are multiplied by
-/// the f32 reciprocal of the scale and rounded half to even (`vcvtnq_s32_f32`), the
-/// tail divided by the scale and rounded half away from zero, as the reference does.
-/// The two differ on ties (e.g. 12.5 -> 12). Established on the int16 DS-CNN: the
-/// reference rule disagrees with LiteRT on 11 of 147,000 values, this one on none.
-/// `None` unless the input is f32 and the output per-tensor int16.
-pub fn quantize_litert(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<Tensor>>> {
-    let x = inputs.first().copied().flatten()?;
-    let TensorData::F32(v) = &x.data else {
-        return None;
-    };
-    if ctx.out_dtype(0) != Some(edgeopt_ir::DType::I16) {
-        return None;
-    }
-    let q = ctx.out_quant(0)?;
-    if !q.is_per_tensor() {
-        return None;
-    }
-    Some(per_tensor(ctx, Some(q), "output").map(|qy| {
-        let inv = 1.0f32 / qy.scale;
-        let n = v.len();
-        let vectorized = n - n % 8;
-        let out = v
-            .iter()
-            .enumerate()
-            .map(|(i, &e)| {
-                let r = if i < vectorized {
-                    (e * inv).round_ties_even()
-                } else {
-                    (e / qy.scale).round()
-                };
-                // f32 -> i32 saturates (as the SIMD conversion's clamp that follows).
-                (r as i32)
-                    .saturating_add(qy.zp)
-                    .clamp(i16::MIN as i32, i16::MAX as i32) as i16
-            })
-            .collect();
-        vec![make(x.shape.clone(), out)]
-    }))
 }
 
 /// Entries of TFLite's int16 lookup tables: 512 intervals plus the end point.

@@ -91,18 +91,15 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
     let x_quant = is_qint(x.dtype()) && ctx.in_quant(0).is_some();
     match op {
         Op::Quantize => {
-            if ctx.numerics() == Numerics::LiteRt {
-                if let Some(r) = int16::quantize_litert(ctx, inputs) {
-                    return Some(r);
-                }
-            }
             // Float input needs only the output's params; quantized input needs both.
             return ctx
                 .out_quant(0)
                 .is_some()
-                .then(|| quantize::tflite_quantize(ctx, inputs));
+                .then(|| quantize::tflite_quantize(ctx, ctx.numerics(), inputs));
         }
-        Op::Dequantize => return x_quant.then(|| quantize::tflite_dequantize(ctx, inputs)),
+        Op::Dequantize => {
+            return x_quant.then(|| quantize::tflite_dequantize(ctx, ctx.numerics(), inputs))
+        }
         _ => {}
     }
     if !x_quant {
@@ -137,6 +134,7 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
             UnaryKind::HardSwish => by_type!(dt, ctx, hswish_dispatch(ctx, inputs)),
             k => Err(ctx.error(format!("quantized {k:?} is not supported"))),
         },
+        Op::LeakyRelu { alpha } => by_type!(dt, ctx, leaky_dispatch(ctx, *alpha, inputs)),
         Op::Clip { min, max } if min.is_some_and(|m| m == 0.0) => {
             // Clip(0, 6) / Clip(0, inf) on quantized data are TFLite's RELU6 / RELU.
             by_type!(dt, ctx, relu_dispatch(ctx, 0.0, *max, inputs))
@@ -265,6 +263,13 @@ fn relu_dispatch<T: common::QInt>(
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
     activation::relu_x::<T>(ctx, lo, hi, ctx.numerics(), inputs)
+}
+fn leaky_dispatch<T: common::QInt>(
+    ctx: &NodeCtx,
+    alpha: f32,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
+    activation::leaky_relu::<T>(ctx, alpha, inputs)
 }
 fn hswish_dispatch<T: common::QInt>(
     ctx: &NodeCtx,
