@@ -34,6 +34,11 @@ pub fn prepare(graph: &Graph) -> Result<Graph> {
     let mut g = graph.clone();
     g.validate()?;
     fold_const_dequantize(&mut g)?;
+    // Subgraphs of constants (TorchScript exports compute the attention scale as
+    // Sqrt / Div / Cast of constants) become constants: otherwise each would be
+    // quantized as an activation and written as float operators.
+    edgeopt_train::model::fold_constants(&mut g)?;
+    super::unroll::unroll_lstm(&mut g)?;
     fold_batchnorm(&mut g)?;
     mean_to_pool(&mut g)?;
     to_fully_connected(&mut g)?;

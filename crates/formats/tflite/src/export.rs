@@ -814,7 +814,33 @@ impl<'g> Writer<'g> {
                 );
             }
             Op::Gather { axis } => {
-                let ins = vec![self.input(n, 0)?, self.input(n, 1)?];
+                let x = x0()?;
+                let xi = self.input(n, 0)?;
+                let idx = n.input(1).ok_or_else(|| invalid("input 1 is missing"))?;
+                // TFLite's GATHER refuses negative indices (ONNX counts them from the
+                // end, as PyTorch's `x[-1]` exports): constant ones are resolved here.
+                let negative = g.values[idx]
+                    .data
+                    .as_ref()
+                    .map(|t| (t.shape.clone(), t.to_i64_vec()))
+                    .filter(|(_, v)| v.iter().any(|&i| i < 0));
+                let ii = match negative {
+                    Some((shape, v)) => {
+                        let r = self
+                            .rank(x)
+                            .ok_or_else(|| unsupported("Gather of a tensor of unknown rank"))?
+                            as i64;
+                        let a = if *axis < 0 { axis + r } else { *axis };
+                        let d = self.dim(x, a as usize).ok_or_else(|| {
+                            unsupported("negative Gather indices along a dynamic dimension")
+                        })? as i64;
+                        let v: Vec<i64> =
+                            v.iter().map(|&i| if i < 0 { i + d } else { i }).collect();
+                        self.const_i32(&format!("{}/indices", n.name), shape, &v)?
+                    }
+                    None => self.input(n, 1)?,
+                };
+                let ins = vec![xi, ii];
                 let axis = i32::try_from(*axis).map_err(|_| invalid("axis"))?;
                 self.op(
                     B::Gather,
