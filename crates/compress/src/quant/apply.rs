@@ -184,6 +184,14 @@ fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
             a.layout == Layout::Nhwc && n.input(1).is_some_and(|w| g.values[w].data.is_some())
         }
         Op::FullyConnected { .. } => n.input(1).is_some_and(|w| g.values[w].data.is_some()),
+        // Two activations (attention's Q·Kᵀ and P·V): TFLite's int8 BATCH_MATMUL. A
+        // constant operand that prepare left here (it is not a FullyConnected weight)
+        // stays float.
+        Op::MatMul => {
+            !wide
+                && n.present_inputs().count() == 2
+                && n.present_inputs().all(|v| g.values[v].data.is_none())
+        }
         Op::Binary { kind, .. } => {
             matches!(kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul)
         }
@@ -191,7 +199,7 @@ fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
         Op::Softmax { .. } => true,
         Op::Unary(k) => match k {
             UnaryKind::Relu | UnaryKind::Relu6 => true,
-            UnaryKind::Sigmoid | UnaryKind::Tanh | UnaryKind::HardSwish => !wide,
+            UnaryKind::Sigmoid | UnaryKind::Tanh | UnaryKind::HardSwish | UnaryKind::Gelu => !wide,
             _ => false,
         },
         Op::Clip { min, .. } => min.is_some_and(|m| m == 0.0),

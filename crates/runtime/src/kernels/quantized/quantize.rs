@@ -105,7 +105,11 @@ pub fn tflite_quantize(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<
 
 /// TFLite DEQUANTIZE of quantized data: `scale * (q - zp)` (double product rounded to f32,
 /// which equals the f32 product since both factors are exact).
-pub fn tflite_dequantize(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub fn tflite_dequantize(
+    ctx: &NodeCtx,
+    num: super::Numerics,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
     let x = input(ctx, inputs, 0)?;
     let q = ctx
         .in_quant(0)
@@ -120,12 +124,37 @@ pub fn tflite_dequantize(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Ve
             (s as f64, z)
         })
         .collect();
-    let out: Vec<f32> = (0..x.len())
-        .map(|i| {
-            let (s, z) = params[(i / inner) % dim];
-            (s * (x.data.get_i64(i) - z) as f64) as f32
-        })
-        .collect();
+    // LiteRT's builtin int8/uint8 DEQUANTIZE runs blocks of 8 elements as a float
+    // multiply-add `q * scale + (-zp * scale)` (its NEON path, emulated on x86) and the
+    // tail of fewer than 8 in the double-precision reference form (found by comparing
+    // its outputs with each formula: this split matched every element of a
+    // transformer's float islands and outputs, the reference form alone differed in
+    // the last bit of 112 of 384). TFLite Micro's is the reference form throughout.
+    let litert_f32 = num == super::Numerics::LiteRt
+        && dim == 1
+        && matches!(x.dtype(), edgeopt_ir::DType::I8 | edgeopt_ir::DType::U8);
+    let out: Vec<f32> = if litert_f32 {
+        let (s, z) = q.channel(0);
+        let zs = -(z as f32 * s);
+        let blocks = x.len() / 8 * 8;
+        (0..x.len())
+            .map(|i| {
+                let v = x.data.get_i64(i);
+                if i < blocks {
+                    v as f32 * s + zs
+                } else {
+                    (s as f64 * (v - z) as f64) as f32
+                }
+            })
+            .collect()
+    } else {
+        (0..x.len())
+            .map(|i| {
+                let (s, z) = params[(i / inner) % dim];
+                (s * (x.data.get_i64(i) - z) as f64) as f32
+            })
+            .collect()
+    };
     Ok(vec![Tensor::from_f32(x.shape.clone(), out)?])
 }
 
