@@ -536,6 +536,15 @@ void eo_concat_part_s8(const eo_concat_part *p, const int8_t *x, int8_t *y) {
     }
 }
 
+/* movement::split: one output's slices out of the input. */
+void eo_split_part_s8(const eo_concat_part *p, const int8_t *x, int8_t *y) {
+    int32_t o;
+    for (o = 0; o < p->outer; o++) {
+        memmove(y + (size_t)o * p->chunk, x + (size_t)o * p->out_chunk + p->offset,
+                (size_t)p->chunk);
+    }
+}
+
 void eo_copy(const void *x, void *y, size_t bytes) {
     if (x != y) memmove(y, x, bytes);
 }

@@ -138,6 +138,9 @@ void eo_quantize_f32_s8(const eo_quant_params *p, const float *x, int8_t *y);
 void eo_transpose_s8(const eo_transpose_params *p, const int8_t *x, int8_t *y);
 void eo_pad_s8(const eo_pad_params *p, const int8_t *x, int8_t *y);
 void eo_concat_part_s8(const eo_concat_part *p, const int8_t *x, int8_t *y);
+/* SPLIT / SPLIT_V: one output's slices out of the input (the inverse of a concat part:
+ * `out_chunk` is the input's elements per outer step). */
+void eo_split_part_s8(const eo_concat_part *p, const int8_t *x, int8_t *y);
 void eo_copy(const void *x, void *y, size_t bytes);
 
 /* Fixed-point helpers (gemmlowp / TFLite common.h), exposed for tests. */

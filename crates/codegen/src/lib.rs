@@ -620,6 +620,8 @@ impl<'g> Emitter<'g> {
             Op::Transpose { perm } => self.transpose(node, perm, k)?,
             Op::Pad { mode, pads, value } => self.pad(node, *mode, pads, *value, k)?,
             Op::Concat { axis, activation } => self.concat(node, *axis, *activation, k)?,
+            Op::Split { axis, split } => self.split(node, *axis, split, k)?,
+            Op::Gather { axis } => self.gather(node, *axis, k)?,
             op => {
                 return Err(self.unsupported(
                     node,
@@ -1251,6 +1253,110 @@ impl<'g> Emitter<'g> {
         let y = self.out_ptr(node, DType::I8)?;
         self.kernels.insert("pad");
         self.stmt(node, format!("eo_pad_s8(&{pre}_p, {xin}, {y})"));
+        Ok(())
+    }
+
+    /// SPLIT / SPLIT_V: data movement, every piece keeps the input's parameters (the
+    /// runtime and TFLite require it), so each is a plain strided copy.
+    fn split(&mut self, node: &Node, axis: i64, split: &[usize], k: usize) -> Result<()> {
+        let x = node
+            .input(0)
+            .ok_or_else(|| self.unsupported(node, "missing input 0"))?;
+        self.require_i8(node, x, "input")?;
+        let xs = self.shape(x)?;
+        let r = xs.len() as i64;
+        let ax = if axis < 0 { axis + r } else { axis };
+        if ax < 0 || ax >= r {
+            return Err(self.unsupported(node, format!("axis {axis} for rank {r}")));
+        }
+        let ax = ax as usize;
+        if split.len() != node.outputs.len() || split.iter().sum::<usize>() != xs[ax] {
+            return Err(self.unsupported(
+                node,
+                format!("pieces {split:?} do not split {} along axis {ax}", xs[ax]),
+            ));
+        }
+        let ctx = NodeCtx::new(self.g, node);
+        let qx = per_tensor(&ctx, ctx.in_quant(0), "input")?;
+        let outer: usize = xs[..ax].iter().product();
+        let inner: usize = xs[ax + 1..].iter().product();
+        let in_chunk = xs[ax] * inner;
+        let xin = self.ptr_i8(x)?;
+        let mut offset = 0usize;
+        for (i, (&o, &w)) in node.outputs.iter().zip(split).enumerate() {
+            self.require_i8(node, o, "output")?;
+            let qo = per_tensor(&ctx, ctx.out_quant(i), "output")?;
+            if qo != qx {
+                return Err(
+                    self.unsupported(node, "a piece whose parameters differ from the input's")
+                );
+            }
+            let chunk = w * inner;
+            let pre = format!("eo_l{k}_{i}");
+            let f = format!("{outer}, {chunk}, {in_chunk}, {offset}, NULL, -128, 127");
+            self.emit_params("eo_concat_part", &format!("{pre}_p"), &f, 7 * 4);
+            let y = self.ptr_i8(o)?;
+            self.stmt(node, format!("eo_split_part_s8(&{pre}_p, {xin}, {y})"));
+            offset += chunk;
+        }
+        self.kernels.insert("concat");
+        Ok(())
+    }
+
+    /// GATHER of constant indices (data movement; the output keeps the input's
+    /// parameters): one strided copy per index, as [`Self::split`] copies a piece.
+    fn gather(&mut self, node: &Node, axis: i64, k: usize) -> Result<()> {
+        let x = node
+            .input(0)
+            .ok_or_else(|| self.unsupported(node, "missing input 0"))?;
+        let o = node.outputs[0];
+        self.require_i8(node, x, "input")?;
+        self.require_i8(node, o, "output")?;
+        let idx = node
+            .input(1)
+            .and_then(|i| self.const_tensor(i))
+            .map(|t| t.to_i64_vec())
+            .ok_or_else(|| self.unsupported(node, "indices computed at run time"))?;
+        let xs = self.shape(x)?;
+        let r = xs.len() as i64;
+        let ax = if axis < 0 { axis + r } else { axis };
+        if ax < 0 || ax >= r {
+            return Err(self.unsupported(node, format!("axis {axis} for rank {r}")));
+        }
+        let ax = ax as usize;
+        let ctx = NodeCtx::new(self.g, node);
+        if per_tensor(&ctx, ctx.in_quant(0), "input")?
+            != per_tensor(&ctx, ctx.out_quant(0), "output")?
+        {
+            return Err(self.unsupported(node, "output parameters differ from the input's"));
+        }
+        let outer: usize = xs[..ax].iter().product();
+        let inner: usize = xs[ax + 1..].iter().product();
+        if outer != 1 && idx.len() != 1 {
+            return Err(self.unsupported(
+                node,
+                "several indices along an inner axis (one copy per index needs outer = 1)",
+            ));
+        }
+        let in_chunk = xs[ax] * inner;
+        let xin = self.ptr_i8(x)?;
+        let y = self.ptr_i8(o)?;
+        for (j, &i) in idx.iter().enumerate() {
+            let d = xs[ax] as i64;
+            let i = if i < 0 { i + d } else { i };
+            if !(0..d).contains(&i) {
+                return Err(self.unsupported(node, format!("index {i} out of 0..{d}")));
+            }
+            let pre = format!("eo_l{k}_{j}");
+            let offset = i as usize * inner;
+            let f = format!("{outer}, {inner}, {in_chunk}, {offset}, NULL, -128, 127");
+            self.emit_params("eo_concat_part", &format!("{pre}_p"), &f, 7 * 4);
+            self.stmt(
+                node,
+                format!("eo_split_part_s8(&{pre}_p, {xin}, {y} + {})", j * inner),
+            );
+        }
+        self.kernels.insert("concat");
         Ok(())
     }
 
