@@ -240,14 +240,8 @@ impl Emit<'_> {
                 }
                 None => None,
             };
-            let mut hv = match state(&h0, d)? {
-                Some(t) => Some(self.constant(&format!("h0_{d}"), t)),
-                None => None,
-            };
-            let mut cv = match state(&c0, d)? {
-                Some(t) => Some(self.constant(&format!("c0_{d}"), t)),
-                None => None,
-            };
+            let mut hv = state(&h0, d)?.map(|t| self.constant(&format!("h0_{d}"), t));
+            let mut cv = state(&c0, d)?.map(|t| self.constant(&format!("c0_{d}"), t));
             let mut outs = vec![None; seq];
             for k in 0..seq {
                 let t = if reverse { seq - 1 - k } else { k };
