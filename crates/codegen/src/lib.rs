@@ -1093,11 +1093,15 @@ impl<'g> Emitter<'g> {
         if self.dtype(o) != DType::F32 {
             return Err(self.unsupported(node, "DEQUANTIZE must produce float32"));
         }
-        let all = Tensor::new(vec![256], TensorData::I8((-128..=127).collect()))?;
-        let out = eval_node(&NodeCtx::new(self.g, node), &[Some(&all)])?.remove(0);
-        let TensorData::F32(table) = out.data else {
-            return Err(self.unsupported(node, "DEQUANTIZE did not produce float32"));
-        };
+        // TFLite Micro's DEQUANTIZE (the C's numerics): `scale * (q - zp)` in double,
+        // rounded to float once. (LiteRT's builtin kernel rounds some elements
+        // differently, see the runtime's tflite_dequantize, so the table is not taken
+        // from the runtime under its default numerics.)
+        let ctx = NodeCtx::new(self.g, node);
+        let q = per_tensor(&ctx, ctx.in_quant(0), "input")?;
+        let table: Vec<f32> = (-128..=127i32)
+            .map(|v| (q.scale as f64 * (v - q.zp) as f64) as f32)
+            .collect();
         let pre = format!("eo_l{k}");
         self.emit_f32(
             &format!("{pre}_t"),
