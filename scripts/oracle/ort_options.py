@@ -29,10 +29,36 @@ def session_options(threads=1):
 
 def unshared(model_path):
     """The model's bytes with every initializer used by several node inputs copied
-    once per extra use."""
+    once per extra use (and every DequantizeLinear of initializers read by several
+    nodes copied once per extra reader)."""
     m = onnx.load(model_path)
     g = m.graph
     inits = {t.name: t for t in g.initializer}
+    # A DequantizeLinear of constants read by several nodes (a weight shared by the
+    # steps of an unrolled recurrent layer) is the same sharing one level up: one
+    # copy of the node per extra reader.
+    clones = []
+    for node in list(g.node):
+        if node.op_type != "DequantizeLinear" or not all(i in inits for i in node.input if i):
+            continue
+        out = node.output[0]
+        k = 0
+        for other in g.node:
+            for i, name in enumerate(other.input):
+                if name != out:
+                    continue
+                k += 1
+                if k == 1:
+                    continue
+                c = copy.deepcopy(node)
+                c.name = f"{node.name}__use{k}"
+                c.output[0] = f"{out}__use{k}"
+                other.input[i] = c.output[0]
+                clones.append(c)
+    # Clones go first: their inputs are initializers, so the order stays topological.
+    nodes = clones + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
     uses = {}
     copies = []
     for node in g.node:

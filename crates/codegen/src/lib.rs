@@ -663,6 +663,7 @@ impl<'g> Emitter<'g> {
             Op::Split { axis, split } => self.split(node, x, *axis, split, k)?,
             Op::Tile { .. } => self.tile(node, x, k)?,
             Op::Resize(a) => self.resize(node, x, a, k)?,
+            Op::Gather { axis } => self.gather(node, *axis, k)?,
             op => {
                 return Err(self.unsupported(
                     node,
@@ -1294,6 +1295,64 @@ impl<'g> Emitter<'g> {
         let y = self.out_ptr(node, DType::I8)?;
         self.kernels.insert("pad");
         self.stmt(node, format!("eo_pad_s8(&{pre}_p, {xin}, {y})"));
+        Ok(())
+    }
+
+    /// GATHER of constant indices (data movement; the output keeps the input's
+    /// parameters): one strided copy per index, as [`Self::split`] copies a piece
+    /// (`eo_split_part`).
+    fn gather(&mut self, node: &Node, axis: i64, k: usize) -> Result<()> {
+        let x = node
+            .input(0)
+            .ok_or_else(|| self.unsupported(node, "missing input 0"))?;
+        let o = node.outputs[0];
+        self.require_i8(node, x, "input")?;
+        self.require_i8(node, o, "output")?;
+        let idx = node
+            .input(1)
+            .and_then(|i| self.const_tensor(i))
+            .map(|t| t.to_i64_vec())
+            .ok_or_else(|| self.unsupported(node, "indices computed at run time"))?;
+        let xs = self.shape(x)?;
+        let r = xs.len() as i64;
+        let ax = if axis < 0 { axis + r } else { axis };
+        if ax < 0 || ax >= r {
+            return Err(self.unsupported(node, format!("axis {axis} for rank {r}")));
+        }
+        let ax = ax as usize;
+        let ctx = self.ctx(node);
+        if per_tensor(&ctx, ctx.in_quant(0), "input")?
+            != per_tensor(&ctx, ctx.out_quant(0), "output")?
+        {
+            return Err(self.unsupported(node, "output parameters differ from the input's"));
+        }
+        let outer: usize = xs[..ax].iter().product();
+        let inner: usize = xs[ax + 1..].iter().product();
+        if outer != 1 && idx.len() != 1 {
+            return Err(self.unsupported(
+                node,
+                "several indices along an inner axis (one copy per index needs outer = 1)",
+            ));
+        }
+        let in_chunk = xs[ax] * inner;
+        let xin = self.ptr_i8(x)?;
+        let y = self.ptr_i8(o)?;
+        for (j, &i) in idx.iter().enumerate() {
+            let d = xs[ax] as i64;
+            let i = if i < 0 { i + d } else { i };
+            if !(0..d).contains(&i) {
+                return Err(self.unsupported(node, format!("index {i} out of 0..{d}")));
+            }
+            let pre = format!("eo_l{k}_{j}");
+            let offset = i as usize * inner;
+            let f = format!("{outer}, {inner}, {in_chunk}, {offset}");
+            self.emit_params("eo_split_part", &format!("{pre}_p"), &f, 4 * 4);
+            self.stmt(
+                node,
+                format!("eo_split_part_s8(&{pre}_p, {xin}, {y} + {})", j * inner),
+            );
+        }
+        self.kernels.insert("split");
         Ok(())
     }
 

@@ -125,6 +125,9 @@ pub enum UnaryKind {
     Not,
     /// The Gauss error function (GELU in transformers is `0.5 x (1 + erf(x / sqrt 2))`).
     Erf,
+    /// GELU, exact form `0.5 x (1 + erf(x / sqrt 2))` (ONNX Gelu, TFLite GELU with
+    /// `approximate = false`).
+    Gelu,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -483,6 +486,7 @@ impl Op {
                 UnaryKind::Ceil => "Ceil",
                 UnaryKind::Not => "Not",
                 UnaryKind::Erf => "Erf",
+                UnaryKind::Gelu => "Gelu",
             },
             Op::Clip { .. } => "Clip",
             Op::LeakyRelu { .. } => "LeakyRelu",

@@ -184,6 +184,14 @@ fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
             a.layout == Layout::Nhwc && n.input(1).is_some_and(|w| g.values[w].data.is_some())
         }
         Op::FullyConnected { .. } => n.input(1).is_some_and(|w| g.values[w].data.is_some()),
+        // Two activations (attention's Q·Kᵀ and P·V): TFLite's int8 BATCH_MATMUL. A
+        // constant operand that prepare left here (it is not a FullyConnected weight)
+        // stays float.
+        Op::MatMul => {
+            !wide
+                && n.present_inputs().count() == 2
+                && n.present_inputs().all(|v| g.values[v].data.is_none())
+        }
         Op::Binary { kind, .. } => {
             matches!(kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul)
         }
@@ -191,11 +199,13 @@ fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
         Op::Softmax { .. } => true,
         Op::Unary(k) => match k {
             UnaryKind::Relu | UnaryKind::Relu6 => true,
-            UnaryKind::Sigmoid | UnaryKind::Tanh | UnaryKind::HardSwish => !wide,
+            UnaryKind::Sigmoid | UnaryKind::Tanh | UnaryKind::HardSwish | UnaryKind::Gelu => !wide,
             _ => false,
         },
         Op::Clip { min, .. } => min.is_some_and(|m| m == 0.0),
         Op::Pad { mode, .. } => *mode == edgeopt_ir::PadMode::Constant,
+        // Gather of constant indices picks whole slices: data movement too.
+        Op::Gather { .. } => n.input(1).is_some_and(|i| g.values[i].data.is_some()),
         // Data movement: the integer tensors move as they are.
         Op::Concat { .. }
         | Op::Transpose { .. }
@@ -250,6 +260,7 @@ fn shares_input_params(op: &Op) -> bool {
             | Op::StridedSlice(_)
             | Op::Tile { .. }
             | Op::Resize(_)
+            | Op::Gather { .. }
     ) || op.is_reshape_like()
 }
 
@@ -403,6 +414,8 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
         }
     }
     let act_in = |params: &Vec<Option<QuantParams>>, v: ValueId| params[v].clone();
+    let mut shared_weights: HashMap<ValueId, (ValueId, WeightSpec)> = HashMap::new();
+    let mut shared_q: HashMap<ValueId, super::weights::QuantizedWeights> = HashMap::new();
     for (ni, n0) in prepared.nodes.iter().enumerate() {
         let mut n = n0.clone();
         for x in n.inputs.iter_mut().flatten() {
@@ -494,29 +507,48 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                     }
                 }
                 let m = wt.shape[0];
-                let qw = super::weights::quantize_planned(
-                    wt.as_f32()?,
-                    m,
-                    spec,
-                    plan.weight_scales
-                        .get(&prepared.values[w].name)
-                        .map(Vec::as_slice),
-                )?;
-                let wdt = if spec.format == WeightFormat::Int4 {
-                    DType::I4
-                } else {
-                    DType::I8
-                };
-                let wname = fresh_name(&g, &format!("{}_{}", prepared.values[w].name, wdt));
-                let wid = g.add_const(wname, int_tensor(wdt, wt.shape.clone(), qw.codes.clone())?);
-                g.values[wid].quant = Some(if qw.scales.len() == 1 {
-                    QuantParams::per_tensor(qw.scales[0], 0)
-                } else {
-                    QuantParams {
-                        block_size: qw.block,
-                        ..QuantParams::per_axis(qw.scales.clone(), vec![0; qw.scales.len()], 0)
+                // A weight read by several nodes (an unrolled recurrent layer reads its
+                // recurrent matrix once per step) is quantized and stored once.
+                let shared = shared_weights
+                    .get(&w)
+                    .copied()
+                    .filter(|&(_, s2)| s2 == spec);
+                let (wid, qw) = match shared {
+                    Some((wid, _)) => (wid, shared_q[&w].clone()),
+                    None => {
+                        let qw = super::weights::quantize_planned(
+                            wt.as_f32()?,
+                            m,
+                            spec,
+                            plan.weight_scales
+                                .get(&prepared.values[w].name)
+                                .map(Vec::as_slice),
+                        )?;
+                        let wdt = if spec.format == WeightFormat::Int4 {
+                            DType::I4
+                        } else {
+                            DType::I8
+                        };
+                        let wname = fresh_name(&g, &format!("{}_{}", prepared.values[w].name, wdt));
+                        let wid = g
+                            .add_const(wname, int_tensor(wdt, wt.shape.clone(), qw.codes.clone())?);
+                        g.values[wid].quant = Some(if qw.scales.len() == 1 {
+                            QuantParams::per_tensor(qw.scales[0], 0)
+                        } else {
+                            QuantParams {
+                                block_size: qw.block,
+                                ..QuantParams::per_axis(
+                                    qw.scales.clone(),
+                                    vec![0; qw.scales.len()],
+                                    0,
+                                )
+                            }
+                        });
+                        shared_weights.insert(w, (wid, spec));
+                        shared_q.insert(w, qw.clone());
+                        (wid, qw)
                     }
-                });
+                };
                 n.inputs[1] = Some(wid);
                 // Group-wise weights have no single input*weight scale per channel to
                 // put an integer bias on: the kernel adds the float bias after
@@ -665,8 +697,10 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
 /// Total bytes of the weights of Conv / FullyConnected nodes of a prepared graph under
 /// `plan` (formats' storage bits; scales not counted).
 pub fn weight_size(prepared: &Graph, plan: &QuantPlan) -> usize {
+    let mut seen = std::collections::HashSet::new();
     weighted_nodes(prepared)
         .into_iter()
+        .filter(|&(_, w)| seen.insert(w))
         .map(|(_, w)| {
             let n = prepared.values[w].data.as_ref().map_or(0, |t| t.len());
             super::weights::weight_bytes(n, spec_of(plan, prepared, w).format)

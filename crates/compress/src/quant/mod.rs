@@ -26,6 +26,7 @@ pub mod prepare;
 pub mod ptq;
 pub mod qat;
 pub mod report;
+pub mod unroll;
 pub mod util;
 pub mod weights;
 

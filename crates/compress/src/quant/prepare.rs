@@ -35,6 +35,13 @@ pub fn prepare(graph: &Graph) -> Result<Graph> {
     let mut g = graph.clone();
     g.validate()?;
     fold_const_dequantize(&mut g)?;
+    // Subgraphs of constants (TorchScript exports compute the attention scale as
+    // Sqrt / Div / Cast of constants) become constants: otherwise each would be
+    // quantized as an activation and written as float operators.
+    edgeopt_train::model::fold_constants(&mut g)?;
+    super::unroll::unroll_lstm(&mut g)?;
+    fuse_gelu(&mut g);
+    compact(&mut g);
     fold_batchnorm(&mut g)?;
     mean_to_pool(&mut g)?;
     to_fully_connected(&mut g)?;
@@ -123,6 +130,123 @@ fn fold_const_dequantize(g: &mut Graph) -> Result<()> {
         !remove.contains(&(k - 1))
     });
     Ok(())
+}
+
+/// The scalar of a one-element f32 constant.
+fn scalar(g: &Graph, id: Option<ValueId>) -> Option<f32> {
+    match f32_const(g, id)? {
+        [v] => Some(*v),
+        _ => None,
+    }
+}
+
+/// GELU as PyTorch exports it, `x * 0.5 * (1 + erf(x / sqrt 2))` (Div by sqrt 2 or
+/// Mul by its inverse; the 0.5 applied last, to x first or to the erf term first) →
+/// one `Gelu`. Why: TFLite
+/// has no ERF but a GELU builtin whose int8 kernel is a lookup table (LiteRT), so the
+/// fused op quantizes as one int8 op instead of a float island of five.
+fn fuse_gelu(g: &mut Graph) {
+    let uses = use_counts(g);
+    let producers = g.producers();
+    let consumers = g.consumers();
+    let close = |v: Option<f32>, want: f32| v.is_some_and(|v| (v - want).abs() <= 1e-4 * want);
+    let binary = |ni: usize, kind: BinaryKind| -> Option<(ValueId, ValueId)> {
+        match &g.nodes[ni].op {
+            Op::Binary {
+                kind: k,
+                activation: Activation::None,
+            } if *k == kind => Some((g.nodes[ni].input(0)?, g.nodes[ni].input(1)?)),
+            _ => None,
+        }
+    };
+    // The other operand of a commutative binary node, given one.
+    let other = |(a, b): (ValueId, ValueId), v: ValueId| {
+        if a == v {
+            Some(b)
+        } else if b == v {
+            Some(a)
+        } else {
+            None
+        }
+    };
+    let only_reader = |v: ValueId| -> Option<usize> {
+        match consumers[v].as_slice() {
+            [c] if uses[v] == 1 => Some(*c),
+            _ => None,
+        }
+    };
+    let mut fused = Vec::new();
+    for (ei, e) in g.nodes.iter().enumerate() {
+        if e.op != Op::Unary(UnaryKind::Erf) {
+            continue;
+        }
+        let (Some(z), Some(&eo)) = (e.input(0), e.outputs.first()) else {
+            continue;
+        };
+        // z = x / sqrt 2, or x * (1 / sqrt 2).
+        let Some(zi) = producers[z].filter(|_| uses[z] == 1) else {
+            continue;
+        };
+        let x = if let Some((a, b)) = binary(zi, BinaryKind::Div) {
+            close(scalar(g, Some(b)), std::f32::consts::SQRT_2).then_some(a)
+        } else if let Some(ops) = binary(zi, BinaryKind::Mul) {
+            [ops.0, ops.1].into_iter().find(|&v| {
+                other(ops, v)
+                    .is_some_and(|c| close(scalar(g, Some(c)), std::f32::consts::FRAC_1_SQRT_2))
+            })
+        } else {
+            None
+        };
+        let Some(x) = x.filter(|&x| g.values[x].data.is_none()) else {
+            continue;
+        };
+        // 1 + erf(z).
+        let Some(ai) = only_reader(eo) else { continue };
+        let Some(one) = binary(ai, BinaryKind::Add).and_then(|ops| other(ops, eo)) else {
+            continue;
+        };
+        if !close(scalar(g, Some(one)), 1.0) {
+            continue;
+        }
+        let ao = g.nodes[ai].outputs[0];
+        let Some(mi) = only_reader(ao) else { continue };
+        let Some(m_other) = binary(mi, BinaryKind::Mul).and_then(|ops| other(ops, ao)) else {
+            continue;
+        };
+        let mo = g.nodes[mi].outputs[0];
+        let last = if m_other == x {
+            // (x * (1 + erf)) * 0.5
+            let Some(hi) = only_reader(mo) else { continue };
+            let half = binary(hi, BinaryKind::Mul).and_then(|ops| other(ops, mo));
+            if !close(scalar(g, half), 0.5) {
+                continue;
+            }
+            hi
+        } else if close(scalar(g, Some(m_other)), 0.5) {
+            // x * (0.5 * (1 + erf)) (PyTorch's dynamo exporter)
+            let Some(li) = only_reader(mo) else { continue };
+            if binary(li, BinaryKind::Mul).and_then(|ops| other(ops, mo)) != Some(x) {
+                continue;
+            }
+            li
+        } else {
+            // (x * 0.5) * (1 + erf)
+            let Some(pi) = producers[m_other].filter(|_| uses[m_other] == 1) else {
+                continue;
+            };
+            let half = binary(pi, BinaryKind::Mul).and_then(|ops| other(ops, x));
+            if !close(scalar(g, half), 0.5) {
+                continue;
+            }
+            mi
+        };
+        fused.push((ei, last, x));
+    }
+    for (_, last, x) in fused {
+        let n = &mut g.nodes[last];
+        n.op = Op::Unary(UnaryKind::Gelu);
+        n.inputs = vec![Some(x)];
+    }
 }
 
 /// Folds `BatchNorm(Conv(x))` (and after FullyConnected) into the producer's weights
@@ -448,9 +572,14 @@ fn to_fully_connected(g: &mut Graph) -> Result<()> {
         };
         let Some(a) = n.input(0) else { continue };
         let a_rank = facts[a].as_ref().map(|f| f.shape.len());
-        if a_rank != Some(2) {
-            continue;
-        }
+        // A MatMul of a `[..., K]` activation by constant `[K, N]` weights (PyTorch's
+        // Linear on a sequence) is FULLY_CONNECTED with `keep_num_dims`, as the TFLite
+        // converter writes it; Gemm takes 2-D operands only.
+        let keep_num_dims = match (a_rank, &n.op) {
+            (Some(2), _) => false,
+            (Some(r), Op::MatMul) if r > 2 => true,
+            _ => continue,
+        };
         let Some(b) = n.input(1).and_then(|b| g.const_data(b)) else {
             continue;
         };
@@ -494,7 +623,7 @@ fn to_fully_connected(g: &mut Graph) -> Result<()> {
         let node = &mut g.nodes[ni];
         node.op = Op::FullyConnected {
             activation: Activation::None,
-            keep_num_dims: false,
+            keep_num_dims,
         };
         node.inputs = vec![Some(a), Some(wid), bid];
     }

@@ -225,6 +225,7 @@ fn required_opset(g: &Graph) -> i64 {
                 14
             }
             Op::Unary(UnaryKind::HardSwish) => 14,
+            Op::Unary(UnaryKind::Gelu) => 20,
             Op::LayerNorm { .. } => 17,
             // The layout attribute of LSTM and GRU arrived in opset 14.
             Op::Lstm { .. } | Op::Gru { .. } => 14,
@@ -1253,6 +1254,7 @@ impl Ex<'_> {
                     UnaryKind::Ceil => "Ceil",
                     UnaryKind::Not => "Not",
                     UnaryKind::Erf => "Erf",
+                    UnaryKind::Gelu => "Gelu",
                 };
                 simple(self, op, vec![]);
             }

@@ -36,6 +36,7 @@ const KNOWN: &[&str] = &[
     "Not",
     "HardSwish",
     "Erf",
+    "Gelu",
     "Clip",
     "LeakyRelu",
     "HardSigmoid",
@@ -310,7 +311,10 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
             variadic(im, v, ins, kind)
         }
         "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Neg" | "Abs" | "Sqrt" | "Reciprocal"
-        | "Floor" | "Ceil" | "Not" | "HardSwish" | "Erf" => {
+        | "Floor" | "Ceil" | "Not" | "HardSwish" | "Erf" | "Gelu" => {
+            if v.op_type == "Gelu" && v.s("approximate")?.is_some_and(|a| a != "none") {
+                return Err(v.err("Gelu with approximate = 'tanh' is not supported"));
+            }
             let k = match v.op_type {
                 "Relu" => UnaryKind::Relu,
                 "Sigmoid" => UnaryKind::Sigmoid,
@@ -325,6 +329,7 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
                 "Ceil" => UnaryKind::Ceil,
                 "Not" => UnaryKind::Not,
                 "Erf" => UnaryKind::Erf,
+                "Gelu" => UnaryKind::Gelu,
                 _ => UnaryKind::HardSwish,
             };
             emit(im, v, Op::Unary(k), vec![Some(x()?)], dt0(im)?)

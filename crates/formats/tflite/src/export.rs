@@ -785,6 +785,8 @@ impl<'g> Writer<'g> {
                     UnaryKind::Sigmoid => B::Logistic,
                     UnaryKind::Tanh => B::Tanh,
                     UnaryKind::HardSwish => B::HardSwish,
+                    UnaryKind::Gelu => B::Gelu,
+                    UnaryKind::Sqrt => B::Sqrt,
                     other => {
                         return Err(unsupported(format!(
                             "unary {other:?} is not among the TFLite operators edgeopt writes"
@@ -793,6 +795,9 @@ impl<'g> Writer<'g> {
                 };
                 let opts = match b {
                     B::HardSwish => Some(s::BuiltinOptions::HardSwishOptions(Box::default())),
+                    B::Gelu => Some(s::BuiltinOptions::GeluOptions(Box::new(s::GeluOptions {
+                        approximate: false,
+                    }))),
                     _ => None,
                 };
                 let xi = self.input(n, 0)?;
@@ -857,8 +862,43 @@ impl<'g> Writer<'g> {
                     Some(s::BuiltinOptions::ExpandDimsOptions(Box::default())),
                 );
             }
-            Op::Gather { axis } => {
+            Op::MatMul => {
+                // BATCH_MATMUL: numpy matmul with broadcast batch dimensions (float, or
+                // int8 with per-tensor parameters on both operands).
                 let ins = vec![self.input(n, 0)?, self.input(n, 1)?];
+                let o = s::BatchMatMulOptions::default();
+                let o = s::BuiltinOptions::BatchMatMulOptions(Box::new(o));
+                self.op(B::BatchMatmul, ins, y, Some(o));
+            }
+            Op::LayerNorm { axis, epsilon } => self.layer_norm(n, *axis, *epsilon, y)?,
+            Op::Gather { axis } => {
+                let x = x0()?;
+                let xi = self.input(n, 0)?;
+                let idx = n.input(1).ok_or_else(|| invalid("input 1 is missing"))?;
+                // TFLite's GATHER refuses negative indices (ONNX counts them from the
+                // end, as PyTorch's `x[-1]` exports): constant ones are resolved here.
+                let negative = g.values[idx]
+                    .data
+                    .as_ref()
+                    .map(|t| (t.shape.clone(), t.to_i64_vec()))
+                    .filter(|(_, v)| v.iter().any(|&i| i < 0));
+                let ii = match negative {
+                    Some((shape, v)) => {
+                        let r = self
+                            .rank(x)
+                            .ok_or_else(|| unsupported("Gather of a tensor of unknown rank"))?
+                            as i64;
+                        let a = if *axis < 0 { axis + r } else { *axis };
+                        let d = self.dim(x, a as usize).ok_or_else(|| {
+                            unsupported("negative Gather indices along a dynamic dimension")
+                        })? as i64;
+                        let v: Vec<i64> =
+                            v.iter().map(|&i| if i < 0 { i + d } else { i }).collect();
+                        self.const_i32(&format!("{}/indices", n.name), shape, &v)?
+                    }
+                    None => self.input(n, 1)?,
+                };
+                let ins = vec![xi, ii];
                 let axis = i32::try_from(*axis).map_err(|_| invalid("axis"))?;
                 self.op(
                     B::Gather,
@@ -948,6 +988,102 @@ impl<'g> Writer<'g> {
         }
         let _ = (g, y_id);
         Ok(())
+    }
+
+    /// LayerNorm in float, as the TFLite converter decomposes it: MEAN, SUB, MUL
+    /// (the squared difference), MEAN, ADD epsilon, SQRT, DIV, then MUL scale and ADD
+    /// bias. Every one of them is a float builtin of LiteRT and TFLite Micro, and each
+    /// reads back as the IR op of the same float arithmetic.
+    fn layer_norm(&mut self, n: &Node, axis: i64, eps: f32, y: i32) -> Result<()> {
+        let g = self.g;
+        let x = n.input(0).ok_or_else(|| invalid("input 0 is missing"))?;
+        let y_id = n.outputs[0];
+        if g.values[x].dtype != DType::F32 {
+            return Err(unsupported("LayerNorm on a non-float tensor"));
+        }
+        let r = self
+            .rank(x)
+            .ok_or_else(|| unsupported("LayerNorm of a tensor of unknown rank"))?;
+        let a = if axis < 0 { axis + r as i64 } else { axis };
+        if !(0..r as i64).contains(&a) {
+            return Err(invalid(format!("axis {axis} for rank {r}")));
+        }
+        let shape: Vec<usize> = (0..r).map(|i| self.dim(x, i).unwrap_or(1)).collect();
+        let mut reduced = shape.clone();
+        for d in reduced.iter_mut().skip(a as usize) {
+            *d = 1;
+        }
+        let axes: Vec<i64> = (a..r as i64).collect();
+        let base = n.name.clone();
+        let xi = self.input(n, 0)?;
+        let mean = |w: &mut Self, src: i32, tag: &str| -> Result<i32> {
+            let out = w.temp_like(&format!("{base}/{tag}"), y_id, &reduced)?;
+            let ax = w.const_i32(&format!("{base}/{tag}_axes"), vec![axes.len()], &axes)?;
+            let o =
+                s::BuiltinOptions::ReducerOptions(Box::new(s::ReducerOptions { keep_dims: true }));
+            w.op(B::Mean, vec![src, ax], out, Some(o));
+            Ok(out)
+        };
+        let bin = |w: &mut Self, b: B, ins: Vec<i32>, out: i32| {
+            let o = match b {
+                B::Sub => s::BuiltinOptions::SubOptions(Box::default()),
+                B::Mul => s::BuiltinOptions::MulOptions(Box::default()),
+                B::Div => s::BuiltinOptions::DivOptions(Box::default()),
+                _ => s::BuiltinOptions::AddOptions(Box::default()),
+            };
+            w.op(b, ins, out, Some(o));
+        };
+        let m = mean(self, xi, "mean")?;
+        let d = self.temp_like(&format!("{base}/centered"), y_id, &shape)?;
+        bin(self, B::Sub, vec![xi, m], d);
+        let sq = self.temp_like(&format!("{base}/squared"), y_id, &shape)?;
+        bin(self, B::Mul, vec![d, d], sq);
+        let var = mean(self, sq, "variance")?;
+        let e = self.const_f32(&format!("{base}/epsilon"), &[eps])?;
+        let ve = self.temp_like(&format!("{base}/variance_eps"), y_id, &reduced)?;
+        bin(self, B::Add, vec![var, e], ve);
+        let sd = self.temp_like(&format!("{base}/std"), y_id, &reduced)?;
+        self.op(B::Sqrt, vec![ve], sd, None);
+        let normed = self.temp_like(&format!("{base}/normalized"), y_id, &shape)?;
+        bin(self, B::Div, vec![d, sd], normed);
+        let (scale, bias) = (n.input(1), n.input(2));
+        let scaled = match (scale, bias) {
+            (Some(_), Some(_)) => self.temp_like(&format!("{base}/scaled"), y_id, &shape)?,
+            _ => y,
+        };
+        let mut cur = normed;
+        if scale.is_some() {
+            let si = self.input(n, 1)?;
+            bin(self, B::Mul, vec![cur, si], scaled);
+            cur = scaled;
+        }
+        match bias {
+            Some(_) => {
+                let bi = self.input(n, 2)?;
+                bin(self, B::Add, vec![cur, bi], y);
+            }
+            None if scale.is_none() => {
+                // Neither scale nor bias: the normalized tensor is the output.
+                let one = self.const_f32(&format!("{base}/one"), &[1.0])?;
+                bin(self, B::Mul, vec![cur, one], y);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// A helper float32 constant of shape `[len]`.
+    fn const_f32(&mut self, base: &str, v: &[f32]) -> Result<i32> {
+        let name = self.fresh(base);
+        let buffer = self.push_buffer(v.iter().flat_map(|x| x.to_le_bytes()).collect());
+        Ok(self.push_tensor(s::Tensor {
+            shape: Some(vec![dim_i32(v.len())?]),
+            type_: s::TensorType::Float32,
+            buffer,
+            name: Some(name),
+            has_rank: true,
+            ..Default::default()
+        }))
     }
 
     fn last_axis(&self, x: ValueId, axis: i64) -> Result<()> {

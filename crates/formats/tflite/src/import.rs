@@ -187,6 +187,9 @@ fn op_name(b: fb::BuiltinOperator) -> String {
         B::Relu6 => "RELU6",
         B::ReluN1To1 => "RELU_N1_TO_1",
         B::HardSwish => "HARD_SWISH",
+        B::Gelu => "GELU",
+        B::Sqrt => "SQRT",
+        B::BatchMatmul => "BATCH_MATMUL",
         B::ResizeNearestNeighbor => "RESIZE_NEAREST_NEIGHBOR",
         B::ResizeBilinear => "RESIZE_BILINEAR",
         B::Div => "DIV",
@@ -815,6 +818,24 @@ impl<'a> Importer<'a> {
             B::Relu => cx.unary(UnaryKind::Relu)?,
             B::Relu6 => cx.unary(UnaryKind::Relu6)?,
             B::HardSwish => cx.unary(UnaryKind::HardSwish)?,
+            B::Sqrt => cx.unary(UnaryKind::Sqrt)?,
+            B::Gelu => {
+                if let Some(fb::BuiltinOptionsRef::GeluOptions(o)) = opts {
+                    if o.approximate()? {
+                        return Err(unsupported("GELU with approximate = true"));
+                    }
+                }
+                cx.unary(UnaryKind::Gelu)?
+            }
+            B::BatchMatmul => {
+                cx.arity(2, 2)?;
+                if let Some(fb::BuiltinOptionsRef::BatchMatMulOptions(o)) = opts {
+                    if o.adj_x()? || o.adj_y()? {
+                        return Err(unsupported("BATCH_MATMUL with adj_x or adj_y"));
+                    }
+                }
+                (Op::MatMul, vec![Some(cx.req(0)?), Some(cx.req(1)?)])
+            }
             B::ResizeNearestNeighbor => cx.resize(opts, false)?,
             // Beyond the ops of the MLPerf Tiny models, a few common ones whose IR op
             // has the same semantics.

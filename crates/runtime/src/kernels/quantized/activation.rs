@@ -175,6 +175,13 @@ pub fn lut_activation<T: QInt>(
     let table = match kind {
         UnaryKind::Sigmoid => lut_8bit::<T>(qx, qy, |v| 1.0f32 / (1.0f32 + (-v).exp())),
         UnaryKind::Tanh => lut_8bit::<T>(qx, qy, |v| v.tanh()),
+        // LiteRT's GeluTransform: `0.5f * x * erfc(x * -M_SQRT1_2)` in float (erfc
+        // taken in double and rounded once, as a correctly rounded erfcf would).
+        UnaryKind::Gelu => lut_8bit::<T>(qx, qy, |v| {
+            let z = v * -std::f32::consts::FRAC_1_SQRT_2;
+            let erfc = (1.0 - crate::kernels::reference::util::erf(z as f64)) as f32;
+            0.5f32 * v * erfc
+        }),
         _ => return Err(ctx.error(format!("no lookup table for {kind:?}"))),
     };
     let xv = data::<T>(ctx, x, "input")?;

@@ -96,3 +96,114 @@ pub fn fc_out_shape(
         _ => vec![rows, nout],
     }
 }
+
+/// TFLite BATCH_MATMUL on 8-bit tensors (no adjoints): a `[..., M, K]` times b
+/// `[..., K, N]` with numpy broadcasting of the batch dimensions; per output element
+/// acc = Σ (a - a_zp)(b - b_zp), then FULLY_CONNECTED's output stage with multiplier
+/// `a_scale * b_scale / y_scale` (both operands per tensor). The rounding follows the
+/// FULLY_CONNECTED of the same numerics: LiteRT's builtin kernel runs both through
+/// ruy's output stage, TFLite Micro both through its reference one.
+pub fn batch_matmul<T: QInt>(
+    ctx: &NodeCtx,
+    num: super::Numerics,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
+    let a = input(ctx, inputs, 0)?;
+    let b = input(ctx, inputs, 1)?;
+    let aq = per_tensor(ctx, ctx.in_quant(0), "lhs")?;
+    let bq = per_tensor(ctx, ctx.in_quant(1), "rhs")?;
+    let yq = per_tensor(ctx, ctx.out_quant(0), "output")?;
+    if a.rank() < 2 || b.rank() < 2 {
+        return Err(ctx.error(format!(
+            "BATCH_MATMUL needs operands of rank >= 2, got {:?} and {:?}",
+            a.shape, b.shape
+        )));
+    }
+    let (m, k) = (a.shape[a.rank() - 2], a.shape[a.rank() - 1]);
+    let (k2, n) = (b.shape[b.rank() - 2], b.shape[b.rank() - 1]);
+    if k != k2 {
+        return Err(ctx.error(format!(
+            "BATCH_MATMUL inner dimensions differ: {:?} x {:?}",
+            a.shape, b.shape
+        )));
+    }
+    // Broadcast batch dimensions (right-aligned).
+    let (ab, bb) = (&a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2]);
+    let r = ab.len().max(bb.len());
+    let pad = |s: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, r - s.len())
+            .chain(s.iter().copied())
+            .collect()
+    };
+    let (ab, bb) = (pad(ab), pad(bb));
+    let mut batch = Vec::with_capacity(r);
+    for (&p, &q) in ab.iter().zip(&bb) {
+        if p != q && p != 1 && q != 1 {
+            return Err(ctx.error(format!(
+                "BATCH_MATMUL batch dimensions do not broadcast: {:?} x {:?}",
+                a.shape, b.shape
+            )));
+        }
+        batch.push(p.max(q));
+    }
+    let nb: usize = batch.iter().product();
+    let av = offset_i16(data::<T>(ctx, a, "lhs")?, aq.zp);
+    let bv = offset_i16(data::<T>(ctx, b, "rhs")?, bq.zp);
+    // b transposed per batch so each output is a contiguous dot product.
+    let nbb: usize = bb.iter().product();
+    let mut bt = vec![0i16; bv.len()];
+    for p in 0..nbb {
+        let (src, dst) = (
+            &bv[p * k * n..(p + 1) * k * n],
+            &mut bt[p * k * n..(p + 1) * k * n],
+        );
+        for i in 0..k {
+            for j in 0..n {
+                dst[j * k + i] = src[i * n + j];
+            }
+        }
+    }
+    // Flat index of a batch coordinate in an operand with broadcast dims.
+    let flat = |dims: &[usize], mut idx: usize| -> usize {
+        let mut f = 0;
+        let mut stride = 1;
+        for d in (0..r).rev() {
+            let c = idx % batch[d];
+            idx /= batch[d];
+            if dims[d] != 1 {
+                f += c * stride;
+            }
+            stride *= dims[d];
+        }
+        f
+    };
+    let mut acc = vec![0i32; nb * m * n];
+    for p in 0..nb {
+        let (pa, pb) = (flat(&ab, p), flat(&bb, p));
+        let am = &av[pa * m * k..(pa + 1) * m * k];
+        let bm = &bt[pb * k * n..(pb + 1) * k * n];
+        for i in 0..m {
+            for j in 0..n {
+                acc[(p * m + i) * n + j] =
+                    dot_i16(&am[i * k..(i + 1) * k], &bm[j * k..(j + 1) * k]);
+            }
+        }
+    }
+    let stage = OutputStage::new(
+        aq.scale,
+        &[bq.scale],
+        yq,
+        activation_range::<T>(Activation::None, yq),
+    )
+    .with_rounding(match num {
+        super::Numerics::LiteRt => Rounding::TiesAway,
+        super::Numerics::Reference => Rounding::Single,
+        super::Numerics::Tflm => Rounding::TiesAway,
+    });
+    let out: Vec<T> = acc
+        .iter()
+        .map(|&v| T::from_i32(stage.apply(v, 0)))
+        .collect();
+    let shape = batch.into_iter().chain([m, n]).collect();
+    Ok(vec![make(shape, out)])
+}

@@ -120,13 +120,17 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
         Op::Binary { kind, activation } => {
             by_type!(dt, ctx, binary_dispatch(ctx, *kind, *activation, inputs))
         }
+        Op::MatMul if ctx.in_quant(1).is_some() => match dt {
+            DType::I8 => fc::batch_matmul::<i8>(ctx, num, inputs),
+            d => Err(ctx.error(format!("no quantized BATCH_MATMUL kernel for {d}"))),
+        },
         Op::AveragePool(a) => by_type!(dt, ctx, pool_dispatch(ctx, a, false, inputs)),
         Op::MaxPool(a) => by_type!(dt, ctx, pool_dispatch(ctx, a, true, inputs)),
         Op::Softmax { axis, beta } => {
             by_type!(dt, ctx, softmax_dispatch(ctx, *axis, *beta, num, inputs))
         }
         Op::Unary(k) => match k {
-            UnaryKind::Sigmoid | UnaryKind::Tanh => {
+            UnaryKind::Sigmoid | UnaryKind::Tanh | UnaryKind::Gelu => {
                 by_type!(dt, ctx, lut_dispatch(ctx, *k, inputs))
             }
             UnaryKind::Relu => by_type!(dt, ctx, relu_dispatch(ctx, 0.0, None, inputs)),

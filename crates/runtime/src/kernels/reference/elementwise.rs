@@ -231,6 +231,10 @@ pub fn unary(kind: UnaryKind, x: &Tensor) -> KResult<Tensor> {
         UnaryKind::Floor => f32::floor,
         UnaryKind::Ceil => f32::ceil,
         UnaryKind::Erf => |e| super::util::erf(e as f64) as f32,
+        UnaryKind::Gelu => |e| {
+            let x = e as f64;
+            (0.5 * x * (1.0 + super::util::erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
+        },
         UnaryKind::Not => unreachable!("handled above"),
     };
     map_f32(x, f)
