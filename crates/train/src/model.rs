@@ -852,6 +852,7 @@ impl Model {
             Op::FullyConnected {
                 activation: act,
                 keep_num_dims,
+                ..
             } => {
                 let x = input(0)?;
                 let w = input(1)?.r2()?;
