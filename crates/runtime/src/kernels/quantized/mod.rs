@@ -47,7 +47,9 @@ pub enum Numerics {
     /// (`MultiplyByQuantizedMultiplier`) where LiteRT's reference kernel rounds once,
     /// and RELU / RELU6 derive their parameters as TFLM's Prepare does
     /// ([`activation::tflm_relu_table`], [`activation::tflm_relu6_table`]). What the
-    /// generated C computes.
+    /// generated C computes. TFLM has no hybrid kernels (it refuses float ops with
+    /// int8 weights), so hybrid ops run in float here; the other two follow LiteRT's
+    /// hybrid arithmetic ([`hybrid`]), which its builtin and reference kernels share.
     Tflm,
 }
 
