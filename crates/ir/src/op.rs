@@ -61,6 +61,57 @@ pub struct ConvAttrs {
     pub auto_pad: AutoPad,
     pub group: usize,
     pub activation: Activation,
+    /// LiteRT's dynamic-range execution (see [`Hybrid`]); `None` for every conv that is
+    /// not a TFLite hybrid one.
+    #[serde(default)]
+    pub hybrid: Option<Hybrid>,
+}
+
+/// How LiteRT's builtin kernels run a float `Conv` / `FullyConnected` whose weight
+/// operand is a `Dequantize` of an int8 (or int4) constant: a TFLite "hybrid" operator,
+/// what the converter's dynamic-range quantization writes (float activations, int8
+/// weights). LiteRT does not dequantize the weights: it quantizes the float input to
+/// int8 on the fly, one scale (and zero point) per group of input elements, multiplies
+/// in integers and scales the i32 sums back to float (`tensor_utils::
+/// {Symmetric,Asymmetric}QuantizeFloats`, `MatrixBatchVectorMultiplyAccumulate`,
+/// `optimized_ops::HybridConv[PerChannel]`, `DepthwiseConvHybridPerChannel`). That
+/// differs from the float semantics (input times dequantized weights) by the input's
+/// quantization error: up to 3.4e-2 of the output range on a DS-CNN.
+///
+/// The IR keeps the float semantics visible (the `Dequantize` node stays, every pass
+/// sees float weights); this attribute only says how LiteRT rounds. The runtime
+/// follows it under LiteRT's numerics (builtin and reference kernels alike compute
+/// hybrid); TensorFlow Lite Micro has no hybrid kernels (it refuses such models), so
+/// under its numerics, and in the generated C, the op runs in float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Hybrid {
+    /// Asymmetric input quantization: per group, scale `(max(0, x) - min(0, x)) / 255`
+    /// and a zero point, values in [-128, 127]. Otherwise symmetric: scale
+    /// `max|x| / 127`, values in [-127, 127]. LiteRT picks asymmetric for
+    /// FULLY_CONNECTED with `asymmetric_quantize_inputs`, for every DEPTHWISE_CONV_2D,
+    /// and for a CONV_2D with per-channel weight scales (not all equal) or groups.
+    pub asymmetric: bool,
+    /// The groups: a `FullyConnected` quantizes each row of its `[rows, K]` input; a
+    /// `Conv` each batch sample, split further into `phases[0] x phases[1]` phases when
+    /// the conv is a dilated convolution folded from the converter's
+    /// SPACE_TO_BATCH_ND chain (LiteRT ran the conv on the phases as separate batch
+    /// entries): input row `y`, column `x` belong to phase `((y + phase_offset[0]) %
+    /// phases[0], (x + phase_offset[1]) % phases[1])`. `[1, 1]` otherwise.
+    pub phases: [usize; 2],
+    /// Added to input coordinates before taking the phase: the SPACE_TO_BATCH_ND's
+    /// leading padding.
+    pub phase_offset: [usize; 2],
+}
+
+impl Hybrid {
+    /// Groups of whole samples (or rows), no phases.
+    pub fn new(asymmetric: bool) -> Hybrid {
+        Hybrid {
+            asymmetric,
+            phases: [1, 1],
+            phase_offset: [0, 0],
+        }
+    }
 }
 
 /// Transposed convolution (ONNX ConvTranspose; weights `[C, M/group, *kernel]`, NCHW).
@@ -258,6 +309,9 @@ pub enum Op {
     FullyConnected {
         activation: Activation,
         keep_num_dims: bool,
+        /// LiteRT's dynamic-range execution (see [`Hybrid`]); never has phases.
+        #[serde(default)]
+        hybrid: Option<Hybrid>,
     },
     /// a, b -> y with numpy broadcasting.
     Binary {
@@ -533,6 +587,115 @@ impl Op {
             Op::MatMulInteger => "MatMulInteger",
             Op::Quantize => "Quantize",
             Op::Dequantize => "Dequantize",
+        }
+    }
+
+    /// The op's LiteRT hybrid attribute ([`Hybrid`]), for the ops that have one
+    /// (`Conv`, `FullyConnected`): a place to read, set or clear it.
+    pub fn hybrid_mut(&mut self) -> Option<&mut Option<Hybrid>> {
+        match self {
+            Op::Conv(a) => Some(&mut a.hybrid),
+            Op::FullyConnected { hybrid, .. } => Some(hybrid),
+            Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Lstm { .. }
+            | Op::Gru { .. }
+            | Op::TopK { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => None,
+        }
+    }
+
+    /// The op's hybrid attribute, if it has one and it is set.
+    pub fn hybrid(&self) -> Option<Hybrid> {
+        match self {
+            Op::Conv(a) => a.hybrid,
+            Op::FullyConnected { hybrid, .. } => *hybrid,
+            Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Lstm { .. }
+            | Op::Gru { .. }
+            | Op::TopK { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => None,
         }
     }
 

@@ -277,6 +277,7 @@ mod tests {
             auto_pad: AutoPad::NotSet,
             group,
             activation: Activation::None,
+            hybrid: None,
         })
     }
 
@@ -324,6 +325,7 @@ mod tests {
         let fc = Op::FullyConnected {
             activation: Activation::None,
             keep_num_dims: false,
+            hybrid: None,
         };
         g.add_node("fc", fc, vec![Some(f), Some(wf), Some(bf)], vec![y]);
         g.outputs = vec![y];

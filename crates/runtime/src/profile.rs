@@ -274,6 +274,7 @@ mod tests {
             auto_pad: AutoPad::NotSet,
             group,
             activation: Activation::None,
+            hybrid: None,
         })
     }
 
@@ -317,6 +318,7 @@ mod tests {
             Op::FullyConnected {
                 activation: Activation::None,
                 keep_num_dims: false,
+                hybrid: None,
             },
             vec![Some(f), Some(wf), None],
             vec![y],

@@ -5,10 +5,12 @@
 //! Dynamic-batch files run their 4 samples as one batch (as the expected outputs were
 //! made); fixed-batch files run sample by sample. Float outputs must agree within 1e-4
 //! relative to max(1, max|expected|); int8 outputs exactly. Dynamic-range (hybrid)
-//! files are reported but not asserted: LiteRT quantizes their activations on the fly,
-//! which edgeopt does not model yet. Files that still fail are listed, with the reason,
-//! in [`KNOWN_FAILURES`]; a listed file that starts passing fails the test too, so the
-//! list stays true.
+//! files are float too: LiteRT quantizes their activations on the fly, which edgeopt
+//! reproduces under its default LiteRT numerics (`edgeopt_ir::Hybrid`); measured
+//! 1.5e-8 to 3.6e-7 (mlp_tabular, conv1d_ts including the dilated conv LiteRT runs per
+//! space-to-batch phase, unet_bits). Files that still fail are listed, with the
+//! reason, in [`KNOWN_FAILURES`]; a listed file that starts passing fails the test too,
+//! so the list stays true.
 
 use edgeopt_ir::{DType, Tensor};
 use edgeopt_testkit::data_dir;
@@ -29,7 +31,21 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
         "tflite/gru_kws.batch1.fp16.tflite",
         "WHILE control flow (the Keras GRU loop) is not supported",
     ),
+    ("tflite/ds_cnn_like.batch1.dynamic.tflite", DS_CNN_HYBRID),
+    ("tflite/ds_cnn_like.dynbatch.dynamic.tflite", DS_CNN_HYBRID),
 ];
+
+/// Why the DS-CNN dynamic-range files miss 1e-4 (3.9e-3 on sample 2, the other three
+/// samples within 1.8e-6): its first six layers are float (weights under 1024
+/// elements stay float in the converter), where edgeopt's float kernels differ from
+/// LiteRT's by a few ulps (2.3e-6 relative after six layers); on sample 2 that moves
+/// one input of the first hybrid layer (conv_pw_3) across a rounding boundary of its
+/// on-the-fly quantization, one step of 0.0235, and the 20 hybrid layers after it
+/// amplify that to 3.9e-3 on the softmax. LiteRT's own reference kernels differ from
+/// its builtin ones by 3.0e-3 on this file for the same reason. Closing it needs
+/// float CONV_2D / DEPTHWISE_CONV_2D bit-exact with LiteRT's.
+const DS_CNN_HYBRID: &str = "float kernels a few ulps from LiteRT's flip one on-the-fly \
+    input quantization step of the first hybrid layer on one sample (see DS_CNN_HYBRID)";
 
 /// Files that pass but cannot be exported back to TFLite yet, with why. Every other
 /// passing file must give the same answer after export -> re-import.
@@ -41,6 +57,10 @@ const EXPORT_KNOWN_FAILURES: &[(&str, &str)] = &[
     (
         "tflite/ds_cnn_like.batch1.fp16.tflite",
         "depthwise weights come from a run-time DEQUANTIZE of f16; the exporter needs constant depthwise weights",
+    ),
+    (
+        "tflite/conv1d_ts.dynbatch.dynamic.tflite",
+        "a hybrid dilated conv folded from SPACE_TO_BATCH_ND: LiteRT quantized its input per phase, which a dilated CONV_2D would not; writing the SPACE_TO_BATCH_ND chain back is not supported",
     ),
 ];
 
@@ -246,13 +266,20 @@ fn every_exporter_tflite_file_runs_like_litert() {
         };
         println!("{:<48} {imp:<8} {run}{rt}", r.file);
     }
+    let hybrid: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.dynamic_range && r.passed())
+        .filter_map(|r| r.run.as_ref().ok().copied())
+        .collect();
+    println!(
+        "dynamic-range files within 1e-4 of LiteRT: {} (worst {:.3e})",
+        hybrid.len(),
+        hybrid.iter().fold(0.0f64, |m, &d| m.max(d))
+    );
 
     let mut problems = Vec::new();
     for r in &rows {
         let known = KNOWN_FAILURES.iter().find(|(f, _)| *f == r.file);
-        if r.dynamic_range {
-            continue; // reported above, asserted by the dynamic-range task
-        }
         let export_known = EXPORT_KNOWN_FAILURES.iter().any(|(f, _)| *f == r.file);
         let tol = if r.float { 1e-4 } else { 0.0 };
         match (&r.roundtrip, export_known) {

@@ -209,6 +209,7 @@ fn quantize_a_two_input_model() {
         let op = Op::FullyConnected {
             activation: Activation::None,
             keep_num_dims: false,
+            hybrid: None,
         };
         g.add_node(name, op, vec![Some(x), Some(w)], vec![y]);
         y

@@ -59,7 +59,8 @@ fn prepared_sequence_models_match_onnxruntime() {
         }
         let x = edgeopt_npy::read(e.input_float.as_ref().unwrap_or(&e.input)).unwrap();
         let want = edgeopt_npy::read(&e.expected[0]).unwrap();
-        let got = edgeopt_runtime::run_per_sample(&p, std::slice::from_ref(&x)).unwrap();
+        let opts = edgeopt_runtime::ExecOptions::default();
+        let got = edgeopt_runtime::run_per_sample(&p, std::slice::from_ref(&x), opts).unwrap();
         let (a, b) = (got[0].to_f32_vec(), want.to_f32_vec());
         assert_eq!(a.len(), b.len(), "{stem}: output size");
         let range = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);

@@ -286,6 +286,11 @@ fn check_against_oracle(path: &Path) {
                 let c = *ints(&x["shape"]).last().unwrap() as usize;
                 let ws = ints(&w["shape"]);
                 assert_eq!(a.kernel_shape, vec![ws[1] as usize, ws[2] as usize]);
+                assert_eq!(
+                    a.hybrid.is_some(),
+                    x["dtype"] == "float32" && w["dtype"] == "int8",
+                    "{file}: #{k} hybrid = float input with int8 weights"
+                );
                 if op == "DEPTHWISE_CONV_2D" {
                     assert_eq!(a.group, c, "{file}: depthwise group = input channels");
                     dw_weights.push(ins[1]);
@@ -295,9 +300,18 @@ fn check_against_oracle(path: &Path) {
             }
             "FULLY_CONNECTED" => {
                 let keep_num_dims = opt["keepNumDims"].as_bool().unwrap();
+                // Float input with int8 weights: a hybrid operator.
+                let hybrid = (tensors[&ins[0]]["dtype"] == "float32"
+                    && tensors[&ins[1]]["dtype"] == "int8")
+                    .then(|| {
+                        edgeopt_ir::Hybrid::new(
+                            opt["asymmetricQuantizeInputs"].as_bool().unwrap_or(false),
+                        )
+                    });
                 let want = Op::FullyConnected {
                     activation: act(),
                     keep_num_dims,
+                    hybrid,
                 };
                 assert_eq!(node.op, want, "{file}: #{k}");
             }

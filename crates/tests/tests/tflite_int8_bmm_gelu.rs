@@ -16,7 +16,8 @@
 //! its FULLY_CONNECTED through ruy (rounding upwards: 29 of 128 values differ).
 
 use edgeopt_ir::{Tensor, TensorData};
-use edgeopt_runtime::kernels::quantized::{set_numerics, Numerics};
+use edgeopt_runtime::kernels::quantized::Numerics;
+use edgeopt_runtime::ExecOptions;
 use edgeopt_testkit::{data_dir, oracle_available, run_oracle, scratch_dir, tflm_available};
 use edgeopt_tflite::fixtures::ModelBuilder;
 use edgeopt_tflite::schema::{self as s, BuiltinOperator as B};
@@ -89,10 +90,11 @@ fn samples(shape: &[usize], seed: u64, narrow: bool) -> Tensor {
     Tensor::new(dims, TensorData::I8(v)).unwrap()
 }
 
-fn ours(path: &Path, x: &Tensor) -> Vec<i8> {
+fn ours(path: &Path, x: &Tensor, num: Numerics) -> Vec<i8> {
     let g = edgeopt_cli::load_model(path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-    let y = edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(x))
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let y =
+        edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(x), ExecOptions::numerics(num))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     y[0].as_i8().unwrap().to_vec()
 }
 
@@ -136,17 +138,14 @@ fn int8_batch_matmul_and_gelu_match_litert_and_tflm() {
         edgeopt_npy::write(&xin, &x).unwrap();
         run_oracle("litert_run.py", &[&path, &xin, &yout]);
         let want = edgeopt_npy::read(&yout).unwrap();
-        set_numerics(Numerics::LiteRt);
-        let d = differ(&ours(&path, &x), want.as_i8().unwrap());
+        let d = differ(&ours(&path, &x, Numerics::LiteRt), want.as_i8().unwrap());
         println!("{name}: {d} of {} values differ from LiteRT", want.len());
         if d > 0 {
             bad.push(format!("{name} vs LiteRT: {d}"));
         }
         if tflm && tflm_available() {
             let want = edgeopt_tests::tflm::run(&path, &x, &dir.join(format!("{name}_tflm")));
-            set_numerics(Numerics::Tflm);
-            let d = differ(&ours(&path, &x), want.as_i8().unwrap());
-            set_numerics(Numerics::LiteRt);
+            let d = differ(&ours(&path, &x, Numerics::Tflm), want.as_i8().unwrap());
             println!(
                 "{name}: {d} of {} values differ from TFLite Micro",
                 want.len()

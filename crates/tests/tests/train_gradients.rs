@@ -107,6 +107,7 @@ fn conv_attrs(
         auto_pad: AutoPad::NotSet,
         group,
         activation: Activation::None,
+        hybrid: None,
     }
 }
 
@@ -222,6 +223,7 @@ fn cases() -> Vec<Case> {
         Op::FullyConnected {
             activation: Activation::None,
             keep_num_dims: false,
+            hybrid: None,
         },
         vec![Some(x), Some(w), Some(b)],
     );

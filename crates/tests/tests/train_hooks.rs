@@ -358,6 +358,7 @@ fn malformed_graphs_are_errors_not_panics() {
             auto_pad: AutoPad::NotSet,
             group: 1,
             activation: Activation::None,
+            hybrid: None,
         };
         g.add_node("c", Op::Conv(attrs), vec![Some(x), Some(w), None], vec![y]);
         g.outputs.push(y);

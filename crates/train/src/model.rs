@@ -213,6 +213,16 @@ pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
         folded += 1;
     }
     graph.nodes = keep;
+    // A hybrid op (LiteRT's on-the-fly input quantization, `edgeopt_ir::Hybrid`) whose
+    // dequantized weights were just folded reads plain f32 weights now: a float op,
+    // as training computes it.
+    let values = &graph.values;
+    for n in graph.nodes.iter_mut() {
+        let w_const = n.input(1).is_some_and(|w| values[w].data.is_some());
+        if let (true, Some(h)) = (w_const, n.op.hybrid_mut()) {
+            *h = None;
+        }
+    }
     if folded > 0 {
         compact(graph);
     }
@@ -856,6 +866,7 @@ impl Model {
             Op::FullyConnected {
                 activation: act,
                 keep_num_dims,
+                ..
             } => {
                 let x = input(0)?;
                 let w = input(1)?.r2()?;

@@ -225,6 +225,7 @@ impl Builder {
             auto_pad: AutoPad::NotSet,
             group: spec.group,
             activation: Activation::None,
+            hybrid: None,
         };
         let mut yshape = vec![spec.out_channels];
         yshape.extend(out);

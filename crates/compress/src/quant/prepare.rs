@@ -93,7 +93,16 @@ fn f32_const(g: &Graph, id: Option<ValueId>) -> Option<&[f32]> {
 
 /// Replaces `Dequantize(const)` / `DequantizeLinear(const, const, [const])` by an f32
 /// constant, so later passes see plain float weights.
+///
+/// Hybrid ops (LiteRT's dynamic-range arithmetic, see [`edgeopt_ir::Hybrid`]) become
+/// plain float ops: quantization starts from the float semantics of the dequantized
+/// weights, and their weights are f32 constants from here on.
 fn fold_const_dequantize(g: &mut Graph) -> Result<()> {
+    for n in &mut g.nodes {
+        if let Some(h) = n.op.hybrid_mut() {
+            *h = None;
+        }
+    }
     let mut remove = Vec::new();
     for ni in 0..g.nodes.len() {
         let n = &g.nodes[ni];
@@ -624,6 +633,7 @@ fn to_fully_connected(g: &mut Graph) -> Result<()> {
         node.op = Op::FullyConnected {
             activation: Activation::None,
             keep_num_dims,
+            hybrid: None,
         };
         node.inputs = vec![Some(a), Some(wid), bid];
     }

@@ -140,6 +140,7 @@ impl Emit<'_> {
             op: Op::FullyConnected {
                 activation: Activation::None,
                 keep_num_dims: keep,
+                hybrid: None,
             },
             inputs: vec![Some(x), Some(w), b],
             outputs: vec![y],

@@ -10,7 +10,9 @@
 //!   through DequantizeLinear, the op runs in float, and each quantized result goes
 //!   through QuantizeLinear (how ONNX Runtime expects quantized models; it fuses the
 //!   pattern into integer kernels). Hybrid models (float activations, int8 weights)
-//!   only get the DequantizeLinear on their weights. For quantized NHWC convs and
+//!   only get the DequantizeLinear on their weights: ONNX has no form of LiteRT's
+//!   on-the-fly input quantization (`edgeopt_ir::Hybrid`), so the export has the
+//!   float semantics, as tf2onnx's conversions do. For quantized NHWC convs and
 //!   pools the layout Transposes run on the int8 tensors, outside the
 //!   DequantizeLinear -> op -> QuantizeLinear group, and a fused activation that the
 //!   output's quantized range already implies (ReLU into zero point -128) is left
@@ -1165,6 +1167,7 @@ impl Ex<'_> {
             Op::FullyConnected {
                 activation,
                 keep_num_dims,
+                ..
             } => {
                 let (x, w, b) = (inp(0), inp(1), inp(2));
                 let wv = n.input(1).map(|i| &g.values[i]);

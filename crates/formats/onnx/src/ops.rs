@@ -224,6 +224,7 @@ fn conv_attrs(v: &NodeView) -> Result<ConvAttrs> {
         auto_pad: auto_pad(v)?,
         group: group as usize,
         activation: Activation::None,
+        hybrid: None,
     })
 }
 

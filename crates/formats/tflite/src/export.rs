@@ -171,8 +171,10 @@ impl<'g> Writer<'g> {
         }
     }
 
-    /// Finds `Dequantize` nodes of int8 constants whose every reader is the weight
-    /// operand of a float conv / fully-connected node: those are hybrid weights.
+    /// Finds `Dequantize` nodes of int8 / int4 constants whose every reader is the
+    /// weight operand of a hybrid conv / fully-connected node (`hybrid` set): those
+    /// are hybrid weights. A `Dequantize` read by a plain float operator stays a
+    /// DEQUANTIZE operator, which LiteRT runs in float.
     fn fold_hybrid_dequantize(&mut self) {
         let g = self.g;
         let consumers = g.consumers();
@@ -184,7 +186,7 @@ impl<'g> Writer<'g> {
                 continue;
             };
             let xv = &g.values[x];
-            if !(xv.is_const() && xv.dtype == DType::I8 && xv.quant.is_some()) {
+            if !(xv.is_const() && matches!(xv.dtype, DType::I8 | DType::I4) && xv.quant.is_some()) {
                 continue;
             }
             if g.outputs.contains(&y) || consumers[y].is_empty() {
@@ -192,8 +194,16 @@ impl<'g> Writer<'g> {
             }
             let all_weights = consumers[y].iter().all(|&c| {
                 let c = &g.nodes[c];
-                matches!(c.op, Op::Conv(_) | Op::FullyConnected { .. })
-                    && c.input(1) == Some(y)
+                matches!(
+                    &c.op,
+                    Op::Conv(ConvAttrs {
+                        hybrid: Some(_),
+                        ..
+                    }) | Op::FullyConnected {
+                        hybrid: Some(_),
+                        ..
+                    }
+                ) && c.input(1) == Some(y)
                     && c.inputs
                         .iter()
                         .enumerate()
@@ -554,11 +564,13 @@ impl<'g> Writer<'g> {
             Op::FullyConnected {
                 activation,
                 keep_num_dims,
+                hybrid,
             } => {
                 let ins = vec![self.input(n, 0)?, self.input(n, 1)?, self.bias(n, 2, None)?];
                 let opts = s::FullyConnectedOptions {
                     fused_activation_function: act(*activation),
                     keep_num_dims: *keep_num_dims,
+                    asymmetric_quantize_inputs: hybrid.is_some_and(|h| h.asymmetric),
                     ..Default::default()
                 };
                 let ins = trim(ins);
@@ -1186,6 +1198,39 @@ impl<'g> Writer<'g> {
         }))
     }
 
+    /// A TFLite hybrid conv has no attribute for its input quantization: LiteRT
+    /// derives it from the weights (see [`edgeopt_ir::Hybrid`]). Refuses what the file
+    /// could not say, so a written model never computes differently from the graph.
+    fn check_hybrid_conv(
+        &self,
+        h: edgeopt_ir::Hybrid,
+        w_raw: ValueId,
+        depthwise: bool,
+        group: usize,
+    ) -> Result<()> {
+        if h.phases != [1, 1] {
+            return Err(unsupported(
+                "hybrid dilated conv folded from SPACE_TO_BATCH_ND: LiteRT quantized its \
+                 input per phase, which a dilated CONV_2D does not reproduce (writing the \
+                 SPACE_TO_BATCH_ND chain back is not supported)",
+            ));
+        }
+        let scales = self.g.values[w_raw]
+            .quant
+            .as_ref()
+            .map_or(&[][..], |q| &q.scale[..]);
+        let per_channel = scales.iter().any(|&s| s != scales[0]);
+        let litert_asymmetric = depthwise || per_channel || group > 1;
+        if litert_asymmetric != h.asymmetric {
+            return Err(unsupported(format!(
+                "hybrid conv with {} input quantization, but LiteRT would use {} for these                  weights (depthwise or per-channel scales: asymmetric; one scale: symmetric)",
+                if h.asymmetric { "asymmetric" } else { "symmetric" },
+                if litert_asymmetric { "asymmetric" } else { "symmetric" },
+            )));
+        }
+        Ok(())
+    }
+
     fn conv(&mut self, n: &Node, c: &ConvAttrs, y: i32) -> Result<()> {
         if c.layout != Layout::Nhwc {
             return Err(unsupported(
@@ -1207,6 +1252,9 @@ impl<'g> Writer<'g> {
         let dil = two(&c.dilations, "dilations")?;
         let cin = self.dim(x, 3).filter(|&c| c > 0);
         let depthwise = c.group > 1 && ws[3] == 1 && cin == Some(c.group);
+        if let (Some(h), true) = (c.hybrid, w_raw != w) {
+            self.check_hybrid_conv(h, w_raw, depthwise, c.group)?;
+        }
         let padding = self.padding(n, x, c.auto_pad, &c.pads, [kh, kw], strides, dil)?;
         let xi = match &padding {
             Pre::Same | Pre::Valid => self.input(n, 0)?,
@@ -1849,6 +1897,7 @@ mod tests {
                 auto_pad: AutoPad::NotSet,
                 group: 1,
                 activation: Activation::None,
+                hybrid: None,
             }),
             vec![Some(x), Some(w), None],
             vec![y],

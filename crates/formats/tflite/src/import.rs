@@ -34,8 +34,9 @@ use crate::generated::tflite as fb;
 use crate::tensor::{self, Budget, MAX_RANK};
 use edgeopt_ir::{
     Activation, AspectRatioPolicy, AutoPad, BinaryKind, ConvAttrs, CoordTransform, DType, Dim,
-    Graph, Layout, NearestMode, Node, Op, PadMode, PoolAttrs, QuantParams, ReduceKind, ResizeAttrs,
-    ResizeMode, Source, StridedSliceAttrs, Tensor, TensorData, UnaryKind, Value, ValueId,
+    Graph, Hybrid, Layout, NearestMode, Node, Op, PadMode, PoolAttrs, QuantParams, ReduceKind,
+    ResizeAttrs, ResizeMode, Source, StridedSliceAttrs, Tensor, TensorData, UnaryKind, Value,
+    ValueId,
 };
 use planus::ReadAsRoot;
 use std::collections::{HashMap, HashSet};
@@ -660,6 +661,18 @@ impl<'a> Importer<'a> {
         Ok(out)
     }
 
+    /// The weights' quantization when a float operator reads the int8 / int4 constant
+    /// `raw` through the `Dequantize` that [`Importer::float_operand`] put in front of
+    /// it (`w`): a TFLite hybrid operator, which LiteRT computes with its hybrid
+    /// kernels (see [`Hybrid`]). Other dtypes (LiteRT reinterprets a uint8 hybrid
+    /// weight as int8) stay float.
+    fn hybrid_weights(&self, raw: ValueId, w: ValueId) -> Option<&QuantParams> {
+        let v = &self.graph.values[raw];
+        (w != raw && matches!(v.dtype, DType::I8 | DType::I4))
+            .then_some(v.quant.as_ref())
+            .flatten()
+    }
+
     fn push_node(
         &mut self,
         name: String,
@@ -883,7 +896,10 @@ impl<'a> Importer<'a> {
         };
         if let (
             Some(dilated::Role::Conv {
-                dilations, pads, ..
+                dilations,
+                pads,
+                phase_offset,
+                ..
             }),
             Op::Conv(a),
         ) = (&role, &mut op_ir)
@@ -891,6 +907,10 @@ impl<'a> Importer<'a> {
             a.dilations = dilations.to_vec();
             a.pads = pads.to_vec();
             a.auto_pad = AutoPad::NotSet;
+            if let Some(h) = &mut a.hybrid {
+                h.phases = *dilations;
+                h.phase_offset = *phase_offset;
+            }
         }
         self.push_node(format!("{}_{k}", op_name(b)), op_ir, inputs, y)
     }
@@ -1183,6 +1203,15 @@ impl OpCx<'_, '_> {
         let w_raw = self.imp.tensor_value(wt, view)?;
         let w = self.imp.float_operand(w_raw, self.float_op)?;
         let b = self.opt(2)?;
+        // LiteRT's choice of input quantization for a hybrid conv (conv.cc Prepare /
+        // EvalImpl, depthwise_conv.cc): depthwise always asymmetric; CONV_2D
+        // asymmetric with per-channel scales that are not all equal, symmetric with
+        // one scale.
+        let hybrid = self.imp.hybrid_weights(w_raw, w).map(|q| {
+            let first = q.scale.first().copied();
+            let per_channel = q.scale.iter().any(|&s| Some(s) != first);
+            Hybrid::new(depthwise || per_channel)
+        });
         let ws = self.imp.graph.values[w_raw]
             .shape
             .clone()
@@ -1236,6 +1265,8 @@ impl OpCx<'_, '_> {
             auto_pad: auto_pad(padding),
             group,
             activation: activation(act)?,
+            // Grouped hybrid convs run LiteRT's per-channel (asymmetric) kernel.
+            hybrid: hybrid.map(|h| Hybrid::new(h.asymmetric || (group > 1 && !depthwise))),
         };
         Ok((Op::Conv(attrs), vec![Some(x), Some(w), b]))
     }
@@ -1245,18 +1276,27 @@ impl OpCx<'_, '_> {
         opts: Option<fb::BuiltinOptionsRef<'_>>,
     ) -> Result<(Op, Vec<Option<ValueId>>)> {
         self.arity(2, 3)?;
-        let (act, keep) = match opts {
+        let (act, keep, asymmetric) = match opts {
             Some(fb::BuiltinOptionsRef::FullyConnectedOptions(o)) => {
                 if o.weights_format()? != fb::FullyConnectedOptionsWeightsFormat::Default {
                     return Err(unsupported("shuffled FULLY_CONNECTED weights format"));
                 }
-                (o.fused_activation_function()?, o.keep_num_dims()?)
+                (
+                    o.fused_activation_function()?,
+                    o.keep_num_dims()?,
+                    o.asymmetric_quantize_inputs()?,
+                )
             }
-            None => (fb::ActivationFunctionType::None, false),
+            None => (fb::ActivationFunctionType::None, false, false),
             Some(_) => return Err(invalid("builtin options are not FullyConnectedOptions")),
         };
         let x = self.req(0)?;
-        let w = self.req(1)?;
+        let w_raw = self.req_raw(1)?;
+        let w = self.imp.float_operand(w_raw, self.float_op)?;
+        let hybrid = self
+            .imp
+            .hybrid_weights(w_raw, w)
+            .map(|_| Hybrid::new(asymmetric));
         let b = self.opt(2)?;
         if let Some(s) = &self.imp.graph.values[w].shape {
             if s.len() != 2 {
@@ -1270,6 +1310,7 @@ impl OpCx<'_, '_> {
             Op::FullyConnected {
                 activation: activation(act)?,
                 keep_num_dims: keep,
+                hybrid,
             },
             vec![Some(x), Some(w), b],
         ))

@@ -41,6 +41,7 @@ fn conv(
         auto_pad,
         group,
         activation: Activation::None,
+        hybrid: None,
     }
 }
 
@@ -221,6 +222,7 @@ fn matmul_and_fc() {
     let fc = |keep| Op::FullyConnected {
         activation: Activation::None,
         keep_num_dims: keep,
+        hybrid: None,
     };
     assert_eq!(
         shape_of(fc(false), &[fact(f, &[2, 4, 4, 16]), fact(f, &[10, 64])]).unwrap(),

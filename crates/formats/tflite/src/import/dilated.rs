@@ -30,6 +30,10 @@ pub(super) enum Role {
     Conv {
         dilations: [usize; 2],
         pads: [usize; 4],
+        /// The SPACE_TO_BATCH_ND's leading padding per spatial dim: with the block
+        /// (`dilations`) it says which phase each input element ran in, which a
+        /// hybrid conv needs (LiteRT quantizes each phase on its own).
+        phase_offset: [usize; 2],
         out: Option<i32>,
     },
     /// SQUEEZE / RESHAPE after the conv: removes `axis` and writes `out`.
@@ -226,6 +230,7 @@ impl<'a> Importer<'a> {
         let mut begin = [0usize; 2];
         let mut end = [0usize; 2];
         let mut dil = [1usize; 2];
+        let mut phase_offset = [0usize; 2];
         for j in 0..m {
             let (pb, pe) = (pads[2 * j], pads[2 * j + 1]);
             let (cb, ce) = (crops[2 * j], crops[2 * j + 1]);
@@ -238,6 +243,7 @@ impl<'a> Importer<'a> {
             begin[sp] = (pb - cb) as usize;
             end[sp] = (pe - ce) as usize;
             dil[sp] = block[j] as usize;
+            phase_offset[sp] = pb as usize;
         }
         // The fold keeps every tensor's dtype and quantization only if the chain does.
         let same_q = |a: i32, b: i32| -> Result<bool> {
@@ -279,6 +285,7 @@ impl<'a> Importer<'a> {
                     Role::Conv {
                         dilations: dil,
                         pads: pads4,
+                        phase_offset,
                         out: None,
                     },
                 ));
@@ -295,6 +302,7 @@ impl<'a> Importer<'a> {
                 Role::Conv {
                     dilations: dil,
                     pads: pads4,
+                    phase_offset,
                     out: Some(b.outs[0]),
                 },
             )),

@@ -240,6 +240,7 @@ pub fn prepare(ctx: &NodeCtx, consts: &[Option<&Tensor>], isa: Isa) -> Option<Bo
         Op::FullyConnected {
             activation,
             keep_num_dims,
+            ..
         } => by8!(prep_fc(ctx, *activation, *keep_num_dims, consts, num, isa)),
         Op::Binary { kind, activation } => {
             by8!(prep_binary(ctx, *kind, *activation, isa))

@@ -202,6 +202,7 @@ fn conv_case(seed: u64) -> Case {
         auto_pad,
         group,
         activation: act(r),
+        hybrid: None,
     };
     g.add_node(
         "conv",
@@ -254,6 +255,7 @@ fn fc_case(seed: u64) -> Case {
     let op = Op::FullyConnected {
         activation: act(r),
         keep_num_dims: r.gen_bool(0.3),
+        hybrid: None,
     };
     g.add_node("fc", op, vec![Some(xi), Some(wi), bi], vec![yi]);
     g.inputs = vec![xi];

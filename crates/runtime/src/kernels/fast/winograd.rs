@@ -882,6 +882,7 @@ mod tests {
             auto_pad,
             group: 1,
             activation,
+            hybrid: None,
         };
         g.add_node(
             "conv",

@@ -2,7 +2,9 @@
 //!
 //! A node is claimed here when it is an ONNX integer op (QuantizeLinear, QLinearConv,
 //! ...), a TFLite QUANTIZE/DEQUANTIZE of quantized data, or an op whose activation
-//! input is an integer tensor (i8/u8/i16) carrying quantization parameters. Pure data
+//! input is an integer tensor (i8/u8/i16) carrying quantization parameters, or a
+//! TFLite hybrid op (float input, int8 weights, `hybrid` set: [`hybrid`]) under
+//! LiteRT's numerics. Pure data
 //! movement (Reshape, Squeeze, ...) on quantized tensors with unchanged parameters is
 //! left to the reference kernels, which are dtype-generic.
 //!
@@ -18,6 +20,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod fc;
 pub mod fixedpoint;
+pub mod hybrid;
 pub mod int16;
 pub mod movement;
 pub mod onnx;
@@ -43,7 +46,9 @@ pub enum Numerics {
     /// (`MultiplyByQuantizedMultiplier`) where LiteRT's reference kernel rounds once,
     /// and RELU / RELU6 derive their parameters as TFLM's Prepare does
     /// ([`activation::tflm_relu_table`], [`activation::tflm_relu6_table`]). What the
-    /// generated C computes.
+    /// generated C computes. TFLM has no hybrid kernels (it refuses float ops with
+    /// int8 weights), so hybrid ops run in float here; the other two follow LiteRT's
+    /// hybrid arithmetic ([`hybrid`]), which its builtin and reference kernels share.
     Tflm,
 }
 
@@ -88,6 +93,13 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
         _ => {}
     }
     let x = inputs.first().copied().flatten()?;
+    let num = ctx.numerics();
+    // Hybrid ops (float input, int8 weights): LiteRT's arithmetic, builtin and
+    // reference kernels alike; TFLite Micro has no hybrid kernels (it refuses such
+    // models), so under its numerics they run in float like the generated C.
+    if let (Some(h), DType::F32, false) = (op.hybrid(), x.dtype(), num == Numerics::Tflm) {
+        return Some(hybrid::eval(ctx, h, inputs));
+    }
     let x_quant = is_qint(x.dtype()) && ctx.in_quant(0).is_some();
     match op {
         Op::Quantize => {
@@ -106,12 +118,12 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
         return None;
     }
     let dt = x.dtype();
-    let num = ctx.numerics();
     Some(match op {
         Op::Conv(a) => by_type!(dt, ctx, tflite_conv_dispatch(ctx, a, inputs)),
         Op::FullyConnected {
             activation,
             keep_num_dims,
+            ..
         } => by_type!(
             dt,
             ctx,

@@ -64,6 +64,7 @@ fn fast_conv_matches_naive() {
             } else {
                 Activation::None
             },
+            hybrid: None,
         };
         let x_shape = edgeopt_ir::shape::join_layout(n, c, &sp, layout);
         let w_shape = edgeopt_ir::shape::join_layout(m, cg, &k, layout);
@@ -101,6 +102,7 @@ fn naive_conv_hand_case() {
         auto_pad: AutoPad::NotSet,
         group: 1,
         activation: Activation::None,
+        hybrid: None,
     };
     let x: Vec<f32> = (0..9).map(|v| v as f32).collect();
     let y = conv_naive(&a, &[1, 1, 3, 3], &x, &[1, 1, 2, 2], &[1.0; 4], None).unwrap();
