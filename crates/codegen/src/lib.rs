@@ -1314,12 +1314,8 @@ impl<'g> Emitter<'g> {
             .map(|t| t.to_i64_vec())
             .ok_or_else(|| self.unsupported(node, "indices computed at run time"))?;
         let xs = self.shape(x)?;
-        let r = xs.len() as i64;
-        let ax = if axis < 0 { axis + r } else { axis };
-        if ax < 0 || ax >= r {
-            return Err(self.unsupported(node, format!("axis {axis} for rank {r}")));
-        }
-        let ax = ax as usize;
+        let ax =
+            edgeopt_ir::shape::norm_axis(axis, xs.len()).map_err(|m| self.unsupported(node, m))?;
         let ctx = self.ctx(node);
         if per_tensor(&ctx, ctx.in_quant(0), "input")?
             != per_tensor(&ctx, ctx.out_quant(0), "output")?
@@ -1361,12 +1357,8 @@ impl<'g> Emitter<'g> {
         let o = node.outputs[0];
         self.require_i8(node, o, "output")?;
         let oshape = self.shape(o)?;
-        let r = oshape.len() as i64;
-        let ax = if axis < 0 { axis + r } else { axis };
-        if ax < 0 || ax >= r {
-            return Err(self.unsupported(node, format!("axis {axis} for rank {r}")));
-        }
-        let ax = ax as usize;
+        let ax = edgeopt_ir::shape::norm_axis(axis, oshape.len())
+            .map_err(|m| self.unsupported(node, m))?;
         let qy = per_tensor(&ctx, ctx.out_quant(0), "output")?;
         let (amin, amax) = activation_range::<i8>(act, qy);
         let outer: usize = oshape[..ax].iter().product();
@@ -1505,12 +1497,8 @@ impl<'g> Emitter<'g> {
         let ctx = self.ctx(node);
         self.require_i8(node, x, "input")?;
         let xs = self.shape(x)?;
-        let r = xs.len() as i64;
-        let ax = if axis < 0 { axis + r } else { axis };
-        if ax < 0 || ax >= r {
-            return Err(self.unsupported(node, format!("axis {axis} for rank {r}")));
-        }
-        let ax = ax as usize;
+        let ax =
+            edgeopt_ir::shape::norm_axis(axis, xs.len()).map_err(|m| self.unsupported(node, m))?;
         if split.len() != node.outputs.len() || split.iter().sum::<usize>() != xs[ax] {
             return Err(self.unsupported(
                 node,
