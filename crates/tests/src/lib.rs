@@ -40,6 +40,23 @@ pub mod cifar {
     }
 }
 
+/// Whether arm-none-eabi-gcc, arm-none-eabi-size and qemu-system-arm are installed.
+/// Without them the qemu stages print that they skipped, except under
+/// EDGEOPT_REQUIRE_DATA=1 (CI), where that is a failure.
+pub fn arm_toolchain() -> bool {
+    if edgeopt_codegen::harness::arm_toolchain_available() {
+        return true;
+    }
+    if std::env::var("EDGEOPT_REQUIRE_DATA").is_ok_and(|v| v == "1") {
+        panic!(
+            "EDGEOPT_REQUIRE_DATA=1 but arm-none-eabi-gcc / arm-none-eabi-size / qemu-system-arm \
+             are not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)"
+        );
+    }
+    eprintln!("skipped: arm-none-eabi-gcc or qemu-system-arm not installed");
+    false
+}
+
 /// TFLite's float -> int8 quantization of a model input: round half away from zero,
 /// add the zero point, clamp.
 pub fn quantize_i8(x: f32, scale: f32, zp: i64) -> i8 {
@@ -93,11 +110,34 @@ pub mod tflm {
 
     /// [`run`], with TFLite Micro's refusal (an op or type it lacks) as `Err`.
     pub fn try_run(model: &Path, x: &Tensor, work: &Path) -> Result<Tensor, String> {
+        Ok(try_run_outputs(model, x, 1, work)?.remove(0))
+    }
+
+    /// [`try_run`] for a model with `outputs` outputs: each stacked over the samples,
+    /// in the model's order.
+    pub fn try_run_outputs(
+        model: &Path,
+        x: &Tensor,
+        outputs: usize,
+        work: &Path,
+    ) -> Result<Vec<Tensor>, String> {
         std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
         let (xin, yout) = (work.join("tflm_in.npy"), work.join("tflm_out.npy"));
         edgeopt_npy::write(&xin, x).map_err(|e| e.to_string())?;
-        edgeopt_testkit::try_oracle("tflm_run.py", &[model, &xin, &yout])?;
-        edgeopt_npy::read(&yout).map_err(|e| e.to_string())
+        let n = outputs.max(1).to_string();
+        edgeopt_testkit::try_oracle(
+            "tflm_run.py",
+            &[model, &xin, &yout, Path::new("--outputs"), Path::new(&n)],
+        )?;
+        (0..outputs.max(1))
+            .map(|k| {
+                let p = match k {
+                    0 => yout.clone(),
+                    k => work.join(format!("tflm_out.{k}.npy")),
+                };
+                edgeopt_npy::read(&p).map_err(|e| e.to_string())
+            })
+            .collect()
     }
 
     /// Little-endian bytes of an int8 or float32 tensor (the C harness's I/O format).
@@ -154,6 +194,11 @@ pub mod exporters {
         pub calib: Option<PathBuf>,
         /// Reference outputs (onnxruntime / LiteRT builtin), one per model output.
         pub expected: Vec<PathBuf>,
+        /// A dynamic-batch Keras conversion: `expected` was made with the 4 samples as
+        /// one batch (fixed-batch files and ONNX files: one sample at a time).
+        pub dynbatch: bool,
+        /// `dynamic`: dynamic-range (hybrid) weights, float activations.
+        pub dynamic_range: bool,
     }
 
     impl Entry {
@@ -194,6 +239,8 @@ pub mod exporters {
                     .as_array()
                     .map(|v| v.iter().filter_map(|e| path(&e["file"])).collect())
                     .unwrap_or_default(),
+                dynbatch: f["batch"] == "dynbatch",
+                dynamic_range: f["quant"] == "dynamic",
             })
             .collect()
     }

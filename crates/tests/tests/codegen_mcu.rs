@@ -21,20 +21,6 @@ use edgeopt_testkit::{data_dir, scratch_dir, tflm_available};
 use std::path::Path;
 use std::time::Duration;
 
-fn toolchain() -> bool {
-    if harness::arm_toolchain_available() {
-        return true;
-    }
-    if std::env::var("EDGEOPT_REQUIRE_DATA").is_ok_and(|v| v == "1") {
-        panic!(
-            "EDGEOPT_REQUIRE_DATA=1 but arm-none-eabi-gcc / arm-none-eabi-size / qemu-system-arm \
-             are not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)"
-        );
-    }
-    eprintln!("skipped: arm-none-eabi-gcc or qemu-system-arm not installed");
-    false
-}
-
 /// The model's file, the model and its real inputs (int8 bytes, back to back).
 fn model_and_inputs(data: &Path, which: &str) -> (&'static str, Graph, Vec<u8>) {
     let rel = match which {
@@ -116,7 +102,7 @@ fn host_gcc_bitexact_three_models() {
 /// Builds for `core` (DSP on/off), runs on qemu, compares with TFLite Micro.
 fn qemu_check(which: &str, cores: &[(&str, bool)]) {
     let Some(data) = data_dir() else { return };
-    if !toolchain() || !tflm_available() {
+    if !edgeopt_tests::arm_toolchain() || !tflm_available() {
         return;
     }
     let (rel, g, inputs) = model_and_inputs(&data, which);
@@ -175,7 +161,7 @@ fn qemu_ad_bitexact_m4_m7() {
 #[test]
 fn qemu_ic_accuracy_200_perf_samples() {
     let Some(data) = data_dir() else { return };
-    if !toolchain() || !tflm_available() {
+    if !edgeopt_tests::arm_toolchain() || !tflm_available() {
         return;
     }
     let g = edgeopt_tflite::import_file(data.join(samples::IC)).unwrap();
@@ -248,7 +234,7 @@ fn ic_fits_cortex_m4_budget() {
         "#define EDGEOPT_ARENA_BYTES {}\n",
         plan.arena_bytes
     )));
-    if !toolchain() {
+    if !edgeopt_tests::arm_toolchain() {
         return;
     }
     let t = Target::by_name("cortex-m4").unwrap();
