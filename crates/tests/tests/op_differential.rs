@@ -797,6 +797,51 @@ fn transpose_case(r: &mut StdRng, i: usize) -> Case {
     }
 }
 
+/// BROADCAST_TO repeating random size-1 dimensions (what edgeopt writes for a TILE of
+/// them, e.g. Keras's UpSampling2D), rank 4 or 5.
+fn broadcast_to_case(r: &mut StdRng, i: usize) -> Case {
+    let rank = r.gen_range(4..=5);
+    let xs: Vec<usize> = (0..rank)
+        .map(|k| {
+            if k == 0 || r.gen_bool(0.5) {
+                1
+            } else {
+                r.gen_range(1..=5)
+            }
+        })
+        .collect();
+    let ys: Vec<usize> = xs
+        .iter()
+        .enumerate()
+        .map(|(k, &d)| {
+            if k > 0 && d == 1 {
+                r.gen_range(1..=4)
+            } else {
+                d
+            }
+        })
+        .collect();
+    let q = (log_uniform(r, 0.005, 0.2), zp(r));
+    let mut m = ModelBuilder::new();
+    let x = act(&mut m, "x", &xs, q);
+    let shape: Vec<i32> = ys.iter().map(|&d| d as i32).collect();
+    let p = m.constant_i32("shape", &[rank], &shape);
+    let y = act(&mut m, "y", &ys, q);
+    m.op(
+        B::BroadcastTo,
+        &[x, p],
+        &[y],
+        Some(O::BroadcastToOptions(Box::default())),
+    );
+    Case {
+        op: "BROADCAST_TO",
+        name: format!("broadcast_to_{i}_{xs:?}_{ys:?}").replace([' ', ','], ""),
+        model: m.finish(&[x], &[y]),
+        input: xs,
+        float_input: None,
+    }
+}
+
 fn minmax_case(r: &mut StdRng, i: usize, code: B) -> Case {
     let (xs, cs, ys) = broadcast_shapes(r);
     // LiteRT's MAXIMUM / MINIMUM compare stored values: both operands and the output
@@ -881,6 +926,9 @@ fn cases() -> Vec<Case> {
     }
     for i in 0..6 {
         out.push(transpose_case(rr, i));
+    }
+    for i in 0..6 {
+        out.push(broadcast_to_case(rr, i));
     }
     for code in [B::Maximum, B::Minimum] {
         for i in 0..6 {

@@ -138,18 +138,7 @@ impl<'g> Writer<'g> {
     }
 
     fn finish(self, inputs: Vec<i32>, outputs: Vec<i32>) -> s::Model {
-        let operator_codes = self
-            .codes
-            .iter()
-            .map(|&c| s::OperatorCode {
-                // Converters fill both fields; the byte-sized one saturates at 127
-                // (PLACEHOLDER_FOR_GREATER_OP_CODES).
-                deprecated_builtin_code: (c as i32).min(127) as i8,
-                builtin_code: c,
-                version: 1,
-                custom_code: None,
-            })
-            .collect();
+        let operator_codes = self.codes.iter().map(|&c| operator_code(c)).collect();
         let name = if self.g.name.is_empty() {
             "main".to_string()
         } else {
@@ -927,10 +916,32 @@ impl<'g> Writer<'g> {
             Op::Resize(r) => self.resize(n, r, y)?,
             Op::Tile { repeats } => {
                 let xi = self.input(n, 0)?;
-                let r: Vec<i64> = repeats.iter().map(|&k| k as i64).collect();
-                let m = self.const_i32(&format!("{}/multiples", n.name), vec![r.len()], &r)?;
-                let o = s::BuiltinOptions::TileOptions(Box::default());
-                self.op(B::Tile, vec![xi, m], y, Some(o));
+                // A tile that only repeats size-1 dimensions of a static shape is a
+                // broadcast, and written as BROADCAST_TO: TensorFlow Lite Micro has no
+                // TILE kernel (Keras's UpSampling2D converts to RESHAPE, TILE, RESHAPE,
+                // so no .tflite with it ran there) but has BROADCAST_TO. A dynamic
+                // batch keeps TILE: BROADCAST_TO's shape is absolute.
+                let x_shape = n.input(0).and_then(|v| self.g.values[v].fixed_shape());
+                match x_shape.filter(|d| broadcasts(d, repeats)) {
+                    Some(dims) => {
+                        let to: Vec<i64> = dims
+                            .iter()
+                            .zip(repeats)
+                            .map(|(&d, &k)| (d * k) as i64)
+                            .collect();
+                        let name = format!("{}/shape", n.name);
+                        let shape = self.const_i32(&name, vec![to.len()], &to)?;
+                        let o = s::BuiltinOptions::BroadcastToOptions(Box::default());
+                        self.op(B::BroadcastTo, vec![xi, shape], y, Some(o));
+                    }
+                    None => {
+                        let r: Vec<i64> = repeats.iter().map(|&k| k as i64).collect();
+                        let name = format!("{}/multiples", n.name);
+                        let m = self.const_i32(&name, vec![r.len()], &r)?;
+                        let o = s::BuiltinOptions::TileOptions(Box::default());
+                        self.op(B::Tile, vec![xi, m], y, Some(o));
+                    }
+                }
             }
             Op::Slice {
                 starts,
@@ -1826,6 +1837,29 @@ fn encode(d: &TensorData) -> Vec<u8> {
     }
 }
 
+/// Whether tiling `dims` by `repeats` only repeats dimensions of size 1 (a broadcast).
+fn broadcasts(dims: &[usize], repeats: &[usize]) -> bool {
+    dims.len() == repeats.len() && dims.iter().zip(repeats).all(|(&d, &k)| k == 1 || d == 1)
+}
+
+/// The operator code table entry of builtin `c`, as converters write it: both code
+/// fields (the byte-sized one saturates at 127, PLACEHOLDER_FOR_GREATER_OP_CODES) and
+/// version 1 (every kernel edgeopt writes reads its types from the tensors), except
+/// BROADCAST_TO, whose builtin kernel LiteRT registers from version 2 (1 was the Flex
+/// op).
+pub(crate) fn operator_code(c: s::BuiltinOperator) -> s::OperatorCode {
+    let version = match c {
+        s::BuiltinOperator::BroadcastTo => 2,
+        _ => 1,
+    };
+    s::OperatorCode {
+        deprecated_builtin_code: (c as i32).min(127) as i8,
+        builtin_code: c,
+        version,
+        custom_code: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1906,5 +1940,48 @@ mod tests {
         g.outputs.push(y);
         let err = export(&g).unwrap_err().to_string();
         assert!(err.contains("my_conv") && err.contains("NCHW"), "{err}");
+    }
+
+    /// A tile of size-1 dimensions of a static shape is written as BROADCAST_TO (which
+    /// TFLite Micro has) and reads back as the same tile; with a dynamic batch it stays
+    /// TILE.
+    #[test]
+    fn tile_of_size_one_dims_writes_broadcast_to() {
+        for (batch, want) in [
+            (Dim::Fixed(1), "BROADCAST_TO"),
+            (Dim::Sym("N".into()), "TILE"),
+        ] {
+            let mut g = Graph::new("tile");
+            let x = g.add_value(
+                "x",
+                DType::F32,
+                Some(vec![
+                    batch.clone(),
+                    Dim::Fixed(3),
+                    Dim::Fixed(1),
+                    Dim::Fixed(2),
+                ]),
+            );
+            let y = g.add_value("y", DType::F32, None);
+            g.add_node(
+                "up",
+                Op::Tile {
+                    repeats: vec![1, 1, 4, 1],
+                },
+                vec![Some(x)],
+                vec![y],
+            );
+            g.inputs.push(x);
+            g.outputs.push(y);
+            let bytes = export(&g).unwrap();
+            assert_eq!(crate::operator_names(&bytes).unwrap(), [want]);
+            let back = import(&bytes).unwrap();
+            assert_eq!(
+                back.nodes[0].op,
+                Op::Tile {
+                    repeats: vec![1, 1, 4, 1]
+                }
+            );
+        }
     }
 }

@@ -147,13 +147,7 @@ impl ModelBuilder {
         let operator_codes = self
             .codes
             .iter()
-            .map(|&c| s::OperatorCode {
-                // Converters fill both fields; the byte-sized one saturates at 127.
-                deprecated_builtin_code: (c as i32).min(127) as i8,
-                builtin_code: c,
-                version: 1,
-                custom_code: None,
-            })
+            .map(|&c| crate::export::operator_code(c))
             .collect();
         s::Model {
             version: crate::SCHEMA_VERSION,

@@ -881,6 +881,7 @@ impl<'a> Importer<'a> {
             B::StridedSlice => cx.strided_slice(opts)?,
             B::Pack => cx.pack(opts, y)?,
             B::Tile => cx.tile()?,
+            B::BroadcastTo => cx.broadcast_to()?,
             B::Cast => {
                 // TFLite CAST converts values (static_cast), ignoring quantization, as
                 // the IR's Cast does; the target is the declared output dtype.
@@ -1903,6 +1904,36 @@ impl OpCx<'_, '_> {
         let repeats = m
             .iter()
             .map(|&k| usize::try_from(k).map_err(|_| invalid(format!("multiples {m:?}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((Op::Tile { repeats }, vec![Some(x)]))
+    }
+
+    /// BROADCAST_TO as the tile that repeats the size-1 dimensions: the input must have
+    /// the target's rank and a declared shape (a dynamic dimension, the batch, only
+    /// where the target is 1: it is kept); anything else is refused by name.
+    fn broadcast_to(&mut self) -> Result<(Op, Vec<Option<ValueId>>)> {
+        self.arity(2, 2)?;
+        let x = self.req_raw(0)?;
+        let to = Importer::const_ints(&self.attr_input(1, "shape")?, "shape")?;
+        let dims = self.imp.graph.values[x].shape.clone().ok_or_else(|| {
+            invalid("BROADCAST_TO of a tensor without a declared shape is not supported")
+        })?;
+        if dims.len() != to.len() {
+            return Err(invalid(format!(
+                "BROADCAST_TO from rank {} to rank {} is not supported (only equal ranks)",
+                dims.len(),
+                to.len()
+            )));
+        }
+        let repeats = dims
+            .iter()
+            .zip(&to)
+            .map(|(d, &t)| match (d.fixed(), usize::try_from(t)) {
+                (None, Ok(1)) => Ok(1),
+                (Some(d), Ok(t)) if t == d => Ok(1),
+                (Some(1), Ok(t)) if t > 0 => Ok(t),
+                _ => Err(invalid(format!("BROADCAST_TO {dims:?} to {to:?}"))),
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok((Op::Tile { repeats }, vec![Some(x)]))
     }
