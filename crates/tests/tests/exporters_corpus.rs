@@ -11,11 +11,13 @@
 //!   run their 4 samples as one batch, as the references were made; the others one
 //!   sample at a time.
 //! - `export`: the imported graph written back in its own format gives the same
-//!   answer: .tflite re-imported and run (same tolerance), .onnx run by onnxruntime
-//!   (sample 0, 1e-4).
+//!   answer: .tflite re-imported and run by edgeopt and run by LiteRT (builtin kernels,
+//!   one sample at a time), .onnx run by onnxruntime (sample 0), at the `run`
+//!   tolerance.
 //! - `quantize` (fp32 files): `edgeopt quantize` with the file's 32 calibration samples.
 //! - `tflite`: the written .tflite in LiteRT (builtin kernels) == `edgeopt run
-//!   --numerics litert` (1e-6 of the range: the float model edge; the integers agree).
+//!   --numerics litert`, every output (1e-6 of the range: the float model edge; the
+//!   integers agree).
 //! - `onnx`: the written QDQ .onnx runs in onnxruntime within 5% of the range of
 //!   edgeopt's outputs (onnxruntime's QDQ arithmetic is its own, not LiteRT's).
 //! - `compile`: `edgeopt compile --target cortex-m4` of the written .tflite (fp32
@@ -48,8 +50,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ("gru_kws.batch1.fp16.tflite", "import", WHILE),
     ("ds_cnn_like.batch1.dynamic.tflite", "run", DS_CNN_HYBRID),
     ("ds_cnn_like.dynbatch.dynamic.tflite", "run", DS_CNN_HYBRID),
-    ("ds_cnn_like.dynbatch.fp16.tflite", "export", FP16_DEPTHWISE),
-    ("ds_cnn_like.batch1.fp16.tflite", "export", FP16_DEPTHWISE),
     ("conv1d_ts.dynbatch.dynamic.tflite", "export", "a hybrid dilated conv folded from SPACE_TO_BATCH_ND: LiteRT quantized its input per phase, which a dilated CONV_2D would not; writing the SPACE_TO_BATCH_ND chain back is not supported"),
     ("shufflenet_v2_x0_5.ts17.onnx", "compile", "the C generator has no int8 MEAN yet"),
     ("ds_cnn_like.dynbatch.int8.tflite", "compile", "the C generator has no int8 MEAN yet"),
@@ -73,9 +73,6 @@ const WHILE: &str = "WHILE control flow (the Keras GRU loop) is not supported";
 
 const TRANSFORMER_C: &str = "the C generator has no BATCH_MATMUL, GELU or float LayerNorm \
     island (MEAN, SQRT, DIV in float) yet; TFLite Micro has no GELU kernel either";
-
-const FP16_DEPTHWISE: &str = "depthwise weights come from a run-time DEQUANTIZE of f16; the \
-    exporter needs constant depthwise weights";
 
 /// Why the DS-CNN dynamic-range files miss 1e-4 (3.9e-3 on sample 2, the other three
 /// samples within 1.8e-6): its first six layers are float (weights under 1024
@@ -177,22 +174,6 @@ fn run(g: &Graph, x: &Tensor, whole_batch: bool, opts: ExecOptions) -> Result<Ve
     }
 }
 
-/// Runs the oracle `litert_run.py` (builtin kernels) and returns its first output.
-fn litert(model: &Path, input: &Path, out: &Path) -> Result<Tensor, String> {
-    tk::try_oracle(
-        "litert_run.py",
-        &[
-            model,
-            input,
-            out,
-            Path::new("--resolver"),
-            Path::new("builtin"),
-        ],
-    )
-    .map_err(|e| format!("LiteRT: {}", first_line(last_line(&e))))?;
-    edgeopt_npy::read(out).map_err(|e| e.to_string())
-}
-
 fn last_line(s: &str) -> &str {
     s.lines()
         .rev()
@@ -200,13 +181,24 @@ fn last_line(s: &str) -> &str {
         .unwrap_or_default()
 }
 
-/// One model for onnxruntime: its per-sample inputs (one process runs every job) and
-/// what its outputs, stacked over the samples, must equal.
-struct OrtJob {
+/// Which runtime runs a job.
+#[derive(Clone, Copy, PartialEq)]
+enum Oracle {
+    /// onnxruntime (`onnx_run_many.py`), one sample per run.
+    Ort,
+    /// LiteRT's builtin kernels (`litert_run_many.py`), the samples one at a time.
+    LiteRt,
+}
+
+/// One model for a runtime (one process per runtime runs every job) and what its
+/// outputs, stacked over the samples, must equal.
+struct Job {
+    oracle: Oracle,
     row: usize,
     stage: usize,
     model: PathBuf,
-    samples: Vec<PathBuf>,
+    /// The samples: one file each for onnxruntime, one stacked file for LiteRT.
+    inputs: Vec<PathBuf>,
     want: Vec<Tensor>,
     tol: f64,
 }
@@ -231,7 +223,7 @@ fn write_samples(dir: &Path, stem: &str, x: &Tensor, n: usize) -> Result<Vec<Pat
         .collect()
 }
 
-fn run_row(data: &Path, dir: &Path, r: usize, e: &Entry, jobs: &mut Vec<OrtJob>) -> Row {
+fn run_row(data: &Path, dir: &Path, r: usize, e: &Entry, jobs: &mut Vec<Job>) -> Row {
     let mut row = Row {
         entry: e.clone(),
         cells: vec![None; STAGES.len()],
@@ -263,16 +255,28 @@ fn run_row(data: &Path, dir: &Path, r: usize, e: &Entry, jobs: &mut Vec<OrtJob>)
 
     // Export: written back in its own format, the same answer.
     if ran_ok && e.format == "tflite" {
-        row.cells[EXPORT] = Some(
-            edgeopt_tflite::export(&g)
-                .map_err(|err| format!("export: {}", first_line(err)))
-                .and_then(|b| {
-                    edgeopt_tflite::import(&b)
-                        .map_err(|err| format!("re-import: {}", first_line(err)))
-                })
-                .and_then(|g2| run(&g2, &x, whole_batch, ExecOptions::default()))
-                .and_then(|got| compare(&got, &expected, REL_TOL, "the reference")),
-        );
+        // Re-imported by edgeopt, and run by LiteRT (which must load what edgeopt writes).
+        let out = dir.join(format!("{stem}.export.tflite"));
+        let back = edgeopt_tflite::export(&g)
+            .map_err(|err| format!("export: {}", first_line(err)))
+            .and_then(|b| {
+                std::fs::write(&out, &b).map_err(|e| e.to_string())?;
+                edgeopt_tflite::import(&b).map_err(|err| format!("re-import: {}", first_line(err)))
+            })
+            .and_then(|g2| run(&g2, &x, whole_batch, ExecOptions::default()))
+            .and_then(|got| compare(&got, &expected, REL_TOL, "the reference"));
+        if back.is_ok() {
+            jobs.push(Job {
+                oracle: Oracle::LiteRt,
+                row: r,
+                stage: EXPORT,
+                model: out,
+                inputs: vec![e.input.clone()],
+                want: expected.clone(),
+                tol: REL_TOL,
+            });
+        }
+        row.cells[EXPORT] = Some(back);
     } else if ran_ok {
         let out = dir.join(format!("{stem}.export.onnx"));
         let job = edgeopt_onnx::export_file(&g, &out)
@@ -286,11 +290,12 @@ fn run_row(data: &Path, dir: &Path, r: usize, e: &Entry, jobs: &mut Vec<OrtJob>)
                 Ok((samples, want))
             });
         match job {
-            Ok((samples, want)) => jobs.push(OrtJob {
+            Ok((inputs, want)) => jobs.push(Job {
+                oracle: Oracle::Ort,
                 row: r,
                 stage: EXPORT,
                 model: out,
-                samples,
+                inputs,
                 want,
                 tol: REL_TOL,
             }),
@@ -315,7 +320,7 @@ fn quantize_row(
     path: &Path,
     stem: &str,
     row: &mut Row,
-    jobs: &mut Vec<OrtJob>,
+    jobs: &mut Vec<Job>,
 ) {
     let input = e.input_float.clone().unwrap_or_else(|| e.input.clone());
     let calib = e
@@ -338,15 +343,21 @@ fn quantize_row(
         return;
     }
     row.cells[QUANTIZE] = Some(Ok(String::new()));
-    let lite = dir.join(format!("{stem}.litert.npy"));
-    let ours = edgeopt_cli::load_model(&tfl)
+    match edgeopt_cli::load_model(&tfl)
         .map_err(first_line)
-        .and_then(|g| run(&g, &x, false, litert_numerics));
-    row.cells[TFLITE] = Some(match (ours, litert(&tfl, &input, &lite)) {
-        (Err(err), _) => Err(format!("edgeopt run: {err}")),
-        (_, Err(err)) => Err(err),
-        (Ok(ours), Ok(theirs)) => compare(&ours[..1], &[theirs], 1e-6, "LiteRT"),
-    });
+        .and_then(|g| run(&g, &x, false, litert_numerics))
+    {
+        Ok(want) => jobs.push(Job {
+            oracle: Oracle::LiteRt,
+            row: r,
+            stage: TFLITE,
+            model: tfl.clone(),
+            inputs: vec![input.clone()],
+            want,
+            tol: 1e-6,
+        }),
+        Err(err) => row.cells[TFLITE] = Some(Err(format!("edgeopt run: {err}"))),
+    }
     compile_stage(&tfl, stem, dir, x.clone(), true, row);
 
     // ONNX QDQ: written here, run by onnxruntime in one process for every file.
@@ -357,11 +368,12 @@ fn quantize_row(
         .and_then(|g| run(&g, &x, false, litert_numerics).map_err(|e| format!("edgeopt run: {e}")))
         .and_then(|ours| Ok((write_samples(dir, stem, &x, x.shape[0])?, ours)));
     match job {
-        Ok((samples, want)) => jobs.push(OrtJob {
+        Ok((inputs, want)) => jobs.push(Job {
+            oracle: Oracle::Ort,
             row: r,
             stage: ONNX,
             model: onnx,
-            samples,
+            inputs,
             want,
             tol: 0.05,
         }),
@@ -385,47 +397,79 @@ fn compile_stage(tfl: &Path, stem: &str, dir: &Path, x: Tensor, written: bool, r
     row.cells[COMPILE] = Some(compiled.map(|_| String::new()).map_err(first_line));
 }
 
-/// Every onnxruntime job in one process; fills the jobs' cells.
-fn run_onnx_jobs(dir: &Path, rows: &mut [Row], jobs: Vec<OrtJob>) {
-    let out_dir = |j: usize, i: usize| dir.join(format!("ort_{j}_{i}"));
-    let spec: Vec<_> = jobs
-        .iter()
-        .enumerate()
-        .flat_map(|(j, job)| {
-            job.samples.iter().enumerate().map(move |(i, s)| {
-                serde_json::json!({"model": job.model, "inputs": [s], "out_dir": out_dir(j, i)})
+/// Every job, one process per runtime; fills the jobs' cells (a cell that already
+/// failed keeps its first failure).
+fn run_jobs(dir: &Path, rows: &mut [Row], jobs: Vec<Job>) {
+    // onnxruntime: one run per sample, in ort_<job>_<sample>/output_<k>.npy.
+    // LiteRT: every sample, in litert_<job>/output.npy, output.<k>.npy.
+    let run_dir = |j: usize, i: usize, o: Oracle| match o {
+        Oracle::Ort => dir.join(format!("ort_{j}_{i}")),
+        Oracle::LiteRt => dir.join(format!("litert_{j}")),
+    };
+    for (oracle, script) in [
+        (Oracle::Ort, "onnx_run_many.py"),
+        (Oracle::LiteRt, "litert_run_many.py"),
+    ] {
+        let spec: Vec<_> = jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, job)| job.oracle == oracle)
+            .flat_map(|(j, job)| {
+                job.inputs.iter().enumerate().map(move |(i, x)| {
+                    let out = run_dir(j, i, oracle);
+                    match oracle {
+                        Oracle::Ort => {
+                            serde_json::json!({"model": job.model, "inputs": [x], "out_dir": out})
+                        }
+                        Oracle::LiteRt => {
+                            serde_json::json!({"model": job.model, "input": x, "out_dir": out})
+                        }
+                    }
+                })
             })
-        })
-        .collect();
-    if spec.is_empty() {
-        return;
+            .collect();
+        if spec.is_empty() {
+            continue;
+        }
+        let path = dir.join(format!("{script}.jobs.json"));
+        std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+        tk::run_oracle(script, &[&path]);
     }
-    let path = dir.join("ort_jobs.json");
-    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
-    tk::run_oracle("onnx_run_many.py", &[&path]);
     for (j, job) in jobs.into_iter().enumerate() {
-        let result = (0..job.samples.len())
+        let who = match job.oracle {
+            Oracle::Ort => "onnxruntime",
+            Oracle::LiteRt => "LiteRT",
+        };
+        let output = |d: &Path, k: usize| match job.oracle {
+            Oracle::Ort => d.join(format!("output_{k}.npy")),
+            Oracle::LiteRt if k == 0 => d.join("output.npy"),
+            Oracle::LiteRt => d.join(format!("output.{k}.npy")),
+        };
+        let result = (0..job.inputs.len())
             .map(|i| {
-                let d = out_dir(j, i);
+                let d = run_dir(j, i, job.oracle);
                 (0..job.want.len())
-                    .map(|k| edgeopt_npy::read(&d.join(format!("output_{k}.npy"))))
+                    .map(|k| edgeopt_npy::read(&output(&d, k)))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|_| {
                         let msg = std::fs::read_to_string(d.join("error.txt")).unwrap_or_default();
-                        format!("onnxruntime: {}", first_line(msg))
+                        format!("{who}: {}", first_line(msg))
                     })
             })
             .collect::<Result<Vec<_>, _>>()
-            .and_then(|per_sample| {
+            .and_then(|per_input| {
                 let got = (0..job.want.len())
                     .map(|k| {
-                        let parts: Vec<Tensor> = per_sample.iter().map(|o| o[k].clone()).collect();
+                        let parts: Vec<Tensor> = per_input.iter().map(|o| o[k].clone()).collect();
                         Tensor::concat_rows(&parts).map_err(|e| e.to_string())
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                compare(&got, &job.want, job.tol, "onnxruntime")
+                compare(&got, &job.want, job.tol, who)
             });
-        rows[job.row].cells[job.stage] = Some(result);
+        let cell = &mut rows[job.row].cells[job.stage];
+        if !matches!(cell, Some(Err(_))) {
+            *cell = Some(result);
+        }
     }
 }
 
@@ -562,7 +606,7 @@ fn every_corpus_file_through_every_stage() {
         .enumerate()
         .map(|(r, e)| run_row(&data, &dir, r, e, &mut jobs))
         .collect();
-    run_onnx_jobs(&dir, &mut rows, jobs);
+    run_jobs(&dir, &mut rows, jobs);
     // The C follows TFLite Micro: compare with it (when the oracle is installed).
     if tk::tflm_available() {
         let arm = edgeopt_tests::arm_toolchain();

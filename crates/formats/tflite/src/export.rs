@@ -75,6 +75,7 @@ pub fn export_model(graph: &Graph) -> Result<s::Model> {
     let mut w = Writer::new(graph);
     w.fold_hybrid_dequantize();
     w.fold_shape_casts();
+    w.fold_depthwise_transposes();
     for n in &graph.nodes {
         if w.skipped.contains(&n.outputs[0]) {
             continue;
@@ -110,11 +111,14 @@ struct Writer<'g> {
     /// Output of a `Dequantize` folded into hybrid operators -> its int8 constant.
     hybrid: HashMap<ValueId, ValueId>,
     /// Values whose producer is not written (folded dequantizations, the int32 casts
-    /// of a shape written as an int32 SHAPE).
+    /// of a shape written as an int32 SHAPE, folded depthwise weight transposes).
     skipped: HashSet<ValueId>,
     /// Shape value (int64 in the IR) -> the int32 cast of it that the SHAPE writes
     /// directly (TFLite's default `out_type`; TFLite Micro has no int64 SHAPE).
     shape_i32: HashMap<ValueId, ValueId>,
+    /// Run-time depthwise weights in the IR layout -> the value in TFLite's layout
+    /// that a folded `Transpose` read.
+    depthwise_source: HashMap<ValueId, ValueId>,
     /// Names in use, so helper tensors never take a value's name.
     taken: HashSet<String>,
 }
@@ -133,6 +137,7 @@ impl<'g> Writer<'g> {
             hybrid: HashMap::new(),
             skipped: HashSet::new(),
             shape_i32: HashMap::new(),
+            depthwise_source: HashMap::new(),
             taken: g.values.iter().map(|v| v.name.clone()).collect(),
         }
     }
@@ -200,6 +205,40 @@ impl<'g> Writer<'g> {
             });
             if all_weights {
                 self.hybrid.insert(y, x);
+                self.skipped.insert(y);
+            }
+        }
+    }
+
+    /// Finds `Transpose` nodes that only turn run-time depthwise weights from TFLite's
+    /// `[1, kh, kw, C*mult]` into the IR's `[C*mult, kh, kw, 1]` (what the importer
+    /// puts after the DEQUANTIZE of fp16 depthwise weights): the weights are written as
+    /// the transpose's input and the transpose is not written. Without this an fp16
+    /// Keras file could not be written back ("depthwise weights are computed at run
+    /// time").
+    fn fold_depthwise_transposes(&mut self) {
+        let g = self.g;
+        let consumers = g.consumers();
+        for n in &g.nodes {
+            let (Op::Transpose { perm }, Some(x), Some(&y)) =
+                (&n.op, n.input(0), n.outputs.first())
+            else {
+                continue;
+            };
+            if perm[..] != DW_PERM || g.outputs.contains(&y) || consumers[y].is_empty() {
+                continue;
+            }
+            let only_depthwise_weights = consumers[y].iter().all(|&c| {
+                let c = &g.nodes[c];
+                matches!(&c.op, Op::Conv(a) if a.group > 1)
+                    && c.input(1) == Some(y)
+                    && c.inputs
+                        .iter()
+                        .enumerate()
+                        .all(|(k, i)| k == 1 || *i != Some(y))
+            });
+            if only_depthwise_weights {
+                self.depthwise_source.insert(y, x);
                 self.skipped.insert(y);
             }
         }
@@ -327,6 +366,9 @@ impl<'g> Writer<'g> {
     fn depthwise_tensor(&mut self, id: ValueId) -> Result<i32> {
         if let Some(&t) = self.depthwise.get(&id) {
             return Ok(t);
+        }
+        if let Some(&x) = self.depthwise_source.get(&id) {
+            return self.tensor(x);
         }
         let v = &self.g.values[id];
         let Some(data) = &v.data else {
