@@ -395,6 +395,55 @@ fn power(field: &str, p: &Power) -> Result<(), String> {
     nonempty(&format!("{field}.source"), &p.source)
 }
 
+/// One memory against its budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fit {
+    pub need_bytes: u64,
+    /// `None`: the profile has no budget for this memory (see `unknown_why`).
+    pub budget_bytes: Option<u64>,
+    /// `None` when there is no budget.
+    pub fits: Option<bool>,
+    /// Why the budget is absent (the profile's `[unknown]` entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_why: Option<String>,
+}
+
+/// A model's memory needs against a device's RAM and flash.
+///
+/// This is the budget part of `inspect --device`; the cost model (issue 15 item 8) adds
+/// latency and energy beside it from `clock_hz`, the power figures and `memory_energy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemoryCheck {
+    pub ram: Fit,
+    pub flash: Fit,
+}
+
+impl MemoryCheck {
+    /// False if either memory is known not to fit.
+    pub fn fits(&self) -> bool {
+        self.ram.fits != Some(false) && self.flash.fits != Some(false)
+    }
+}
+
+impl Device {
+    /// Checks `ram_need` against `ram_bytes` and `flash_need` against `flash_bytes`.
+    pub fn check_memory(&self, ram_need: u64, flash_need: u64) -> MemoryCheck {
+        let fit = |need: u64, budget: &Option<Figure>, field: &str| Fit {
+            need_bytes: need,
+            budget_bytes: budget.as_ref().map(|f| f.value),
+            fits: budget.as_ref().map(|f| need <= f.value),
+            unknown_why: budget
+                .is_none()
+                .then(|| self.unknown.get(field).cloned())
+                .flatten(),
+        };
+        MemoryCheck {
+            ram: fit(ram_need, &self.ram_bytes, "ram_bytes"),
+            flash: fit(flash_need, &self.flash_bytes, "flash_bytes"),
+        }
+    }
+}
+
 /// Every built-in profile (the files of `devices/`), parsed once.
 ///
 /// The files are compiled in and a unit test parses each of them, so a failure here is
@@ -445,9 +494,9 @@ pub fn resolve(arg: &str) -> Result<Device, DeviceError> {
     }
     find(arg).cloned().ok_or_else(|| {
         err(
-            arg,
+            &format!("unknown target '{arg}'"),
             format!(
-                "no such device (built-in: {}; or give a path to a .toml file)",
+                "no built-in device of that name (built-in: {}; or give a path to a .toml device file)",
                 names().join(", ")
             ),
         )

@@ -307,7 +307,7 @@ fn resolve_takes_names_and_paths() {
     assert_eq!(resolve("rp2040").unwrap().name, "rp2040");
     let e = resolve("no-such-board").unwrap_err().to_string();
     assert!(
-        e.contains("no such device") && e.contains("cortex-m4"),
+        e.contains("unknown target 'no-such-board'") && e.contains("cortex-m4"),
         "{e}"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -322,4 +322,20 @@ fn resolve_takes_names_and_paths() {
     );
     std::fs::write(&p, [0xff, 0xfe, 0x00]).unwrap();
     assert!(resolve(p.to_str().unwrap()).is_err());
+}
+
+#[test]
+fn memory_check_compares_needs_with_budgets() {
+    let d = find("stm32f446").unwrap();
+    let c = d.check_memory(128 * 1024, 512 * 1024);
+    assert_eq!(
+        (c.ram.fits, c.flash.fits, c.fits()),
+        (Some(true), Some(true), true)
+    );
+    let c = d.check_memory(128 * 1024 + 1, 10);
+    assert_eq!((c.ram.fits, c.fits()), (Some(false), false));
+    let c = find("raspberry-pi-4b").unwrap().check_memory(1, 1 << 40);
+    assert_eq!(c.flash.fits, None);
+    assert!(c.flash.unknown_why.as_deref().unwrap().contains("microSD"));
+    assert!(c.fits());
 }
