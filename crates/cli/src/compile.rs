@@ -12,8 +12,9 @@ use std::path::PathBuf;
 pub struct CompileArgs {
     /// Model file (.onnx or .tflite), int8-quantized.
     pub model: PathBuf,
-    /// cortex-m0 | cortex-m4 | cortex-m7 | generic.
-    #[arg(long, default_value = "cortex-m4")]
+    /// A device: a built-in name (cortex-m0, cortex-m4, cortex-m7, generic, stm32f446,
+    /// nrf52840, ...; see devices/) or a path to a device file (.toml).
+    #[arg(long, default_value = "cortex-m4", value_name = "NAME|PATH")]
     pub target: String,
     /// Output directory (written atomically: replaced as a whole).
     #[arg(short = 'o', long = "output")]

@@ -3,6 +3,7 @@
 
 use crate::model::describe_source;
 use anyhow::{bail, Context, Result};
+use edgeopt_device::{Device, Fit, MemoryCheck};
 use edgeopt_ir::{shape::bind_input_shapes, Graph};
 use edgeopt_runtime::profile::{profile, ModelProfile};
 use serde::Serialize;
@@ -61,6 +62,66 @@ pub struct Report {
     pub layers: Vec<LayerInfo>,
     pub totals: Totals,
     pub memory: Memory,
+    /// With `--device`: the model against that device's budgets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceReport>,
+}
+
+/// `inspect --device`: which device, and whether the model's arena and weights fit it.
+///
+/// Issue 15 item 8 (the cost model) adds its per-layer and total latency / energy
+/// estimates here, from the same profile (`clock_hz`, `active_power`, `idle_power`,
+/// `memory_energy`); until then `estimates` says they are not computed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceReport {
+    pub name: String,
+    pub class: String,
+    pub core: Option<String>,
+    /// `built-in` or the file it was read from.
+    pub from: String,
+    pub clock_hz: Option<u64>,
+    /// RAM need = the planner's peak arena; flash need = weights + folded constants.
+    /// Lower bounds: code, kernel scratch and stack are not counted (`edgeopt compile`
+    /// counts them for the models it compiles).
+    pub memory: MemoryCheck,
+    pub fits: bool,
+    pub estimates: &'static str,
+}
+
+/// Checks `report`'s memory needs against `device` (read from `from`).
+pub fn check_device(report: &mut Report, device: &Device, from: &str) {
+    let ram = report.memory.peak_arena_bytes;
+    let flash = report.totals.weight_bytes + report.memory.folded_bytes;
+    let memory = device.check_memory(ram, flash);
+    report.device = Some(DeviceReport {
+        name: device.name.clone(),
+        class: device.class.name().to_string(),
+        core: device.core.clone(),
+        from: from.to_string(),
+        clock_hz: device.clock_hz.as_ref().map(|f| f.value),
+        fits: memory.fits(),
+        memory,
+        estimates: "latency and energy are not estimated yet (cost model: issue 15 item 8)",
+    });
+}
+
+fn render_fit(o: &mut String, what: &str, need: &str, f: &Fit, memory: &str) {
+    let _ = match (f.budget_bytes, f.fits) {
+        (Some(b), Some(fits)) => writeln!(
+            o,
+            "  {what:<6} {need} {} B of {} B {memory} ({:.1}%): {}",
+            thousands(f.need_bytes),
+            thousands(b),
+            100.0 * f.need_bytes as f64 / b as f64,
+            if fits { "fits" } else { "DOES NOT FIT" }
+        ),
+        _ => writeln!(
+            o,
+            "  {what:<6} {need} {} B; no {memory} budget ({})",
+            thousands(f.need_bytes),
+            f.unknown_why.as_deref().unwrap_or("not given")
+        ),
+    };
 }
 
 /// Profiles `graph` at the given batch size.
@@ -147,6 +208,7 @@ pub fn inspect(graph: &Graph, model_name: &str, batch: usize) -> Result<Report> 
             naive_activation_bytes: p.naive_activation_bytes,
             folded_bytes: p.folded_bytes,
         },
+        device: None,
     })
 }
 
@@ -286,6 +348,23 @@ pub fn render(r: &Report) -> String {
         human_bytes(m.naive_activation_bytes),
         thousands(m.naive_activation_bytes),
     );
+    if let Some(d) = &r.device {
+        let mut what = vec![d.class.clone()];
+        what.extend(d.core.clone());
+        if let Some(hz) = d.clock_hz {
+            what.push(format!("{} MHz", hz as f64 / 1e6));
+        }
+        what.push(d.from.clone());
+        let _ = writeln!(o, "\ndevice: {} ({})", d.name, what.join(", "));
+        render_fit(&mut o, "RAM:", "peak arena", &d.memory.ram, "RAM");
+        render_fit(&mut o, "flash:", "weights", &d.memory.flash, "flash");
+        let _ = writeln!(
+            o,
+            "  {} (lower bounds: code, kernel scratch and stack not counted; `edgeopt compile` counts them)",
+            if d.fits { "fits" } else { "DOES NOT FIT" }
+        );
+        let _ = writeln!(o, "  {}", d.estimates);
+    }
     o
 }
 

@@ -40,6 +40,10 @@ enum Command {
         /// Batch size bound to a dynamic leading input dimension.
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Check the arena and weights against a device: a built-in name (see devices/)
+        /// or a path to a device file (.toml).
+        #[arg(long, value_name = "NAME|PATH")]
+        device: Option<String>,
     },
     /// Top-1 accuracy on a labelled dataset of .npy arrays.
     Eval {
@@ -172,12 +176,31 @@ fn main_inner(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => edgeopt_train::cli::demo_command(&args)?,
         Command::Train(args) => edgeopt_train::cli::train_command(&args)?,
-        Command::Inspect { model, json, batch } => {
+        Command::Inspect {
+            model,
+            json,
+            batch,
+            device,
+        } => {
             if batch == 0 {
                 anyhow::bail!("--batch must be at least 1");
             }
+            // The device first: a bad device file fails before the model is read.
+            let device = device
+                .map(|d| {
+                    let from = if edgeopt_device::is_path(&d) {
+                        d.clone()
+                    } else {
+                        "built-in".to_string()
+                    };
+                    edgeopt_device::resolve(&d).map(|dev| (dev, from))
+                })
+                .transpose()?;
             let g = load_model(&model)?;
-            let report = inspect(&g, &model_name(&model), batch)?;
+            let mut report = inspect(&g, &model_name(&model), batch)?;
+            if let Some((dev, from)) = &device {
+                edgeopt_cli::inspect::check_device(&mut report, dev, from);
+            }
             if json {
                 print_json(&report)?;
             } else {

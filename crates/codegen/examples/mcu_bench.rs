@@ -169,7 +169,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .join(&m)
                     .join(format!("{core}-{}", if dsp { "dsp" } else { "portable" }));
                 let b = harness::build_arm(&dir, t, dsp, STACK_BYTES, &w)?;
-                let machine = t.qemu_machine.ok_or("no qemu machine")?;
+                let machine = t.qemu().ok_or("no qemu machine")?;
                 let r = harness::run_qemu(&b, machine, &inputs, &w, Duration::from_secs(900))?;
                 let (diff, _) = differing(&r.outputs, &tflm, per);
                 println!(

@@ -58,7 +58,7 @@ use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
-pub use target::{Target, TARGETS};
+pub use target::{targets, Target};
 
 /// The portable kernels, shipped verbatim with every generated model.
 pub const KERNELS_C: &str = include_str!("../c/edgeopt_kernels.c");

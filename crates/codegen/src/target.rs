@@ -1,100 +1,75 @@
-//! Deployment targets as data: memory budgets, DSP availability and compiler flags.
+//! Deployment targets: what the C generator needs from a device profile — memory budgets,
+//! DSP availability, compiler flags and the qemu machine.
 //!
-//! Where the numbers come from:
-//! - `cortex-m0`: STM32F091RC (ST datasheet DS10009): 32 KiB SRAM, 256 KiB flash;
-//!   Armv6-M, no DSP extension.
-//! - `cortex-m4`: the budget, 256 KiB SRAM / 1 MiB flash, which is e.g. the
-//!   nRF52840 (Nordic product specification v1.7) and the MLPerf Tiny reference class;
-//!   Armv7E-M with the DSP extension (SMLAD) and a single-precision FPU.
-//! - `cortex-m7`: STM32F746NG (ST datasheet DS10916): 320 KiB SRAM (incl. 64 KiB DTCM),
-//!   1 MiB flash; Armv7E-M with DSP and a double-precision FPU (fpv5-d16).
-//! - `generic`: any C99 host or MCU, no budget (checks are skipped).
-//!
-//! The gcc flags are what the harness (scripts/mcu) and the generated README use.
+//! The devices are data (`devices/*.toml`, read by `edgeopt_device`, each figure with its
+//! source); a `Target` is built from one. The former names (cortex-m0, cortex-m4,
+//! cortex-m7, generic) are profiles of their own with the same budgets and flags.
+//! `--target` takes a built-in name or a path to a device file ([`Target::resolve`]).
 
+use edgeopt_device::{Device, DeviceError};
 use serde::Serialize;
+use std::sync::OnceLock;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
-    pub name: &'static str,
+    pub name: String,
     /// SRAM budget (bytes); `None` = unbounded (generic).
     pub ram_bytes: Option<u64>,
     /// Flash budget (bytes).
     pub flash_bytes: Option<u64>,
     /// Whether the core has the DSP extension (SMLAD dual 16-bit MAC).
     pub has_dsp: bool,
-    /// arm-none-eabi-gcc flags (empty for generic: use the host compiler).
-    pub gcc_flags: &'static [&'static str],
+    /// arm-none-eabi-gcc flags (empty: use the host compiler).
+    pub gcc_flags: Vec<String>,
     /// qemu-system-arm machine that emulates this core, if any.
-    pub qemu_machine: Option<&'static str>,
+    pub qemu_machine: Option<String>,
 }
 
-const KIB: u64 = 1024;
+impl From<&Device> for Target {
+    fn from(d: &Device) -> Target {
+        Target {
+            name: d.name.clone(),
+            ram_bytes: d.ram_bytes.as_ref().map(|f| f.value),
+            flash_bytes: d.flash_bytes.as_ref().map(|f| f.value),
+            has_dsp: d.isa.dsp,
+            gcc_flags: d.codegen.gcc_flags.clone(),
+            qemu_machine: d.codegen.qemu_machine.clone(),
+        }
+    }
+}
 
-pub const TARGETS: &[Target] = &[
-    Target {
-        name: "cortex-m0",
-        ram_bytes: Some(32 * KIB),
-        flash_bytes: Some(256 * KIB),
-        has_dsp: false,
-        gcc_flags: &["-mcpu=cortex-m0", "-mthumb", "-mfloat-abi=soft"],
-        qemu_machine: None,
-    },
-    Target {
-        name: "cortex-m4",
-        ram_bytes: Some(256 * KIB),
-        flash_bytes: Some(1024 * KIB),
-        has_dsp: true,
-        gcc_flags: &[
-            "-mcpu=cortex-m4",
-            "-mthumb",
-            "-mfloat-abi=hard",
-            "-mfpu=fpv4-sp-d16",
-        ],
-        qemu_machine: Some("mps2-an386"),
-    },
-    Target {
-        name: "cortex-m7",
-        ram_bytes: Some(320 * KIB),
-        flash_bytes: Some(1024 * KIB),
-        has_dsp: true,
-        gcc_flags: &[
-            "-mcpu=cortex-m7",
-            "-mthumb",
-            "-mfloat-abi=hard",
-            "-mfpu=fpv5-d16",
-        ],
-        qemu_machine: Some("mps2-an500"),
-    },
-    Target {
-        name: "generic",
-        ram_bytes: None,
-        flash_bytes: None,
-        has_dsp: false,
-        gcc_flags: &[],
-        qemu_machine: None,
-    },
-];
+/// The targets of every built-in device, in the order of `devices/`.
+pub fn targets() -> &'static [Target] {
+    static ALL: OnceLock<Vec<Target>> = OnceLock::new();
+    ALL.get_or_init(|| edgeopt_device::builtin().iter().map(Target::from).collect())
+}
 
 impl Target {
-    /// The target named `name` (case-insensitive).
+    /// The built-in target named `name` or with that alias (case-insensitive).
     pub fn by_name(name: &str) -> Option<&'static Target> {
-        TARGETS.iter().find(|t| t.name.eq_ignore_ascii_case(name))
+        let d = edgeopt_device::find(name)?;
+        targets().iter().find(|t| t.name == d.name)
     }
 
     pub fn names() -> Vec<&'static str> {
-        TARGETS.iter().map(|t| t.name).collect()
+        edgeopt_device::names()
+    }
+
+    /// A built-in name or alias, or a path to a device file (see
+    /// [`edgeopt_device::resolve`]).
+    pub fn resolve(name_or_path: &str) -> Result<Target, DeviceError> {
+        edgeopt_device::resolve(name_or_path).map(|d| Target::from(&d))
+    }
+
+    /// The qemu machine, for callers that need a `&str`.
+    pub fn qemu(&self) -> Option<&str> {
+        self.qemu_machine.as_deref()
     }
 }
 
 impl std::str::FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Target::by_name(s).copied().ok_or_else(|| {
-            format!(
-                "unknown target '{s}' (known: {})",
-                Target::names().join(", ")
-            )
-        })
+        Target::resolve(s).map_err(|e| e.to_string())
     }
 }

@@ -114,14 +114,8 @@ fn qemu_check(which: &str, cores: &[(&str, bool)]) {
         let t = Target::by_name(core).unwrap();
         let w = work.join(format!("{core}-{}", if dsp { "dsp" } else { "portable" }));
         let b = harness::build_arm(&work.join("gen"), t, dsp, STACK_BYTES, &w).unwrap();
-        let r = harness::run_qemu(
-            &b,
-            t.qemu_machine.unwrap(),
-            &inputs,
-            &w,
-            Duration::from_secs(300),
-        )
-        .unwrap();
+        let r = harness::run_qemu(&b, t.qemu().unwrap(), &inputs, &w, Duration::from_secs(300))
+            .unwrap();
         assert_eq!(r.samples as usize * per, want.len());
         assert_same(&format!("{which} {core} dsp={dsp}"), &r.outputs, &want, per);
         // The clock calibration is what turns ticks into instructions: it must be exact.

@@ -557,7 +557,7 @@ fn c_stages(dir: &Path, tfl: &Path, x: &Tensor, arm: bool) -> [Cell; 3] {
             &work.join("build"),
         )
         .map_err(first_line)?;
-        let machine = m4.qemu_machine.expect("cortex-m4 has a qemu machine");
+        let machine = m4.qemu().expect("cortex-m4 has a qemu machine");
         let r = harness::run_qemu(
             &b,
             machine,
