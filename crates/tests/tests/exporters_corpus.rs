@@ -46,9 +46,6 @@ use std::time::Duration;
 
 /// Cells known to fail: (file name, stage, reason).
 const KNOWN: &[(&str, &str, &str)] = &[
-    ("gru_kws.batch1.fp32.tflite", "import", WHILE),
-    ("gru_kws.batch1.dynamic.tflite", "import", WHILE),
-    ("gru_kws.batch1.fp16.tflite", "import", WHILE),
     ("ds_cnn_like.batch1.dynamic.tflite", "run", DS_CNN_HYBRID),
     ("ds_cnn_like.dynbatch.dynamic.tflite", "run", DS_CNN_HYBRID),
     ("conv1d_ts.dynbatch.dynamic.tflite", "export", "a hybrid dilated conv folded from SPACE_TO_BATCH_ND: LiteRT quantized its input per phase, which a dilated CONV_2D would not; writing the SPACE_TO_BATCH_ND chain back is not supported"),
@@ -69,8 +66,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ("gru_kws_unrolled.dynbatch.fp32.tflite", "onnx", "edgeopt's ONNX import has no run-time Expand (the FILL of the batch-sized initial state, written as Expand)"),
     ("gru_kws_unrolled.dynbatch.fp32.tflite", "c-tflm", "TFLite Micro's FILL needs constant dims: the batch arithmetic stays in the written file"),
 ];
-
-const WHILE: &str = "WHILE control flow (the Keras GRU loop) is not supported";
 
 const TRANSFORMER_C: &str = "the C generator has no BATCH_MATMUL, GELU or float LayerNorm \
     island (MEAN, SQRT, DIV in float) yet; TFLite Micro has no GELU kernel either";

@@ -28,6 +28,7 @@
 //! - `Unsqueeze` per input of PACK, whose node is then a `Concat`.
 
 mod dilated;
+mod while_loop;
 
 use crate::error::{invalid, unsupported, TfliteError};
 use crate::generated::tflite as fb;
@@ -291,6 +292,10 @@ struct Importer<'a> {
     fold: HashMap<usize, dilated::Role>,
     /// Declared shapes that a rewrite changes (TFLite tensor index -> shape).
     shape_override: HashMap<usize, Vec<Dim>>,
+    /// Every subgraph (WHILE loops read their condition and body).
+    subgraphs: Option<Vector<'a, planus::Result<fb::SubGraphRef<'a>>>>,
+    /// WHILE loops being unrolled around the operator being read.
+    loop_depth: usize,
 }
 
 impl<'a> Importer<'a> {
@@ -314,6 +319,8 @@ impl<'a> Importer<'a> {
             budget,
             fold: HashMap::new(),
             shape_override: HashMap::new(),
+            subgraphs: model.subgraphs()?,
+            loop_depth: 0,
         })
     }
 
@@ -737,13 +744,17 @@ impl<'a> Importer<'a> {
         op: &fb::OperatorRef<'a>,
     ) -> Result<()> {
         use fb::BuiltinOperator as B;
-        if is_control_flow(b) {
-            return Err(unsupported(
-                "control-flow operators are not supported (edgeopt imports subgraph 0 only)",
-            ));
-        }
         let ins = read_indices(op.inputs()?, &mut self.budget)?;
         let outs = read_indices(op.outputs()?, &mut self.budget)?;
+        if b == B::While {
+            return self.while_loop(k, op, &ins, &outs);
+        }
+        if is_control_flow(b) {
+            return Err(unsupported(
+                "control-flow operators other than WHILE with a constant trip count are \
+                 not supported",
+            ));
+        }
         if matches!(b, B::Split | B::SplitV | B::Unpack) {
             return self.split(k, b, op, &ins, &outs);
         }
@@ -2225,12 +2236,17 @@ mod tests {
     #[test]
     fn control_flow_and_unknown_ops_are_rejected_clearly() {
         let mut model = all_ops_model();
+        model.operator_codes.as_mut().unwrap()[0].builtin_code = schema::BuiltinOperator::If;
+        model.operator_codes.as_mut().unwrap()[0].deprecated_builtin_code =
+            schema::BuiltinOperator::If as i8;
+        let err = import(&finish_model(&model)).unwrap_err().to_string();
+        assert!(err.contains("control-flow") && err.contains("IF"), "{err}");
         model.operator_codes.as_mut().unwrap()[0].builtin_code = schema::BuiltinOperator::While;
         model.operator_codes.as_mut().unwrap()[0].deprecated_builtin_code =
             schema::BuiltinOperator::While as i8;
         let err = import(&finish_model(&model)).unwrap_err().to_string();
         assert!(
-            err.contains("control-flow") && err.contains("WHILE"),
+            err.contains("WHILE") && err.contains("WhileOptions"),
             "{err}"
         );
         model.operator_codes.as_mut().unwrap()[0].builtin_code = schema::BuiltinOperator::Svdf;

@@ -29,21 +29,43 @@ pub(crate) const MAX_ELEMENTS: u64 = 1 << 32;
 pub(crate) struct Budget {
     used: u64,
     limit: u64,
+    /// Whether [`Budget::allow_unrolling`] raised the limit.
+    unrolling: bool,
 }
+
+/// What unrolling WHILE loops may add on top of the file's budget: the inlined trips
+/// legitimately grow the graph by trips x body (a 49-step Keras GRU over a 150 KB file
+/// needs about 2.5 MB of names, values and nodes), so the limit cannot stay
+/// proportional to the file; this fixed amount keeps it bounded.
+const UNROLL_ALLOWANCE: u64 = 64 << 20;
 
 impl Budget {
     pub(crate) fn for_file(file_len: usize) -> Budget {
         Budget {
             used: 0,
             limit: (file_len as u64).saturating_mul(8).saturating_add(1 << 20),
+            unrolling: false,
+        }
+    }
+
+    /// Raises the limit once by [`UNROLL_ALLOWANCE`], for unrolling loops.
+    pub(crate) fn allow_unrolling(&mut self) {
+        if !self.unrolling {
+            self.unrolling = true;
+            self.limit = self.limit.saturating_add(UNROLL_ALLOWANCE);
         }
     }
 
     pub(crate) fn charge(&mut self, bytes: u64) -> Result<()> {
         self.used = self.used.saturating_add(bytes);
         if self.used > self.limit {
+            let loops = if self.unrolling {
+                " plus 64 MiB for unrolled loops"
+            } else {
+                ""
+            };
             return Err(invalid(format!(
-                "importing would allocate more than {} bytes, 8x the file size plus 1 MiB \
+                "importing would allocate more than {} bytes, 8x the file size plus 1 MiB{loops} \
                  (the file references the same data or names many times)",
                 self.limit
             )));
