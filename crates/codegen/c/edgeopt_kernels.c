@@ -665,6 +665,38 @@ void eo_resize_bilinear_s8(const eo_resize_bilinear_params *p, const int8_t *x, 
     }
 }
 
+/* reduce::mean_generic (Numerics::Tflm): TFLite Micro's QuantizedMeanOrSum (mean). The
+ * sums wrap as the int32 accumulators of TFLM do; the order of the additions does not
+ * matter for integers. */
+void eo_mean_s8(const eo_mean_params *p, const int8_t *x, int8_t *y) {
+    int32_t kidx[EO_MAX_RANK] = {0};
+    int32_t i, j, d, base = 0;
+    for (i = 0; i < p->count; i++) {
+        int32_t ridx[EO_MAX_RANK] = {0};
+        int32_t off = base, sum = 0;
+        for (j = 0; j < p->red_count; j++) {
+            sum = eo_wadd(sum, x[off]);
+            for (d = p->red_rank - 1; d >= 0; d--) {
+                ridx[d]++;
+                off += p->red_stride[d];
+                if (ridx[d] < p->red_shape[d]) break;
+                off -= p->red_stride[d] * p->red_shape[d];
+                ridx[d] = 0;
+            }
+        }
+        y[i] = (int8_t)eo_clamp(
+            eo_wadd(eo_mbqm(eo_wsub(sum, p->zp_sum), p->mult, p->shift), p->out_zp), -128,
+            127);
+        for (d = p->kept_rank - 1; d >= 0; d--) {
+            kidx[d]++;
+            base += p->kept_stride[d];
+            if (kidx[d] < p->kept_shape[d]) break;
+            base -= p->kept_stride[d] * p->kept_shape[d];
+            kidx[d] = 0;
+        }
+    }
+}
+
 void eo_copy(const void *x, void *y, size_t bytes) {
     if (x != y) memmove(y, x, bytes);
 }

@@ -151,6 +151,19 @@ typedef struct {
     int32_t scale_h, scale_w;
     int32_t half_pixel; /* half_pixel_centers */
 } eo_resize_bilinear_params;
+/* MEAN (int8, any axes): TFLite Micro's QuantizedMeanOrSum. Every output sums its
+ * reduced positions (the input offset walks kept dims by kept_stride and reduced dims
+ * by red_stride, row-major), subtracts in_zp * count (zp_sum, wrapped to 32 bits),
+ * then requantizes by mult / shift (1 / count folded in) and adds out_zp. */
+typedef struct {
+    int32_t kept_rank, count; /* count: number of outputs */
+    int32_t kept_shape[EO_MAX_RANK];
+    int32_t kept_stride[EO_MAX_RANK];
+    int32_t red_rank, red_count; /* red_count: elements summed per output */
+    int32_t red_shape[EO_MAX_RANK];
+    int32_t red_stride[EO_MAX_RANK];
+    int32_t zp_sum, out_zp, mult, shift;
+} eo_mean_params;
 /* Kernel scratch (not part of the arena, sized by the generator): `scratch` holds the
  * int16 receptive field / input row of the dot products, `acc` the int32 per-channel
  * accumulators of a depthwise convolution. */
@@ -170,6 +183,7 @@ void eo_slice_s8(const eo_slice_params *p, const int8_t *x, int8_t *y);
 void eo_split_part_s8(const eo_split_part *p, const int8_t *x, int8_t *y);
 void eo_tile_s8(const eo_tile_params *p, const int8_t *x, int8_t *y);
 void eo_resize_bilinear_s8(const eo_resize_bilinear_params *p, const int8_t *x, int8_t *y);
+void eo_mean_s8(const eo_mean_params *p, const int8_t *x, int8_t *y);
 void eo_copy(const void *x, void *y, size_t bytes);
 
 /* Fixed-point helpers (gemmlowp / TFLite common.h), exposed for tests. */

@@ -39,7 +39,8 @@ pub mod samples;
 pub mod target;
 
 use edgeopt_ir::{
-    Activation, BinaryKind, DType, Graph, Node, Op, PadMode, Tensor, TensorData, UnaryKind, ValueId,
+    Activation, BinaryKind, DType, Graph, Node, Op, PadMode, ReduceKind, Tensor, TensorData,
+    UnaryKind, ValueId,
 };
 use edgeopt_runtime::kernels::quantized::activation;
 use edgeopt_runtime::kernels::quantized::common::{
@@ -50,6 +51,7 @@ use edgeopt_runtime::kernels::quantized::fixedpoint::{
     calculate_input_radius, quantize_multiplier, quantize_multiplier_smaller_than_one_exp,
 };
 use edgeopt_runtime::kernels::quantized::movement::requantize_if_needed;
+use edgeopt_runtime::kernels::quantized::reduce;
 use edgeopt_runtime::kernels::quantized::Numerics;
 use edgeopt_runtime::kernels::{eval_node, NodeCtx};
 use edgeopt_runtime::planner::{self, MemoryPlan};
@@ -182,6 +184,7 @@ pub const CODE_BYTES: &[(&str, u64)] = &[
     ("split", 60),
     ("tile", 200),
     ("resize", 500),
+    ("mean", 250),
 ];
 /// Bytes per layer call in `edgeopt_model_invoke` (argument set-up and the call;
 /// measured ~20 on the IC model).
@@ -399,6 +402,59 @@ fn dims(v: &[usize]) -> Vec<i32> {
 }
 
 const MAX_RANK: usize = 6;
+
+/// A reduction as two strided walks over the input: the kept dims (one output each,
+/// row-major) and the reduced dims (summed per output). Size-1 dims are dropped and
+/// dims contiguous in the input merged, so a global average pool over [1, H, W, C]
+/// walks C outputs of H*W elements with one stride each.
+struct ReduceGeom {
+    kept_shape: Vec<usize>,
+    kept_stride: Vec<usize>,
+    red_shape: Vec<usize>,
+    red_stride: Vec<usize>,
+    /// Outputs.
+    count: usize,
+    /// Elements summed per output.
+    red_count: usize,
+}
+
+impl ReduceGeom {
+    fn new(xs: &[usize], red: &[usize]) -> Result<Self, String> {
+        let mut stride = vec![1usize; xs.len()];
+        for d in (0..xs.len().saturating_sub(1)).rev() {
+            stride[d] = stride[d + 1] * xs[d + 1];
+        }
+        let walk = |reduced: bool| {
+            let mut sh: Vec<usize> = Vec::new();
+            let mut st: Vec<usize> = Vec::new();
+            for d in (0..xs.len()).filter(|d| red.contains(d) == reduced && xs[*d] != 1) {
+                if st.last() == Some(&(stride[d] * xs[d])) {
+                    // Contiguous with the previous (outer) dim: one longer walk.
+                    let last = sh.len() - 1;
+                    sh[last] *= xs[d];
+                    st[last] = stride[d];
+                } else {
+                    sh.push(xs[d]);
+                    st.push(stride[d]);
+                }
+            }
+            (sh, st)
+        };
+        let (kept_shape, kept_stride) = walk(false);
+        let (red_shape, red_stride) = walk(true);
+        if kept_shape.len() > MAX_RANK || red_shape.len() > MAX_RANK {
+            return Err(format!("reduction needs more than {MAX_RANK} dims"));
+        }
+        Ok(ReduceGeom {
+            count: kept_shape.iter().product(),
+            red_count: red_shape.iter().product(),
+            kept_shape,
+            kept_stride,
+            red_shape,
+            red_stride,
+        })
+    }
+}
 
 impl<'g> Emitter<'g> {
     fn new(g: &'g Graph, plan: &'g MemoryPlan) -> Self {
@@ -664,6 +720,18 @@ impl<'g> Emitter<'g> {
             Op::Tile { .. } => self.tile(node, x, k)?,
             Op::Resize(a) => self.resize(node, x, a, k)?,
             Op::Gather { axis } => self.gather(node, *axis, k)?,
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes,
+                keepdims: _,
+                noop_with_empty_axes,
+            } => self.mean(node, x, axes.as_deref(), *noop_with_empty_axes, k)?,
+            Op::Reduce { kind, .. } => {
+                return Err(self.unsupported(
+                    node,
+                    format!("Reduce{kind:?} is not supported by the C generator"),
+                ))
+            }
             op => {
                 return Err(self.unsupported(
                     node,
@@ -1657,6 +1725,66 @@ impl<'g> Emitter<'g> {
 
     /// Name, shape, dtype, per-tensor quantization and arena offset of a graph input/output.
     #[allow(clippy::type_complexity)]
+    /// MEAN over `axes` (keep_dims only changes the output's shape, not its layout):
+    /// TFLite Micro's `QuantizedMeanOrSum`, with the requantization of
+    /// [`reduce::mean_multiplier`], the runtime's own.
+    fn mean(
+        &mut self,
+        node: &Node,
+        x: ValueId,
+        axes: Option<&[i64]>,
+        noop_with_empty_axes: bool,
+        k: usize,
+    ) -> Result<()> {
+        self.require_i8(node, x, "input")?;
+        self.require_i8(node, node.outputs[0], "output")?;
+        let xs = self.shape(x)?;
+        let red = edgeopt_ir::shape::reduce_axes(xs.len(), axes, noop_with_empty_axes)
+            .map_err(|m| self.unsupported(node, m))?;
+        if xs.contains(&0) {
+            return Err(self.unsupported(node, "MEAN of an empty tensor"));
+        }
+        let g = ReduceGeom::new(&xs, &red).map_err(|m| self.unsupported(node, m))?;
+        let (qx, qy) = self.act_in_out(node)?;
+        let (mult, shift) = reduce::mean_multiplier(qx, qy, g.red_count);
+        if !(-31..=31).contains(&shift) {
+            return Err(self.unsupported(
+                node,
+                format!(
+                    "MEAN rescale shift {shift} out of range (input / output scales too far apart)"
+                ),
+            ));
+        }
+        let zp_sum = (qx.zp as i64).wrapping_mul(g.red_count as i64) as i32;
+        let pre = format!("eo_l{k}");
+        let f = format!(
+            "{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}",
+            g.kept_shape.len(),
+            g.count,
+            i32s(&dims(&g.kept_shape)),
+            i32s(&dims(&g.kept_stride)),
+            g.red_shape.len(),
+            g.red_count,
+            i32s(&dims(&g.red_shape)),
+            i32s(&dims(&g.red_stride)),
+            c_i32(zp_sum),
+            qy.zp,
+            c_i32(mult),
+            c_i32(shift)
+        );
+        self.emit_params(
+            "eo_mean_params",
+            &format!("{pre}_p"),
+            &f,
+            (8 + 4 * MAX_RANK as u64) * 4,
+        );
+        let xin = self.ptr_i8(x)?;
+        let y = self.out_ptr(node, DType::I8)?;
+        self.kernels.insert("mean");
+        self.stmt(node, format!("eo_mean_s8(&{pre}_p, {xin}, {y})"));
+        Ok(())
+    }
+
     fn io_desc(&self, id: ValueId) -> Result<(String, Vec<usize>, DType, Option<Affine>, usize)> {
         let v = &self.g.values[id];
         let shape = self.shape(id)?;

@@ -640,6 +640,121 @@ fn cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
         let sample = vec![ih as usize, iw as usize, c as usize];
         out.push((name, m.finish(&[x], &[y]), sample));
     }
+    // MEAN (TFLite Micro's QuantizedMeanOrSum): global average pools as the converter
+    // and edgeopt's writer emit them (axes {1, 2}, with and without keep_dims), 1-wide
+    // spatial dims, a single reduced axis, non-adjacent axes, a negative axis, a 3-D
+    // input, 1024 summed elements. "same": input and output share scale and zero point
+    // (TFLM's former Mean path, merged into QuantizedMeanOrSum in 2023, #1908: the
+    // multiplier is then 2^30 / count with shift 1), the others requantize.
+    for (name, shape, axes, keep, xq, yq) in [
+        (
+            "mean_hw_keep",
+            vec![1, 5, 7, 12],
+            vec![1, 2],
+            true,
+            (0.047, -9),
+            (0.021, 5),
+        ),
+        (
+            "mean_hw_drop_same",
+            vec![1, 6, 6, 8],
+            vec![2, 1],
+            false,
+            (0.047, -9),
+            (0.047, -9),
+        ),
+        (
+            "mean_hw_1wide_h",
+            vec![1, 1, 9, 6],
+            vec![1, 2],
+            true,
+            (0.033, 12),
+            (0.05, -3),
+        ),
+        (
+            "mean_hw_1x1_same",
+            vec![1, 1, 1, 10],
+            vec![1, 2],
+            false,
+            (0.033, 12),
+            (0.033, 12),
+        ),
+        (
+            "mean_w_1wide",
+            vec![1, 4, 1, 5],
+            vec![2],
+            true,
+            (0.061, 0),
+            (0.019, -20),
+        ),
+        (
+            "mean_channels_drop",
+            vec![1, 3, 4, 9],
+            vec![3],
+            false,
+            (0.02, -128),
+            (0.009, -70),
+        ),
+        (
+            "mean_axes_1_3_keep",
+            vec![1, 4, 5, 6],
+            vec![1, 3],
+            true,
+            (0.05, 3),
+            (0.04, 3),
+        ),
+        (
+            "mean_neg_axis_3d_same",
+            vec![1, 10, 16],
+            vec![-1],
+            true,
+            (0.07, 1),
+            (0.07, 1),
+        ),
+        (
+            "mean_3d_rows_drop",
+            vec![1, 10, 16],
+            vec![1],
+            false,
+            (0.07, 1),
+            (0.31, 7),
+        ),
+        (
+            "mean_hw_1024_gain",
+            vec![1, 32, 32, 3],
+            vec![1, 2],
+            true,
+            (0.2, -1),
+            (0.003, 2),
+        ),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &shape, xq.0, xq.1);
+        let r = shape.len() as i32;
+        let red: Vec<i32> = axes
+            .iter()
+            .map(|&a| if a < 0 { a + r } else { a })
+            .collect();
+        let out_shape: Vec<i32> = (0..r)
+            .filter_map(|d| match (red.contains(&d), keep) {
+                (true, true) => Some(1),
+                (true, false) => None,
+                (false, _) => Some(shape[d as usize]),
+            })
+            .collect();
+        let ax = m.constant_i32("axes", &[axes.len() as i32], &axes);
+        let y = act(&mut m, "y", &out_shape, yq.0, yq.1);
+        m.op(
+            B::Mean,
+            &[x, ax],
+            &[y],
+            Some(O::ReducerOptions(Box::new(s::ReducerOptions {
+                keep_dims: keep,
+            }))),
+        );
+        let sample: Vec<usize> = shape[1..].iter().map(|&d| d as usize).collect();
+        out.push((name, m.finish(&[x], &[y]), sample));
+    }
     out
 }
 
