@@ -28,8 +28,6 @@ use std::path::{Path, PathBuf};
 /// Cells known to fail: (file name, stage, reason). Stages: import, quantize,
 /// tflite, onnx, compile, c-host.
 const KNOWN: &[(&str, &str, &str)] = &[
-    ("shufflenet_v2_x0_5.ts17.onnx", "compile", "the C generator has no int8 MEAN yet"),
-    ("shufflenet_v2_x0_5.dynamo18_inline.onnx", "compile", "the C generator has no int8 MEAN yet"),
     ("ds_cnn_like.dynbatch.fp32.tflite", "c-host", "TFLite Micro's EXPAND_DIMS takes no int32: the batch arithmetic (SHAPE, STRIDED_SLICE, EXPAND_DIMS, CONCATENATION) stays in the written file"),
     ("unet_bits.dynbatch.fp32.tflite", "c-host", "two outputs (tflm_run.py runs one), and TFLite Micro has no TILE"),
     ("unet_bits.batch1.fp32.tflite", "c-host", "two outputs (tflm_run.py runs one), and TFLite Micro has no TILE"),
