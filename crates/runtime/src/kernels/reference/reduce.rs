@@ -4,11 +4,16 @@ use super::util::{bcast_map, KResult};
 use edgeopt_ir::shape::{reduce_axes, OutputFact};
 use edgeopt_ir::{DType, ReduceKind, Tensor, TensorData};
 
+/// `f32_sums`: float MEAN / SUM accumulate in f32, in input order, and the mean
+/// divides the f32 sum by the count in f32, as TensorFlow Lite Micro's reference
+/// kernels do (`Numerics::Tflm`; the generated C's float MEAN does the same). Otherwise
+/// the sums are f64, rounded once.
 pub fn reduce(
     kind: ReduceKind,
     x: &Tensor,
     axes: Option<&[i64]>,
     noop_with_empty_axes: bool,
+    f32_sums: bool,
     out: &OutputFact,
 ) -> KResult<Tensor> {
     let red = reduce_axes(x.rank(), axes, noop_with_empty_axes)?;
@@ -32,14 +37,26 @@ pub fn reduce(
             ReduceKind::Max => (f64::NEG_INFINITY, f64::max),
             ReduceKind::Min => (f64::INFINITY, f64::min),
         };
-        let mut acc = vec![init; m];
-        for (&v, &s) in xs.iter().zip(&slot) {
-            acc[s] = f(acc[s], v as f64);
-        }
-        let v: Vec<f32> = acc
-            .into_iter()
-            .map(|a| if kind == ReduceKind::Mean { a / count as f64 } else { a } as f32)
-            .collect();
+        let v: Vec<f32> = if f32_sums && matches!(kind, ReduceKind::Mean | ReduceKind::Sum) {
+            let mut acc = vec![0f32; m];
+            for (&v, &s) in xs.iter().zip(&slot) {
+                acc[s] += v;
+            }
+            if kind == ReduceKind::Mean {
+                for a in &mut acc {
+                    *a /= count as f32;
+                }
+            }
+            acc
+        } else {
+            let mut acc = vec![init; m];
+            for (&v, &s) in xs.iter().zip(&slot) {
+                acc[s] = f(acc[s], v as f64);
+            }
+            acc.into_iter()
+                .map(|a| if kind == ReduceKind::Mean { a / count as f64 } else { a } as f32)
+                .collect()
+        };
         let data = if x.dtype() == DType::F16 {
             TensorData::F16(v.iter().map(|&e| half::f16::from_f32(e)).collect())
         } else {
