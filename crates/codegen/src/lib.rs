@@ -16,7 +16,10 @@
 //! kernels (and so with CMSIS-NN), checked against TFLM's own interpreter on the MLPerf
 //! models (crates/tests/tests/codegen_vs_tflm.rs) and op by op
 //! (codegen_ops_vs_tflm.rs): fixed point everywhere, no float at run time except
-//! DEQUANTIZE outputs. Every requantization parameter is computed here with the
+//! DEQUANTIZE outputs and the float islands a quantized model keeps (LayerNorm between
+//! DEQUANTIZE and QUANTIZE: float ADD / SUB / MUL / DIV / SQRT / MEAN as TFLM's
+//! reference float kernels compute them, no libm). Every requantization parameter is
+//! computed here with the
 //! runtime's own functions (`quantize_multiplier`, `OutputStage`, `activation_range`,
 //! ...), and element-wise int8 -> int8 ops (ReLU, ReLU6, logistic, tanh, hard-swish,
 //! requantizing QUANTIZE) become 256-entry tables, filled by running the runtime's
@@ -1732,8 +1735,6 @@ impl<'g> Emitter<'g> {
         Ok(())
     }
 
-    /// Name, shape, dtype, per-tensor quantization and arena offset of a graph input/output.
-    #[allow(clippy::type_complexity)]
     /// MEAN over `axes` (keep_dims only changes the output's shape, not its layout):
     /// TFLite Micro's `QuantizedMeanOrSum`, with the requantization of
     /// [`reduce::mean_multiplier`], the runtime's own.
@@ -2005,6 +2006,8 @@ impl<'g> Emitter<'g> {
         Ok(())
     }
 
+    /// Name, shape, dtype, per-tensor quantization and arena offset of a graph input/output.
+    #[allow(clippy::type_complexity)]
     fn io_desc(&self, id: ValueId) -> Result<(String, Vec<usize>, DType, Option<Affine>, usize)> {
         let v = &self.g.values[id];
         let shape = self.shape(id)?;

@@ -102,3 +102,28 @@ fn slots(shape: &[usize], kept: &[usize]) -> Vec<usize> {
     // exactly element -> slot here.
     bcast_map(kept, shape)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TFLite Micro's float MEAN sums in f32 in input order: 2^24 + 1 + 1 stays 2^24
+    /// there (each +1 rounds back to even), while an f64 sum keeps both.
+    #[test]
+    fn tflm_float_mean_sums_in_f32() {
+        let x = Tensor::from_f32(vec![1, 3], vec![16_777_216.0, 1.0, 1.0]).unwrap();
+        let out = OutputFact {
+            dtype: DType::F32,
+            shape: vec![1],
+            value: None,
+        };
+        let mean = |f32_sums| {
+            reduce(ReduceKind::Mean, &x, Some(&[1]), false, f32_sums, &out)
+                .unwrap()
+                .to_f32_vec()[0]
+        };
+        assert_eq!(mean(true), 16_777_216.0f32 / 3.0);
+        assert_eq!(mean(false), (16_777_218.0f64 / 3.0) as f32);
+        assert_ne!(mean(true), mean(false));
+    }
+}
