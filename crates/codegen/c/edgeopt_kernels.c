@@ -665,6 +665,192 @@ void eo_resize_bilinear_s8(const eo_resize_bilinear_params *p, const int8_t *x, 
     }
 }
 
+/* reduce::mean_generic (Numerics::Tflm): TFLite Micro's QuantizedMeanOrSum (mean). The
+ * sums wrap as the int32 accumulators of TFLM do; the order of the additions does not
+ * matter for integers. */
+void eo_mean_s8(const eo_mean_params *p, const int8_t *x, int8_t *y) {
+    int32_t kidx[EO_MAX_RANK] = {0};
+    int32_t i, j, d, base = 0;
+    for (i = 0; i < p->count; i++) {
+        int32_t ridx[EO_MAX_RANK] = {0};
+        int32_t off = base, sum = 0;
+        for (j = 0; j < p->red_count; j++) {
+            sum = eo_wadd(sum, x[off]);
+            for (d = p->red_rank - 1; d >= 0; d--) {
+                ridx[d]++;
+                off += p->red_stride[d];
+                if (ridx[d] < p->red_shape[d]) break;
+                off -= p->red_stride[d] * p->red_shape[d];
+                ridx[d] = 0;
+            }
+        }
+        y[i] = (int8_t)eo_clamp(
+            eo_wadd(eo_mbqm(eo_wsub(sum, p->zp_sum), p->mult, p->shift), p->out_zp), -128,
+            127);
+        for (d = p->kept_rank - 1; d >= 0; d--) {
+            kidx[d]++;
+            base += p->kept_stride[d];
+            if (kidx[d] < p->kept_shape[d]) break;
+            base -= p->kept_stride[d] * p->kept_shape[d];
+            kidx[d] = 0;
+        }
+    }
+}
+
+/* reference::reduce (Numerics::Tflm: float sums) / TFLM's float Mean: per output, the
+ * float sum from 0 of its elements in input order, divided by their count. */
+void eo_mean_f32(const eo_mean_params *p, const float *x, float *y) {
+    int32_t kidx[EO_MAX_RANK] = {0};
+    int32_t i, j, d, base = 0;
+    for (i = 0; i < p->count; i++) {
+        int32_t ridx[EO_MAX_RANK] = {0};
+        int32_t off = base;
+        float sum = 0.0f;
+        for (j = 0; j < p->red_count; j++) {
+            sum += x[off];
+            for (d = p->red_rank - 1; d >= 0; d--) {
+                ridx[d]++;
+                off += p->red_stride[d];
+                if (ridx[d] < p->red_shape[d]) break;
+                off -= p->red_stride[d] * p->red_shape[d];
+                ridx[d] = 0;
+            }
+        }
+        y[i] = sum / (float)p->red_count;
+        for (d = p->kept_rank - 1; d >= 0; d--) {
+            kidx[d]++;
+            base += p->kept_stride[d];
+            if (kidx[d] < p->kept_shape[d]) break;
+            base -= p->kept_stride[d] * p->kept_shape[d];
+            kidx[d] = 0;
+        }
+    }
+}
+
+/* fc::batch_matmul (Numerics::Tflm): each output is a dot product of a row of a and a
+ * column of b. The column (zero point subtracted) goes to the int16 scratch once and
+ * meets every row of a through eo_dot (SMLAD on DSP cores); the row's zero point is
+ * taken out afterwards: sum (a - za)(b - zb) = sum a (b - zb) - za sum (b - zb), exact in
+ * 32-bit integers as TFLM's sum. */
+void eo_batch_matmul_s8(const eo_batch_matmul_params *p, const int8_t *a, const int8_t *b,
+                        int8_t *y, int16_t *scratch) {
+    int32_t idx[EO_MAX_RANK] = {0};
+    int32_t t, i, j, kk, d, aoff = 0, boff = 0;
+    for (t = 0; t < p->batches; t++) {
+        const int8_t *A = a + aoff;
+        const int8_t *B = b + boff;
+        int8_t *Y = y + (size_t)t * p->m * p->n;
+        for (j = 0; j < p->n; j++) {
+            int32_t colsum = 0;
+            for (kk = 0; kk < p->k; kk++) {
+                scratch[kk] = (int16_t)(B[(size_t)kk * p->n + j] - p->b_zp);
+                colsum += scratch[kk];
+            }
+            eo_reorder(scratch, p->k);
+            for (i = 0; i < p->m; i++) {
+                const int32_t acc =
+                    eo_wsub(eo_dot(scratch, A + (size_t)i * p->k, p->k, 0), p->a_zp * colsum);
+                Y[(size_t)i * p->n + j] = (int8_t)eo_clamp(
+                    eo_mbqm(acc, p->mult, p->shift) + p->out_zp, p->act_min, p->act_max);
+            }
+        }
+        for (d = p->batch_rank - 1; d >= 0; d--) {
+            idx[d]++;
+            aoff += p->a_stride[d];
+            boff += p->b_stride[d];
+            if (idx[d] < p->batch_shape[d]) break;
+            aoff -= p->a_stride[d] * p->batch_shape[d];
+            boff -= p->b_stride[d] * p->batch_shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+static float eo_binary_f32_one(int32_t kind, float a, float b) {
+    switch (kind) {
+    case 0: return a + b;
+    case 1: return a - b;
+    case 2: return a * b;
+    default: return a / b;
+    }
+}
+
+/* reference::binary on f32 / TFLM's float ADD, SUB, MUL, DIV (one rounding each). */
+void eo_binary_f32(const eo_binary_f32_params *p, const float *a, const float *b, float *y) {
+    int32_t i, d;
+    if (!p->broadcast) {
+        for (i = 0; i < p->count; i++) y[i] = eo_binary_f32_one(p->kind, a[i], b[i]);
+    } else {
+        int32_t idx[EO_MAX_RANK] = {0};
+        int32_t ao = 0, bo = 0;
+        for (i = 0; i < p->count; i++) {
+            y[i] = eo_binary_f32_one(p->kind, a[ao], b[bo]);
+            for (d = p->rank - 1; d >= 0; d--) {
+                idx[d]++;
+                ao += p->a_stride[d];
+                bo += p->b_stride[d];
+                if (idx[d] < p->out_shape[d]) break;
+                ao -= p->a_stride[d] * p->out_shape[d];
+                bo -= p->b_stride[d] * p->out_shape[d];
+                idx[d] = 0;
+            }
+        }
+    }
+    if (p->clamp) {
+        for (i = 0; i < p->count; i++) {
+            float v = y[i] < p->act_min ? p->act_min : y[i];
+            y[i] = p->act_max < v ? p->act_max : v;
+        }
+    }
+}
+
+/* Correctly rounded square root in integer arithmetic: the 24-bit significand of the
+ * result is the integer square root of the (exponent-evened) significand scaled by 2^23,
+ * rounded to nearest (a tie is impossible: the square of r + 1/2 is never an integer). */
+float eo_sqrtf(float x) {
+    uint32_t bits, r = 0, bit;
+    uint64_t m, rem;
+    (void)rem;
+    int32_t e;
+    memcpy(&bits, &x, 4);
+    if ((bits & 0x7fffffffu) == 0) return x;               /* +-0 */
+    if (bits >> 31) return (x - x) / (x - x);              /* negative (or -NaN): NaN */
+    if ((bits >> 23) >= 0xffu) return x;                   /* +inf, NaN */
+    e = (int32_t)(bits >> 23);
+    m = bits & 0x7fffffu;
+    if (e == 0) { /* subnormal: normalize */
+        e = 1;
+        while (!(m & 0x800000u)) {
+            m <<= 1;
+            e--;
+        }
+    } else {
+        m |= 0x800000u;
+    }
+    e -= 127; /* x = m / 2^23 * 2^e, m in [2^23, 2^24) */
+    if (e & 1) {
+        m <<= 1;
+        e -= 1;
+    }
+    m <<= 23; /* sqrt(x) = sqrt(m) / 2^23 * 2^(e/2); m in [2^46, 2^48) */
+    rem = m;
+    for (bit = 1u << 24; bit; bit >>= 1) { /* floor(sqrt(m)), 25 bits at most */
+        const uint64_t trial = (uint64_t)(r | bit) * (uint64_t)(r | bit);
+        if (trial <= m) r |= bit;
+    }
+    rem = m - (uint64_t)r * r;
+    if (rem > r) r++;
+    bits = ((uint32_t)(e / 2 + 126) << 23) + r;
+    memcpy(&x, &bits, 4);
+    return x;
+}
+
+/* reference::unary on f32 / TFLM's float SQRT. */
+void eo_unary_f32(const eo_unary_f32_params *p, const float *x, float *y) {
+    int32_t i;
+    for (i = 0; i < p->count; i++) y[i] = eo_sqrtf(x[i]);
+}
+
 void eo_copy(const void *x, void *y, size_t bytes) {
     if (x != y) memmove(y, x, bytes);
 }

@@ -151,6 +151,53 @@ typedef struct {
     int32_t scale_h, scale_w;
     int32_t half_pixel; /* half_pixel_centers */
 } eo_resize_bilinear_params;
+/* MEAN (int8, any axes): TFLite Micro's QuantizedMeanOrSum. Every output sums its
+ * reduced positions (the input offset walks kept dims by kept_stride and reduced dims
+ * by red_stride, row-major), subtracts in_zp * count (zp_sum, wrapped to 32 bits),
+ * then requantizes by mult / shift (1 / count folded in) and adds out_zp. */
+typedef struct {
+    int32_t kept_rank, count; /* count: number of outputs */
+    int32_t kept_shape[EO_MAX_RANK];
+    int32_t kept_stride[EO_MAX_RANK];
+    int32_t red_rank, red_count; /* red_count: elements summed per output */
+    int32_t red_shape[EO_MAX_RANK];
+    int32_t red_stride[EO_MAX_RANK];
+    int32_t zp_sum, out_zp, mult, shift;
+} eo_mean_params;
+/* BATCH_MATMUL (int8 x int8, both per tensor): y[.., i, j] = sum_k (a[.., i, k] - a_zp) *
+ * (b[.., k, j] - b_zp), requantized like FULLY_CONNECTED (eo_mbqm), as TFLite Micro's
+ * reference BatchMatMul. Batch dims broadcast: a_stride / b_stride are element strides
+ * of each output batch dim in a / b (0 = broadcast). */
+typedef struct {
+    int32_t batch_rank, batches;
+    int32_t batch_shape[EO_MAX_RANK];
+    int32_t a_stride[EO_MAX_RANK];
+    int32_t b_stride[EO_MAX_RANK];
+    int32_t m, k, n;
+    int32_t a_zp, b_zp, out_zp, act_min, act_max, mult, shift;
+} eo_batch_matmul_params;
+
+/* Float ops (the float islands a quantized model keeps, e.g. LayerNorm between DEQUANTIZE
+ * and QUANTIZE), as TensorFlow Lite Micro's reference float kernels compute them: one
+ * IEEE single-precision operation per element, in the same order (C99 without
+ * -ffast-math, no FMA contraction: gcc's ISO C modes keep -ffp-contract=off). */
+/* ADD / SUB / MUL / DIV with numpy broadcasting (shapes and strides as eo_binary_params),
+ * then the fused activation's clamp. */
+typedef struct {
+    int32_t kind; /* 0 add, 1 sub, 2 mul, 3 div */
+    int32_t count, rank;
+    int32_t out_shape[EO_MAX_RANK];
+    int32_t a_stride[EO_MAX_RANK];
+    int32_t b_stride[EO_MAX_RANK];
+    int32_t broadcast;
+    int32_t clamp; /* 0: no activation (TFLM's +-FLT_MAX clamp is the identity) */
+    float act_min, act_max;
+} eo_binary_f32_params;
+/* SQRT (correctly rounded, integer arithmetic: no libm). */
+typedef struct {
+    int32_t kind; /* 0 sqrt */
+    int32_t count;
+} eo_unary_f32_params;
 /* Kernel scratch (not part of the arena, sized by the generator): `scratch` holds the
  * int16 receptive field / input row of the dot products, `acc` the int32 per-channel
  * accumulators of a depthwise convolution. */
@@ -170,6 +217,16 @@ void eo_slice_s8(const eo_slice_params *p, const int8_t *x, int8_t *y);
 void eo_split_part_s8(const eo_split_part *p, const int8_t *x, int8_t *y);
 void eo_tile_s8(const eo_tile_params *p, const int8_t *x, int8_t *y);
 void eo_resize_bilinear_s8(const eo_resize_bilinear_params *p, const int8_t *x, int8_t *y);
+void eo_mean_s8(const eo_mean_params *p, const int8_t *x, int8_t *y);
+/* Float MEAN: the same walk (zero points and multiplier unused), the sum in float from
+ * 0 in input order, then divided by the element count (TFLM's reference Mean). */
+void eo_mean_f32(const eo_mean_params *p, const float *x, float *y);
+void eo_batch_matmul_s8(const eo_batch_matmul_params *p, const int8_t *a, const int8_t *b,
+                        int8_t *y, int16_t *scratch);
+void eo_binary_f32(const eo_binary_f32_params *p, const float *a, const float *b, float *y);
+void eo_unary_f32(const eo_unary_f32_params *p, const float *x, float *y);
+/* IEEE sqrt of a float, correctly rounded (as sqrtf), without libm; exposed for tests. */
+float eo_sqrtf(float x);
 void eo_copy(const void *x, void *y, size_t bytes);
 
 /* Fixed-point helpers (gemmlowp / TFLite common.h), exposed for tests. */

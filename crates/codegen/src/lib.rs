@@ -16,7 +16,10 @@
 //! kernels (and so with CMSIS-NN), checked against TFLM's own interpreter on the MLPerf
 //! models (crates/tests/tests/codegen_vs_tflm.rs) and op by op
 //! (codegen_ops_vs_tflm.rs): fixed point everywhere, no float at run time except
-//! DEQUANTIZE outputs. Every requantization parameter is computed here with the
+//! DEQUANTIZE outputs and the float islands a quantized model keeps (LayerNorm between
+//! DEQUANTIZE and QUANTIZE: float ADD / SUB / MUL / DIV / SQRT / MEAN as TFLM's
+//! reference float kernels compute them, no libm). Every requantization parameter is
+//! computed here with the
 //! runtime's own functions (`quantize_multiplier`, `OutputStage`, `activation_range`,
 //! ...), and element-wise int8 -> int8 ops (ReLU, ReLU6, logistic, tanh, hard-swish,
 //! requantizing QUANTIZE) become 256-entry tables, filled by running the runtime's
@@ -39,7 +42,8 @@ pub mod samples;
 pub mod target;
 
 use edgeopt_ir::{
-    Activation, BinaryKind, DType, Graph, Node, Op, PadMode, Tensor, TensorData, UnaryKind, ValueId,
+    Activation, BinaryKind, DType, Graph, Node, Op, PadMode, ReduceKind, Tensor, TensorData,
+    UnaryKind, ValueId,
 };
 use edgeopt_runtime::kernels::quantized::activation;
 use edgeopt_runtime::kernels::quantized::common::{
@@ -50,6 +54,7 @@ use edgeopt_runtime::kernels::quantized::fixedpoint::{
     calculate_input_radius, quantize_multiplier, quantize_multiplier_smaller_than_one_exp,
 };
 use edgeopt_runtime::kernels::quantized::movement::requantize_if_needed;
+use edgeopt_runtime::kernels::quantized::reduce;
 use edgeopt_runtime::kernels::quantized::Numerics;
 use edgeopt_runtime::kernels::{eval_node, NodeCtx};
 use edgeopt_runtime::planner::{self, MemoryPlan};
@@ -182,6 +187,13 @@ pub const CODE_BYTES: &[(&str, u64)] = &[
     ("split", 60),
     ("tile", 200),
     ("resize", 500),
+    // Measured (arm-none-eabi-nm -S, cortex-m4 -O2, gcc 12.2): eo_mean_s8 290 B,
+    // eo_mean_f32 312, eo_batch_matmul_s8 404; "float" = eo_binary_f32 374 +
+    // eo_sqrtf 164 + eo_unary_f32 34.
+    ("mean", 300),
+    ("mean_f32", 320),
+    ("batch_matmul", 410),
+    ("float", 580),
 ];
 /// Bytes per layer call in `edgeopt_model_invoke` (argument set-up and the call;
 /// measured ~20 on the IC model).
@@ -400,6 +412,59 @@ fn dims(v: &[usize]) -> Vec<i32> {
 
 const MAX_RANK: usize = 6;
 
+/// A reduction as two strided walks over the input: the kept dims (one output each,
+/// row-major) and the reduced dims (summed per output). Size-1 dims are dropped and
+/// dims contiguous in the input merged, so a global average pool over [1, H, W, C]
+/// walks C outputs of H*W elements with one stride each.
+struct ReduceGeom {
+    kept_shape: Vec<usize>,
+    kept_stride: Vec<usize>,
+    red_shape: Vec<usize>,
+    red_stride: Vec<usize>,
+    /// Outputs.
+    count: usize,
+    /// Elements summed per output.
+    red_count: usize,
+}
+
+impl ReduceGeom {
+    fn new(xs: &[usize], red: &[usize]) -> Result<Self, String> {
+        let mut stride = vec![1usize; xs.len()];
+        for d in (0..xs.len().saturating_sub(1)).rev() {
+            stride[d] = stride[d + 1] * xs[d + 1];
+        }
+        let walk = |reduced: bool| {
+            let mut sh: Vec<usize> = Vec::new();
+            let mut st: Vec<usize> = Vec::new();
+            for d in (0..xs.len()).filter(|d| red.contains(d) == reduced && xs[*d] != 1) {
+                if st.last() == Some(&(stride[d] * xs[d])) {
+                    // Contiguous with the previous (outer) dim: one longer walk.
+                    let last = sh.len() - 1;
+                    sh[last] *= xs[d];
+                    st[last] = stride[d];
+                } else {
+                    sh.push(xs[d]);
+                    st.push(stride[d]);
+                }
+            }
+            (sh, st)
+        };
+        let (kept_shape, kept_stride) = walk(false);
+        let (red_shape, red_stride) = walk(true);
+        if kept_shape.len() > MAX_RANK || red_shape.len() > MAX_RANK {
+            return Err(format!("reduction needs more than {MAX_RANK} dims"));
+        }
+        Ok(ReduceGeom {
+            count: kept_shape.iter().product(),
+            red_count: red_shape.iter().product(),
+            kept_shape,
+            kept_stride,
+            red_shape,
+            red_stride,
+        })
+    }
+}
+
 impl<'g> Emitter<'g> {
     fn new(g: &'g Graph, plan: &'g MemoryPlan) -> Self {
         Emitter {
@@ -612,6 +677,8 @@ impl<'g> Emitter<'g> {
             // The float edge of a model quantized with float I/O (the TFLite
             // converter's default): the caller writes floats, the model quantizes.
             Op::Quantize if self.dtype(x) == DType::F32 => self.quantize_f32(node, x, k)?,
+            // A float island (DEQUANTIZE ... QUANTIZE) of a quantized model.
+            Op::Unary(kind) if self.dtype(x) == DType::F32 => self.unary_f32(node, *kind, x, k)?,
             Op::Unary(_) | Op::Clip { .. } | Op::Quantize => {
                 self.require_i8(node, x, "input")?;
                 self.require_i8(node, node.outputs[0], "output")?;
@@ -664,6 +731,19 @@ impl<'g> Emitter<'g> {
             Op::Tile { .. } => self.tile(node, x, k)?,
             Op::Resize(a) => self.resize(node, x, a, k)?,
             Op::Gather { axis } => self.gather(node, *axis, k)?,
+            Op::MatMul => self.batch_matmul(node, k)?,
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes,
+                keepdims: _,
+                noop_with_empty_axes,
+            } => self.mean(node, x, axes.as_deref(), *noop_with_empty_axes, k)?,
+            Op::Reduce { kind, .. } => {
+                return Err(self.unsupported(
+                    node,
+                    format!("Reduce{kind:?} is not supported by the C generator"),
+                ))
+            }
             op => {
                 return Err(self.unsupported(
                     node,
@@ -866,6 +946,9 @@ impl<'g> Emitter<'g> {
         let b = node
             .input(1)
             .ok_or_else(|| self.unsupported(node, "missing input 1"))?;
+        if self.dtype(a) == DType::F32 {
+            return self.binary_f32(node, kind, act, a, b, k);
+        }
         for (id, what) in [(a, "input 0"), (b, "input 1"), (node.outputs[0], "output")] {
             self.require_i8(node, id, what)?;
         }
@@ -1652,6 +1735,277 @@ impl<'g> Emitter<'g> {
             let t = self.table_by_runtime(node, true)?;
             self.lut(node, node.outputs[0], t, k)?;
         }
+        Ok(())
+    }
+
+    /// MEAN over `axes` (keep_dims only changes the output's shape, not its layout):
+    /// TFLite Micro's `QuantizedMeanOrSum`, with the requantization of
+    /// [`reduce::mean_multiplier`], the runtime's own.
+    fn mean(
+        &mut self,
+        node: &Node,
+        x: ValueId,
+        axes: Option<&[i64]>,
+        noop_with_empty_axes: bool,
+        k: usize,
+    ) -> Result<()> {
+        let xs = self.shape(x)?;
+        let red = edgeopt_ir::shape::reduce_axes(xs.len(), axes, noop_with_empty_axes)
+            .map_err(|m| self.unsupported(node, m))?;
+        if xs.contains(&0) {
+            return Err(self.unsupported(node, "MEAN of an empty tensor"));
+        }
+        let g = ReduceGeom::new(&xs, &red).map_err(|m| self.unsupported(node, m))?;
+        let geom = format!(
+            "{}, {}, {}, {}, {}, {}, {}, {}",
+            g.kept_shape.len(),
+            g.count,
+            i32s(&dims(&g.kept_shape)),
+            i32s(&dims(&g.kept_stride)),
+            g.red_shape.len(),
+            g.red_count,
+            i32s(&dims(&g.red_shape)),
+            i32s(&dims(&g.red_stride)),
+        );
+        let bytes = (8 + 4 * MAX_RANK as u64) * 4;
+        let pre = format!("eo_l{k}");
+        if self.dtype(x) == DType::F32 && self.dtype(node.outputs[0]) == DType::F32 {
+            self.emit_params(
+                "eo_mean_params",
+                &format!("{pre}_p"),
+                &format!("{geom}, 0, 0, 0, 0"),
+                bytes,
+            );
+            let xin = self.ptr_f32(node, x)?;
+            let y = self.out_ptr(node, DType::F32)?;
+            self.kernels.insert("mean_f32");
+            self.stmt(node, format!("eo_mean_f32(&{pre}_p, {xin}, {y})"));
+            return Ok(());
+        }
+        self.require_i8(node, x, "input")?;
+        self.require_i8(node, node.outputs[0], "output")?;
+        let (qx, qy) = self.act_in_out(node)?;
+        let (mult, shift) = reduce::mean_multiplier(qx, qy, g.red_count);
+        if !(-31..=31).contains(&shift) {
+            return Err(self.unsupported(
+                node,
+                format!(
+                    "MEAN rescale shift {shift} out of range (input / output scales too far apart)"
+                ),
+            ));
+        }
+        let zp_sum = (qx.zp as i64).wrapping_mul(g.red_count as i64) as i32;
+        let f = format!(
+            "{geom}, {}, {}, {}, {}",
+            c_i32(zp_sum),
+            qy.zp,
+            c_i32(mult),
+            c_i32(shift)
+        );
+        self.emit_params("eo_mean_params", &format!("{pre}_p"), &f, bytes);
+        let xin = self.ptr_i8(x)?;
+        let y = self.out_ptr(node, DType::I8)?;
+        self.kernels.insert("mean");
+        self.stmt(node, format!("eo_mean_s8(&{pre}_p, {xin}, {y})"));
+        Ok(())
+    }
+
+    /// C expression for a float operand: an arena slot or a flash constant.
+    fn ptr_f32(&mut self, node: &Node, id: ValueId) -> Result<String> {
+        if self.dtype(id) != DType::F32 {
+            return Err(self.unsupported(
+                node,
+                format!("operand is {}, float32 expected", self.dtype(id)),
+            ));
+        }
+        if let Some(Some(off)) = self.plan.offsets.get(id) {
+            return Ok(format!("(const float *)(const void *)(eo_arena + {off})"));
+        }
+        if let Some(n) = self.const_names.get(&id) {
+            return Ok(n.clone());
+        }
+        let t = self.const_tensor(id).ok_or_else(|| {
+            CodegenError::Model(format!("'{}' has no memory", self.g.values[id].name))
+        })?;
+        let TensorData::F32(v) = &t.data else {
+            return Err(self.unsupported(node, "float constant expected"));
+        };
+        let v = v.clone();
+        let name = format!("eo_const{id}");
+        let comment = format!("constant '{}'", self.g.values[id].name);
+        self.emit_f32(&name, &comment, &v);
+        self.const_names.insert(id, name.clone());
+        Ok(name)
+    }
+
+    /// int8 BATCH_MATMUL of two activations (attention's Q·Kᵀ and P·V): TFLite Micro's
+    /// reference BatchMatMul, with the runtime's output stage ([`OutputStage`], as
+    /// `fc::batch_matmul` builds it under `Numerics::Tflm`).
+    fn batch_matmul(&mut self, node: &Node, k: usize) -> Result<()> {
+        let ctx = self.ctx(node);
+        let a = node.input(0).unwrap();
+        let b = node
+            .input(1)
+            .ok_or_else(|| self.unsupported(node, "missing input 1"))?;
+        for (id, what) in [(a, "lhs"), (b, "rhs"), (node.outputs[0], "output")] {
+            self.require_i8(node, id, what)?;
+        }
+        let (sa, sb) = (self.shape(a)?, self.shape(b)?);
+        if sa.len() < 2 || sb.len() < 2 {
+            return Err(self.unsupported(node, "BATCH_MATMUL needs operands of rank >= 2"));
+        }
+        let (m, kk) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+        let (k2, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+        if kk != k2 {
+            return Err(self.unsupported(node, format!("inner dims differ: {sa:?} x {sb:?}")));
+        }
+        let (ab, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
+        let batch = edgeopt_ir::shape::broadcast(ab, bb).map_err(|m| self.unsupported(node, m))?;
+        if batch.len() > MAX_RANK {
+            return Err(self.unsupported(node, format!("{} batch dims > {MAX_RANK}", batch.len())));
+        }
+        let st = |s: &[usize], mat: usize| -> Vec<usize> {
+            edgeopt_runtime::kernels::quantized::elementwise::broadcast_strides(s, &batch)
+                .into_iter()
+                .map(|x| x * mat)
+                .collect()
+        };
+        let qa = per_tensor(&ctx, ctx.in_quant(0), "lhs")?;
+        let qb = per_tensor(&ctx, ctx.in_quant(1), "rhs")?;
+        let qy = per_tensor(&ctx, ctx.out_quant(0), "output")?;
+        let stage = OutputStage::new(
+            qa.scale,
+            &[qb.scale],
+            qy,
+            activation_range::<i8>(Activation::None, qy),
+        );
+        self.scratch_i16 = self.scratch_i16.max(kk);
+        let pre = format!("eo_l{k}");
+        let f = format!(
+            "{}, {}, {}, {}, {}, {m}, {kk}, {n}, {}, {}, {}, {}, {}, {}, {}",
+            batch.len(),
+            batch.iter().product::<usize>(),
+            i32s(&dims(&batch)),
+            i32s(&dims(&st(ab, m * kk))),
+            i32s(&dims(&st(bb, kk * n))),
+            qa.zp,
+            qb.zp,
+            qy.zp,
+            stage.min,
+            stage.max,
+            c_i32(stage.multiplier[0]),
+            c_i32(stage.shift[0])
+        );
+        self.emit_params(
+            "eo_batch_matmul_params",
+            &format!("{pre}_p"),
+            &f,
+            (12 + 3 * MAX_RANK as u64) * 4,
+        );
+        let pa = self.ptr_i8(a)?;
+        let pb = self.ptr_i8(b)?;
+        let y = self.out_ptr(node, DType::I8)?;
+        self.kernels.insert("batch_matmul");
+        self.stmt(
+            node,
+            format!("eo_batch_matmul_s8(&{pre}_p, {pa}, {pb}, {y}, eo_scratch)"),
+        );
+        Ok(())
+    }
+
+    /// Float ADD / SUB / MUL / DIV (a float island): TFLite Micro's reference float
+    /// kernels, one IEEE operation per element, then the fused activation's clamp.
+    fn binary_f32(
+        &mut self,
+        node: &Node,
+        kind: BinaryKind,
+        act: Activation,
+        a: ValueId,
+        b: ValueId,
+        k: usize,
+    ) -> Result<()> {
+        let y_id = node.outputs[0];
+        for id in [b, y_id] {
+            if self.dtype(id) != DType::F32 {
+                return Err(self.unsupported(node, "float op with a non-float operand"));
+            }
+        }
+        let kind_c = match kind {
+            BinaryKind::Add => 0,
+            BinaryKind::Sub => 1,
+            BinaryKind::Mul => 2,
+            BinaryKind::Div => 3,
+            other => {
+                return Err(self.unsupported(node, format!("float {other:?} is not supported")))
+            }
+        };
+        let (clamp, lo, hi) = match act {
+            Activation::None => (0, 0.0, 0.0),
+            Activation::Relu => (1, 0.0, f32::MAX),
+            Activation::Relu6 => (1, 0.0, 6.0),
+            Activation::ReluN1To1 => (1, -1.0, 1.0),
+        };
+        let (sa, sb) = (self.shape(a)?, self.shape(b)?);
+        let out = edgeopt_ir::shape::broadcast(&sa, &sb).map_err(|m| self.unsupported(node, m))?;
+        if out.len() > MAX_RANK {
+            return Err(self.unsupported(node, format!("rank {} > {MAX_RANK}", out.len())));
+        }
+        let count: usize = out.iter().product();
+        let bc = !(sa == out && sb == out);
+        let st = |s: &[usize]| {
+            edgeopt_runtime::kernels::quantized::elementwise::broadcast_strides(s, &out)
+        };
+        let pre = format!("eo_l{k}");
+        let f = format!(
+            "{kind_c}, {count}, {}, {}, {}, {}, {}, {clamp}, {}, {}",
+            out.len(),
+            i32s(&dims(&out)),
+            i32s(&dims(&st(&sa))),
+            i32s(&dims(&st(&sb))),
+            bc as i32,
+            c_f32(lo),
+            c_f32(hi)
+        );
+        self.emit_params(
+            "eo_binary_f32_params",
+            &format!("{pre}_p"),
+            &f,
+            (6 + 3 * MAX_RANK as u64) * 4,
+        );
+        let pa = self.ptr_f32(node, a)?;
+        let pb = self.ptr_f32(node, b)?;
+        let y = self.out_ptr(node, DType::F32)?;
+        self.kernels.insert("float");
+        self.stmt(node, format!("eo_binary_f32(&{pre}_p, {pa}, {pb}, {y})"));
+        Ok(())
+    }
+
+    /// Float SQRT (a float island): correctly rounded, as TFLite Micro's `std::sqrt`.
+    fn unary_f32(&mut self, node: &Node, kind: UnaryKind, x: ValueId, k: usize) -> Result<()> {
+        let kind_c = match kind {
+            UnaryKind::Sqrt => 0,
+            other => {
+                return Err(self.unsupported(
+                    node,
+                    format!("float {other:?} is not supported by the C generator"),
+                ))
+            }
+        };
+        if self.dtype(node.outputs[0]) != DType::F32 {
+            return Err(self.unsupported(node, "float op with a non-float output"));
+        }
+        let count: usize = self.shape(node.outputs[0])?.iter().product();
+        let pre = format!("eo_l{k}");
+        self.emit_params(
+            "eo_unary_f32_params",
+            &format!("{pre}_p"),
+            &format!("{kind_c}, {count}"),
+            8,
+        );
+        let xin = self.ptr_f32(node, x)?;
+        let y = self.out_ptr(node, DType::F32)?;
+        self.kernels.insert("float");
+        self.stmt(node, format!("eo_unary_f32(&{pre}_p, {xin}, {y})"));
         Ok(())
     }
 

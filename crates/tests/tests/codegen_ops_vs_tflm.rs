@@ -18,11 +18,16 @@
 //! differ from the output's, so only the plain copy is compared. STRIDED_SLICE, SPLIT /
 //! SPLIT_V and RESIZE_BILINEAR (half-pixel, align-corners, asymmetric; up and down)
 //! matched on their first run; TFLM has no TILE, whose C is compared with LiteRT's
-//! builtin kernel instead. Runtime: ~60 s on 2 idle cores (54 small models, one gcc and
-//! one oracle run each).
+//! builtin kernel instead. So did MEAN (10 cases), BATCH_MATMUL (4) and the float
+//! LayerNorm island (2; its float output compared bit for bit: a C float mean that
+//! multiplied by 1/count instead of dividing differed on 100 of 1920 bytes); TFLM has no
+//! GELU, whose C is compared with edgeopt's runtime under `Numerics::Tflm` (3 cases).
+//! Runtime: ~105 s on 2 shared cores (75 small models, one gcc and one oracle run each).
 
 use edgeopt_codegen::{compile, harness, write_dir, Target};
 use edgeopt_ir::{Tensor, TensorData};
+use edgeopt_runtime::kernels::quantized::Numerics;
+use edgeopt_runtime::ExecOptions;
 use edgeopt_testkit::{data_dir, run_oracle, scratch_dir, tflm_available};
 use edgeopt_tflite::fixtures::ModelBuilder;
 use edgeopt_tflite::schema::{
@@ -640,7 +645,279 @@ fn cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
         let sample = vec![ih as usize, iw as usize, c as usize];
         out.push((name, m.finish(&[x], &[y]), sample));
     }
+    // MEAN (TFLite Micro's QuantizedMeanOrSum): global average pools as the converter
+    // and edgeopt's writer emit them (axes {1, 2}, with and without keep_dims), 1-wide
+    // spatial dims, a single reduced axis, non-adjacent axes, a negative axis, a 3-D
+    // input, 1024 summed elements. "same": input and output share scale and zero point
+    // (TFLM's former Mean path, merged into QuantizedMeanOrSum in 2023, #1908: the
+    // multiplier is then 2^30 / count with shift 1), the others requantize.
+    for (name, shape, axes, keep, xq, yq) in [
+        (
+            "mean_hw_keep",
+            vec![1, 5, 7, 12],
+            vec![1, 2],
+            true,
+            (0.047, -9),
+            (0.021, 5),
+        ),
+        (
+            "mean_hw_drop_same",
+            vec![1, 6, 6, 8],
+            vec![2, 1],
+            false,
+            (0.047, -9),
+            (0.047, -9),
+        ),
+        (
+            "mean_hw_1wide_h",
+            vec![1, 1, 9, 6],
+            vec![1, 2],
+            true,
+            (0.033, 12),
+            (0.05, -3),
+        ),
+        (
+            "mean_hw_1x1_same",
+            vec![1, 1, 1, 10],
+            vec![1, 2],
+            false,
+            (0.033, 12),
+            (0.033, 12),
+        ),
+        (
+            "mean_w_1wide",
+            vec![1, 4, 1, 5],
+            vec![2],
+            true,
+            (0.061, 0),
+            (0.019, -20),
+        ),
+        (
+            "mean_channels_drop",
+            vec![1, 3, 4, 9],
+            vec![3],
+            false,
+            (0.02, -128),
+            (0.009, -70),
+        ),
+        (
+            "mean_axes_1_3_keep",
+            vec![1, 4, 5, 6],
+            vec![1, 3],
+            true,
+            (0.05, 3),
+            (0.04, 3),
+        ),
+        (
+            "mean_neg_axis_3d_same",
+            vec![1, 10, 16],
+            vec![-1],
+            true,
+            (0.07, 1),
+            (0.07, 1),
+        ),
+        (
+            "mean_3d_rows_drop",
+            vec![1, 10, 16],
+            vec![1],
+            false,
+            (0.07, 1),
+            (0.31, 7),
+        ),
+        (
+            "mean_hw_1024_gain",
+            vec![1, 32, 32, 3],
+            vec![1, 2],
+            true,
+            (0.2, -1),
+            (0.003, 2),
+        ),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &shape, xq.0, xq.1);
+        let r = shape.len() as i32;
+        let red: Vec<i32> = axes
+            .iter()
+            .map(|&a| if a < 0 { a + r } else { a })
+            .collect();
+        let out_shape: Vec<i32> = (0..r)
+            .filter_map(|d| match (red.contains(&d), keep) {
+                (true, true) => Some(1),
+                (true, false) => None,
+                (false, _) => Some(shape[d as usize]),
+            })
+            .collect();
+        let ax = m.constant_i32("axes", &[axes.len() as i32], &axes);
+        let y = act(&mut m, "y", &out_shape, yq.0, yq.1);
+        m.op(
+            B::Mean,
+            &[x, ax],
+            &[y],
+            Some(O::ReducerOptions(Box::new(s::ReducerOptions {
+                keep_dims: keep,
+            }))),
+        );
+        let sample: Vec<usize> = shape[1..].iter().map(|&d| d as usize).collect();
+        out.push((name, m.finish(&[x], &[y]), sample));
+    }
+    // BATCH_MATMUL (int8): attention's Q·Kᵀ form (4-D, the rhs the transposed input,
+    // so both operands share parameters), a constant rhs with its own zero point, batch
+    // broadcasting (rank 5 x rank 3), rank 2, and an accumulation depth of 67
+    // (not a multiple of the 4-wide SMLAD steps).
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 4, 16, 8], 0.05, -3);
+        let perm = m.constant_i32("perm", &[4], &[0, 1, 3, 2]);
+        let xt = act(&mut m, "xt", &[1, 4, 8, 16], 0.05, -3);
+        m.op(
+            B::Transpose,
+            &[x, perm],
+            &[xt],
+            Some(O::TransposeOptions(Box::default())),
+        );
+        let y = act(&mut m, "y", &[1, 4, 16, 16], 0.093, -2);
+        m.op(B::BatchMatmul, &[x, xt], &[y], bmm_opts());
+        out.push(("batch_matmul_qkt", m.finish(&[x], &[y]), vec![4, 16, 8]));
+    }
+    for (name, xs, bs, ys, (xq, bq, yq)) in [
+        (
+            "batch_matmul_const_rhs",
+            vec![1, 3, 12, 10],
+            vec![1, 3, 10, 7],
+            vec![1, 3, 12, 7],
+            ((0.047, 11), (0.031, -6), (0.21, 4)),
+        ),
+        (
+            "batch_matmul_broadcast_batch",
+            vec![1, 2, 3, 5, 7],
+            vec![3, 7, 4],
+            vec![1, 2, 3, 5, 4],
+            ((0.06, -128), (0.02, 3), (0.05, -40)),
+        ),
+        (
+            "batch_matmul_rank2_depth67",
+            vec![1, 67],
+            vec![67, 9],
+            vec![1, 9],
+            ((0.013, 0), (0.017, 1), (0.11, 9)),
+        ),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &xs, xq.0, xq.1);
+        let b = constant_i8(&mut m, "b", &bs, bq.0, bq.1);
+        let y = act(&mut m, "y", &ys, yq.0, yq.1);
+        m.op(B::BatchMatmul, &[x, b], &[y], bmm_opts());
+        let sample: Vec<usize> = xs[1..].iter().map(|&d| d as usize).collect();
+        out.push((name, m.finish(&[x], &[y]), sample));
+    }
+    // A float island as edgeopt's TFLite writer emits LayerNorm (int8 -> DEQUANTIZE,
+    // float MEAN / SUB / MUL / ADD / SQRT / DIV over the last axis, gamma and beta; the
+    // float output compared bit for bit), TFLM's reference float kernels; and float
+    // MEAN over axes {1, 2}
+    // with keep_dims (TFLM's special 4-D path) and a fused-RELU6 DIV by a broadcast
+    // constant.
+    {
+        let mut m = ModelBuilder::new();
+        let (r, c) = (6, 20);
+        let x = act(&mut m, "x", &[1, r, c], 0.043, 7);
+        let f = |m: &mut ModelBuilder, n: &str, sh: &[i32]| {
+            m.typed_activation(n, sh, s::TensorType::Float32, None)
+        };
+        let xf = f(&mut m, "xf", &[1, r, c]);
+        m.op(B::Dequantize, &[x], &[xf], None);
+        let ax = m.constant_i32("axes", &[1], &[-1]);
+        let mean = f(&mut m, "mean", &[1, r, 1]);
+        m.op(B::Mean, &[xf, ax], &[mean], keep_opts());
+        let d = f(&mut m, "d", &[1, r, c]);
+        m.op(
+            B::Sub,
+            &[xf, mean],
+            &[d],
+            Some(O::SubOptions(Box::default())),
+        );
+        let d2 = f(&mut m, "d2", &[1, r, c]);
+        m.op(B::Mul, &[d, d], &[d2], Some(O::MulOptions(Box::default())));
+        let var = f(&mut m, "var", &[1, r, 1]);
+        m.op(B::Mean, &[d2, ax], &[var], keep_opts());
+        let eps = m.constant_f32("eps", &[1], &[1e-5]);
+        let ve = f(&mut m, "ve", &[1, r, 1]);
+        m.op(
+            B::Add,
+            &[var, eps],
+            &[ve],
+            Some(O::AddOptions(Box::default())),
+        );
+        let sd = f(&mut m, "sd", &[1, r, 1]);
+        m.op(B::Sqrt, &[ve], &[sd], None);
+        let nrm = f(&mut m, "nrm", &[1, r, c]);
+        m.op(
+            B::Div,
+            &[d, sd],
+            &[nrm],
+            Some(O::DivOptions(Box::default())),
+        );
+        let gv: Vec<f32> = (0..c).map(|i| 0.5 + 0.07 * i as f32).collect();
+        let bv: Vec<f32> = (0..c).map(|i| -0.3 + 0.05 * i as f32).collect();
+        let gamma = m.constant_f32("gamma", &[c], &gv);
+        let beta = m.constant_f32("beta", &[c], &bv);
+        let sc = f(&mut m, "sc", &[1, r, c]);
+        m.op(
+            B::Mul,
+            &[nrm, gamma],
+            &[sc],
+            Some(O::MulOptions(Box::default())),
+        );
+        let sh = f(&mut m, "sh", &[1, r, c]);
+        m.op(
+            B::Add,
+            &[sc, beta],
+            &[sh],
+            Some(O::AddOptions(Box::default())),
+        );
+        // The float result is the output: compared bit for bit (a QUANTIZE would hide
+        // an ulp of difference most of the time).
+        out.push((
+            "float_island_layernorm",
+            m.finish(&[x], &[sh]),
+            vec![r as usize, c as usize],
+        ));
+    }
+    {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 5, 6, 4], 0.061, -17);
+        let f = |m: &mut ModelBuilder, n: &str, sh: &[i32]| {
+            m.typed_activation(n, sh, s::TensorType::Float32, None)
+        };
+        let xf = f(&mut m, "xf", &[1, 5, 6, 4]);
+        m.op(B::Dequantize, &[x], &[xf], None);
+        let ax = m.constant_i32("axes", &[2], &[1, 2]);
+        let mean = f(&mut m, "mean", &[1, 1, 1, 4]);
+        m.op(B::Mean, &[xf, ax], &[mean], keep_opts());
+        let k = m.constant_f32("k", &[4], &[0.3, -0.7, 0.11, 1.9]);
+        let q = f(&mut m, "q", &[1, 1, 1, 4]);
+        let o = s::DivOptions {
+            fused_activation_function: A::Relu6,
+        };
+        m.op(B::Div, &[mean, k], &[q], Some(O::DivOptions(Box::new(o))));
+        let y = act(&mut m, "y", &[1, 1, 1, 4], 0.025, -128);
+        m.op(B::Quantize, &[q], &[y], None);
+        out.push((
+            "float_island_mean_hw_div_relu6",
+            m.finish(&[x], &[y]),
+            vec![5, 6, 4],
+        ));
+    }
     out
+}
+
+fn bmm_opts() -> Option<O> {
+    Some(O::BatchMatMulOptions(Box::default()))
+}
+
+fn keep_opts() -> Option<O> {
+    Some(O::ReducerOptions(Box::new(s::ReducerOptions {
+        keep_dims: true,
+    })))
 }
 
 /// Ops TensorFlow Lite Micro does not have (no TILE kernel in the `tflite-micro`
@@ -673,6 +950,45 @@ fn litert_cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
         out.push((name, m.finish(&[x], &[y]), sample));
     }
     out
+}
+
+/// Ops TensorFlow Lite Micro does not have and whose C is not LiteRT's arithmetic
+/// either: compared with edgeopt's runtime under `Numerics::Tflm` (what `edgeopt run
+/// --numerics tflm` and `eval` predict for the device). GELU: TFLM has no GELU kernel;
+/// the C looks up the runtime's int8 table (LiteRT's GELU lookup table, itself checked
+/// against LiteRT in tflite_int8_bmm_gelu.rs), over all 256 inputs at several scales.
+fn runtime_cases() -> Vec<(&'static str, s::Model, Vec<usize>)> {
+    let mut out = Vec::new();
+    // edgeopt imports the exact form only (`approximate = true` is refused on import).
+    for (name, (si, zi), (so, zo), approximate) in [
+        ("gelu_exact", (0.047, -9), (0.031, -100), false),
+        ("gelu_small_scale", (0.021, 3), (0.012, -120), false),
+        ("gelu_wide_input", (0.11, 40), (0.09, -30), false),
+    ] {
+        let mut m = ModelBuilder::new();
+        let x = act(&mut m, "x", &[1, 4, 64], si, zi);
+        let y = act(&mut m, "y", &[1, 4, 64], so, zo);
+        let o = s::GeluOptions { approximate };
+        m.op(B::Gelu, &[x], &[y], Some(O::GeluOptions(Box::new(o))));
+        out.push((name, m.finish(&[x], &[y]), vec![4, 64]));
+    }
+    out
+}
+
+/// edgeopt's runtime under `Numerics::Tflm` on int8 `inputs` of `sample_shape`.
+fn runtime_outputs(model: &Path, sample_shape: &[usize], inputs: &[u8]) -> Vec<u8> {
+    let g = edgeopt_tflite::import_file(model).expect("import");
+    let per: usize = sample_shape.iter().product();
+    let mut shape = vec![inputs.len() / per];
+    shape.extend_from_slice(sample_shape);
+    let x = Tensor::new(
+        shape,
+        TensorData::I8(inputs.iter().map(|&b| b as i8).collect()),
+    )
+    .expect("input shape");
+    let tflm = ExecOptions::numerics(Numerics::Tflm);
+    let y = edgeopt_runtime::run_per_sample(&g, std::slice::from_ref(&x), tflm).expect("run");
+    edgeopt_tests::tflm::bytes(&y[0])
 }
 
 /// LiteRT (builtin kernels) on int8 `inputs` of `sample_shape`, as [`edgeopt_tests::tflm::outputs`].
@@ -714,7 +1030,10 @@ fn every_emitted_op_equals_tflm() {
     let mut failures = Vec::new();
     let tflm = cases().into_iter().map(|c| (c, "TFLite Micro"));
     let litert = litert_cases().into_iter().map(|c| (c, "LiteRT"));
-    for ((name, model, shape), oracle) in tflm.chain(litert) {
+    let runtime = runtime_cases()
+        .into_iter()
+        .map(|c| (c, "edgeopt run --numerics tflm"));
+    for ((name, model, shape), oracle) in tflm.chain(litert).chain(runtime) {
         let work = scratch_dir(&format!("codegen_ops_vs_tflm/{name}"));
         let path = work.join(format!("{name}.tflite"));
         std::fs::write(&path, edgeopt_tflite::finish_model(&model)).unwrap();
@@ -727,6 +1046,8 @@ fn every_emitted_op_equals_tflm() {
         let got = harness::run_host(&exe, &x, &work.join("build")).unwrap();
         let want = if oracle == "LiteRT" {
             litert_outputs(&path, &shape, &x, &work.join("litert"))
+        } else if oracle.starts_with("edgeopt") {
+            runtime_outputs(&path, &shape, &x)
         } else {
             edgeopt_tests::tflm::outputs(&path, &shape, &x, &work.join("tflm"))
         };
@@ -749,6 +1070,6 @@ fn every_emitted_op_equals_tflm() {
     }
     assert!(
         failures.is_empty(),
-        "differ from TFLite Micro: {failures:?}"
+        "differ from their oracle: {failures:?}"
     );
 }

@@ -26,8 +26,8 @@ use super::{
 };
 use crate::{CompressError, Result};
 use edgeopt_ir::{
-    BinaryKind, DType, Dim, Graph, Layout, Node, Op, QuantParams, Tensor, TensorData, UnaryKind,
-    ValueId,
+    BinaryKind, DType, Dim, Graph, Layout, Node, Op, QuantParams, ReduceKind, Tensor, TensorData,
+    UnaryKind, ValueId,
 };
 use half::f16;
 use std::collections::HashMap;
@@ -214,6 +214,15 @@ fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
         | Op::StridedSlice(_)
         | Op::Tile { .. } => true,
         Op::Resize(r) => integer_resize(g, n, r),
+        // TFLite's int8 MEAN (any axes; the runtime is bit-exact with LiteRT's and
+        // TFLite Micro's, and the C generator has it): a mean the prepare step did not
+        // turn into a pool (ShuffleNet's `x.mean([2, 3])`, a mean over channels) stays
+        // int8 instead of running in float between DEQUANTIZE and QUANTIZE. int16:
+        // LiteRT's 16-bit MEAN has paths the runtime does not follow.
+        Op::Reduce {
+            kind: ReduceKind::Mean,
+            ..
+        } => !wide,
         op => op.is_reshape_like(),
     }
 }

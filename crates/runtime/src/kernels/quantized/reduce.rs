@@ -92,15 +92,8 @@ fn mean_generic<T: QInt>(
             pos[d] = 0;
         }
     }
-    let (mult, shift) = quantize_multiplier(qx.scale as f64 / qy.scale as f64);
-    // Fold 1/count into the multiplier, keeping `shift - s >= -31` and s <= 32.
-    let n = count as i64;
-    let s = (63 - (n as u64).leading_zeros() as i32)
-        .min(32)
-        .min(31 + shift);
-    let mult = (((mult as i64) << s) / n) as i32;
-    let shift = shift - s;
-    let zp_sum = (qx.zp as i64).wrapping_mul(n);
+    let (mult, shift) = mean_multiplier(qx, qy, count);
+    let zp_sum = (qx.zp as i64).wrapping_mul(count as i64);
     sum.into_iter()
         .map(|acc| {
             let shifted = (acc as i64).wrapping_sub(zp_sum) as i32;
@@ -108,6 +101,19 @@ fn mean_generic<T: QInt>(
             T::from_i32(v.clamp(T::MIN, T::MAX))
         })
         .collect()
+}
+
+/// The requantization of `QuantizedMeanOrSum` (mean) for `count` summed elements:
+/// `scale_in / scale_out` as a Q31 multiplier and shift, with `1 / count` folded into
+/// the multiplier (`(m << s) / count`, keeping `shift - s >= -31` and `s <= 32`). The
+/// generated C's MEAN (crates/codegen) takes its parameters from here.
+pub fn mean_multiplier(qx: Affine, qy: Affine, count: usize) -> (i32, i32) {
+    let (mult, shift) = quantize_multiplier(qx.scale as f64 / qy.scale as f64);
+    let n = count.max(1) as i64;
+    let s = (63 - (n as u64).leading_zeros() as i32)
+        .min(32)
+        .min(31 + shift);
+    ((((mult as i64) << s) / n) as i32, shift - s)
 }
 
 /// LiteRT's optimized int8 `Mean` over H and W of an NHWC tensor.

@@ -62,7 +62,7 @@ pub fn eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                 value: None,
             })
             .collect();
-        eval_op(op, &refs, &wide_outs).map(|ts| {
+        eval_op(op, &refs, &wide_outs, ctx.numerics()).map(|ts| {
             ts.into_iter()
                 .zip(&outs)
                 .map(|(t, o)| {
@@ -75,7 +75,7 @@ pub fn eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                 .collect()
         })
     } else {
-        eval_op(op, inputs, &outs)
+        eval_op(op, inputs, &outs, ctx.numerics())
     };
     r.map_err(|m| ctx.error(m))
 }
@@ -116,7 +116,14 @@ fn req<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> KResult<&'a Tensor> {
         .ok_or_else(|| format!("input {i} is missing"))
 }
 
-fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<Vec<Tensor>> {
+/// `numerics`: where the float arithmetic of an op follows TensorFlow Lite Micro's
+/// reference kernels under `Numerics::Tflm` (float MEAN / SUM accumulate in f32).
+fn eval_op(
+    op: &Op,
+    inputs: &[Option<&Tensor>],
+    outs: &[OutputFact],
+    numerics: crate::kernels::quantized::Numerics,
+) -> KResult<Vec<Tensor>> {
     let out = &outs[0];
     let one = |t: Tensor| Ok(vec![t]);
     match op {
@@ -236,6 +243,7 @@ fn eval_op(op: &Op, inputs: &[Option<&Tensor>], outs: &[OutputFact]) -> KResult<
             req(inputs, 0)?,
             axes.as_deref(),
             *noop_with_empty_axes,
+            numerics == crate::kernels::quantized::Numerics::Tflm,
             out,
         )?),
         Op::Resize(a) => one(resize::resize(a, req(inputs, 0)?, out)?),

@@ -4,11 +4,16 @@ use super::util::{bcast_map, KResult};
 use edgeopt_ir::shape::{reduce_axes, OutputFact};
 use edgeopt_ir::{DType, ReduceKind, Tensor, TensorData};
 
+/// `f32_sums`: float MEAN / SUM accumulate in f32, in input order, and the mean
+/// divides the f32 sum by the count in f32, as TensorFlow Lite Micro's reference
+/// kernels do (`Numerics::Tflm`; the generated C's float MEAN does the same). Otherwise
+/// the sums are f64, rounded once.
 pub fn reduce(
     kind: ReduceKind,
     x: &Tensor,
     axes: Option<&[i64]>,
     noop_with_empty_axes: bool,
+    f32_sums: bool,
     out: &OutputFact,
 ) -> KResult<Tensor> {
     let red = reduce_axes(x.rank(), axes, noop_with_empty_axes)?;
@@ -32,14 +37,26 @@ pub fn reduce(
             ReduceKind::Max => (f64::NEG_INFINITY, f64::max),
             ReduceKind::Min => (f64::INFINITY, f64::min),
         };
-        let mut acc = vec![init; m];
-        for (&v, &s) in xs.iter().zip(&slot) {
-            acc[s] = f(acc[s], v as f64);
-        }
-        let v: Vec<f32> = acc
-            .into_iter()
-            .map(|a| if kind == ReduceKind::Mean { a / count as f64 } else { a } as f32)
-            .collect();
+        let v: Vec<f32> = if f32_sums && matches!(kind, ReduceKind::Mean | ReduceKind::Sum) {
+            let mut acc = vec![0f32; m];
+            for (&v, &s) in xs.iter().zip(&slot) {
+                acc[s] += v;
+            }
+            if kind == ReduceKind::Mean {
+                for a in &mut acc {
+                    *a /= count as f32;
+                }
+            }
+            acc
+        } else {
+            let mut acc = vec![init; m];
+            for (&v, &s) in xs.iter().zip(&slot) {
+                acc[s] = f(acc[s], v as f64);
+            }
+            acc.into_iter()
+                .map(|a| if kind == ReduceKind::Mean { a / count as f64 } else { a } as f32)
+                .collect()
+        };
         let data = if x.dtype() == DType::F16 {
             TensorData::F16(v.iter().map(|&e| half::f16::from_f32(e)).collect())
         } else {
@@ -84,4 +101,29 @@ fn slots(shape: &[usize], kept: &[usize]) -> Vec<usize> {
     // bcast_map maps output -> input for broadcasting input `kept` to `shape`, which is
     // exactly element -> slot here.
     bcast_map(kept, shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TFLite Micro's float MEAN sums in f32 in input order: 2^24 + 1 + 1 stays 2^24
+    /// there (each +1 rounds back to even), while an f64 sum keeps both.
+    #[test]
+    fn tflm_float_mean_sums_in_f32() {
+        let x = Tensor::from_f32(vec![1, 3], vec![16_777_216.0, 1.0, 1.0]).unwrap();
+        let out = OutputFact {
+            dtype: DType::F32,
+            shape: vec![1],
+            value: None,
+        };
+        let mean = |f32_sums| {
+            reduce(ReduceKind::Mean, &x, Some(&[1]), false, f32_sums, &out)
+                .unwrap()
+                .to_f32_vec()[0]
+        };
+        assert_eq!(mean(true), 16_777_216.0f32 / 3.0);
+        assert_eq!(mean(false), (16_777_218.0f64 / 3.0) as f32);
+        assert_ne!(mean(true), mean(false));
+    }
 }
