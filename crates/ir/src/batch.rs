@@ -111,7 +111,10 @@ pub fn fold_batch_shape_arithmetic(graph: &Graph) -> Option<Graph> {
             let dtype = graph.values[d].dtype;
             match varying(&ser) {
                 Some(v) if v.is_empty() => {}
-                Some(v) if v.len() == 1 && ser.iter().zip(samples).all(|(s, &b)| s[v[0]] == b as i64) => {
+                Some(v)
+                    if v.len() == 1
+                        && ser.iter().zip(samples).all(|(s, &b)| s[v[0]] == b as i64) =>
+                {
                     // The batch-1 dims, if nothing downstream can tell.
                     let Ok(dims1) = ser[0].iter().map(|&x| usize::try_from(x)).collect() else {
                         continue;
@@ -409,7 +412,12 @@ fn int_tensor(dtype: DType, v: Vec<i64>) -> Option<Tensor> {
     let shape = vec![v.len()];
     let data = match dtype {
         DType::I64 => TensorData::I64(v),
-        DType::I32 => TensorData::I32(v.into_iter().map(i32::try_from).collect::<Result<_, _>>().ok()?),
+        DType::I32 => TensorData::I32(
+            v.into_iter()
+                .map(i32::try_from)
+                .collect::<Result<_, _>>()
+                .ok()?,
+        ),
         DType::I8
         | DType::U8
         | DType::I16

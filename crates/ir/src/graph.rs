@@ -371,7 +371,10 @@ impl Graph {
         }
         let mut keep = vec![false; self.nodes.len()];
         for (ni, n) in self.nodes.iter().enumerate().rev() {
-            if n.outputs.iter().any(|&o| needed.get(o).copied().unwrap_or(false)) {
+            if n.outputs
+                .iter()
+                .any(|&o| needed.get(o).copied().unwrap_or(false))
+            {
                 keep[ni] = true;
                 for i in n.present_inputs() {
                     if let Some(x) = needed.get_mut(i) {

@@ -30,15 +30,12 @@ use std::path::{Path, PathBuf};
 const KNOWN: &[(&str, &str, &str)] = &[
     ("shufflenet_v2_x0_5.ts17.onnx", "compile", "the C generator has no int8 MEAN yet"),
     ("shufflenet_v2_x0_5.dynamo18_inline.onnx", "compile", "the C generator has no int8 MEAN yet"),
-    ("ds_cnn_like.dynbatch.fp32.tflite", "c-host", "TFLite Micro's EXPAND_DIMS takes no int32: the batch arithmetic (SHAPE, STRIDED_SLICE, EXPAND_DIMS, CONCATENATION) stays in the written file"),
     ("unet_bits.dynbatch.fp32.tflite", "c-host", "two outputs (tflm_run.py runs one), and TFLite Micro has no TILE"),
     ("unet_bits.batch1.fp32.tflite", "c-host", "two outputs (tflm_run.py runs one), and TFLite Micro has no TILE"),
     ("transformer.ts17.onnx", "compile", "the C generator has no BATCH_MATMUL, GELU or float LayerNorm island (MEAN, SQRT, DIV in float) yet; TFLite Micro has no GELU kernel either"),
     ("transformer.dynamo18.onnx", "compile", "the C generator has no BATCH_MATMUL, GELU or float LayerNorm island (MEAN, SQRT, DIV in float) yet; TFLite Micro has no GELU kernel either"),
     ("transformer.dynamo18_inline.onnx", "compile", "the C generator has no BATCH_MATMUL, GELU or float LayerNorm island (MEAN, SQRT, DIV in float) yet; TFLite Micro has no GELU kernel either"),
     ("gru_kws.batch1.fp32.tflite", "import", "WHILE (control flow)"),
-    ("gru_kws_unrolled.dynbatch.fp32.tflite", "onnx", "edgeopt's ONNX import has no run-time Expand (the FILL of the batch-sized initial state, written as Expand)"),
-    ("gru_kws_unrolled.dynbatch.fp32.tflite", "c-host", "TFLite Micro's FILL needs constant dims: the batch arithmetic stays in the written file"),
 ];
 
 const STAGES: [&str; 6] = ["import", "quantize", "tflite", "onnx", "compile", "c-host"];
