@@ -362,3 +362,123 @@ fn batch_sized_fill_reduced_over_the_batch_is_left_alone() {
 fn batch_sized_fill_that_is_an_output_is_left_alone() {
     assert!(fold_batch_shape_arithmetic(&fill_state("output")).is_none());
 }
+
+// ---------------------------------------------------------------------------------
+// ONNX Expand with a shape computed at run time (any ONNX file may hold one).
+
+/// A batch-sized Fill that must stay (it is summed over the batch) is written as a
+/// run-time Expand; the .onnx reads back and gives the original's results.
+#[test]
+fn onnx_run_time_expand_of_a_scalar_reads_back_as_fill() {
+    let g = fill_state("batch_sum");
+    let onnx = edgeopt_onnx::export(&g).unwrap();
+    let back = edgeopt_onnx::import(&onnx).expect("a run-time Expand imports");
+    assert!(ops(&back).contains(&"Fill"), "{:?}", ops(&back));
+    assert_same_results(&g, &back);
+}
+
+mod onnx_expand {
+    use edgeopt_ir::{Tensor, TensorData};
+    use edgeopt_onnx::proto::{
+        tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+        TensorShapeProto, TypeProto, ValueInfoProto,
+    };
+    use prost::Message;
+
+    /// `dims`: Some(d) fixed, None the symbolic batch.
+    fn vi(name: &str, elem: i32, dims: &[Option<i64>]) -> ValueInfoProto {
+        use tensor_shape_proto::{dimension::Value, Dimension};
+        let dim = dims
+            .iter()
+            .map(|d| Dimension {
+                value: Some(match d {
+                    Some(k) => Value::DimValue(*k),
+                    None => Value::DimParam("N".into()),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(elem),
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, ins: &[&str], out: &str) -> NodeProto {
+        NodeProto {
+            name: Some(format!("{op}_{out}")),
+            op_type: Some(op.into()),
+            input: ins.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.into()],
+            ..Default::default()
+        }
+    }
+
+    /// z = Expand(x [N, 1, 3], shape) with the shape read from y [N, 4, 3] at run
+    /// time (`Shape(y)`, or `Cast(Shape(y))` to `shape_type`).
+    fn model(shape_type: i32) -> Vec<u8> {
+        let mut nodes = vec![node("Shape", &["y"], "s64")];
+        let s = if shape_type == 7 {
+            "s64"
+        } else {
+            let mut c = node("Cast", &["s64"], "s");
+            c.attribute.push(edgeopt_onnx::proto::AttributeProto {
+                name: Some("to".into()),
+                r#type: Some(2),
+                i: Some(shape_type as i64),
+                ..Default::default()
+            });
+            nodes.push(c);
+            "s"
+        };
+        nodes.push(node("Expand", &["x", s], "z"));
+        ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(17),
+            }],
+            graph: Some(GraphProto {
+                name: Some("g".into()),
+                node: nodes,
+                input: vec![
+                    vi("x", 1, &[None, Some(1), Some(3)]),
+                    vi("y", 1, &[None, Some(4), Some(3)]),
+                ],
+                output: vec![vi("z", 1, &[None, Some(4), Some(3)])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn multi_element_run_time_expand_broadcasts_like_onnx() {
+        let g = edgeopt_onnx::import(&model(7)).expect("imports");
+        let ops: Vec<&str> = g.nodes.iter().map(|n| n.op.name()).collect();
+        assert!(ops.contains(&"Where"), "{ops:?}");
+        for n in [1usize, 3] {
+            let xv: Vec<f32> = (0..n * 3).map(|i| i as f32 - 2.5).collect();
+            let x = Tensor::from_f32(vec![n, 1, 3], xv.clone()).unwrap();
+            let y = Tensor::new(vec![n, 4, 3], TensorData::F32(vec![0.0; n * 12])).unwrap();
+            let z = edgeopt_runtime::run(&g, &[x, y]).expect("runs");
+            assert_eq!(z[0].shape, [n, 4, 3]);
+            let want: Vec<f32> = (0..n * 12).map(|i| xv[(i / 12) * 3 + i % 3]).collect();
+            assert_eq!(z[0].to_f32_vec(), want);
+        }
+    }
+
+    #[test]
+    fn run_time_expand_with_an_int32_shape_is_refused_clearly() {
+        let err = edgeopt_onnx::import(&model(6)).expect_err("int32 shape");
+        assert!(format!("{err:#}").contains("must be int64"), "{err:#}");
+    }
+}
