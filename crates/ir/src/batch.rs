@@ -4,11 +4,11 @@
 //! `SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE` (the shape input computed from the
 //! batch) and `FILL` of a batch-sized initial RNN state; PyTorch's exporter the same
 //! with `Shape -> Gather -> Concat`. edgeopt runs that arithmetic once the batch is
-//! bound, but the peers that load a written file do not all can: TensorFlow Lite
-//! Micro's EXPAND_DIMS takes no int32 and its FILL needs constant dims, and a
-//! run-time Expand is not what an ONNX consumer expects of a fixed-size model.
-//! [`fold_batch_shape_arithmetic`] rewrites the graph so that none of it remains,
-//! while the batch stays dynamic where it was:
+//! bound, but not every runtime that loads a written file can: TensorFlow Lite
+//! Micro's EXPAND_DIMS takes no int32 and its FILL needs constant dims (the corpus'
+//! Keras DS-CNN and unrolled GRU failed there), and the FILL became a run-time ONNX
+//! Expand. [`fold_batch_shape_arithmetic`] (called by both writers) rewrites the
+//! graph so that none of it remains, while the batch stays dynamic where it was:
 //!
 //! - a `Reshape` whose shape input is a function of the batch alone gets a constant
 //!   shape: the same constant when it does not depend on the batch, else the one
@@ -27,7 +27,8 @@
 //!   the original values.
 //!
 //! "A function of the batch alone": every dynamic dimension of the graph inputs is
-//! the leading one (a graph with another dynamic dimension is left alone), and the
+//! the leading one, with one symbol (a graph with another dynamic dimension, or two
+//! batch symbols, is left alone), and the
 //! IR's shape rules know the value (it is computed from shapes and constants only,
 //! not from data) once the batch is bound. The function is sampled at
 //! [`BATCHES`]; converters write affine arithmetic of the batch (products and
@@ -59,19 +60,22 @@ struct Edit {
 /// `None` when there is nothing to fold or the graph cannot be analysed (its shapes
 /// do not infer at the sampled batches); callers then use the graph as it is.
 pub fn fold_batch_shape_arithmetic(graph: &Graph) -> Option<Graph> {
-    let mut dynamic = false;
+    // The one batch symbol (`bind_input_shapes` binds every leading one alike).
+    let mut batch: Option<&str> = None;
     for &i in &graph.inputs {
         let shape = graph.values.get(i)?.shape.as_ref()?;
         for (k, d) in shape.iter().enumerate() {
             match (d, k) {
                 (Dim::Fixed(_), _) => {}
-                (Dim::Sym(_), 0) => dynamic = true,
-                // Bound to 1 by `bind_input_shapes`: a value computed from it would
-                // look batch-independent here, so nothing is folded.
+                (Dim::Sym(s), 0) if batch.is_none_or(|b| b == s) => batch = Some(s),
+                // Two batch symbols may differ at run time; another dynamic dimension
+                // is bound to 1 by `bind_input_shapes`, so a value computed from it
+                // would look batch-independent here: nothing is folded.
                 (Dim::Sym(_), _) => return None,
             }
         }
     }
+    let dynamic = batch.is_some();
     let samples: &[usize] = if dynamic { &BATCHES } else { &BATCHES[..1] };
     let facts: Facts = samples
         .iter()
