@@ -30,7 +30,7 @@ fn i64s(g: &mut Graph, name: &str, v: &[i64]) -> ValueId {
 fn f32s(g: &mut Graph, name: &str, shape: &[usize], seed: u32) -> ValueId {
     let n: usize = shape.iter().product();
     let v = (0..n)
-        .map(|i| ((i as u32 * 2654435761 ^ seed) % 1000) as f32 / 500.0 - 1.0)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
         .collect();
     g.add_const(name, Tensor::from_f32(shape.to_vec(), v).unwrap())
 }
