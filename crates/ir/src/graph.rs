@@ -358,6 +358,66 @@ impl Graph {
         Ok(())
     }
 
+    /// Removes the nodes none of whose outputs is (transitively) needed for a graph
+    /// output, then the values no node, graph input or output refers to; value ids
+    /// are renumbered in their order.
+    pub fn remove_dead_nodes(&mut self) {
+        let nv = self.values.len();
+        let mut needed = vec![false; nv];
+        for &o in &self.outputs {
+            if let Some(n) = needed.get_mut(o) {
+                *n = true;
+            }
+        }
+        let mut keep = vec![false; self.nodes.len()];
+        for (ni, n) in self.nodes.iter().enumerate().rev() {
+            if n.outputs
+                .iter()
+                .any(|&o| needed.get(o).copied().unwrap_or(false))
+            {
+                keep[ni] = true;
+                for i in n.present_inputs() {
+                    if let Some(x) = needed.get_mut(i) {
+                        *x = true;
+                    }
+                }
+            }
+        }
+        let mut k = 0;
+        self.nodes.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
+        let mut used = vec![false; nv];
+        let refs = self.inputs.iter().chain(&self.outputs).copied();
+        let refs = refs.chain(
+            self.nodes
+                .iter()
+                .flat_map(|n| n.present_inputs().chain(n.outputs.iter().copied())),
+        );
+        for i in refs.collect::<Vec<_>>() {
+            if let Some(u) = used.get_mut(i) {
+                *u = true;
+            }
+        }
+        let mut remap = vec![usize::MAX; nv];
+        let mut values = Vec::with_capacity(nv);
+        for (i, v) in std::mem::take(&mut self.values).into_iter().enumerate() {
+            if used[i] {
+                remap[i] = values.len();
+                values.push(v);
+            }
+        }
+        self.values = values;
+        let map = |x: &mut ValueId| *x = remap.get(*x).copied().unwrap_or(usize::MAX);
+        self.inputs.iter_mut().for_each(map);
+        self.outputs.iter_mut().for_each(map);
+        for n in &mut self.nodes {
+            n.inputs.iter_mut().flatten().for_each(map);
+            n.outputs.iter_mut().for_each(map);
+        }
+    }
+
     /// Number of elements in all constants (the model's parameter count).
     pub fn param_count(&self) -> usize {
         self.values

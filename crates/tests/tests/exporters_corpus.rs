@@ -49,7 +49,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ("ds_cnn_like.batch1.dynamic.tflite", "run", DS_CNN_HYBRID),
     ("ds_cnn_like.dynbatch.dynamic.tflite", "run", DS_CNN_HYBRID),
     ("conv1d_ts.dynbatch.dynamic.tflite", "export", "a hybrid dilated conv folded from SPACE_TO_BATCH_ND: LiteRT quantized its input per phase, which a dilated CONV_2D would not; writing the SPACE_TO_BATCH_ND chain back is not supported"),
-    ("ds_cnn_like.dynbatch.fp32.tflite", "c-tflm", "TFLite Micro's EXPAND_DIMS takes no int32: the batch arithmetic (SHAPE, STRIDED_SLICE, EXPAND_DIMS, CONCATENATION) stays in the written file"),
     ("unet_bits.dynbatch.fp32.tflite", "c-tflm", "TFLite Micro has no TILE, and with a dynamic batch the writer cannot use BROADCAST_TO (its shape is absolute)"),
     ("unet_bits.dynbatch.int8.tflite", "c-tflm", "the converter's own file: TFLite Micro has no TILE"),
     ("unet_bits.batch1.int8.tflite", "c-tflm", "the converter's own file: TFLite Micro has no TILE"),
@@ -58,8 +57,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ("transformer.ts17.onnx", "c-tflm", TRANSFORMER_C),
     ("transformer.dynamo18.onnx", "c-tflm", TRANSFORMER_C),
     ("transformer.dynamo18_inline.onnx", "c-tflm", TRANSFORMER_C),
-    ("gru_kws_unrolled.dynbatch.fp32.tflite", "onnx", "edgeopt's ONNX import has no run-time Expand (the FILL of the batch-sized initial state, written as Expand)"),
-    ("gru_kws_unrolled.dynbatch.fp32.tflite", "c-tflm", "TFLite Micro's FILL needs constant dims: the batch arithmetic stays in the written file"),
 ];
 
 const TRANSFORMER_C: &str = "TensorFlow Lite Micro has no GELU kernel (the C's int8 GELU \

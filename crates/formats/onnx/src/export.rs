@@ -51,6 +51,11 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>> {
 
 /// Serializes `graph` as an ONNX model with `opts`.
 pub fn export_with(graph: &Graph, opts: &ExportOptions) -> Result<Vec<u8>> {
+    // The batch's shape arithmetic (a Reshape target or Fill dims computed from the
+    // batch) is written as constants: the file keeps its dynamic batch without a
+    // run-time Expand or Shape chain (see `edgeopt_ir::batch`).
+    let folded = edgeopt_ir::batch::fold_batch_shape_arithmetic(graph);
+    let graph = folded.as_ref().unwrap_or(graph);
     let narrowed = narrow_int64_constants(graph);
     let graph = narrowed.as_ref().unwrap_or(graph);
     if opts.uint8_activations {

@@ -85,11 +85,12 @@ const KNOWN: &[&str] = &[
     "LessOrEqual",
     "Greater",
     "GreaterOrEqual",
-    "Where", // folded only:
+    "Where",
+    "Expand", // folded when constant, else Fill / Where
+    // folded only:
     "Mod",
     "ConstantOfShape",
     "Range",
-    "Expand",
 ];
 
 pub fn is_known(op_type: &str) -> bool {
@@ -514,11 +515,46 @@ pub fn convert(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Resu
             let inputs = vec![Some(x()?), Some(req(v, ins, 1)?), opt(ins, 2), opt(ins, 3)];
             emit(im, v, Op::MatMulInteger, inputs, DType::I32)
         }
-        "Constant" | "Mod" | "ConstantOfShape" | "Range" | "Expand" | "Size" => Err(v.err(
+        "Expand" => expand(im, v, ins),
+        "Constant" | "Mod" | "ConstantOfShape" | "Range" | "Size" => Err(v.err(
             "this op is only supported when it can be folded to a constant (its inputs are computed at run time)",
         )),
         other => Err(v.err(format!("op {other} is not supported"))),
     }
+}
+
+/// Expand whose target shape is computed at run time (a constant one is folded at
+/// import): the output is `x` broadcast with the shape (ONNX's bidirectional rule).
+/// An `x` of one element whose rank does not exceed the target's length is a `Fill`
+/// of the target (what edgeopt's writer and converters write for a batch-sized
+/// state); any other `x` is `Where(Fill(shape, true), x, x)`, which broadcasts the
+/// same way and picks `x` everywhere. The output is sized at run time by the shape
+/// rules like every other tensor (the executor's per-tensor limit applies).
+fn expand(im: &mut Importer, v: &NodeView, ins: &[Option<ValueId>]) -> Result<()> {
+    let x = req(v, ins, 0)?;
+    let shape = req(v, ins, 1)?;
+    if im.dtype(shape) != DType::I64 {
+        return Err(v.err(format!(
+            "the shape input must be int64, got {}",
+            im.dtype(shape)
+        )));
+    }
+    let len = match im.static_shape(shape).as_deref() {
+        Some([Dim::Fixed(n)]) => *n,
+        _ => return Err(v.err("the shape input must be a 1-D tensor of known length")),
+    };
+    let dt = im.dtype(x);
+    let one_element = im
+        .static_shape(x)
+        .is_some_and(|s| s.len() <= len && s.iter().all(|d| *d == Dim::Fixed(1)));
+    if one_element {
+        return emit(im, v, Op::Fill, vec![Some(shape), Some(x)], dt);
+    }
+    let yes = Tensor::new(vec![], TensorData::Bool(vec![true]))?;
+    let base = format!("{}/true", v.name);
+    let yes = im.fresh_const(&base, yes)?;
+    let mask = emit_tmp(im, v, Op::Fill, vec![Some(shape), Some(yes)], DType::Bool)?;
+    emit(im, v, Op::Where, vec![Some(mask), Some(x), Some(x)], dt)
 }
 
 /// Max/Min/Sum over any number of inputs as a chain of binary ops.

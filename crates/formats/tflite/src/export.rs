@@ -61,6 +61,12 @@ pub fn export_file(graph: &Graph, path: impl AsRef<Path>) -> Result<()> {
 /// Builds the schema-level model of `graph` (for callers that edit it further).
 pub fn export_model(graph: &Graph) -> Result<s::Model> {
     graph.validate()?;
+    // The batch's shape arithmetic (SHAPE / STRIDED_SLICE / PACK into a RESHAPE, FILL
+    // of a batch-sized state) is written as constants, with -1 where the batch goes:
+    // TensorFlow Lite Micro takes neither an int32 EXPAND_DIMS nor a FILL with
+    // computed dims, and the file keeps its dynamic batch (see `edgeopt_ir::batch`).
+    let folded = edgeopt_ir::batch::fold_batch_shape_arithmetic(graph);
+    let graph = folded.as_ref().unwrap_or(graph);
     if let Some(v) = graph
         .values
         .iter()
