@@ -409,7 +409,7 @@ impl Control {
         }
         let at = |t: &Tensor, i: usize| if t.len() == 1 { 0 } else { i };
         let data = match self {
-            Control::Not => match &args[..] {
+            Control::Not => match args {
                 [Tensor {
                     data: TensorData::Bool(a),
                     ..
