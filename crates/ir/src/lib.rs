@@ -4,6 +4,7 @@
 //! tensors). Ops are the closed [`Op`] enum; tensors carry a [`DType`], a shape and
 //! optional [`QuantParams`]. Shape inference lives in [`shape`].
 
+pub mod channels;
 pub mod dtype;
 pub mod error;
 pub mod fsutil;
