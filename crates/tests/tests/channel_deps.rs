@@ -16,7 +16,7 @@
 //! read back compute the same outputs. ResNet-8 and the hand model also quantize and
 //! compile to C.
 
-use edgeopt_ir::channels::{analyze, prune_groups, zero_channels, ChannelGroup};
+use edgeopt_ir::channels::{analyze, prune_channels, prune_groups, zero_channels, ChannelGroup};
 use edgeopt_ir::{Graph, Tensor};
 use edgeopt_testkit as tk;
 
@@ -203,6 +203,7 @@ fn resnet8_residual_groups() {
     let Some(g) = load(RESNET) else { return };
     let o = check_model("ResNet-8", &g, 0.0, 255.0);
     check_exports("ResNet-8", &o.pruned, &o.pruned, &o.x);
+    check_c("resnet8", &o.pruned, &o.x);
 }
 
 #[test]
@@ -226,4 +227,374 @@ fn shufflenet_v2_groups() {
     let o = check_model("ShuffleNetV2", &g, -2.0, 2.0);
     let nhwc = edgeopt_compress::quant::prepare(&o.pruned).unwrap();
     check_exports("ShuffleNetV2", &o.pruned, &nhwc, &o.x);
+}
+
+/// Quantizes the pruned float model (int8, integer I/O, TFLite Micro numerics),
+/// compiles it to C, builds and runs the C on the host: its outputs equal `edgeopt run
+/// --numerics tflm` byte for byte.
+fn check_c(name: &str, pruned: &Graph, x: &[Tensor]) {
+    use edgeopt_codegen::{compile, harness, write_dir, Target};
+    use edgeopt_compress::quant::ptq::{run as ptq, PtqOptions};
+    use edgeopt_runtime::kernels::quantized::Numerics;
+    use edgeopt_runtime::ExecOptions;
+    let opts = PtqOptions {
+        exec: ExecOptions::numerics(Numerics::Tflm),
+        ..PtqOptions::default()
+    };
+    let calib = vec![x.to_vec()];
+    let mut q = ptq(pruned, &calib, &opts).unwrap().quantized;
+    edgeopt_compress::quant::edge::integer_io(&mut q, true).unwrap();
+    let gen = compile(&q, Target::by_name("generic").unwrap()).unwrap();
+    let Some(_) = harness::host_cc() else {
+        println!("  C: generated (no host C compiler to build it)");
+        return;
+    };
+    let work = tk::scratch_dir(&format!("channel_deps/{name}"));
+    write_dir(&gen, &work.join("gen")).unwrap();
+    let exe = harness::build_host(&work.join("gen"), &work.join("build")).unwrap();
+    // One int8 sample: the float input quantized with the model's input parameters.
+    let qi = q.values[q.inputs[0]].quant.clone().unwrap();
+    let xin: Vec<i8> = x[0]
+        .to_f32_vec()
+        .iter()
+        .map(|&v| ((v / qi.scale[0]).round() as i64 + qi.zero_point[0]).clamp(-128, 127) as i8)
+        .collect();
+    let got = harness::run_host(
+        &exe,
+        &xin.iter().map(|&b| b as u8).collect::<Vec<_>>(),
+        &work.join("build"),
+    )
+    .unwrap();
+    let t = Tensor::new(x[0].shape.clone(), edgeopt_ir::TensorData::I8(xin)).unwrap();
+    let want: Vec<u8> = edgeopt_runtime::run_with(&q, &[t], ExecOptions::numerics(Numerics::Tflm))
+        .unwrap()
+        .iter()
+        .flat_map(|o| o.to_f32_vec().into_iter().map(|v| v as i8 as u8))
+        .collect();
+    println!(
+        "  C: {} B of weights, {} B arena; host build output == runtime (tflm numerics): {}",
+        gen.footprint.weights_bytes,
+        gen.footprint.arena_bytes,
+        got == want
+    );
+    assert_eq!(got, want, "{name}: generated C differs from the runtime");
+}
+
+// ---------------------------------------------------------------------------------
+// The hand-built model.
+
+fn rnd(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            scale * (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+fn conv_attrs(group: usize, pad: usize) -> edgeopt_ir::ConvAttrs {
+    edgeopt_ir::ConvAttrs {
+        layout: edgeopt_ir::Layout::Nchw,
+        kernel_shape: vec![],
+        strides: vec![],
+        dilations: vec![],
+        pads: vec![pad; 4],
+        auto_pad: edgeopt_ir::AutoPad::NotSet,
+        group,
+        activation: edgeopt_ir::Activation::None,
+        hybrid: None,
+    }
+}
+
+/// NCHW, input [1, 3, 8, 8]:
+/// - a = Relu(BN(ConvA(x))) (6 ch), b = Relu(ConvB(x)) (4 ch), cat = Concat(a, b);
+/// - d = Clip(0, 6)(depthwise 3x3 over cat, group 10);
+/// - s = Sigmoid(ConvC(d)) (5 ch), r = Relu(ConvD(s) + ConvE(x)) (8 ch, residual);
+/// - out1 = Gemm(Flatten(r)) (each channel a block of 64 features),
+///   out2 = MatMul(Flatten(Transpose(r) to NHWC)) (each channel every 8th feature);
+/// - out3 = GlobalAveragePool(grouped conv (2 groups of 2) over ConvF(x)).
+fn hand_model() -> Graph {
+    use edgeopt_ir::{Activation, BinaryKind, DType, Dim, Op, UnaryKind};
+    let mut g = Graph::new("concat_depthwise");
+    let x = g.add_value(
+        "x",
+        DType::F32,
+        Some([1, 3, 8, 8].iter().map(|&d| Dim::Fixed(d)).collect()),
+    );
+    g.inputs.push(x);
+    let mut seed = 1u64;
+    let mut k = |g: &mut Graph, name: &str, shape: Vec<usize>, scale: f32| {
+        seed += 1;
+        let n = shape.iter().product();
+        g.add_const(name, Tensor::from_f32(shape, rnd(n, seed, scale)).unwrap())
+    };
+    let mut node = |g: &mut Graph, name: &str, op: Op, ins: Vec<usize>| {
+        let y = g.add_value(name, DType::F32, None);
+        g.add_node(name, op, ins.into_iter().map(Some).collect(), vec![y]);
+        y
+    };
+    let (wa, ba) = (
+        k(&mut g, "wa", vec![6, 3, 3, 3], 0.5),
+        k(&mut g, "ba", vec![6], 0.3),
+    );
+    let ca = node(
+        &mut g,
+        "conv_a",
+        Op::Conv(conv_attrs(1, 1)),
+        vec![x, wa, ba],
+    );
+    let sc = k(&mut g, "bn_scale", vec![6], 1.0);
+    let bi = k(&mut g, "bn_bias", vec![6], 0.5);
+    let me = k(&mut g, "bn_mean", vec![6], 0.2);
+    let va = g.add_const(
+        "bn_var",
+        Tensor::from_f32(vec![6], vec![0.5, 1.0, 1.5, 0.8, 1.2, 2.0]).unwrap(),
+    );
+    let bn = node(
+        &mut g,
+        "bn",
+        Op::BatchNorm { epsilon: 1e-5 },
+        vec![ca, sc, bi, me, va],
+    );
+    let a = node(&mut g, "relu_a", Op::Unary(UnaryKind::Relu), vec![bn]);
+    let (wb, bb) = (
+        k(&mut g, "wb", vec![4, 3, 1, 1], 0.5),
+        k(&mut g, "bb", vec![4], 0.3),
+    );
+    let cb = node(
+        &mut g,
+        "conv_b",
+        Op::Conv(conv_attrs(1, 0)),
+        vec![x, wb, bb],
+    );
+    let b = node(&mut g, "relu_b", Op::Unary(UnaryKind::Relu), vec![cb]);
+    let cat = node(
+        &mut g,
+        "cat",
+        Op::Concat {
+            axis: 1,
+            activation: Activation::None,
+        },
+        vec![a, b],
+    );
+    let (wd, bd) = (
+        k(&mut g, "w_dw", vec![10, 1, 3, 3], 0.5),
+        k(&mut g, "b_dw", vec![10], 0.2),
+    );
+    let dw = node(
+        &mut g,
+        "depthwise",
+        Op::Conv(conv_attrs(10, 1)),
+        vec![cat, wd, bd],
+    );
+    let d = node(
+        &mut g,
+        "relu6",
+        Op::Clip {
+            min: Some(0.0),
+            max: Some(6.0),
+        },
+        vec![dw],
+    );
+    let (wc, bc) = (
+        k(&mut g, "wc", vec![5, 10, 1, 1], 0.5),
+        k(&mut g, "bc", vec![5], 0.3),
+    );
+    let cc = node(
+        &mut g,
+        "conv_c",
+        Op::Conv(conv_attrs(1, 0)),
+        vec![d, wc, bc],
+    );
+    let s = node(&mut g, "sigmoid", Op::Unary(UnaryKind::Sigmoid), vec![cc]);
+    let (wdd, bdd) = (
+        k(&mut g, "wd", vec![8, 5, 1, 1], 0.5),
+        k(&mut g, "bd", vec![8], 0.3),
+    );
+    let e = node(
+        &mut g,
+        "conv_d",
+        Op::Conv(conv_attrs(1, 0)),
+        vec![s, wdd, bdd],
+    );
+    let (we, be) = (
+        k(&mut g, "we", vec![8, 3, 1, 1], 0.5),
+        k(&mut g, "be", vec![8], 0.3),
+    );
+    let f = node(
+        &mut g,
+        "conv_e",
+        Op::Conv(conv_attrs(1, 0)),
+        vec![x, we, be],
+    );
+    let add = node(
+        &mut g,
+        "add",
+        Op::Binary {
+            kind: BinaryKind::Add,
+            activation: Activation::None,
+        },
+        vec![e, f],
+    );
+    let r = node(&mut g, "relu_r", Op::Unary(UnaryKind::Relu), vec![add]);
+    let fl = node(&mut g, "flatten", Op::Flatten { axis: 1 }, vec![r]);
+    let (wg, cg) = (
+        k(&mut g, "w_fc", vec![4, 512], 0.1),
+        k(&mut g, "b_fc", vec![4], 0.1),
+    );
+    let gemm = Op::Gemm {
+        alpha: 1.0,
+        beta: 1.0,
+        trans_a: false,
+        trans_b: true,
+    };
+    let out1 = node(&mut g, "out1", gemm, vec![fl, wg, cg]);
+    let rt = node(
+        &mut g,
+        "to_nhwc",
+        Op::Transpose {
+            perm: vec![0, 2, 3, 1],
+        },
+        vec![r],
+    );
+    let fl2 = node(&mut g, "flatten_nhwc", Op::Flatten { axis: 1 }, vec![rt]);
+    let wm = k(&mut g, "w_mm", vec![512, 3], 0.1);
+    let out2 = node(&mut g, "out2", Op::MatMul, vec![fl2, wm]);
+    let wf = k(&mut g, "wf", vec![4, 3, 1, 1], 0.5);
+    let cf = node(&mut g, "conv_f", Op::Conv(conv_attrs(1, 0)), vec![x, wf]);
+    let wgc = k(&mut g, "w_grouped", vec![4, 2, 3, 3], 0.5);
+    let cgc = node(&mut g, "grouped", Op::Conv(conv_attrs(2, 1)), vec![cf, wgc]);
+    let out3 = node(&mut g, "out3", Op::GlobalAveragePool, vec![cgc]);
+    g.outputs = vec![out1, out2, out3];
+    edgeopt_ir::shape::annotate(&mut g).unwrap();
+    g.validate().unwrap();
+    g
+}
+
+/// Whether the group slices the constant `name` (as producer or consumer).
+fn has(g: &Graph, grp: &ChannelGroup, name: &str) -> bool {
+    grp.spaces.iter().any(|s| g.values[s.value].name == name)
+}
+
+/// Whether the constant `name` produces the group's channels.
+fn produced_by(g: &Graph, grp: &ChannelGroup, name: &str) -> bool {
+    grp.spaces
+        .iter()
+        .any(|s| s.role == edgeopt_ir::channels::Role::Producer && g.values[s.value].name == name)
+}
+
+/// The hand model's groups: which are prunable and why the others are not.
+#[test]
+fn hand_model_groups_and_reasons() {
+    let g = hand_model();
+    let an = analyze(&g).unwrap();
+    let find = |w: &str| {
+        an.groups
+            .iter()
+            .find(|grp| produced_by(&g, grp, w))
+            .unwrap_or_else(|| panic!("no group produced by {w}"))
+    };
+    // ConvA + BN + concat[0..6) + depthwise channels 0..6 + ConvC's inputs.
+    let ga = find("wa");
+    assert_eq!(ga.len(), 6);
+    assert!(ga.is_prunable() && ga.not_zero_exact.is_none(), "{ga:?}");
+    assert!(has(&g, ga, "bn_scale") && has(&g, ga, "w_dw") && has(&g, ga, "wc"));
+    let gb = find("wb");
+    assert_eq!(gb.len(), 4);
+    assert!(gb.is_prunable() && gb.not_zero_exact.is_none());
+    // The Sigmoid makes a removed channel 0.5, not 0: prunable, not zero-exact.
+    let gc = find("wc");
+    assert!(gc.is_prunable());
+    assert!(
+        gc.not_zero_exact.as_deref().unwrap().contains("Sigmoid"),
+        "{gc:?}"
+    );
+    // The residual: ConvD and ConvE outputs, the add, both flattens, Gemm and MatMul rows.
+    let gd = find("wd");
+    assert_eq!(gd.len(), 8);
+    assert!(has(&g, gd, "we") && has(&g, gd, "w_fc") && has(&g, gd, "w_mm"));
+    assert!(gd.is_prunable() && gd.not_zero_exact.is_none());
+    // Not prunable: the graph outputs, and the grouped conv on both sides.
+    let gf = find("wf");
+    assert!(!gf.is_prunable() && gf.blocked.iter().any(|r| r.contains("grouped convolution")));
+    assert!(
+        an.groups
+            .iter()
+            .filter(|grp| grp.blocked.iter().any(|r| r.contains("graph output")))
+            .count()
+            >= 3
+    );
+    assert_eq!(an.prunable().count(), 4);
+
+    // A non-prunable group, an empty keep, an out-of-range channel, another graph: errors.
+    assert!(prune_channels(&g, gf, &[0]).is_err());
+    assert!(prune_channels(&g, ga, &[]).is_err());
+    assert!(prune_channels(&g, ga, &[0, 6]).is_err());
+    let other = load(RESNET).or_else(|| load(DSCNN));
+    if let Some(other) = other {
+        assert!(prune_channels(&other, ga, &[0, 1]).is_err());
+    }
+}
+
+/// One group at a time: concat offsets and the depthwise group count follow.
+#[test]
+fn hand_model_single_groups() {
+    let g = hand_model();
+    let an = analyze(&g).unwrap();
+    let x = inputs(&g, -1.0, 1.0);
+    let y0 = run(&g, &x);
+    let gb = an
+        .groups
+        .iter()
+        .find(|grp| produced_by(&g, grp, "wb"))
+        .unwrap();
+    // ConvB's channels 1 and 3 go: concat channels 7 and 9, depthwise 10 -> 8 groups.
+    let p = prune_channels(&g, gb, &[0, 2]).unwrap();
+    let dw = p.nodes.iter().find(|n| n.name == "depthwise").unwrap();
+    let edgeopt_ir::Op::Conv(a) = &dw.op else {
+        panic!()
+    };
+    assert_eq!(a.group, 8);
+    let cat = p.find_value("cat").unwrap();
+    assert_eq!(p.values[cat].fixed_shape().unwrap(), vec![1, 8, 8, 8]);
+    let z = zero_channels(&g, gb, &[1, 3]).unwrap();
+    let d = rel_diff(&run(&z, &x), &run(&p, &x));
+    assert!(d < 1e-5, "concat group: pruned != zeroed ({d})");
+    assert!(rel_diff(&y0, &run(&p, &x)) > 1e-3);
+
+    // The residual group (flatten blocks in Gemm, strided columns in MatMul).
+    let gd = an
+        .groups
+        .iter()
+        .find(|grp| produced_by(&g, grp, "wd"))
+        .unwrap();
+    let p = prune_channels(&g, gd, &[0, 2, 3, 5, 7]).unwrap();
+    let wm = p.find_value("w_mm").unwrap();
+    assert_eq!(p.values[wm].data.as_ref().unwrap().shape, vec![320, 3]);
+    let z = zero_channels(&g, gd, &[1, 4, 6]).unwrap();
+    let d = rel_diff(&run(&z, &x), &run(&p, &x));
+    assert!(d < 1e-5, "residual group: pruned != zeroed ({d})");
+
+    // The Sigmoid group is prunable but zeroing is not the same function there.
+    let gc = an
+        .groups
+        .iter()
+        .find(|grp| produced_by(&g, grp, "wc"))
+        .unwrap();
+    let p = prune_channels(&g, gc, &[0, 1, 3]).unwrap();
+    let z = zero_channels(&g, gc, &[2, 4]).unwrap();
+    let d = rel_diff(&run(&z, &x), &run(&p, &x));
+    println!("sigmoid group: |pruned - zeroed| {d:.2e} (not claimed equal)");
+    assert!(d > 1e-3);
+}
+
+#[test]
+fn hand_model_all_groups() {
+    let g = hand_model();
+    let o = check_model("concat+depthwise (hand-built)", &g, -1.0, 1.0);
+    let nhwc = edgeopt_compress::quant::prepare(&o.pruned).unwrap();
+    check_exports("hand-built", &o.pruned, &nhwc, &o.x);
 }

@@ -1298,7 +1298,7 @@ impl Builder<'_> {
                     }
                 }
             }
-            if !sids.iter().any(|&s| self.spaces[s].role == Role::Producer) {
+            if reasons.is_empty() && !sids.iter().any(|&s| self.spaces[s].role == Role::Producer) {
                 reasons.push("no constant produces these channels".into());
             }
             let nonzero = atoms.iter().find_map(|a| self.nonzero.get(a).cloned());
