@@ -13,8 +13,9 @@
 //! against the original with those parameters zeroed (equal up to float summation
 //! order), and the check is shown to be able to fail (the pruned model differs from
 //! the unmodified one); the pruned model exports to .onnx and .tflite, and both files
-//! read back compute the same outputs. ResNet-8 and the hand model also quantize and
-//! compile to C.
+//! read back compute the same outputs. All but ShuffleNetV2 (no int8 MEAN in the C
+//! generator yet) also quantize to int8 and compile to C, whose host build equals
+//! `edgeopt run --numerics tflm` byte for byte.
 
 use edgeopt_ir::channels::{analyze, prune_channels, prune_groups, zero_channels, ChannelGroup};
 use edgeopt_ir::{Graph, Tensor};
@@ -211,6 +212,7 @@ fn dscnn_depthwise_groups() {
     let Some(g) = load(DSCNN) else { return };
     let o = check_model("DS-CNN", &g, -30.0, 30.0);
     check_exports("DS-CNN", &o.pruned, &o.pruned, &o.x);
+    check_c("dscnn", &o.pruned, &o.x);
 }
 
 #[test]
@@ -219,6 +221,7 @@ fn mobilenet_v2_groups() {
     let o = check_model("MobileNetV2", &g, -2.0, 2.0);
     let nhwc = edgeopt_compress::quant::prepare(&o.pruned).unwrap();
     check_exports("MobileNetV2", &o.pruned, &nhwc, &o.x);
+    check_c("mobilenet_v2", &o.pruned, &o.x);
 }
 
 #[test]
@@ -227,6 +230,8 @@ fn shufflenet_v2_groups() {
     let o = check_model("ShuffleNetV2", &g, -2.0, 2.0);
     let nhwc = edgeopt_compress::quant::prepare(&o.pruned).unwrap();
     check_exports("ShuffleNetV2", &o.pruned, &nhwc, &o.x);
+    // No C: the C generator has no int8 MEAN yet (a known cell of the corpus test for
+    // the unpruned file too).
 }
 
 /// Quantizes the pruned float model (int8, integer I/O, TFLite Micro numerics),
@@ -266,9 +271,11 @@ fn check_c(name: &str, pruned: &Graph, x: &[Tensor]) {
     )
     .unwrap();
     let t = Tensor::new(x[0].shape.clone(), edgeopt_ir::TensorData::I8(xin)).unwrap();
+    // The host harness (scripts/mcu/harness.c) writes at most two outputs.
     let want: Vec<u8> = edgeopt_runtime::run_with(&q, &[t], ExecOptions::numerics(Numerics::Tflm))
         .unwrap()
         .iter()
+        .take(2)
         .flat_map(|o| o.to_f32_vec().into_iter().map(|v| v as i8 as u8))
         .collect();
     println!(
@@ -597,4 +604,5 @@ fn hand_model_all_groups() {
     let o = check_model("concat+depthwise (hand-built)", &g, -1.0, 1.0);
     let nhwc = edgeopt_compress::quant::prepare(&o.pruned).unwrap();
     check_exports("hand-built", &o.pruned, &nhwc, &o.x);
+    check_c("hand", &o.pruned, &o.x);
 }
