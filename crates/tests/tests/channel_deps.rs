@@ -338,7 +338,7 @@ fn hand_model() -> Graph {
         let n = shape.iter().product();
         g.add_const(name, Tensor::from_f32(shape, rnd(n, seed, scale)).unwrap())
     };
-    let mut node = |g: &mut Graph, name: &str, op: Op, ins: Vec<usize>| {
+    let node = |g: &mut Graph, name: &str, op: Op, ins: Vec<usize>| {
         let y = g.add_value(name, DType::F32, None);
         g.add_node(name, op, ins.into_iter().map(Some).collect(), vec![y]);
         y
@@ -605,4 +605,70 @@ fn hand_model_all_groups() {
     let nhwc = edgeopt_compress::quant::prepare(&o.pruned).unwrap();
     check_exports("hand-built", &o.pruned, &nhwc, &o.x);
     check_c("hand", &o.pruned, &o.x);
+}
+
+/// The MLPerf int8 ResNet-8: per-channel int8 weights and int32 biases with per-axis
+/// scales are sliced with their parameters; integer sums with zero terms are exact, so
+/// pruning equals zeroing (weights at their zero point, biases 0) bit for bit.
+#[test]
+fn resnet8_int8_groups() {
+    let Some(g) = load(
+        "mlperf-tiny/benchmark/training/image_classification/trained_models/pretrainedResnet_quant.tflite",
+    ) else {
+        return;
+    };
+    let an = analyze(&g).unwrap();
+    let plans: Vec<(&ChannelGroup, Vec<usize>)> = an
+        .prunable()
+        .filter_map(|grp| keep_of(grp).map(|k| (grp, k)))
+        .collect();
+    assert!(plans.len() >= 6, "{} prunable groups", plans.len());
+    let plan: Vec<(&ChannelGroup, &[usize])> =
+        plans.iter().map(|(g, k)| (*g, k.as_slice())).collect();
+    let pruned = prune_groups(&g, &plan).unwrap();
+    let mut zeroed = g.clone();
+    for (grp, keep) in &plan {
+        let remove: Vec<usize> = (0..grp.len()).filter(|i| !keep.contains(i)).collect();
+        zeroed = zero_channels(&zeroed, grp, &remove).unwrap();
+    }
+    // A conv bias keeps one scale per remaining output channel.
+    let sliced = pruned
+        .values
+        .iter()
+        .filter(|v| v.data.is_some() && v.quant.as_ref().is_some_and(|q| q.scale.len() > 1))
+        .all(|v| {
+            let q = v.quant.as_ref().unwrap();
+            q.scale.len() == v.data.as_ref().unwrap().shape[q.axis.unwrap()]
+        });
+    assert!(sliced, "per-axis scales not sliced with their tensors");
+    let shape = edgeopt_ir::shape::bind_input_shapes(&g, 1)
+        .unwrap()
+        .remove(0);
+    let n: usize = shape.iter().product();
+    let x = Tensor::new(
+        shape,
+        edgeopt_ir::TensorData::I8((0..n).map(|i| ((i * 37 + 11) % 256) as u8 as i8).collect()),
+    )
+    .unwrap();
+    let (y0, yz, yp) = (
+        run(&g, std::slice::from_ref(&x)),
+        run(&zeroed, std::slice::from_ref(&x)),
+        run(&pruned, std::slice::from_ref(&x)),
+    );
+    let p0 = edgeopt_runtime::profile::profile_batch(&g, 1).unwrap();
+    let p1 = edgeopt_runtime::profile::profile_batch(&pruned, 1).unwrap();
+    println!(
+        "ResNet-8 int8: {} groups pruned, weight bytes {} -> {}, MACs {} -> {}; pruned == zeroed: {}, == original: {}",
+        plan.len(),
+        p0.total_weight_bytes,
+        p1.total_weight_bytes,
+        p0.total_macs,
+        p1.total_macs,
+        yp == yz,
+        yp == y0
+    );
+    assert_eq!(yp, yz, "int8: pruned != zeroed");
+    assert_ne!(yp, y0, "int8: pruning changed nothing");
+    assert!(p1.total_weight_bytes < p0.total_weight_bytes && p1.total_macs < p0.total_macs);
+    edgeopt_tflite::export(&pruned).unwrap();
 }

@@ -140,3 +140,6 @@ impl ChannelAnalysis {
         self.groups.iter().filter(|g| g.is_prunable())
     }
 }
+
+#[cfg(test)]
+mod tests;
