@@ -666,11 +666,23 @@ impl Builder<'_> {
             Layout::Nchw => (1, 1),
             Layout::Nhwc => (xs.len().saturating_sub(1), ws.len().saturating_sub(1)),
         };
-        let (c_in, m, g) = (xs.get(c_axis).copied().unwrap_or(0), ws[0], a.group.max(1));
+        let (c_in, g) = (xs.get(c_axis).copied().unwrap_or(0), a.group.max(1));
+        let m = ws.first().copied().unwrap_or(0);
         let depthwise = g > 1 && g == c_in;
         let Some(ys) = self.new_act(y, vec![c_axis]) else {
             return vec![];
         };
+        if self.spaces[ys].len() != m || (depthwise && m % c_in != 0) {
+            self.block(
+                ys,
+                format!("{}: weights do not match the output", label(node)),
+            );
+            self.block_value(
+                x,
+                format!("{}: weights do not match the input", label(node)),
+            );
+            return vec![0];
+        }
         if g > 1 && !depthwise {
             let msg = format!(
                 "{}: grouped convolution ({g} groups of {} channels): removal would have \

@@ -226,9 +226,9 @@ fn fix_attributes(
                 };
                 let c_axis = match a.layout {
                     Layout::Nchw => 1,
-                    Layout::Nhwc => xs.len() - 1,
+                    Layout::Nhwc => xs.len().saturating_sub(1),
                 };
-                if a.group > 1 && a.group == xs[c_axis] {
+                if a.group > 1 && Some(&a.group) == xs.get(c_axis) {
                     if let Some(c) = kept_on(x, c_axis) {
                         let Op::Conv(a) = &mut g.nodes[ni].op else {
                             unreachable!("matched above")
