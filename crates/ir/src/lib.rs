@@ -5,6 +5,7 @@
 //! optional [`QuantParams`]. Shape inference lives in [`shape`].
 
 pub mod batch;
+pub mod channels;
 pub mod dtype;
 pub mod error;
 pub mod fsutil;
