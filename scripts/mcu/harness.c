@@ -27,10 +27,33 @@
  * not need (110,592 B for a 96x96x3 float input: MobileNetV2 then no longer linked in
  * the Cortex-M4's 256 KB). */
 
+/* Output sizes, from model.h's EDGEOPT_OUTPUT<k>_BYTES (up to 8 outputs; a model with
+ * more stops the build here rather than writing nothing for the rest). */
+#if EDGEOPT_NUM_OUTPUTS > 8
+#error "the harness writes at most 8 outputs"
+#endif
 static const uint32_t out_bytes[EDGEOPT_NUM_OUTPUTS] = {
     EDGEOPT_OUTPUT0_BYTES,
 #if EDGEOPT_NUM_OUTPUTS > 1
     EDGEOPT_OUTPUT1_BYTES,
+#endif
+#if EDGEOPT_NUM_OUTPUTS > 2
+    EDGEOPT_OUTPUT2_BYTES,
+#endif
+#if EDGEOPT_NUM_OUTPUTS > 3
+    EDGEOPT_OUTPUT3_BYTES,
+#endif
+#if EDGEOPT_NUM_OUTPUTS > 4
+    EDGEOPT_OUTPUT4_BYTES,
+#endif
+#if EDGEOPT_NUM_OUTPUTS > 5
+    EDGEOPT_OUTPUT5_BYTES,
+#endif
+#if EDGEOPT_NUM_OUTPUTS > 6
+    EDGEOPT_OUTPUT6_BYTES,
+#endif
+#if EDGEOPT_NUM_OUTPUTS > 7
+    EDGEOPT_OUTPUT7_BYTES,
 #endif
 };
 
