@@ -710,11 +710,7 @@ impl<'g> Emitter<'g> {
                 let p = edgeopt_ir::shape::strided_slice_plan(a, &xs)
                     .map_err(|m| self.unsupported(node, m))?;
                 self.slice(node, x, &p.dims, &p.start, &p.step, &p.len, k)?;
-                // The runtime requantizes a StridedSlice whose parameters change.
-                if self.needs_requant(node) {
-                    let t = self.table_by_runtime(node, true)?;
-                    self.lut(node, node.outputs[0], t, k)?;
-                }
+                self.requant_like_runtime(node, k)?;
             }
             Op::Slice {
                 starts,
@@ -1091,10 +1087,7 @@ impl<'g> Emitter<'g> {
             is_max as i32
         );
         self.emit_params("eo_pool_params", &format!("{pre}_p"), &f, 15 * 4);
-        let xin = self.ptr_i8(x)?;
-        let y = self.out_ptr(node, DType::I8)?;
-        self.kernels.insert("pool");
-        self.stmt(node, format!("eo_pool_s8(&{pre}_p, {xin}, {y})"));
+        self.call_i8(node, x, &pre, "pool", "eo_pool_s8")?;
         Ok(())
     }
 
@@ -1126,10 +1119,7 @@ impl<'g> Emitter<'g> {
             c_i32(diff_min)
         );
         self.emit_params("eo_softmax_params", &format!("{pre}_p"), &f, 5 * 4);
-        let xin = self.ptr_i8(x)?;
-        let y = self.out_ptr(node, DType::I8)?;
-        self.kernels.insert("softmax");
-        self.stmt(node, format!("eo_softmax_s8(&{pre}_p, {xin}, {y})"));
+        self.call_i8(node, x, &pre, "softmax", "eo_softmax_s8")?;
         Ok(())
     }
 
@@ -1177,10 +1167,7 @@ impl<'g> Emitter<'g> {
             &format!("{count}, {pre}_t"),
             8,
         );
-        let xin = self.ptr_i8(x)?;
-        let y = self.out_ptr(node, DType::I8)?;
-        self.kernels.insert("lut");
-        self.stmt(node, format!("eo_lut_s8(&{pre}_p, {xin}, {y})"));
+        self.call_i8(node, x, &pre, "lut", "eo_lut_s8")?;
         Ok(())
     }
 
@@ -1240,6 +1227,34 @@ impl<'g> Emitter<'g> {
         let y = self.out_ptr(node, DType::F32)?;
         self.kernels.insert("dequantize");
         self.stmt(node, format!("eo_dequantize_s8(&{pre}_p, {xin}, {y})"));
+        Ok(())
+    }
+
+    /// `func(&<pre>_p, x, y)`: a kernel of file `kernel` on the int8 input `x` and the
+    /// node's int8 output, its parameters emitted as `<pre>_p` before.
+    fn call_i8(
+        &mut self,
+        node: &Node,
+        x: ValueId,
+        pre: &str,
+        kernel: &'static str,
+        func: &str,
+    ) -> Result<()> {
+        let xin = self.ptr_i8(x)?;
+        let y = self.out_ptr(node, DType::I8)?;
+        self.kernels.insert(kernel);
+        self.stmt(node, format!("{func}(&{pre}_p, {xin}, {y})"));
+        Ok(())
+    }
+
+    /// The runtime requantizes a data-movement op (transpose, tile, slice, resize)
+    /// whose output parameters differ from its input's: the C applies the same table
+    /// after the move.
+    fn requant_like_runtime(&mut self, node: &Node, k: usize) -> Result<()> {
+        if self.needs_requant(node) {
+            let t = self.table_by_runtime(node, true)?;
+            self.lut(node, node.outputs[0], t, k)?;
+        }
         Ok(())
     }
 
@@ -1316,14 +1331,8 @@ impl<'g> Emitter<'g> {
             &f,
             (2 + 2 * MAX_RANK as u64) * 4,
         );
-        let xin = self.ptr_i8(x)?;
-        let y = self.out_ptr(node, DType::I8)?;
-        self.kernels.insert("transpose");
-        self.stmt(node, format!("eo_transpose_s8(&{pre}_p, {xin}, {y})"));
-        if self.needs_requant(node) {
-            let t = self.table_by_runtime(node, true)?;
-            self.lut(node, node.outputs[0], t, k)?;
-        }
+        self.call_i8(node, x, &pre, "transpose", "eo_transpose_s8")?;
+        self.requant_like_runtime(node, k)?;
         Ok(())
     }
 
@@ -1374,10 +1383,7 @@ impl<'g> Emitter<'g> {
             &f,
             (2 + 3 * MAX_RANK as u64) * 4,
         );
-        let xin = self.ptr_i8(x)?;
-        let y = self.out_ptr(node, DType::I8)?;
-        self.kernels.insert("pad");
-        self.stmt(node, format!("eo_pad_s8(&{pre}_p, {xin}, {y})"));
+        self.call_i8(node, x, &pre, "pad", "eo_pad_s8")?;
         Ok(())
     }
 
@@ -1560,10 +1566,7 @@ impl<'g> Emitter<'g> {
             &f,
             (3 + 2 * MAX_RANK as u64) * 4,
         );
-        let xin = self.ptr_i8(x)?;
-        let y = self.out_ptr(node, DType::I8)?;
-        self.kernels.insert("slice");
-        self.stmt(node, format!("eo_slice_s8(&{pre}_p, {xin}, {y})"));
+        self.call_i8(node, x, &pre, "slice", "eo_slice_s8")?;
         Ok(())
     }
 
@@ -1657,15 +1660,8 @@ impl<'g> Emitter<'g> {
             &f,
             (1 + 2 * MAX_RANK as u64) * 4,
         );
-        let xin = self.ptr_i8(x)?;
-        let y = self.out_ptr(node, DType::I8)?;
-        self.kernels.insert("tile");
-        self.stmt(node, format!("eo_tile_s8(&{pre}_p, {xin}, {y})"));
-        // The runtime requantizes a TILE whose parameters change.
-        if self.needs_requant(node) {
-            let t = self.table_by_runtime(node, true)?;
-            self.lut(node, node.outputs[0], t, k)?;
-        }
+        self.call_i8(node, x, &pre, "tile", "eo_tile_s8")?;
+        self.requant_like_runtime(node, k)?;
         Ok(())
     }
 
@@ -1726,15 +1722,8 @@ impl<'g> Emitter<'g> {
             half as i32
         );
         self.emit_params("eo_resize_bilinear_params", &format!("{pre}_p"), &f, 9 * 4);
-        let xin = self.ptr_i8(x)?;
-        let y = self.out_ptr(node, DType::I8)?;
-        self.kernels.insert("resize");
-        self.stmt(node, format!("eo_resize_bilinear_s8(&{pre}_p, {xin}, {y})"));
-        // movement::resize_bilinear requantizes when the parameters change.
-        if self.needs_requant(node) {
-            let t = self.table_by_runtime(node, true)?;
-            self.lut(node, node.outputs[0], t, k)?;
-        }
+        self.call_i8(node, x, &pre, "resize", "eo_resize_bilinear_s8")?;
+        self.requant_like_runtime(node, k)?;
         Ok(())
     }
 
@@ -1803,10 +1792,7 @@ impl<'g> Emitter<'g> {
             c_i32(shift)
         );
         self.emit_params("eo_mean_params", &format!("{pre}_p"), &f, bytes);
-        let xin = self.ptr_i8(x)?;
-        let y = self.out_ptr(node, DType::I8)?;
-        self.kernels.insert("mean");
-        self.stmt(node, format!("eo_mean_s8(&{pre}_p, {xin}, {y})"));
+        self.call_i8(node, x, &pre, "mean", "eo_mean_s8")?;
         Ok(())
     }
 

@@ -164,13 +164,8 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
-    /// Whether tensor `t` of `scope`'s subgraph has data in the file (converters give
-    /// every tensor a buffer, most of them empty).
-    fn is_file_constant(&self, scope: &Scope<'a>, t: usize) -> bool {
-        self.has_data(scope.tensors, t)
-    }
-
-    /// Whether tensor `t` of the tensor table `tensors` has data in the file.
+    /// Whether tensor `t` of the tensor table `tensors` has data in the file (converters
+    /// give every tensor a buffer, most of them empty).
     fn has_data(
         &self,
         tensors: Option<Vector<'a, planus::Result<fb::TensorRef<'a>>>>,
@@ -249,7 +244,7 @@ impl<'a> Importer<'a> {
         // Keep the body's loop invariants (its weights and what is computed from them
         // alone) for the next trips.
         for (&(t, view), &v) in &inner.values {
-            let constant = self.graph.values[v].is_const() && self.is_file_constant(&inner, t);
+            let constant = self.graph.values[v].is_const() && self.has_data(inner.tensors, t);
             if constant || invariant.tensors.contains(&t) {
                 invariant.values.insert((t, view), v);
             }
