@@ -352,18 +352,22 @@ fn c_i32(v: i32) -> String {
 /// `Some(false)` for RELU, `Some(true)` for RELU6 (and the Clips the TFLite exporter
 /// writes as them), else `None`.
 fn tflm_relu(op: &Op) -> Option<bool> {
-    match op {
-        Op::Unary(UnaryKind::Relu) => Some(false),
-        Op::Unary(UnaryKind::Relu6) => Some(true),
-        Op::Clip {
-            min: Some(lo),
-            max: None,
-        } if *lo == 0.0 => Some(false),
-        Op::Clip {
-            min: Some(lo),
-            max: Some(hi),
-        } if *lo == 0.0 && *hi == 6.0 => Some(true),
-        _ => None,
+    // A recognizer, not a facet: every other op is "not a RELU".
+    if let Op::Unary(k) = op {
+        return match k {
+            UnaryKind::Relu => Some(false),
+            UnaryKind::Relu6 => Some(true),
+            _ => None,
+        };
+    }
+    let Op::Clip { min: Some(lo), max } = op else {
+        return None;
+    };
+    match max {
+        _ if *lo != 0.0 => None,
+        None => Some(false),
+        Some(hi) if *hi == 6.0 => Some(true),
+        Some(_) => None,
     }
 }
 
@@ -740,7 +744,28 @@ impl<'g> Emitter<'g> {
                     format!("Reduce{kind:?} is not supported by the C generator"),
                 ))
             }
-            op => {
+            op @ (Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::LogSoftmax { .. }
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Fill
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger) => {
                 return Err(self.unsupported(
                     node,
                     format!("{} is not supported by the C generator", op.name()),

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod channels;
 pub mod dtype;
 pub mod error;
+mod facets;
 pub mod fsutil;
 pub mod graph;
 pub mod op;
@@ -17,6 +18,7 @@ pub mod tensor;
 
 pub use dtype::{DType, QuantParams};
 pub use error::{IrError, Result};
+pub use facets::Work;
 pub use fsutil::write_atomic;
 pub use graph::{Dim, Graph, Node, Source, Value, ValueId};
 pub use op::*;

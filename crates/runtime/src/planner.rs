@@ -172,28 +172,6 @@ fn align_up(x: usize) -> Option<usize> {
     x.checked_add(ALIGN - 1).map(|v| v / ALIGN * ALIGN)
 }
 
-/// Operands of `node` whose buffer its output 0 may take over in place: the output
-/// element `i` is computed from element `i` of that operand only, so a kernel can
-/// overwrite the operand as it goes.
-fn in_place_operands(op: &Op) -> &'static [usize] {
-    match op {
-        Op::Unary(_)
-        | Op::Clip { .. }
-        | Op::LeakyRelu { .. }
-        | Op::HardSigmoid { .. }
-        | Op::Cast { .. }
-        | Op::Quantize
-        | Op::Dequantize
-        | Op::QuantizeLinear { .. }
-        | Op::DequantizeLinear { .. }
-        // BatchNorm's per-channel statistics are constants; x is read element-wise.
-        | Op::BatchNorm { .. } => &[0],
-        // Either operand, if it is not broadcast (checked by shape below).
-        Op::Binary { .. } | Op::Compare(_) => &[0, 1],
-        _ => &[],
-    }
-}
-
 /// Builds the plan from inferred facts (one per value, as `infer_graph` returns).
 pub fn plan_from_facts(
     graph: &Graph,
@@ -401,7 +379,7 @@ fn share_candidate(
     if !options.in_place {
         return None;
     }
-    for &j in in_place_operands(&node.op) {
+    for &j in node.op.in_place_inputs() {
         let Some(x) = node.input(j) else { continue };
         let Some(b) = buffer_of.get(x).copied().flatten() else {
             continue; // constant

@@ -18,7 +18,7 @@
 use crate::error::Result;
 use crate::planner::{plan_from_facts, tensor_bytes, PlanOptions};
 use edgeopt_ir::shape::{bind_input_shapes, infer_graph, OutputFact};
-use edgeopt_ir::{DType, Graph, Node, Op};
+use edgeopt_ir::{DType, Graph, Node, ValueId, Work};
 
 /// Profile of one node.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,14 +100,15 @@ pub fn profile(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<ModelProfil
                 .outputs
                 .iter()
                 .all(|&o| plan.folded.get(o) == Some(&true));
+        let work = node_work(node, &facts);
         layers.push(LayerProfile {
             name: node.name.clone(),
             op: node.op.name(),
             output_shapes,
             output_dtypes,
             params,
-            macs: node_macs(node, &facts),
-            elem_ops: node_elem_ops(node, &facts),
+            macs: work.macs,
+            elem_ops: work.elem_ops,
             weight_bytes,
             activation_bytes,
             folded,
@@ -136,115 +137,19 @@ pub fn profile(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<ModelProfil
     })
 }
 
-fn numel(s: &[usize]) -> u64 {
-    s.iter()
-        .map(|&d| d as u64)
-        .fold(1u64, |a, d| a.saturating_mul(d))
-}
-
-/// Multiply-accumulates of one node (0 for ops without a weight product).
-pub fn node_macs(node: &Node, facts: &[Option<OutputFact>]) -> u64 {
-    let shape = |i: usize| -> Option<&[usize]> {
-        let id = node.input(i)?;
-        facts.get(id)?.as_ref().map(|f| f.shape.as_slice())
-    };
-    let out = || -> Option<&[usize]> {
-        let id = *node.outputs.first()?;
-        facts.get(id)?.as_ref().map(|f| f.shape.as_slice())
-    };
-    // Weights are [M, ...] in both layouts (NCHW: [M, C/g, *k]; NHWC: [M, *k, C/g]),
-    // so (C_in/group) × kernel_elems is the product of all but the first dimension.
-    let conv = |w: usize| -> Option<u64> {
-        let w = shape(w)?;
-        Some(numel(out()?).saturating_mul(numel(w.get(1..)?)))
-    };
-    // Matrix products: each output element is a K-long dot product.
-    let matmul =
-        |k: Option<usize>| -> Option<u64> { Some(numel(out()?).saturating_mul(k? as u64)) };
-    let r = match &node.op {
-        Op::Conv(_) => conv(1),
-        Op::ConvInteger(_) => conv(1),
-        Op::QLinearConv(_) => conv(3),
-        Op::ConvTranspose(_) => {
-            // Every input element is scattered into (C_out/group) × kernel outputs.
-            let (x, w) = (shape(0), shape(1));
-            x.zip(w)
-                .and_then(|(x, w)| Some(numel(x).saturating_mul(numel(w.get(1..)?))))
-        }
-        Op::Gemm { trans_a, .. } => {
-            let a = shape(0);
-            matmul(
-                a.and_then(|a| if *trans_a { a.first() } else { a.get(1) })
-                    .copied(),
-            )
-        }
-        Op::MatMul | Op::MatMulInteger => matmul(shape(0).and_then(|a| a.last()).copied()),
-        Op::QLinearMatMul => matmul(shape(0).and_then(|a| a.last()).copied()),
-        Op::FullyConnected { .. } => matmul(shape(1).and_then(|w| w.get(1)).copied()),
-        Op::Lstm { hidden_size, .. } | Op::Gru { hidden_size, .. } => {
-            // Every step of every direction multiplies [I + H] by the gate rows (4H for
-            // LSTM, 3H for GRU); y holds one H-vector per step and direction.
-            let gates = if matches!(node.op, Op::Lstm { .. }) {
-                4
-            } else {
-                3
-            };
-            let (y, w) = (out(), shape(1));
-            y.zip(w).and_then(|(y, w)| {
-                let k = *w.get(2)? as u64 + *hidden_size as u64;
-                Some(numel(y).saturating_mul(gates).saturating_mul(k))
-            })
-        }
-        _ => None,
-    };
-    r.unwrap_or(0)
-}
-
-/// Element operations of ops without MACs (see [`LayerProfile::elem_ops`]).
-fn node_elem_ops(node: &Node, facts: &[Option<OutputFact>]) -> u64 {
-    let out = node
-        .outputs
-        .first()
-        .and_then(|&o| facts.get(o)?.as_ref())
-        .map(|f| numel(&f.shape))
-        .unwrap_or(0);
-    let input0 = node
-        .input(0)
-        .and_then(|i| facts.get(i)?.as_ref())
-        .map(|f| numel(&f.shape))
-        .unwrap_or(0);
-    match &node.op {
-        Op::Binary { .. }
-        | Op::Compare(_)
-        | Op::Where
-        | Op::Unary(_)
-        | Op::Clip { .. }
-        | Op::LeakyRelu { .. }
-        | Op::HardSigmoid { .. }
-        | Op::Softmax { .. }
-        | Op::LogSoftmax { .. }
-        | Op::BatchNorm { .. }
-        | Op::LayerNorm { .. }
-        | Op::Resize(_)
-        | Op::QuantizeLinear { .. }
-        | Op::DequantizeLinear { .. }
-        | Op::Quantize
-        | Op::Dequantize
-        | Op::Cast { .. } => out,
-        Op::MaxPool(p) | Op::AveragePool(p) => {
-            out.saturating_mul(p.kernel_shape.iter().map(|&k| k as u64).product::<u64>())
-        }
-        // Every input element is read once.
-        Op::GlobalAveragePool | Op::Reduce { .. } | Op::TopK { .. } => input0,
-        _ => 0,
-    }
+/// The work of one node for the inferred shapes (the rule is [`Op::work`]).
+fn node_work(node: &Node, facts: &[Option<OutputFact>]) -> Work {
+    let shape_of = |id: ValueId| facts.get(id)?.as_ref().map(|f| f.shape.as_slice());
+    let inputs: Vec<Option<&[usize]>> = node.inputs.iter().map(|i| i.and_then(shape_of)).collect();
+    let outputs: Vec<Option<&[usize]>> = node.outputs.iter().map(|&o| shape_of(o)).collect();
+    node.op.work(&inputs, &outputs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use edgeopt_ir::{
-        Activation, AutoPad, BinaryKind, ConvAttrs, Dim, Layout, Tensor, UnaryKind, ValueId,
+        Activation, AutoPad, BinaryKind, ConvAttrs, Dim, Layout, Op, Tensor, UnaryKind, ValueId,
     };
 
     fn fixed(s: &[usize]) -> Option<Vec<Dim>> {
@@ -331,7 +236,7 @@ mod tests {
     fn macs_params_bytes() {
         let (g, _) = net();
         let f = facts(&g);
-        let macs: Vec<u64> = g.nodes.iter().map(|n| node_macs(n, &f)).collect();
+        let macs: Vec<u64> = g.nodes.iter().map(|n| node_work(n, &f).macs).collect();
         // conv: 512 outputs x 3 x 9; depthwise: 512 x 1 x 9; fc: 10 x 512.
         assert_eq!(macs, vec![512 * 27, 0, 512 * 9, 0, 0, 5120]);
     }
@@ -347,7 +252,7 @@ mod tests {
         assert_eq!(plan.naive_bytes, 768 + 5 * 2048 + 40);
         assert!(plan.arena_bytes < plan.naive_bytes);
         assert_eq!(g.param_count(), 216 + 8 + 72 + 2 + 5120);
-        let elem: Vec<u64> = g.nodes.iter().map(|n| node_elem_ops(n, &f)).collect();
+        let elem: Vec<u64> = g.nodes.iter().map(|n| node_work(n, &f).elem_ops).collect();
         assert_eq!(elem, vec![0, 512, 0, 512, 0, 0]);
     }
 }

@@ -236,7 +236,50 @@ fn required_opset(g: &Graph) -> i64 {
             Op::LayerNorm { .. } => 17,
             // The layout attribute of LSTM and GRU arrived in opset 14.
             Op::Lstm { .. } | Op::Gru { .. } => 14,
-            _ => 13,
+            Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::FullyConnected { .. }
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::TopK { .. }
+            | Op::Reduce { .. }
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => 13,
         };
         v = v.max(need);
     }
@@ -627,11 +670,12 @@ fn pool_attrs(p: &PoolAttrs, average: bool) -> Vec<AttributeProto> {
 /// the activation's range) changes nothing because the output's quantized range
 /// already lies inside that range.
 fn redundant_activation(g: &Graph, n: &Node) -> bool {
-    let act = match &n.op {
-        Op::Conv(c) => c.activation,
-        Op::FullyConnected { activation, .. } | Op::Binary { activation, .. } => *activation,
-        Op::MaxPool(p) | Op::AveragePool(p) => p.activation,
-        _ => return false,
+    // Concat keeps its activation: it is written as an op of its own after the Concat.
+    if matches!(n.op, Op::Concat { .. }) {
+        return false;
+    }
+    let Some(act) = n.op.fused_activation() else {
+        return false;
     };
     let (lo, hi): (f64, f64) = match act {
         Activation::None => return false,
@@ -656,13 +700,8 @@ fn redundant_activation(g: &Graph, n: &Node) -> bool {
 
 fn without_activation(n: &Node) -> Node {
     let mut n = n.clone();
-    match &mut n.op {
-        Op::Conv(c) => c.activation = Activation::None,
-        Op::FullyConnected { activation, .. } | Op::Binary { activation, .. } => {
-            *activation = Activation::None
-        }
-        Op::MaxPool(p) | Op::AveragePool(p) => p.activation = Activation::None,
-        _ => {}
+    if let Some(a) = n.op.fused_activation_mut() {
+        *a = Activation::None;
     }
     n
 }
@@ -1023,11 +1062,8 @@ impl Ex<'_> {
         // Quantized NHWC conv / pool: the layout transposes run on the int8 tensors
         // (outside the DequantizeLinear -> op -> QuantizeLinear group), so onnxruntime
         // sees the canonical QDQ pattern and fuses it into an integer kernel.
-        let nhwc_op = match &n.op {
-            Op::Conv(c) => c.layout == Layout::Nhwc,
-            Op::MaxPool(p) | Op::AveragePool(p) => p.layout == Layout::Nhwc,
-            _ => false,
-        };
+        let nhwc_op = matches!(&n.op, Op::Conv(c) if c.layout == Layout::Nhwc)
+            || matches!(&n.op, Op::MaxPool(p) | Op::AveragePool(p) if p.layout == Layout::Nhwc);
         let per_tensor_q = |id: ValueId| {
             let v = &g.values[id];
             is_quantized(v) && v.quant.as_ref().is_some_and(QuantParams::is_per_tensor)
@@ -1063,11 +1099,8 @@ impl Ex<'_> {
         };
         match &n.op {
             Op::Conv(c) | Op::QLinearConv(c) | Op::ConvInteger(c) => {
-                let onnx_op = match &n.op {
-                    Op::Conv(_) => "Conv",
-                    Op::QLinearConv(_) => "QLinearConv",
-                    _ => "ConvInteger",
-                };
+                // The ONNX op of the same name.
+                let onnx_op = n.op.name();
                 let nhwc = c.layout == Layout::Nhwc;
                 if nhwc && onnx_op != "Conv" {
                     return Err(OnnxError::Model(
@@ -1411,15 +1444,15 @@ impl Ex<'_> {
                     a_s("direction", dir),
                     a_i("layout", *batch_first as i64),
                 ];
-                match &n.op {
-                    Op::Lstm { input_forget, .. } => {
-                        attrs.push(a_i("input_forget", *input_forget as i64))
-                    }
-                    Op::Gru {
-                        linear_before_reset,
-                        ..
-                    } => attrs.push(a_i("linear_before_reset", *linear_before_reset as i64)),
-                    _ => {}
+                if let Op::Lstm { input_forget, .. } = &n.op {
+                    attrs.push(a_i("input_forget", *input_forget as i64))
+                }
+                if let Op::Gru {
+                    linear_before_reset,
+                    ..
+                } = &n.op
+                {
+                    attrs.push(a_i("linear_before_reset", *linear_before_reset as i64))
                 }
                 if let Some(c) = clip {
                     attrs.push(a_f("clip", *c));

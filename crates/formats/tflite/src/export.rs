@@ -1050,7 +1050,26 @@ impl<'g> Writer<'g> {
                     Some(s::BuiltinOptions::CastOptions(Box::new(o))),
                 );
             }
-            other => {
+            other @ (Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::HardSigmoid { .. }
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::Split { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Identity
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger) => {
                 return Err(unsupported(format!(
                     "{} has no TFLite equivalent that edgeopt writes",
                     other.name()

@@ -253,7 +253,43 @@ pub fn prepare(ctx: &NodeCtx, consts: &[Option<&Tensor>], isa: Isa) -> Option<Bo
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
         | Op::Identity => by8!(prep_reshape(ctx)),
-        _ => None,
+        Op::ConvTranspose(_)
+        | Op::Gemm { .. }
+        | Op::MatMul
+        | Op::Compare(_)
+        | Op::Where
+        | Op::Unary(_)
+        | Op::Clip { .. }
+        | Op::LeakyRelu { .. }
+        | Op::HardSigmoid { .. }
+        | Op::LogSoftmax { .. }
+        | Op::GlobalAveragePool
+        | Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::StridedSlice(_)
+        | Op::Tile { .. }
+        | Op::Fill
+        | Op::Gather { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Lstm { .. }
+        | Op::TopK { .. }
+        | Op::Gru { .. }
+        | Op::Reduce { .. }
+        | Op::Resize(_)
+        | Op::Shape
+        | Op::Cast { .. }
+        | Op::QuantizeLinear { .. }
+        | Op::DequantizeLinear { .. }
+        | Op::QLinearConv(_)
+        | Op::QLinearMatMul
+        | Op::ConvInteger(_)
+        | Op::MatMulInteger
+        | Op::Quantize
+        | Op::Dequantize => None,
     }
 }
 

@@ -97,23 +97,6 @@ pub fn multiply_by_quantized_multiplier_greater_than_one(x: i32, m: i32, shift: 
     srdhm(x.wrapping_mul(1i32.wrapping_shl(shift.max(0) as u32)), m)
 }
 
-/// The 64-bit-input variant (`MultiplyByQuantizedMultiplier(int64_t, int32_t, int)`),
-/// used by the int16 kernels: a single rounding of `x * m * 2^(shift-31)`.
-pub fn multiply_by_quantized_multiplier_i64(x: i64, m: i32, shift: i32) -> i32 {
-    // Inputs are clamped to 48 bits as in TFLite so the product fits in 64 bits.
-    let x = x.clamp(-(1i64 << 47), (1i64 << 47) - 1);
-    // TFLite saturates the reduced multiplier to 0x7fff near the top of the range
-    // (and the sum below cannot overflow there).
-    let reduced_multiplier: i32 = if m < 0x7fff_0000 {
-        (m + (1 << 15)) >> 16
-    } else {
-        0x7fff
-    };
-    let total_shift = 15 - shift;
-    let x = x * reduced_multiplier as i64 + (1i64 << (total_shift - 1));
-    (x >> total_shift) as i32
-}
-
 /// gemmlowp `SaturatingRoundingDoublingHighMul` on i16.
 #[inline(always)]
 pub fn srdhm_i16(a: i16, b: i16) -> i16 {

@@ -64,84 +64,87 @@ macro_rules! by_type {
     };
 }
 
-/// Runs the node if it is a quantized case this module owns; `None` otherwise.
+/// Runs the node if it is a quantized case this module owns; `None` otherwise (the
+/// reference kernels run it). One exhaustive match: a new op states here whether it
+/// has an integer kernel.
 pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<Tensor>>> {
     let op = &ctx.node.op;
-    // ONNX integer ops are always ours.
+    let num = ctx.numerics();
+    // TFLite-style arithmetic on quantized input 0: `f` gets its type. A float input
+    // to a hybrid op (float activations, int8 weights) runs LiteRT's hybrid
+    // arithmetic, builtin and reference kernels alike; TFLite Micro has no hybrid
+    // kernels (it refuses such models), so under its numerics they run in float like
+    // the generated C.
+    let on_quantized = |f: &dyn Fn(DType) -> Option<Result<Vec<Tensor>>>| {
+        let x = inputs.first().copied().flatten()?;
+        if let (Some(h), DType::F32, false) = (op.hybrid(), x.dtype(), num == Numerics::Tflm) {
+            return Some(hybrid::eval(ctx, h, inputs));
+        }
+        (is_qint(x.dtype()) && ctx.in_quant(0).is_some())
+            .then(|| f(x.dtype()))
+            .flatten()
+    };
+    let kernel = |f: &dyn Fn(DType) -> Result<Vec<Tensor>>| on_quantized(&|dt| Some(f(dt)));
     match op {
+        // ONNX integer ops are always ours.
         Op::QuantizeLinear {
             axis,
             block_size,
             output_dtype,
             ..
-        } => {
-            return Some(quantize::quantize_linear(
-                ctx,
-                *axis,
-                *block_size,
-                *output_dtype,
-                inputs,
-            ))
-        }
+        } => Some(quantize::quantize_linear(
+            ctx,
+            *axis,
+            *block_size,
+            *output_dtype,
+            inputs,
+        )),
         Op::DequantizeLinear { axis, block_size } => {
-            return Some(quantize::dequantize_linear(ctx, *axis, *block_size, inputs))
+            Some(quantize::dequantize_linear(ctx, *axis, *block_size, inputs))
         }
-        Op::QLinearConv(a) => return Some(onnx::qlinear_conv(ctx, a, inputs)),
-        Op::QLinearMatMul => return Some(onnx::qlinear_matmul(ctx, inputs)),
-        Op::ConvInteger(a) => return Some(onnx::conv_integer(ctx, a, inputs)),
-        Op::MatMulInteger => return Some(onnx::matmul_integer(ctx, inputs)),
-        _ => {}
-    }
-    let x = inputs.first().copied().flatten()?;
-    let num = ctx.numerics();
-    // Hybrid ops (float input, int8 weights): LiteRT's arithmetic, builtin and
-    // reference kernels alike; TFLite Micro has no hybrid kernels (it refuses such
-    // models), so under its numerics they run in float like the generated C.
-    if let (Some(h), DType::F32, false) = (op.hybrid(), x.dtype(), num == Numerics::Tflm) {
-        return Some(hybrid::eval(ctx, h, inputs));
-    }
-    let x_quant = is_qint(x.dtype()) && ctx.in_quant(0).is_some();
-    match op {
+        Op::QLinearConv(a) => Some(onnx::qlinear_conv(ctx, a, inputs)),
+        Op::QLinearMatMul => Some(onnx::qlinear_matmul(ctx, inputs)),
+        Op::ConvInteger(a) => Some(onnx::conv_integer(ctx, a, inputs)),
+        Op::MatMulInteger => Some(onnx::matmul_integer(ctx, inputs)),
         Op::Quantize => {
+            inputs.first().copied().flatten()?;
             // Float input needs only the output's params; quantized input needs both.
-            return ctx
-                .out_quant(0)
+            ctx.out_quant(0)
                 .is_some()
-                .then(|| quantize::tflite_quantize(ctx, ctx.numerics(), inputs));
+                .then(|| quantize::tflite_quantize(ctx, num, inputs))
         }
         Op::Dequantize => {
-            return x_quant.then(|| quantize::tflite_dequantize(ctx, ctx.numerics(), inputs))
+            let x = inputs.first().copied().flatten()?;
+            (is_qint(x.dtype()) && ctx.in_quant(0).is_some())
+                .then(|| quantize::tflite_dequantize(ctx, num, inputs))
         }
-        _ => {}
-    }
-    if !x_quant {
-        return None;
-    }
-    let dt = x.dtype();
-    Some(match op {
-        Op::Conv(a) => by_type!(dt, ctx, tflite_conv_dispatch(ctx, a, inputs)),
+        Op::Conv(a) => kernel(&|dt| by_type!(dt, ctx, tflite_conv_dispatch(ctx, a, inputs))),
         Op::FullyConnected {
             activation,
             keep_num_dims,
             ..
-        } => by_type!(
-            dt,
-            ctx,
-            fc_dispatch(ctx, *activation, *keep_num_dims, inputs)
-        ),
+        } => kernel(&|dt| {
+            by_type!(
+                dt,
+                ctx,
+                fc_dispatch(ctx, *activation, *keep_num_dims, inputs)
+            )
+        }),
         Op::Binary { kind, activation } => {
-            by_type!(dt, ctx, binary_dispatch(ctx, *kind, *activation, inputs))
+            kernel(&|dt| by_type!(dt, ctx, binary_dispatch(ctx, *kind, *activation, inputs)))
         }
-        Op::MatMul if ctx.in_quant(1).is_some() => match dt {
-            DType::I8 => fc::batch_matmul::<i8>(ctx, num, inputs),
-            d => Err(ctx.error(format!("no quantized BATCH_MATMUL kernel for {d}"))),
-        },
-        Op::AveragePool(a) => by_type!(dt, ctx, pool_dispatch(ctx, a, false, inputs)),
-        Op::MaxPool(a) => by_type!(dt, ctx, pool_dispatch(ctx, a, true, inputs)),
+        Op::MatMul => on_quantized(&|dt| {
+            ctx.in_quant(1).is_some().then(|| match dt {
+                DType::I8 => fc::batch_matmul::<i8>(ctx, num, inputs),
+                d => Err(ctx.error(format!("no quantized BATCH_MATMUL kernel for {d}"))),
+            })
+        }),
+        Op::AveragePool(a) => kernel(&|dt| by_type!(dt, ctx, pool_dispatch(ctx, a, false, inputs))),
+        Op::MaxPool(a) => kernel(&|dt| by_type!(dt, ctx, pool_dispatch(ctx, a, true, inputs))),
         Op::Softmax { axis, beta } => {
-            by_type!(dt, ctx, softmax_dispatch(ctx, *axis, *beta, num, inputs))
+            kernel(&|dt| by_type!(dt, ctx, softmax_dispatch(ctx, *axis, *beta, num, inputs)))
         }
-        Op::Unary(k) => match k {
+        Op::Unary(k) => kernel(&|dt| match k {
             UnaryKind::Sigmoid | UnaryKind::Tanh | UnaryKind::Gelu => {
                 by_type!(dt, ctx, lut_dispatch(ctx, *k, inputs))
             }
@@ -149,62 +152,89 @@ pub fn try_eval(ctx: &NodeCtx, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<
             UnaryKind::Relu6 => by_type!(dt, ctx, relu_dispatch(ctx, 0.0, Some(6.0), inputs)),
             UnaryKind::HardSwish => by_type!(dt, ctx, hswish_dispatch(ctx, inputs)),
             k => Err(ctx.error(format!("quantized {k:?} is not supported"))),
-        },
-        Op::LeakyRelu { alpha } => by_type!(dt, ctx, leaky_dispatch(ctx, *alpha, inputs)),
-        Op::Clip { min, max } if min.is_some_and(|m| m == 0.0) => {
-            // Clip(0, 6) / Clip(0, inf) on quantized data are TFLite's RELU6 / RELU.
-            by_type!(dt, ctx, relu_dispatch(ctx, 0.0, *max, inputs))
+        }),
+        Op::LeakyRelu { alpha } => {
+            kernel(&|dt| by_type!(dt, ctx, leaky_dispatch(ctx, *alpha, inputs)))
         }
+        // Clip(0, 6) / Clip(0, inf) on quantized data are TFLite's RELU6 / RELU; other
+        // clips run in the reference kernels.
+        Op::Clip { min, max } => on_quantized(&|dt| {
+            min.is_some_and(|m| m == 0.0)
+                .then(|| by_type!(dt, ctx, relu_dispatch(ctx, 0.0, *max, inputs)))
+        }),
         Op::Pad { mode, pads, value } => {
-            by_type!(dt, ctx, pad_dispatch(ctx, *mode, pads, *value, inputs))
+            kernel(&|dt| by_type!(dt, ctx, pad_dispatch(ctx, *mode, pads, *value, inputs)))
         }
         Op::Concat { axis, activation } => {
-            by_type!(dt, ctx, concat_dispatch(ctx, *axis, *activation, inputs))
+            kernel(&|dt| by_type!(dt, ctx, concat_dispatch(ctx, *axis, *activation, inputs)))
         }
-        Op::Transpose { perm } => by_type!(dt, ctx, transpose_dispatch(ctx, perm, inputs)),
-        Op::Resize(a) => by_type!(dt, ctx, resize_dispatch(ctx, a, inputs)),
+        Op::Transpose { perm } => {
+            kernel(&|dt| by_type!(dt, ctx, transpose_dispatch(ctx, perm, inputs)))
+        }
+        Op::Resize(a) => kernel(&|dt| by_type!(dt, ctx, resize_dispatch(ctx, a, inputs))),
         Op::Reshape { .. }
         | Op::Flatten { .. }
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
         | Op::StridedSlice(_)
         | Op::Tile { .. }
-        | Op::Identity => {
+        | Op::Identity => on_quantized(&|dt| {
             // Data movement stays with the reference kernels unless the parameters change.
             if ctx.in_quant(0) == ctx.out_quant(0) || ctx.out_quant(0).is_none() {
                 return None;
             }
-            super::reference::eval(ctx, inputs).and_then(|mut outs| {
+            Some(super::reference::eval(ctx, inputs).and_then(|mut outs| {
                 let t = outs.remove(0);
                 let t = by_type!(dt, ctx, requant_dispatch(ctx, t))?;
                 Ok(vec![t])
-            })
+            }))
+        }),
+        Op::LogSoftmax { .. } => {
+            kernel(&|_| Err(ctx.error("quantized LogSoftmax is not supported yet")))
         }
-        Op::LogSoftmax { .. } => Err(ctx.error("quantized LogSoftmax is not supported yet")),
         Op::Reduce {
             kind: ReduceKind::Mean,
             axes,
             keepdims,
             noop_with_empty_axes,
-        } => by_type!(
-            dt,
-            ctx,
-            mean_dispatch(
+        } => kernel(&|dt| {
+            by_type!(
+                dt,
                 ctx,
-                axes.as_deref(),
-                *keepdims,
-                *noop_with_empty_axes,
-                num,
-                inputs
+                mean_dispatch(
+                    ctx,
+                    axes.as_deref(),
+                    *keepdims,
+                    *noop_with_empty_axes,
+                    num,
+                    inputs
+                )
             )
-        ),
+        }),
         Op::Reduce { kind, .. } => {
-            Err(ctx.error(format!("quantized Reduce{kind:?} is not supported yet")))
+            kernel(&|_| Err(ctx.error(format!("quantized Reduce{kind:?} is not supported yet"))))
         }
-        // Ops that read a quantized tensor but are not arithmetic on it (Shape,
-        // Gather, Cast, comparisons, ...) fall back to the reference kernels.
-        _ => return None,
-    })
+        // Ops that read a quantized tensor but are not arithmetic on it (shape
+        // queries, gathers, casts, comparisons, ...) or have no integer kernel yet run
+        // in the reference kernels.
+        Op::ConvTranspose(_)
+        | Op::Gemm { .. }
+        | Op::Compare(_)
+        | Op::Where
+        | Op::HardSigmoid { .. }
+        | Op::GlobalAveragePool
+        | Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::Fill
+        | Op::Gather { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Lstm { .. }
+        | Op::TopK { .. }
+        | Op::Gru { .. }
+        | Op::Shape
+        | Op::Cast { .. } => on_quantized(&|_| None),
+    }
 }
 
 // Thin generic adapters so `by_type!` can name one function per op.
