@@ -12,6 +12,7 @@ mod facets;
 pub mod fsutil;
 pub mod graph;
 pub mod op;
+pub mod quant;
 pub mod shape;
 mod shape_rules;
 pub mod tensor;

@@ -16,6 +16,7 @@
 use crate::dyn_tensor::{DynTensor, Result};
 use crate::TrainError;
 use burn::tensor::Tensor;
+use edgeopt_ir::quant;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Fake quantization of a tensor to a `bits`-bit integer grid.
@@ -39,31 +40,10 @@ pub struct FakeQuant {
     pub group: Option<usize>,
 }
 
-/// Weight grids for quantization-aware training that the integer graph reproduces
-/// exactly (the QAT side of `edgeopt_compress::quant::WeightFormat`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightGrid {
-    /// Symmetric narrow range `[-qmax, qmax]` (int8: 127, int4: 7), scale = max|w| /
-    /// qmax per block: the TFLite weight rule.
-    Int { qmax: i32 },
-    /// Symmetric narrow range `[-qmax, qmax]` with the clipping scale that minimizes
-    /// the squared error among `max|w| * (1 - 0.01 k) / qmax`, k = 0..=50 (the first
-    /// minimum wins): few levels (int4) cannot afford to spend the grid on outliers.
-    /// The same search as `edgeopt_compress::quant::weights` for int4, so QAT starts
-    /// from exactly the PTQ weights.
-    IntClipped { qmax: i32 },
-    /// `{-a, 0, +a}` per block, Ternary Weight Networks (Li et al. 2016): threshold
-    /// `t = 0.7 * mean|w|`, `a = mean |w|` over `|w| > t`. For a given threshold this
-    /// `a` is exactly the scale that minimizes the L2 error, and 0.7 * mean|w| is TWN's
-    /// closed-form approximation of the error-minimizing threshold (exact for uniform
-    /// and close for Gaussian weights), so it costs one pass instead of a search, which
-    /// matters because QAT re-quantizes every weight at every step.
-    Ternary,
-    /// `{-a, +a}` per block, `a = mean|w|` (XNOR-Net: the L2-optimal scale for
-    /// `sign(w)`); `w >= 0` maps to `+a`, so a zero weight stays representable as a
-    /// binary code.
-    Binary,
-}
+/// Weight grids for quantization-aware training: the grids PTQ writes the integer
+/// graph with (one definition, `edgeopt_ir::quant`), so the integer graph reproduces
+/// QAT's weights exactly.
+pub use edgeopt_ir::quant::WeightGrid;
 
 /// Quantizes `data` (shape `shape`) onto `grid` and returns the dequantized values.
 /// `axis` = the output-channel axis (one scale per channel; `None` = one per tensor);
@@ -135,90 +115,29 @@ pub fn quantize_weights(
     Ok(out)
 }
 
-/// Quantizes one block that shares a scale, in place.
+/// Quantizes one block that shares a scale, in place: the dequantized values of
+/// `edgeopt_ir::quant::quantize_block`, the quantizer PTQ writes the integer graph
+/// with. A block with NaN or infinity (diverged training) becomes zeros.
 fn quantize_block(w: &mut [f32], grid: WeightGrid) {
-    if w.is_empty() {
+    if w.iter().any(|v| !v.is_finite()) {
+        w.iter_mut().for_each(|v| *v = 0.0);
         return;
     }
-    match grid {
-        WeightGrid::Int { qmax } => {
-            let m = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-            if m == 0.0 || !m.is_finite() {
-                w.iter_mut().for_each(|v| *v = 0.0);
-                return;
-            }
-            let s = m / qmax as f32;
-            let q = qmax as f32;
-            for v in w.iter_mut() {
-                *v = (*v / s).round().clamp(-q, q) * s;
-            }
-        }
-        WeightGrid::IntClipped { qmax } => {
-            let m = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-            if m == 0.0 || !m.is_finite() {
-                w.iter_mut().for_each(|v| *v = 0.0);
-                return;
-            }
-            let q = qmax as f32;
-            let code = |v: f32, s: f32| (v / s).round().clamp(-q, q);
-            let mut best = (f64::INFINITY, m / q);
-            for k in 0..=50 {
-                let s = (m * (1.0 - 0.01 * k as f32) / q).max(1e-12);
-                let e: f64 = w
-                    .iter()
-                    .map(|&v| {
-                        let d = (v - code(v, s) * s) as f64;
-                        d * d
-                    })
-                    .sum();
-                if e < best.0 {
-                    best = (e, s);
-                }
-            }
-            let s = best.1;
-            for v in w.iter_mut() {
-                *v = code(*v, s) * s;
-            }
-        }
-        WeightGrid::Ternary => {
-            // Sums in f64: blocks can hold hundreds of thousands of weights.
-            let mean = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64;
-            let t = (0.7 * mean) as f32;
-            let (mut s, mut k) = (0f64, 0usize);
-            for v in w.iter() {
-                if v.abs() > t {
-                    s += v.abs() as f64;
-                    k += 1;
-                }
-            }
-            let a = if k == 0 { 0.0 } else { (s / k as f64) as f32 };
-            for v in w.iter_mut() {
-                *v = if v.abs() > t { a.copysign(*v) } else { 0.0 };
-            }
-        }
-        WeightGrid::Binary => {
-            let a = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64) as f32;
-            for v in w.iter_mut() {
-                *v = if *v >= 0.0 { a } else { -a };
-            }
-        }
+    let (s, codes) = quant::quantize_block(w, grid);
+    for (v, c) in w.iter_mut().zip(codes) {
+        *v = c as f32 * s;
     }
 }
 
 /// TFLite's asymmetric activation parameters on the signed `bits`-bit grid:
 /// `(scale, zero_point, qmin, qmax)`. The range is widened to contain 0 and the zero
-/// point is nudged (rounded, clamped) so that real 0 is exact. Same arithmetic as
-/// `edgeopt_compress::quant::activation_params` (f32 scale, f64 zero-point rounding),
-/// so fake-quant during training uses exactly the integer graph's parameters.
+/// point is nudged (rounded, clamped) so that real 0 is exact: `edgeopt_ir::quant`'s
+/// arithmetic, which `edgeopt_compress::quant::activation_params` also calls, so fake-quant during training uses exactly the integer graph's parameters.
 pub fn asymmetric_params(range: (f32, f32), bits: u32) -> (f32, f32, f32, f32) {
     let qmin = -(1i64 << (bits - 1));
     let qmax = (1i64 << (bits - 1)) - 1;
-    let lo = range.0.min(0.0);
-    let hi = range.1.max(0.0);
-    let span = (hi - lo).max(f32::MIN_POSITIVE * 1e6);
-    let scale = span / (qmax - qmin) as f32;
-    let zp = (qmin as f64 - lo as f64 / scale as f64).round() as i64;
-    (scale, zp.clamp(qmin, qmax) as f32, qmin as f32, qmax as f32)
+    let (scale, zp) = quant::activation_params(range, qmin, qmax);
+    (scale, zp as f32, qmin as f32, qmax as f32)
 }
 
 impl FakeQuant {

@@ -147,13 +147,8 @@ pub struct QuantPlan {
 /// clamped so that real 0 is exactly representable ("nudging", as TFLite's converter
 /// and TF's FakeQuant do).
 pub fn activation_params(range: (f32, f32), qmin: i64, qmax: i64) -> QuantParams {
-    let lo = range.0.min(0.0);
-    let hi = range.1.max(0.0);
-    // A constant-zero tensor still needs a positive scale.
-    let span = (hi - lo).max(f32::MIN_POSITIVE * 1e6);
-    let scale = span / (qmax - qmin) as f32;
-    let zp = (qmin as f64 - lo as f64 / scale as f64).round() as i64;
-    QuantParams::per_tensor(scale, zp.clamp(qmin, qmax))
+    let (scale, zp) = edgeopt_ir::quant::activation_params(range, qmin, qmax);
+    QuantParams::per_tensor(scale, zp)
 }
 
 impl CalibMethod {

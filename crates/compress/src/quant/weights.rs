@@ -6,6 +6,7 @@
 
 use super::{Granularity, WeightFormat, WeightSpec};
 use crate::{CompressError, Result};
+use edgeopt_ir::quant::{self, WeightGrid};
 
 /// Quantized weights: integer codes (one per element, in `[-qmax, qmax]`) and one scale
 /// per channel (or one for the whole tensor, or with `block` one per block of that many
@@ -44,9 +45,6 @@ impl QuantizedWeights {
             .collect()
     }
 }
-
-/// Smallest usable scale: an all-zero channel still needs a positive scale.
-const MIN_SCALE: f32 = 1e-12;
 
 /// Quantizes `w` (axis 0 has `channels` slices) by `spec`.
 pub fn quantize(w: &[f32], channels: usize, spec: WeightSpec) -> Result<QuantizedWeights> {
@@ -141,84 +139,31 @@ pub fn quantize_planned(
 }
 
 fn round_codes(g: &[f32], s: f32, qmax: i32) -> Vec<i8> {
-    g.iter()
-        .map(|&v| ((v / s).round() as i32).clamp(-qmax, qmax) as i8)
-        .collect()
+    // qmax <= 127 for every format here, so the codes fit.
+    quant::round_codes(g, s, qmax).map(|c| c as i8).collect()
 }
 
-fn sq_err(g: &[f32], q: &[i8], s: f32) -> f64 {
-    g.iter()
-        .zip(q)
-        .map(|(&v, &c)| {
-            let d = (v - c as f32 * s) as f64;
-            d * d
-        })
-        .sum()
-}
-
+/// One block on its format's grid (the math is `edgeopt_ir::quant`, shared with QAT's
+/// fake quantizers).
 fn quantize_group(g: &[f32], format: WeightFormat) -> Result<(f32, Vec<i8>)> {
     if g.iter().any(|v| !v.is_finite()) {
         return Err(CompressError::Invalid(
             "weights contain NaN or infinity".into(),
         ));
     }
-    let absmax = g.iter().fold(0f32, |m, v| m.max(v.abs()));
-    if absmax == 0.0 {
-        return Ok((1.0, vec![0; g.len()]));
-    }
-    Ok(match format {
-        WeightFormat::Int8 => {
-            let s = (absmax / 127.0).max(MIN_SCALE);
-            (s, round_codes(g, s, 127))
-        }
-        WeightFormat::Int4 => {
-            // 15 levels are too few to cover outliers: pick the clipping that minimizes
-            // the squared error (a grid search over the max).
-            let mut best = (f64::INFINITY, 1.0, Vec::new());
-            for k in 0..=50 {
-                let s = (absmax * (1.0 - 0.01 * k as f32) / 7.0).max(MIN_SCALE);
-                let q = round_codes(g, s, 7);
-                let e = sq_err(g, &q, s);
-                if e < best.0 {
-                    best = (e, s, q);
-                }
-            }
-            (best.1, best.2)
-        }
-        WeightFormat::Ternary => {
-            // TWN: threshold 0.7·E|w|, scale = mean magnitude of the kept weights.
-            let mean_abs = g.iter().map(|v| v.abs() as f64).sum::<f64>() / g.len() as f64;
-            let delta = 0.7 * mean_abs as f32;
-            let kept: Vec<f32> = g.iter().map(|v| v.abs()).filter(|&a| a > delta).collect();
-            let s = if kept.is_empty() {
-                absmax
-            } else {
-                kept.iter().sum::<f32>() / kept.len() as f32
-            };
-            let q = g
-                .iter()
-                .map(|&v| {
-                    if v > delta {
-                        1
-                    } else if v < -delta {
-                        -1
-                    } else {
-                        0
-                    }
-                })
-                .collect();
-            (s.max(MIN_SCALE), q)
-        }
-        WeightFormat::Binary => {
-            let s = (g.iter().map(|v| v.abs()).sum::<f32>() / g.len() as f32).max(MIN_SCALE);
-            (s, g.iter().map(|&v| if v < 0.0 { -1 } else { 1 }).collect())
-        }
+    let grid = match format {
+        WeightFormat::Int8 => WeightGrid::Int { qmax: 127 },
+        WeightFormat::Int4 => WeightGrid::IntClipped { qmax: 7 },
+        WeightFormat::Ternary => WeightGrid::Ternary,
+        WeightFormat::Binary => WeightGrid::Binary,
         WeightFormat::Fp16 | WeightFormat::Float => {
             return Err(CompressError::Invalid(format!(
                 "{format:?} weights are not an integer format"
             )))
         }
-    })
+    };
+    let (s, q) = quant::quantize_block(g, grid);
+    Ok((s, q.into_iter().map(|c| c as i8).collect()))
 }
 
 /// Bytes of a weight tensor of `n` elements in `format` (ternary packs four per byte).
@@ -264,6 +209,12 @@ mod tests {
         assert!(q.codes.iter().all(|&c| (-7..=7).contains(&c)));
         let absmax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
         let plain = round_codes(&w, absmax / 7.0, 7);
+        let sq_err = |w: &[f32], q: &[i8], s: f32| -> f64 {
+            w.iter()
+                .zip(q)
+                .map(|(&v, &c)| ((v - c as f32 * s) as f64).powi(2))
+                .sum()
+        };
         assert!(sq_err(&w, &q.codes, q.scales[0]) <= sq_err(&w, &plain, absmax / 7.0));
     }
 
