@@ -2,6 +2,7 @@
 //! binary: loading a model ([`model`]), `inspect` ([`inspect`]), `eval` ([`eval`]),
 //! `run` ([`run`]) and `bench` ([`bench`]).
 
+pub mod apply;
 pub mod bench;
 pub mod compile;
 pub mod eval;

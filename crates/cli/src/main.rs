@@ -123,6 +123,10 @@ enum Command {
     /// percentile / entropy / MSE calibration, mixed precision under --budget), written
     /// as ONNX (QDQ) or TFLite; --report shows per-layer SQNR and ranges.
     Quantize(Box<edgeopt_cli::quantize::QuantizeArgs>),
+    /// Run a recipe (a TOML or JSON list of passes with parameters and an optional
+    /// budget) on a model; the budget is checked after every step; writes .onnx or
+    /// .tflite by the extension, nothing when a step or a limit fails.
+    Apply(Box<edgeopt_cli::apply::ApplyArgs>),
     /// Batch-1 latency: warm-up, then median and p90 over timed runs.
     Bench {
         /// Model file (.onnx or .tflite).
@@ -288,6 +292,14 @@ fn main_inner(cli: Cli) -> Result<()> {
                 print_json(&s)?;
             } else {
                 emit(&edgeopt_cli::quantize::render_summary(&s))?;
+            }
+        }
+        Command::Apply(args) => {
+            let s = edgeopt_cli::apply::apply_command(&args, !args.json)?;
+            if args.json {
+                print_json(&s)?;
+            } else {
+                emit(&edgeopt_cli::apply::render_summary(&s))?;
             }
         }
         Command::Compile(args) => {

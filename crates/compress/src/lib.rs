@@ -1,9 +1,11 @@
 //! Compression passes: `ir → ir`, composable into a recipe (see DESIGN.md).
 //!
+//! - [`pass`]: the `Pass` trait, its context, recipes, budgets and the registry.
 //! - [`quant`]: quantization — graph preparation (BatchNorm folding, activation fusion,
 //!   NHWC layout), calibration, post-training quantization to TFLite-style integer
 //!   graphs, low bit widths, mixed precision, quantization-aware training.
 
+pub mod pass;
 pub mod quant;
 
 #[derive(Debug, thiserror::Error)]

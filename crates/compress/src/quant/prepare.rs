@@ -30,31 +30,88 @@ use edgeopt_ir::{
 use edgeopt_runtime::kernels::{eval_node, NodeCtx};
 use edgeopt_runtime::ExecOptions;
 
+/// The preparation steps, in the order [`prepare`] runs them. Each is also a pass of
+/// its own ([`crate::pass::quant`]), so a recipe can run them one by one (and a later
+/// pass, pruning say, can sit between them); [`prepare`] is exactly their sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Constant `Dequantize` of weights (hybrid / fp16 models) and constant subgraphs
+    /// folded into f32 constants, LSTMs unrolled, PyTorch's erf GELU fused.
+    Canonicalize,
+    /// BatchNorm folded into the preceding Conv / FullyConnected.
+    FoldBatchNorm,
+    /// Gemm / MatMul with constant weights → FullyConnected; a mean over the plane →
+    /// an average pool.
+    ToFullyConnected,
+    /// NCHW → NHWC for layout-sensitive ops (transposes only where a form is missing).
+    ToNhwc,
+    /// Relu / Relu6 / Clip fused into the producer's `activation`.
+    FuseActivations,
+    /// 1-D convs and pools lifted to 2-D; back-to-back Reshapes merged.
+    Lift1d,
+}
+
+impl Step {
+    pub const ALL: [Step; 6] = [
+        Step::Canonicalize,
+        Step::FoldBatchNorm,
+        Step::ToFullyConnected,
+        Step::ToNhwc,
+        Step::FuseActivations,
+        Step::Lift1d,
+    ];
+
+    /// Runs this step on `g`, then drops dead nodes and re-derives the shapes.
+    pub fn run(self, g: Graph) -> Result<Graph> {
+        let mut g = g;
+        match self {
+            Step::Canonicalize => {
+                fold_const_dequantize(&mut g)?;
+                // Subgraphs of constants (TorchScript exports compute the attention
+                // scale as Sqrt / Div / Cast of constants) become constants: otherwise
+                // each would be quantized as an activation and written as float
+                // operators.
+                edgeopt_train::model::fold_constants(&mut g)?;
+                super::unroll::unroll_lstm(&mut g)?;
+                fuse_gelu(&mut g);
+                compact(&mut g);
+            }
+            Step::FoldBatchNorm => {
+                fold_batchnorm(&mut g)?;
+                compact(&mut g);
+            }
+            Step::ToFullyConnected => {
+                mean_to_pool(&mut g)?;
+                to_fully_connected(&mut g)?;
+                compact(&mut g);
+            }
+            Step::ToNhwc => {
+                g = to_nhwc(&g)?;
+                compact(&mut g);
+            }
+            Step::FuseActivations => {
+                fuse_activations(&mut g);
+                compact(&mut g);
+            }
+            Step::Lift1d => {
+                lift_1d(&mut g)?;
+                compact(&mut g);
+                merge_reshapes(&mut g);
+                compact(&mut g);
+            }
+        }
+        reannotate(&mut g)?;
+        Ok(g)
+    }
+}
+
 /// Runs all preparation steps; the result is validated and re-annotated.
 pub fn prepare(graph: &Graph) -> Result<Graph> {
     let mut g = graph.clone();
     g.validate()?;
-    fold_const_dequantize(&mut g)?;
-    // Subgraphs of constants (TorchScript exports compute the attention scale as
-    // Sqrt / Div / Cast of constants) become constants: otherwise each would be
-    // quantized as an activation and written as float operators.
-    edgeopt_train::model::fold_constants(&mut g)?;
-    super::unroll::unroll_lstm(&mut g)?;
-    fuse_gelu(&mut g);
-    compact(&mut g);
-    fold_batchnorm(&mut g)?;
-    mean_to_pool(&mut g)?;
-    to_fully_connected(&mut g)?;
-    compact(&mut g);
-    let mut g = to_nhwc(&g)?;
-    compact(&mut g);
-    fuse_activations(&mut g);
-    compact(&mut g);
-    lift_1d(&mut g)?;
-    compact(&mut g);
-    merge_reshapes(&mut g);
-    compact(&mut g);
-    reannotate(&mut g)?;
+    for step in Step::ALL {
+        g = step.run(g)?;
+    }
     g.validate()?;
     Ok(g)
 }

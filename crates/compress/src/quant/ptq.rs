@@ -1,14 +1,13 @@
 //! The whole post-training quantization flow as one call (what `edgeopt quantize`
-//! runs): prepare → [cross-layer equalization] → calibrate → plan (uniform, or mixed
+//! runs, as the recipe of [`PtqOptions::recipe`]): prepare → [cross-layer equalization] → calibrate → plan (uniform, or mixed
 //! precision under a byte budget) → [bias correction] → apply, with the optional
 //! per-layer report.
 
-use super::mixed::{self, MixedOptions, MixedResult};
-use super::report::{self, Report};
-use super::{
-    apply, calibrate, equalize, prepare, ActivationFormat, CalibMethod, QuantPlan, WeightSpec,
-};
-use crate::Result;
+use super::mixed::{MixedOptions, MixedResult};
+use super::report::Report;
+use super::{ActivationFormat, CalibMethod, QuantPlan, WeightSpec};
+use crate::pass::{Budget, Context, PassError, Registry};
+use crate::{CompressError, Result};
 use edgeopt_ir::{Graph, Tensor};
 use edgeopt_runtime::ExecOptions;
 
@@ -56,50 +55,26 @@ pub struct PtqResult {
     pub report: Option<Report>,
 }
 
-/// Runs the flow on `graph` with calibration `samples` (each one set of graph inputs).
+/// Runs the flow on `graph` with calibration `samples` (each one set of graph inputs):
+/// the passes of [`PtqOptions::recipe`] through [`crate::pass::run`], so `edgeopt
+/// quantize` and `edgeopt apply` with the same recipe are one code path.
 pub fn run(graph: &Graph, samples: &[Vec<Tensor>], opts: &PtqOptions) -> Result<PtqResult> {
-    let mut prepared = prepare(graph)?;
-    if opts.equalize {
-        equalize::cross_layer_equalize(&mut prepared)?;
-    }
-    let (ranges, obs) = calibrate(&prepared, samples, opts.method, opts.activations)?;
-    let integer = matches!(
-        opts.activations,
-        ActivationFormat::Int8 | ActivationFormat::Int16
-    );
-    let (plan, mixed) = match opts.budget {
-        Some(budget) => {
-            let base =
-                QuantPlan::uniform(&prepared, super::DEFAULT_WEIGHT, opts.activations, ranges);
-            let m = mixed::allocate(&prepared, &base, samples, budget, &opts.mixed, opts.exec)?;
-            (m.plan.clone(), Some(m))
-        }
-        None => (
-            QuantPlan::uniform(&prepared, opts.weights, opts.activations, ranges),
-            None,
-        ),
-    };
-    if opts.bias_correction && integer {
-        equalize::correct_bias(&mut prepared, &plan, &obs)?;
-    }
-    let quantized = apply(&prepared, &plan)?;
-    let report = if opts.report {
-        Some(report::build(
-            &prepared,
-            &quantized,
-            &plan,
-            samples,
-            mixed.as_ref(),
-            opts.exec,
-        )?)
-    } else {
-        None
-    };
+    let passes = opts
+        .recipe()
+        .build(&Registry::builtin())
+        .map_err(PassError::into_compress)?;
+    let mut ctx = Context::new().with_calibration(samples);
+    ctx.exec = opts.exec;
+    let r = crate::pass::run(graph.clone(), &passes, &Budget::default(), &mut ctx)
+        .map_err(PassError::into_compress)?;
+    let q = ctx.quant;
+    let missing =
+        |what: &str| CompressError::Invalid(format!("internal: the PTQ recipe left no {what}"));
     Ok(PtqResult {
-        prepared,
-        plan,
-        quantized,
-        mixed,
-        report,
+        prepared: q.prepared.ok_or_else(|| missing("prepared graph"))?,
+        plan: q.plan.ok_or_else(|| missing("plan"))?,
+        quantized: r.graph,
+        mixed: q.mixed,
+        report: q.report,
     })
 }
