@@ -16,6 +16,14 @@ use edgeopt_runtime::kernels::fast::Kernels;
 use edgeopt_runtime::kernels::quantized::Numerics;
 use edgeopt_runtime::ExecOptions;
 
+/// The value parser of `--layout` (nhwc or nchw): the evaluator's
+/// [`edgeopt_eval::DataLayout`], listed as possible values in `--help`.
+pub fn layout_parser() -> impl clap::builder::TypedValueParser<Value = edgeopt_eval::DataLayout> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(edgeopt_eval::DataLayout::NAMES)
+        .map(|s| s.parse().expect("a possible value names a layout"))
+}
+
 /// `--numerics`: which runtime's integer results `run`, `eval`, `bench` and
 /// `quantize` reproduce bit for bit where TFLite's kernels disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

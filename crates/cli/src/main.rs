@@ -3,9 +3,9 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use edgeopt_cli::bench::{bench, BenchConfig};
-use edgeopt_cli::eval::{evaluate, DataLayout, EvalConfig, InputQuant};
 use edgeopt_cli::inspect::{inspect, render};
 use edgeopt_cli::{load_model, run, NumericsArg};
+use edgeopt_eval::{evaluate, DataLayout, EvalConfig, InputQuant};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,7 +70,7 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1")]
         std: Vec<f32>,
         /// Layout of the data; it is transposed if the model wants the other one.
-        #[arg(long, value_enum, default_value_t = DataLayout::Nhwc)]
+        #[arg(long, default_value_t = DataLayout::Nhwc, value_parser = edgeopt_cli::layout_parser())]
         layout: DataLayout,
         /// Quantize the preprocessed values with the model input's quantization
         /// parameters (the default when the input is quantized).
@@ -223,10 +223,7 @@ fn main_inner(cli: Cli) -> Result<()> {
             json,
         } => {
             let g = load_model(&model)?;
-            let x = edgeopt_npy::read(&data)
-                .with_context(|| format!("cannot read data {}", data.display()))?;
-            let y = edgeopt_npy::read(&labels)
-                .with_context(|| format!("cannot read labels {}", labels.display()))?;
+            let (x, y) = edgeopt_eval::load::labelled(&data, &labels)?;
             let cfg = EvalConfig {
                 scale,
                 mean,
@@ -243,6 +240,7 @@ fn main_inner(cli: Cli) -> Result<()> {
                 threads,
                 progress: std::io::stderr().is_terminal(),
                 exec: numerics.options(),
+                ..EvalConfig::default()
             };
             let r = evaluate(&g, &model_name(&model), &x, &y, &cfg)?;
             if json {
