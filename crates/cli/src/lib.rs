@@ -1,6 +1,6 @@
 //! What the `edgeopt` sub-commands do, as a library so tests call the same code as the
 //! binary: loading a model ([`model`]), `inspect` ([`inspect`]), `eval` ([`eval`]),
-//! `run` ([`run`]) and `bench` ([`bench`]).
+//! `run` ([`run`]), `bench` ([`bench`]) and `train` / `demo` ([`train`]).
 
 pub mod bench;
 pub mod compile;
@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod model;
 pub mod quantize;
 pub mod run;
+pub mod train;
 
 pub use model::load_model;
 

@@ -26,9 +26,9 @@ enum Command {
     /// The built-in end-to-end demo: generates a seeded vibration dataset for
     /// machine-fault classification, trains a 1-D CNN, evaluates it, prints its
     /// params / MACs / arena and writes the ONNX. No arguments, no download.
-    Demo(edgeopt_train::cli::DemoArgs),
+    Demo(edgeopt_cli::train::DemoArgs),
     /// Train a zoo architecture (or fine-tune an imported model) on a dataset.
-    Train(Box<edgeopt_train::cli::TrainArgs>),
+    Train(Box<edgeopt_cli::train::TrainArgs>),
     /// Per-layer table: op, output shape, params, MACs, weight and activation bytes;
     /// totals; peak arena of the static memory plan vs the naive sum of activations.
     Inspect {
@@ -174,8 +174,8 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 fn main_inner(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo(args) => edgeopt_train::cli::demo_command(&args)?,
-        Command::Train(args) => edgeopt_train::cli::train_command(&args)?,
+        Command::Demo(args) => edgeopt_cli::train::demo_command(&args)?,
+        Command::Train(args) => edgeopt_cli::train::train_command(&args)?,
         Command::Inspect {
             model,
             json,
