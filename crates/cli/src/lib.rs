@@ -55,3 +55,22 @@ impl NumericsArg {
         }
     }
 }
+
+/// The lines `edgeopt eval --top-k K --per-class` adds below the top-1 line (empty
+/// without those options).
+pub fn render_eval_extras(r: &eval::EvalReport) -> String {
+    let mut out = String::new();
+    if let Some(k) = &r.top_k {
+        out += &format!(
+            "top-{} accuracy {:.2}% ({} / {})\n",
+            k.k, k.accuracy, k.correct, r.samples
+        );
+    }
+    for c in &r.per_class {
+        out += &format!(
+            "class {:>4}: {:6.2}% ({} / {})\n",
+            c.class, c.accuracy, c.correct, c.samples
+        );
+    }
+    out
+}

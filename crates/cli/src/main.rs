@@ -90,6 +90,12 @@ enum Command {
         /// (TensorFlow Lite Micro, i.e. the microcontroller and `compile`'s C).
         #[arg(long, value_enum, default_value_t = NumericsArg::Litert)]
         numerics: NumericsArg,
+        /// Also report top-K accuracy (the label among the K largest outputs).
+        #[arg(long, value_name = "K")]
+        top_k: Option<usize>,
+        /// Also report the accuracy of every class.
+        #[arg(long)]
+        per_class: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -220,6 +226,8 @@ fn main_inner(cli: Cli) -> Result<()> {
             limit,
             threads,
             numerics,
+            top_k,
+            per_class,
             json,
         } => {
             let g = load_model(&model)?;
@@ -240,6 +248,8 @@ fn main_inner(cli: Cli) -> Result<()> {
                 threads,
                 progress: std::io::stderr().is_terminal(),
                 exec: numerics.options(),
+                top_k,
+                per_class,
                 ..EvalConfig::default()
             };
             let r = evaluate(&g, &model_name(&model), &x, &y, &cfg)?;
@@ -257,6 +267,7 @@ fn main_inner(cli: Cli) -> Result<()> {
                     r.threads,
                     r.preprocessing
                 ))?;
+                emit(&edgeopt_cli::render_eval_extras(&r))?;
             }
         }
         Command::Run {
