@@ -2,8 +2,7 @@
 """Training throughput and accuracy of edgeopt's training engine (burn 0.22, flex CPU
 backend), batch 64, 2 threads.
 
-Runs, through the same code path as `edgeopt train` (the `train` example of
-crates/train, which takes the CLI's arguments):
+Runs `edgeopt train` (the CLI binary; crates/cli/src/train.rs):
 
   throughput (one epoch each, samples/s and epoch wall time, plus test accuracy):
     - LeNet-5 on MNIST (60,000 training images)
@@ -17,8 +16,8 @@ crates/train, which takes the CLI's arguments):
 Writes bench/results/train-<date>.json and .md (commit them). Each entry records
 its exact command.
 
-    cargo build --release -p edgeopt-train --example train
-    python bench/train_throughput.py [--bin target/release/examples/train] [--full]
+    cargo build --release -p edgeopt --bin edgeopt
+    python bench/train_throughput.py [--bin target/release/edgeopt] [--full]
 """
 import argparse
 import datetime
@@ -104,7 +103,7 @@ def run(binary, args, tmp):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "examples", "train"))
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "edgeopt"))
     ap.add_argument("--full", action="store_true", help="also the full MNIST baseline runs")
     ap.add_argument("--only-full", action="store_true")
     a = ap.parse_args()

@@ -80,7 +80,7 @@ pub fn random_inputs(graph: &Graph, seed: u64) -> Result<Vec<Tensor>> {
                         .int_range()
                         .ok_or_else(|| anyhow!("no value range for {int}"))?;
                     let v: Vec<i64> = (0..n).map(|_| rng.gen_range(lo..=hi)).collect();
-                    crate::eval::int_data(int, v)?
+                    edgeopt_eval::int_data(int, v)?
                 }
             };
             Ok(Tensor::new(shape, data)?)

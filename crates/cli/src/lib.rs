@@ -1,6 +1,6 @@
 //! What the `edgeopt` sub-commands do, as a library so tests call the same code as the
 //! binary: loading a model ([`model`]), `inspect` ([`inspect`]), `eval` ([`eval`]),
-//! `run` ([`run`]) and `bench` ([`bench`]).
+//! `run` ([`run`]), `bench` ([`bench`]) and `train` / `demo` ([`train`]).
 
 pub mod apply;
 pub mod bench;
@@ -10,12 +10,21 @@ pub mod inspect;
 pub mod model;
 pub mod quantize;
 pub mod run;
+pub mod train;
 
 pub use model::load_model;
 
 use edgeopt_runtime::kernels::fast::Kernels;
 use edgeopt_runtime::kernels::quantized::Numerics;
 use edgeopt_runtime::ExecOptions;
+
+/// The value parser of `--layout` (nhwc or nchw): the evaluator's
+/// [`edgeopt_eval::DataLayout`], listed as possible values in `--help`.
+pub fn layout_parser() -> impl clap::builder::TypedValueParser<Value = edgeopt_eval::DataLayout> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(edgeopt_eval::DataLayout::NAMES)
+        .map(|s| s.parse().expect("a possible value names a layout"))
+}
 
 /// `--numerics`: which runtime's integer results `run`, `eval`, `bench` and
 /// `quantize` reproduce bit for bit where TFLite's kernels disagree.
@@ -46,4 +55,23 @@ impl NumericsArg {
             kernels: Kernels::from_env(),
         }
     }
+}
+
+/// The lines `edgeopt eval --top-k K --per-class` adds below the top-1 line (empty
+/// without those options).
+pub fn render_eval_extras(r: &eval::EvalReport) -> String {
+    let mut out = String::new();
+    if let Some(k) = &r.top_k {
+        out += &format!(
+            "top-{} accuracy {:.2}% ({} / {})\n",
+            k.k, k.accuracy, k.correct, r.samples
+        );
+    }
+    for c in &r.per_class {
+        out += &format!(
+            "class {:>4}: {:6.2}% ({} / {})\n",
+            c.class, c.accuracy, c.correct, c.samples
+        );
+    }
+    out
 }

@@ -3,9 +3,9 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use edgeopt_cli::bench::{bench, BenchConfig};
-use edgeopt_cli::eval::{evaluate, DataLayout, EvalConfig, InputQuant};
 use edgeopt_cli::inspect::{inspect, render};
 use edgeopt_cli::{load_model, run, NumericsArg};
+use edgeopt_eval::{evaluate, DataLayout, EvalConfig, InputQuant};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,9 +26,9 @@ enum Command {
     /// The built-in end-to-end demo: generates a seeded vibration dataset for
     /// machine-fault classification, trains a 1-D CNN, evaluates it, prints its
     /// params / MACs / arena and writes the ONNX. No arguments, no download.
-    Demo(edgeopt_train::cli::DemoArgs),
+    Demo(edgeopt_cli::train::DemoArgs),
     /// Train a zoo architecture (or fine-tune an imported model) on a dataset.
-    Train(Box<edgeopt_train::cli::TrainArgs>),
+    Train(Box<edgeopt_cli::train::TrainArgs>),
     /// Per-layer table: op, output shape, params, MACs, weight and activation bytes;
     /// totals; peak arena of the static memory plan vs the naive sum of activations.
     Inspect {
@@ -70,7 +70,7 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1")]
         std: Vec<f32>,
         /// Layout of the data; it is transposed if the model wants the other one.
-        #[arg(long, value_enum, default_value_t = DataLayout::Nhwc)]
+        #[arg(long, default_value_t = DataLayout::Nhwc, value_parser = edgeopt_cli::layout_parser())]
         layout: DataLayout,
         /// Quantize the preprocessed values with the model input's quantization
         /// parameters (the default when the input is quantized).
@@ -90,6 +90,12 @@ enum Command {
         /// (TensorFlow Lite Micro, i.e. the microcontroller and `compile`'s C).
         #[arg(long, value_enum, default_value_t = NumericsArg::Litert)]
         numerics: NumericsArg,
+        /// Also report top-K accuracy (the label among the K largest outputs).
+        #[arg(long, value_name = "K")]
+        top_k: Option<usize>,
+        /// Also report the accuracy of every class.
+        #[arg(long)]
+        per_class: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -178,8 +184,8 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 fn main_inner(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo(args) => edgeopt_train::cli::demo_command(&args)?,
-        Command::Train(args) => edgeopt_train::cli::train_command(&args)?,
+        Command::Demo(args) => edgeopt_cli::train::demo_command(&args)?,
+        Command::Train(args) => edgeopt_cli::train::train_command(&args)?,
         Command::Inspect {
             model,
             json,
@@ -224,13 +230,12 @@ fn main_inner(cli: Cli) -> Result<()> {
             limit,
             threads,
             numerics,
+            top_k,
+            per_class,
             json,
         } => {
             let g = load_model(&model)?;
-            let x = edgeopt_npy::read(&data)
-                .with_context(|| format!("cannot read data {}", data.display()))?;
-            let y = edgeopt_npy::read(&labels)
-                .with_context(|| format!("cannot read labels {}", labels.display()))?;
+            let (x, y) = edgeopt_eval::load::labelled(&data, &labels)?;
             let cfg = EvalConfig {
                 scale,
                 mean,
@@ -247,6 +252,9 @@ fn main_inner(cli: Cli) -> Result<()> {
                 threads,
                 progress: std::io::stderr().is_terminal(),
                 exec: numerics.options(),
+                top_k,
+                per_class,
+                ..EvalConfig::default()
             };
             let r = evaluate(&g, &model_name(&model), &x, &y, &cfg)?;
             if json {
@@ -263,6 +271,7 @@ fn main_inner(cli: Cli) -> Result<()> {
                     r.threads,
                     r.preprocessing
                 ))?;
+                emit(&edgeopt_cli::render_eval_extras(&r))?;
             }
         }
         Command::Run {

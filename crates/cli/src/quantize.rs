@@ -7,7 +7,6 @@
 //! (`--calib-names` gives one name per row, `--calib-select` the names to use: the
 //! MLPerf Tiny calibration list matches CIFAR-10 files that way).
 
-use crate::eval::{evaluate, prepare, prepare_input, DataLayout, EvalConfig, EvalReport};
 use crate::load_model;
 use anyhow::{anyhow, bail, Context, Result};
 use edgeopt_compress::quant::ptq::{self, PtqOptions, PtqResult};
@@ -16,6 +15,7 @@ use edgeopt_compress::quant::report::render;
 use edgeopt_compress::quant::{
     weight_size, ActivationFormat, CalibMethod, Granularity, WeightFormat, WeightSpec,
 };
+use edgeopt_eval::{evaluate, prepare, prepare_input, DataLayout, EvalConfig, EvalReport};
 use edgeopt_ir::{Graph, Tensor};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ pub struct QuantizeArgs {
     pub mean: Vec<f32>,
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub std: Vec<f32>,
-    #[arg(long, value_enum, default_value_t = DataLayout::Nhwc)]
+    #[arg(long, default_value_t = DataLayout::Nhwc, value_parser = crate::layout_parser())]
     pub layout: DataLayout,
     /// Output model (.onnx: QDQ; .tflite).
     #[arg(short = 'o', long)]

@@ -37,8 +37,6 @@
 //! Under `Numerics::LiteRt` (the default of `edgeopt run`) also CONV_2D (ruy's ties-up
 //! final shift), FULLY_CONNECTED (ties-up) and SOFTMAX (a float exp table).
 
-pub mod harness;
-pub mod samples;
 pub mod target;
 
 use edgeopt_ir::{

@@ -297,40 +297,42 @@ fn lenet(args: &[String]) -> serde_json::Value {
     let mut tc = TrainConfig::new(float_epochs, 0.05);
     tc.seed = 1;
     tc.max_batches = (float_batches > 0).then_some(float_batches);
-    edgeopt_train::cli::set_threads(Some(2));
-    let t = Instant::now();
-    let obj = Objective::Classification {
-        label_smoothing: 0.0,
-    };
-    fit(&mut model, &obj, &train, None, &norm, &tc).unwrap();
-    let float_secs = t.elapsed().as_secs_f32();
-    let trained = model.to_graph().unwrap();
-    let prepared = quant::prepare(&trained).unwrap();
-    let fused = prepared
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.op, Op::Conv(_) | Op::FullyConnected { .. }))
-        .count();
-    run(
-        Run {
-            name: "lenet5-ternary",
-            prepared,
-            train,
-            test,
-            norm,
-            spec: WeightSpec {
-                format: WeightFormat::Ternary,
-                granularity: Granularity::Channel,
+    edgeopt_train::with_threads(Some(2), || {
+        let t = Instant::now();
+        let obj = Objective::Classification {
+            label_smoothing: 0.0,
+        };
+        fit(&mut model, &obj, &train, None, &norm, &tc).unwrap();
+        let float_secs = t.elapsed().as_secs_f32();
+        let trained = model.to_graph().unwrap();
+        let prepared = quant::prepare(&trained).unwrap();
+        let fused = prepared
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Conv(_) | Op::FullyConnected { .. }))
+            .count();
+        run(
+            Run {
+                name: "lenet5-ternary",
+                prepared,
+                train,
+                test,
+                norm,
+                spec: WeightSpec {
+                    format: WeightFormat::Ternary,
+                    granularity: Granularity::Channel,
+                },
+                extra: json!({
+                    "float_training": format!("zoo lenet5, {float_epochs} epoch(s) SGD 0.05 cosine, batch 64, seed 1"),
+                    "float_training_seconds": float_secs,
+                    "quantized_layers": fused,
+                }),
             },
-            extra: json!({
-                "float_training": format!("zoo lenet5, {float_epochs} epoch(s) SGD 0.05 cosine, batch 64, seed 1"),
-                "float_training_seconds": float_secs,
-                "quantized_layers": fused,
-            }),
-        },
-        args,
-        1e-3,
-    )
+            args,
+            1e-3,
+        )
+    })
+    .unwrap()
 }
 
 fn main() {

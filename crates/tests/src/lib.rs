@@ -1,5 +1,10 @@
 //! Cross-crate tests live in tests/, one file per concern. This library holds what
-//! several of them read from ../shared/data, so each data set is loaded one way.
+//! several of them read from ../shared/data, so each data set is loaded one way, and
+//! the verification harness of generated C ([`harness`]: host gcc, arm-none-eabi-gcc
+//! and qemu) with the MLPerf Tiny inputs it is fed ([`samples`]).
+
+pub mod harness;
+pub mod samples;
 
 pub mod cifar {
     //! The CIFAR-10 test set of ../shared/data (`cifar10/test_x.npy`: u8 NHWC
@@ -44,7 +49,7 @@ pub mod cifar {
 /// Without them the qemu stages print that they skipped, except under
 /// EDGEOPT_REQUIRE_DATA=1 (CI), where that is a failure.
 pub fn arm_toolchain() -> bool {
-    if edgeopt_codegen::harness::arm_toolchain_available() {
+    if harness::arm_toolchain_available() {
         return true;
     }
     if std::env::var("EDGEOPT_REQUIRE_DATA").is_ok_and(|v| v == "1") {

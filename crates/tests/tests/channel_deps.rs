@@ -238,10 +238,11 @@ fn shufflenet_v2_groups() {
 /// compiles it to C, builds and runs the C on the host: its outputs equal `edgeopt run
 /// --numerics tflm` byte for byte.
 fn check_c(name: &str, pruned: &Graph, x: &[Tensor]) {
-    use edgeopt_codegen::{compile, harness, write_dir, Target};
+    use edgeopt_codegen::{compile, write_dir, Target};
     use edgeopt_compress::quant::ptq::{run as ptq, PtqOptions};
     use edgeopt_runtime::kernels::quantized::Numerics;
     use edgeopt_runtime::ExecOptions;
+    use edgeopt_tests::harness;
     let opts = PtqOptions {
         exec: ExecOptions::numerics(Numerics::Tflm),
         ..PtqOptions::default()

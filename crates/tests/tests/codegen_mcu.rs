@@ -15,9 +15,10 @@
 //! except under EDGEOPT_REQUIRE_DATA=1 (CI), where that fails; likewise without the
 //! tflite_micro Python package.
 
-use edgeopt_codegen::{compile, harness, samples, write_dir, Target, STACK_BYTES};
+use edgeopt_codegen::{compile, write_dir, Target, STACK_BYTES};
 use edgeopt_ir::Graph;
 use edgeopt_testkit::{data_dir, scratch_dir, tflm_available};
+use edgeopt_tests::{harness, samples};
 use std::path::Path;
 use std::time::Duration;
 

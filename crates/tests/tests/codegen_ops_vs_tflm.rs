@@ -24,11 +24,12 @@
 //! GELU, whose C is compared with edgeopt's runtime under `Numerics::Tflm` (3 cases).
 //! Runtime: ~105 s on 2 shared cores (75 small models, one gcc and one oracle run each).
 
-use edgeopt_codegen::{compile, harness, write_dir, Target};
+use edgeopt_codegen::{compile, write_dir, Target};
 use edgeopt_ir::{Tensor, TensorData};
 use edgeopt_runtime::kernels::quantized::Numerics;
 use edgeopt_runtime::ExecOptions;
 use edgeopt_testkit::{data_dir, run_oracle, scratch_dir, tflm_available};
+use edgeopt_tests::harness;
 use edgeopt_tflite::fixtures::ModelBuilder;
 use edgeopt_tflite::schema::{
     self as s, ActivationFunctionType as A, BuiltinOperator as B, BuiltinOptions as O,

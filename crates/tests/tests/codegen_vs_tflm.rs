@@ -13,11 +13,12 @@
 //!
 //! Runtime: a few seconds per model on 2 cores (TFLM's Python interpreter dominates).
 
-use edgeopt_codegen::{compile, harness, samples, write_dir, Target};
+use edgeopt_codegen::{compile, write_dir, Target};
 use edgeopt_ir::{Graph, Tensor, TensorData};
 use edgeopt_runtime::kernels::quantized::Numerics;
 use edgeopt_runtime::ExecOptions;
 use edgeopt_testkit::{data_dir, scratch_dir, tflm_available};
+use edgeopt_tests::{harness, samples};
 use std::path::Path;
 
 /// KWS clips per class (12 classes).

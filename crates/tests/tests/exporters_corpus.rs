@@ -35,12 +35,13 @@
 
 use edgeopt_cli::compile::{compile_command, CompileArgs};
 use edgeopt_cli::quantize::{quantize_command, QuantizeArgs};
-use edgeopt_codegen::{compile, harness, write_dir, Target, STACK_BYTES};
+use edgeopt_codegen::{compile, write_dir, Target, STACK_BYTES};
 use edgeopt_ir::{DType, Graph, Tensor, TensorData};
 use edgeopt_runtime::kernels::quantized::Numerics;
 use edgeopt_runtime::ExecOptions;
 use edgeopt_testkit as tk;
 use edgeopt_tests::exporters::{self, Entry};
+use edgeopt_tests::harness;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -34,8 +34,11 @@ fn grew(n: usize) {
     LARGEST.fetch_max(n, Relaxed);
 }
 
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged (so
+// `System`'s guarantees hold) and only updates atomic counters besides.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: `l` comes from our caller, who upholds `GlobalAlloc::alloc`'s contract.
         let p = unsafe { System.alloc(l) };
         if !p.is_null() {
             grew(l.size());
@@ -43,6 +46,7 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as in `alloc`: the caller's contract is `System`'s.
         let p = unsafe { System.alloc_zeroed(l) };
         if !p.is_null() {
             grew(l.size());
@@ -50,10 +54,14 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: `p` was allocated by `System` (every allocation here is) with layout `l`,
+        // as the caller of `dealloc` guarantees.
         unsafe { System.dealloc(p, l) };
         CURRENT.fetch_sub(l.size(), Relaxed);
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: `p` was allocated by `System` with layout `l` and `new` is valid, as the
+        // caller of `realloc` guarantees.
         let q = unsafe { System.realloc(p, l, new) };
         if !q.is_null() {
             if new >= l.size() {

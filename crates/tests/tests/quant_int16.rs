@@ -250,9 +250,9 @@ const KWS: &str =
 /// at least int8's (percentile) minus one clip.
 #[test]
 fn int16_dscnn_tflite_matches_litert() {
-    use edgeopt_codegen::samples::kws_features;
     use edgeopt_compress::quant::{ActivationFormat, CalibMethod};
     use edgeopt_ir::TensorData;
+    use edgeopt_tests::samples::kws_features;
 
     let Some(data) = tk::data_dir() else { return };
     let dir = tk::scratch_dir("quant_int16_dscnn");

@@ -9,13 +9,13 @@
 //! bite and CLE recovers most of the loss. The figures are printed; the assertions
 //! are the ones the data supports.
 
-use edgeopt_codegen::samples::kws_features;
 use edgeopt_compress::quant::ptq::{run, PtqOptions};
 use edgeopt_compress::quant::{
     equalize, prepare, CalibMethod, Granularity, WeightFormat, WeightSpec,
 };
 use edgeopt_ir::{Tensor, TensorData};
 use edgeopt_testkit as tk;
+use edgeopt_tests::samples::kws_features;
 
 const KWS: &str =
     "mlperf-tiny/benchmark/training/keyword_spotting/trained_models/kws_ref_model_float32.tflite";

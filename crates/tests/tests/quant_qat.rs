@@ -258,170 +258,172 @@ fn fake_quant_accuracy(g: &Graph, plan: &QuantPlan, d: &Dataset) -> f32 {
 #[test]
 fn resnet8_int4_qat_fake_quant_predicts_integer() {
     let Some(data) = data_or_skip() else { return };
-    edgeopt_train::cli::set_threads(Some(2));
-    let p = data.join(
-        "mlperf-tiny/benchmark/training/image_classification/trained_models/pretrainedResnet.tflite",
-    );
-    let prepared = quant::prepare(&edgeopt_tflite::import_file(&p).unwrap()).unwrap();
-    let shape = Model::new(prepared.clone(), &cpu())
-        .unwrap()
-        .input_shape(0)
+    edgeopt_train::with_threads(Some(2), || {
+        let p = data.join(
+            "mlperf-tiny/benchmark/training/image_classification/trained_models/pretrainedResnet.tflite",
+        );
+        let prepared = quant::prepare(&edgeopt_tflite::import_file(&p).unwrap()).unwrap();
+        let shape = Model::new(prepared.clone(), &cpu())
+            .unwrap()
+            .input_shape(0)
+            .unwrap();
+        let files = find_dataset(&data.join("cifar10")).unwrap();
+        let (tx, ty) = files.train.unwrap();
+        let (sx, sy) = files.test.unwrap();
+        let train = load_pair(&tx, &ty, &shape).unwrap();
+        let test = load_pair(&sx, &sy, &shape).unwrap();
+        // Every 20th test image: 500 images, 50 per class (the test set is class-sorted).
+        let test = test.subset(&(0..test.len()).step_by(20).collect::<Vec<_>>());
+        let samples: Vec<Vec<Tensor>> = (0..500)
+            .step_by(50)
+            .map(|s| {
+                let idx: Vec<usize> = (s..s + 50).collect();
+                let b = make_batch(
+                    &train,
+                    &idx,
+                    &Normalize::identity(),
+                    &Augment::default(),
+                    None,
+                );
+                vec![Tensor::from_f32(b.shape, b.x).unwrap()]
+            })
+            .collect();
+        let (ranges, _) = quant::calibrate(
+            &prepared,
+            &samples,
+            CalibMethod::MinMax,
+            ActivationFormat::Int8,
+        )
         .unwrap();
-    let files = find_dataset(&data.join("cifar10")).unwrap();
-    let (tx, ty) = files.train.unwrap();
-    let (sx, sy) = files.test.unwrap();
-    let train = load_pair(&tx, &ty, &shape).unwrap();
-    let test = load_pair(&sx, &sy, &shape).unwrap();
-    // Every 20th test image: 500 images, 50 per class (the test set is class-sorted).
-    let test = test.subset(&(0..test.len()).step_by(20).collect::<Vec<_>>());
-    let samples: Vec<Vec<Tensor>> = (0..500)
-        .step_by(50)
-        .map(|s| {
-            let idx: Vec<usize> = (s..s + 50).collect();
-            let b = make_batch(
-                &train,
-                &idx,
-                &Normalize::identity(),
-                &Augment::default(),
-                None,
-            );
-            vec![Tensor::from_f32(b.shape, b.x).unwrap()]
-        })
-        .collect();
-    let (ranges, _) = quant::calibrate(
-        &prepared,
-        &samples,
-        CalibMethod::MinMax,
-        ActivationFormat::Int8,
-    )
-    .unwrap();
-    let spec = WeightSpec {
-        format: WeightFormat::Int4,
-        granularity: Granularity::Channel,
-    };
-    let plan = QuantPlan::uniform(&prepared, spec, ActivationFormat::Int8, ranges);
+        let spec = WeightSpec {
+            format: WeightFormat::Int4,
+            granularity: Granularity::Channel,
+        };
+        let plan = QuantPlan::uniform(&prepared, spec, ActivationFormat::Int8, ranges);
 
-    // Bad plans are errors, not panics.
-    let mut bad = plan.clone();
-    bad.weights.insert("no_such_weight".into(), spec);
-    assert!(qat::qat_model(&prepared, &bad, RangeMode::Fixed).is_err());
-    let mut bad = plan.clone();
-    bad.activations = None;
-    assert!(qat::qat_model(&prepared, &bad, RangeMode::Fixed).is_err());
-    let mut bad = plan.clone();
-    bad.ranges.insert("no_such_value".into(), (0.0, 1.0));
-    assert!(qat::qat_model(&prepared, &bad, RangeMode::Fixed).is_err());
+        // Bad plans are errors, not panics.
+        let mut bad = plan.clone();
+        bad.weights.insert("no_such_weight".into(), spec);
+        assert!(qat::qat_model(&prepared, &bad, RangeMode::Fixed).is_err());
+        let mut bad = plan.clone();
+        bad.activations = None;
+        assert!(qat::qat_model(&prepared, &bad, RangeMode::Fixed).is_err());
+        let mut bad = plan.clone();
+        bad.ranges.insert("no_such_value".into(), (0.0, 1.0));
+        assert!(qat::qat_model(&prepared, &bad, RangeMode::Fixed).is_err());
 
-    let ptq_int = runtime_accuracy(&quant::apply(&prepared, &plan).unwrap(), &test);
-    // 40 batches of 64 = 2,560 train20k images (an eighth of an epoch), for CI time.
-    let mut cfg = QatConfig::new(1, 1e-4, QatData::Loaded(train));
-    cfg.seed = 1;
-    cfg.max_batches = Some(40);
-    cfg.augment = Augment {
-        crop_pad: 4,
-        hflip: true,
-        ..Default::default()
-    };
-    let (g2, plan2) = qat::fine_tune(&prepared, &plan, &cfg).unwrap();
-    assert_eq!(plan2, plan, "fixed ranges are returned unchanged");
-    let fake = fake_quant_accuracy(&g2, &plan2, &test);
-    let int = runtime_accuracy(&quant::apply(&g2, &plan2).unwrap(), &test);
-    eprintln!(
-        "ResNet-8 int4: PTQ integer {:.2}%, after 40 QAT steps fake-quant {:.2}%, integer {:.2}%",
-        100.0 * ptq_int,
-        100.0 * fake,
-        100.0 * int
-    );
-    // The integer graph differs from fake-quant only by requantization rounding (one
-    // step per layer), which flips a few borderline images: within 2 pt (10 of 500).
-    assert!((fake - int).abs() <= 0.02, "fake {fake} vs integer {int}");
-    // Even an eighth of an epoch of QAT recovers part of int4 PTQ's loss.
-    assert!(int > ptq_int, "QAT {int} vs PTQ {ptq_int}");
+        let ptq_int = runtime_accuracy(&quant::apply(&prepared, &plan).unwrap(), &test);
+        // 40 batches of 64 = 2,560 train20k images (an eighth of an epoch), for CI time.
+        let mut cfg = QatConfig::new(1, 1e-4, QatData::Loaded(train));
+        cfg.seed = 1;
+        cfg.max_batches = Some(40);
+        cfg.augment = Augment {
+            crop_pad: 4,
+            hflip: true,
+            ..Default::default()
+        };
+        let (g2, plan2) = qat::fine_tune(&prepared, &plan, &cfg).unwrap();
+        assert_eq!(plan2, plan, "fixed ranges are returned unchanged");
+        let fake = fake_quant_accuracy(&g2, &plan2, &test);
+        let int = runtime_accuracy(&quant::apply(&g2, &plan2).unwrap(), &test);
+        eprintln!(
+            "ResNet-8 int4: PTQ integer {:.2}%, after 40 QAT steps fake-quant {:.2}%, integer {:.2}%",
+            100.0 * ptq_int,
+            100.0 * fake,
+            100.0 * int
+        );
+        // The integer graph differs from fake-quant only by requantization rounding (one
+        // step per layer), which flips a few borderline images: within 2 pt (10 of 500).
+        assert!((fake - int).abs() <= 0.02, "fake {fake} vs integer {int}");
+        // Even an eighth of an epoch of QAT recovers part of int4 PTQ's loss.
+        assert!(int > ptq_int, "QAT {int} vs PTQ {ptq_int}");
 
-    // Learned scales (LSQ) + distillation from the float model, same short run.
-    let mut lcfg = cfg.clone();
-    lcfg.max_batches = Some(20);
-    lcfg.learn_scales = true;
-    lcfg.distill = Some(Distill {
-        temperature: 4.0,
-        alpha: 0.9,
-    });
-    let (g3, plan3) = qat::fine_tune(&prepared, &plan, &lcfg).unwrap();
-    // Deterministic for a seed (learned scales and distillation included): a shorter
-    // run twice gives identical weights and scales.
-    let mut dcfg = lcfg.clone();
-    dcfg.max_batches = Some(3);
-    let a = qat::fine_tune(&prepared, &plan, &dcfg).unwrap();
-    let b = qat::fine_tune(&prepared, &plan, &dcfg).unwrap();
-    assert_eq!(a.1, b.1, "same seed, same learned scales");
-    assert!(
-        a.0.values
-            .iter()
-            .zip(&b.0.values)
-            .all(|(x, y)| x.data == y.data),
-        "same seed, same weights"
-    );
-    assert_ne!(a.1.weight_scales, plan3.weight_scales);
-    assert_eq!(
-        g3.values.len(),
-        prepared.values.len(),
-        "no auxiliary values"
-    );
-    assert_eq!(plan3.weight_scales.len(), plan.weights.len());
-    // The scales moved (they are learned) but stay near the PTQ scales.
-    let mut moved = 0;
-    for (name, scales) in &plan3.weight_scales {
-        let w = prepared.find_value(name).unwrap();
-        let t = prepared.values[w].data.as_ref().unwrap();
-        let ptq = quant::weights::quantize(&t.to_f32_vec(), t.shape[0], spec).unwrap();
-        for (a, b) in scales.iter().zip(&ptq.scales) {
-            assert!((a / b - 1.0).abs() < 0.5, "{name}: {a} vs PTQ {b}");
-            moved += (a != b) as usize;
+        // Learned scales (LSQ) + distillation from the float model, same short run.
+        let mut lcfg = cfg.clone();
+        lcfg.max_batches = Some(20);
+        lcfg.learn_scales = true;
+        lcfg.distill = Some(Distill {
+            temperature: 4.0,
+            alpha: 0.9,
+        });
+        let (g3, plan3) = qat::fine_tune(&prepared, &plan, &lcfg).unwrap();
+        // Deterministic for a seed (learned scales and distillation included): a shorter
+        // run twice gives identical weights and scales.
+        let mut dcfg = lcfg.clone();
+        dcfg.max_batches = Some(3);
+        let a = qat::fine_tune(&prepared, &plan, &dcfg).unwrap();
+        let b = qat::fine_tune(&prepared, &plan, &dcfg).unwrap();
+        assert_eq!(a.1, b.1, "same seed, same learned scales");
+        assert!(
+            a.0.values
+                .iter()
+                .zip(&b.0.values)
+                .all(|(x, y)| x.data == y.data),
+            "same seed, same weights"
+        );
+        assert_ne!(a.1.weight_scales, plan3.weight_scales);
+        assert_eq!(
+            g3.values.len(),
+            prepared.values.len(),
+            "no auxiliary values"
+        );
+        assert_eq!(plan3.weight_scales.len(), plan.weights.len());
+        // The scales moved (they are learned) but stay near the PTQ scales.
+        let mut moved = 0;
+        for (name, scales) in &plan3.weight_scales {
+            let w = prepared.find_value(name).unwrap();
+            let t = prepared.values[w].data.as_ref().unwrap();
+            let ptq = quant::weights::quantize(&t.to_f32_vec(), t.shape[0], spec).unwrap();
+            for (a, b) in scales.iter().zip(&ptq.scales) {
+                assert!((a / b - 1.0).abs() < 0.5, "{name}: {a} vs PTQ {b}");
+                moved += (a != b) as usize;
+            }
         }
-    }
-    assert!(moved > 0, "LSQ left every scale at its initial value");
-    // apply uses the learned scales: integer codes × scale = the snapped weights.
-    let int3 = quant::apply(&g3, &plan3).unwrap();
-    for (name, scales) in &plan3.weight_scales {
-        let w = g3.find_value(name).unwrap();
-        let t = g3.values[w].data.as_ref().unwrap();
-        let per = t.len() / t.shape[0];
-        let qw = quant::weights::quantize_planned(&t.to_f32_vec(), t.shape[0], spec, Some(scales))
-            .unwrap();
-        assert!(qw.codes.iter().all(|c| (-7..=7).contains(c)));
-        for (i, (&code, &v)) in qw.codes.iter().zip(&t.to_f32_vec()).enumerate() {
-            assert_eq!(
-                code as f32 * scales[i / per],
-                v,
-                "{name}[{i}] not on its grid"
-            );
+        assert!(moved > 0, "LSQ left every scale at its initial value");
+        // apply uses the learned scales: integer codes × scale = the snapped weights.
+        let int3 = quant::apply(&g3, &plan3).unwrap();
+        for (name, scales) in &plan3.weight_scales {
+            let w = g3.find_value(name).unwrap();
+            let t = g3.values[w].data.as_ref().unwrap();
+            let per = t.len() / t.shape[0];
+            let qw = quant::weights::quantize_planned(&t.to_f32_vec(), t.shape[0], spec, Some(scales))
+                .unwrap();
+            assert!(qw.codes.iter().all(|c| (-7..=7).contains(c)));
+            for (i, (&code, &v)) in qw.codes.iter().zip(&t.to_f32_vec()).enumerate() {
+                assert_eq!(
+                    code as f32 * scales[i / per],
+                    v,
+                    "{name}[{i}] not on its grid"
+                );
+            }
+            // The integer graph stores these scales.
+            let stored = int3
+                .values
+                .iter()
+                .find(|v| v.dtype == DType::I4 && v.name.starts_with(&format!("{name}_")))
+                .and_then(|v| v.quant.as_ref())
+                .unwrap();
+            assert_eq!(&stored.scale, scales, "{name}");
         }
-        // The integer graph stores these scales.
-        let stored = int3
-            .values
-            .iter()
-            .find(|v| v.dtype == DType::I4 && v.name.starts_with(&format!("{name}_")))
-            .and_then(|v| v.quant.as_ref())
-            .unwrap();
-        assert_eq!(&stored.scale, scales, "{name}");
-    }
-    // A plan with learned scales survives serialization.
-    let json = serde_json::to_string(&plan3).unwrap();
-    let back: QuantPlan = serde_json::from_str(&json).unwrap();
-    assert_eq!(back, plan3);
-    let fake3 = fake_quant_accuracy(&g3, &plan3, &test);
-    let int3 = runtime_accuracy(&int3, &test);
-    eprintln!(
-        "ResNet-8 int4 LSQ + KD, 20 steps: fake-quant {:.2}%, integer {:.2}%",
-        100.0 * fake3,
-        100.0 * int3
-    );
-    assert!(
-        (fake3 - int3).abs() <= 0.02,
-        "fake {fake3} vs integer {int3}"
-    );
-    assert!(int3 > ptq_int, "LSQ QAT {int3} vs PTQ {ptq_int}");
-    // The point of the recipe: half the steps of plain QAT get further (measured here:
-    // 80.2% vs 75.4% on these 500 images; 3 epochs on all data: 85.9% vs 82.8%).
-    assert!(int3 > int, "LSQ + KD {int3} vs plain QAT {int}");
+        // A plan with learned scales survives serialization.
+        let json = serde_json::to_string(&plan3).unwrap();
+        let back: QuantPlan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, plan3);
+        let fake3 = fake_quant_accuracy(&g3, &plan3, &test);
+        let int3 = runtime_accuracy(&int3, &test);
+        eprintln!(
+            "ResNet-8 int4 LSQ + KD, 20 steps: fake-quant {:.2}%, integer {:.2}%",
+            100.0 * fake3,
+            100.0 * int3
+        );
+        assert!(
+            (fake3 - int3).abs() <= 0.02,
+            "fake {fake3} vs integer {int3}"
+        );
+        assert!(int3 > ptq_int, "LSQ QAT {int3} vs PTQ {ptq_int}");
+        // The point of the recipe: half the steps of plain QAT get further (measured here:
+        // 80.2% vs 75.4% on these 500 images; 3 epochs on all data: 85.9% vs 82.8%).
+        assert!(int3 > int, "LSQ + KD {int3} vs plain QAT {int}");
+    })
+    .unwrap()
 }

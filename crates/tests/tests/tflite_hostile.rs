@@ -49,23 +49,31 @@ fn on_dealloc(size: usize) {
     });
 }
 
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged (so
+// `System`'s guarantees hold) and only updates atomic counters besides.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         on_alloc(layout.size());
-        System.alloc(layout)
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract for `layout`.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         on_alloc(layout.size());
-        System.alloc_zeroed(layout)
+        // SAFETY: as in `alloc`: the caller's contract is `System`'s.
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         on_dealloc(layout.size());
-        System.dealloc(ptr, layout)
+        // SAFETY: `ptr` was allocated by `System` (every allocation here is) with
+        // `layout`, as the caller of `dealloc` guarantees.
+        unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // Counted as a new block alive next to the old one (the worst case).
         on_alloc(new_size);
-        let p = System.realloc(ptr, layout, new_size);
+        // SAFETY: `ptr` was allocated by `System` with `layout` and `new_size` is valid,
+        // as the caller of `realloc` guarantees.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
         on_dealloc(layout.size());
         p
     }

@@ -2,9 +2,8 @@
 //! the normalization embedded, re-import, run on edgeopt's executor with raw inputs,
 //! fine-tune from the exported model; bad arguments are errors, not panics.
 
-use edgeopt_train::cli::{parse_train_args, runtime_accuracy};
+use edgeopt_cli::train::{parse_train_args, runtime_accuracy, train_command};
 use edgeopt_train::data::load_pair;
-use edgeopt_train::train_command;
 
 #[test]
 fn train_export_reimport_finetune() {

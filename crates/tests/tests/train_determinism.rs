@@ -60,10 +60,12 @@ fn run(seed: u64) -> Vec<Vec<f32>> {
 
 #[test]
 fn same_seed_same_weights() {
-    edgeopt_train::cli::set_threads(Some(2));
-    let a = run(3);
-    let b = run(3);
-    assert!(a == b, "two runs with seed 3 differ");
-    let c = run(4);
-    assert!(a != c, "seeds 3 and 4 gave identical weights");
+    edgeopt_train::with_threads(Some(2), || {
+        let a = run(3);
+        let b = run(3);
+        assert!(a == b, "two runs with seed 3 differ");
+        let c = run(4);
+        assert!(a != c, "seeds 3 and 4 gave identical weights");
+    })
+    .unwrap()
 }

@@ -12,21 +12,23 @@ use edgeopt_train::{cpu, DynTensor, Mode, Model, ParamRole};
 use edgeopt_zoo::{ArchSpec, BuildOptions};
 
 fn setup() -> (Model, Dataset, Normalize) {
-    edgeopt_train::cli::set_threads(Some(2));
-    let data = generate(VibrationConfig {
-        per_class: 24,
-        seed: 11,
-    });
-    let g = ArchSpec::parse("cnn1d", "widths=8:8,kernel=5")
-        .unwrap()
-        .build(BuildOptions {
-            seed: 1,
-            softmax: false,
-        })
-        .unwrap();
-    let model = Model::new(g, &cpu()).unwrap();
-    let norm = Normalize::fit(&data, 1.0);
-    (model, data, norm)
+    edgeopt_train::with_threads(Some(2), || {
+        let data = generate(VibrationConfig {
+            per_class: 24,
+            seed: 11,
+        });
+        let g = ArchSpec::parse("cnn1d", "widths=8:8,kernel=5")
+            .unwrap()
+            .build(BuildOptions {
+                seed: 1,
+                softmax: false,
+            })
+            .unwrap();
+        let model = Model::new(g, &cpu()).unwrap();
+        let norm = Normalize::fit(&data, 1.0);
+        (model, data, norm)
+    })
+    .unwrap()
 }
 
 fn cfg(epochs: usize) -> TrainConfig {

@@ -18,38 +18,40 @@ fn resnet8_finetune_keeps_accuracy() {
     else {
         return;
     };
-    edgeopt_train::cli::set_threads(Some(2));
-    let g = edgeopt_onnx::import_file(&p).unwrap();
-    let mut model = Model::new(g, &cpu()).unwrap();
-    let shape = model.input_shape(0).unwrap();
-    let files = find_dataset(&edgeopt_testkit::data_dir().unwrap().join("cifar10")).unwrap();
-    let (tx, ty) = files.train.unwrap();
-    let (sx, sy) = files.test.unwrap();
-    let train = load_pair(&tx, &ty, &shape).unwrap();
-    let test = load_pair(&sx, &sy, &shape).unwrap();
-    // The reference model takes raw 0..255 pixels.
-    let norm = Normalize::identity();
-    let obj = Objective::Classification {
-        label_smoothing: 0.0,
-    };
-    let mut cfg = TrainConfig::new(1, 2e-5);
-    cfg.seed = 1;
-    cfg.optim.kind = OptimizerKind::AdamW {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
-    cfg.optim.weight_decay = 0.0;
-    cfg.augment = Augment {
-        crop_pad: 4,
-        hflip: true,
-        ..Default::default()
-    };
-    fit(&mut model, &obj, &train, None, &norm, &cfg).unwrap();
-    let acc = evaluate(&model, &obj, &test, &norm, 250)
-        .unwrap()
-        .accuracy
-        .unwrap();
-    eprintln!("ResNet-8 after 1 epoch of fine-tuning: {:.2}%", 100.0 * acc);
-    assert!(acc >= 0.865, "test accuracy {acc}");
+    edgeopt_train::with_threads(Some(2), || {
+        let g = edgeopt_onnx::import_file(&p).unwrap();
+        let mut model = Model::new(g, &cpu()).unwrap();
+        let shape = model.input_shape(0).unwrap();
+        let files = find_dataset(&edgeopt_testkit::data_dir().unwrap().join("cifar10")).unwrap();
+        let (tx, ty) = files.train.unwrap();
+        let (sx, sy) = files.test.unwrap();
+        let train = load_pair(&tx, &ty, &shape).unwrap();
+        let test = load_pair(&sx, &sy, &shape).unwrap();
+        // The reference model takes raw 0..255 pixels.
+        let norm = Normalize::identity();
+        let obj = Objective::Classification {
+            label_smoothing: 0.0,
+        };
+        let mut cfg = TrainConfig::new(1, 2e-5);
+        cfg.seed = 1;
+        cfg.optim.kind = OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        cfg.optim.weight_decay = 0.0;
+        cfg.augment = Augment {
+            crop_pad: 4,
+            hflip: true,
+            ..Default::default()
+        };
+        fit(&mut model, &obj, &train, None, &norm, &cfg).unwrap();
+        let acc = evaluate(&model, &obj, &test, &norm, 250)
+            .unwrap()
+            .accuracy
+            .unwrap();
+        eprintln!("ResNet-8 after 1 epoch of fine-tuning: {:.2}%", 100.0 * acc);
+        assert!(acc >= 0.865, "test accuracy {acc}");
+    })
+    .unwrap()
 }

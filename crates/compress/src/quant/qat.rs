@@ -109,7 +109,8 @@ pub struct QatConfig {
     /// Write the weights back on their quantization grid (see the module doc).
     pub snap_weights: bool,
     pub seed: u64,
-    /// Worker threads of the training backend (first call in a process wins).
+    /// Worker threads of the training backend: a pool built for this run (None: the
+    /// caller's current pool).
     pub threads: Option<usize>,
     pub progress: bool,
     /// Stop each epoch after this many batches (quick runs).
@@ -475,7 +476,14 @@ pub fn fine_tune_with_report(
             cfg.lr
         )));
     }
-    edgeopt_train::cli::set_threads(cfg.threads);
+    edgeopt_train::with_threads(cfg.threads, || fine_tune_on_pool(prepared, plan, cfg))?
+}
+
+fn fine_tune_on_pool(
+    prepared: &Graph,
+    plan: &QuantPlan,
+    cfg: &QatConfig,
+) -> Result<(Graph, QuantPlan, TrainReport)> {
     let mut model = qat_model_with(prepared, plan, cfg.ranges, cfg.learn_scales)?;
     let train = load_train(&model, &cfg.data)?;
     let objective = match (train.classes(), cfg.distill) {

@@ -407,7 +407,11 @@ impl<K: EpiKind> Epi<K> {
 
 #[inline(always)]
 unsafe fn ld<E>(v: &E) -> __m256i {
-    _mm256_load_si256(v as *const E as *const __m256i)
+    // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+    // `#[target_feature(enable = "avx2")]` kernels, which run only under `Isa::Avx2`);
+    // every `ld` argument is a 32-byte field of a `#[repr(C, align(32))]` block
+    // (`Block8`), so the aligned load is in bounds and aligned.
+    unsafe { _mm256_load_si256(v as *const E as *const __m256i) }
 }
 
 /// The output stage of 8 channels ([`Wide8::apply`] lane by lane) before the clamp,
@@ -419,39 +423,45 @@ unsafe fn ld<E>(v: &E) -> __m256i {
 /// selects between two addends (`vpblendvb`) instead of masking and subtracting one.
 #[inline(always)]
 unsafe fn requant8<K: EpiKind>(acc: __m256i, b: &Block8, e: &Epi<K>) -> __m256i {
-    let x = if e.left() {
-        _mm256_sllv_epi32(acc, ld(&b.left))
-    } else {
-        acc
-    };
-    let pe = _mm256_mul_epi32(x, ld(&b.m));
-    let po = _mm256_mul_epi32(_mm256_shuffle_epi32::<0b11_11_01_01>(x), ld(&b.m_odd));
-    let (ye, yo) = if e.away() {
-        let ke = _mm256_cmpgt_epi64(e.thr, pe);
-        let ko = _mm256_cmpgt_epi64(e.thr, po);
-        (
-            _mm256_add_epi64(pe, _mm256_blendv_epi8(ld(&b.add_e), ld(&b.addc_e), ke)),
-            _mm256_add_epi64(po, _mm256_blendv_epi8(ld(&b.add_o), ld(&b.addc_o), ko)),
-        )
-    } else {
-        (
-            _mm256_add_epi64(pe, ld(&b.add_e)),
-            _mm256_add_epi64(po, ld(&b.add_o)),
-        )
-    };
-    let v = if e.hi32() {
-        // High dwords (the odd ones are in place), then one 32-bit arithmetic shift.
-        let hi = _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(ye), yo);
-        _mm256_srav_epi32(hi, ld(&b.sh32))
-    } else {
-        let ve = _mm256_srlv_epi64(ye, ld(&b.sh_e));
-        let vo = _mm256_srlv_epi64(yo, ld(&b.sh_o));
-        _mm256_blend_epi32::<0b1010_1010>(ve, _mm256_slli_epi64::<32>(vo))
-    };
-    if e.post() {
-        _mm256_add_epi32(v, ld(&b.post))
-    } else {
-        v
+    // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+    // `#[target_feature(enable = "avx2")]` kernels, which run only under `Isa::Avx2`);
+    // the constant loads go through `ld` on the 32-byte-aligned fields of `b`; the rest
+    // is register arithmetic.
+    unsafe {
+        let x = if e.left() {
+            _mm256_sllv_epi32(acc, ld(&b.left))
+        } else {
+            acc
+        };
+        let pe = _mm256_mul_epi32(x, ld(&b.m));
+        let po = _mm256_mul_epi32(_mm256_shuffle_epi32::<0b11_11_01_01>(x), ld(&b.m_odd));
+        let (ye, yo) = if e.away() {
+            let ke = _mm256_cmpgt_epi64(e.thr, pe);
+            let ko = _mm256_cmpgt_epi64(e.thr, po);
+            (
+                _mm256_add_epi64(pe, _mm256_blendv_epi8(ld(&b.add_e), ld(&b.addc_e), ke)),
+                _mm256_add_epi64(po, _mm256_blendv_epi8(ld(&b.add_o), ld(&b.addc_o), ko)),
+            )
+        } else {
+            (
+                _mm256_add_epi64(pe, ld(&b.add_e)),
+                _mm256_add_epi64(po, ld(&b.add_o)),
+            )
+        };
+        let v = if e.hi32() {
+            // High dwords (the odd ones are in place), then one 32-bit arithmetic shift.
+            let hi = _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(ye), yo);
+            _mm256_srav_epi32(hi, ld(&b.sh32))
+        } else {
+            let ve = _mm256_srlv_epi64(ye, ld(&b.sh_e));
+            let vo = _mm256_srlv_epi64(yo, ld(&b.sh_o));
+            _mm256_blend_epi32::<0b1010_1010>(ve, _mm256_slli_epi64::<32>(vo))
+        };
+        if e.post() {
+            _mm256_add_epi32(v, ld(&b.post))
+        } else {
+            v
+        }
     }
 }
 
@@ -460,16 +470,21 @@ unsafe fn requant8<K: EpiKind>(acc: __m256i, b: &Block8, e: &Epi<K>) -> __m256i 
 /// nothing: the clamp bounds are 8-bit values, inside i16.
 #[inline(always)]
 unsafe fn clamp16<K: EpiKind>(v0: __m256i, v1: __m256i, e: &Epi<K>) -> __m256i {
-    let w = _mm256_packs_epi32(v0, v1);
-    let w = if e.clamp_lo() {
-        _mm256_max_epi16(w, e.lo)
-    } else {
-        w
-    };
-    if e.clamp_hi() {
-        _mm256_min_epi16(w, e.hi)
-    } else {
-        w
+    // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+    // `#[target_feature(enable = "avx2")]` kernels, which run only under `Isa::Avx2`);
+    // register arithmetic only.
+    unsafe {
+        let w = _mm256_packs_epi32(v0, v1);
+        let w = if e.clamp_lo() {
+            _mm256_max_epi16(w, e.lo)
+        } else {
+            w
+        };
+        if e.clamp_hi() {
+            _mm256_min_epi16(w, e.hi)
+        } else {
+            w
+        }
     }
 }
 
@@ -477,13 +492,18 @@ unsafe fn clamp16<K: EpiKind>(v0: __m256i, v1: __m256i, e: &Epi<K>) -> __m256i {
 /// The values are within the 8-bit type after the clamp, so the packs only narrow.
 #[inline(always)]
 unsafe fn to_bytes<K: EpiKind>(v0: __m256i, v1: __m256i, e: &Epi<K>) -> __m128i {
-    let w = clamp16(v0, v1, e);
-    let b = if e.signed() {
-        _mm256_packs_epi16(w, w)
-    } else {
-        _mm256_packus_epi16(w, w)
-    };
-    _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(b, e.order))
+    // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+    // `#[target_feature(enable = "avx2")]` kernels, which run only under `Isa::Avx2`);
+    // register arithmetic only.
+    unsafe {
+        let w = clamp16(v0, v1, e);
+        let b = if e.signed() {
+            _mm256_packs_epi16(w, w)
+        } else {
+            _mm256_packus_epi16(w, w)
+        };
+        _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(b, e.order))
+    }
 }
 
 /// 16 outputs whose channels are split across 128-bit lanes as the depthwise
@@ -491,24 +511,36 @@ unsafe fn to_bytes<K: EpiKind>(v0: __m256i, v1: __m256i, e: &Epi<K>) -> __m128i 
 /// 16 bytes in order: the i32 -> i16 pack interleaves the lanes back into order.
 #[inline(always)]
 unsafe fn to_bytes_lanes<K: EpiKind>(v0: __m256i, v1: __m256i, e: &Epi<K>) -> __m128i {
-    let w = clamp16(v0, v1, e);
-    let b = if e.signed() {
-        _mm256_packs_epi16(w, w)
-    } else {
-        _mm256_packus_epi16(w, w)
-    };
-    _mm_unpacklo_epi64(_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b))
+    // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+    // `#[target_feature(enable = "avx2")]` kernels, which run only under `Isa::Avx2`);
+    // register arithmetic only.
+    unsafe {
+        let w = clamp16(v0, v1, e);
+        let b = if e.signed() {
+            _mm256_packs_epi16(w, w)
+        } else {
+            _mm256_packus_epi16(w, w)
+        };
+        _mm_unpacklo_epi64(_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b))
+    }
 }
 
 /// Stores the first `valid` (capped at 16) bytes of `v` at `p`.
 #[inline(always)]
 unsafe fn store16(p: *mut u8, v: __m128i, valid: usize) {
-    if valid >= 16 {
-        _mm_storeu_si128(p as *mut __m128i, v);
-    } else {
-        let mut tmp = [0u8; 16];
-        _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, v);
-        std::ptr::copy_nonoverlapping(tmp.as_ptr(), p, valid);
+    // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+    // `#[target_feature(enable = "avx2")]` kernels, which run only under `Isa::Avx2`);
+    // `p` has room for `min(valid, 16)` bytes (the callers' contract): a full 16-byte
+    // store only when `valid >= 16`, otherwise `valid` bytes copied from a local
+    // buffer.
+    unsafe {
+        if valid >= 16 {
+            _mm_storeu_si128(p as *mut __m128i, v);
+        } else {
+            let mut tmp = [0u8; 16];
+            _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, v);
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), p, valid);
+        }
     }
 }
 
@@ -528,9 +560,13 @@ impl<'a, K: EpiKind> Stage<'a, K> {
     /// When `K` fixes a flag to another value than the stage's.
     #[target_feature(enable = "avx2")]
     pub(crate) unsafe fn new(rq: &'a Wide8, signed: bool) -> Stage<'a, K> {
-        Stage {
-            rq,
-            e: Epi::new(rq, signed),
+        // SAFETY: this constructor is `#[target_feature(enable = "avx2")]` and its
+        // contract is that the CPU has AVX2; `Epi::new` needs nothing else.
+        unsafe {
+            Stage {
+                rq,
+                e: Epi::new(rq, signed),
+            }
         }
     }
 
@@ -548,11 +584,16 @@ impl<'a, K: EpiKind> Stage<'a, K> {
         dst: *mut u8,
         valid: usize,
     ) {
-        debug_assert!(2 * blk + 1 < self.rq.blocks.len());
-        let b = self.rq.blocks.as_ptr().add(2 * blk);
-        let v0 = requant8(a0, &*b, &self.e);
-        let v1 = requant8(a1, &*b.add(1), &self.e);
-        store16(dst, to_bytes(v0, v1, &self.e), valid);
+        // SAFETY: AVX2 and a `dst` with room for `min(valid, 16)` bytes are this
+        // function's documented contract; `blk` is a block of the stage, so `2 * blk +
+        // 1 < rq.blocks.len()` and both `Block8` reads are in bounds.
+        unsafe {
+            debug_assert!(2 * blk + 1 < self.rq.blocks.len());
+            let b = self.rq.blocks.as_ptr().add(2 * blk);
+            let v0 = requant8(a0, &*b, &self.e);
+            let v1 = requant8(a1, &*b.add(1), &self.e);
+            store16(dst, to_bytes(v0, v1, &self.e), valid);
+        }
     }
 }
 
@@ -563,12 +604,17 @@ struct LaneStage<'a, K>(Stage<'a, K>);
 impl<K: EpiKind> LaneStage<'_, K> {
     #[inline(always)]
     unsafe fn store16(&self, blk: usize, lo: __m256i, hi: __m256i, dst: *mut u8, valid: usize) {
-        let (rq, e) = (self.0.rq, &self.0.e);
-        debug_assert!(2 * blk + 1 < rq.blocks.len());
-        let b = rq.blocks.as_ptr().add(2 * blk);
-        let v0 = requant8(lo, &*b, e);
-        let v1 = requant8(hi, &*b.add(1), e);
-        store16(dst, to_bytes_lanes(v0, v1, e), valid);
+        // SAFETY: as for `Stage::store16`, which this forwards to: AVX2, `blk` a block
+        // of the stage (both `Block8` reads in bounds) and room for `min(valid, 16)`
+        // bytes at `dst` are the callers' contract.
+        unsafe {
+            let (rq, e) = (self.0.rq, &self.0.e);
+            debug_assert!(2 * blk + 1 < rq.blocks.len());
+            let b = rq.blocks.as_ptr().add(2 * blk);
+            let v0 = requant8(lo, &*b, e);
+            let v1 = requant8(hi, &*b.add(1), e);
+            store16(dst, to_bytes_lanes(v0, v1, e), valid);
+        }
     }
 }
 
@@ -637,37 +683,43 @@ struct Gemm {
 
 #[target_feature(enable = "avx2")]
 unsafe fn igemm_impl<K: EpiKind>(g: &Gemm, rq: &Wide8, signed: bool) {
-    let e = Epi::<K>::new(rq, signed);
-    // Few rows (fully-connected layers): one row against several blocks, so there are
-    // enough independent accumulator chains; otherwise 4 rows x 1 block (the weights
-    // of a block stay in L1 while the rows stream).
-    let small = g.rows <= 3;
-    let mut b0 = 0;
-    while b0 < g.nblk {
-        let left = g.nblk - b0;
-        if small && left >= 4 {
-            for r in 0..g.rows {
-                tile::<K, 1, 4>(g, &e, r, 1, b0);
+    // SAFETY: the CPU has AVX2 (`igemm` calls this only under `Isa::Avx2`), and `igemm`
+    // asserted the bounds of every raw pointer in `g` (rows read `kp` pairs per tap at
+    // offsets <= the largest offset, weights `k2` pair rows per block, outputs `n`
+    // bytes per row), which the tiles below stay within.
+    unsafe {
+        let e = Epi::<K>::new(rq, signed);
+        // Few rows (fully-connected layers): one row against several blocks, so there are
+        // enough independent accumulator chains; otherwise 4 rows x 1 block (the weights
+        // of a block stay in L1 while the rows stream).
+        let small = g.rows <= 3;
+        let mut b0 = 0;
+        while b0 < g.nblk {
+            let left = g.nblk - b0;
+            if small && left >= 4 {
+                for r in 0..g.rows {
+                    tile::<K, 1, 4>(g, &e, r, 1, b0);
+                }
+                b0 += 4;
+            } else if small && left >= 2 {
+                for r in 0..g.rows {
+                    tile::<K, 1, 2>(g, &e, r, 1, b0);
+                }
+                b0 += 2;
+            } else {
+                let mut r = 0;
+                while r + 4 <= g.rows {
+                    tile::<K, 4, 1>(g, &e, r, 4, b0);
+                    r += 4;
+                }
+                match g.rows - r {
+                    0 => {}
+                    1 => tile::<K, 1, 1>(g, &e, r, 1, b0),
+                    2 => tile::<K, 2, 1>(g, &e, r, 2, b0),
+                    rem => tile::<K, 4, 1>(g, &e, r, rem, b0),
+                }
+                b0 += 1;
             }
-            b0 += 4;
-        } else if small && left >= 2 {
-            for r in 0..g.rows {
-                tile::<K, 1, 2>(g, &e, r, 1, b0);
-            }
-            b0 += 2;
-        } else {
-            let mut r = 0;
-            while r + 4 <= g.rows {
-                tile::<K, 4, 1>(g, &e, r, 4, b0);
-                r += 4;
-            }
-            match g.rows - r {
-                0 => {}
-                1 => tile::<K, 1, 1>(g, &e, r, 1, b0),
-                2 => tile::<K, 2, 1>(g, &e, r, 2, b0),
-                rem => tile::<K, 4, 1>(g, &e, r, rem, b0),
-            }
-            b0 += 1;
         }
     }
 }
@@ -682,57 +734,64 @@ unsafe fn tile<K: EpiKind, const R: usize, const NB: usize>(
     valid: usize,
     b0: usize,
 ) {
-    let zero = _mm256_setzero_si256();
-    let mut acc = [[[zero; 2]; NB]; R];
-    for j in 0..NB {
-        let bias = g.bias.add((b0 + j) * NR);
-        let lo = _mm256_loadu_si256(bias as *const __m256i);
-        let hi = _mm256_loadu_si256(bias.add(8) as *const __m256i);
-        for row in acc.iter_mut() {
-            row[j] = [lo, hi];
-        }
-    }
-    let (gi, j0) = (b0 / GROUP, b0 % GROUP);
-    debug_assert!(j0 + NB <= GROUP);
-    let ps = (g.nblk - gi * GROUP).min(GROUP) * PAIR_ROW;
-    let wbase = g.w.add(gi * GROUP * g.k2 * PAIR_ROW + j0 * PAIR_ROW);
-    // Each row's tap offsets, found once per tile (rows past the last repeat it).
-    let offs: [*const u32; R] =
-        std::array::from_fn(|i| g.offs.add((r0 + i).min(g.rows - 1) * g.taps));
-    let mut ap = [std::ptr::null::<i16>(); R];
-    let mut k = 0;
-    for t in 0..g.taps {
-        for (p, o) in ap.iter_mut().zip(&offs) {
-            *p = g.x.add(*o.add(t) as usize);
-        }
-        let mut wq = wbase.add(k * ps);
-        for q in 0..g.kp {
-            let mut wv = [[zero; 2]; NB];
-            for (j, v) in wv.iter_mut().enumerate() {
-                let p = wq.add(j * PAIR_ROW);
-                v[0] = _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
-                v[1] = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(16) as *const __m128i));
+    // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+    // `#[target_feature(enable = "avx2")]` kernels, which run only under `Isa::Avx2`);
+    // `r0 + R` rows (the ones past `valid` recompute the last valid row) and blocks `b0
+    // .. b0 + NB` are inside the operands `igemm` checked, so every load and the
+    // `valid` row stores are in bounds.
+    unsafe {
+        let zero = _mm256_setzero_si256();
+        let mut acc = [[[zero; 2]; NB]; R];
+        for j in 0..NB {
+            let bias = g.bias.add((b0 + j) * NR);
+            let lo = _mm256_loadu_si256(bias as *const __m256i);
+            let hi = _mm256_loadu_si256(bias.add(8) as *const __m256i);
+            for row in acc.iter_mut() {
+                row[j] = [lo, hi];
             }
-            for i in 0..R {
-                let a = _mm256_set1_epi32((ap[i].add(2 * q) as *const i32).read_unaligned());
-                for j in 0..NB {
-                    for h in 0..2 {
-                        acc[i][j][h] =
-                            _mm256_add_epi32(acc[i][j][h], _mm256_madd_epi16(a, wv[j][h]));
+        }
+        let (gi, j0) = (b0 / GROUP, b0 % GROUP);
+        debug_assert!(j0 + NB <= GROUP);
+        let ps = (g.nblk - gi * GROUP).min(GROUP) * PAIR_ROW;
+        let wbase = g.w.add(gi * GROUP * g.k2 * PAIR_ROW + j0 * PAIR_ROW);
+        // Each row's tap offsets, found once per tile (rows past the last repeat it).
+        let offs: [*const u32; R] =
+            std::array::from_fn(|i| g.offs.add((r0 + i).min(g.rows - 1) * g.taps));
+        let mut ap = [std::ptr::null::<i16>(); R];
+        let mut k = 0;
+        for t in 0..g.taps {
+            for (p, o) in ap.iter_mut().zip(&offs) {
+                *p = g.x.add(*o.add(t) as usize);
+            }
+            let mut wq = wbase.add(k * ps);
+            for q in 0..g.kp {
+                let mut wv = [[zero; 2]; NB];
+                for (j, v) in wv.iter_mut().enumerate() {
+                    let p = wq.add(j * PAIR_ROW);
+                    v[0] = _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
+                    v[1] = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(16) as *const __m128i));
+                }
+                for i in 0..R {
+                    let a = _mm256_set1_epi32((ap[i].add(2 * q) as *const i32).read_unaligned());
+                    for j in 0..NB {
+                        for h in 0..2 {
+                            acc[i][j][h] =
+                                _mm256_add_epi32(acc[i][j][h], _mm256_madd_epi16(a, wv[j][h]));
+                        }
                     }
                 }
+                wq = wq.add(ps);
             }
-            wq = wq.add(ps);
+            k += g.kp;
         }
-        k += g.kp;
-    }
-    for (i, row) in acc.iter().enumerate().take(valid) {
-        let yr = g.y.add((r0 + i) * g.ldy);
-        for (j, a) in row.iter().enumerate() {
-            let blk = b0 + j;
-            let v0 = requant8(a[0], &*g.rq.add(2 * blk), e);
-            let v1 = requant8(a[1], &*g.rq.add(2 * blk + 1), e);
-            store16(yr.add(blk * NR), to_bytes(v0, v1, e), g.n - blk * NR);
+        for (i, row) in acc.iter().enumerate().take(valid) {
+            let yr = g.y.add((r0 + i) * g.ldy);
+            for (j, a) in row.iter().enumerate() {
+                let blk = b0 + j;
+                let v0 = requant8(a[0], &*g.rq.add(2 * blk), e);
+                let v1 = requant8(a[1], &*g.rq.add(2 * blk + 1), e);
+                store16(yr.add(blk * NR), to_bytes(v0, v1, e), g.n - blk * NR);
+            }
         }
     }
 }
@@ -897,43 +956,49 @@ unsafe fn depthwise_impl<K: EpiKind>(
     signed: bool,
     y: &mut [u8],
 ) {
-    let st = LaneStage(Stage::<K>::new(&dw.rq, signed));
-    let wbase = dw.w.as_slice().as_ptr();
-    let pixels = geo.base.len();
-    let pairs = dw.taps.div_ceil(2);
-    let c = dw.c;
-    if dw.rows3 {
-        return rows3_impl(geo, xp, dw, &st, y);
-    }
-    for blk in 0..dw.nblk {
-        let bias_lo = _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16) as *const __m256i);
-        let bias_hi = _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16 + 8) as *const __m256i);
-        let x0 = xp.as_ptr().add(blk * NR);
-        let mut p0 = 0;
-        while p0 < pixels {
-            let xs: [*const i16; DW_P] =
-                std::array::from_fn(|i| x0.add(geo.base[(p0 + i).min(pixels - 1)]));
-            let mut acc = [[bias_lo, bias_hi]; DW_P];
-            for pr in 0..pairs {
-                let wp = wbase.add((pr * dw.nblk + blk) * 32);
-                let wl = _mm256_loadu_si256(wp as *const __m256i);
-                let wh = _mm256_loadu_si256(wp.add(16) as *const __m256i);
-                let o0 = geo.toff[2 * pr];
-                let o1 = geo.toff[(2 * pr + 1).min(dw.taps - 1)];
-                for i in 0..DW_P {
-                    let a = _mm256_loadu_si256(xs[i].add(o0) as *const __m256i);
-                    let b = _mm256_loadu_si256(xs[i].add(o1) as *const __m256i);
-                    let lo = _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), wl);
-                    let hi = _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), wh);
-                    acc[i][0] = _mm256_add_epi32(acc[i][0], lo);
-                    acc[i][1] = _mm256_add_epi32(acc[i][1], hi);
+    // SAFETY: the CPU has AVX2 (`depthwise` calls this only under `Isa::Avx2`), and
+    // `depthwise` asserted that every window of the padded input `xp` is in bounds;
+    // weights are read per block of `dw.w` and outputs stored for the `c` channels of
+    // each pixel of `y`.
+    unsafe {
+        let st = LaneStage(Stage::<K>::new(&dw.rq, signed));
+        let wbase = dw.w.as_slice().as_ptr();
+        let pixels = geo.base.len();
+        let pairs = dw.taps.div_ceil(2);
+        let c = dw.c;
+        if dw.rows3 {
+            return rows3_impl(geo, xp, dw, &st, y);
+        }
+        for blk in 0..dw.nblk {
+            let bias_lo = _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16) as *const __m256i);
+            let bias_hi = _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16 + 8) as *const __m256i);
+            let x0 = xp.as_ptr().add(blk * NR);
+            let mut p0 = 0;
+            while p0 < pixels {
+                let xs: [*const i16; DW_P] =
+                    std::array::from_fn(|i| x0.add(geo.base[(p0 + i).min(pixels - 1)]));
+                let mut acc = [[bias_lo, bias_hi]; DW_P];
+                for pr in 0..pairs {
+                    let wp = wbase.add((pr * dw.nblk + blk) * 32);
+                    let wl = _mm256_loadu_si256(wp as *const __m256i);
+                    let wh = _mm256_loadu_si256(wp.add(16) as *const __m256i);
+                    let o0 = geo.toff[2 * pr];
+                    let o1 = geo.toff[(2 * pr + 1).min(dw.taps - 1)];
+                    for i in 0..DW_P {
+                        let a = _mm256_loadu_si256(xs[i].add(o0) as *const __m256i);
+                        let b = _mm256_loadu_si256(xs[i].add(o1) as *const __m256i);
+                        let lo = _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), wl);
+                        let hi = _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), wh);
+                        acc[i][0] = _mm256_add_epi32(acc[i][0], lo);
+                        acc[i][1] = _mm256_add_epi32(acc[i][1], hi);
+                    }
                 }
+                for (i, [lo, hi]) in acc.into_iter().enumerate().take(pixels - p0) {
+                    let dst = y.as_mut_ptr().add((p0 + i) * c + blk * NR);
+                    st.store16(blk, lo, hi, dst, c - blk * NR);
+                }
+                p0 += DW_P;
             }
-            for (i, [lo, hi]) in acc.into_iter().enumerate().take(pixels - p0) {
-                let dst = y.as_mut_ptr().add((p0 + i) * c + blk * NR);
-                st.store16(blk, lo, hi, dst, c - blk * NR);
-            }
-            p0 += DW_P;
         }
     }
 }
@@ -951,37 +1016,42 @@ unsafe fn rows3_impl<K: EpiKind>(
     st: &LaneStage<K>,
     y: &mut [u8],
 ) {
-    let (images, out_h, out_w) = geo.rows;
-    debug_assert_eq!(images * out_h * out_w, geo.base.len());
-    let c = dw.c;
-    for blk in 0..dw.nblk {
-        let bias = [
-            _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16) as *const __m256i),
-            _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16 + 8) as *const __m256i),
-        ];
-        let w: [*const i16; 5] =
-            std::array::from_fn(|pr| dw.w.as_slice().as_ptr().add((pr * dw.nblk + blk) * 32));
-        let g = Rows3 {
-            wp: geo.wp,
-            cpad: geo.cpad,
-            w,
-            bias,
-        };
-        for row in 0..images * out_h {
-            let p0 = row * out_w;
-            let mut ox = 0;
-            while ox < out_w {
-                let p = p0 + ox;
-                let x = xp.as_ptr().add(geo.base[p] + blk * NR);
-                let dst = y.as_mut_ptr().add(p * c + blk * NR);
-                let n = c - blk * NR;
-                match out_w - ox {
-                    1 => g.store(st, blk, &g.step::<1>(x), dst, c, n),
-                    2 => g.store(st, blk, &g.step::<2>(x), dst, c, n),
-                    3 => g.store(st, blk, &g.step::<3>(x), dst, c, n),
-                    _ => g.store(st, blk, &g.step::<4>(x), dst, c, n),
+    // SAFETY: the CPU has AVX2 (called from `depthwise_impl`, itself AVX2-only); the
+    // windows of the rows read are inside `xp` (asserted by `depthwise`), and stores
+    // cover the `c` channels of each output pixel of `y`.
+    unsafe {
+        let (images, out_h, out_w) = geo.rows;
+        debug_assert_eq!(images * out_h * out_w, geo.base.len());
+        let c = dw.c;
+        for blk in 0..dw.nblk {
+            let bias = [
+                _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16) as *const __m256i),
+                _mm256_loadu_si256(dw.bias.as_ptr().add(blk * 16 + 8) as *const __m256i),
+            ];
+            let w: [*const i16; 5] =
+                std::array::from_fn(|pr| dw.w.as_slice().as_ptr().add((pr * dw.nblk + blk) * 32));
+            let g = Rows3 {
+                wp: geo.wp,
+                cpad: geo.cpad,
+                w,
+                bias,
+            };
+            for row in 0..images * out_h {
+                let p0 = row * out_w;
+                let mut ox = 0;
+                while ox < out_w {
+                    let p = p0 + ox;
+                    let x = xp.as_ptr().add(geo.base[p] + blk * NR);
+                    let dst = y.as_mut_ptr().add(p * c + blk * NR);
+                    let n = c - blk * NR;
+                    match out_w - ox {
+                        1 => g.store(st, blk, &g.step::<1>(x), dst, c, n),
+                        2 => g.store(st, blk, &g.step::<2>(x), dst, c, n),
+                        3 => g.store(st, blk, &g.step::<3>(x), dst, c, n),
+                        _ => g.store(st, blk, &g.step::<4>(x), dst, c, n),
+                    }
+                    ox += 4;
                 }
-                ox += 4;
             }
         }
     }
@@ -991,7 +1061,11 @@ unsafe fn rows3_impl<K: EpiKind>(
 /// the caller's target features, and the intrinsic would become a call).
 #[inline(always)]
 unsafe fn ldu(p: *const i16) -> __m256i {
-    _mm256_loadu_si256(p as *const __m256i)
+    // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+    // `#[target_feature(enable = "avx2")]` kernels, which run only under `Isa::Avx2`);
+    // `p` points to 16 readable i16 values (the callers load whole blocks of the padded
+    // input, checked by `depthwise`).
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
 
 /// One block's constants for [`rows3_impl`].
@@ -1008,42 +1082,49 @@ impl Rows3 {
     /// first (already offset to the block).
     #[inline(always)]
     unsafe fn step<const P: usize>(&self, x: *const i16) -> [[__m256i; 2]; P] {
-        let (col, r1, r2) = (self.cpad, self.wp * self.cpad, 2 * self.wp * self.cpad);
-        let mut acc = [self.bias; P];
-        // Kernel rows 0 and 1: column j interleaved once, used by pixels j - kx.
-        for j in 0..P + 2 {
-            let (a, b) = (ldu(x.add(j * col)), ldu(x.add(r1 + j * col)));
-            let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
-            for kx in 0..3 {
-                if j >= kx && j - kx < P {
-                    let (a, w) = (&mut acc[j - kx], self.w[kx]);
-                    a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(lo, ldu(w)));
-                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(hi, ldu(w.add(16))));
+        // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+        // `#[target_feature(enable = "avx2")]` kernels, which run only under
+        // `Isa::Avx2`); `x` is a window origin inside the padded input and the `P + 2`
+        // columns of the 3 kernel rows it reads are inside it (`rows3_impl` walks only
+        // windows `depthwise` checked).
+        unsafe {
+            let (col, r1, r2) = (self.cpad, self.wp * self.cpad, 2 * self.wp * self.cpad);
+            let mut acc = [self.bias; P];
+            // Kernel rows 0 and 1: column j interleaved once, used by pixels j - kx.
+            for j in 0..P + 2 {
+                let (a, b) = (ldu(x.add(j * col)), ldu(x.add(r1 + j * col)));
+                let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+                for kx in 0..3 {
+                    if j >= kx && j - kx < P {
+                        let (a, w) = (&mut acc[j - kx], self.w[kx]);
+                        a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(lo, ldu(w)));
+                        a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(hi, ldu(w.add(16))));
+                    }
                 }
             }
+            // Kernel row 2: (2,0)-(2,1) as a pair, (2,2) with a zero weight.
+            let row = x.add(r2);
+            let mut prev = ldu(row);
+            for (i, a) in acc.iter_mut().enumerate() {
+                let next = ldu(row.add((i + 1) * col));
+                let last = ldu(row.add((i + 2) * col));
+                let (w3, w4) = (self.w[3], self.w[4]);
+                let h = (
+                    _mm256_unpacklo_epi16(prev, next),
+                    _mm256_unpackhi_epi16(prev, next),
+                );
+                let s = (
+                    _mm256_unpacklo_epi16(last, last),
+                    _mm256_unpackhi_epi16(last, last),
+                );
+                a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(h.0, ldu(w3)));
+                a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(h.1, ldu(w3.add(16))));
+                a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(s.0, ldu(w4)));
+                a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(s.1, ldu(w4.add(16))));
+                prev = next;
+            }
+            acc
         }
-        // Kernel row 2: (2,0)-(2,1) as a pair, (2,2) with a zero weight.
-        let row = x.add(r2);
-        let mut prev = ldu(row);
-        for (i, a) in acc.iter_mut().enumerate() {
-            let next = ldu(row.add((i + 1) * col));
-            let last = ldu(row.add((i + 2) * col));
-            let (w3, w4) = (self.w[3], self.w[4]);
-            let h = (
-                _mm256_unpacklo_epi16(prev, next),
-                _mm256_unpackhi_epi16(prev, next),
-            );
-            let s = (
-                _mm256_unpacklo_epi16(last, last),
-                _mm256_unpackhi_epi16(last, last),
-            );
-            a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(h.0, ldu(w3)));
-            a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(h.1, ldu(w3.add(16))));
-            a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(s.0, ldu(w4)));
-            a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(s.1, ldu(w4.add(16))));
-            prev = next;
-        }
-        acc
     }
 
     /// Requantizes and stores `P` pixels' 16 channels (`n` of them valid), pixels
@@ -1058,8 +1139,14 @@ impl Rows3 {
         c: usize,
         n: usize,
     ) {
-        for (i, a) in acc.iter().enumerate() {
-            st.store16(blk, a[0], a[1], dst.add(i * c), n);
+        // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+        // `#[target_feature(enable = "avx2")]` kernels, which run only under
+        // `Isa::Avx2`); `dst` has room for `P` pixels `c` bytes apart of `n` valid
+        // channels each (the caller stores inside `y`), as `Stage::store16` requires.
+        unsafe {
+            for (i, a) in acc.iter().enumerate() {
+                st.store16(blk, a[0], a[1], dst.add(i * c), n);
+            }
         }
     }
 }
@@ -1184,15 +1271,24 @@ mod tests {
     /// The bytes the kernels store for the accumulators `acc` (whole blocks of `w`).
     #[target_feature(enable = "avx2")]
     unsafe fn stored<K: EpiKind>(w: &Wide8, signed: bool, acc: &[i32]) -> Vec<i32> {
-        let e = Epi::<K>::new(w, signed);
+        // SAFETY: the tests call this only when the CPU has AVX2 (this function's
+        // target feature); `acc` holds 16 accumulators per pair of blocks of `w` ("whole
+        // blocks"), so each 8-lane load of pair `p` reads inside `acc`, and `out` has
+        // as many bytes as `acc` has values, so each 16-byte store is inside it.
+        let e = unsafe { Epi::<K>::new(w, signed) };
         let mut out = vec![0u8; acc.len()];
         for (p, pair) in w.blocks.chunks_exact(2).enumerate() {
-            let at =
-                |i: usize| _mm256_loadu_si256(acc.as_ptr().add(16 * p + 8 * i) as *const __m256i);
-            let v0 = requant8(at(0), &pair[0], &e);
-            let v1 = requant8(at(1), &pair[1], &e);
-            let bytes = to_bytes(v0, v1, &e);
-            _mm_storeu_si128(out.as_mut_ptr().add(16 * p) as *mut __m128i, bytes);
+            // SAFETY: AVX2 as above; pair `p`'s accumulators `16p .. 16p + 16` are inside
+            // `acc`, its 16 bytes inside `out`.
+            unsafe {
+                let at = |i: usize| {
+                    _mm256_loadu_si256(acc.as_ptr().add(16 * p + 8 * i) as *const __m256i)
+                };
+                let v0 = requant8(at(0), &pair[0], &e);
+                let v1 = requant8(at(1), &pair[1], &e);
+                let bytes = to_bytes(v0, v1, &e);
+                _mm_storeu_si128(out.as_mut_ptr().add(16 * p) as *mut __m128i, bytes);
+            }
         }
         out.iter()
             .map(|&b| if signed { b as i8 as i32 } else { b as i32 })

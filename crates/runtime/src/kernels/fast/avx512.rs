@@ -187,38 +187,48 @@ impl Epi {
 
 #[inline(always)]
 unsafe fn ld<E>(v: &E) -> __m512i {
-    _mm512_load_si512(v as *const E as *const _)
+    // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI (this function is only inlined into the
+    // `#[target_feature]` AVX-512 kernels, which run only under `Isa::Avx512`); every
+    // `ld` argument is a 64-byte field of a `#[repr(C, align(64))]` `Block16`, so the
+    // aligned load is in bounds and aligned.
+    unsafe { _mm512_load_si512(v as *const E as *const _) }
 }
 
 /// The output stage of 16 channels (one [`Block16`]): [`Wide::apply`] lane by lane,
 /// up to the lower clamp; [`to_bytes`] applies the upper one while narrowing.
 #[inline(always)]
 pub(crate) unsafe fn requant16(acc: __m512i, b: &Block16, e: &Epi) -> __m512i {
-    let x = if e.any_left {
-        _mm512_sllv_epi32(acc, ld(&b.left))
-    } else {
-        acc
-    };
-    let pe = _mm512_mul_epi32(x, ld(&b.m));
-    let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(&b.m_odd));
-    let mut ye = _mm512_add_epi64(pe, ld(&b.add_e));
-    let mut yo = _mm512_add_epi64(po, ld(&b.add_o));
-    if e.away {
-        let ke = _mm512_cmplt_epi64_mask(pe, e.thr);
-        let ko = _mm512_cmplt_epi64_mask(po, e.thr);
-        ye = _mm512_mask_sub_epi64(ye, ke, ye, ld(&b.corr_e));
-        yo = _mm512_mask_sub_epi64(yo, ko, yo, ld(&b.corr_o));
+    // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI (this function is only inlined into the
+    // `#[target_feature]` AVX-512 kernels, which run only under `Isa::Avx512`);
+    // constants come through `ld` on the aligned fields of `b`; the rest is register
+    // arithmetic.
+    unsafe {
+        let x = if e.any_left {
+            _mm512_sllv_epi32(acc, ld(&b.left))
+        } else {
+            acc
+        };
+        let pe = _mm512_mul_epi32(x, ld(&b.m));
+        let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(&b.m_odd));
+        let mut ye = _mm512_add_epi64(pe, ld(&b.add_e));
+        let mut yo = _mm512_add_epi64(po, ld(&b.add_o));
+        if e.away {
+            let ke = _mm512_cmplt_epi64_mask(pe, e.thr);
+            let ko = _mm512_cmplt_epi64_mask(po, e.thr);
+            ye = _mm512_mask_sub_epi64(ye, ke, ye, ld(&b.corr_e));
+            yo = _mm512_mask_sub_epi64(yo, ko, yo, ld(&b.corr_o));
+        }
+        let ve = _mm512_srav_epi64(ye, ld(&b.sh_e));
+        let vo = _mm512_srav_epi64(yo, ld(&b.sh_o));
+        let mut v = _mm512_permutex2var_epi32(ve, e.idx, vo);
+        if e.post {
+            v = _mm512_add_epi32(v, e.zp);
+        }
+        if e.clamp_lo {
+            v = _mm512_max_epi32(v, e.lo);
+        }
+        v
     }
-    let ve = _mm512_srav_epi64(ye, ld(&b.sh_e));
-    let vo = _mm512_srav_epi64(yo, ld(&b.sh_o));
-    let mut v = _mm512_permutex2var_epi32(ve, e.idx, vo);
-    if e.post {
-        v = _mm512_add_epi32(v, e.zp);
-    }
-    if e.clamp_lo {
-        v = _mm512_max_epi32(v, e.lo);
-    }
-    v
 }
 
 /// The 16 bytes of a [`requant16`] result: the upper clamp is the saturation of the
@@ -226,10 +236,15 @@ pub(crate) unsafe fn requant16(acc: __m512i, b: &Block16, e: &Epi) -> __m512i {
 /// explicit `min` otherwise. Either way each byte is the clamped value.
 #[inline(always)]
 pub(crate) unsafe fn to_bytes(v: __m512i, e: &Epi) -> __m128i {
-    match e.narrow {
-        1 => _mm512_cvtsepi32_epi8(v),
-        2 => _mm512_cvtusepi32_epi8(v),
-        _ => _mm512_cvtepi32_epi8(_mm512_min_epi32(v, e.hi)),
+    // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI (this function is only inlined into the
+    // `#[target_feature]` AVX-512 kernels, which run only under `Isa::Avx512`);
+    // register arithmetic only.
+    unsafe {
+        match e.narrow {
+            1 => _mm512_cvtsepi32_epi8(v),
+            2 => _mm512_cvtusepi32_epi8(v),
+            _ => _mm512_cvtepi32_epi8(_mm512_min_epi32(v, e.hi)),
+        }
     }
 }
 
@@ -245,30 +260,35 @@ pub(crate) fn lane_mask(valid: usize) -> __mmask16 {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn igemm_impl(g: &Gemm, rq: &Wide, nblk: usize) {
-    let e = Epi::new(rq);
-    // Few rows (fully-connected layers): wide tiles, so enough independent
-    // accumulator chains hide the `vpdpbusd` latency.
-    let small = g.rows <= 3;
-    let mut b0 = 0;
-    while b0 < nblk {
-        let left = nblk - b0;
-        let nb = if small && left >= 8 {
-            8
-        } else if left >= 4 {
-            4
-        } else if left >= 2 {
-            2
-        } else {
-            1
-        };
-        debug_assert_eq!(b0 % nb, 0, "a tile's blocks share a group of 8");
-        match nb {
-            8 => rows_of::<8, 3>(g, &e, b0),
-            4 => rows_of::<4, 4>(g, &e, b0),
-            2 => rows_of::<2, 8>(g, &e, b0),
-            _ => rows_of::<1, 12>(g, &e, b0),
+    // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI (`igemm` calls this only under
+    // `Isa::Avx512`), and `igemm` asserted the bounds of every raw pointer in `g`; the
+    // tiles stay within them.
+    unsafe {
+        let e = Epi::new(rq);
+        // Few rows (fully-connected layers): wide tiles, so enough independent
+        // accumulator chains hide the `vpdpbusd` latency.
+        let small = g.rows <= 3;
+        let mut b0 = 0;
+        while b0 < nblk {
+            let left = nblk - b0;
+            let nb = if small && left >= 8 {
+                8
+            } else if left >= 4 {
+                4
+            } else if left >= 2 {
+                2
+            } else {
+                1
+            };
+            debug_assert_eq!(b0 % nb, 0, "a tile's blocks share a group of 8");
+            match nb {
+                8 => rows_of::<8, 3>(g, &e, b0),
+                4 => rows_of::<4, 4>(g, &e, b0),
+                2 => rows_of::<2, 8>(g, &e, b0),
+                _ => rows_of::<1, 12>(g, &e, b0),
+            }
+            b0 += nb;
         }
-        b0 += nb;
     }
 }
 
@@ -276,18 +296,23 @@ unsafe fn igemm_impl(g: &Gemm, rq: &Wide, nblk: usize) {
 /// the remainder (rows past the end recompute the last row and are not stored).
 #[inline(always)]
 unsafe fn rows_of<const NB: usize, const MR: usize>(g: &Gemm, e: &Epi, b0: usize) {
-    let mut r = 0;
-    while r + MR <= g.rows {
-        tile::<MR, NB>(g, e, r, MR, b0);
-        r += MR;
-    }
-    let rem = g.rows - r;
-    match rem {
-        0 => {}
-        1 => tile::<1, NB>(g, e, r, 1, b0),
-        2 => tile::<2, NB>(g, e, r, 2, b0),
-        _ if rem <= MR / 2 => tile_half::<MR, NB>(g, e, r, rem, b0),
-        _ => tile::<MR, NB>(g, e, r, rem, b0),
+    // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI (this function is only inlined into the
+    // `#[target_feature]` AVX-512 kernels, which run only under `Isa::Avx512`); rows `0
+    // .. g.rows` and blocks `b0 .. b0 + NB` are inside the operands `igemm` checked.
+    unsafe {
+        let mut r = 0;
+        while r + MR <= g.rows {
+            tile::<MR, NB>(g, e, r, MR, b0);
+            r += MR;
+        }
+        let rem = g.rows - r;
+        match rem {
+            0 => {}
+            1 => tile::<1, NB>(g, e, r, 1, b0),
+            2 => tile::<2, NB>(g, e, r, 2, b0),
+            _ if rem <= MR / 2 => tile_half::<MR, NB>(g, e, r, rem, b0),
+            _ => tile::<MR, NB>(g, e, r, rem, b0),
+        }
     }
 }
 
@@ -300,13 +325,18 @@ unsafe fn tile_half<const MR: usize, const NB: usize>(
     valid: usize,
     b0: usize,
 ) {
-    match MR {
-        16 => tile::<8, NB>(g, e, r0, valid, b0),
-        12 => tile::<6, NB>(g, e, r0, valid, b0),
-        8 => tile::<4, NB>(g, e, r0, valid, b0),
-        6 => tile::<3, NB>(g, e, r0, valid, b0),
-        4 => tile::<2, NB>(g, e, r0, valid, b0),
-        _ => tile::<MR, NB>(g, e, r0, valid, b0),
+    // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI (this function is only inlined into the
+    // `#[target_feature]` AVX-512 kernels, which run only under `Isa::Avx512`); the
+    // tile it picks has the same bounds as this one.
+    unsafe {
+        match MR {
+            16 => tile::<8, NB>(g, e, r0, valid, b0),
+            12 => tile::<6, NB>(g, e, r0, valid, b0),
+            8 => tile::<4, NB>(g, e, r0, valid, b0),
+            6 => tile::<3, NB>(g, e, r0, valid, b0),
+            4 => tile::<2, NB>(g, e, r0, valid, b0),
+            _ => tile::<MR, NB>(g, e, r0, valid, b0),
+        }
     }
 }
 
@@ -319,53 +349,59 @@ unsafe fn tile<const R: usize, const NB: usize>(
     valid: usize,
     b0: usize,
 ) {
-    let mut acc = [[_mm512_setzero_si512(); NB]; R];
-    for j in 0..NB {
-        let b = _mm512_loadu_si512(g.bias.add((b0 + j) * NR) as *const _);
-        for row in acc.iter_mut() {
-            row[j] = b;
-        }
-    }
-    // Blocks b0 .. b0 + NB lie in one group of 8 (NB divides 8 and b0 is a multiple
-    // of NB): block b0 + j, quad k is at `wbase + k * qs + j * 64`.
-    let (gi, j0) = (b0 / 8, b0 % 8);
-    let qs = (g.nblk - gi * 8).min(8) * NR * 4;
-    let wbase = g.w.add(gi * 8 * g.k4 * NR * 4 + j0 * NR * 4);
-    let mut ap = [std::ptr::null::<u8>(); R];
-    let mut k = 0;
-    for t in 0..g.taps {
-        for (i, p) in ap.iter_mut().enumerate() {
-            let row = (r0 + i).min(g.rows - 1);
-            *p = g.x.add(*g.offs.add(row * g.taps + t) as usize);
-        }
-        // Running pointers (constant displacements inside a step) keep the loop's
-        // address arithmetic in registers.
-        let mut wq = wbase.add(k * qs);
-        for q in 0..g.kq {
-            let mut wv = [_mm512_setzero_si512(); NB];
-            for (j, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_si512(wq.add(j * NR * 4) as *const _);
+    // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI (this function is only inlined into the
+    // `#[target_feature]` AVX-512 kernels, which run only under `Isa::Avx512`); rows
+    // `r0 .. r0 + R` (those past `valid` recompute the last valid row, not stored) and
+    // blocks `b0 .. b0 + NB` are inside the operands `igemm` checked.
+    unsafe {
+        let mut acc = [[_mm512_setzero_si512(); NB]; R];
+        for j in 0..NB {
+            let b = _mm512_loadu_si512(g.bias.add((b0 + j) * NR) as *const _);
+            for row in acc.iter_mut() {
+                row[j] = b;
             }
-            for i in 0..R {
-                let a = _mm512_set1_epi32((ap[i].add(4 * q) as *const i32).read_unaligned());
-                for j in 0..NB {
-                    acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, wv[j]);
+        }
+        // Blocks b0 .. b0 + NB lie in one group of 8 (NB divides 8 and b0 is a multiple
+        // of NB): block b0 + j, quad k is at `wbase + k * qs + j * 64`.
+        let (gi, j0) = (b0 / 8, b0 % 8);
+        let qs = (g.nblk - gi * 8).min(8) * NR * 4;
+        let wbase = g.w.add(gi * 8 * g.k4 * NR * 4 + j0 * NR * 4);
+        let mut ap = [std::ptr::null::<u8>(); R];
+        let mut k = 0;
+        for t in 0..g.taps {
+            for (i, p) in ap.iter_mut().enumerate() {
+                let row = (r0 + i).min(g.rows - 1);
+                *p = g.x.add(*g.offs.add(row * g.taps + t) as usize);
+            }
+            // Running pointers (constant displacements inside a step) keep the loop's
+            // address arithmetic in registers.
+            let mut wq = wbase.add(k * qs);
+            for q in 0..g.kq {
+                let mut wv = [_mm512_setzero_si512(); NB];
+                for (j, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(wq.add(j * NR * 4) as *const _);
                 }
+                for i in 0..R {
+                    let a = _mm512_set1_epi32((ap[i].add(4 * q) as *const i32).read_unaligned());
+                    for j in 0..NB {
+                        acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, wv[j]);
+                    }
+                }
+                wq = wq.add(qs);
             }
-            wq = wq.add(qs);
+            k += g.kq;
         }
-        k += g.kq;
-    }
-    for (i, row) in acc.iter().enumerate().take(valid) {
-        let yr = g.y.add((r0 + i) * g.ldy);
-        for (j, &a) in row.iter().enumerate() {
-            let blk = b0 + j;
-            let v = requant16(a, &*g.rq.add(blk), e);
-            _mm_mask_storeu_epi8(
-                yr.add(blk * NR) as *mut i8,
-                lane_mask(g.n - blk * NR),
-                to_bytes(v, e),
-            );
+        for (i, row) in acc.iter().enumerate().take(valid) {
+            let yr = g.y.add((r0 + i) * g.ldy);
+            for (j, &a) in row.iter().enumerate() {
+                let blk = b0 + j;
+                let v = requant16(a, &*g.rq.add(blk), e);
+                _mm_mask_storeu_epi8(
+                    yr.add(blk * NR) as *mut i8,
+                    lane_mask(g.n - blk * NR),
+                    to_bytes(v, e),
+                );
+            }
         }
     }
 }
@@ -421,56 +457,61 @@ pub fn binary(isa: Isa, op: &BinaryWide, signed: bool, a: &[u8], b: &[u8], y: &m
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn binary_impl(op: &BinaryWide, signed: bool, a: &[u8], b: &[u8], y: &mut [u8]) {
-    let load = |p: &[u8], i: usize, k: __mmask16| {
-        let v = _mm_maskz_loadu_epi8(k, p.as_ptr().add(i) as *const i8);
-        if signed {
-            _mm512_cvtepi8_epi32(v)
-        } else {
-            _mm512_cvtepu8_epi32(v)
-        }
-    };
-    let (za, zb) = (_mm512_set1_epi32(op.za), _mm512_set1_epi32(op.zb));
-    let eo = Epi::new(&op.so);
-    let bo = &op.so.blocks[0];
-    let n = y.len();
-    let mut i = 0;
-    match &op.addsub {
-        Some((s1, s2, sub)) => {
-            let (e1, e2) = (Epi::new(s1), Epi::new(s2));
-            let (b1, b2) = (&s1.blocks[0], &s2.blocks[0]);
-            let sh = _mm_cvtsi32_si128(op.left_shift as i32);
-            while i < n {
-                let k = lane_mask(n - i);
-                let x1 = _mm512_sll_epi32(_mm512_sub_epi32(load(a, i, k), za), sh);
-                let x2 = _mm512_sll_epi32(_mm512_sub_epi32(load(b, i, k), zb), sh);
-                let r1 = match op.exact[0] {
-                    Some(s) => _mm512_sra_epi32(x1, _mm_cvtsi32_si128(s as i32)),
-                    None => requant16(x1, b1, &e1),
-                };
-                let r2 = match op.exact[1] {
-                    Some(s) => _mm512_sra_epi32(x2, _mm_cvtsi32_si128(s as i32)),
-                    None => requant16(x2, b2, &e2),
-                };
-                let raw = if *sub {
-                    _mm512_sub_epi32(r1, r2)
-                } else {
-                    _mm512_add_epi32(r1, r2)
-                };
-                let v = requant16(raw, bo, &eo);
-                _mm_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, k, to_bytes(v, &eo));
-                i += 16;
+    // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI (the caller checked `Isa::Avx512`);
+    // every load and store is masked to the lanes below `y.len()`, and `a` and `b` are
+    // at least as long as `y` (asserted by the caller).
+    unsafe {
+        let load = |p: &[u8], i: usize, k: __mmask16| {
+            let v = _mm_maskz_loadu_epi8(k, p.as_ptr().add(i) as *const i8);
+            if signed {
+                _mm512_cvtepi8_epi32(v)
+            } else {
+                _mm512_cvtepu8_epi32(v)
             }
-        }
-        None => {
-            while i < n {
-                let k = lane_mask(n - i);
-                let p = _mm512_mullo_epi32(
-                    _mm512_sub_epi32(load(a, i, k), za),
-                    _mm512_sub_epi32(load(b, i, k), zb),
-                );
-                let v = requant16(p, bo, &eo);
-                _mm_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, k, to_bytes(v, &eo));
-                i += 16;
+        };
+        let (za, zb) = (_mm512_set1_epi32(op.za), _mm512_set1_epi32(op.zb));
+        let eo = Epi::new(&op.so);
+        let bo = &op.so.blocks[0];
+        let n = y.len();
+        let mut i = 0;
+        match &op.addsub {
+            Some((s1, s2, sub)) => {
+                let (e1, e2) = (Epi::new(s1), Epi::new(s2));
+                let (b1, b2) = (&s1.blocks[0], &s2.blocks[0]);
+                let sh = _mm_cvtsi32_si128(op.left_shift as i32);
+                while i < n {
+                    let k = lane_mask(n - i);
+                    let x1 = _mm512_sll_epi32(_mm512_sub_epi32(load(a, i, k), za), sh);
+                    let x2 = _mm512_sll_epi32(_mm512_sub_epi32(load(b, i, k), zb), sh);
+                    let r1 = match op.exact[0] {
+                        Some(s) => _mm512_sra_epi32(x1, _mm_cvtsi32_si128(s as i32)),
+                        None => requant16(x1, b1, &e1),
+                    };
+                    let r2 = match op.exact[1] {
+                        Some(s) => _mm512_sra_epi32(x2, _mm_cvtsi32_si128(s as i32)),
+                        None => requant16(x2, b2, &e2),
+                    };
+                    let raw = if *sub {
+                        _mm512_sub_epi32(r1, r2)
+                    } else {
+                        _mm512_add_epi32(r1, r2)
+                    };
+                    let v = requant16(raw, bo, &eo);
+                    _mm_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, k, to_bytes(v, &eo));
+                    i += 16;
+                }
+            }
+            None => {
+                while i < n {
+                    let k = lane_mask(n - i);
+                    let p = _mm512_mullo_epi32(
+                        _mm512_sub_epi32(load(a, i, k), za),
+                        _mm512_sub_epi32(load(b, i, k), zb),
+                    );
+                    let v = requant16(p, bo, &eo);
+                    _mm_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, k, to_bytes(v, &eo));
+                    i += 16;
+                }
             }
         }
     }
@@ -680,35 +721,41 @@ pub fn depthwise(isa: Isa, geo: &DwGeom, xp: &[i32], dw: &DepthwiseWide, y: &mut
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn depthwise_impl(geo: &DwGeom, xp: &[i32], dw: &DepthwiseWide, y: &mut [u8]) {
-    let e = Epi::new(&dw.rq);
-    let pixels = geo.base.len();
-    let (c, cpad) = (dw.c, geo.cpad);
-    for blk in 0..dw.nblk {
-        let mask = lane_mask(c - blk * NR);
-        let bias = _mm512_loadu_si512(dw.bias.as_ptr().add(blk * NR) as *const _);
-        let rq = &dw.rq.blocks[blk];
-        let x0 = xp.as_ptr().add(blk * NR);
-        let mut p0 = 0;
-        while p0 < pixels {
-            let xs: [*const i32; DW_P] =
-                std::array::from_fn(|i| x0.add(geo.base[(p0 + i).min(pixels - 1)]));
-            let mut acc = [bias; DW_P];
-            for (t, &off) in geo.toff.iter().enumerate() {
-                let wv = _mm512_loadu_si512(dw.w.as_ptr().add(t * cpad + blk * NR) as *const _);
-                for i in 0..DW_P {
-                    let xv = _mm512_loadu_si512(xs[i].add(off) as *const _);
-                    acc[i] = _mm512_dpwssd_epi32(acc[i], wv, xv);
+    // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI (`depthwise` calls this only under
+    // `Isa::Avx512`); every load is a whole block of a window inside the padded input
+    // (asserted by the caller), and stores are masked to the `c` channels of each
+    // pixel.
+    unsafe {
+        let e = Epi::new(&dw.rq);
+        let pixels = geo.base.len();
+        let (c, cpad) = (dw.c, geo.cpad);
+        for blk in 0..dw.nblk {
+            let mask = lane_mask(c - blk * NR);
+            let bias = _mm512_loadu_si512(dw.bias.as_ptr().add(blk * NR) as *const _);
+            let rq = &dw.rq.blocks[blk];
+            let x0 = xp.as_ptr().add(blk * NR);
+            let mut p0 = 0;
+            while p0 < pixels {
+                let xs: [*const i32; DW_P] =
+                    std::array::from_fn(|i| x0.add(geo.base[(p0 + i).min(pixels - 1)]));
+                let mut acc = [bias; DW_P];
+                for (t, &off) in geo.toff.iter().enumerate() {
+                    let wv = _mm512_loadu_si512(dw.w.as_ptr().add(t * cpad + blk * NR) as *const _);
+                    for i in 0..DW_P {
+                        let xv = _mm512_loadu_si512(xs[i].add(off) as *const _);
+                        acc[i] = _mm512_dpwssd_epi32(acc[i], wv, xv);
+                    }
                 }
+                for (i, &a) in acc.iter().enumerate().take(pixels - p0) {
+                    let v = requant16(a, rq, &e);
+                    _mm_mask_storeu_epi8(
+                        y.as_mut_ptr().add((p0 + i) * c + blk * NR) as *mut i8,
+                        mask,
+                        to_bytes(v, &e),
+                    );
+                }
+                p0 += DW_P;
             }
-            for (i, &a) in acc.iter().enumerate().take(pixels - p0) {
-                let v = requant16(a, rq, &e);
-                _mm_mask_storeu_epi8(
-                    y.as_mut_ptr().add((p0 + i) * c + blk * NR) as *mut i8,
-                    mask,
-                    to_bytes(v, &e),
-                );
-            }
-            p0 += DW_P;
         }
     }
 }

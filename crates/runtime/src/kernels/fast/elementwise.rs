@@ -186,42 +186,48 @@ fn lookup(isa: Isa, lut: &[u8; 1 << 16], a: &[u8], b: &[u8], y: &mut [u8]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn lookup_avx2(lut: &[u8; 1 << 16], a: &[u8], b: &[u8], y: &mut [u8]) -> usize {
-    use std::arch::x86_64::*;
-    let main = y.len() / 32 * 32;
-    let mut idx = [0u64; 8];
-    let mut i = 0;
-    while i < main {
-        let va = _mm256_loadu_si256(a.as_ptr().add(i) as *const __m256i);
-        let vb = _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i);
-        // Per 128-bit lane: lo = elements 0-7 | 16-23, hi = 8-15 | 24-31.
-        let lo = _mm256_unpacklo_epi8(vb, va);
-        let hi = _mm256_unpackhi_epi8(vb, va);
-        _mm256_storeu_si256(idx.as_mut_ptr() as *mut __m256i, lo);
-        _mm256_storeu_si256(idx.as_mut_ptr().add(4) as *mut __m256i, hi);
-        let out = y.as_mut_ptr().add(i);
-        // Four indices per 64-bit load, four results per 32-bit store (a load and a
-        // store per element was 10% slower: the table misses L1 either way). Index
-        // words 0, 1 = elements 0-7; 2, 3 = 16-23; 4, 5 = 8-15; 6, 7 = 24-31.
-        for (w, at) in [
-            (0, 0),
-            (1, 4),
-            (2, 16),
-            (3, 20),
-            (4, 8),
-            (5, 12),
-            (6, 24),
-            (7, 28),
-        ] {
-            let q = idx[w];
-            let v = lut[(q & 0xffff) as usize] as u32
-                | (lut[((q >> 16) & 0xffff) as usize] as u32) << 8
-                | (lut[((q >> 32) & 0xffff) as usize] as u32) << 16
-                | (lut[(q >> 48) as usize] as u32) << 24;
-            (out.add(at) as *mut u32).write_unaligned(v);
+    // SAFETY: the CPU has AVX2 (the caller checked `Isa::Avx2`); the 32-byte loads of
+    // `a`, `b` and stores to `y` stay below `main <= y.len()` (and `a`, `b` are as long
+    // as `y`), and the table lookups index `lut` with 16-bit values, all below its `1 << 16`
+    // entries.
+    unsafe {
+        use std::arch::x86_64::*;
+        let main = y.len() / 32 * 32;
+        let mut idx = [0u64; 8];
+        let mut i = 0;
+        while i < main {
+            let va = _mm256_loadu_si256(a.as_ptr().add(i) as *const __m256i);
+            let vb = _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i);
+            // Per 128-bit lane: lo = elements 0-7 | 16-23, hi = 8-15 | 24-31.
+            let lo = _mm256_unpacklo_epi8(vb, va);
+            let hi = _mm256_unpackhi_epi8(vb, va);
+            _mm256_storeu_si256(idx.as_mut_ptr() as *mut __m256i, lo);
+            _mm256_storeu_si256(idx.as_mut_ptr().add(4) as *mut __m256i, hi);
+            let out = y.as_mut_ptr().add(i);
+            // Four indices per 64-bit load, four results per 32-bit store (a load and a
+            // store per element was 10% slower: the table misses L1 either way). Index
+            // words 0, 1 = elements 0-7; 2, 3 = 16-23; 4, 5 = 8-15; 6, 7 = 24-31.
+            for (w, at) in [
+                (0, 0),
+                (1, 4),
+                (2, 16),
+                (3, 20),
+                (4, 8),
+                (5, 12),
+                (6, 24),
+                (7, 28),
+            ] {
+                let q = idx[w];
+                let v = lut[(q & 0xffff) as usize] as u32
+                    | (lut[((q >> 16) & 0xffff) as usize] as u32) << 8
+                    | (lut[((q >> 32) & 0xffff) as usize] as u32) << 16
+                    | (lut[(q >> 48) as usize] as u32) << 24;
+                (out.add(at) as *mut u32).write_unaligned(v);
+            }
+            i += 32;
         }
-        i += 32;
+        main
     }
-    main
 }
 
 /// `plan` evaluated on every pair of 8-bit inputs, indexed by their bytes `a << 8 | b`.

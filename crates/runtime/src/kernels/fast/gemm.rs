@@ -232,34 +232,39 @@ mod vnni {
     /// The CPU must support AVX2 and AVX-VNNI; bounds as in [`super::gemm_u8`].
     #[target_feature(enable = "avx2,avxvnni")]
     pub unsafe fn gemm(a: &[u8], lda: usize, rows: usize, w: &PackedW8, c: &mut [i32], ldc: usize) {
-        let blk_len = w.k4 * NR * 4;
-        for blk in 0..w.nblk {
-            let wb = w.data.as_ptr().add(blk * blk_len);
-            let bias = w.bias.as_ptr().add(blk * NR);
-            let mut r = 0;
-            while r + MR <= rows {
-                tile::<MR>(
-                    a.as_ptr().add(r * lda),
-                    lda,
-                    w.k4,
-                    wb,
-                    bias,
-                    c.as_mut_ptr().add(r * ldc + blk * NR),
-                    ldc,
-                );
-                r += MR;
-            }
-            while r < rows {
-                tile::<1>(
-                    a.as_ptr().add(r * lda),
-                    lda,
-                    w.k4,
-                    wb,
-                    bias,
-                    c.as_mut_ptr().add(r * ldc + blk * NR),
-                    ldc,
-                );
-                r += 1;
+        // SAFETY: the CPU has AVX2 and AVX-VNNI and the operands satisfy
+        // `super::gemm_u8`'s bounds (this function's contract), so each block's weights
+        // and bias and every tile's rows of `a` and `c` are in bounds.
+        unsafe {
+            let blk_len = w.k4 * NR * 4;
+            for blk in 0..w.nblk {
+                let wb = w.data.as_ptr().add(blk * blk_len);
+                let bias = w.bias.as_ptr().add(blk * NR);
+                let mut r = 0;
+                while r + MR <= rows {
+                    tile::<MR>(
+                        a.as_ptr().add(r * lda),
+                        lda,
+                        w.k4,
+                        wb,
+                        bias,
+                        c.as_mut_ptr().add(r * ldc + blk * NR),
+                        ldc,
+                    );
+                    r += MR;
+                }
+                while r < rows {
+                    tile::<1>(
+                        a.as_ptr().add(r * lda),
+                        lda,
+                        w.k4,
+                        wb,
+                        bias,
+                        c.as_mut_ptr().add(r * ldc + blk * NR),
+                        ldc,
+                    );
+                    r += 1;
+                }
             }
         }
     }
@@ -274,23 +279,28 @@ mod vnni {
         c: *mut i32,
         ldc: usize,
     ) {
-        let b0 = _mm256_loadu_si256(bias as *const __m256i);
-        let b1 = _mm256_loadu_si256(bias.add(8) as *const __m256i);
-        let mut acc0 = [b0; R];
-        let mut acc1 = [b1; R];
-        for q in 0..k4 {
-            let w0 = _mm256_loadu_si256(wb.add(q * NR * 4) as *const __m256i);
-            let w1 = _mm256_loadu_si256(wb.add(q * NR * 4 + 32) as *const __m256i);
-            for i in 0..R {
-                let quad = (a.add(i * lda + 4 * q) as *const i32).read_unaligned();
-                let av = _mm256_set1_epi32(quad);
-                acc0[i] = _mm256_dpbusd_avx_epi32(acc0[i], av, w0);
-                acc1[i] = _mm256_dpbusd_avx_epi32(acc1[i], av, w1);
+        // SAFETY: AVX2/AVX-VNNI (inlined into `gemm`, whose contract it is); `a` has
+        // `R` rows of `4 * k4` bytes `lda` apart, `wb` `k4` quad rows of the block,
+        // `bias` 16 values and `c` `R` rows of 16 `ldc` apart, as `gemm` passes them.
+        unsafe {
+            let b0 = _mm256_loadu_si256(bias as *const __m256i);
+            let b1 = _mm256_loadu_si256(bias.add(8) as *const __m256i);
+            let mut acc0 = [b0; R];
+            let mut acc1 = [b1; R];
+            for q in 0..k4 {
+                let w0 = _mm256_loadu_si256(wb.add(q * NR * 4) as *const __m256i);
+                let w1 = _mm256_loadu_si256(wb.add(q * NR * 4 + 32) as *const __m256i);
+                for i in 0..R {
+                    let quad = (a.add(i * lda + 4 * q) as *const i32).read_unaligned();
+                    let av = _mm256_set1_epi32(quad);
+                    acc0[i] = _mm256_dpbusd_avx_epi32(acc0[i], av, w0);
+                    acc1[i] = _mm256_dpbusd_avx_epi32(acc1[i], av, w1);
+                }
             }
-        }
-        for i in 0..R {
-            _mm256_storeu_si256(c.add(i * ldc) as *mut __m256i, acc0[i]);
-            _mm256_storeu_si256(c.add(i * ldc + 8) as *mut __m256i, acc1[i]);
+            for i in 0..R {
+                _mm256_storeu_si256(c.add(i * ldc) as *mut __m256i, acc0[i]);
+                _mm256_storeu_si256(c.add(i * ldc + 8) as *mut __m256i, acc1[i]);
+            }
         }
     }
 }
@@ -304,34 +314,39 @@ pub(crate) mod avx2 {
     /// The CPU must support AVX2; `a`, `c` must satisfy [`super::gemm`]'s bounds.
     #[target_feature(enable = "avx2")]
     pub unsafe fn gemm(a: &[i16], lda: usize, rows: usize, w: &PackedW, c: &mut [i32], ldc: usize) {
-        let blk_len = w.k2 * NR * 2;
-        for blk in 0..w.nblk {
-            let wb = w.data.as_ptr().add(blk * blk_len);
-            let bias = w.bias.as_ptr().add(blk * NR);
-            let mut r = 0;
-            while r + MR <= rows {
-                tile::<MR>(
-                    a.as_ptr().add(r * lda),
-                    lda,
-                    w.k2,
-                    wb,
-                    bias,
-                    c.as_mut_ptr().add(r * ldc + blk * NR),
-                    ldc,
-                );
-                r += MR;
-            }
-            while r < rows {
-                tile::<1>(
-                    a.as_ptr().add(r * lda),
-                    lda,
-                    w.k2,
-                    wb,
-                    bias,
-                    c.as_mut_ptr().add(r * ldc + blk * NR),
-                    ldc,
-                );
-                r += 1;
+        // SAFETY: the CPU has AVX2 and `a`, `c` satisfy `super::gemm`'s bounds (this
+        // function's contract), so each block's weights and bias and every tile's rows
+        // are in bounds.
+        unsafe {
+            let blk_len = w.k2 * NR * 2;
+            for blk in 0..w.nblk {
+                let wb = w.data.as_ptr().add(blk * blk_len);
+                let bias = w.bias.as_ptr().add(blk * NR);
+                let mut r = 0;
+                while r + MR <= rows {
+                    tile::<MR>(
+                        a.as_ptr().add(r * lda),
+                        lda,
+                        w.k2,
+                        wb,
+                        bias,
+                        c.as_mut_ptr().add(r * ldc + blk * NR),
+                        ldc,
+                    );
+                    r += MR;
+                }
+                while r < rows {
+                    tile::<1>(
+                        a.as_ptr().add(r * lda),
+                        lda,
+                        w.k2,
+                        wb,
+                        bias,
+                        c.as_mut_ptr().add(r * ldc + blk * NR),
+                        ldc,
+                    );
+                    r += 1;
+                }
             }
         }
     }
@@ -354,23 +369,28 @@ pub(crate) mod avx2 {
         c: *mut i32,
         ldc: usize,
     ) {
-        let b0 = _mm256_loadu_si256(bias as *const __m256i);
-        let b1 = _mm256_loadu_si256(bias.add(8) as *const __m256i);
-        let mut acc0 = [b0; R];
-        let mut acc1 = [b1; R];
-        for p in 0..k2 {
-            let w0 = _mm256_loadu_si256(wb.add(p * NR * 2) as *const __m256i);
-            let w1 = _mm256_loadu_si256(wb.add(p * NR * 2 + 16) as *const __m256i);
-            for i in 0..R {
-                let pair = (a.add(i * lda + 2 * p) as *const i32).read_unaligned();
-                let av = _mm256_set1_epi32(pair);
-                acc0[i] = _mm256_add_epi32(acc0[i], _mm256_madd_epi16(av, w0));
-                acc1[i] = _mm256_add_epi32(acc1[i], _mm256_madd_epi16(av, w1));
+        // SAFETY: AVX2 and the pointer extents in this function's `# Safety` section
+        // are its callers' contract, and the loads and stores below touch exactly
+        // those.
+        unsafe {
+            let b0 = _mm256_loadu_si256(bias as *const __m256i);
+            let b1 = _mm256_loadu_si256(bias.add(8) as *const __m256i);
+            let mut acc0 = [b0; R];
+            let mut acc1 = [b1; R];
+            for p in 0..k2 {
+                let w0 = _mm256_loadu_si256(wb.add(p * NR * 2) as *const __m256i);
+                let w1 = _mm256_loadu_si256(wb.add(p * NR * 2 + 16) as *const __m256i);
+                for i in 0..R {
+                    let pair = (a.add(i * lda + 2 * p) as *const i32).read_unaligned();
+                    let av = _mm256_set1_epi32(pair);
+                    acc0[i] = _mm256_add_epi32(acc0[i], _mm256_madd_epi16(av, w0));
+                    acc1[i] = _mm256_add_epi32(acc1[i], _mm256_madd_epi16(av, w1));
+                }
             }
-        }
-        for i in 0..R {
-            _mm256_storeu_si256(c.add(i * ldc) as *mut __m256i, acc0[i]);
-            _mm256_storeu_si256(c.add(i * ldc + 8) as *mut __m256i, acc1[i]);
+            for i in 0..R {
+                _mm256_storeu_si256(c.add(i * ldc) as *mut __m256i, acc0[i]);
+                _mm256_storeu_si256(c.add(i * ldc + 8) as *mut __m256i, acc1[i]);
+            }
         }
     }
 }

@@ -333,56 +333,61 @@ pub fn gemv(
 
 #[target_feature(enable = "avx2")]
 unsafe fn gemv_row<K: EpiKind>(u: &[u8], w: &mut MaddubsW, rq: &Wide8, signed: bool, y: &mut [u8]) {
-    let s = w.start.as_mut_ptr();
-    for &reg in &w.res_regs {
-        let b = _mm256_loadu_si256(w.bias.as_ptr().add(8 * reg) as *const __m256i);
-        _mm256_storeu_si256(s.add(8 * reg) as *mut __m256i, b);
-    }
-    // One flat loop, no data-dependent branch. Entries are sorted by quad, so
-    // consecutive ones mostly update different registers' sums and the stores and
-    // reloads do not chain (each register's sum kept in a register instead costs a
-    // mispredicted branch per register).
-    let ones = _mm256_set1_epi16(1);
-    for e in &w.residual {
-        let a = (u.as_ptr().add(4 * e.quad) as *const i32).read_unaligned();
-        let wv = _mm256_loadu_si256(e.w.as_ptr() as *const __m256i);
-        let t = _mm256_maddubs_epi16(_mm256_set1_epi32(a), wv);
-        let p = s.add(8 * e.reg) as *mut __m256i;
-        _mm256_storeu_si256(
-            p,
-            _mm256_add_epi32(_mm256_loadu_si256(p), _mm256_madd_epi16(t, ones)),
-        );
-    }
-    let init = w.start.as_ptr();
-    let w = &*w;
-    let st = Stage::<K>::new(rq, signed);
-    let row = Row {
-        u: u.as_ptr(),
-        w,
-        init,
-        st: &st,
-        y: y.as_mut_ptr(),
-    };
-    let mut b0 = 0;
-    while b0 < w.nblk {
-        let left = (GROUP - b0 % GROUP).min(w.nblk - b0);
-        let nb = match left {
-            4.. => 4,
-            2 | 3 => 2,
-            _ => 1,
-        };
-        match (w.g, nb) {
-            (2, 4) => tile::<K, 2, 4>(&row, b0),
-            (2, 2) => tile::<K, 2, 2>(&row, b0),
-            (2, _) => tile::<K, 2, 1>(&row, b0),
-            (4, 4) => tile::<K, 4, 4>(&row, b0),
-            (4, 2) => tile::<K, 4, 2>(&row, b0),
-            (4, _) => tile::<K, 4, 1>(&row, b0),
-            (_, 4) => tile::<K, 1, 4>(&row, b0),
-            (_, 2) => tile::<K, 1, 2>(&row, b0),
-            _ => tile::<K, 1, 1>(&row, b0),
+    // SAFETY: the CPU has AVX2 (the caller checked `Isa::Avx2`); the row `u`, the
+    // packed weights of `w`, its scratch accumulators and `y` have the lengths the
+    // caller asserted, and every offset below is a whole block inside them.
+    unsafe {
+        let s = w.start.as_mut_ptr();
+        for &reg in &w.res_regs {
+            let b = _mm256_loadu_si256(w.bias.as_ptr().add(8 * reg) as *const __m256i);
+            _mm256_storeu_si256(s.add(8 * reg) as *mut __m256i, b);
         }
-        b0 += nb;
+        // One flat loop, no data-dependent branch. Entries are sorted by quad, so
+        // consecutive ones mostly update different registers' sums and the stores and
+        // reloads do not chain (each register's sum kept in a register instead costs a
+        // mispredicted branch per register).
+        let ones = _mm256_set1_epi16(1);
+        for e in &w.residual {
+            let a = (u.as_ptr().add(4 * e.quad) as *const i32).read_unaligned();
+            let wv = _mm256_loadu_si256(e.w.as_ptr() as *const __m256i);
+            let t = _mm256_maddubs_epi16(_mm256_set1_epi32(a), wv);
+            let p = s.add(8 * e.reg) as *mut __m256i;
+            _mm256_storeu_si256(
+                p,
+                _mm256_add_epi32(_mm256_loadu_si256(p), _mm256_madd_epi16(t, ones)),
+            );
+        }
+        let init = w.start.as_ptr();
+        let w = &*w;
+        let st = Stage::<K>::new(rq, signed);
+        let row = Row {
+            u: u.as_ptr(),
+            w,
+            init,
+            st: &st,
+            y: y.as_mut_ptr(),
+        };
+        let mut b0 = 0;
+        while b0 < w.nblk {
+            let left = (GROUP - b0 % GROUP).min(w.nblk - b0);
+            let nb = match left {
+                4.. => 4,
+                2 | 3 => 2,
+                _ => 1,
+            };
+            match (w.g, nb) {
+                (2, 4) => tile::<K, 2, 4>(&row, b0),
+                (2, 2) => tile::<K, 2, 2>(&row, b0),
+                (2, _) => tile::<K, 2, 1>(&row, b0),
+                (4, 4) => tile::<K, 4, 4>(&row, b0),
+                (4, 2) => tile::<K, 4, 2>(&row, b0),
+                (4, _) => tile::<K, 4, 1>(&row, b0),
+                (_, 4) => tile::<K, 1, 4>(&row, b0),
+                (_, 2) => tile::<K, 1, 2>(&row, b0),
+                _ => tile::<K, 1, 1>(&row, b0),
+            }
+            b0 += nb;
+        }
     }
 }
 
@@ -400,47 +405,53 @@ struct Row<'a, K> {
 /// partial sum.
 #[inline(always)]
 unsafe fn tile<K: EpiKind, const G: usize, const NB: usize>(row: &Row<K>, b0: usize) {
-    let w = row.w;
-    debug_assert_eq!(w.g, G);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc: [[__m256i; 2]; NB] = std::array::from_fn(|j| {
-        let p = row.init.add((b0 + j) * NR);
-        [
-            _mm256_loadu_si256(p as *const __m256i),
-            _mm256_loadu_si256(p.add(8) as *const __m256i),
-        ]
-    });
-    let (gi, j0) = (b0 / GROUP, b0 % GROUP);
-    debug_assert!(j0 + NB <= GROUP);
-    let gsize = (w.nblk - gi * GROUP).min(GROUP);
-    let qs = gsize * 2 * QREG;
-    let mut wq = w
-        .dense
-        .as_ptr()
-        .add(gi * GROUP * 2 * w.k4 * QREG + j0 * 2 * QREG);
-    let mut up = row.u;
-    for _ in 0..w.k4 / G {
-        let a: [__m256i; G] = std::array::from_fn(|i| {
-            _mm256_set1_epi32((up.add(4 * i) as *const i32).read_unaligned())
+    // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+    // `#[target_feature(enable = "avx2")]` kernels, which run only under `Isa::Avx2`);
+    // blocks `b0 .. b0 + NB` are inside the weights, accumulators and outputs of `row`
+    // (checked by the caller before `gemv_row`).
+    unsafe {
+        let w = row.w;
+        debug_assert_eq!(w.g, G);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc: [[__m256i; 2]; NB] = std::array::from_fn(|j| {
+            let p = row.init.add((b0 + j) * NR);
+            [
+                _mm256_loadu_si256(p as *const __m256i),
+                _mm256_loadu_si256(p.add(8) as *const __m256i),
+            ]
         });
-        for (j, accj) in acc.iter_mut().enumerate() {
-            for (h, acch) in accj.iter_mut().enumerate() {
-                let p = wq.add((j * 2 + h) * QREG);
-                let mut t = _mm256_maddubs_epi16(a[0], _mm256_loadu_si256(p as *const __m256i));
-                for (i, ai) in a.iter().enumerate().skip(1) {
-                    let wv = _mm256_loadu_si256(p.add(i * qs) as *const __m256i);
-                    t = _mm256_add_epi16(t, _mm256_maddubs_epi16(*ai, wv));
+        let (gi, j0) = (b0 / GROUP, b0 % GROUP);
+        debug_assert!(j0 + NB <= GROUP);
+        let gsize = (w.nblk - gi * GROUP).min(GROUP);
+        let qs = gsize * 2 * QREG;
+        let mut wq = w
+            .dense
+            .as_ptr()
+            .add(gi * GROUP * 2 * w.k4 * QREG + j0 * 2 * QREG);
+        let mut up = row.u;
+        for _ in 0..w.k4 / G {
+            let a: [__m256i; G] = std::array::from_fn(|i| {
+                _mm256_set1_epi32((up.add(4 * i) as *const i32).read_unaligned())
+            });
+            for (j, accj) in acc.iter_mut().enumerate() {
+                for (h, acch) in accj.iter_mut().enumerate() {
+                    let p = wq.add((j * 2 + h) * QREG);
+                    let mut t = _mm256_maddubs_epi16(a[0], _mm256_loadu_si256(p as *const __m256i));
+                    for (i, ai) in a.iter().enumerate().skip(1) {
+                        let wv = _mm256_loadu_si256(p.add(i * qs) as *const __m256i);
+                        t = _mm256_add_epi16(t, _mm256_maddubs_epi16(*ai, wv));
+                    }
+                    *acch = _mm256_add_epi32(*acch, _mm256_madd_epi16(t, ones));
                 }
-                *acch = _mm256_add_epi32(*acch, _mm256_madd_epi16(t, ones));
             }
+            wq = wq.add(G * qs);
+            up = up.add(4 * G);
         }
-        wq = wq.add(G * qs);
-        up = up.add(4 * G);
-    }
-    for (j, a) in acc.iter().enumerate() {
-        let blk = b0 + j;
-        row.st
-            .store16(blk, a[0], a[1], row.y.add(blk * NR), w.n - blk * NR);
+        for (j, a) in acc.iter().enumerate() {
+            let blk = b0 + j;
+            row.st
+                .store16(blk, a[0], a[1], row.y.add(blk * NR), w.n - blk * NR);
+        }
     }
 }
 

@@ -205,101 +205,108 @@ unsafe fn avg_pool_avx2<T: QInt>(
     xv: &[T],
     y: &mut [T],
 ) {
-    use crate::kernels::quantized::fixedpoint::rounding_div_away;
-    use std::arch::x86_64::*;
-    debug_assert_eq!(std::mem::size_of::<T>(), 1, "8-bit values");
-    let (n, h, w, c) = (xs[0], xs[1], xs[2], xs[3]);
-    assert!(xv.len() >= n * h * w * c && y.len() >= n * ay.output * ax.output * c);
-    let signed = T::MIN < 0;
-    let (lo, hi) = (_mm256_set1_epi32(min), _mm256_set1_epi32(max));
-    let full = c / 16 * 16;
-    let mut out = y.as_mut_ptr();
-    for b in 0..n {
-        for oy in 0..ay.output {
-            let y0 = (oy * ay.stride) as isize - ay.pad_begin as isize;
-            let (row0, row1) = (
-                y0.max(0) as usize,
-                (y0 + ay.kernel as isize).clamp(0, h as isize) as usize,
-            );
-            for ox in 0..ax.output {
-                let x0 = (ox * ax.stride) as isize - ax.pad_begin as isize;
-                let (col0, col1) = (
-                    x0.max(0) as usize,
-                    (x0 + ax.kernel as isize).clamp(0, w as isize) as usize,
+    // SAFETY: the CPU has AVX2 (the caller checked `Isa::Avx2`); `xv` and `y` hold the
+    // whole input and output (asserted above), window rows and columns are clamped to
+    // the image, and the 16-channel loads and stores stop at `c / 16 * 16` channels of
+    // each pixel.
+    unsafe {
+        use crate::kernels::quantized::fixedpoint::rounding_div_away;
+        use std::arch::x86_64::*;
+        debug_assert_eq!(std::mem::size_of::<T>(), 1, "8-bit values");
+        let (n, h, w, c) = (xs[0], xs[1], xs[2], xs[3]);
+        assert!(xv.len() >= n * h * w * c && y.len() >= n * ay.output * ax.output * c);
+        let signed = T::MIN < 0;
+        let (lo, hi) = (_mm256_set1_epi32(min), _mm256_set1_epi32(max));
+        let full = c / 16 * 16;
+        let mut out = y.as_mut_ptr();
+        for b in 0..n {
+            for oy in 0..ay.output {
+                let y0 = (oy * ay.stride) as isize - ay.pad_begin as isize;
+                let (row0, row1) = (
+                    y0.max(0) as usize,
+                    (y0 + ay.kernel as isize).clamp(0, h as isize) as usize,
                 );
-                // Windows entirely in the padding went to the reference kernel.
-                let count = ((row1 - row0) * (col1 - col0)) as i32;
-                let div = _mm256_set1_pd(count as f64);
-                let half = _mm256_set1_epi32(count / 2);
-                let first = xv.as_ptr().add((b * h * w) * c);
-                let win = Window {
-                    first,
-                    w,
-                    c,
-                    rows: (row0, row1),
-                    cols: (col0, col1),
-                };
-                let mut sums = [_mm256_setzero_si256(); 4];
-                for c0 in (0..full).step_by(16) {
-                    // Four vectors' sums at a time (independent add chains).
-                    let j = c0 / 16 % 4;
-                    if j == 0 {
-                        sums = match (full - c0) / 16 {
-                            1 => pad4(win.sum::<1>(c0, signed)),
-                            2 => pad4(win.sum::<2>(c0, signed)),
-                            3 => pad4(win.sum::<3>(c0, signed)),
-                            _ => win.sum::<4>(c0, signed),
-                        };
-                    }
-                    let acc = sums[j];
-                    let mut q = [_mm_setzero_si128(); 4];
-                    for (i, part) in [
-                        _mm256_castsi256_si128(acc),
-                        _mm256_extracti128_si256::<1>(acc),
-                    ]
-                    .into_iter()
-                    .enumerate()
-                    {
-                        let a = _mm256_cvtepi16_epi32(part);
-                        // `rounding_div_away`: add half the count away from zero.
-                        let num = _mm256_add_epi32(a, _mm256_sign_epi32(half, a));
-                        q[2 * i] = _mm256_cvttpd_epi32(_mm256_div_pd(
-                            _mm256_cvtepi32_pd(_mm256_castsi256_si128(num)),
-                            div,
-                        ));
-                        q[2 * i + 1] = _mm256_cvttpd_epi32(_mm256_div_pd(
-                            _mm256_cvtepi32_pd(_mm256_extracti128_si256::<1>(num)),
-                            div,
-                        ));
-                    }
-                    let v0 = _mm256_setr_m128i(q[0], q[1]);
-                    let v1 = _mm256_setr_m128i(q[2], q[3]);
-                    let v0 = _mm256_min_epi32(_mm256_max_epi32(v0, lo), hi);
-                    let v1 = _mm256_min_epi32(_mm256_max_epi32(v1, lo), hi);
-                    // In range already, so the packs only narrow; the permute undoes
-                    // the lane interleave of the 32 -> 16 pack.
-                    let w16 = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
-                    let (l, u) = (
-                        _mm256_castsi256_si128(w16),
-                        _mm256_extracti128_si256::<1>(w16),
+                for ox in 0..ax.output {
+                    let x0 = (ox * ax.stride) as isize - ax.pad_begin as isize;
+                    let (col0, col1) = (
+                        x0.max(0) as usize,
+                        (x0 + ax.kernel as isize).clamp(0, w as isize) as usize,
                     );
-                    let bytes = if signed {
-                        _mm_packs_epi16(l, u)
-                    } else {
-                        _mm_packus_epi16(l, u)
+                    // Windows entirely in the padding went to the reference kernel.
+                    let count = ((row1 - row0) * (col1 - col0)) as i32;
+                    let div = _mm256_set1_pd(count as f64);
+                    let half = _mm256_set1_epi32(count / 2);
+                    let first = xv.as_ptr().add((b * h * w) * c);
+                    let win = Window {
+                        first,
+                        w,
+                        c,
+                        rows: (row0, row1),
+                        cols: (col0, col1),
                     };
-                    _mm_storeu_si128(out.add(c0) as *mut __m128i, bytes);
-                }
-                for ch in full..c {
-                    let mut a = 0i32;
-                    for iy in row0..row1 {
-                        for ix in col0..col1 {
-                            a += xv[((b * h + iy) * w + ix) * c + ch].to_i32();
+                    let mut sums = [_mm256_setzero_si256(); 4];
+                    for c0 in (0..full).step_by(16) {
+                        // Four vectors' sums at a time (independent add chains).
+                        let j = c0 / 16 % 4;
+                        if j == 0 {
+                            sums = match (full - c0) / 16 {
+                                1 => pad4(win.sum::<1>(c0, signed)),
+                                2 => pad4(win.sum::<2>(c0, signed)),
+                                3 => pad4(win.sum::<3>(c0, signed)),
+                                _ => win.sum::<4>(c0, signed),
+                            };
                         }
+                        let acc = sums[j];
+                        let mut q = [_mm_setzero_si128(); 4];
+                        for (i, part) in [
+                            _mm256_castsi256_si128(acc),
+                            _mm256_extracti128_si256::<1>(acc),
+                        ]
+                        .into_iter()
+                        .enumerate()
+                        {
+                            let a = _mm256_cvtepi16_epi32(part);
+                            // `rounding_div_away`: add half the count away from zero.
+                            let num = _mm256_add_epi32(a, _mm256_sign_epi32(half, a));
+                            q[2 * i] = _mm256_cvttpd_epi32(_mm256_div_pd(
+                                _mm256_cvtepi32_pd(_mm256_castsi256_si128(num)),
+                                div,
+                            ));
+                            q[2 * i + 1] = _mm256_cvttpd_epi32(_mm256_div_pd(
+                                _mm256_cvtepi32_pd(_mm256_extracti128_si256::<1>(num)),
+                                div,
+                            ));
+                        }
+                        let v0 = _mm256_setr_m128i(q[0], q[1]);
+                        let v1 = _mm256_setr_m128i(q[2], q[3]);
+                        let v0 = _mm256_min_epi32(_mm256_max_epi32(v0, lo), hi);
+                        let v1 = _mm256_min_epi32(_mm256_max_epi32(v1, lo), hi);
+                        // In range already, so the packs only narrow; the permute undoes
+                        // the lane interleave of the 32 -> 16 pack.
+                        let w16 =
+                            _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v0, v1));
+                        let (l, u) = (
+                            _mm256_castsi256_si128(w16),
+                            _mm256_extracti128_si256::<1>(w16),
+                        );
+                        let bytes = if signed {
+                            _mm_packs_epi16(l, u)
+                        } else {
+                            _mm_packus_epi16(l, u)
+                        };
+                        _mm_storeu_si128(out.add(c0) as *mut __m128i, bytes);
                     }
-                    *out.add(ch) = T::from_i32(rounding_div_away(a, count).clamp(min, max));
+                    for ch in full..c {
+                        let mut a = 0i32;
+                        for iy in row0..row1 {
+                            for ix in col0..col1 {
+                                a += xv[((b * h + iy) * w + ix) * c + ch].to_i32();
+                            }
+                        }
+                        *out.add(ch) = T::from_i32(rounding_div_away(a, count).clamp(min, max));
+                    }
+                    out = out.add(c);
                 }
-                out = out.add(c);
             }
         }
     }
@@ -325,23 +332,29 @@ impl<T: QInt> Window<T> {
         c0: usize,
         signed: bool,
     ) -> [std::arch::x86_64::__m256i; N] {
-        use std::arch::x86_64::*;
-        let mut acc = [_mm256_setzero_si256(); N];
-        for iy in self.rows.0..self.rows.1 {
-            for ix in self.cols.0..self.cols.1 {
-                let p = self.first.add((iy * self.w + ix) * self.c + c0);
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let v = _mm_loadu_si128(p.add(16 * j) as *const __m128i);
-                    let v = if signed {
-                        _mm256_cvtepi8_epi16(v)
-                    } else {
-                        _mm256_cvtepu8_epi16(v)
-                    };
-                    *a = _mm256_add_epi16(*a, v);
+        // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+        // `#[target_feature(enable = "avx2")]` kernels, which run only under
+        // `Isa::Avx2`); the window's rows and columns are clamped to the image and `c0
+        // + 16 * N <= c`, so every 16-byte load from `first` is inside the input.
+        unsafe {
+            use std::arch::x86_64::*;
+            let mut acc = [_mm256_setzero_si256(); N];
+            for iy in self.rows.0..self.rows.1 {
+                for ix in self.cols.0..self.cols.1 {
+                    let p = self.first.add((iy * self.w + ix) * self.c + c0);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let v = _mm_loadu_si128(p.add(16 * j) as *const __m128i);
+                        let v = if signed {
+                            _mm256_cvtepi8_epi16(v)
+                        } else {
+                            _mm256_cvtepu8_epi16(v)
+                        };
+                        *a = _mm256_add_epi16(*a, v);
+                    }
                 }
             }
+            acc
         }
-        acc
     }
 }
 

@@ -98,70 +98,76 @@ impl Requant {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn row_avx2<T: QInt>(&self, acc: &[i32], out: &mut [T]) {
-        use std::arch::x86_64::*;
-        let n = out.len();
-        assert!(acc.len() >= n && self.mult.len() >= n);
-        let main = if std::mem::size_of::<T>() == 1 {
-            n / 8 * 8
-        } else {
-            0
-        };
-        let ld = |v: &[i32], c: usize| _mm256_loadu_si256(v.as_ptr().add(c) as *const __m256i);
-        let ldu = |v: &[u32], c: usize| _mm256_loadu_si256(v.as_ptr().add(c) as *const __m256i);
-        let (zp, lo, hi) = (
-            _mm256_set1_epi32(self.out_zp),
-            _mm256_set1_epi32(self.min),
-            _mm256_set1_epi32(self.max),
-        );
-        let round = _mm256_set1_epi64x(1 << 30);
-        let signed = T::MIN < 0;
-        let mut c = 0;
-        while c < main {
-            // A block of 8 channels rounds one way (LiteRT's split is a multiple of 8);
-            // one that straddles the bound goes to the generic body.
-            let ties_up = c + 8 <= self.ties_up_below;
-            if !ties_up && c < self.ties_up_below {
-                break;
-            }
-            let x = _mm256_sllv_epi32(ld(acc, c), ldu(&self.left, c));
-            let m = ld(&self.mult, c);
-            let even = _mm256_srli_epi64::<31>(_mm256_add_epi64(_mm256_mul_epi32(x, m), round));
-            let odd = _mm256_slli_epi64::<1>(_mm256_add_epi64(
-                _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m)),
-                round,
-            ));
-            let h = _mm256_blend_epi32::<0b1010_1010>(even, odd);
-            let right = ldu(&self.right, c);
-            let v = if ties_up {
-                let bit = _mm256_and_si256(
-                    _mm256_srav_epi32(h, ldu(&self.rbit_shift, c)),
-                    ld(&self.rbit_mask, c),
-                );
-                _mm256_add_epi32(_mm256_srav_epi32(h, right), bit)
+        // SAFETY: the CPU has AVX2 (the caller checked `Isa::Avx2`); the 8-lane loads
+        // from `acc` and the per-channel `mult` / `left` / `right` arrays (one entry per
+        // channel each) and the stores to `out` stay below `main <= n`, and `acc` and
+        // `mult` are asserted at least `n` long first.
+        unsafe {
+            use std::arch::x86_64::*;
+            let n = out.len();
+            assert!(acc.len() >= n && self.mult.len() >= n);
+            let main = if std::mem::size_of::<T>() == 1 {
+                n / 8 * 8
             } else {
-                let mask = ld(&self.mask, c);
-                let thr =
-                    _mm256_add_epi32(_mm256_srai_epi32::<1>(mask), _mm256_srli_epi32::<31>(h));
-                let up = _mm256_cmpgt_epi32(_mm256_and_si256(h, mask), thr);
-                _mm256_sub_epi32(_mm256_srav_epi32(h, right), up)
+                0
             };
-            let v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, zp), lo), hi);
-            // Values are within T's range already: the packs only narrow.
-            let w = _mm256_packs_epi32(v, v);
-            let b = if signed {
-                _mm256_packs_epi16(w, w)
-            } else {
-                _mm256_packus_epi16(w, w)
-            };
-            let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
-            _mm_storel_epi64(
-                out.as_mut_ptr().add(c) as *mut __m128i,
-                _mm256_castsi256_si128(b),
+            let ld = |v: &[i32], c: usize| _mm256_loadu_si256(v.as_ptr().add(c) as *const __m256i);
+            let ldu = |v: &[u32], c: usize| _mm256_loadu_si256(v.as_ptr().add(c) as *const __m256i);
+            let (zp, lo, hi) = (
+                _mm256_set1_epi32(self.out_zp),
+                _mm256_set1_epi32(self.min),
+                _mm256_set1_epi32(self.max),
             );
-            c += 8;
-        }
-        if c < n {
-            self.row_generic_from(c, acc, out);
+            let round = _mm256_set1_epi64x(1 << 30);
+            let signed = T::MIN < 0;
+            let mut c = 0;
+            while c < main {
+                // A block of 8 channels rounds one way (LiteRT's split is a multiple of 8);
+                // one that straddles the bound goes to the generic body.
+                let ties_up = c + 8 <= self.ties_up_below;
+                if !ties_up && c < self.ties_up_below {
+                    break;
+                }
+                let x = _mm256_sllv_epi32(ld(acc, c), ldu(&self.left, c));
+                let m = ld(&self.mult, c);
+                let even = _mm256_srli_epi64::<31>(_mm256_add_epi64(_mm256_mul_epi32(x, m), round));
+                let odd = _mm256_slli_epi64::<1>(_mm256_add_epi64(
+                    _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m)),
+                    round,
+                ));
+                let h = _mm256_blend_epi32::<0b1010_1010>(even, odd);
+                let right = ldu(&self.right, c);
+                let v = if ties_up {
+                    let bit = _mm256_and_si256(
+                        _mm256_srav_epi32(h, ldu(&self.rbit_shift, c)),
+                        ld(&self.rbit_mask, c),
+                    );
+                    _mm256_add_epi32(_mm256_srav_epi32(h, right), bit)
+                } else {
+                    let mask = ld(&self.mask, c);
+                    let thr =
+                        _mm256_add_epi32(_mm256_srai_epi32::<1>(mask), _mm256_srli_epi32::<31>(h));
+                    let up = _mm256_cmpgt_epi32(_mm256_and_si256(h, mask), thr);
+                    _mm256_sub_epi32(_mm256_srav_epi32(h, right), up)
+                };
+                let v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, zp), lo), hi);
+                // Values are within T's range already: the packs only narrow.
+                let w = _mm256_packs_epi32(v, v);
+                let b = if signed {
+                    _mm256_packs_epi16(w, w)
+                } else {
+                    _mm256_packus_epi16(w, w)
+                };
+                let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+                _mm_storel_epi64(
+                    out.as_mut_ptr().add(c) as *mut __m128i,
+                    _mm256_castsi256_si128(b),
+                );
+                c += 8;
+            }
+            if c < n {
+                self.row_generic_from(c, acc, out);
+            }
         }
     }
 

@@ -541,25 +541,30 @@ mod avx2 {
         mb: &mut [i32],
         mp: usize,
     ) {
-        let blk_len = c2 * NR * 2;
-        for xi in 0..XI {
-            for blk in 0..nblk {
-                let wb = u.as_ptr().add((xi * nblk + blk) * blk_len);
-                let a = v.as_ptr().add(xi * band * cq);
-                let c = mb.as_mut_ptr().add(xi * band * mp + blk * NR);
-                let mut t = 0;
-                while t + MR <= nt {
-                    tile::<MR>(a.add(t * cq), cq, c2, wb, c.add(t * mp), mp);
-                    t += MR;
-                }
-                let (a, c) = (a.add(t * cq), c.add(t * mp));
-                match nt - t {
-                    0 => {}
-                    1 => tile::<1>(a, cq, c2, wb, c, mp),
-                    2 => tile::<2>(a, cq, c2, wb, c, mp),
-                    3 => tile::<3>(a, cq, c2, wb, c, mp),
-                    4 => tile::<4>(a, cq, c2, wb, c, mp),
-                    _ => tile::<5>(a, cq, c2, wb, c, mp),
+        // SAFETY: the CPU has AVX2 and the operands satisfy the bounds
+        // `super::products` asserts (this function's contract), so every tile's rows of
+        // `v`, block of `u` and rows of `mb` are in bounds.
+        unsafe {
+            let blk_len = c2 * NR * 2;
+            for xi in 0..XI {
+                for blk in 0..nblk {
+                    let wb = u.as_ptr().add((xi * nblk + blk) * blk_len);
+                    let a = v.as_ptr().add(xi * band * cq);
+                    let c = mb.as_mut_ptr().add(xi * band * mp + blk * NR);
+                    let mut t = 0;
+                    while t + MR <= nt {
+                        tile::<MR>(a.add(t * cq), cq, c2, wb, c.add(t * mp), mp);
+                        t += MR;
+                    }
+                    let (a, c) = (a.add(t * cq), c.add(t * mp));
+                    match nt - t {
+                        0 => {}
+                        1 => tile::<1>(a, cq, c2, wb, c, mp),
+                        2 => tile::<2>(a, cq, c2, wb, c, mp),
+                        3 => tile::<3>(a, cq, c2, wb, c, mp),
+                        4 => tile::<4>(a, cq, c2, wb, c, mp),
+                        _ => tile::<5>(a, cq, c2, wb, c, mp),
+                    }
                 }
             }
         }
@@ -575,8 +580,14 @@ mod avx2 {
         c: *mut i32,
         ldc: usize,
     ) {
-        static NO_BIAS: [i32; NR] = [0; NR];
-        crate::kernels::fast::gemm::avx2::tile::<R>(a, lda, c2, wb, NO_BIAS.as_ptr(), c, ldc)
+        // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+        // `#[target_feature(enable = "avx2")]` kernels, which run only under
+        // `Isa::Avx2`); the pointer extents are those of `gemm::avx2::tile`'s contract,
+        // which `products` passes on, with a 16-value zero bias.
+        unsafe {
+            static NO_BIAS: [i32; NR] = [0; NR];
+            crate::kernels::fast::gemm::avx2::tile::<R>(a, lda, c2, wb, NO_BIAS.as_ptr(), c, ldc)
+        }
     }
 
     /// # Safety
@@ -593,34 +604,39 @@ mod avx2 {
         band: usize,
         v: &mut [i16],
     ) {
-        let row = wp * cq;
-        let vs = band * cq;
-        for t in 0..rows * tw {
-            let (ty, tx) = (ty0 + t / tw, t % tw);
-            for c0 in (0..cq).step_by(CV) {
-                let p = img.as_ptr().add(2 * ty * row + 2 * tx * cq + c0);
-                let ld = |i: usize, j: usize| {
-                    _mm256_loadu_si256(p.add(i * row + j * cq) as *const __m256i)
-                };
-                // Bᵀ d, one column j at a time (indexing keeps the formula readable).
-                let mut r = [[_mm256_setzero_si256(); 4]; 4];
-                #[allow(clippy::needless_range_loop)]
-                for j in 0..4 {
-                    let (d0, d1, d2, d3) = (ld(0, j), ld(1, j), ld(2, j), ld(3, j));
-                    r[0][j] = _mm256_sub_epi16(d0, d2);
-                    r[1][j] = _mm256_add_epi16(d1, d2);
-                    r[2][j] = _mm256_sub_epi16(d2, d1);
-                    r[3][j] = _mm256_sub_epi16(d1, d3);
-                }
-                let q = v.as_mut_ptr().add(t * cq + c0);
-                for (i, [a0, a1, a2, a3]) in r.into_iter().enumerate() {
-                    let st = |j: usize, x: __m256i| {
-                        _mm256_storeu_si256(q.add((i * 4 + j) * vs) as *mut __m256i, x)
+        // SAFETY: the CPU has AVX2 and the operands satisfy the bounds
+        // `super::input_transform` asserts (this function's contract), so every 4x4
+        // input tile read from `img` and every value written to `v` is in bounds.
+        unsafe {
+            let row = wp * cq;
+            let vs = band * cq;
+            for t in 0..rows * tw {
+                let (ty, tx) = (ty0 + t / tw, t % tw);
+                for c0 in (0..cq).step_by(CV) {
+                    let p = img.as_ptr().add(2 * ty * row + 2 * tx * cq + c0);
+                    let ld = |i: usize, j: usize| {
+                        _mm256_loadu_si256(p.add(i * row + j * cq) as *const __m256i)
                     };
-                    st(0, _mm256_sub_epi16(a0, a2));
-                    st(1, _mm256_add_epi16(a1, a2));
-                    st(2, _mm256_sub_epi16(a2, a1));
-                    st(3, _mm256_sub_epi16(a1, a3));
+                    // Bᵀ d, one column j at a time (indexing keeps the formula readable).
+                    let mut r = [[_mm256_setzero_si256(); 4]; 4];
+                    #[allow(clippy::needless_range_loop)]
+                    for j in 0..4 {
+                        let (d0, d1, d2, d3) = (ld(0, j), ld(1, j), ld(2, j), ld(3, j));
+                        r[0][j] = _mm256_sub_epi16(d0, d2);
+                        r[1][j] = _mm256_add_epi16(d1, d2);
+                        r[2][j] = _mm256_sub_epi16(d2, d1);
+                        r[3][j] = _mm256_sub_epi16(d1, d3);
+                    }
+                    let q = v.as_mut_ptr().add(t * cq + c0);
+                    for (i, [a0, a1, a2, a3]) in r.into_iter().enumerate() {
+                        let st = |j: usize, x: __m256i| {
+                            _mm256_storeu_si256(q.add((i * 4 + j) * vs) as *mut __m256i, x)
+                        };
+                        st(0, _mm256_sub_epi16(a0, a2));
+                        st(1, _mm256_add_epi16(a1, a2));
+                        st(2, _mm256_sub_epi16(a2, a1));
+                        st(3, _mm256_sub_epi16(a1, a3));
+                    }
                 }
             }
         }
@@ -679,27 +695,33 @@ mod avx2 {
         y: &mut [u8],
         signed: bool,
     ) {
-        let st = Stage::<K>::new(rq, signed);
-        let stride = band * mp;
-        for t in 0..out.tiles {
-            let (ty, tx) = (out.ty0 + t / out.tw, t % out.tw);
-            // Output rows of the tile's 4 pixels (null: outside the image).
-            let ys: [*mut u8; 4] = std::array::from_fn(|p| {
-                let (oy, ox) = (2 * ty + p / 2, 2 * tx + p % 2);
-                if oy < out.oh && ox < out.ow {
-                    y.as_mut_ptr().add((oy * out.ow + ox) * out.m)
-                } else {
-                    std::ptr::null_mut()
-                }
-            });
-            let m = &mb[t * mp..];
-            for c0 in (0..mp).step_by(NR) {
-                // Pixel p of the tile, channels c0.. (h = 0) and c0 + 8.. (h = 1).
-                let lo = transform8(m, stride, bias, c0);
-                let hi = transform8(m, stride, bias, c0 + 8);
-                for p in 0..4 {
-                    if !ys[p].is_null() {
-                        st.store16(c0 / NR, lo[p], hi[p], ys[p].add(c0), out.m - c0);
+        // SAFETY: the CPU has AVX2 (the caller's isa, under which `Wide8` is built);
+        // `mb` holds `band * mp` values per position, `bias` one per channel, and
+        // outputs are written only at pixels of the band inside the image (null rows
+        // skipped), `c` channels each.
+        unsafe {
+            let st = Stage::<K>::new(rq, signed);
+            let stride = band * mp;
+            for t in 0..out.tiles {
+                let (ty, tx) = (out.ty0 + t / out.tw, t % out.tw);
+                // Output rows of the tile's 4 pixels (null: outside the image).
+                let ys: [*mut u8; 4] = std::array::from_fn(|p| {
+                    let (oy, ox) = (2 * ty + p / 2, 2 * tx + p % 2);
+                    if oy < out.oh && ox < out.ow {
+                        y.as_mut_ptr().add((oy * out.ow + ox) * out.m)
+                    } else {
+                        std::ptr::null_mut()
+                    }
+                });
+                let m = &mb[t * mp..];
+                for c0 in (0..mp).step_by(NR) {
+                    // Pixel p of the tile, channels c0.. (h = 0) and c0 + 8.. (h = 1).
+                    let lo = transform8(m, stride, bias, c0);
+                    let hi = transform8(m, stride, bias, c0 + 8);
+                    for p in 0..4 {
+                        if !ys[p].is_null() {
+                            st.store16(c0 / NR, lo[p], hi[p], ys[p].add(c0), out.m - c0);
+                        }
                     }
                 }
             }
@@ -710,25 +732,32 @@ mod avx2 {
     /// (row-major) of its 2x2 output.
     #[inline(always)]
     unsafe fn transform8(m: &[i32], stride: usize, bias: &[i32], c0: usize) -> [__m256i; 4] {
-        let p = m.as_ptr().add(c0);
-        let ld = |xi: usize| _mm256_loadu_si256(p.add(xi * stride) as *const __m256i);
-        let mut r = [[_mm256_setzero_si256(); 4]; 2];
-        let [r0, r1] = &mut r;
-        for (j, (r0, r1)) in r0.iter_mut().zip(r1.iter_mut()).enumerate() {
-            let (m0, m1, m2, m3) = (ld(j), ld(4 + j), ld(8 + j), ld(12 + j));
-            *r0 = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
-            *r1 = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
+        // SAFETY: the CPU has AVX2 (this function is only called, inlined, from the
+        // `#[target_feature(enable = "avx2")]` kernels, which run only under
+        // `Isa::Avx2`); `m` holds 16 positions `stride` apart of at least `c0 + 8`
+        // values and `bias` at least `c0 + 8` values (the caller walks `c0` in steps of
+        // 8 below the padded channel count).
+        unsafe {
+            let p = m.as_ptr().add(c0);
+            let ld = |xi: usize| _mm256_loadu_si256(p.add(xi * stride) as *const __m256i);
+            let mut r = [[_mm256_setzero_si256(); 4]; 2];
+            let [r0, r1] = &mut r;
+            for (j, (r0, r1)) in r0.iter_mut().zip(r1.iter_mut()).enumerate() {
+                let (m0, m1, m2, m3) = (ld(j), ld(4 + j), ld(8 + j), ld(12 + j));
+                *r0 = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
+                *r1 = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
+            }
+            let b = _mm256_loadu_si256(bias.as_ptr().add(c0) as *const __m256i);
+            let mut y = [_mm256_setzero_si256(); 4];
+            for (i, [a0, a1, a2, a3]) in r.into_iter().enumerate() {
+                let y0 = _mm256_add_epi32(_mm256_add_epi32(a0, a1), a2);
+                let y1 = _mm256_sub_epi32(_mm256_sub_epi32(a1, a2), a3);
+                // 4y is exact (module doc): the shift divides exactly.
+                y[2 * i] = _mm256_add_epi32(b, _mm256_srai_epi32::<2>(y0));
+                y[2 * i + 1] = _mm256_add_epi32(b, _mm256_srai_epi32::<2>(y1));
+            }
+            y
         }
-        let b = _mm256_loadu_si256(bias.as_ptr().add(c0) as *const __m256i);
-        let mut y = [_mm256_setzero_si256(); 4];
-        for (i, [a0, a1, a2, a3]) in r.into_iter().enumerate() {
-            let y0 = _mm256_add_epi32(_mm256_add_epi32(a0, a1), a2);
-            let y1 = _mm256_sub_epi32(_mm256_sub_epi32(a1, a2), a3);
-            // 4y is exact (module doc): the shift divides exactly.
-            y[2 * i] = _mm256_add_epi32(b, _mm256_srai_epi32::<2>(y0));
-            y[2 * i + 1] = _mm256_add_epi32(b, _mm256_srai_epi32::<2>(y1));
-        }
-        y
     }
 
     /// # Safety
@@ -741,30 +770,35 @@ mod avx2 {
         bias: &[i32],
         acc: &mut [i32],
     ) {
-        for c0 in (0..mp).step_by(8) {
-            let p = m.as_ptr().add(c0);
-            let ld = |xi: usize| _mm256_loadu_si256(p.add(xi * stride) as *const __m256i);
-            let mut s = [_mm256_setzero_si256(); XI];
-            for (xi, sx) in s.iter_mut().enumerate() {
-                *sx = ld(xi);
-            }
-            // Aᵀ M, column by column.
-            let mut r = [[_mm256_setzero_si256(); 4]; 2];
-            for j in 0..4 {
-                let (m0, m1, m2, m3) = (s[j], s[4 + j], s[8 + j], s[12 + j]);
-                r[0][j] = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
-                r[1][j] = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
-            }
-            let b = _mm256_loadu_si256(bias.as_ptr().add(c0) as *const __m256i);
-            let o = acc.as_mut_ptr().add(c0);
-            for (i, [a0, a1, a2, a3]) in r.into_iter().enumerate() {
-                let y0 = _mm256_add_epi32(_mm256_add_epi32(a0, a1), a2);
-                let y1 = _mm256_sub_epi32(_mm256_sub_epi32(a1, a2), a3);
-                // 4y is exact (module doc): the shift divides exactly.
-                let y0 = _mm256_add_epi32(b, _mm256_srai_epi32::<2>(y0));
-                let y1 = _mm256_add_epi32(b, _mm256_srai_epi32::<2>(y1));
-                _mm256_storeu_si256(o.add(2 * i * mp) as *mut __m256i, y0);
-                _mm256_storeu_si256(o.add((2 * i + 1) * mp) as *mut __m256i, y1);
+        // SAFETY: the CPU has AVX2 and the operands satisfy the bounds
+        // `super::output_transform` asserts (this function's contract): every 8-channel
+        // load from `m` and store to `acc` is in bounds.
+        unsafe {
+            for c0 in (0..mp).step_by(8) {
+                let p = m.as_ptr().add(c0);
+                let ld = |xi: usize| _mm256_loadu_si256(p.add(xi * stride) as *const __m256i);
+                let mut s = [_mm256_setzero_si256(); XI];
+                for (xi, sx) in s.iter_mut().enumerate() {
+                    *sx = ld(xi);
+                }
+                // Aᵀ M, column by column.
+                let mut r = [[_mm256_setzero_si256(); 4]; 2];
+                for j in 0..4 {
+                    let (m0, m1, m2, m3) = (s[j], s[4 + j], s[8 + j], s[12 + j]);
+                    r[0][j] = _mm256_add_epi32(_mm256_add_epi32(m0, m1), m2);
+                    r[1][j] = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), m3);
+                }
+                let b = _mm256_loadu_si256(bias.as_ptr().add(c0) as *const __m256i);
+                let o = acc.as_mut_ptr().add(c0);
+                for (i, [a0, a1, a2, a3]) in r.into_iter().enumerate() {
+                    let y0 = _mm256_add_epi32(_mm256_add_epi32(a0, a1), a2);
+                    let y1 = _mm256_sub_epi32(_mm256_sub_epi32(a1, a2), a3);
+                    // 4y is exact (module doc): the shift divides exactly.
+                    let y0 = _mm256_add_epi32(b, _mm256_srai_epi32::<2>(y0));
+                    let y1 = _mm256_add_epi32(b, _mm256_srai_epi32::<2>(y1));
+                    _mm256_storeu_si256(o.add(2 * i * mp) as *mut __m256i, y0);
+                    _mm256_storeu_si256(o.add((2 * i + 1) * mp) as *mut __m256i, y1);
+                }
             }
         }
     }

@@ -7,10 +7,11 @@
 //! counts.
 //!
 //! Usage: mcu_bench DATA_DIR WORK_DIR [ic|kws|ad ...]
-use edgeopt_codegen::{compile, harness, samples, write_dir, Target, STACK_BYTES};
+use edgeopt_codegen::{compile, write_dir, Target, STACK_BYTES};
 use edgeopt_ir::{Graph, Tensor, TensorData};
 use edgeopt_runtime::kernels::quantized::Numerics;
 use edgeopt_runtime::ExecOptions;
+use edgeopt_tests::{harness, samples};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,12 +1,16 @@
-//! `edgeopt train` and `edgeopt demo`: argument structs (clap) and entry points.
+//! `edgeopt train` and `edgeopt demo`: argument structs (clap) and entry points over
+//! the training engine (`edgeopt-train`); the exported model is checked on the
+//! executor through the evaluator (`edgeopt-eval`).
 
-use crate::data::{self, Augment, Dataset, Normalize};
-use crate::model::Model;
-use crate::optim::{OptimConfig, OptimizerKind, Schedule, ScheduleKind};
-use crate::trainer::{self, Eval, Objective, TrainConfig, TrainReport};
-use crate::TrainError;
 use anyhow::{bail, Context};
-use edgeopt_ir::{Activation, BinaryKind, Graph, Op, Tensor};
+use edgeopt_eval::{self as eval, DataLayout, EvalConfig};
+use edgeopt_ir::{Graph, Tensor, TensorData};
+use edgeopt_train::data::{self, Augment, Dataset, Normalize};
+use edgeopt_train::model::Model;
+use edgeopt_train::normalization::{embed_normalization, strip_embedded_normalization};
+use edgeopt_train::optim::{OptimConfig, OptimizerKind, Schedule, ScheduleKind};
+use edgeopt_train::trainer::{self, Eval, Objective, TrainConfig, TrainReport};
+use edgeopt_train::{with_threads, TrainError};
 use edgeopt_zoo::{ArchSpec, BuildOptions};
 use std::path::{Path, PathBuf};
 
@@ -182,31 +186,9 @@ impl Default for DemoArgs {
     }
 }
 
-/// Sets the worker-thread count of burn's CPU backend (rayon's global pool). Only the
-/// first call in a process takes effect.
-pub fn set_threads(n: Option<usize>) {
-    if let Some(n) = n {
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global();
-    }
-}
-
-/// Imports .onnx or .tflite.
+/// Imports .onnx or .tflite (and checks the graph), as every command does.
 pub fn import_model(path: &Path) -> anyhow::Result<Graph> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "onnx" => {
-            edgeopt_onnx::import_file(path).with_context(|| format!("importing {}", path.display()))
-        }
-        "tflite" => edgeopt_tflite::import_file(path)
-            .with_context(|| format!("importing {}", path.display())),
-        _ => bail!("{}: expected a .onnx or .tflite model", path.display()),
-    }
+    crate::load_model(path)
 }
 
 /// Copies constants of `src` into same-named, same-shaped constants of `dst`.
@@ -294,70 +276,6 @@ fn parse_augment(items: &[String]) -> anyhow::Result<Augment> {
     Ok(a)
 }
 
-/// Inserts the input normalization into the graph: `x * (scale / std) - mean / std`
-/// per channel, so the exported model takes raw inputs.
-pub fn embed_normalization(
-    g: &mut Graph,
-    norm: &Normalize,
-    channel_axis: Option<usize>,
-) -> anyhow::Result<()> {
-    if *norm == Normalize::identity() {
-        return Ok(());
-    }
-    let input = *g.inputs.first().context("model has no input")?;
-    let rank = g.values[input].shape.as_ref().map_or(2, |s| s.len());
-    let c = norm.mean.len().max(norm.std.len());
-    let mul: Vec<f32> = (0..c)
-        .map(|i| norm.scale / norm.std[i.min(norm.std.len() - 1)])
-        .collect();
-    let add: Vec<f32> = (0..c)
-        .map(|i| -norm.mean[i.min(norm.mean.len() - 1)] / norm.std[i.min(norm.std.len() - 1)])
-        .collect();
-    // Broadcast shape: [C, 1, ...] after the batch dim at the channel axis.
-    let mut shape = vec![1usize; rank.saturating_sub(1)];
-    if c > 1 {
-        let ax = channel_axis.context("per-channel normalization needs a channel axis")?;
-        shape[ax] = c;
-    }
-    let raw_name = format!("{}_raw", g.values[input].name);
-    let raw = g.add_value(
-        raw_name,
-        g.values[input].dtype,
-        g.values[input].shape.clone(),
-    );
-    let mid_shape = g.values[input].shape.clone();
-    let mid = g.add_value(
-        format!("{}_scaled", g.values[input].name),
-        g.values[input].dtype,
-        mid_shape,
-    );
-    let wm = g.add_const("input_norm.mul", Tensor::from_f32(shape.clone(), mul)?);
-    let wa = g.add_const("input_norm.add", Tensor::from_f32(shape, add)?);
-    let bin = |kind| Op::Binary {
-        kind,
-        activation: Activation::None,
-    };
-    g.add_node(
-        "input_norm_mul",
-        bin(BinaryKind::Mul),
-        vec![Some(raw), Some(wm)],
-        vec![mid],
-    );
-    g.add_node(
-        "input_norm_add",
-        bin(BinaryKind::Add),
-        vec![Some(mid), Some(wa)],
-        vec![input],
-    );
-    // The new nodes must run first: rotate them to the front.
-    let k = g.nodes.len();
-    g.nodes.rotate_right(2);
-    debug_assert_eq!(g.nodes.len(), k);
-    g.inputs[0] = raw;
-    g.validate()?;
-    Ok(())
-}
-
 fn fmt_eval(e: &Eval) -> String {
     match e.accuracy {
         Some(a) => format!(
@@ -413,9 +331,12 @@ fn load_data(a: &TrainArgs, shape: &[usize]) -> anyhow::Result<(Dataset, Option<
     Ok((train, test))
 }
 
-/// `edgeopt train`.
+/// `edgeopt train`, on a pool of `--threads` threads.
 pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
-    set_threads(a.threads);
+    with_threads(a.threads, || train_inner(a))?
+}
+
+fn train_inner(a: &TrainArgs) -> anyhow::Result<()> {
     // Models exported by edgeopt carry their input normalization; training works on
     // normalized data, so it is stripped here (and reused, and re-embedded on export).
     let mut embedded = None;
@@ -443,7 +364,7 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("give --arch (model zoo) or --init (a model to fine-tune)"),
     };
-    let device = crate::cpu();
+    let device = edgeopt_train::cpu();
     let mut model = Model::new(graph, &device)?;
     model.bn_frozen = a.freeze_bn;
     let shape = model
@@ -571,41 +492,6 @@ pub fn train_command(a: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes a leading `input_norm_mul` / `input_norm_add` pair written by
-/// [`embed_normalization`].
-fn strip_embedded_normalization(g: &mut Graph) -> Option<Normalize> {
-    let m = g.nodes.iter().position(|n| n.name == "input_norm_mul")?;
-    let ad = g.nodes.iter().position(|n| n.name == "input_norm_add")?;
-    let raw = g.nodes[m].input(0);
-    let out = g.nodes[ad].outputs.first().copied();
-    // x_norm = x * mul + add  ==  (x - mean) / std  with std = 1/mul, mean = -add/mul.
-    let mul = g.const_data(g.nodes[m].input(1)?)?.to_f32_vec();
-    let add = g.const_data(g.nodes[ad].input(1)?)?.to_f32_vec();
-    if mul.len() != add.len() || mul.iter().any(|&v| v == 0.0 || !v.is_finite()) {
-        return None;
-    }
-    let norm = Normalize {
-        scale: 1.0,
-        mean: add.iter().zip(&mul).map(|(a, m)| -a / m).collect(),
-        std: mul.iter().map(|m| 1.0 / m).collect(),
-    };
-    if let (Some(raw), Some(out)) = (raw, out) {
-        if g.inputs.first() == Some(&raw) {
-            g.inputs[0] = out;
-            let (a, b) = (m.max(ad), m.min(ad));
-            g.nodes.remove(a);
-            g.nodes.remove(b);
-            // The new input takes the raw input's declared shape (with its symbolic
-            // batch; importers annotate intermediates at batch 1).
-            g.values[out].shape = g.values[raw].shape.clone();
-            // Drop the raw input and the normalization constants.
-            crate::model::compact(g);
-            return Some(norm);
-        }
-    }
-    None
-}
-
 fn write_report(p: &Path, r: &TrainReport, test: Option<&Eval>) -> anyhow::Result<()> {
     let v = serde_json::json!({ "train": r, "test": test });
     std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
@@ -624,7 +510,7 @@ pub struct DemoResult {
 
 /// The demo pipeline without printing (tests call this).
 pub fn run_demo(a: &DemoArgs) -> Result<DemoResult, TrainError> {
-    use crate::vibration::{generate, VibrationConfig, AXES, CLASSES, LEN};
+    use edgeopt_train::vibration::{generate, VibrationConfig, AXES, CLASSES, LEN};
     let t0 = std::time::Instant::now();
     let pc = a.per_class.max(4);
     // Three independent generator streams: train, validation, held-out test.
@@ -654,7 +540,7 @@ pub fn run_demo(a: &DemoArgs) -> Result<DemoResult, TrainError> {
             softmax: false,
         })
         .map_err(|e| TrainError::Config(e.to_string()))?;
-    let mut model = Model::new(graph, &crate::cpu())?;
+    let mut model = Model::new(graph, &edgeopt_train::cpu())?;
     let norm = Normalize::fit(&train, 1.0);
     let mut cfg = TrainConfig::new(a.epochs, 3e-3);
     cfg.optim = OptimConfig {
@@ -694,42 +580,49 @@ pub fn run_demo(a: &DemoArgs) -> Result<DemoResult, TrainError> {
     })
 }
 
-/// Top-1 accuracy of `graph` on `d` (raw inputs) with edgeopt's reference executor.
+/// Top-1 accuracy of `graph` on `d` (raw inputs) with edgeopt's reference executor
+/// (LiteRT numerics), through the evaluator: batches of 256 on the current pool's
+/// thread count.
 pub fn runtime_accuracy(graph: &Graph, d: &Dataset) -> anyhow::Result<f32> {
     let data::Targets::Classes(labels) = &d.y else {
         bail!("needs class labels");
     };
-    let per = d.sample_len();
-    let mut correct = 0;
-    let chunk = 256;
-    for start in (0..d.len()).step_by(chunk) {
-        let n = chunk.min(d.len() - start);
-        let b = data::make_batch(
-            d,
-            &(start..start + n).collect::<Vec<_>>(),
-            &Normalize::identity(),
-            &Augment::default(),
-            None,
-        );
-        let mut shape = vec![n];
-        shape.extend(&d.shape);
-        debug_assert_eq!(b.x.len(), n * per);
-        let out = edgeopt_runtime::run(graph, &[Tensor::from_f32(shape, b.x)?])?;
-        let logits = out[0].to_f32_vec();
-        let k = logits.len() / n;
-        correct += crate::loss::correct(&logits, k, &labels[start..start + n]);
-    }
-    Ok(correct as f32 / d.len().max(1) as f32)
+    let mut shape = vec![d.len()];
+    shape.extend(&d.shape);
+    let x = match &d.x {
+        data::Samples::U8(v) => Tensor::new(shape, TensorData::U8(v.clone()))?,
+        data::Samples::F32(v) => Tensor::from_f32(shape, v.clone())?,
+    };
+    let y = Tensor::from_i64(
+        vec![labels.len()],
+        labels.iter().map(|&l| l as i64).collect(),
+    )?;
+    let cfg = EvalConfig {
+        // The samples are in the model's layout already.
+        layout: if d.shape.len() == 3 && d.channel_axis == Some(0) {
+            DataLayout::Nchw
+        } else {
+            DataLayout::Nhwc
+        },
+        batch: 256,
+        threads: Some(rayon::current_num_threads()),
+        ..EvalConfig::default()
+    };
+    let r = eval::evaluate(graph, &graph.name, &x, &y, &cfg)?;
+    Ok(r.correct as f32 / d.len().max(1) as f32)
 }
 
-/// `edgeopt demo`.
+/// `edgeopt demo`, on a pool of `--threads` threads.
 pub fn demo_command(a: &DemoArgs) -> anyhow::Result<()> {
-    set_threads(a.threads);
+    with_threads(a.threads, || demo_inner(a))?
+}
+
+fn demo_inner(a: &DemoArgs) -> anyhow::Result<()> {
     if !a.quiet {
         eprintln!(
             "edgeopt demo: machine-fault classification from tri-axial vibration windows\n\
              classes: {}; {} training windows per class (seed {})",
-            crate::vibration::CLASSES.join(", "),
+            edgeopt_train::vibration::CLASSES.join(", "),
             a.per_class,
             a.seed
         );

@@ -10,7 +10,7 @@
 //! per iteration) and every inference's ticks are converted with it. Resolution: one
 //! tick (40 instructions) per reading.
 
-use crate::Target;
+use edgeopt_codegen::Target;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
