@@ -39,6 +39,7 @@ use crate::error::{IrError, Result};
 use crate::graph::{fresh_name_in, Dim, Graph, Node, Value, ValueId};
 use crate::ids::{NodeId, ValId};
 use crate::op::Op;
+use crate::shape::Declared;
 use crate::tensor::Tensor;
 use std::collections::HashSet;
 
@@ -703,8 +704,7 @@ fn topological_order(g: &Graph) -> Result<Vec<usize>> {
 
 /// [`Shapes::Check`]: what to write (inferred declarations of values that have no
 /// shape), after comparing every declared dtype and fixed dimension with inference.
-#[allow(clippy::type_complexity)]
-fn check_declarations(g: &Graph) -> Result<Vec<Option<(DType, Vec<Dim>)>>> {
+fn check_declarations(g: &Graph) -> Result<Vec<Declared>> {
     let mut decl = crate::shape::infer_declarations(g)?;
     let producers = g.producers();
     for (i, d) in decl.iter_mut().enumerate() {

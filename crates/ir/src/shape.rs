@@ -171,11 +171,14 @@ pub fn annotate(graph: &mut Graph) -> Result<()> {
     Ok(())
 }
 
+/// A value's inferred dtype and declared-form shape, where inference knows them.
+pub type Declared = Option<(DType, Vec<Dim>)>;
+
 /// What [`reannotate`] would write: for every computed value (not a constant, not a
 /// graph input, produced by a node), its inferred dtype and shape, with the leading
 /// dimension symbolic where the first graph input's batch is symbolic and the value's
 /// leading dimension carries that batch (inferred at batch 1 and 2). `None` elsewhere.
-pub fn infer_declarations(graph: &Graph) -> Result<Vec<Option<(DType, Vec<Dim>)>>> {
+pub fn infer_declarations(graph: &Graph) -> Result<Vec<Declared>> {
     let s1 = bind_input_shapes(graph, 1)?;
     let f1 = infer_graph(graph, &s1)?;
     let s2 = bind_input_shapes(graph, 2)?;
