@@ -147,7 +147,7 @@ pub fn fold_batch_shape_arithmetic(graph: &Graph) -> Option<Graph> {
     let mut g = graph.clone();
     for e in edits {
         let old = g.nodes[e.node].input(e.input)?;
-        let name = fresh_name(&g, &format!("{}_const", g.values[old].name));
+        let name = g.fresh_name(&format!("{}_const", g.values[old].name));
         let id = g.add_const(name, e.data);
         g.nodes[e.node].inputs[e.input] = Some(id);
     }
@@ -433,14 +433,4 @@ fn int_tensor(dtype: DType, v: Vec<i64>) -> Option<Tensor> {
         | DType::Bool => return None,
     };
     Tensor::new(shape, data).ok()
-}
-
-fn fresh_name(g: &Graph, base: &str) -> String {
-    if g.find_value(base).is_none() {
-        return base.to_string();
-    }
-    (1..)
-        .map(|k| format!("{base}_{k}"))
-        .find(|n| g.find_value(n).is_none())
-        .expect("some suffix is free")
 }

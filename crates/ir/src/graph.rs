@@ -4,7 +4,29 @@ use crate::dtype::{DType, QuantParams};
 use crate::error::{IrError, Result};
 use crate::op::Op;
 use crate::tensor::Tensor;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// How a compaction renumbered nodes and values: old index -> new, `None` if dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Renumbering {
+    pub nodes: Vec<Option<usize>>,
+    pub values: Vec<Option<ValueId>>,
+}
+
+/// `base` if it is not `taken`, else the first free `base_1`, `base_2`, ...
+pub(crate) fn fresh_name_in(taken: impl Fn(&str) -> bool, base: &str) -> String {
+    if !taken(base) {
+        return base.to_string();
+    }
+    let mut k = 1usize;
+    loop {
+        let n = format!("{base}_{k}");
+        if !taken(&n) {
+            return n;
+        }
+        k += 1;
+    }
+}
 
 /// Index of a value in [`Graph::values`].
 pub type ValueId = usize;
@@ -358,36 +380,70 @@ impl Graph {
         Ok(())
     }
 
-    /// Removes the nodes none of whose outputs is (transitively) needed for a graph
-    /// output, then the values no node, graph input or output refers to; value ids
-    /// are renumbered in their order.
-    pub fn remove_dead_nodes(&mut self) {
+    /// A value name not used in the graph, derived from `base`: `base` itself when it
+    /// is free, else `base_1`, `base_2`, ...
+    pub fn fresh_name(&self, base: &str) -> String {
+        let names: HashSet<&str> = self.values.iter().map(|v| v.name.as_str()).collect();
+        fresh_name_in(|n| names.contains(n), base)
+    }
+
+    /// Which nodes are live: some output is (transitively) needed for a graph output.
+    /// Independent of the node order (a patch asks before it sorts); out-of-range ids
+    /// count as not needed (never a panic on a malformed graph).
+    pub fn live_nodes(&self) -> Vec<bool> {
         let nv = self.values.len();
-        let mut needed = vec![false; nv];
-        for &o in &self.outputs {
-            if let Some(n) = needed.get_mut(o) {
-                *n = true;
-            }
-        }
-        let mut keep = vec![false; self.nodes.len()];
-        for (ni, n) in self.nodes.iter().enumerate().rev() {
-            if n.outputs
-                .iter()
-                .any(|&o| needed.get(o).copied().unwrap_or(false))
-            {
-                keep[ni] = true;
-                for i in n.present_inputs() {
-                    if let Some(x) = needed.get_mut(i) {
-                        *x = true;
-                    }
+        let mut producers: Vec<Vec<usize>> = vec![Vec::new(); nv];
+        for (ni, n) in self.nodes.iter().enumerate() {
+            for &o in &n.outputs {
+                if let Some(p) = producers.get_mut(o) {
+                    p.push(ni);
                 }
             }
         }
+        let mut needed = vec![false; nv];
+        let mut live = vec![false; self.nodes.len()];
+        let mut stack: Vec<ValueId> = self.outputs.iter().copied().filter(|&o| o < nv).collect();
+        while let Some(v) = stack.pop() {
+            if std::mem::replace(&mut needed[v], true) {
+                continue;
+            }
+            for &ni in &producers[v] {
+                if !std::mem::replace(&mut live[ni], true) {
+                    stack.extend(self.nodes[ni].present_inputs().filter(|&i| i < nv));
+                }
+            }
+        }
+        live
+    }
+
+    /// Removes the nodes none of whose outputs is (transitively) needed for a graph
+    /// output, then the values no node, graph input or output refers to; value ids
+    /// are renumbered in their order. The one dead-code elimination of the workspace
+    /// (compress's and train's compactions and [`Patch`](crate::patch::Patch) call it).
+    pub fn remove_dead_nodes(&mut self) -> Renumbering {
+        let live = self.live_nodes();
+        let mut nodes = vec![None; self.nodes.len()];
         let mut k = 0;
+        for (slot, &l) in nodes.iter_mut().zip(&live) {
+            if l {
+                *slot = Some(k);
+                k += 1;
+            }
+        }
+        let mut i = 0;
         self.nodes.retain(|_| {
-            k += 1;
-            keep[k - 1]
+            i += 1;
+            live[i - 1]
         });
+        let values = self.remove_unused_values();
+        Renumbering { nodes, values }
+    }
+
+    /// Removes the values no node, graph input or output refers to (dead nodes stay)
+    /// and renumbers the rest in their order; returns old id -> new id. Out-of-range
+    /// references are left pointing nowhere (`usize::MAX`), for `validate` to report.
+    pub fn remove_unused_values(&mut self) -> Vec<Option<ValueId>> {
+        let nv = self.values.len();
         let mut used = vec![false; nv];
         let refs = self.inputs.iter().chain(&self.outputs).copied();
         let refs = refs.chain(
@@ -400,22 +456,23 @@ impl Graph {
                 *u = true;
             }
         }
-        let mut remap = vec![usize::MAX; nv];
+        let mut remap = vec![None; nv];
         let mut values = Vec::with_capacity(nv);
         for (i, v) in std::mem::take(&mut self.values).into_iter().enumerate() {
             if used[i] {
-                remap[i] = values.len();
+                remap[i] = Some(values.len());
                 values.push(v);
             }
         }
         self.values = values;
-        let map = |x: &mut ValueId| *x = remap.get(*x).copied().unwrap_or(usize::MAX);
+        let map = |x: &mut ValueId| *x = remap.get(*x).copied().flatten().unwrap_or(usize::MAX);
         self.inputs.iter_mut().for_each(map);
         self.outputs.iter_mut().for_each(map);
         for n in &mut self.nodes {
             n.inputs.iter_mut().flatten().for_each(map);
             n.outputs.iter_mut().for_each(map);
         }
+        remap
     }
 
     /// Number of elements in all constants (the model's parameter count).

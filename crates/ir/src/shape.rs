@@ -170,3 +170,57 @@ pub fn annotate(graph: &mut Graph) -> Result<()> {
     }
     Ok(())
 }
+
+/// A value's inferred dtype and declared-form shape, where inference knows them.
+pub type Declared = Option<(DType, Vec<Dim>)>;
+
+/// What [`reannotate`] would write: for every computed value (not a constant, not a
+/// graph input, produced by a node), its inferred dtype and shape, with the leading
+/// dimension symbolic where the first graph input's batch is symbolic and the value's
+/// leading dimension carries that batch (inferred at batch 1 and 2). `None` elsewhere.
+pub fn infer_declarations(graph: &Graph) -> Result<Vec<Declared>> {
+    let s1 = bind_input_shapes(graph, 1)?;
+    let f1 = infer_graph(graph, &s1)?;
+    let s2 = bind_input_shapes(graph, 2)?;
+    // Batch 2 may be impossible (a Reshape to a fixed size): then shapes stay fixed.
+    let f2 = infer_graph(graph, &s2).ok();
+    let sym = graph.inputs.first().and_then(|&i| {
+        graph
+            .values
+            .get(i)?
+            .shape
+            .as_ref()
+            .and_then(|s| s.first().cloned())
+            .filter(|d| d.fixed().is_none())
+    });
+    let mut out = vec![None; graph.values.len()];
+    for (i, v) in graph.values.iter().enumerate() {
+        if v.data.is_some() || graph.inputs.contains(&i) {
+            continue;
+        }
+        let Some(f) = &f1[i] else { continue };
+        let mut shape: Vec<Dim> = f.shape.iter().map(|&d| Dim::Fixed(d)).collect();
+        if let (Some(sym), Some(Some(g2))) = (&sym, f2.as_ref().map(|f| &f[i])) {
+            if !shape.is_empty() && g2.shape.len() == f.shape.len() && g2.shape[0] == 2 * f.shape[0]
+            {
+                shape[0] = sym.clone();
+            }
+        }
+        out[i] = Some((f.dtype, shape));
+    }
+    Ok(out)
+}
+
+/// Re-derives the dtype and shape of every computed value (after a rewrite changed
+/// layouts or ops), as [`infer_declarations`] says. Constants and graph inputs keep
+/// theirs. On error the graph is unchanged.
+pub fn reannotate(graph: &mut Graph) -> Result<()> {
+    let decl = infer_declarations(graph)?;
+    for (v, d) in graph.values.iter_mut().zip(decl) {
+        if let Some((dtype, shape)) = d {
+            v.dtype = dtype;
+            v.shape = Some(shape);
+        }
+    }
+    Ok(())
+}

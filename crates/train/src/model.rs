@@ -22,8 +22,8 @@ use burn::tensor::module::{
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode as BurnPad};
 use burn::tensor::{Device, Tensor};
 use edgeopt_ir::{
-    Activation, AutoPad, BinaryKind, ConvAttrs, DType, Graph, Layout, Op, PadMode, PoolAttrs,
-    ReduceKind, UnaryKind, ValueId,
+    Activation, AutoPad, BinaryKind, ConvAttrs, DType, DeadNodes, Graph, Layout, NodeId, Op,
+    PadMode, Patch, PoolAttrs, ReduceKind, Shapes, UnaryKind, ValId, ValueId,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -177,42 +177,44 @@ pub fn supported(op: &Op) -> bool {
 /// transposes) and replaces it by its outputs as constants. Returns how many nodes
 /// were folded. Float results become ordinary (trainable) weights.
 pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
-    let mut folded = 0;
-    let mut keep = Vec::with_capacity(graph.nodes.len());
-    let nodes = std::mem::take(&mut graph.nodes);
-    for node in nodes {
-        let all_const = node
-            .present_inputs()
-            .all(|v| graph.values[v].data.is_some())
+    // One patch: each folded node removed, its outputs made constants; then the
+    // values nothing reads any more (int8 weights, their scales) go. Dead nodes and
+    // declared shapes stay as they are (training lowers every node it is given).
+    let mut patch = Patch::new(graph)
+        .with_dead_nodes(DeadNodes::Keep)
+        .with_shapes(Shapes::Keep);
+    // Outputs folded so far: a node reading them folds too (chains of constant ops).
+    let mut folded: HashMap<ValueId, edgeopt_ir::Tensor> = HashMap::new();
+    let mut n_folded = 0;
+    for (ni, node) in graph.nodes.iter().enumerate() {
+        let data = |v: ValueId| graph.values[v].data.as_ref().or_else(|| folded.get(&v));
+        let all_const = node.present_inputs().all(|v| data(v).is_some())
             && node.present_inputs().next().is_some()
             && !node.outputs.iter().any(|o| graph.outputs.contains(o));
         if !all_const {
-            keep.push(node);
             continue;
         }
-        let ins: Vec<Option<&edgeopt_ir::Tensor>> = node
-            .inputs
-            .iter()
-            .map(|x| x.and_then(|v| graph.values[v].data.as_ref()))
-            .collect();
+        let ins: Vec<Option<&edgeopt_ir::Tensor>> =
+            node.inputs.iter().map(|x| x.and_then(data)).collect();
         let outs = edgeopt_runtime::kernels::eval_node(
             &edgeopt_runtime::kernels::NodeCtx::new(
                 graph,
-                &node,
+                node,
                 edgeopt_runtime::ExecOptions::default(),
             ),
             &ins,
         )
-        .map_err(|e| err(&node, format!("constant folding: {e}")))?;
-        for (&o, t) in node.outputs.iter().zip(outs) {
-            let v = &mut graph.values[o];
-            v.dtype = t.dtype();
-            v.shape = Some(t.shape.iter().map(|&d| edgeopt_ir::Dim::Fixed(d)).collect());
-            v.data = Some(t);
-        }
-        folded += 1;
+        .map_err(|e| err(node, format!("constant folding: {e}")))?;
+        patch.remove_node(NodeId(ni)).map_err(TrainError::Ir)?;
+        folded.extend(node.outputs.iter().copied().zip(outs));
+        n_folded += 1;
     }
-    graph.nodes = keep;
+    for (o, t) in folded {
+        patch.set_const(ValId(o), t).map_err(TrainError::Ir)?;
+    }
+    if n_folded > 0 {
+        patch.apply(graph).map_err(TrainError::Ir)?;
+    }
     // A hybrid op (LiteRT's on-the-fly input quantization, `edgeopt_ir::Hybrid`) whose
     // dequantized weights were just folded reads plain f32 weights now: a float op,
     // as training computes it.
@@ -223,43 +225,15 @@ pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
             *h = None;
         }
     }
-    if folded > 0 {
-        compact(graph);
-    }
-    Ok(folded)
+    Ok(n_folded)
 }
 
 /// Drops values nothing refers to any more (the folded nodes' former inputs, such as
-/// int8 weights and their scales) and renumbers the rest.
+/// int8 weights and their scales) and renumbers the rest: the value half of ir's one
+/// compaction ([`Graph::remove_unused_values`]; dead nodes stay, as training lowers
+/// every node it is given).
 pub(crate) fn compact(graph: &mut Graph) {
-    let mut used = vec![false; graph.values.len()];
-    for &v in graph.inputs.iter().chain(&graph.outputs) {
-        used[v] = true;
-    }
-    for n in &graph.nodes {
-        for v in n.present_inputs().chain(n.outputs.iter().copied()) {
-            used[v] = true;
-        }
-    }
-    let mut map = vec![usize::MAX; graph.values.len()];
-    let old = std::mem::take(&mut graph.values);
-    for (i, v) in old.into_iter().enumerate() {
-        if used[i] {
-            map[i] = graph.values.len();
-            graph.values.push(v);
-        }
-    }
-    for v in graph.inputs.iter_mut().chain(graph.outputs.iter_mut()) {
-        *v = map[*v];
-    }
-    for n in &mut graph.nodes {
-        for x in n.inputs.iter_mut().flatten() {
-            *x = map[*x];
-        }
-        for o in &mut n.outputs {
-            *o = map[*o];
-        }
-    }
+    graph.remove_unused_values();
 }
 
 impl Model {

@@ -1,112 +1,33 @@
-//! Graph-editing helpers shared by the quantization passes: dead-code elimination
-//! with id compaction, fresh value names, shape re-annotation, and a float executor
-//! that keeps every intermediate value (for calibration and per-layer reports).
+//! Helpers shared by the quantization passes: the graph edits (dead-code elimination
+//! with id compaction, fresh value names, shape re-annotation) are ir's, named here
+//! for the passes that call them; and a float executor that keeps every intermediate
+//! value (for calibration and per-layer reports).
 
 use crate::{CompressError, Result};
-use edgeopt_ir::{Dim, Graph, Tensor, ValueId};
+use edgeopt_ir::{Graph, Tensor};
 use edgeopt_runtime::kernels::{eval_node, NodeCtx};
 use edgeopt_runtime::ExecOptions;
-use std::collections::HashSet;
 
-/// A value name not used in `graph`, derived from `base`.
+/// A value name not used in `graph`, derived from `base` ([`Graph::fresh_name`]).
 pub fn fresh_name(graph: &Graph, base: &str) -> String {
-    let names: HashSet<&str> = graph.values.iter().map(|v| v.name.as_str()).collect();
-    if !names.contains(base) {
-        return base.to_string();
-    }
-    (1..)
-        .map(|k| format!("{base}_{k}"))
-        .find(|n| !names.contains(n.as_str()))
-        .expect("some suffix is free")
+    graph.fresh_name(base)
 }
 
 /// Removes nodes none of whose outputs are (transitively) needed for the graph
 /// outputs, and values no remaining node or graph input/output refers to; value ids
-/// are renumbered (order kept).
+/// are renumbered (order kept). This is ir's one dead-code elimination
+/// ([`Graph::remove_dead_nodes`], which [`edgeopt_ir::Patch::apply`] also runs).
 pub fn compact(graph: &mut Graph) {
-    let nv = graph.values.len();
-    let mut needed = vec![false; nv];
-    for &o in &graph.outputs {
-        needed[o] = true;
-    }
-    let mut keep_node = vec![false; graph.nodes.len()];
-    for (ni, n) in graph.nodes.iter().enumerate().rev() {
-        if n.outputs.iter().any(|&o| needed[o]) {
-            keep_node[ni] = true;
-            for i in n.present_inputs() {
-                needed[i] = true;
-            }
-        }
-    }
-    let mut k = 0;
-    graph.nodes.retain(|_| {
-        k += 1;
-        keep_node[k - 1]
-    });
-    let mut used = vec![false; nv];
-    for &i in graph.inputs.iter().chain(&graph.outputs) {
-        used[i] = true;
-    }
-    for n in &graph.nodes {
-        for i in n.present_inputs().chain(n.outputs.iter().copied()) {
-            used[i] = true;
-        }
-    }
-    let mut remap = vec![usize::MAX; nv];
-    let mut values = Vec::with_capacity(nv);
-    for (i, v) in std::mem::take(&mut graph.values).into_iter().enumerate() {
-        if used[i] {
-            remap[i] = values.len();
-            values.push(v);
-        }
-    }
-    graph.values = values;
-    for id in graph.inputs.iter_mut().chain(graph.outputs.iter_mut()) {
-        *id = remap[*id];
-    }
-    for n in &mut graph.nodes {
-        for x in n.inputs.iter_mut().flatten() {
-            *x = remap[*x];
-        }
-        for o in &mut n.outputs {
-            *o = remap[*o];
-        }
-    }
+    graph.remove_dead_nodes();
 }
 
 /// Re-derives the shapes of every computed value (after a rewrite changed layouts or
 /// ops). Leading dimensions stay symbolic where the graph input's batch is symbolic
-/// and the value's leading dimension carries that batch (inferred at batch 1 and 2).
+/// and the value's leading dimension carries that batch (inferred at batch 1 and 2):
+/// [`edgeopt_ir::shape::reannotate`], what a [`edgeopt_ir::Patch`] with
+/// [`edgeopt_ir::Shapes::Reinfer`] does.
 pub fn reannotate(graph: &mut Graph) -> Result<()> {
-    let s1 = edgeopt_ir::shape::bind_input_shapes(graph, 1)?;
-    let f1 = edgeopt_ir::shape::infer_graph(graph, &s1)?;
-    let s2 = edgeopt_ir::shape::bind_input_shapes(graph, 2)?;
-    // Batch 2 may be impossible (a Reshape to a fixed size): then shapes stay fixed.
-    let f2 = edgeopt_ir::shape::infer_graph(graph, &s2).ok();
-    let sym = graph.inputs.first().and_then(|&i| {
-        graph.values[i]
-            .shape
-            .as_ref()
-            .and_then(|s| s.first().cloned())
-            .filter(|d| d.fixed().is_none())
-    });
-    let inputs: HashSet<ValueId> = graph.inputs.iter().copied().collect();
-    for (i, v) in graph.values.iter_mut().enumerate() {
-        if v.data.is_some() || inputs.contains(&i) {
-            continue;
-        }
-        let Some(f) = &f1[i] else { continue };
-        v.dtype = f.dtype;
-        let mut shape: Vec<Dim> = f.shape.iter().map(|&d| Dim::Fixed(d)).collect();
-        if let (Some(sym), Some(Some(g2))) = (&sym, f2.as_ref().map(|f| &f[i])) {
-            if !shape.is_empty() && g2.shape.len() == f.shape.len() && g2.shape[0] == 2 * f.shape[0]
-            {
-                shape[0] = sym.clone();
-            }
-        }
-        v.shape = Some(shape);
-    }
-    Ok(())
+    Ok(edgeopt_ir::shape::reannotate(graph)?)
 }
 
 /// Runs `graph` on one set of inputs and returns every value (inputs, constants are
