@@ -69,11 +69,16 @@ pub fn layer_instructions(c: &Constants, path: KernelPath, l: &LayerFeatures) ->
     let Some(pc) = c.paths.get(&path) else {
         return 0.0;
     };
-    // A kernel no fitted model used: the element-loop kernel's constants on its calls
-    // and outputs (every kernel has at least one call and touches its outputs).
+    // A kernel no fitted model used: the transpose's constants on its calls and
+    // outputs (an element loop with index arithmetic; every kernel has calls and
+    // outputs).
     let coefs = match pc.kernels.get(&l.kernel) {
         Some(k) => k.clone(),
-        None => pc.kernels.get(&Kernel::Index).cloned().unwrap_or_default(),
+        None => pc
+            .kernels
+            .get(&Kernel::Transpose)
+            .cloned()
+            .unwrap_or_default(),
     };
     let raw: f64 = coefs.iter().map(|(f, v)| v * l.count(*f)).sum();
     raw - pc.hook_per_layer
@@ -405,7 +410,12 @@ mod tests {
         }
         for path in [KernelPath::Dsp, KernelPath::Portable] {
             let pc = &c.paths[&path];
-            for k in [Kernel::Conv, Kernel::Depthwise, Kernel::Fc, Kernel::Index] {
+            for k in [
+                Kernel::Conv,
+                Kernel::Depthwise,
+                Kernel::Fc,
+                Kernel::Transpose,
+            ] {
                 let coefs = pc
                     .kernels
                     .get(&k)

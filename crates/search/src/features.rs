@@ -3,7 +3,7 @@
 //! copies, ...). One layer per graph node the generator emits (every node whose outputs
 //! are not all folded), in graph order: the same index as `EO_LAYER_DONE(k)` in model.c.
 
-use edgeopt_ir::{shape, DType, Graph, Node, Op, ReduceKind, ValueId};
+use edgeopt_ir::{shape, BinaryKind, DType, Graph, Node, Op, ReduceKind, ValueId};
 use edgeopt_runtime::planner::MemoryPlan;
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +19,8 @@ pub enum Kernel {
     Fc,
     /// eo_depthwise_s8: channel loop innermost, no SMLAD.
     Depthwise,
-    /// eo_binary_s8 without broadcasting.
+    /// eo_binary_s8 without broadcasting (Add/Sub: three rescalings per element; Mul:
+    /// one).
     Binary,
     /// eo_binary_s8 with broadcasting (index arithmetic per element).
     BinaryBroadcast,
@@ -29,23 +30,39 @@ pub enum Kernel {
     Softmax,
     /// eo_lut_s8: a 256-entry table per element (activations, requantization).
     Lut,
-    /// eo_copy / eo_split_part_s8: memcpy of whole parts (plus a requantizing table).
+    /// eo_copy / eo_split_part_s8: memcpy of whole parts (nothing when the planner
+    /// aliases a reshape), plus a requantizing table.
     Copy,
-    /// Element-by-element index arithmetic: transpose, pad, slice, tile, gather,
-    /// concat parts.
-    Index,
+    /// eo_concat_part_s8.
+    Concat,
+    /// eo_pad_s8.
+    Pad,
+    /// eo_transpose_s8.
+    Transpose,
+    /// eo_slice_s8 (StridedSlice, Slice).
+    Slice,
+    /// eo_tile_s8.
+    Tile,
+    /// Gather.
+    Gather,
     /// eo_resize_bilinear_s8 (and nearest).
     Resize,
     /// eo_mean_s8 / eo_mean_f32.
     Mean,
     /// eo_batch_matmul_s8.
     MatMul,
-    /// Float islands: dequantize, quantize from float, float unary and binary.
-    Float,
+    /// eo_dequantize_s8.
+    Dequantize,
+    /// eo_quantize_f32_s8.
+    QuantizeFloat,
+    /// eo_unary_f32.
+    FloatUnary,
+    /// eo_binary_f32.
+    FloatBinary,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 22] = [
         Kernel::Conv,
         Kernel::Fc,
         Kernel::Depthwise,
@@ -55,11 +72,19 @@ impl Kernel {
         Kernel::Softmax,
         Kernel::Lut,
         Kernel::Copy,
-        Kernel::Index,
+        Kernel::Concat,
+        Kernel::Pad,
+        Kernel::Transpose,
+        Kernel::Slice,
+        Kernel::Tile,
+        Kernel::Gather,
         Kernel::Resize,
         Kernel::Mean,
         Kernel::MatMul,
-        Kernel::Float,
+        Kernel::Dequantize,
+        Kernel::QuantizeFloat,
+        Kernel::FloatUnary,
+        Kernel::FloatBinary,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,11 +98,19 @@ impl Kernel {
             Kernel::Softmax => "softmax",
             Kernel::Lut => "lut",
             Kernel::Copy => "copy",
-            Kernel::Index => "index",
+            Kernel::Concat => "concat",
+            Kernel::Pad => "pad",
+            Kernel::Transpose => "transpose",
+            Kernel::Slice => "slice",
+            Kernel::Tile => "tile",
+            Kernel::Gather => "gather",
             Kernel::Resize => "resize",
             Kernel::Mean => "mean",
-            Kernel::MatMul => "matmul",
-            Kernel::Float => "float",
+            Kernel::MatMul => "mat_mul",
+            Kernel::Dequantize => "dequantize",
+            Kernel::QuantizeFloat => "quantize_float",
+            Kernel::FloatUnary => "float_unary",
+            Kernel::FloatBinary => "float_binary",
         }
     }
 
@@ -91,13 +124,24 @@ impl Kernel {
             Kernel::Conv | Kernel::Fc => &[Call, MacsMain, MacsTail, Patch, Out, Pairs],
             // MACs in the channel loop, loop set-up per (pixel, tap), requantization.
             Kernel::Depthwise => &[Call, MacsMain, Taps, Out],
-            Kernel::Binary | Kernel::BinaryBroadcast => &[Call, Out],
+            // Add/Sub rescale both operands and the sum (3 eo_mbqm_small), Mul once:
+            // measured 146 vs 73 instructions per element on the corpus.
+            Kernel::Binary | Kernel::BinaryBroadcast => &[Call, Out, AddOut],
             // one read per in-bounds window element, one division/clamp per output.
             Kernel::Pool => &[Call, Taps, Out],
             Kernel::Softmax => &[Call, Out, Rows],
-            Kernel::Lut | Kernel::Resize | Kernel::Float => &[Call, Out],
+            Kernel::Lut
+            | Kernel::Resize
+            | Kernel::Dequantize
+            | Kernel::QuantizeFloat
+            | Kernel::FloatUnary
+            | Kernel::FloatBinary
+            | Kernel::Transpose
+            | Kernel::Tile
+            | Kernel::Gather => &[Call, Out],
             Kernel::Copy => &[Call, Bytes, Requant],
-            Kernel::Index => &[Call, Out, Requant],
+            Kernel::Concat | Kernel::Slice => &[Call, Out, Requant],
+            Kernel::Pad => &[Call, Out, In],
             Kernel::Mean => &[Call, In, Out],
             Kernel::MatMul => &[Call, MacsMain, Out],
         }
@@ -132,6 +176,8 @@ pub enum Feature {
     In,
     /// Softmax rows.
     Rows,
+    /// Binary: output elements of an Add or Sub (more rescaling than Mul).
+    AddOut,
 }
 
 impl Feature {
@@ -148,6 +194,7 @@ impl Feature {
             Feature::Requant => "requant",
             Feature::In => "in",
             Feature::Rows => "rows",
+            Feature::AddOut => "add_out",
         }
     }
 }
@@ -349,9 +396,9 @@ fn layer(
             conv_like(Kernel::Fc, rows, k, n, out_elems)
         }
         Op::Binary { .. } if dtype_of(x) == DType::F32 => {
-            (Kernel::Float, vec![(Call, 1.0), (Out, out_elems)])
+            (Kernel::FloatBinary, vec![(Call, 1.0), (Out, out_elems)])
         }
-        Op::Binary { .. } => {
+        Op::Binary { kind, .. } => {
             let same = node
                 .inputs
                 .iter()
@@ -365,7 +412,16 @@ fn layer(
             } else {
                 Kernel::BinaryBroadcast
             };
-            (k, vec![(Call, 1.0), (Out, out_elems)])
+            let add = match kind {
+                BinaryKind::Mul => 0.0,
+                BinaryKind::Add
+                | BinaryKind::Sub
+                | BinaryKind::Div
+                | BinaryKind::Max
+                | BinaryKind::Min
+                | BinaryKind::Pow => out_elems,
+            };
+            (k, vec![(Call, 1.0), (Out, out_elems), (AddOut, add)])
         }
         Op::AveragePool(p) | Op::MaxPool(p) => {
             let xs = shape_of(x)?;
@@ -388,13 +444,16 @@ fn layer(
                 ],
             )
         }
-        Op::Quantize | Op::Unary(_) if dtype_of(x) == DType::F32 => {
-            (Kernel::Float, vec![(Call, 1.0), (Out, out_elems)])
+        Op::Quantize if dtype_of(x) == DType::F32 => {
+            (Kernel::QuantizeFloat, vec![(Call, 1.0), (Out, out_elems)])
+        }
+        Op::Unary(_) if dtype_of(x) == DType::F32 => {
+            (Kernel::FloatUnary, vec![(Call, 1.0), (Out, out_elems)])
         }
         Op::Unary(_) | Op::Clip { .. } | Op::Quantize => {
             (Kernel::Lut, vec![(Call, 1.0), (Out, out_elems)])
         }
-        Op::Dequantize => (Kernel::Float, vec![(Call, 1.0), (Out, out_elems)]),
+        Op::Dequantize => (Kernel::Dequantize, vec![(Call, 1.0), (Out, out_elems)]),
         Op::Reshape { .. }
         | Op::Flatten { .. }
         | Op::Squeeze { .. }
@@ -421,22 +480,24 @@ fn layer(
                 }
             }
             (
-                Kernel::Index,
+                Kernel::Concat,
                 vec![(Call, 1.0), (Out, out_elems), (Requant, rq)],
             )
         }
-        Op::Transpose { .. }
-        | Op::Pad { .. }
-        | Op::StridedSlice(_)
-        | Op::Slice { .. }
-        | Op::Tile { .. }
-        | Op::Gather { .. } => {
+        Op::StridedSlice(_) | Op::Slice { .. } => {
             let rq = if requant(x) { out_elems } else { 0.0 };
             (
-                Kernel::Index,
+                Kernel::Slice,
                 vec![(Call, 1.0), (Out, out_elems), (Requant, rq)],
             )
         }
+        Op::Pad { .. } => (
+            Kernel::Pad,
+            vec![(Call, 1.0), (Out, out_elems), (In, in_elems)],
+        ),
+        Op::Transpose { .. } => (Kernel::Transpose, vec![(Call, 1.0), (Out, out_elems)]),
+        Op::Tile { .. } => (Kernel::Tile, vec![(Call, 1.0), (Out, out_elems)]),
+        Op::Gather { .. } => (Kernel::Gather, vec![(Call, 1.0), (Out, out_elems)]),
         Op::Resize(_) => (Kernel::Resize, vec![(Call, 1.0), (Out, out_elems)]),
         Op::MatMul => {
             let b = node

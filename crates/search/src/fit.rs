@@ -173,11 +173,12 @@ pub fn fit(m: &Measurements) -> Constants {
                 .map(|l| feats.iter().map(|&f| l.features.count(f)).collect())
                 .collect();
             let y: Vec<f64> = rows.iter().map(|l| l.instructions).collect();
-            // Relative least squares: each layer's relative error counts the same, so
-            // the many small layers of the small models are fitted as well as the big
-            // convolutions (an absolute fit would leave a 2,000-instruction layer 50%
-            // off and still look good on the totals of the big models).
-            let w: Vec<f64> = y.iter().map(|v| 1.0 / v.max(100.0)).collect();
+            // Weights 1/sqrt(instructions): between an absolute fit (which leaves the
+            // small layers of the small models far off: the first fit, with 1/y
+            // weights, was within 0.2% on the conv totals but the many small layers
+            // pulled the per-element kernels 35% low on the big ones) and a relative
+            // one.
+            let w: Vec<f64> = y.iter().map(|v| 1.0 / v.max(100.0).sqrt()).collect();
             let x = nnls(&a, &y, &w);
             pc.kernels
                 .insert(kernel, feats.iter().copied().zip(x).collect());
