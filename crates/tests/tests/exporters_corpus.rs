@@ -57,7 +57,19 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ("transformer.ts17.onnx", "c-tflm", TRANSFORMER_C),
     ("transformer.dynamo18.onnx", "c-tflm", TRANSFORMER_C),
     ("transformer.dynamo18_inline.onnx", "c-tflm", TRANSFORMER_C),
+    ("mnist_cnn.ts17.onnx", "qemu", MNIST_COST),
+    ("mnist_cnn.dynamo18.onnx", "qemu", MNIST_COST),
+    ("mnist_cnn.dynamo18_inline.onnx", "qemu", MNIST_COST),
 ];
+
+/// The C is right (same bytes as the host C on both paths); the cost model is not: on
+/// the DSP path it predicts 2,589,102 instructions for 2,877,230 measured (-10.01%;
+/// portable -8.4%). Its first conv has one input channel, so the receptive-field copy
+/// runs one (ky, kx) iteration per element, and that per-tap loop overhead is not a
+/// feature of the conv model (that layer: 732,233 predicted, 1,002,380 measured; see
+/// bench/results/cost_model.md). Fix: a per-tap feature, then refit (cost_fit.rs).
+const MNIST_COST: &str = "cost model 10.01% low on the DSP path: the per-tap overhead of \
+    a one-input-channel conv's receptive-field copy is not a feature (see MNIST_COST)";
 
 const TRANSFORMER_C: &str = "TensorFlow Lite Micro has no GELU kernel (the C's int8 GELU \
     is the runtime's lookup table, which c-host checks)";
