@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use edgeopt_device::{Device, Fit, MemoryCheck};
 use edgeopt_ir::{shape::bind_input_shapes, Graph};
 use edgeopt_runtime::profile::{profile, ModelProfile};
+use edgeopt_search::CostReport;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -67,11 +68,9 @@ pub struct Report {
     pub device: Option<DeviceReport>,
 }
 
-/// `inspect --device`: which device, and whether the model's arena and weights fit it.
-///
-/// Issue 15 item 8 (the cost model) adds its per-layer and total latency / energy
-/// estimates here, from the same profile (`clock_hz`, `active_power`, `idle_power`,
-/// `memory_energy`); until then `estimates` says they are not computed.
+/// `inspect --device`: which device, whether the model's arena and weights fit it, and
+/// the cost model's per-layer and total estimates (latency, energy, RAM with scratch and
+/// stack, flash with code: `edgeopt_search::cost`).
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceReport {
     pub name: String,
@@ -85,7 +84,12 @@ pub struct DeviceReport {
     /// counts them for the models it compiles).
     pub memory: MemoryCheck,
     pub fits: bool,
-    pub estimates: &'static str,
+    /// The cost model's estimate (batch 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostReport>,
+    /// Why there is no estimate (e.g. an op the C generator does not support).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_unavailable: Option<String>,
 }
 
 /// Checks `report`'s memory needs against `device` (read from `from`).
@@ -101,8 +105,95 @@ pub fn check_device(report: &mut Report, device: &Device, from: &str) {
         clock_hz: device.clock_hz.as_ref().map(|f| f.value),
         fits: memory.fits(),
         memory,
-        estimates: "latency and energy are not estimated yet (cost model: issue 15 item 8)",
+        cost: None,
+        cost_unavailable: None,
     });
+}
+
+/// Adds the cost model's estimate of `graph` on `device` to `report`'s device section
+/// (after [`check_device`]). The estimate is for batch 1.
+pub fn add_cost(report: &mut Report, graph: &Graph, device: &Device) {
+    let batch = report.batch;
+    let Some(d) = report.device.as_mut() else {
+        return;
+    };
+    if batch != 1 {
+        d.cost_unavailable = Some(format!(
+            "the cost model estimates batch 1 (the C generator's), not --batch {batch}"
+        ));
+        return;
+    }
+    match edgeopt_search::estimate(graph, device) {
+        Ok(c) => d.cost = Some(c),
+        Err(e) => d.cost_unavailable = Some(format!("{e}")),
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".to_string(), |x| format!("{x:.digits$}"))
+}
+
+fn render_cost(o: &mut String, c: &CostReport) {
+    const NAME: usize = 30;
+    let _ = writeln!(o, "\ncost model on {}: {}", c.device, c.method);
+    let _ = writeln!(
+        o,
+        "{:>4}  {:<NAME$}  {:<16}  {:<16}  {:>12}  {:>10}  {:>10}  {:>10}  {:>10}",
+        "#", "name", "op", "kernel", "instructions", "ms", "uJ", "weights B", "act B"
+    );
+    for (i, l) in c.layers.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "{:>4}  {:<NAME$}  {:<16}  {:<16}  {:>12}  {:>10}  {:>10}  {:>10}  {:>10}",
+            i,
+            clip(&l.name, NAME),
+            clip(&l.op, 16),
+            l.kernel,
+            l.instructions
+                .map_or("-".into(), |v| thousands(v.max(0.0).round() as u64)),
+            opt(l.latency_ms, 4),
+            opt(l.energy_uj, 2),
+            thousands(l.weight_bytes),
+            thousands(l.activation_bytes)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  total: {} instructions, latency {} ms{}, energy {}",
+        c.instructions
+            .map_or("-".into(), |v| thousands(v.max(0.0).round() as u64)),
+        opt(c.latency_ms, 3),
+        c.clock_hz
+            .map_or(String::new(), |hz| format!(" at {} MHz", hz as f64 / 1e6)),
+        c.energy_uj
+            .map_or("not estimated".into(), |e| format!("{e:.1} uJ"))
+    );
+    let _ = writeln!(o, "  energy: {}", c.energy_note);
+    let _ = writeln!(
+        o,
+        "  RAM:   {} B (arena {} + scratch {} + stack {})",
+        thousands(c.ram.total_bytes),
+        thousands(c.ram.arena_bytes),
+        thousands(c.ram.scratch_bytes),
+        thousands(c.ram.stack_bytes)
+    );
+    let _ = writeln!(
+        o,
+        "  flash: {} B (weights {} + code {})",
+        thousands(c.flash.total_bytes),
+        thousands(c.flash.weights_bytes),
+        thousands(c.flash.code_bytes)
+    );
+    render_fit(o, "RAM:", "total", &c.memory.ram, "RAM");
+    render_fit(o, "flash:", "total", &c.memory.flash, "flash");
+    let _ = writeln!(
+        o,
+        "  {} (RAM and flash as the cost model counts them)",
+        if c.fits { "fits" } else { "DOES NOT FIT" }
+    );
+    for n in &c.notes {
+        let _ = writeln!(o, "  note: {n}");
+    }
 }
 
 fn render_fit(o: &mut String, what: &str, need: &str, f: &Fit, memory: &str) {
@@ -363,7 +454,13 @@ pub fn render(r: &Report) -> String {
             "  {} (lower bounds: code, kernel scratch and stack not counted; `edgeopt compile` counts them)",
             if d.fits { "fits" } else { "DOES NOT FIT" }
         );
-        let _ = writeln!(o, "  {}", d.estimates);
+        match (&d.cost, &d.cost_unavailable) {
+            (Some(c), _) => render_cost(&mut o, c),
+            (None, Some(why)) => {
+                let _ = writeln!(o, "  cost model: not estimated: {why}");
+            }
+            (None, None) => {}
+        }
     }
     o
 }

@@ -40,8 +40,9 @@ enum Command {
         /// Batch size bound to a dynamic leading input dimension.
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        /// Check the arena and weights against a device: a built-in name (see devices/)
-        /// or a path to a device file (.toml).
+        /// Check the arena and weights against a device and estimate latency, energy, RAM
+        /// and flash per layer (the cost model): a built-in name (see devices/) or a path
+        /// to a device file (.toml).
         #[arg(long, value_name = "NAME|PATH")]
         device: Option<String>,
     },
@@ -210,6 +211,7 @@ fn main_inner(cli: Cli) -> Result<()> {
             let mut report = inspect(&g, &model_name(&model), batch)?;
             if let Some((dev, from)) = &device {
                 edgeopt_cli::inspect::check_device(&mut report, dev, from);
+                edgeopt_cli::inspect::add_cost(&mut report, &g, dev);
             }
             if json {
                 print_json(&report)?;

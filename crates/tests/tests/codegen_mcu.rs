@@ -121,6 +121,21 @@ fn qemu_check(which: &str, cores: &[(&str, bool)]) {
         assert_same(&format!("{which} {core} dsp={dsp}"), &r.outputs, &want, per);
         // The clock calibration is what turns ticks into instructions: it must be exact.
         assert_eq!(r.calib_instructions % r.calib_ticks, 0, "{r:?}");
+        if core == "cortex-m4" {
+            // The cost model (fitted on half of the exporter corpus, never on these
+            // models: crates/search/data/cortex-m4.json) within 10% of qemu's count.
+            let (_, p) = edgeopt_search::predict_instructions(&g, dsp).unwrap();
+            let m = r.instructions_per_inference;
+            let e = (p - m) / m;
+            eprintln!(
+                "{which} dsp={dsp}: cost model {p:.0} vs qemu {m:.0} ({:+.1}%)",
+                100.0 * e
+            );
+            assert!(
+                e.abs() < 0.10,
+                "{which} dsp={dsp}: predicted {p:.0}, qemu {m:.0}"
+            );
+        }
         eprintln!(
             "{which} on {core} (dsp {dsp}): {} samples bit-exact; text {} data {} bss {}; \
              {:.0} instructions/inference",

@@ -58,7 +58,19 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ("transformer.ts17.onnx", "c-tflm", TRANSFORMER_C),
     ("transformer.dynamo18.onnx", "c-tflm", TRANSFORMER_C),
     ("transformer.dynamo18_inline.onnx", "c-tflm", TRANSFORMER_C),
+    ("mnist_cnn.ts17.onnx", "qemu", MNIST_COST),
+    ("mnist_cnn.dynamo18.onnx", "qemu", MNIST_COST),
+    ("mnist_cnn.dynamo18_inline.onnx", "qemu", MNIST_COST),
 ];
+
+/// The C is right (same bytes as the host C on both paths); the cost model is not: on
+/// the DSP path it predicts 2,589,102 instructions for 2,877,230 measured (-10.01%;
+/// portable -8.4%). Its first conv has one input channel, so the receptive-field copy
+/// runs one (ky, kx) iteration per element, and that per-tap loop overhead is not a
+/// feature of the conv model (that layer: 732,233 predicted, 1,002,380 measured; see
+/// bench/results/cost_model.md). Fix: a per-tap feature, then refit (cost_fit.rs).
+const MNIST_COST: &str = "cost model 10.01% low on the DSP path: the per-tap overhead of \
+    a one-input-channel conv's receptive-field copy is not a feature (see MNIST_COST)";
 
 const TRANSFORMER_C: &str = "TensorFlow Lite Micro has no GELU kernel (the C's int8 GELU \
     is the runtime's lookup table, which c-host checks)";
@@ -557,12 +569,58 @@ fn c_stages(dir: &Path, tfl: &Path, x: &Tensor, arm: bool) -> [Cell; 3] {
         if r.outputs != got {
             return Err(format!("{} from the host C", differ(&r.outputs, &got)));
         }
-        Ok(Some(format!(
-            "{:.0} instructions",
-            r.instructions_per_inference
-        )))
+        let dsp = cost_check(&g, true, r.instructions_per_inference)?;
+        // The portable kernels (-DEO_NO_DSP): same bytes, and the cost model's other path.
+        // One sample, to keep the added qemu time small: the kernels' counts depend on the
+        // data only through a few branches (clamps, softmax).
+        let n = x.shape[0].max(1);
+        let (xb1, got1) = (&xb[..xb.len() / n], &got[..got.len() / n]);
+        let b = harness::build_arm(
+            &work.join("gen"),
+            m4,
+            false,
+            STACK_BYTES,
+            &work.join("build-portable"),
+        )
+        .map_err(first_line)?;
+        let r = harness::run_qemu(
+            &b,
+            machine,
+            xb1,
+            &work.join("build-portable"),
+            Duration::from_secs(120),
+        )
+        .map_err(first_line)?;
+        if r.outputs != got1 {
+            return Err(format!(
+                "portable kernels: {} from the host C",
+                differ(&r.outputs, got1)
+            ));
+        }
+        let portable = cost_check(&g, false, r.instructions_per_inference)?;
+        Ok(Some(format!("{dsp}; portable {portable}")))
     })();
     [Some(Ok(String::new())), Some(tflm), qemu.transpose()]
+}
+
+/// The cost model (edgeopt_search, issue 15 item 8) predicts the qemu instruction count
+/// within 10% (the constants were fitted on half of these models: see
+/// crates/search/data/cortex-m4.json, `fitted_on`; the other half is held out).
+fn cost_check(g: &Graph, dsp: bool, measured: f64) -> Result<String, String> {
+    let (_, p) = edgeopt_search::predict_instructions(g, dsp).map_err(first_line)?;
+    let e = (p - measured) / measured;
+    let msg = format!(
+        "{measured:.0} instructions, predicted {p:.0} ({:+.1}%)",
+        100.0 * e
+    );
+    if e.abs() < 0.10 {
+        Ok(msg)
+    } else {
+        Err(format!(
+            "cost model ({}): {msg}",
+            if dsp { "dsp" } else { "portable" }
+        ))
+    }
 }
 
 #[test]
