@@ -5,8 +5,8 @@
 //! are checked against qemu in codegen_mcu.rs and exporters_corpus.rs.
 
 use edgeopt_cli::inspect::{add_cost, check_device, inspect, render};
-use edgeopt_tests::samples;
 use edgeopt_testkit as tk;
+use edgeopt_tests::samples;
 
 #[test]
 fn inspect_device_prints_the_cost_model() {
