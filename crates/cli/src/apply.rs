@@ -61,7 +61,7 @@ pub struct ApplyArgs {
     pub mean: Vec<f32>,
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub std: Vec<f32>,
-    #[arg(long, value_enum, default_value_t = DataLayout::Nhwc)]
+    #[arg(long, default_value_t = DataLayout::Nhwc, value_parser = crate::layout_parser())]
     pub layout: DataLayout,
     /// Integer arithmetic of every run (calibration does not depend on it; sensitivity,
     /// reports and evaluation do). Default: tflm when the recipe has an `integer-io`

@@ -18,11 +18,12 @@
 //! `bench/results/cost_model.md` (predicted vs measured, every model and path).
 
 use edgeopt_cli::quantize::{quantize_command, QuantizeArgs};
-use edgeopt_codegen::{compile, harness, samples, write_dir, Target, STACK_BYTES};
+use edgeopt_codegen::{compile, write_dir, Target, STACK_BYTES};
 use edgeopt_ir::{Graph, Tensor, TensorData};
 use edgeopt_search::features;
 use edgeopt_search::fit::{self, KernelPath, MeasuredLayer, Measurements, ModelMeasurement};
 use edgeopt_testkit as tk;
+use edgeopt_tests::{harness, samples};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
