@@ -219,7 +219,53 @@ pub fn input_quant_params(graph: &Graph, input: ValueId) -> Option<QuantParams> 
                 op if op.is_reshape_like() || matches!(op, Op::Transpose { .. }) => {
                     next.extend(n.outputs.iter().copied());
                 }
-                _ => {}
+                Op::Conv(_)
+                | Op::ConvTranspose(_)
+                | Op::Gemm { .. }
+                | Op::MatMul
+                | Op::FullyConnected { .. }
+                | Op::Binary { .. }
+                | Op::Compare(_)
+                | Op::Where
+                | Op::Unary(_)
+                | Op::Clip { .. }
+                | Op::LeakyRelu { .. }
+                | Op::HardSigmoid { .. }
+                | Op::Softmax { .. }
+                | Op::LogSoftmax { .. }
+                | Op::MaxPool(_)
+                | Op::AveragePool(_)
+                | Op::GlobalAveragePool
+                | Op::BatchNorm { .. }
+                | Op::LayerNorm { .. }
+                | Op::Flatten { .. }
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Squeeze { .. }
+                | Op::Unsqueeze { .. }
+                | Op::Concat { .. }
+                | Op::StridedSlice(_)
+                | Op::Tile { .. }
+                | Op::Fill
+                | Op::Gather { .. }
+                | Op::Split { .. }
+                | Op::Slice { .. }
+                | Op::Pad { .. }
+                | Op::Lstm { .. }
+                | Op::TopK { .. }
+                | Op::Gru { .. }
+                | Op::Reduce { .. }
+                | Op::Resize(_)
+                | Op::Identity
+                | Op::Shape
+                | Op::Cast { .. }
+                | Op::QuantizeLinear { .. }
+                | Op::QLinearConv(_)
+                | Op::QLinearMatMul
+                | Op::ConvInteger(_)
+                | Op::MatMulInteger
+                | Op::Quantize
+                | Op::Dequantize => {}
             }
         }
         if next.is_empty() {
@@ -484,7 +530,49 @@ fn model_input_layout(graph: &Graph, input: ValueId) -> Option<DataLayout> {
             Op::Transpose { perm } if perm == &[0, 3, 1, 2] => return Some(DataLayout::Nhwc),
             Op::Conv(a) | Op::QLinearConv(a) | Op::ConvInteger(a) => a.layout,
             Op::MaxPool(p) | Op::AveragePool(p) => p.layout,
-            _ => continue,
+            Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::FullyConnected { .. }
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearMatMul
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => continue,
         };
         return Some(match layout {
             edgeopt_ir::Layout::Nchw => DataLayout::Nchw,

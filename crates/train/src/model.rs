@@ -168,7 +168,30 @@ pub fn supported(op: &Op) -> bool {
         Op::Unary(k) => !matches!(k, UnaryKind::Floor | UnaryKind::Ceil | UnaryKind::Not),
         Op::Pad { mode, .. } => !matches!(mode, PadMode::Wrap),
         Op::Reduce { kind, .. } => !matches!(kind, ReduceKind::Prod),
-        _ => false,
+        Op::ConvTranspose(_)
+        | Op::Compare(_)
+        | Op::Where
+        | Op::LayerNorm { .. }
+        | Op::StridedSlice(_)
+        | Op::Tile { .. }
+        | Op::Fill
+        | Op::Gather { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Lstm { .. }
+        | Op::TopK { .. }
+        | Op::Gru { .. }
+        | Op::Resize(_)
+        | Op::Shape
+        | Op::Cast { .. }
+        | Op::QuantizeLinear { .. }
+        | Op::DequantizeLinear { .. }
+        | Op::QLinearConv(_)
+        | Op::QLinearMatMul
+        | Op::ConvInteger(_)
+        | Op::MatMulInteger
+        | Op::Quantize
+        | Op::Dequantize => false,
     }
 }
 
@@ -325,7 +348,49 @@ impl Model {
                         }
                     }
                 }
-                _ => {}
+                Op::ConvTranspose(_)
+                | Op::Binary { .. }
+                | Op::Compare(_)
+                | Op::Where
+                | Op::Unary(_)
+                | Op::Clip { .. }
+                | Op::LeakyRelu { .. }
+                | Op::HardSigmoid { .. }
+                | Op::Softmax { .. }
+                | Op::LogSoftmax { .. }
+                | Op::MaxPool(_)
+                | Op::AveragePool(_)
+                | Op::GlobalAveragePool
+                | Op::LayerNorm { .. }
+                | Op::Flatten { .. }
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Squeeze { .. }
+                | Op::Unsqueeze { .. }
+                | Op::Concat { .. }
+                | Op::StridedSlice(_)
+                | Op::Tile { .. }
+                | Op::Fill
+                | Op::Gather { .. }
+                | Op::Split { .. }
+                | Op::Slice { .. }
+                | Op::Pad { .. }
+                | Op::Lstm { .. }
+                | Op::TopK { .. }
+                | Op::Gru { .. }
+                | Op::Reduce { .. }
+                | Op::Resize(_)
+                | Op::Identity
+                | Op::Shape
+                | Op::Cast { .. }
+                | Op::QuantizeLinear { .. }
+                | Op::DequantizeLinear { .. }
+                | Op::QLinearConv(_)
+                | Op::QLinearMatMul
+                | Op::ConvInteger(_)
+                | Op::MatMulInteger
+                | Op::Quantize
+                | Op::Dequantize => {}
             }
             let mut r = Resolved::default();
             match &node.op {
@@ -358,7 +423,53 @@ impl Model {
                             .collect(),
                     );
                 }
-                _ => {}
+                Op::Conv(_)
+                | Op::ConvTranspose(_)
+                | Op::Gemm { .. }
+                | Op::MatMul
+                | Op::FullyConnected { .. }
+                | Op::Binary { .. }
+                | Op::Compare(_)
+                | Op::Where
+                | Op::Unary(_)
+                | Op::Clip { .. }
+                | Op::LeakyRelu { .. }
+                | Op::HardSigmoid { .. }
+                | Op::Softmax { .. }
+                | Op::LogSoftmax { .. }
+                | Op::MaxPool(_)
+                | Op::AveragePool(_)
+                | Op::GlobalAveragePool
+                | Op::BatchNorm { .. }
+                | Op::LayerNorm { .. }
+                | Op::Flatten { .. }
+                | Op::Transpose { .. }
+                | Op::Squeeze { .. }
+                | Op::Unsqueeze { .. }
+                | Op::Concat { .. }
+                | Op::StridedSlice(_)
+                | Op::Tile { .. }
+                | Op::Fill
+                | Op::Gather { .. }
+                | Op::Split { .. }
+                | Op::Slice { .. }
+                | Op::Pad { .. }
+                | Op::Lstm { .. }
+                | Op::TopK { .. }
+                | Op::Gru { .. }
+                | Op::Reduce { .. }
+                | Op::Resize(_)
+                | Op::Identity
+                | Op::Shape
+                | Op::Cast { .. }
+                | Op::QuantizeLinear { .. }
+                | Op::DequantizeLinear { .. }
+                | Op::QLinearConv(_)
+                | Op::QLinearMatMul
+                | Op::ConvInteger(_)
+                | Op::MatMulInteger
+                | Op::Quantize
+                | Op::Dequantize => {}
             }
             resolved.push(r);
         }
@@ -1070,7 +1181,30 @@ impl Model {
                 x
             }
             Op::Identity => input(0)?,
-            _ => return Err(err(node, "not in the trainable subset")),
+            Op::ConvTranspose(_)
+            | Op::Compare(_)
+            | Op::Where
+            | Op::LayerNorm { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Resize(_)
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => return Err(err(node, "not in the trainable subset")),
         };
         Ok(y)
     }

@@ -223,7 +223,36 @@ fn integer_kernel(g: &Graph, n: &Node, wide: bool) -> bool {
             kind: ReduceKind::Mean,
             ..
         } => !wide,
-        op => op.is_reshape_like(),
+        op @ (Op::ConvTranspose(_)
+        | Op::Gemm { .. }
+        | Op::Compare(_)
+        | Op::Where
+        | Op::LeakyRelu { .. }
+        | Op::HardSigmoid { .. }
+        | Op::LogSoftmax { .. }
+        | Op::GlobalAveragePool
+        | Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Fill
+        | Op::Lstm { .. }
+        | Op::TopK { .. }
+        | Op::Gru { .. }
+        | Op::Reduce { .. }
+        | Op::Identity
+        | Op::Shape
+        | Op::Cast { .. }
+        | Op::QuantizeLinear { .. }
+        | Op::DequantizeLinear { .. }
+        | Op::QLinearConv(_)
+        | Op::QLinearMatMul
+        | Op::ConvInteger(_)
+        | Op::MatMulInteger
+        | Op::Quantize
+        | Op::Dequantize) => op.is_reshape_like(),
     }
 }
 
@@ -609,9 +638,10 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                 }
             }
             Op::Binary { .. } | Op::Concat { .. } => {
-                let concat_params = match &n0.op {
-                    Op::Concat { .. } => n0.outputs.first().and_then(|&o| params[o].clone()),
-                    _ => None,
+                let concat_params = if matches!(n0.op, Op::Concat { .. }) {
+                    n0.outputs.first().and_then(|&o| params[o].clone())
+                } else {
+                    None
                 };
                 // A concat's operands carry its output's parameters (TFLite's kernel
                 // requires it); an operand that could not adopt them in step 1 is
@@ -666,7 +696,50 @@ fn to_integer(prepared: &Graph, plan: &QuantPlan, adt: DType) -> Result<Graph> {
                     *x = Some(id);
                 }
             }
-            _ => {}
+            Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => {}
         }
         nodes.push(n);
     }

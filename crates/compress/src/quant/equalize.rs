@@ -48,15 +48,63 @@ fn kind(g: &Graph, ni: usize) -> Option<Kind> {
             }
         }
         Op::FullyConnected { .. } if w.rank() == 2 => Some(Kind::Fc { k: w.shape[1] }),
-        _ => None,
+        Op::Conv(_)
+        | Op::ConvTranspose(_)
+        | Op::Gemm { .. }
+        | Op::MatMul
+        | Op::FullyConnected { .. }
+        | Op::Binary { .. }
+        | Op::Compare(_)
+        | Op::Where
+        | Op::Unary(_)
+        | Op::Clip { .. }
+        | Op::LeakyRelu { .. }
+        | Op::HardSigmoid { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::MaxPool(_)
+        | Op::AveragePool(_)
+        | Op::GlobalAveragePool
+        | Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Concat { .. }
+        | Op::StridedSlice(_)
+        | Op::Tile { .. }
+        | Op::Fill
+        | Op::Gather { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Lstm { .. }
+        | Op::TopK { .. }
+        | Op::Gru { .. }
+        | Op::Reduce { .. }
+        | Op::Resize(_)
+        | Op::Identity
+        | Op::Shape
+        | Op::Cast { .. }
+        | Op::QuantizeLinear { .. }
+        | Op::DequantizeLinear { .. }
+        | Op::QLinearConv(_)
+        | Op::QLinearMatMul
+        | Op::ConvInteger(_)
+        | Op::MatMulInteger
+        | Op::Quantize
+        | Op::Dequantize => None,
     }
 }
 
 fn activation(op: &Op) -> Activation {
-    match op {
-        Op::Conv(a) => a.activation,
-        Op::FullyConnected { activation, .. } => *activation,
-        _ => Activation::None,
+    // Conv and FullyConnected only: the layers equalization pairs.
+    if matches!(op, Op::Conv(_) | Op::FullyConnected { .. }) {
+        op.fused_activation().unwrap_or(Activation::None)
+    } else {
+        Activation::None
     }
 }
 

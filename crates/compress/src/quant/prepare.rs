@@ -163,11 +163,8 @@ fn fold_const_dequantize(g: &mut Graph) -> Result<()> {
     let mut remove = Vec::new();
     for ni in 0..g.nodes.len() {
         let n = &g.nodes[ni];
-        let foldable = match &n.op {
-            Op::Dequantize => true,
-            Op::DequantizeLinear { block_size, .. } => *block_size == 0,
-            _ => false,
-        };
+        let foldable = matches!(n.op, Op::Dequantize)
+            || matches!(n.op, Op::DequantizeLinear { block_size, .. } if block_size == 0);
         let consts: Option<Vec<Option<&Tensor>>> = n
             .inputs
             .iter()
@@ -222,7 +219,54 @@ fn fuse_gelu(g: &mut Graph) {
                 kind: k,
                 activation: Activation::None,
             } if *k == kind => Some((g.nodes[ni].input(0)?, g.nodes[ni].input(1)?)),
-            _ => None,
+            Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::FullyConnected { .. }
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => None,
         }
     };
     // The other operand of a commutative binary node, given one.
@@ -332,11 +376,8 @@ fn fold_batchnorm(g: &mut Graph) -> Result<()> {
             continue;
         }
         let p = &g.nodes[pi];
-        let channel_axis_ok = match &p.op {
-            Op::Conv(a) => a.layout == Layout::Nchw && a.activation == Activation::None,
-            Op::FullyConnected { activation, .. } => *activation == Activation::None,
-            _ => false,
-        };
+        let channel_axis_ok = matches!(&p.op, Op::Conv(a) if a.layout == Layout::Nchw && a.activation == Activation::None)
+            || matches!(&p.op, Op::FullyConnected { activation, .. } if *activation == Activation::None);
         if !channel_axis_ok {
             continue;
         }
@@ -512,7 +553,54 @@ fn lift_1d(g: &mut Graph) -> Result<()> {
                 lift_pool_attrs(p);
                 true
             }
-            _ => false,
+            Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::FullyConnected { .. }
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => false,
         };
         if !lifted {
             nodes.push(n);
@@ -634,7 +722,53 @@ fn to_fully_connected(g: &mut Graph) -> Result<()> {
                 trans_b,
             } => (trans_b, alpha, beta, n.input(2)),
             Op::MatMul => (false, 1.0, 0.0, None),
-            _ => continue,
+            Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::FullyConnected { .. }
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => continue,
         };
         let Some(a) = n.input(0) else { continue };
         let a_rank = facts[a].as_ref().map(|f| f.shape.len());
@@ -1079,7 +1213,52 @@ impl Layouter<'_> {
                 };
                 self.emit_last(n, op, vec![Some(xl)]);
             }
-            _ => self.keep(n),
+            Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::FullyConnected { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => self.keep(n),
         }
         Ok(())
     }
@@ -1225,7 +1404,54 @@ fn fuse_activations(g: &mut Graph) {
                 min: Some(lo),
                 max: Some(hi),
             } if *lo == -1.0 && *hi == 1.0 => Activation::ReluN1To1,
-            _ => continue,
+            Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::FullyConnected { .. }
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => continue,
         };
         let Some(x) = n.input(0) else { continue };
         let Some(pi) = producers[x] else { continue };
@@ -1241,7 +1467,50 @@ fn fuse_activations(g: &mut Graph) {
                 activation,
             } => Some(activation),
             Op::MaxPool(p) | Op::AveragePool(p) => Some(&mut p.activation),
-            _ => None,
+            Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => None,
         };
         match slot {
             Some(a) if *a == Activation::None => *a = act,

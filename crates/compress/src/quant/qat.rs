@@ -389,7 +389,50 @@ fn effective_ranges(
         let inherits = match &n.op {
             Op::MaxPool(p) | Op::AveragePool(p) => p.layout == Layout::Nhwc,
             Op::Pad { .. } | Op::Transpose { .. } => true,
-            op => op.is_reshape_like(),
+            op @ (Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::FullyConnected { .. }
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize) => op.is_reshape_like(),
         };
         let fixed = match &n.op {
             Op::Softmax { .. } | Op::Unary(UnaryKind::Sigmoid) if wide => {
@@ -398,7 +441,53 @@ fn effective_ranges(
             Op::Softmax { .. } | Op::Unary(UnaryKind::Sigmoid) => Some((0.0, 255.0 / 256.0)),
             Op::Unary(UnaryKind::Tanh) if wide => Some((-32767.0 / 32768.0, 32767.0 / 32768.0)),
             Op::Unary(UnaryKind::Tanh) => Some((-1.0, 127.0 / 128.0)),
-            _ => None,
+            Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::FullyConnected { .. }
+            | Op::Binary { .. }
+            | Op::Compare(_)
+            | Op::Where
+            | Op::Unary(_)
+            | Op::Clip { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSigmoid { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Concat { .. }
+            | Op::StridedSlice(_)
+            | Op::Tile { .. }
+            | Op::Fill
+            | Op::Gather { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Lstm { .. }
+            | Op::TopK { .. }
+            | Op::Gru { .. }
+            | Op::Reduce { .. }
+            | Op::Resize(_)
+            | Op::Identity
+            | Op::Shape
+            | Op::Cast { .. }
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::ConvInteger(_)
+            | Op::MatMulInteger
+            | Op::Quantize
+            | Op::Dequantize => None,
         };
         let input = n.input(0).and_then(|x| eff[x]);
         for &o in &n.outputs {
