@@ -169,9 +169,14 @@ mod tests {
     #[test]
     fn rank_zero_is_argmax_and_ranks_follow_sorted_order() {
         let t = Tensor::from_f32(vec![6], vec![0.3, f32::NAN, 0.9, 0.3, -1.0, 0.9]).unwrap();
-        // Sorted: 2 (0.9), 5 (0.9), 0 (0.3), 3 (0.3), 4 (-1), 1 (NaN).
+        // Sorted: 2 (0.9), 5 (0.9), 0 (0.3), 3 (0.3), 4 (-1), 1 (NaN); ties keep index
+        // order. ranks[l] is label l's position in that order.
+        let sorted = [2, 5, 0, 3, 4, 1];
         let ranks: Vec<usize> = (0..6).map(|l| rank_of(&t, 0..6, l)).collect();
-        assert_eq!(ranks, vec![2, 5, 0, 1, 4, 3]);
+        let expect: Vec<usize> = (0..6)
+            .map(|l| sorted.iter().position(|&k| k == l).unwrap())
+            .collect();
+        assert_eq!(ranks, expect);
         assert_eq!(rank_of(&t, 0..6, argmax(&t)), 0);
         assert_eq!(rank_of(&t, 0..6, 6), usize::MAX);
     }
